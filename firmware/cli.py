@@ -1,0 +1,46 @@
+"""``offhook`` console script: dispatches each subcommand to the module that owns it.
+
+Subcommand modules are imported only when used, so the phone never loads the server's stack and a
+missing optional dependency only affects its own command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("firmware.sim:main", "run a simulated phone (emulated board) on this PC"),
+    "run": ("firmware.supervisor:main", "run the phone under its supervisor (on a Raspberry Pi)"),
+    "phone": ("firmware.phone_process:main", "run one phone process (used by the supervisor)"),
+    "server": ("provisioning.cli:server_main", "run the provisioning server"),
+    "fleet": ("provisioning.cli:fleet_main", "manage the fleet: devices, groups, approvals"),
+    "image": ("image.cli:image_main", "build or boot-test an SD card image"),
+    "flash": ("image.cli:flash_main", "flash an image onto an SD card or image file"),
+    "demo": ("firmware.demo:main", "provisioning server and simulated phones calling each other"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    rows = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
+    head = "usage: offhook COMMAND [ARGS...]"
+    return f"{head}\n\ncommands:\n{rows}\n\n'offhook COMMAND --help' for more."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"offhook: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name][0].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The phone's typed configuration: one schema shared by the phone and the provisioning server.
+
+The phone reads it from TOML; the server renders it as JSON. Unknown keys and bad values are
+rejected with a message that names the key (``accounts[0].transport: ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from firmware.atomic import atomic_write_bytes
+
+HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(:\d{1,5})?$")
+KNOWN_CODECS = ("G722", "PCMU", "PCMA", "GSM", "iLBC", "speex", "L16")
+TONE_PLANS = ("us", "eu", "uk")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names each offending key."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _check_host_port(value: str) -> str:
+    if not HOST_PORT.match(value):
+        raise ValueError(f"{value!r} is not host or host:port")
+    if ":" in value and not value.endswith("]"):
+        port = int(value.rsplit(":", 1)[1])
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} out of range 1-65535")
+    return value
+
+
+class DeviceSettings(_Section):
+    name: str = "offhook phone"
+    timezone: str = "UTC"
+    language: str = "en"
+
+
+class Account(_Section):
+    user: Annotated[str, Field(min_length=1, max_length=64)]
+    password: str = ""
+    domain: str
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    display_name: str = ""
+    auth_user: str = ""
+    enabled: bool = True
+    register_expires_s: Annotated[int, Field(ge=30, le=86400)] = 300
+    srtp: Literal["disabled", "optional", "mandatory"] = "disabled"
+    voicemail: str = ""
+    outbound_proxy: str = ""
+
+    @field_validator("domain", "outbound_proxy")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return value if value == "" else _check_host_port(value)
+
+    @field_validator("user")
+    @classmethod
+    def _user_chars(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._~+\-!$&'()*,;=]+", value):
+            raise ValueError("user may contain only SIP user characters (no spaces, @ or :)")
+        return value
+
+
+class SipSettings(_Section):
+    port: Annotated[int, Field(ge=0, le=65535)] = 5060
+    codecs: list[str] = Field(default_factory=lambda: ["G722", "PCMU", "PCMA"])
+    user_agent: str = "offhook"
+    tls_ca_file: str = ""
+    tls_verify_server: bool = False
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+    @field_validator("codecs")
+    @classmethod
+    def _codecs(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one codec is needed")
+        unknown = [c for c in value if c not in KNOWN_CODECS]
+        if unknown:
+            raise ValueError(f"unknown codec(s) {unknown}; known: {', '.join(KNOWN_CODECS)}")
+        return value
+
+
+class AudioSettings(_Section):
+    capture: str = "default"
+    playback: str = "default"
+    tone_plan: Literal["us", "eu", "uk"] = "us"
+    sample_rate: Literal[8000, 16000, 48000] = 16000
+    period_ms: Annotated[int, Field(ge=5, le=40)] = 10
+    speaker_volume: Annotated[int, Field(ge=0, le=100)] = 80
+    ring_volume: Annotated[int, Field(ge=0, le=100)] = 80
+    mixer_control: str = ""
+
+
+class DialPlanSettings(_Section):
+    digit_map: str = "[2-9]xxx|0|00|911|112|999|1[2-9]xx[2-9]xxxxxx|011x.T|x.T"
+    interdigit_timeout_s: Annotated[float, Field(gt=0, le=30)] = 4.0
+    emergency_numbers: list[str] = Field(default_factory=lambda: ["911", "112", "999"])
+    offhook_timeout_s: Annotated[float, Field(gt=0, le=600)] = 15.0
+
+
+class FeatureSettings(_Section):
+    dnd: bool = False
+    call_waiting: bool = True
+    auto_answer: bool = False
+    forward_always: str = ""
+    forward_busy: str = ""
+    forward_no_answer: str = ""
+    forward_no_answer_s: Annotated[int, Field(ge=5, le=120)] = 20
+
+
+class PhonebookEntry(_Section):
+    name: Annotated[str, Field(min_length=1)]
+    number: Annotated[str, Field(min_length=1)]
+    speed_dial: str = ""
+
+
+class ControlSettings(_Section):
+    listen: str = "127.0.0.1:8080"
+    token: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _check_host_port(value)
+        if ":" not in value:
+            raise ValueError("listen needs host:port")
+        return value
+
+
+class ProvisioningSettings(_Section):
+    url: str = ""
+    ca_fingerprint: str = ""
+    enrollment_token: str = ""
+    poll_interval_s: Annotated[int, Field(ge=10, le=7 * 86400)] = 3600
+    notify_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    state_dir: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("url must start with https:// (or http:// for tests)")
+        return value
+
+    @field_validator("ca_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str) -> str:
+        hexdigits = value.replace(":", "").lower()
+        if value and not re.fullmatch(r"[0-9a-f]{64}", hexdigits):
+            raise ValueError("ca_fingerprint must be a SHA-256 fingerprint (64 hex digits)")
+        return hexdigits
+
+
+class BoardSettings(_Section):
+    profile: str = "offhook-v1"
+    display: Literal["ssd1306", "sh1106", "none"] = "ssd1306"
+    display_bus: Literal["i2c", "spi"] = "i2c"
+    display_address: int = 0x3C
+    display_rotate: Literal[0, 1, 2, 3] = 0
+    serial_console: str = ""
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class PhoneConfig(_Section):
+    device: DeviceSettings = Field(default_factory=DeviceSettings)
+    accounts: list[Account] = Field(default_factory=list)
+    sip: SipSettings = Field(default_factory=SipSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    dialplan: DialPlanSettings = Field(default_factory=DialPlanSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    phonebook: list[PhonebookEntry] = Field(default_factory=list)
+    control: ControlSettings = Field(default_factory=ControlSettings)
+    provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
+    board: BoardSettings = Field(default_factory=BoardSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _dial_plan_compiles(self) -> PhoneConfig:
+        from firmware.dialplan import DigitMap, DigitMapError
+
+        try:
+            DigitMap(self.dialplan.digit_map)
+        except DigitMapError as exc:
+            raise ValueError(f"dialplan.digit_map: {exc}") from exc
+        return self
+
+    # --- serialisation -------------------------------------------------------------------------
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json"))
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def _format_problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{path}: unknown key")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{path or '(top level)'}: {msg}")
+    return problems
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> PhoneConfig:
+    """Validate a decoded config; raise ConfigError naming every bad key."""
+    try:
+        return PhoneConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_problems(exc), source) from None
+
+
+def parse_toml(text: str, source: str = "config") -> PhoneConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source) from None
+    return parse_config(data, source)
+
+
+def load_config(path: str | Path) -> PhoneConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(["file not found"], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read: {exc}"], str(path)) from None
+    return parse_toml(text, str(path))
+
+
+def save_config(config: PhoneConfig, path: str | Path) -> None:
+    """Write the config so that a power loss leaves either the old or the new file, never a mix."""
+    atomic_write_bytes(Path(path), config.to_toml().encode("utf-8"))

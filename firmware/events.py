@@ -1,0 +1,320 @@
+"""The Phone's vocabulary: events in (from hardware, SIP engine, timers), commands out.
+
+Adapters turn GPIO edges and pjsua2 callbacks into events and carry out commands. Everything here is
+plain immutable data so the state machine can be tested without any I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+# --- keys ------------------------------------------------------------------------------------
+
+DIGIT_KEYS = frozenset("0123456789*#")
+# Function keys a desk phone has besides the digits. Board profiles map matrix positions to these.
+FUNCTION_KEYS = frozenset(
+    {
+        "hold", "transfer", "conference", "redial", "dnd", "voicemail", "mute", "speaker",
+        "headset", "vol_up", "vol_down", "up", "down", "left", "right", "ok", "cancel",
+        "history", "phonebook", "menu", "line1", "line2", "softkey1", "softkey2", "softkey3",
+        "softkey4",
+    }
+)  # fmt: skip
+
+
+# --- shared enums --------------------------------------------------------------------------------
+
+
+class CallState(enum.Enum):
+    CALLING = "calling"  # INVITE sent, nothing back yet
+    INCOMING = "incoming"  # INVITE received, not answered
+    EARLY = "early"  # 18x received (ringing at the far end)
+    CONNECTING = "connecting"  # answered, waiting for ACK
+    CONFIRMED = "confirmed"  # talking
+    DISCONNECTED = "disconnected"
+
+
+class Tone(enum.Enum):
+    DIAL = "dial"
+    STUTTER = "stutter"  # dial tone with message waiting
+    RINGBACK = "ringback"
+    BUSY = "busy"
+    CONGESTION = "congestion"  # reorder / fast busy
+    HOWLER = "howler"  # receiver off-hook too long
+    CALL_WAITING = "call_waiting"
+    RING = "ring"  # the ringer (local alerting), on the speaker/ringer device
+    CONFIRM = "confirm"  # short beep after a feature code
+
+
+# --- events (in) ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HookChanged:
+    offhook: bool
+
+
+@dataclass(frozen=True)
+class KeyPressed:
+    key: str  # one of DIGIT_KEYS or FUNCTION_KEYS
+
+
+@dataclass(frozen=True)
+class CallIncoming:
+    call_id: int
+    account: int
+    remote_uri: str  # e.g. "sip:1002@example.com"
+    remote_name: str  # display name from From, may be ""
+
+
+@dataclass(frozen=True)
+class CallStateChanged:
+    call_id: int
+    state: CallState
+    status_code: int = 0  # last SIP status (e.g. 180, 200, 486, 404); 0 if none
+    reason: str = ""
+    remote_uri: str = ""
+    remote_name: str = ""
+    codec: str = ""  # negotiated codec once media is up, e.g. "G722"
+
+
+@dataclass(frozen=True)
+class CallMediaChanged:
+    call_id: int
+    held_locally: bool = False
+    held_remotely: bool = False
+
+
+@dataclass(frozen=True)
+class CallQuality:
+    """Periodic stream statistics from the SIP engine for a talking call."""
+
+    call_id: int
+    codec: str
+    jitter_ms: float
+    loss_pct: float
+    rtt_ms: float
+    mos: float
+
+
+@dataclass(frozen=True)
+class RegistrationChanged:
+    account: int
+    registered: bool
+    status_code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MessageWaiting:
+    account: int
+    waiting: bool
+    new: int = 0
+    old: int = 0
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    name: str
+
+
+@dataclass(frozen=True)
+class ClockTick:
+    """Once a second: lets screens show the clock and call timers without the Phone reading time."""
+
+
+@dataclass(frozen=True)
+class ConfigApplied:
+    config: object  # firmware.config.PhoneConfig (typed loosely to keep this module import-free)
+
+
+Event = (
+    HookChanged
+    | KeyPressed
+    | CallIncoming
+    | CallStateChanged
+    | CallMediaChanged
+    | CallQuality
+    | RegistrationChanged
+    | MessageWaiting
+    | TimerFired
+    | ClockTick
+    | ConfigApplied
+)
+
+
+# --- commands (out) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlayTone:
+    tone: Tone
+
+
+@dataclass(frozen=True)
+class StopTone:
+    pass
+
+
+@dataclass(frozen=True)
+class MakeCall:
+    account: int
+    target: str  # dialled digits or a full SIP URI; the engine builds the URI from the account
+
+
+@dataclass(frozen=True)
+class Answer:
+    call_id: int
+
+
+@dataclass(frozen=True)
+class Reject:
+    call_id: int
+    status_code: int = 486  # 486 Busy Here, 603 Decline, 480 for DND
+
+
+@dataclass(frozen=True)
+class Redirect:
+    call_id: int
+    target: str  # 302 to this number/URI (call forwarding)
+
+
+@dataclass(frozen=True)
+class Hangup:
+    call_id: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    call_id: int
+
+
+@dataclass(frozen=True)
+class Unhold:
+    call_id: int
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Blind transfer (REFER) of ``call_id`` to ``target``."""
+
+    call_id: int
+    target: str
+
+
+@dataclass(frozen=True)
+class AttendedTransfer:
+    """Transfer ``call_id`` to the party of ``to_call_id`` (REFER with Replaces)."""
+
+    call_id: int
+    to_call_id: int
+
+
+@dataclass(frozen=True)
+class Conference:
+    """Bridge the audio of the given calls together with the local handset."""
+
+    call_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SendDtmf:
+    call_id: int
+    digits: str  # RFC 4733
+
+
+@dataclass(frozen=True)
+class SetMute:
+    muted: bool
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True)
+class SetRinger:
+    on: bool  # the ringer GPIO, where the board has one
+
+
+@dataclass(frozen=True)
+class SetLed:
+    name: str  # "mwi", "line1", "dnd", "mute", ...
+    state: str  # "off" | "on" | "blink" | "fast_blink"
+
+
+@dataclass(frozen=True)
+class Render:
+    screen: Screen
+
+
+@dataclass(frozen=True)
+class RecordCall:
+    """A finished call, for history and the CDR queue."""
+
+    record: CallRecord
+
+
+Command = (
+    PlayTone
+    | StopTone
+    | MakeCall
+    | Answer
+    | Reject
+    | Redirect
+    | Hangup
+    | Hold
+    | Unhold
+    | Transfer
+    | AttendedTransfer
+    | Conference
+    | SendDtmf
+    | SetMute
+    | StartTimer
+    | CancelTimer
+    | SetRinger
+    | SetLed
+    | Render
+    | RecordCall
+)
+
+
+# --- what the screen shows -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What the OLED should show, as data. Renderers in firmware/screens turn it into pixels.
+
+    ``lines`` is the text content (the control API returns it); ``kind`` lets a renderer pick a
+    layout (icons, big digits). ``status`` carries small indicators (registration, DND, MWI, codec,
+    quality bars) for the status bar.
+    """
+
+    kind: str  # "idle" | "dialing" | "calling" | "incoming" | "talking" | "ended" | "menu" | ...
+    lines: tuple[str, ...]
+    status: dict[str, str] = field(default_factory=dict, hash=False, compare=True)
+    softkeys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    id: str  # stable unique id (uuid4 hex): CDR upload is idempotent on it
+    direction: str  # "outgoing" | "incoming"
+    account: int
+    local_uri: str
+    remote_uri: str
+    remote_name: str
+    start: float  # epoch seconds
+    answer: float | None
+    end: float
+    disposition: str  # "answered" | "no_answer" | "busy" | "failed" | "rejected" | "missed"
+    status_code: int = 0

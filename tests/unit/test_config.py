@@ -1,0 +1,76 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from firmware.config import ConfigError, PhoneConfig, load_config, parse_toml, save_config
+
+GOOD = """
+[[accounts]]
+user = "1001"
+password = "s3cret"
+domain = "pbx.example.com:5061"
+transport = "tls"
+display_name = "Reception"
+
+[sip]
+port = 5070
+
+[audio]
+capture = "mic"
+playback = "speaker"
+tone_plan = "uk"
+
+[dialplan]
+digit_map = "[2-9]xxx|999"
+
+[control]
+listen = "127.0.0.1:8088"
+token = "abc"
+"""
+
+
+def test_good_config_round_trips_through_toml(tmp_path: Path) -> None:
+    config = parse_toml(GOOD)
+    assert config.accounts[0].transport == "tls"
+    assert config.audio.tone_plan == "uk"
+    path = tmp_path / "phone.toml"
+    save_config(config, path)
+    assert load_config(path) == config
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"  # holds SIP passwords
+
+
+def test_unknown_keys_and_bad_values_are_named() -> None:
+    text = GOOD.replace('transport = "tls"', 'transport = "sctp"\ncolour = "red"').replace(
+        "port = 5070", "port = 70000"
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_toml(text, "phone.toml")
+    msg = str(err.value)
+    assert msg.startswith("phone.toml: ")
+    assert "accounts[0].transport" in msg
+    assert "accounts[0].colour: unknown key" in msg
+    assert "sip.port" in msg
+
+
+def test_bad_digit_map_and_bad_toml_are_reported() -> None:
+    with pytest.raises(ConfigError, match=r"dialplan.digit_map: .*unclosed"):
+        parse_toml('[dialplan]\ndigit_map = "[2-9"')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_toml("[sip\nport=1")
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_bad_domain_and_fingerprint() -> None:
+    with pytest.raises(ConfigError, match=r"accounts\[0\].domain"):
+        parse_toml('[[accounts]]\nuser="1"\ndomain="bad host"')
+    with pytest.raises(ConfigError, match=r"provisioning\.ca_fingerprint"):
+        parse_toml('[provisioning]\nca_fingerprint="abcd"')
+
+
+def test_defaults_are_a_valid_config() -> None:
+    assert PhoneConfig().sip.codecs == ["G722", "PCMU", "PCMA"]
