@@ -85,6 +85,8 @@ class SipSettings(_Section):
     tls_verify_server: bool = False
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # Address the SIP and RTP sockets bind to and advertise; "" = all interfaces (tests: 127.0.0.1).
+    bind_address: str = ""
 
     @field_validator("codecs")
     @classmethod
