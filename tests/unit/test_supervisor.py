@@ -1,0 +1,175 @@
+"""Supervisor restart policy with real child processes and a real sd_notify socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from firmware.supervisor import RestartPolicy, Supervisor
+from firmware.systemd import Notifier
+
+# A stand-in for the phone process: speaks the heartbeat protocol and misbehaves on request.
+CHILD = r"""
+import os, sys, time
+fd, mode, marker = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+with open(marker, "a") as fh:
+    fh.write(f"{os.getpid()}\n")
+for _ in range(6):
+    os.write(fd, b".")
+    time.sleep(0.05)
+if mode == "exit":
+    sys.exit(3)
+if mode == "hang":
+    time.sleep(120)  # alive but silent: a hung engine
+while True:  # "healthy"
+    os.write(fd, b".")
+    time.sleep(0.05)
+"""
+
+FAST = RestartPolicy(
+    first_delay_s=0.0,
+    base_delay_s=0.05,
+    max_delay_s=0.2,
+    stable_after_s=60.0,
+    heartbeat_timeout_s=0.6,
+    startup_timeout_s=5.0,
+)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def start(tmp_path: Path, mode: str, notifier: Notifier | None = None):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    marker = tmp_path / "pids"
+    marker.touch()
+
+    def argv(fd: int) -> list[str]:
+        return [sys.executable, str(script), str(fd), mode, str(marker)]
+
+    sup = Supervisor(argv, FAST, notifier or Notifier(environ={}))
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)
+    thread.start()
+    return sup, thread, result, marker
+
+
+def stop(sup: Supervisor, thread: threading.Thread, result: list[int]) -> None:
+    sup.stop()
+    thread.join(15)
+    assert not thread.is_alive()
+    assert result == [0]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): look at its state
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RestartPolicy(first_delay_s=0.0, base_delay_s=0.5, factor=2.0, max_delay_s=4.0)
+    assert [policy.delay(n) for n in range(1, 7)] == [0.0, 0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+def test_child_that_exits_is_restarted(tmp_path: Path) -> None:
+    sup, thread, result, marker = start(tmp_path, "exit")
+    wait_for(lambda: len(marker.read_text().split()) >= 3)
+    stop(sup, thread, result)
+    ended = [r for r in sup.state.runs if r.ended is not None]
+    assert ended[0].reason == "exited"
+    assert ended[0].returncode == 3
+    assert ended[0].healthy
+    pids = marker.read_text().split()
+    assert len(set(pids)) >= 3
+
+
+def test_hung_child_is_killed_and_restarted(tmp_path: Path) -> None:
+    sup, thread, result, _ = start(tmp_path, "hang")
+    wait_for(lambda: len(sup.state.runs) >= 2)
+    first = sup.state.runs[0]
+    wait_for(lambda: first.ended is not None)
+    stop(sup, thread, result)
+    assert first.reason == "hung"
+    assert first.returncode == -9
+    assert not alive(first.pid)
+
+
+def test_kill_9_is_survived_and_stop_terminates_child(tmp_path: Path) -> None:
+    sup, thread, result, _ = start(tmp_path, "healthy")
+    wait_for(lambda: sup.state.runs and sup.state.runs[0].healthy)
+    victim = sup.state.runs[0].pid
+    os.kill(victim, 9)
+    wait_for(lambda: len(sup.state.runs) >= 2 and sup.state.runs[1].healthy)
+    last = sup.state.runs[-1].pid
+    stop(sup, thread, result)
+    assert sup.state.runs[0].returncode == -9
+    assert sup.state.runs[-1].reason == "stopped"
+    assert not alive(last)
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.1)
+    yield path, sock
+    sock.close()
+
+
+def drain(sock: socket.socket) -> list[str]:
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            return messages
+
+
+def test_systemd_ready_and_watchdog_only_while_healthy(tmp_path: Path, notify_socket) -> None:
+    path, sock = notify_socket
+    env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"}
+    sup, thread, result, _ = start(tmp_path, "hang", Notifier(environ=env))
+    wait_for(lambda: len(sup.state.runs) >= 2)
+    # the hung child is gone; read everything sent up to now, then stop
+    messages = drain(sock)
+    stop(sup, thread, result)
+    assert any("READY=1" in m for m in messages)
+    assert any(m == "WATCHDOG=1" for m in messages)
+    assert any("restarting" in m for m in messages)
+
+
+def test_no_ready_and_no_watchdog_without_heartbeat(tmp_path: Path, notify_socket) -> None:
+    path, sock = notify_socket
+    script = tmp_path / "silent.py"
+    script.write_text("import time\ntime.sleep(120)\n")
+    env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "100000"}
+    policy = RestartPolicy(heartbeat_timeout_s=0.3, startup_timeout_s=0.8, base_delay_s=0.05)
+    sup = Supervisor(lambda fd: [sys.executable, str(script)], policy, Notifier(environ=env))
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)
+    thread.start()
+    wait_for(lambda: len(sup.state.runs) >= 2)
+    stop(sup, thread, result)
+    messages = drain(sock)
+    assert sup.state.runs[0].reason == "no_heartbeat_at_start"
+    assert not any("READY=1" in m or "WATCHDOG=1" in m for m in messages)
+    assert "STOPPING=1" in messages
