@@ -1,0 +1,321 @@
+"""The phone's local control API: HTTP + JSON, like a desk phone's action URI.
+
+Helpdesks and the end-to-end tests lift the handset, press keys, read the state and the screen
+through it. Stdlib only (the phone carries no web framework). See docs/control-api.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import ipaddress
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from firmware import events as ev
+from firmware.logs import kv
+
+log = logging.getLogger("offhook.control")
+
+API = "/api/v1"
+MAX_BODY = 64 * 1024
+MAX_KEYS = 64  # keys per request: a dial string plus some function keys
+RUNTIME_TIMEOUT_S = 5.0
+
+
+class ControlError(Exception):
+    """The control API cannot start with this configuration."""
+
+
+class RequestError(Exception):
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_keys(value: Any) -> list[str]:
+    """``"123#"`` -> digits; ``["hold", "12", "#"]`` -> function key names and digit strings."""
+    if isinstance(value, str):
+        items = [value]
+        allow_names = False
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = value
+        allow_names = True
+    else:
+        raise RequestError(HTTPStatus.BAD_REQUEST, '"keys" must be a string or a list of strings')
+    keys: list[str] = []
+    for item in items:
+        if allow_names and item in ev.FUNCTION_KEYS:
+            keys.append(item)
+            continue
+        if item == "":
+            raise RequestError(HTTPStatus.BAD_REQUEST, "empty key name")
+        bad = [c for c in item if c not in ev.DIGIT_KEYS]
+        if bad:
+            what = f"unknown key {item!r}" if allow_names else f"unknown key {bad[0]!r} in {item!r}"
+            hint = "digits 0-9 * #" + ("; function keys: " + ", ".join(sorted(ev.FUNCTION_KEYS)))
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"{what}; valid keys are {hint}")
+        keys.extend(item)
+    if not keys:
+        raise RequestError(HTTPStatus.BAD_REQUEST, '"keys" is empty')
+    if len(keys) > MAX_KEYS:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"at most {MAX_KEYS} keys per request")
+    return keys
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class PhoneActions:
+    """What the API can do to a phone, carried out through its Runtime (events, never shortcuts)."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        screen_png: Callable[[ev.Screen | None], bytes],
+        resync: Callable[[], str] | None = None,
+        test_hooks: dict[str, Callable[[], str]] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self._screen_png = screen_png
+        self._resync = resync
+        self.test_hooks = test_hooks or {}
+
+    def _barrier(self) -> list[str]:
+        """Wait until the loop handled everything posted so far; return the screen lines then."""
+
+        def lines() -> list[str]:
+            screen = self.runtime.screen
+            return list(screen.lines) if screen else []
+
+        return self.runtime.call(lines, RUNTIME_TIMEOUT_S)
+
+    def set_hook(self, offhook: bool) -> dict:
+        self.runtime.post(ev.HookChanged(offhook))
+        return {"hook": "off" if offhook else "on", "screen": self._barrier()}
+
+    def press(self, keys: list[str]) -> dict:
+        for key in keys:
+            self.runtime.post(ev.KeyPressed(key))
+        return {"pressed": keys, "screen": self._barrier()}
+
+    def state(self) -> dict:
+        return self.runtime.snapshot(RUNTIME_TIMEOUT_S)
+
+    def screen(self) -> dict:
+        screen = self.runtime.screen
+        if screen is None:
+            return {"kind": "", "lines": [], "status": {}, "softkeys": []}
+        return {
+            "kind": screen.kind,
+            "lines": list(screen.lines),
+            "status": dict(screen.status),
+            "softkeys": list(screen.softkeys),
+        }
+
+    def screen_png(self) -> bytes:
+        return self._screen_png(self.runtime.screen)
+
+    def resync(self) -> dict:
+        if self._resync is None:
+            raise RequestError(HTTPStatus.CONFLICT, "provisioning is not configured on this phone")
+        return {"resync": self._resync()}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ControlServer
+    protocol_version = "HTTP/1.1"
+    server_version = "offhook-control/1"
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http " + format % args)
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if status == HTTPStatus.UNAUTHORIZED:
+            self.send_header("WWW-Authenticate", 'Bearer realm="offhook"')
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: HTTPStatus, data: Any) -> None:
+        self._send(status, json.dumps(data).encode(), "application/json")
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        self._json(status, {"error": message, "status": int(status)})
+
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if not token:
+            return True
+        header = self.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode(), token.encode())
+
+    def _body(self) -> dict:
+        length_text = self.headers.get("Content-Length", "0")
+        if not length_text.isdigit():
+            raise RequestError(HTTPStatus.BAD_REQUEST, "Content-Length must be a number")
+        length = int(length_text)
+        if length > MAX_BODY:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "a JSON object body is required")
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
+        return data
+
+    def _dispatch(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if not path.startswith(API + "/"):
+                raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}")
+            if not self._authorized():
+                self.close_connection = True
+                raise RequestError(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
+            route = ROUTES.get(path[len(API) :])
+            if route is None:
+                raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}")
+            handler = route.get(method)
+            if handler is None:
+                allowed = ", ".join(sorted(route))
+                raise RequestError(
+                    HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed here; use {allowed}"
+                )
+            handler(self)
+        except RequestError as exc:
+            if exc.status == HTTPStatus.BAD_REQUEST:
+                log.info("bad control request", extra=kv(path=path, error=exc.message))
+            self._error(exc.status, exc.message)
+        except TimeoutError:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "the phone did not answer in time")
+        except Exception:
+            log.exception("control request failed", extra=kv(path=path))
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; see the phone's log")
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # --- endpoints ------------------------------------------------------------------------------
+
+    def hook(self) -> None:
+        body = self._body()
+        offhook = body.get("offhook")
+        if not isinstance(offhook, bool) or set(body) != {"offhook"}:
+            raise RequestError(HTTPStatus.BAD_REQUEST, 'expected {"offhook": true|false}')
+        self._json(HTTPStatus.OK, self.server.actions.set_hook(offhook))
+
+    def keys(self) -> None:
+        body = self._body()
+        if set(body) != {"keys"}:
+            raise RequestError(HTTPStatus.BAD_REQUEST, 'expected {"keys": "123#"} or a list')
+        self._json(HTTPStatus.OK, self.server.actions.press(parse_keys(body["keys"])))
+
+    def state(self) -> None:
+        self._json(HTTPStatus.OK, self.server.actions.state())
+
+    def screen(self) -> None:
+        self._json(HTTPStatus.OK, self.server.actions.screen())
+
+    def screen_png(self) -> None:
+        self._send(HTTPStatus.OK, self.server.actions.screen_png(), "image/png")
+
+    def resync(self) -> None:
+        self._json(HTTPStatus.ACCEPTED, self.server.actions.resync())
+
+    def test_hook(self) -> None:
+        name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
+        hook = self.server.actions.test_hooks.get(name)
+        if hook is None:
+            raise RequestError(HTTPStatus.NOT_FOUND, "test hooks are disabled on this phone")
+        log.warning("test hook triggered", extra=kv(hook=name))
+        self._json(HTTPStatus.ACCEPTED, {"hook": name, "result": hook()})
+
+
+ROUTES: dict[str, dict[str, Callable[[_Handler], None]]] = {
+    "/hook": {"POST": _Handler.hook},
+    "/keys": {"POST": _Handler.keys},
+    "/state": {"GET": _Handler.state},
+    "/screen": {"GET": _Handler.screen},
+    "/screen.png": {"GET": _Handler.screen_png},
+    "/resync": {"POST": _Handler.resync},
+    "/test/hang-engine": {"POST": _Handler.test_hook},
+}
+
+
+class ControlServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True  # a restarted phone must get its port back at once
+
+    def __init__(self, listen: str, token: str, actions: PhoneActions) -> None:
+        host, port = split_listen(listen)
+        if not token and not is_loopback(host):
+            raise ControlError(
+                f"control.listen {listen!r} is not a loopback address and control.token is empty:"
+                " set a token to expose the control API on the network"
+            )
+        self.token = token
+        self.actions = actions
+        super().__init__((host, port), _Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="control", daemon=True
+        )
+        self._thread.start()
+        log.info("control API listening", extra=kv(address=f"{self.server_address[0]}:{self.port}"))
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread:
+            self._thread.join(2)
+
+
+def png_of(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.convert("1" if image.mode == "1" else "RGB").save(buf, format="PNG")
+    return buf.getvalue()

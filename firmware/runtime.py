@@ -1,0 +1,385 @@
+"""The phone's imperative shell: one event loop that feeds the Phone and carries out its commands.
+
+Events arrive on a queue from board callbacks, the SIP engine thread, timers, the once-a-second
+clock tick and the control API. The loop thread is the only one that touches the Phone. Slow work
+(drawing the OLED, appending call history, the provisioning outbox) is handed to worker threads
+so a slow display or disk never delays a key press or a SIP event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from firmware import events as ev
+from firmware.logs import kv
+
+log = logging.getLogger("offhook.runtime")
+
+SIP_COMMANDS = (
+    ev.MakeCall,
+    ev.Answer,
+    ev.Reject,
+    ev.Redirect,
+    ev.Hangup,
+    ev.Hold,
+    ev.Unhold,
+    ev.Transfer,
+    ev.AttendedTransfer,
+    ev.Conference,
+    ev.SendDtmf,
+)
+HISTORY_KEEP = 200  # call records kept in the history file
+
+
+class PhoneLike(Protocol):
+    def start(self, now: float) -> list[Any]: ...
+    def handle(self, event: Any, now: float) -> list[Any]: ...
+    def snapshot(self, now: float) -> dict: ...
+
+
+class TimerWheel:
+    """Named one-shot timers on one thread; starting a name again replaces the pending one."""
+
+    def __init__(self, fire: Callable[[str], None]) -> None:
+        self._fire = fire
+        self._heap: list[tuple[float, int, str]] = []
+        self._current: dict[str, int] = {}  # name -> sequence number of its live entry
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="timers", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(2)
+
+    def set(self, name: str, seconds: float) -> None:
+        with self._cond:
+            seq = next(self._seq)
+            self._current[name] = seq
+            heapq.heappush(self._heap, (time.monotonic() + max(0.0, seconds), seq, name))
+            self._cond.notify()
+
+    def cancel(self, name: str) -> None:
+        with self._cond:
+            self._current.pop(name, None)
+
+    def pending(self) -> list[str]:
+        with self._cond:
+            return sorted(self._current)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                due: list[str] = []
+                while self._heap and self._heap[0][0] <= now:
+                    _, seq, name = heapq.heappop(self._heap)
+                    if self._current.get(name) == seq:
+                        del self._current[name]
+                        due.append(name)
+                if not due:
+                    timeout = self._heap[0][0] - now if self._heap else None
+                    self._cond.wait(timeout)
+                    continue
+            for name in due:
+                self._fire(name)
+
+
+class LatestWorker:
+    """Runs ``job(item)`` on its own thread for the newest item only (e.g. OLED frames)."""
+
+    def __init__(self, name: str, job: Callable[[Any], None]) -> None:
+        self._job = job
+        self._item: Any = None
+        self._has_item = False
+        self._stopped = False
+        self._cond = threading.Condition()
+        self.done = 0  # items completed: lets callers wait for a frame to reach the device
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, item: Any) -> None:
+        with self._cond:
+            self._item, self._has_item = item, True
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(2)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._has_item and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                item, self._has_item = self._item, False
+            try:
+                self._job(item)
+            except Exception:
+                log.exception("worker job failed", extra=kv(worker=self._thread.name))
+            with self._cond:
+                self.done += 1
+
+
+class CallHistoryFile:
+    """Finished calls as JSON lines, newest last, trimmed to the last HISTORY_KEEP records."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, record: ev.CallRecord) -> None:
+        from firmware.atomic import atomic_write_text
+
+        lines = self.read_lines()[-(HISTORY_KEEP - 1) :]
+        lines.append(json.dumps(asdict(record), sort_keys=True))
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+    def read_lines(self) -> list[str]:
+        try:
+            return [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except FileNotFoundError:
+            return []
+
+    def records(self) -> list[dict]:
+        out = []
+        for line in self.read_lines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+
+class Runtime:
+    """Owns the Phone; wires it to the SIP engine, audio, board, timers and the control API."""
+
+    def __init__(
+        self,
+        phone: PhoneLike,
+        *,
+        engine: Any = None,
+        audio: Any = None,
+        board: Any = None,
+        render: Callable[[ev.Screen], None] | None = None,
+        history: CallHistoryFile | None = None,
+        outbox: Any = None,
+        clock: Callable[[], float] = time.time,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.phone = phone
+        self.engine = engine
+        self.audio = audio
+        self.board = board
+        self.history = history
+        self.outbox = outbox
+        self.clock = clock
+        self.tick_s = tick_s
+        self.screen: ev.Screen | None = None
+        self.screen_version = 0  # bumped on every Render: lets the control API wait for a frame
+        self.last_beat = time.monotonic()  # the loop's last iteration (for the heartbeat)
+        self.handled = 0
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._timers = TimerWheel(lambda name: self.post(ev.TimerFired(name)))
+        self._display = LatestWorker("display", render) if render else None
+        # disk and outbox writes, in order, off the loop thread
+        self._io: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._io_thread = threading.Thread(target=self._run_io, name="records", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="runtime", daemon=True)
+        self._running = False
+        self._listeners: list[Callable[[Any], None]] = []
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._display:
+            self._display.start()
+        self._io_thread.start()
+        self._timers.start()
+        self._running = True
+        self._execute(self.phone.start(self.clock()))
+        self._thread.start()
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self._queue.put(None)
+        self._thread.join(5)
+        self._timers.stop()
+        self._io.put(None)
+        self._io_thread.join(5)
+        if self._display:
+            self._display.stop()
+
+    # --- called from any thread -----------------------------------------------------------------
+
+    def post(self, event: Any) -> None:
+        self._queue.put(event)
+
+    def call(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run ``fn`` on the loop thread (the Phone is not thread-safe) and return its result."""
+        future: Future[Any] = Future()
+        self._queue.put(("call", fn, future))
+        return future.result(timeout)
+
+    def snapshot(self, timeout: float = 5.0) -> dict:
+        return self.call(lambda: self.phone.snapshot(self.clock()), timeout)
+
+    def add_listener(self, listener: Callable[[Any], None]) -> None:
+        """Called on the loop thread with every event after the Phone handled it."""
+        self._listeners.append(listener)
+
+    def frames_drawn(self) -> int:
+        return self._display.done if self._display else self.screen_version
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_tick = time.monotonic() + self.tick_s
+        while True:
+            timeout = max(0.0, next_tick - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = ev.ClockTick()
+            self.last_beat = time.monotonic()
+            if item is None:
+                return
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self.tick_s
+                if not isinstance(item, ev.ClockTick):
+                    self._handle(ev.ClockTick())
+            if isinstance(item, tuple) and item and item[0] == "call":
+                _, fn, future = item
+                try:
+                    future.set_result(fn())
+                except Exception as exc:
+                    future.set_exception(exc)
+                continue
+            self._handle(item)
+
+    def _handle(self, event: Any) -> None:
+        self.handled += 1
+        if not isinstance(event, ev.ClockTick):
+            log.debug("event", extra=kv(event=event))
+        if isinstance(event, ev.CallQuality) and self.outbox is not None:
+            quality = asdict(event)
+            self._io.put(lambda: self._enqueue_outbox("quality", quality))
+        if isinstance(event, ev.ConfigApplied):
+            self._apply_config_side_effects(event.config)
+        try:
+            commands = self.phone.handle(event, self.clock())
+        except Exception:
+            log.exception("phone failed to handle event", extra=kv(event=event))
+            return
+        self._execute(commands)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed")
+
+    def _execute(self, commands: list[Any]) -> None:
+        for command in commands:
+            try:
+                self._execute_one(command)
+            except Exception:
+                log.exception("command failed", extra=kv(command=command))
+
+    def _execute_one(self, command: Any) -> None:
+        if isinstance(command, SIP_COMMANDS):
+            if self.engine is not None:
+                self.engine.submit(command)
+        elif isinstance(command, ev.PlayTone):
+            if self.audio is not None:
+                self.audio.play_tone(command.tone)
+        elif isinstance(command, ev.StopTone):
+            if self.audio is not None:
+                self.audio.stop_tone()
+        elif isinstance(command, ev.SetMute):
+            if self.audio is not None:
+                self.audio.set_mute(command.muted)
+            if self.engine is not None:
+                self.engine.submit(command)
+        elif isinstance(command, ev.StartTimer):
+            self._timers.set(command.name, command.seconds)
+        elif isinstance(command, ev.CancelTimer):
+            self._timers.cancel(command.name)
+        elif isinstance(command, ev.Render):
+            self.screen = command.screen
+            self.screen_version += 1
+            if self._display:
+                self._display.submit(command.screen)
+        elif isinstance(command, ev.SetLed):
+            if self.board is not None and hasattr(self.board, "set_led"):
+                self.board.set_led(command.name, command.state)
+        elif isinstance(command, ev.SetRinger):
+            if self.board is not None and hasattr(self.board, "set_ringer"):
+                self.board.set_ringer(command.on)
+        elif isinstance(command, ev.RecordCall):
+            record = command.record
+            self._io.put(lambda: self._record_call(record))
+        else:
+            log.warning("unknown command ignored", extra=kv(command=command))
+
+    def _apply_config_side_effects(self, config: Any) -> None:
+        if self.engine is not None:
+            self.engine.apply_config(config)
+        if self.audio is not None:
+            self.audio.set_tone_plan(config.audio.tone_plan)
+            self.audio.set_volume(config.audio.speaker_volume)
+
+    # --- workers --------------------------------------------------------------------------------
+
+    def _run_io(self) -> None:
+        while (job := self._io.get()) is not None:
+            try:
+                job()
+            except Exception:
+                log.exception("background write failed")
+
+    def _record_call(self, record: ev.CallRecord) -> None:
+        if self.history is not None:
+            self.history.append(record)
+        self._enqueue_outbox("cdrs", asdict(record))
+        log.info(
+            "call recorded",
+            extra=kv(
+                id=record.id,
+                direction=record.direction,
+                remote=record.remote_uri,
+                disposition=record.disposition,
+            ),
+        )
+
+    def _enqueue_outbox(self, kind: str, record: dict) -> None:
+        if self.outbox is None:
+            return
+        try:
+            self.outbox.enqueue(kind, record)
+        except Exception:
+            log.exception("outbox enqueue failed", extra=kv(kind=kind))
