@@ -1,0 +1,81 @@
+"""The bridge between pjsua2's conference bridge and the phone's audio (firmware/audio/)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, runtime_checkable
+
+import pjsua2 as pj
+
+log = logging.getLogger(__name__)
+
+FRAME_MS = 20
+
+
+@runtime_checkable
+class AudioEndpoint(Protocol):
+    """16-bit signed mono little-endian PCM in 20 ms frames; neither method may block."""
+
+    sample_rate: int
+    frame_samples: int
+
+    def read_capture_frame(self) -> bytes:
+        """Mic -> network: always frame_samples * 2 bytes (silence if nothing was captured)."""
+        ...
+
+    def write_playback_frame(self, pcm: bytes) -> None:
+        """Network -> speaker."""
+        ...
+
+
+class EndpointPort(pj.AudioMediaPort):
+    """An AudioMediaPort whose frames come from and go to an AudioEndpoint.
+
+    pjsua2 calls these methods from its conference clock thread; they only touch the endpoint,
+    which is built for that (ring buffers, no blocking).
+    """
+
+    def __init__(self, endpoint: AudioEndpoint) -> None:
+        super().__init__()
+        expected = endpoint.sample_rate * FRAME_MS // 1000
+        if endpoint.frame_samples != expected:
+            raise ValueError(
+                f"audio endpoint frames must be {FRAME_MS} ms: {endpoint.frame_samples} samples "
+                f"at {endpoint.sample_rate} Hz (expected {expected})"
+            )
+        self.endpoint = endpoint
+        self.muted = False
+        self._frame_bytes = endpoint.frame_samples * 2
+        self._silence = pj.ByteVector(bytes(self._frame_bytes))
+        self._errors = 0
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, endpoint.sample_rate, 1, FRAME_MS * 1000, 16)
+        self.createPort("offhook-audio", fmt)
+
+    def onFrameRequested(self, frame: pj.MediaFrame) -> None:
+        try:
+            pcm = self.endpoint.read_capture_frame()
+            if len(pcm) != self._frame_bytes:
+                raise ValueError(f"capture frame of {len(pcm)} bytes, want {self._frame_bytes}")
+            # Keep draining the capture ring while muted so nothing stale plays out on unmute.
+            frame.buf = self._silence if self.muted else pj.ByteVector(pcm)
+        except Exception as exc:  # an exception must never escape into the clock thread
+            self._count_error("capture", exc)
+            frame.buf = self._silence
+        frame.size = self._frame_bytes
+        frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
+
+    def onFrameReceived(self, frame: pj.MediaFrame) -> None:
+        if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO or frame.size == 0:
+            return
+        try:
+            self.endpoint.write_playback_frame(bytes(frame.buf))
+        except Exception as exc:
+            self._count_error("playback", exc)
+
+    def _count_error(self, direction: str, exc: Exception) -> None:
+        self._errors += 1
+        if self._errors == 1 or self._errors % 500 == 0:
+            log.warning(
+                "audio port error direction=%s count=%d error=%r", direction, self._errors, exc
+            )

@@ -1,0 +1,96 @@
+"""Calls: the pjsua2 Call subclass and helpers that read state, media and stream statistics."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+from firmware.events import CallState
+from firmware.sip.quality import QualitySample, estimate_mos
+
+if TYPE_CHECKING:
+    from firmware.sip.engine import _Core
+
+log = logging.getLogger(__name__)
+
+_STATES = {
+    pj.PJSIP_INV_STATE_NULL: CallState.CALLING,
+    pj.PJSIP_INV_STATE_CALLING: CallState.CALLING,
+    pj.PJSIP_INV_STATE_INCOMING: CallState.INCOMING,
+    pj.PJSIP_INV_STATE_EARLY: CallState.EARLY,
+    pj.PJSIP_INV_STATE_CONNECTING: CallState.CONNECTING,
+    pj.PJSIP_INV_STATE_CONFIRMED: CallState.CONFIRMED,
+    pj.PJSIP_INV_STATE_DISCONNECTED: CallState.DISCONNECTED,
+}
+
+
+def phone_state(info: pj.CallInfo) -> CallState:
+    state = _STATES[info.state]
+    # An incoming call we answered with 180 is "early" to pjsua; to the phone it is still ringing.
+    if state is CallState.EARLY and info.role == pj.PJSIP_ROLE_UAS:
+        return CallState.INCOMING
+    return state
+
+
+class EngineCall(pj.Call):
+    """Forwards pjsua2 call callbacks to the engine core (owner thread only)."""
+
+    def __init__(self, core: _Core, account: pj.Account, account_index: int,
+                 call_id: int = pj.PJSUA_INVALID_ID) -> None:  # fmt: skip
+        super().__init__(account, call_id)
+        self.core = core
+        self.account_index = account_index
+        self.held_locally = False
+        self.held_remotely = False
+        self.codec = ""
+        self.audio_index = -1  # media index of the active audio stream
+        self.last_state = CallState.CALLING
+        self.last_status = 0
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        self.core.on_call_state(self)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        self.core.on_call_media_state(self)
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        self.core.on_transfer_status(self, prm.statusCode, prm.reason, prm.finalNotify)
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        log.info("dtmf received call_id=%d digit=%s", self.getId(), prm.digit)
+
+
+def audio_media_index(info: pj.CallInfo) -> int:
+    for media in info.media:
+        if media.type == pj.PJMEDIA_TYPE_AUDIO:
+            return media.index
+    return -1
+
+
+def stream_codec(call: EngineCall) -> str:
+    if call.audio_index < 0:
+        return ""
+    try:
+        return call.getStreamInfo(call.audio_index).codecName
+    except pj.Error:
+        return ""
+
+
+def quality_sample(call: EngineCall) -> QualitySample | None:
+    """Jitter, loss and RTT of the active audio stream with its E-model MOS; None without media."""
+    if call.audio_index < 0:
+        return None
+    try:
+        rtcp = call.getStreamStat(call.audio_index).rtcp
+    except pj.Error:
+        return None
+    rx = rtcp.rxStat
+    received, lost = rx.pkt, rx.loss
+    loss_pct = 100.0 * lost / (received + lost) if received + lost else 0.0
+    jitter_ms = rx.jitterUsec.mean / 1000.0 if rx.jitterUsec.n else 0.0
+    rtt_ms = rtcp.rttUsec.mean / 1000.0 if rtcp.rttUsec.n else 0.0
+    codec = call.codec or "PCMU"
+    mos = estimate_mos(codec, jitter_ms, loss_pct, rtt_ms)
+    return QualitySample(codec, round(jitter_ms, 2), round(loss_pct, 2), round(rtt_ms, 2), mos)

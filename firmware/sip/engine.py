@@ -1,0 +1,597 @@
+"""SipEngine: pjsua2 in one owner thread; other threads only enqueue commands.
+
+The engine executes commands (firmware.events) and reports what happened as events; it takes no
+decisions of its own. pjsua2 objects are created, used and destroyed only in the owner thread, and
+every Python wrapper of a pjsua2 object is released before libDestroy (see docs/sip.md).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pjsua2 as pj
+
+from firmware.config import PhoneConfig
+from firmware.events import (
+    Answer,
+    AttendedTransfer,
+    CallIncoming,
+    CallMediaChanged,
+    CallQuality,
+    CallState,
+    CallStateChanged,
+    Command,
+    Conference,
+    Event,
+    Hangup,
+    Hold,
+    MakeCall,
+    MessageWaiting,
+    Redirect,
+    RegistrationChanged,
+    Reject,
+    SendDtmf,
+    SetMute,
+    Transfer,
+    Unhold,
+)
+from firmware.sip.accounts import EngineAccount, account_config, account_settings
+from firmware.sip.audio_port import AudioEndpoint, EndpointPort
+from firmware.sip.calls import (
+    EngineCall,
+    audio_media_index,
+    phone_state,
+    quality_sample,
+    stream_codec,
+)
+from firmware.sip.mwi import MessageSummary
+from firmware.sip.transports import (
+    Transports,
+    apply_codec_priorities,
+    create_transports,
+    endpoint_config,
+)
+from firmware.sip.uri import split_name_addr, target_uri
+
+log = logging.getLogger(__name__)
+
+PUMP_MS = 10  # libHandleEvents returns early when SIP or timer events arrive
+QUALITY_INTERVAL_S = 5.0
+_DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
+_TEARDOWN_WAIT_S = 2.0
+
+
+class SipEngineError(RuntimeError):
+    """The engine could not start, or was used in a way it cannot honour."""
+
+
+@dataclass(frozen=True)
+class _ApplyConfig:
+    config: PhoneConfig
+
+
+@dataclass(frozen=True)
+class _Stop:
+    pass
+
+
+def _restart_key(config: PhoneConfig) -> tuple:
+    """Settings that need the whole library re-created (transports, clock rate)."""
+    sip = config.sip
+    return (
+        sip.port, sip.user_agent, sip.bind_address, sip.tls_ca_file, sip.tls_verify_server,
+        sip.tls_cert_file, sip.tls_key_file, config.audio.sample_rate,
+        tuple(sorted({a.transport for a in config.accounts if a.enabled})),
+    )  # fmt: skip
+
+
+class _Core:
+    """Everything that touches pjsua2. Lives in, and is only ever called from, the owner thread."""
+
+    def __init__(self, engine: SipEngine, config: PhoneConfig, audio: AudioEndpoint | None) -> None:
+        self.engine = engine
+        self.config = config
+        self.audio = audio
+        self.ep: pj.Endpoint | None = None
+        self.transports = Transports()
+        self.accounts: dict[int, EngineAccount] = {}
+        self.calls: dict[int, EngineCall] = {}
+        self.graveyard: list[EngineCall] = []  # released on the next loop turn, not in callbacks
+        self.port: EndpointPort | None = None
+        self.muted = False
+        self.next_quality = 0.0
+        self.setup_started: dict[int, float] = {}
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        ep = pj.Endpoint()
+        self.ep = ep
+        ep.libCreate()
+        ep.libInit(endpoint_config(self.config))
+        ep.audDevManager().setNullDev()
+        self.transports = create_transports(ep, self.config)
+        apply_codec_priorities(ep, self.config.sip.codecs)
+        ep.libStart()
+        if self.audio is not None:
+            self.port = EndpointPort(self.audio)
+            self.port.muted = self.muted
+        for index, account in enumerate(self.config.accounts):
+            if account.enabled:
+                self.create_account(index)
+        self.engine._set_ports(dict(self.transports.ports))
+
+    def create_account(self, index: int) -> None:
+        account = self.config.accounts[index]
+        tid = self.transports.ids.get(account.transport)
+        if tid is None:
+            raise SipEngineError(f"accounts[{index}]: no {account.transport} transport")
+        acc = EngineAccount(self, index)
+        try:
+            acc.create(account_config(self.config, account, tid), True)
+        except pj.Error as exc:
+            raise SipEngineError(f"accounts[{index}]: cannot create: {exc.info()}") from None
+        self.accounts[index] = acc
+        log.info("account created account=%d uri=sip:%s@%s transport=%s",
+                 index, account.user, account.domain, account.transport)  # fmt: skip
+
+    def remove_account(self, index: int) -> None:
+        acc = self.accounts.pop(index, None)
+        if acc is None:
+            return
+        for call in [c for c in self.calls.values() if c.account_index == index]:
+            self.hangup_quietly(call)
+        self.pump_until(lambda: not any(c.account_index == index for c in self.calls.values()))
+        acc.shutdown()
+        del acc
+
+    def teardown(self) -> None:
+        """Order that does not crash pjsua2: calls down, sound off, wrappers dropped, destroy."""
+        ep = self.ep
+        if ep is None:
+            return
+        try:
+            ep.hangupAllCalls()
+            self.pump_until(lambda: not self.calls)
+        except pj.Error as exc:
+            log.warning("hangup at teardown failed error=%s", exc.info())
+        try:
+            ep.audDevManager().setNoDev()
+        except pj.Error as exc:
+            log.warning("setNoDev failed error=%s", exc.info())
+        self.port = None
+        self.calls.clear()
+        self.graveyard.clear()
+        for acc in self.accounts.values():
+            try:
+                acc.shutdown()
+            except pj.Error as exc:
+                log.warning("account shutdown failed account=%d error=%s", acc.index, exc.info())
+        self.accounts.clear()
+        gc.collect()  # no stray wrapper may reach libDestroy
+        ep.libDestroy()
+        self.ep = None
+        self.engine._publish_calls({})
+
+    def pump(self, ms: int = PUMP_MS) -> None:
+        assert self.ep is not None
+        self.ep.libHandleEvents(ms)
+        if self.graveyard:
+            self.graveyard.clear()
+
+    def pump_until(self, done: Callable[[], bool], limit_s: float = _TEARDOWN_WAIT_S) -> None:
+        deadline = time.monotonic() + limit_s
+        while not done() and time.monotonic() < deadline:
+            self.pump(PUMP_MS)
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def execute(self, command: object) -> None:
+        handler = _HANDLERS.get(type(command))
+        if handler is None:
+            log.warning("command ignored: not a SIP command command=%r", command)
+            return
+        try:
+            handler(self, command)
+        except (pj.Error, SipEngineError, ValueError) as exc:
+            detail = exc.info() if isinstance(exc, pj.Error) else str(exc)
+            log.warning("command failed command=%r error=%s", command, detail)
+            if isinstance(command, MakeCall):
+                # No call exists, so the phone learns of the failure through call_id -1.
+                self.emit(CallStateChanged(-1, CallState.DISCONNECTED, 0, detail))
+
+    def call(self, call_id: int) -> EngineCall:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise SipEngineError(f"no call with id {call_id}")
+        return call
+
+    def do_make_call(self, cmd: MakeCall) -> None:
+        acc = self.accounts.get(cmd.account)
+        if acc is None:
+            raise SipEngineError(f"account {cmd.account} is not configured or not enabled")
+        uri = target_uri(self.config.accounts[cmd.account], cmd.target)
+        call = EngineCall(self, acc, cmd.account)
+        started = time.monotonic()
+        call.makeCall(uri, pj.CallOpParam(True))
+        call_id = call.getId()
+        self.calls[call_id] = call
+        self.setup_started[call_id] = started
+        log.info("call made call_id=%d account=%d uri=%s", call_id, cmd.account, uri)
+
+    def do_answer(self, cmd: Answer) -> None:
+        prm = pj.CallOpParam(True)
+        prm.statusCode = 200
+        self.call(cmd.call_id).answer(prm)
+
+    def do_reject(self, cmd: Reject) -> None:
+        if not 400 <= cmd.status_code <= 699:
+            raise SipEngineError(f"reject needs a 4xx-6xx status, not {cmd.status_code}")
+        prm = pj.CallOpParam(True)
+        prm.statusCode = cmd.status_code
+        self.call(cmd.call_id).hangup(prm)
+
+    def do_redirect(self, cmd: Redirect) -> None:
+        call = self.call(cmd.call_id)
+        uri = target_uri(self.config.accounts[call.account_index], cmd.target)
+        prm = pj.CallOpParam(True)
+        prm.statusCode = 302
+        contact = pj.SipHeader()
+        contact.hName = "Contact"
+        contact.hValue = f"<{uri}>"
+        prm.txOption.headers.append(contact)
+        call.hangup(prm)
+
+    def do_hangup(self, cmd: Hangup) -> None:
+        self.call(cmd.call_id).hangup(pj.CallOpParam(True))
+
+    def do_hold(self, cmd: Hold) -> None:
+        self.call(cmd.call_id).setHold(pj.CallOpParam(True))
+
+    def do_unhold(self, cmd: Unhold) -> None:
+        prm = pj.CallOpParam(True)
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+        self.call(cmd.call_id).reinvite(prm)
+
+    def do_transfer(self, cmd: Transfer) -> None:
+        call = self.call(cmd.call_id)
+        uri = target_uri(self.config.accounts[call.account_index], cmd.target)
+        call.xfer(uri, pj.CallOpParam(True))
+
+    def do_attended_transfer(self, cmd: AttendedTransfer) -> None:
+        call = self.call(cmd.call_id)
+        call.xferReplaces(self.call(cmd.to_call_id), pj.CallOpParam(True))
+
+    def do_conference(self, cmd: Conference) -> None:
+        if len(set(cmd.call_ids)) < 2:
+            raise SipEngineError("a conference needs at least two different calls")
+        media = [self.call(cid).getAudioMedia(self.call(cid).audio_index) for cid in cmd.call_ids]
+        for i, a in enumerate(media):
+            for b in media[i + 1 :]:
+                a.startTransmit(b)
+                b.startTransmit(a)
+            if self.port is not None:
+                self.port.startTransmit(a)
+                a.startTransmit(self.port)
+        log.info("conference bridged call_ids=%s", list(cmd.call_ids))
+
+    def do_send_dtmf(self, cmd: SendDtmf) -> None:
+        bad = set(cmd.digits) - _DTMF_DIGITS
+        if not cmd.digits or bad:
+            raise SipEngineError(f"dtmf digits {cmd.digits!r}: only 0-9 * # A-D can be sent")
+        self.call(cmd.call_id).dialDtmf(cmd.digits)  # RFC 4733 by default
+
+    def do_set_mute(self, cmd: SetMute) -> None:
+        self.muted = cmd.muted
+        if self.port is not None:
+            self.port.muted = cmd.muted
+        log.info("mute muted=%s", cmd.muted)
+
+    def do_apply_config(self, cmd: _ApplyConfig) -> None:
+        new, old = cmd.config, self.config
+        if _restart_key(new) != _restart_key(old):
+            log.info("sip settings changed: restarting the library")
+            self.teardown()
+            self.config = new
+            self.setup()
+            return
+        self.config = new
+        if new.sip.codecs != old.sip.codecs:
+            assert self.ep is not None
+            apply_codec_priorities(self.ep, new.sip.codecs)
+        for index in range(max(len(new.accounts), len(old.accounts))):
+            in_new = index < len(new.accounts) and new.accounts[index].enabled
+            in_old = index < len(old.accounts) and old.accounts[index].enabled
+            if in_new and in_old and account_settings(new, index) == account_settings(old, index):
+                continue
+            if in_old:
+                self.remove_account(index)
+                self.emit(RegistrationChanged(index, False, 0, "account removed or changed"))
+            if in_new:
+                self.create_account(index)
+
+    def hangup_quietly(self, call: EngineCall) -> None:
+        try:
+            call.hangup(pj.CallOpParam(True))
+        except pj.Error as exc:
+            log.warning("hangup failed call_id=%d error=%s", call.getId(), exc.info())
+
+    # --- callbacks (from pjsua2, in the owner thread) ---------------------------------------
+
+    def emit(self, event: Event) -> None:
+        self.engine._emit(event)
+
+    def on_registration(self, index: int, registered: bool, code: int, reason: str) -> None:
+        log.info("registration account=%d registered=%s code=%d", index, registered, code)
+        self.emit(RegistrationChanged(index, registered, code, reason))
+
+    def on_incoming_call(self, acc: EngineAccount, call_id: int) -> None:
+        call = EngineCall(self, acc, acc.index, call_id)
+        self.calls[call_id] = call
+        info = call.getInfo()
+        name, uri = split_name_addr(info.remoteUri)
+        call.last_state = CallState.INCOMING
+        log.info("incoming call call_id=%d account=%d from=%s", call_id, acc.index, uri)
+        self.emit(CallIncoming(call_id, acc.index, uri, name))
+        self.publish()
+        prm = pj.CallOpParam(True)
+        prm.statusCode = 180
+        call.answer(prm)
+
+    def on_call_state(self, call: EngineCall) -> None:
+        info = call.getInfo()
+        call_id = info.id
+        self.calls.setdefault(call_id, call)
+        state = phone_state(info)
+        code = info.lastStatusCode
+        if state is call.last_state and code == call.last_status:
+            return
+        call.last_state, call.last_status = state, code
+        if state is CallState.CONFIRMED:
+            call.codec = call.codec or stream_codec(call)
+            started = self.setup_started.pop(call_id, None)
+            if started is not None:
+                call.setup_ms = (time.monotonic() - started) * 1000.0
+        name, uri = split_name_addr(info.remoteUri)
+        log.info("call state call_id=%d state=%s code=%d reason=%s",
+                 call_id, state.value, code, info.lastReason)  # fmt: skip
+        self.emit(CallStateChanged(call_id, state, code, info.lastReason, uri, name, call.codec))
+        if state is CallState.DISCONNECTED:
+            # Deleting a Call inside its DISCONNECTED callback crashes pjsua2: defer the release.
+            self.calls.pop(call_id, None)
+            self.setup_started.pop(call_id, None)
+            self.graveyard.append(call)
+        self.publish()
+
+    def on_call_media_state(self, call: EngineCall) -> None:
+        info = call.getInfo()
+        call.audio_index = audio_media_index(info)
+        if call.audio_index < 0:
+            return
+        status = info.media[call.audio_index].status
+        held_locally = status in (pj.PJSUA_CALL_MEDIA_LOCAL_HOLD, pj.PJSUA_CALL_MEDIA_NONE)
+        held_remotely = status in (pj.PJSUA_CALL_MEDIA_REMOTE_HOLD, pj.PJSUA_CALL_MEDIA_NONE)
+        call.codec = stream_codec(call) or call.codec
+        if self.port is not None and status in (
+            pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
+        ):  # fmt: skip
+            media = call.getAudioMedia(call.audio_index)
+            self.port.startTransmit(media)
+            media.startTransmit(self.port)
+        if (held_locally, held_remotely) != (call.held_locally, call.held_remotely):
+            call.held_locally, call.held_remotely = held_locally, held_remotely
+            self.emit(CallMediaChanged(info.id, held_locally, held_remotely))
+        self.publish()
+
+    def on_transfer_status(self, call: EngineCall, code: int, reason: str, final: bool) -> None:
+        log.info("transfer status call_id=%d code=%d reason=%s final=%s",
+                 call.getId(), code, reason, final)  # fmt: skip
+        if final and 200 <= code < 300:
+            # The far end now talks to the transfer target; our leg is done.
+            self.hangup_quietly(call)
+
+    def on_mwi(self, index: int, summary: MessageSummary) -> None:
+        log.info("mwi account=%d waiting=%s new=%d old=%d",
+                 index, summary.waiting, summary.new, summary.old)  # fmt: skip
+        self.emit(MessageWaiting(index, summary.waiting, summary.new, summary.old))
+
+    # --- periodic ---------------------------------------------------------------------------
+
+    def report_quality(self) -> None:
+        now = time.monotonic()
+        if now < self.next_quality:
+            return
+        self.next_quality = now + self.engine.quality_interval_s
+        for call_id, call in list(self.calls.items()):
+            if call.last_state is not CallState.CONFIRMED:
+                continue
+            sample = quality_sample(call)
+            if sample is None:
+                continue
+            call.quality = sample
+            self.emit(CallQuality(call_id, sample.codec, sample.jitter_ms, sample.loss_pct,
+                                  sample.rtt_ms, sample.mos))  # fmt: skip
+        self.publish()
+
+    def publish(self) -> None:
+        snapshot = {}
+        for call_id, call in self.calls.items():
+            quality = getattr(call, "quality", None)
+            snapshot[call_id] = {
+                "id": call_id,
+                "account": call.account_index,
+                "state": call.last_state.value,
+                "status_code": call.last_status,
+                "remote_uri": self._remote_uri(call),
+                "codec": call.codec,
+                "held_locally": call.held_locally,
+                "held_remotely": call.held_remotely,
+                "setup_ms": getattr(call, "setup_ms", None),
+                "stats": None if quality is None else quality.__dict__.copy(),
+            }
+        self.engine._publish_calls(snapshot)
+
+    @staticmethod
+    def _remote_uri(call: EngineCall) -> str:
+        try:
+            return split_name_addr(call.getInfo().remoteUri)[1]
+        except pj.Error:
+            return ""
+
+
+_HANDLERS: dict[type, Callable[[_Core, object], None]] = {
+    MakeCall: _Core.do_make_call,
+    Answer: _Core.do_answer,
+    Reject: _Core.do_reject,
+    Redirect: _Core.do_redirect,
+    Hangup: _Core.do_hangup,
+    Hold: _Core.do_hold,
+    Unhold: _Core.do_unhold,
+    Transfer: _Core.do_transfer,
+    AttendedTransfer: _Core.do_attended_transfer,
+    Conference: _Core.do_conference,
+    SendDtmf: _Core.do_send_dtmf,
+    SetMute: _Core.do_set_mute,
+    _ApplyConfig: _Core.do_apply_config,
+}  # type: ignore[dict-item]
+
+
+class SipEngine:
+    """Thread-safe facade: commands go into a queue that the owner thread drains."""
+
+    def __init__(
+        self,
+        config: PhoneConfig,
+        on_event: Callable[[Event], None],
+        audio: AudioEndpoint | None = None,
+        quality_interval_s: float = QUALITY_INTERVAL_S,
+    ) -> None:
+        if audio is not None and audio.sample_rate not in (8000, 16000, 32000, 48000):
+            raise SipEngineError(f"audio endpoint sample rate {audio.sample_rate} unsupported")
+        self._config = config
+        self._on_event = on_event
+        self._audio = audio
+        self.quality_interval_s = quality_interval_s
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._heartbeat = 0.0
+        self._lock = threading.Lock()
+        self._calls: dict[int, dict] = {}
+        self._ports: dict[str, int] = {}
+
+    # --- public API -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the owner thread; return once transports and accounts exist."""
+        if self._thread is not None and self._thread.is_alive():
+            raise SipEngineError("engine already running")
+        self._ready.clear()
+        self._startup_error = None
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sip-engine", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise SipEngineError(f"sip engine did not start within {timeout} s")
+        if self._startup_error is not None:
+            self._thread.join(timeout)
+            raise SipEngineError(f"sip engine failed to start: {self._startup_error}")
+
+    def submit(self, command: Command) -> None:
+        """Queue a command for the owner thread; never blocks."""
+        self._queue.put(command)
+
+    def apply_config(self, config: PhoneConfig) -> None:
+        """Re-register only accounts whose settings changed (transport changes restart all)."""
+        self._queue.put(_ApplyConfig(config))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(_Stop())
+        thread.join(timeout)
+        if thread.is_alive():
+            raise SipEngineError(f"sip engine thread did not stop within {timeout} s")
+        self._thread = None
+
+    @property
+    def last_heartbeat(self) -> float:
+        return self._heartbeat
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Bound SIP ports by transport ("udp", "tcp", "tls"), known once start() returned."""
+        with self._lock:
+            return dict(self._ports)
+
+    def calls_info(self) -> list[dict]:
+        with self._lock:
+            return [dict(info) for info in self._calls.values()]
+
+    # --- owner thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        core = _Core(self, self._config, self._audio)
+        try:
+            core.setup()
+        except BaseException as exc:  # reported to start(); the thread must still clean up
+            self._startup_error = exc
+            log.error("sip engine start failed error=%s", exc)
+            self._safe_teardown(core)
+            self._ready.set()
+            return
+        self._heartbeat = time.monotonic()
+        self._ready.set()
+        try:
+            self._loop(core)
+        finally:
+            self._safe_teardown(core)
+            log.info("sip engine stopped")
+
+    def _loop(self, core: _Core) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            core.pump(PUMP_MS)
+            while True:
+                try:
+                    command = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(command, _Stop):
+                    return
+                core.execute(command)
+            core.report_quality()
+
+    @staticmethod
+    def _safe_teardown(core: _Core) -> None:
+        try:
+            core.teardown()
+        except Exception:
+            log.exception("sip engine teardown failed")
+
+    def _emit(self, event: Event) -> None:
+        try:
+            self._on_event(event)
+        except Exception:  # a consumer's bug must not take the SIP stack down
+            log.exception("on_event handler failed event=%r", event)
+
+    def _publish_calls(self, snapshot: dict[int, dict]) -> None:
+        with self._lock:
+            self._calls = snapshot
+
+    def _set_ports(self, ports: dict[str, int]) -> None:
+        with self._lock:
+            self._ports = ports
