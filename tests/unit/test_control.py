@@ -1,0 +1,165 @@
+"""Control API over real HTTP, driving the real Phone through the real Runtime."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from firmware import events as ev
+from firmware.config import parse_config
+from firmware.control import ControlError, ControlServer, PhoneActions, parse_keys
+from firmware.phone import Phone
+from firmware.runtime import Runtime
+
+TOKEN = "s3cret-token"
+
+
+def fake_png(screen: ev.Screen | None) -> bytes:
+    # the real renderer is exercised in test_runtime_display; here only the plumbing matters
+    return b"\x89PNG\r\n\x1a\n" + repr(screen.lines if screen else ()).encode()
+
+
+class Client:
+    def __init__(self, port: int, token: str | None = TOKEN) -> None:
+        self.port = port
+        self.token = token
+
+    def request(self, method: str, path: str, body: bytes | str | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        headers = {"Content-Type": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if isinstance(body, str):
+            body = body.encode()
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        ctype = resp.getheader("Content-Type", "")
+        return resp.status, (json.loads(data) if "json" in ctype else data)
+
+    def post(self, path: str, data: object):
+        return self.request("POST", path, json.dumps(data))
+
+    def get(self, path: str):
+        return self.request("GET", path)
+
+
+@pytest.fixture
+def phone_api() -> Iterator[tuple[Client, Runtime]]:
+    config = parse_config(
+        {
+            "accounts": [{"user": "1001", "domain": "127.0.0.1", "password": "x"}],
+        }
+    )
+    runtime = Runtime(Phone(config))
+    runtime.start()
+    server = ControlServer("127.0.0.1:0", TOKEN, PhoneActions(runtime, fake_png))
+    server.start()
+    yield Client(server.port), runtime
+    server.stop()
+    runtime.stop()
+
+
+def test_requests_without_the_token_are_refused(phone_api) -> None:
+    client, _ = phone_api
+    for token in (None, "wrong", TOKEN + "x", ""):
+        status, body = Client(client.port, token).get("/api/v1/state")
+        assert status == 401, token
+        assert "token" in body["error"]
+    status, _ = Client(client.port, TOKEN).get("/api/v1/state")
+    assert status == 200
+
+
+def test_refuses_network_listen_without_token() -> None:
+    with pytest.raises(ControlError, match="control.token"):
+        ControlServer("0.0.0.0:0", "", PhoneActions(None, fake_png))
+
+
+def test_hook_and_digits_reach_the_phone(phone_api) -> None:
+    client, _ = phone_api
+    status, state = client.get("/api/v1/state")
+    assert status == 200
+    assert state["hook"] == "on"
+    assert state["registration"] == [
+        {"account": 0, "user": "1001", "registered": False, "status": 0}
+    ]
+    status, body = client.post("/api/v1/hook", {"offhook": True})
+    assert status == 200
+    assert body["hook"] == "off"
+    status, body = client.post("/api/v1/keys", {"keys": "12"})
+    assert status == 200
+    assert body["pressed"] == ["1", "2"]
+    assert any("12" in line for line in body["screen"])
+    status, state = client.get("/api/v1/state")
+    assert state["hook"] == "off"
+    assert state["dialing"] == "12"
+    assert any("12" in line for line in state["screen"])
+    status, screen = client.get("/api/v1/screen")
+    assert status == 200
+    assert screen["lines"] == state["screen"]
+    assert screen["kind"]
+    client.post("/api/v1/hook", {"offhook": False})
+    status, state = client.get("/api/v1/state")
+    assert state["hook"] == "on"
+    assert state["dialing"] == ""
+
+
+def test_function_keys_by_name(phone_api) -> None:
+    client, _ = phone_api
+    status, body = client.post("/api/v1/keys", {"keys": ["dnd"]})
+    assert status == 200
+    assert body["pressed"] == ["dnd"]
+    _, state = client.get("/api/v1/state")
+    assert state["dnd"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"keys": "12x"}', "unknown key 'x'"),
+        ('{"keys": ["hold", "launch"]}', "unknown key 'launch'"),
+        ('{"keys": 12}', "string or a list"),
+        ('{"keys": ""}', "empty"),
+        ('{"keys": "1", "extra": 1}', "expected"),
+    ],
+)
+def test_bad_key_requests_get_a_specific_400(phone_api, body: str, needle: str) -> None:
+    client, _ = phone_api
+    status, reply = client.request("POST", "/api/v1/keys", body)
+    assert status == 400
+    assert needle in reply["error"]
+
+
+def test_bad_hook_requests_and_routing(phone_api) -> None:
+    client, _ = phone_api
+    status, reply = client.post("/api/v1/hook", {"offhook": "yes"})
+    assert status == 400 and "offhook" in reply["error"]
+    status, reply = client.request("POST", "/api/v1/hook", "")
+    assert status == 400 and "body" in reply["error"]
+    status, reply = client.get("/api/v1/hook")
+    assert status == 405 and "POST" in reply["error"]
+    status, reply = client.get("/api/v1/nope")
+    assert status == 404
+    status, reply = client.post("/api/v1/test/hang-engine", {})
+    assert status == 404 and "disabled" in reply["error"]
+    status, reply = client.post("/api/v1/resync", {})
+    assert status == 409 and "provisioning" in reply["error"]
+
+
+def test_screen_png_is_served(phone_api) -> None:
+    client, _ = phone_api
+    client.post("/api/v1/hook", {"offhook": True})
+    status, data = client.get("/api/v1/screen.png")
+    assert status == 200
+    assert data.startswith(b"\x89PNG")
+
+
+def test_parse_keys_mixes_digits_and_names() -> None:
+    assert parse_keys(["hold", "12", "#"]) == ["hold", "1", "2", "#"]
+    assert parse_keys("*9") == ["*", "9"]
