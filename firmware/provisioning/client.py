@@ -1,0 +1,405 @@
+"""ProvisioningClient: the phone side of fleet provisioning, run as one background thread.
+
+Each cycle: enroll if there is no credential (honouring Retry-After while pending), else pull the
+config with If-None-Match, validate, write, apply through the runtime's callback (rolling back to
+the last known good config on failure), queue a status snapshot and upload the outbox. Server
+trouble never touches the running config: the phone keeps its cached config and retries with
+exponential backoff and full jitter. ``resync_now`` (also the check-sync NOTIFY) runs a cycle at
+once.
+
+Threading: ``apply`` and ``status`` are called from the client's thread; ``enqueue`` and
+``resync_now`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from firmware.config import ConfigError, PhoneConfig, ProvisioningSettings
+from firmware.provisioning.backoff import Backoff, PollSchedule
+from firmware.provisioning.checksync import CheckSyncListener
+from firmware.provisioning.enroll import Credential, EnrollmentStore, enroll_request
+from firmware.provisioning.identity import DeviceIdentity
+from firmware.provisioning.outbox import KINDS, Outbox
+from firmware.provisioning.pinning import PinnedCA
+from firmware.provisioning.server_api import (
+    ConfigReply,
+    ProtocolError,
+    Refused,
+    ServerApi,
+    ServerError,
+    ServerUnavailable,
+    basic_auth,
+    retry_after,
+)
+from firmware.provisioning.store import MAX_APPLY_ATTEMPTS, ConfigStore, StoredConfig
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 100
+MAX_PENDING_WAIT_S = 600.0
+
+
+def effective_config(local: PhoneConfig, provisioned: PhoneConfig | None) -> PhoneConfig:
+    """The provisioned settings with the phone's own [provisioning] and [control] sections."""
+    if provisioned is None:
+        return local
+    return provisioned.model_copy(
+        update={
+            "provisioning": local.provisioning.model_copy(deep=True),
+            "control": local.control.model_copy(deep=True),
+        },
+        deep=True,
+    )
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def system_uptime_s() -> int:
+    try:
+        return int(float(Path("/proc/uptime").read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return int(time.monotonic())
+
+
+def local_address_towards(url: str) -> str:
+    """The phone's address on the route to the server (a UDP connect sends no packet)."""
+    parts = urlsplit(url)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((parts.hostname or "127.0.0.1", parts.port or 443))
+            return probe.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+class ProvisioningClient:
+    def __init__(
+        self,
+        settings: ProvisioningSettings,
+        state_dir: Path,
+        identity: DeviceIdentity,
+        apply: Callable[[PhoneConfig], str | None],
+        status: Callable[[], dict],
+        *,
+        notify_host: str = "0.0.0.0",
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not settings.url:
+            raise ValueError("provisioning.url is empty: nothing to provision from")
+        if settings.url.startswith("https://") and not settings.ca_fingerprint:
+            raise ValueError("provisioning.ca_fingerprint is required for an https:// server")
+        self.settings = settings
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.identity = identity
+        self._apply = apply
+        self._status = status
+        self.store = ConfigStore(self.state_dir / "config")
+        self.outbox = Outbox(self.state_dir / "outbox")
+        self.enrollment = EnrollmentStore(self.state_dir)
+        self._pinned = (
+            PinnedCA(settings.ca_fingerprint, self.state_dir / "pinned-ca.der")
+            if settings.ca_fingerprint
+            else None
+        )
+        self.backoff = backoff or Backoff()
+        credential = self.enrollment.credential()
+        self._poll = PollSchedule(
+            settings.poll_interval_s, credential.device_id if credential else identity.mac
+        )
+        self._notify_host = notify_host
+        self.listener: CheckSyncListener | None = None
+        self.state = "enrolled" if credential else "unenrolled"
+        self.last_error = ""
+        self.config_revision = 0
+        self.cycles = 0  # completed cycles, for tests and the control API
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._force = threading.Event()
+        self._flush = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_poll_at = 0.0
+
+    # --- public API ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("provisioning client already started")
+        self.listener = CheckSyncListener(
+            self.settings.notify_port, self._secret, self.resync_now, host=self._notify_host
+        )
+        self.listener.start()
+        self._thread = threading.Thread(target=self._run, name="provisioning", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self.listener is not None:
+            self.listener.stop()
+
+    def resync_now(self) -> None:
+        self._force.set()
+        self._wake.set()
+
+    def enqueue(self, kind: str, record: dict) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown record kind {kind!r}; expected one of {', '.join(KINDS)}")
+        self.outbox.put(kind, record)
+        self._flush.set()
+        self._wake.set()
+
+    def cached_config(self) -> PhoneConfig | None:
+        """The last known good provisioned config (None before the first successful apply)."""
+        lkg = self.store.last_known_good()
+        return lkg.config if lkg else None
+
+    @property
+    def sip_contact(self) -> str:
+        if self.listener is None:
+            return ""
+        host = self.listener.host
+        if host in ("0.0.0.0", ""):
+            host = local_address_towards(self.settings.url)
+        return f"{host}:{self.listener.port}"
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def _secret(self) -> str | None:
+        credential = self.enrollment.credential()
+        return credential.secret if credential else None
+
+    def _run(self) -> None:
+        try:
+            self._boot_from_cache()
+        except Exception:
+            log.exception("applying the cached config failed")
+        while not self._stop.is_set():
+            now = time.monotonic()
+            due = now >= self._next_poll_at or self._force.is_set()
+            try:
+                if due:
+                    self._force.clear()
+                    self._flush.clear()
+                    self._next_poll_at = now + self._cycle()
+                    self.cycles += 1
+                elif self._flush.is_set() and self.backoff.failures == 0:
+                    self._flush.clear()
+                    self._flush_only()
+            except Exception as exc:  # a bug must not end provisioning for the phone's lifetime
+                log.exception("provisioning cycle crashed")
+                self.last_error = f"internal error: {exc!r}"
+                self._next_poll_at = time.monotonic() + self.backoff.failed()
+            self._wake.wait(max(0.0, self._next_poll_at - time.monotonic()))
+            self._wake.clear()
+
+    def _boot_from_cache(self) -> None:
+        interrupted = self.store.interrupted_apply()
+        if interrupted and interrupted.attempts >= MAX_APPLY_ATTEMPTS:
+            self.store.reject(interrupted.etag)
+            self._event(
+                "config_rolled_back",
+                interrupted.revision,
+                f"apply interrupted {interrupted.attempts} times (phone restarted meanwhile)",
+            )
+        lkg = self.store.last_known_good()
+        if lkg is None:
+            log.info("no cached provisioned config yet")
+            return
+        error = self._safe_apply(lkg.config)
+        self.config_revision = lkg.revision
+        log.info("cached config applied revision=%d error=%s", lkg.revision, error)
+
+    def _cycle(self) -> float:
+        """One enroll/poll/upload round; return seconds until the next one."""
+        try:
+            with ServerApi(self.settings.url, self._pinned, self._user_agent()) as api:
+                credential = self.enrollment.credential()
+                if credential is None:
+                    return self._enroll(api)
+                api.auth = basic_auth(credential.device_id, credential.secret)
+                self._pull_config(api)
+                self._queue_status()
+                self._upload_outbox(api)
+        except ServerUnavailable as exc:
+            return self._failed(str(exc), exc.retry_after_s)
+        except Refused as exc:
+            return self._refused(exc)
+        except ProtocolError as exc:
+            return self._failed(f"protocol error: {exc}")
+        self.backoff.succeeded()
+        self.last_error = ""
+        self.state = "enrolled"
+        return self._poll.next_delay()
+
+    def _flush_only(self) -> None:
+        credential = self.enrollment.credential()
+        if credential is None:
+            return
+        try:
+            with ServerApi(self.settings.url, self._pinned, self._user_agent()) as api:
+                api.auth = basic_auth(credential.device_id, credential.secret)
+                self._upload_outbox(api)
+        except ServerError as exc:
+            # handled fully at the next poll, which comes after the backoff delay
+            self._next_poll_at = time.monotonic() + self._failed(str(exc))
+
+    def _failed(self, reason: str, retry_after_s: float | None = None) -> float:
+        delay = self.backoff.failed()
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, self.backoff.cap_s))
+        self.last_error = reason
+        log.warning(
+            "provisioning server unavailable, keeping cached config "
+            "failures=%d retry_in_s=%.1f reason=%s",
+            self.backoff.failures,
+            delay,
+            reason,
+        )
+        return delay
+
+    def _refused(self, exc: Refused) -> float:
+        if exc.status == 401 or exc.code == "revoked":
+            # the credential is dead: never send it again; enrollment starts afresh
+            self.enrollment.discard_credential()
+            self.state = "revoked" if exc.code == "revoked" else "unenrolled"
+            log.error("device credential refused, discarded code=%s detail=%s", exc.code, exc)
+        elif exc.code in ("bad_token", "rejected", "already_enrolled"):
+            self.state = "refused"
+        elif exc.code == "not_approved":
+            self.state = "pending"
+        self.last_error = str(exc)
+        delay = self.backoff.failed()
+        log.warning("provisioning refused code=%s retry_in_s=%.1f", exc.code or exc.status, delay)
+        return delay
+
+    # --- enrollment ----------------------------------------------------------------------------
+
+    def _enroll(self, api: ServerApi) -> float:
+        token = self.settings.enrollment_token
+        reply = api.enroll(enroll_request(self.identity, token, self.enrollment.nonce()))
+        if reply.status == "pending":
+            self.state = "pending"
+            self.backoff.succeeded()
+            wait = reply.retry_after_s if reply.retry_after_s is not None else 30.0
+            log.info("enrollment pending approval retry_after_s=%.0f", wait)
+            return min(max(wait, 1.0), MAX_PENDING_WAIT_S)
+        self.enrollment.save_credential(Credential(reply.device_id, reply.secret))
+        self._poll = PollSchedule(self.settings.poll_interval_s, reply.device_id)
+        self.state = "enrolled"
+        self.backoff.succeeded()
+        log.info("enrolled device_id=%s", reply.device_id)
+        self._force.set()  # fetch the config right away
+        return 0.0
+
+    # --- configuration -------------------------------------------------------------------------
+
+    def _pull_config(self, api: ServerApi) -> None:
+        reply = api.get_config(self.store.if_none_match())
+        if reply.not_modified:
+            log.debug("config not modified etag=%s", reply.etag)
+            return
+        self._take_config(reply)
+
+    def _take_config(self, reply: ConfigReply) -> None:
+        if not isinstance(reply.body, dict):
+            self.store.reject(reply.etag)
+            self._event("config_rejected", reply.revision, "config body is not a JSON object")
+            return
+        self.store.write_candidate(reply.etag, reply.revision, reply.body)
+        try:
+            stored = self.store.validate_candidate()
+        except ConfigError as exc:
+            self.store.reject(reply.etag)
+            log.error("config rejected revision=%d error=%s", reply.revision, exc)
+            self._event("config_rejected", reply.revision, str(exc))
+            return
+        self._apply_with_rollback(stored)
+
+    def _apply_with_rollback(self, stored: StoredConfig) -> None:
+        self.store.begin_apply(stored)
+        error = self._safe_apply(stored.config)
+        if error is None:
+            self.store.finish_apply(stored)
+            self.config_revision = stored.revision
+            log.info("config applied revision=%d", stored.revision)
+            self._event("config_applied", stored.revision, "")
+            return
+        self.store.reject(stored.etag)
+        lkg = self.store.last_known_good()
+        restored = "no earlier config to restore"
+        if lkg is not None:
+            again = self._safe_apply(lkg.config)
+            restored = f"restored revision {lkg.revision}" + (
+                f" (which also failed: {again})" if again else ""
+            )
+        log.error("config apply failed, rolled back revision=%d error=%s", stored.revision, error)
+        self._event("config_rolled_back", stored.revision, f"apply failed: {error}; {restored}")
+
+    def _safe_apply(self, config: PhoneConfig) -> str | None:
+        try:
+            return self._apply(config)
+        except Exception as exc:  # the runtime's failure is a failed apply, not our crash
+            log.exception("apply callback raised")
+            return f"apply raised {exc!r}"
+
+    # --- reports -------------------------------------------------------------------------------
+
+    def _event(self, kind: str, revision: int, detail: str) -> None:
+        self.outbox.put(
+            "events",
+            {"time": now_rfc3339(), "type": kind, "config_revision": revision, "detail": detail},
+        )
+
+    def _queue_status(self) -> None:
+        body: dict[str, Any] = {
+            "ip": local_address_towards(self.settings.url),
+            "uptime_s": system_uptime_s(),
+            "lines": [],
+        }
+        try:
+            body.update(self._status())
+        except Exception:
+            log.exception("status callback raised; sending a status without lines")
+        body.update(
+            time=now_rfc3339(),
+            firmware_version=self.identity.firmware_version,
+            config_revision=self.config_revision,
+            sip_contact=self.sip_contact,
+        )
+        body.pop("id", None)
+        self.outbox.drop_all("status")  # a snapshot supersedes any older unsent one
+        self.outbox.put("status", body)
+
+    def _upload_outbox(self, api: ServerApi) -> None:
+        for kind in ("events", "cdrs", "quality", "status"):
+            while batch := self.outbox.pending(kind, BATCH_SIZE):
+                if kind == "status":
+                    accepted = set()
+                    for record in batch:
+                        accepted.update(api.post("status", record))
+                else:
+                    accepted = set(api.post(kind, {"records": batch}))
+                removed = self.outbox.delete(kind, accepted)
+                log.info("uploaded kind=%s sent=%d accepted=%d", kind, len(batch), removed)
+                if removed == 0:
+                    raise ProtocolError(f"server accepted none of {len(batch)} {kind} records")
+
+    def _user_agent(self) -> str:
+        return f"offhook/{self.identity.firmware_version} ({self.identity.model})"
+
+
+__all__ = ["ProvisioningClient", "effective_config", "retry_after"]
