@@ -1,0 +1,171 @@
+"""One ALSA PCM (pyalsaaudio) opened for 16-bit mono, with pacing and xrun recovery.
+
+alsa-lib's ``null`` and ``file`` PCMs (and some network sinks) are unclocked: they accept or
+return any amount of audio at once. A thread driving one would spin a core and run arbitrarily
+ahead of real time, so the device paces itself by the wall clock until a transfer blocks, which
+proves the device has a clock of its own; from then on it is left to the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import alsaaudio
+
+log = logging.getLogger(__name__)
+
+# A transfer that blocks for at least this share of a period shows the device has its own clock.
+_BLOCKING_SHARE = 0.25
+
+
+class AlsaDeviceError(RuntimeError):
+    """An ALSA PCM that cannot be opened or used; the message names the device."""
+
+
+class PcmStream:
+    """A PCM for playback or capture in period-sized chunks of S16_LE mono."""
+
+    def __init__(
+        self,
+        device: str,
+        capture: bool,
+        sample_rate: int,
+        period_samples: int,
+        periods: int,
+        lead_periods: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.device = device
+        self.capture = capture
+        self.sample_rate = sample_rate
+        self.period_samples = period_samples
+        self.period_s = period_samples / sample_rate
+        self.periods = periods
+        self.lead_periods = lead_periods
+        self._clock = clock
+        self._sleep = sleep
+        self.clocked = False  # set once a transfer blocked: the device paces us
+        self.xruns_recovered = 0
+        self.transfers = 0
+        self._anchor = 0.0
+        self._transferred = 0
+        self._pcm = self._open()
+
+    @property
+    def direction(self) -> str:
+        return "capture" if self.capture else "playback"
+
+    def _open(self) -> alsaaudio.PCM:
+        kind = alsaaudio.PCM_CAPTURE if self.capture else alsaaudio.PCM_PLAYBACK
+        try:
+            pcm = alsaaudio.PCM(
+                kind,
+                mode=alsaaudio.PCM_NORMAL,
+                device=self.device,
+                channels=1,
+                rate=self.sample_rate,
+                format=alsaaudio.PCM_FORMAT_S16_LE,
+                periodsize=self.period_samples,
+                periods=self.periods,
+            )
+        except alsaaudio.ALSAAudioError as exc:
+            raise AlsaDeviceError(
+                f"cannot open ALSA {self.direction} PCM {self.device!r}: {exc}"
+            ) from None
+        info = pcm.info()
+        if info.get("rate") != self.sample_rate or info.get("channels") != 1:
+            pcm.close()
+            raise AlsaDeviceError(
+                f"ALSA {self.direction} PCM {self.device!r} refused {self.sample_rate} Hz mono "
+                f"(got {info.get('rate')} Hz, {info.get('channels')} channels)"
+            )
+        if info.get("period_size") != self.period_samples:
+            log.info(
+                "alsa period adjusted device=%s direction=%s wanted=%d got=%s",
+                self.device, self.direction, self.period_samples, info.get("period_size"),
+            )  # fmt: skip
+        self._anchor = self._clock()
+        self._transferred = 0
+        return pcm
+
+    def _check_xrun(self) -> None:
+        """Recover a real device's xrun before the next transfer (pyalsaaudio would re-prepare
+        silently; we want it counted)."""
+        if self._pcm.state() == alsaaudio.PCM_STATE_XRUN:
+            self._recover("alsa reported xrun")
+
+    def _recover(self, why: str) -> None:
+        self.xruns_recovered += 1
+        log.warning("audio xrun device=%s direction=%s reason=%r", self.device, self.direction, why)
+        try:
+            self._pcm.drop()  # back to a clean, prepared state; the next transfer restarts it
+        except alsaaudio.ALSAAudioError as exc:
+            log.warning("audio xrun drop failed device=%s error=%r", self.device, str(exc))
+        self._anchor = self._clock()
+        self._transferred = 0
+
+    def _pace(self, started: float) -> None:
+        """After a transfer: learn whether the device blocks; if not, keep to wall-clock time."""
+        now = self._clock()
+        self.transfers += 1
+        if not self.clocked and now - started >= _BLOCKING_SHARE * self.period_s:
+            self.clocked = True
+            log.info("audio device clocked device=%s direction=%s", self.device, self.direction)
+        if self.clocked:
+            return
+        self._transferred += 1
+        due = self._anchor + (self._transferred - self.lead_periods) * self.period_s
+        behind = now - (self._anchor + self._transferred * self.period_s)
+        if behind > self.periods * self.period_s:
+            # We stalled longer than the device buffer: on a real card that is an underrun.
+            self._recover(f"stalled {behind * 1000:.0f} ms")
+            return
+        if due > now:
+            self._sleep(due - now)
+
+    def write(self, pcm: bytes) -> None:
+        """Play one period (blocks on a clocked device; paced by wall clock otherwise)."""
+        self._check_xrun()
+        started = self._clock()
+        try:
+            self._pcm.write(pcm)
+        except alsaaudio.ALSAAudioError as exc:
+            self._recover(f"write failed: {exc}")
+            return
+        self._pace(started)
+
+    def read(self) -> bytes:
+        """Capture one period; on a transient error returns silence and recovers."""
+        self._check_xrun()
+        started = self._clock()
+        try:
+            length, data = self._pcm.read()
+        except alsaaudio.ALSAAudioError as exc:
+            self._recover(f"read failed: {exc}")
+            return bytes(self.period_samples * 2)
+        if length < 0:
+            self._recover(f"read returned {length}")
+            return bytes(self.period_samples * 2)
+        self._pace(started)
+        want = self.period_samples * 2
+        if len(data) < want:
+            data += bytes(want - len(data))
+        return data[:want]
+
+    def drop(self) -> None:
+        """Discard what is queued in the device (e.g. silence ahead of a new tone)."""
+        try:
+            self._pcm.drop()
+        except alsaaudio.ALSAAudioError as exc:
+            log.warning("audio drop failed device=%s error=%r", self.device, str(exc))
+        self._anchor = self._clock()
+        self._transferred = 0
+
+    def close(self) -> None:
+        try:
+            self._pcm.close()
+        except alsaaudio.ALSAAudioError as exc:
+            log.warning("audio close failed device=%s error=%r", self.device, str(exc))

@@ -1,0 +1,290 @@
+"""The audio bridge: ALSA on one side, the SIP engine's media port on the other, tones in between.
+
+Two threads per phone:
+
+- playback: every ALSA period, take call audio from the playback ring (written by the SIP engine),
+  add the current tone, apply software gain, saturate, write to the playback PCM;
+- capture: read the capture PCM into the capture ring (read by the SIP engine).
+
+The SIP engine runs on its own clock (pjsua2's null device), ALSA on the card's; the rings absorb
+the drift. A tone change is picked up at the next period. If everything queued in the device is
+silence, a new tone also drops that queue so the first tone sample is not stuck behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from firmware.audio import pcm
+from firmware.audio.alsa_device import PcmStream
+from firmware.audio.mixer import SpeakerVolume, check_volume, software_gain
+from firmware.audio.ringbuffer import RingBuffer
+from firmware.audio.tones import TONE_PLANS, ToneGenerator, TonePlanError, tone_spec
+from firmware.config import AudioSettings
+from firmware.events import Tone
+
+log = logging.getLogger(__name__)
+
+FRAME_MS = 20  # the SIP side's frame (ptime)
+RING_FRAMES = 6  # ring capacity in network frames: bounds the added latency to 120 ms
+
+
+@runtime_checkable
+class AudioEndpoint(Protocol):
+    """What the SIP engine's AudioMediaPort talks to: 16-bit signed mono LE PCM, 20 ms frames."""
+
+    sample_rate: int
+    frame_samples: int
+
+    def read_capture_frame(self) -> bytes:
+        """Mic to network: always ``frame_samples * 2`` bytes; never blocks."""
+        ...
+
+    def write_playback_frame(self, pcm: bytes) -> None:
+        """Network to speaker; never blocks."""
+        ...
+
+
+class AlsaAudio:
+    """AudioEndpoint on pyalsaaudio, with tones, mute and volume.
+
+    ``playback_periods`` / ``capture_periods`` size the ALSA buffers; small playback buffers keep
+    the off-hook-to-dial-tone delay short.
+    """
+
+    def __init__(
+        self,
+        settings: AudioSettings,
+        playback_periods: int = 3,
+        capture_periods: int = 4,
+        mixer_device: str = "default",
+    ) -> None:
+        self.settings = settings
+        self.sample_rate = settings.sample_rate
+        self.frame_samples = self.sample_rate * FRAME_MS // 1000
+        self.period_samples = self.sample_rate * settings.period_ms // 1000
+        self.playback_periods = playback_periods
+        self.capture_periods = capture_periods
+        self.playback_ring = RingBuffer(RING_FRAMES * self.frame_samples, self.frame_samples)
+        self.capture_ring = RingBuffer(RING_FRAMES * self.frame_samples, self.period_samples)
+        self._volume = SpeakerVolume(settings.mixer_control, mixer_device, settings.speaker_volume)
+        self._ring_gain = software_gain(settings.ring_volume)
+        self._lock = threading.Lock()
+        self._plan = settings.tone_plan
+        self._tone: Tone | None = None
+        self._tone_version = 0  # bumped on every change; the playback thread compares
+        self._muted = False
+        self._running = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._playback: PcmStream | None = None
+        self._capture: PcmStream | None = None
+        self._frames_played = 0
+        self._frames_captured = 0
+        self._network_frames_in = 0
+        self._network_frames_out = 0
+        self._loop_errors = 0
+        self._xruns_of_closed_streams = 0
+        # Diagnostics hook: called on the playback thread after each period is handed to ALSA.
+        self.on_playback_write: Callable[[bytes], None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open both PCMs (AlsaDeviceError names a missing device) and start the threads."""
+        if self._running.is_set():
+            return
+        self._playback = PcmStream(
+            self.settings.playback, False, self.sample_rate, self.period_samples,
+            self.playback_periods,
+        )  # fmt: skip
+        try:
+            self._capture = PcmStream(
+                self.settings.capture, True, self.sample_rate, self.period_samples,
+                self.capture_periods,
+            )  # fmt: skip
+        except Exception:
+            self._playback.close()
+            self._playback = None
+            raise
+        self._running.set()
+        self._threads = [
+            threading.Thread(target=self._playback_loop, name="audio-playback", daemon=True),
+            threading.Thread(target=self._capture_loop, name="audio-capture", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        log.info(
+            "audio started playback=%s capture=%s rate=%d period_ms=%d plan=%s",
+            self.settings.playback, self.settings.capture, self.sample_rate,
+            self.settings.period_ms, self._plan,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self._running.clear()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+            if thread.is_alive():
+                log.error("audio thread did not stop thread=%s", thread.name)
+        self._threads = []
+        for stream in (self._playback, self._capture):
+            if stream is not None:
+                self._xruns_of_closed_streams += stream.xruns_recovered
+                stream.close()
+        self._playback = self._capture = None
+        self._volume.close()
+        log.info("audio stopped stats=%s", self.stats)
+
+    def __enter__(self) -> AlsaAudio:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- commands --------------------------------------------------------------------------------
+
+    def play_tone(self, tone: Tone) -> None:
+        if not isinstance(tone, Tone):
+            raise TonePlanError(f"not a Tone: {tone!r}")
+        with self._lock:
+            tone_spec(self._plan, tone)  # fail here, in the caller, not on the audio thread
+            self._tone = tone
+            self._tone_version += 1
+
+    def stop_tone(self) -> None:
+        with self._lock:
+            self._tone = None
+            self._tone_version += 1
+
+    def set_tone_plan(self, plan: str) -> None:
+        if plan not in TONE_PLANS:
+            raise TonePlanError(f"unknown tone plan {plan!r}; known: {', '.join(TONE_PLANS)}")
+        with self._lock:
+            self._plan = plan
+            self._tone_version += 1  # a playing tone restarts in the new plan
+
+    def set_mute(self, muted: bool) -> None:
+        self._muted = bool(muted)
+
+    def set_volume(self, speaker: int) -> None:
+        self._volume.set(check_volume(speaker))
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    @property
+    def tone(self) -> Tone | None:
+        return self._tone
+
+    @property
+    def tone_plan(self) -> str:
+        return self._plan
+
+    # --- AudioEndpoint -------------------------------------------------------------------------
+
+    def read_capture_frame(self) -> bytes:
+        frame = self.capture_ring.read(self.frame_samples)
+        self._network_frames_out += 1
+        return pcm.silence(self.frame_samples) if self._muted else frame
+
+    def write_playback_frame(self, frame: bytes) -> None:
+        self.playback_ring.write(frame)
+        self._network_frames_in += 1
+
+    # --- threads -------------------------------------------------------------------------------
+
+    def _playback_loop(self) -> None:
+        stream = self._playback
+        assert stream is not None
+        seen_version = -1
+        generator: ToneGenerator | None = None
+        tone_gain = 1.0
+        queued_silent = True  # everything written so far (and thus queued) was silence
+        while self._running.is_set():
+            try:
+                with self._lock:
+                    version, tone, plan = self._tone_version, self._tone, self._plan
+                if version != seen_version:
+                    seen_version = version
+                    generator = None
+                    if tone is not None:
+                        generator = ToneGenerator(tone_spec(plan, tone), self.sample_rate)
+                        tone_gain = self._ring_gain if tone is Tone.RING else 1.0
+                        if queued_silent and stream.transfers:
+                            stream.drop()
+                frame = self._next_playback_period(generator, tone_gain)
+                if generator is not None and generator.finished:
+                    generator = None
+                stream.write(frame)
+                queued_silent = frame.count(0) == len(frame)
+                self._frames_played += 1
+                hook = self.on_playback_write
+                if hook is not None:
+                    hook(frame)
+            except Exception:
+                # Keep the phone audible: log, count, and carry on after one period.
+                self._loop_errors += 1
+                log.exception("audio playback loop error count=%d", self._loop_errors)
+                time.sleep(stream.period_s)
+
+    def _next_playback_period(self, generator: ToneGenerator | None, tone_gain: float) -> bytes:
+        call = self.playback_ring.read(self.period_samples)
+        gain = self._volume.gain
+        call_silent = call.count(0) == len(call)
+        if generator is None:
+            if call_silent or gain == 1.0:
+                return call
+            return pcm.to_bytes(pcm.mix([pcm.to_samples(call)], gain))
+        tone = generator.render(self.period_samples)
+        if call_silent:
+            if gain * tone_gain == 1.0:
+                return pcm.to_bytes(tone)
+            return pcm.to_bytes(pcm.mix([tone], gain * tone_gain))
+        if tone_gain != 1.0:
+            tone = pcm.mix([tone], tone_gain)
+        return pcm.to_bytes(pcm.mix([pcm.to_samples(call), tone], gain))
+
+    def _capture_loop(self) -> None:
+        stream = self._capture
+        assert stream is not None
+        while self._running.is_set():
+            try:
+                self.capture_ring.write(stream.read())
+                self._frames_captured += 1
+            except Exception:
+                self._loop_errors += 1
+                log.exception("audio capture loop error count=%d", self._loop_errors)
+                time.sleep(stream.period_s)
+
+    # --- stats -----------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        play = self.playback_ring.stats()
+        cap = self.capture_ring.stats()
+        streams = (self._playback, self._capture)
+        xruns = self._xruns_of_closed_streams + sum(
+            s.xruns_recovered for s in streams if s is not None
+        )
+        return {
+            "underruns": play["underruns"] + cap["underruns"],
+            "overruns": play["overruns"] + cap["overruns"],
+            "xruns_recovered": xruns,
+            "frames_played": self._frames_played,
+            "frames_captured": self._frames_captured,
+            "drift_corrections": play["drift_corrections"] + cap["drift_corrections"],
+            "playback_underruns": play["underruns"],
+            "playback_overruns": play["overruns"],
+            "capture_underruns": cap["underruns"],
+            "capture_overruns": cap["overruns"],
+            "playback_ring_level": play["level"],
+            "capture_ring_level": cap["level"],
+            "network_frames_in": self._network_frames_in,
+            "network_frames_out": self._network_frames_out,
+            "loop_errors": self._loop_errors,
+        }
