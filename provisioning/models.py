@@ -1,0 +1,320 @@
+"""The provisioning server's data model (SQLAlchemy 2 declarative, one schema for SQLite and PG).
+
+Settings at each level (fleet defaults, group, template, device) are *partial* PhoneConfig dicts
+stored as JSON; render.py merges them. Columns ending in ``_enc`` hold AES-GCM ciphertexts from
+crypto.py, never plaintext. Record ids of phone reports are the phone's own ids (idempotency).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Device lifecycle. "approved" with no secret yet = pre-registered or reset, waiting to enroll.
+DEVICE_PENDING = "pending"
+DEVICE_APPROVED = "approved"
+DEVICE_REJECTED = "rejected"
+DEVICE_REVOKED = "revoked"
+DEVICE_STATUSES = (DEVICE_PENDING, DEVICE_APPROVED, DEVICE_REJECTED, DEVICE_REVOKED)
+
+ROLE_ADMIN = "admin"
+ROLE_OPERATOR = "operator"
+ROLE_READ_ONLY = "read-only"
+ROLES = (ROLE_READ_ONLY, ROLE_OPERATOR, ROLE_ADMIN)  # ascending privilege
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite drops tzinfo otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime stored; use provisioning.models.utcnow()")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+group_templates = Table(
+    "group_templates",
+    Base.metadata,
+    Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("template_id", ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class FleetDefaults(Base):
+    """Single row (id=1): the settings every device starts from."""
+
+    __tablename__ = "fleet_defaults"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Group(Base):
+    """A site or group; nested via parent_id. Settings inherit root -> leaf."""
+
+    __tablename__ = "groups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="group")  # "site" | "group"
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("groups.id", ondelete="RESTRICT"), index=True
+    )
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    parent: Mapped[Group | None] = relationship(remote_side=[id])
+    templates: Mapped[list[Template]] = relationship(
+        secondary=group_templates, order_by="Template.name"
+    )
+
+
+class Template(Base):
+    """Partial PhoneConfig settings applied to the groups it is attached to."""
+
+    __tablename__ = "templates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    groups: Mapped[list[Group]] = relationship(
+        secondary=group_templates, back_populates="templates"
+    )
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    serial: Mapped[str] = mapped_column(String(64), default="")
+    model: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(String(128), default="")
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("groups.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default=DEVICE_PENDING, index=True)
+    pre_registered: Mapped[bool] = mapped_column(Boolean, default=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Bumped by every change that affects this device's rendered config.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+
+    # Credential: SHA-256 hex of the secret for auth; the secret itself encrypted, because the
+    # NOTIFY signature and the same-nonce enrollment retry both need it.
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    secret_enc: Mapped[str | None] = mapped_column(Text)
+    enroll_nonce: Mapped[str | None] = mapped_column(String(128))
+    enrollment_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollment_tokens.id", ondelete="SET NULL")
+    )
+    enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Last report (network data class, purged by retention).
+    firmware_version: Mapped[str] = mapped_column(String(64), default="")
+    last_ip: Mapped[str] = mapped_column(String(64), default="")
+    sip_contact: Mapped[str] = mapped_column(String(128), default="")
+    reported_revision: Mapped[int | None] = mapped_column(Integer)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    group: Mapped[Group | None] = relationship()
+    lines: Mapped[list[Line]] = relationship(
+        back_populates="device", order_by="Line.position", cascade="all, delete-orphan"
+    )
+
+
+class Line(Base):
+    """A SIP account on a device; becomes ``accounts[position]`` of the rendered config."""
+
+    __tablename__ = "lines"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    extension: Mapped[str] = mapped_column(String(64), index=True)
+    auth_user: Mapped[str] = mapped_column(String(64), default="")
+    password_enc: Mapped[str] = mapped_column(Text, default="")
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    registrar: Mapped[str] = mapped_column(String(255))
+    transport: Mapped[str] = mapped_column(String(8), default="udp")
+    outbound_proxy: Mapped[str] = mapped_column(String(255), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    device: Mapped[Device] = relationship(back_populates="lines")
+
+
+class EnrollmentToken(Base):
+    __tablename__ = "enrollment_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_enc: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_uses: Mapped[int] = mapped_column(Integer, default=1)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StatusReport(Base):
+    __tablename__ = "status_reports"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    firmware_version: Mapped[str] = mapped_column(String(64), default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    uptime_s: Mapped[float] = mapped_column(Float, default=0.0)
+    config_revision: Mapped[int | None] = mapped_column(Integer)
+    sip_contact: Mapped[str] = mapped_column(String(128), default="")
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class CallRecordRow(Base):
+    __tablename__ = "call_records"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    direction: Mapped[str] = mapped_column(String(16))
+    account: Mapped[int] = mapped_column(Integer, default=0)
+    local_uri: Mapped[str] = mapped_column(String(255), default="")
+    remote_uri: Mapped[str] = mapped_column(String(255), default="")
+    remote_name: Mapped[str] = mapped_column(String(255), default="")
+    start: Mapped[float] = mapped_column(Float, index=True)
+    answer: Mapped[float | None] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    disposition: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class QualityRecord(Base):
+    __tablename__ = "quality_records"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    call_record_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    codec: Mapped[str] = mapped_column(String(32), default="")
+    jitter_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    loss_pct: Mapped[float] = mapped_column(Float, default=0.0)
+    rtt_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    mos: Mapped[float] = mapped_column(Float, default=0.0)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class DeviceEvent(Base):
+    __tablename__ = "device_events"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    config_revision: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class AdminUser(Base):
+    __tablename__ = "admin_users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=ROLE_READ_ONLY)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginAttempt(Base):
+    """Security log: every password login, successful or not."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    success: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class ApiToken(Base):
+    """Bearer token for the admin REST API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("admin_users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), default="")
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[AdminUser] = relationship()
+
+
+class AuditEntry(Base):
+    """Who changed what, when, with before/after JSON (secrets masked)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32), default="")
+    target_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    before: Mapped[Any] = mapped_column(JSON, nullable=True)
+    after: Mapped[Any] = mapped_column(JSON, nullable=True)
+    ip: Mapped[str] = mapped_column(String(64), default="")

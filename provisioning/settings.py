@@ -1,0 +1,84 @@
+"""Server settings: defaults, overridden by OFFHOOK_* environment variables.
+
+Environment variables (not a config file) because ``--workers N`` starts fresh interpreter
+processes: the CLI exports its options and every worker reads the same values.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "/var/lib/offhook-provisioning"
+
+
+@dataclass(frozen=True)
+class RetentionDays:
+    """How long each class of stored client data is kept (days; 0 = keep forever)."""
+
+    identity: int = 365  # rejected/revoked devices not seen since: MAC, serial, lines
+    network: int = 30  # status reports (IP, SIP contact)
+    cdr: int = 180
+    quality: int = 90  # quality records and device events
+    security: int = 90  # login attempts, audit log
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    db_url: str = ""  # empty = SQLite file in data_dir
+    key_file: Path | None = None  # empty = OFFHOOK_SECRET_KEY or data_dir/secret.key
+    # Device API requests in flight per process before answering 503 + Retry-After.
+    max_inflight: int = 64
+    retry_after_s: int = 30
+    enroll_retry_after_s: int = 60
+    lockout_threshold: int = 5
+    lockout_minutes: int = 15
+    notify_enabled: bool = True
+    purge_interval_s: int = 3600  # 0 disables the periodic purge task
+    migrate_on_start: bool = True
+    retention: RetentionDays = field(default_factory=RetentionDays)
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'provisioning.db'}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "secret.key"
+
+
+def _env_int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
+    env = dict(os.environ if env is None else env)
+    retention = RetentionDays(
+        **{
+            f.name: _env_int(env, f"OFFHOOK_RETENTION_{f.name.upper()}_DAYS", f.default)
+            for f in fields(RetentionDays)
+        }
+    )
+    key_file = env.get("OFFHOOK_KEY_FILE")
+    return ServerSettings(
+        data_dir=Path(env.get("OFFHOOK_DATA_DIR") or DEFAULT_DATA_DIR),
+        db_url=env.get("OFFHOOK_DB_URL", ""),
+        key_file=Path(key_file) if key_file else None,
+        max_inflight=_env_int(env, "OFFHOOK_MAX_INFLIGHT", 64),
+        retry_after_s=_env_int(env, "OFFHOOK_RETRY_AFTER_S", 30),
+        enroll_retry_after_s=_env_int(env, "OFFHOOK_ENROLL_RETRY_AFTER_S", 60),
+        lockout_threshold=_env_int(env, "OFFHOOK_LOCKOUT_THRESHOLD", 5),
+        lockout_minutes=_env_int(env, "OFFHOOK_LOCKOUT_MINUTES", 15),
+        notify_enabled=env.get("OFFHOOK_NOTIFY", "1") not in ("0", "false", "no"),
+        purge_interval_s=_env_int(env, "OFFHOOK_PURGE_INTERVAL_S", 3600),
+        migrate_on_start=env.get("OFFHOOK_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
+        retention=retention,
+    )
