@@ -1,0 +1,955 @@
+"""The Phone: a pure state machine. Events in, commands out; no I/O, no clock, no threads.
+
+The caller supplies ``now`` (epoch seconds) with every event, runs the returned commands in order,
+and feeds timers back as ``TimerFired(name)``. Contract with the SIP engine: after ``MakeCall`` the
+engine reports the new call with ``CallStateChanged(call_id, CALLING, ...)``; the first report of an
+unknown call id while a call is being placed binds that id to it. See docs/phone.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from firmware.calls import (
+    Call,
+    Outcome,
+    ended_outcome,
+    format_duration,
+    history_kind,
+    number_from_uri,
+    quality_bars,
+)
+from firmware.config import PhoneConfig
+from firmware.dialplan import Decision, DigitMap
+from firmware.events import (
+    DIGIT_KEYS,
+    Answer,
+    AttendedTransfer,
+    CallIncoming,
+    CallMediaChanged,
+    CallQuality,
+    CallRecord,
+    CallState,
+    CallStateChanged,
+    CancelTimer,
+    ClockTick,
+    Command,
+    Conference,
+    ConfigApplied,
+    Event,
+    Hangup,
+    Hold,
+    HookChanged,
+    KeyPressed,
+    MakeCall,
+    MessageWaiting,
+    PlayTone,
+    RecordCall,
+    Redirect,
+    RegistrationChanged,
+    Reject,
+    Render,
+    Screen,
+    SendDtmf,
+    SetLed,
+    SetMute,
+    SetRinger,
+    StartTimer,
+    StopTone,
+    TimerFired,
+    Tone,
+    Transfer,
+    Unhold,
+)
+
+log = logging.getLogger(__name__)
+
+HISTORY_SIZE = 50
+# SIP codes the Phone answers with (docs/phone.md): DND says "not now", a busy line says "busy".
+DND_STATUS = 480  # Temporarily Unavailable
+BUSY_STATUS = 486  # Busy Here
+DECLINE_STATUS = 603  # Decline: the user pressed cancel on a ringing call
+
+T_OFFHOOK = "offhook"  # off-hook without dialling -> howler
+T_INTERDIGIT = "interdigit"
+T_HOWLER = "howler"  # after a call ended and the handset stays up
+T_NO_ANSWER = "no_answer:"  # + call id: forward on no answer
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("unknown timezone, using UTC timezone=%s", name)
+        return UTC
+
+
+class Phone:
+    def __init__(self, config: PhoneConfig, id_factory: Callable[[], str] | None = None) -> None:
+        self._config = config
+        self._digit_map = DigitMap(config.dialplan.digit_map)
+        self._new_id = id_factory or (lambda: uuid.uuid4().hex)
+        self._now = 0.0
+        self._hook_off = False
+        # "idle" | "dialing" | "ended" | "howler" | "calls" | "transfer" | "browse"
+        self._mode = "idle"
+        self._digits = ""
+        self._notice: tuple[str, str] = ("", "")
+        self._calls: dict[int, Call] = {}
+        self._pending: Call | None = None  # placed, id not yet known
+        self._orphans = 0  # placed calls abandoned before their id was known
+        self._active: int | None = None  # the call the handset talks to (not held)
+        self._alerting: int | None = None  # unanswered incoming call (ringing or waiting)
+        self._conference: set[int] = set()
+        self._transfer_target: int | None = None
+        self._timers: set[str] = set()
+        self._dnd = config.features.dnd
+        self._muted = False
+        self._registration: dict[int, tuple[bool, int, str]] = {
+            i: (False, 0, "") for i in range(len(config.accounts))
+        }
+        self._mwi: dict[int, tuple[bool, int, int]] = {}
+        self._history: list[CallRecord] = []
+        self._unseen_missed = 0
+        self._last_dialled = ""
+        self._browse: tuple[str, int, str] = ("history", 0, "idle")  # list, index, return mode
+        self._screen = Screen("idle", ())
+        self._tz = _zone(config.device.timezone)
+        self._leds: dict[str, str] = {}
+
+    # --- public API ------------------------------------------------------------------------------
+
+    @property
+    def screen(self) -> Screen:
+        return self._screen
+
+    @property
+    def config(self) -> PhoneConfig:
+        return self._config
+
+    def start(self, now: float) -> list[Command]:
+        self._now = now
+        out: list[Command] = []
+        self._refresh(out, force=True)
+        return out
+
+    def handle(self, event: Event, now: float) -> list[Command]:
+        self._now = now
+        out: list[Command] = []
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"Phone cannot handle {type(event).__name__}")
+        handler(self, event, out)
+        self._refresh(out)
+        return out
+
+    def snapshot(self, now: float) -> dict:
+        calls = [self._call_view(c, now) for c in self._calls.values()]
+        if self._pending is not None:
+            calls.append(self._call_view(self._pending, now))
+        return {
+            "hook": "off" if self._hook_off else "on",
+            "registration": [
+                {
+                    "account": i,
+                    "user": acc.user,
+                    "registered": self._registration.get(i, (False, 0, ""))[0],
+                    "status": self._registration.get(i, (False, 0, ""))[1],
+                }
+                for i, acc in enumerate(self._config.accounts)
+            ],
+            "calls": calls,
+            "screen": list(self._screen.lines),
+            "dialing": self._digits,
+            "dnd": self._dnd,
+            "muted": self._muted,
+            "mwi": {
+                "waiting": any(w for w, _, _ in self._mwi.values()),
+                "new": sum(n for _, n, _ in self._mwi.values()),
+                "old": sum(o for _, _, o in self._mwi.values()),
+            },
+            "history": [self._history_view(r) for r in self._history],
+        }
+
+    # --- event handlers ------------------------------------------------------------------------
+
+    def _on_hook(self, ev: HookChanged, out: list[Command]) -> None:
+        if ev.offhook == self._hook_off:
+            return
+        self._hook_off = ev.offhook
+        if ev.offhook:
+            if self._alerting is not None and self._active is None:
+                self._answer(self._alerting, out)
+            elif self._active is None and self._pending is None and not self._calls:
+                self._begin_dialing(out, tone=True)
+            return
+        # Handset down: everything the handset was doing ends.
+        out.append(StopTone())
+        for name in (T_OFFHOOK, T_INTERDIGIT, T_HOWLER):
+            self._cancel_timer(name, out)
+        self._abandon_pending(out)
+        for call in list(self._calls.values()):
+            if call.id != self._alerting:
+                out.append(Hangup(call.id))
+                self._finish_local(call, out)
+        self._active = None
+        self._conference.clear()
+        self._transfer_target = None
+        self._digits = ""
+        if self._alerting is not None:
+            # A waiting call that was never picked up now rings like any incoming call.
+            out += [PlayTone(Tone.RING), SetRinger(True)]
+            self._mode = "calls"
+        else:
+            self._mode = "idle"
+        self._reset_mute(out)
+
+    def _on_key(self, ev: KeyPressed, out: list[Command]) -> None:
+        key = ev.key
+        if key == "dnd":
+            self._dnd = not self._dnd
+            log.info("dnd changed dnd=%s", self._dnd)
+            return
+        if self._mode in ("idle", "dialing") and key in ("history", "phonebook"):
+            self._browse = (key, 0, self._mode)
+            if key == "history":
+                self._unseen_missed = 0
+            self._mode = "browse"
+            return
+        handler = {
+            "idle": self._key_idle,
+            "dialing": self._key_dialing,
+            "browse": self._key_browse,
+            "calls": self._key_calls,
+            "transfer": self._key_transfer,
+        }.get(self._mode)
+        if handler is not None:
+            handler(key, out)
+
+    def _key_idle(self, key: str, out: list[Command]) -> None:
+        if key == "redial" and self._last_dialled:
+            self._place_call(self._last_dialled, out)
+        elif key == "voicemail":
+            self._dial_voicemail(out)
+
+    def _key_dialing(self, key: str, out: list[Command]) -> None:
+        if key == "#":
+            if self._digit_map.decide(self._digits + "#") is not Decision.REJECT:
+                self._dial_digit("#", out)
+            elif self._digits:
+                self._send_dialled(out)
+        elif key in DIGIT_KEYS:
+            self._dial_digit(key, out)
+        elif key == "ok" and self._digits:
+            self._send_dialled(out)
+        elif key in ("cancel", "left") and self._digits:
+            self._digits = self._digits[:-1]
+            self._cancel_timer(T_INTERDIGIT, out)
+            if self._digits:
+                self._start_timer(T_INTERDIGIT, self._config.dialplan.interdigit_timeout_s, out)
+        elif key in ("cancel", "hold") and not self._digits and self._held_calls():
+            self._mode = "calls"
+            self._resume(self._held_calls()[-1], out)
+        elif key == "redial" and not self._digits and self._last_dialled:
+            self._place_call(self._last_dialled, out)
+        elif key == "voicemail" and not self._digits:
+            self._dial_voicemail(out)
+
+    def _key_browse(self, key: str, out: list[Command]) -> None:
+        which, index, back = self._browse
+        entries = self._browse_entries()
+        if key in ("up", "down") and entries:
+            step = -1 if key == "up" else 1
+            self._browse = (which, (index + step) % len(entries), back)
+        elif key == "ok" and entries:
+            self._mode = back
+            self._place_call(entries[index][1], out)
+        elif key in ("cancel", "history", "phonebook", "left"):
+            self._mode = back if (back != "dialing" or self._hook_off) else "idle"
+
+    def _key_calls(self, key: str, out: list[Command]) -> None:
+        active = self._calls.get(self._active) if self._active is not None else None
+        alerting = self._alerting
+        if active is None:
+            held = self._held_calls()
+            if self._pending is not None:
+                if key == "cancel" and not self._hook_off:
+                    self._abandon_pending(out)
+                    self._after_active_gone(out)
+            elif alerting is not None:
+                if key == "ok" or (key == "hold" and held):
+                    self._answer(alerting, out)
+                elif key == "cancel":
+                    self._reject(alerting, BUSY_STATUS if held else DECLINE_STATUS, out)
+            elif held and key in ("hold", "ok"):
+                self._resume(held[-1], out)
+            elif held and key == "transfer":
+                self._enter_transfer(held[-1], out)
+            elif held and key in DIGIT_KEYS:
+                # Consultation call: dial a second number while the first waits on hold.
+                self._mode = "dialing"
+                self._digits = ""
+                self._dial_digit(key, out)
+            return
+        if key in DIGIT_KEYS:
+            out.append(SendDtmf(active.id, key))
+        elif key in ("hold", "ok") and alerting is not None:
+            self._put_on_hold(active, out)
+            self._answer(alerting, out)
+        elif key == "cancel" and alerting is not None:
+            self._reject(alerting, BUSY_STATUS, out)
+        elif key == "hold":
+            held = self._held_calls()
+            if active.id in self._conference:
+                return  # a conference is ended by hanging up, not held
+            self._put_on_hold(active, out)
+            if held:
+                self._resume(held[-1], out)
+        elif key == "mute":
+            self._muted = not self._muted
+            out.append(SetMute(self._muted))
+        elif key == "transfer":
+            held = self._held_calls()
+            if held:
+                # Attended: the held party is connected to the one we are talking to.
+                out.append(AttendedTransfer(held[-1].id, active.id))
+                held[-1].transferred = active.transferred = True
+            else:
+                self._enter_transfer(active, out)
+        elif key == "conference":
+            held = self._held_calls()
+            if held:
+                other = held[-1]
+                out.append(Unhold(other.id))
+                other.held = False
+                self._conference = {other.id, active.id}
+                out.append(Conference((other.id, active.id)))
+        elif key == "cancel" and not self._hook_off:
+            # Hands-free call (auto answer, dialled from a list): cancel ends it.
+            out.append(Hangup(active.id))
+            self._finish_local(active, out)
+            self._after_active_gone(out)
+
+    def _key_transfer(self, key: str, out: list[Command]) -> None:
+        target = self._calls.get(self._transfer_target) if self._transfer_target else None
+        if target is None:
+            self._mode = "calls"
+            return
+        if key in DIGIT_KEYS - {"#"}:
+            self._digits += key
+        elif key in ("#", "ok", "transfer") and self._digits:
+            out.append(Transfer(target.id, self._digits))
+            target.transferred = True
+            self._notice = ("Transferring", self._digits)
+            self._digits = ""
+            self._transfer_target = None
+            self._mode = "calls"
+        elif key in ("left",) and self._digits:
+            self._digits = self._digits[:-1]
+        elif key in ("cancel", "hold"):
+            self._digits = ""
+            self._transfer_target = None
+            self._mode = "calls"
+            self._resume(target, out)
+
+    def _on_incoming(self, ev: CallIncoming, out: list[Command]) -> None:
+        feats = self._config.features
+        call = Call(
+            id=ev.call_id,
+            direction="incoming",
+            account=ev.account,
+            number=number_from_uri(ev.remote_uri),
+            remote_uri=ev.remote_uri,
+            remote_name=ev.remote_name,
+            state=CallState.INCOMING,
+            start=self._now,
+        )
+        self._calls[call.id] = call
+        log.info("incoming call call_id=%s from=%s", call.id, ev.remote_uri)
+        if feats.forward_always:
+            self._forward(call, feats.forward_always, "missed", out)
+            return
+        if self._dnd:
+            self._reject(call.id, DND_STATUS, out)
+            return
+        in_call = bool(self._calls.keys() - {call.id}) or self._pending is not None
+        # Off-hook without a call (dialling, listening to a tone) the line is busy too.
+        can_wait = in_call and feats.call_waiting and self._alerting is None
+        if (in_call or self._hook_off) and not can_wait:
+            if feats.forward_busy:
+                self._forward(call, feats.forward_busy, "missed", out)
+            else:
+                self._reject(call.id, BUSY_STATUS, out)
+            return
+        self._alerting = call.id
+        if feats.forward_no_answer:
+            self._start_timer(T_NO_ANSWER + str(call.id), feats.forward_no_answer_s, out)
+        if in_call:
+            out.append(PlayTone(Tone.CALL_WAITING))
+            return
+        self._mode = "calls"
+        if feats.auto_answer:
+            self._answer(call.id, out)
+            return
+        out += [PlayTone(Tone.RING), SetRinger(True)]
+
+    def _on_call_state(self, ev: CallStateChanged, out: list[Command]) -> None:
+        call = self._calls.get(ev.call_id)
+        if call is None and self._pending is None and self._orphans:
+            # A call we gave up on before the engine told us its id: end it now.
+            self._orphans -= 1
+            if ev.state is not CallState.DISCONNECTED:
+                out.append(Hangup(ev.call_id))
+            return
+        if call is None:
+            if self._pending is None:
+                log.warning("state for unknown call call_id=%s state=%s", ev.call_id, ev.state)
+                return
+            call, self._pending = self._pending, None
+            call.id = ev.call_id
+            self._calls[call.id] = call
+            self._active = call.id
+        previous, call.state = call.state, ev.state
+        if ev.remote_uri:
+            call.remote_uri = ev.remote_uri
+        if ev.remote_name:
+            call.remote_name = ev.remote_name
+        if ev.codec:
+            call.codec = ev.codec
+        if ev.state is CallState.EARLY and call.direction == "outgoing":
+            if call.id == self._active and previous is not CallState.EARLY:
+                out.append(PlayTone(Tone.RINGBACK))
+        elif ev.state is CallState.CONFIRMED:
+            if call.answer is None:
+                call.answer = self._now
+            if call.id == self._active:
+                out.append(StopTone())
+        elif ev.state is CallState.DISCONNECTED:
+            self._on_disconnected(call, ev, out)
+
+    def _on_disconnected(self, call: Call, ev: CallStateChanged, out: list[Command]) -> None:
+        del self._calls[call.id]
+        if call.id in self._conference:
+            self._conference.discard(call.id)
+            if call.id == self._active:
+                # The remaining party stays connected to the handset.
+                self._active = next(iter(self._conference))
+            if len(self._conference) < 2:
+                self._conference.clear()
+        if call.id == self._transfer_target:
+            self._transfer_target = None
+            self._digits = ""
+            self._mode = "calls"
+        if call.direction == "incoming":
+            answered = call.answer is not None
+            self._record(call, "answered" if answered else "missed", ev.status_code, out)
+            if call.id == self._alerting:
+                self._stop_alerting(out)
+                if self._hook_off and not self._calls and self._pending is None:
+                    self._begin_dialing(out, tone=True)
+                return
+        outcome = ended_outcome(call, ev.status_code, ev.reason)
+        if call.direction == "outgoing":
+            self._record(call, outcome.disposition, ev.status_code, out)
+        log.info(
+            "call ended call_id=%s status=%s disposition=%s",
+            call.id,
+            ev.status_code,
+            outcome.disposition,
+        )
+        if call.id == self._active:
+            self._active = None
+            self._after_active_gone(out, outcome)
+        elif not self._calls and self._pending is None and self._alerting is None:
+            self._after_active_gone(out, outcome)  # e.g. a held call we transferred
+
+    def _on_media(self, ev: CallMediaChanged, out: list[Command]) -> None:
+        call = self._calls.get(ev.call_id)
+        if call is not None:
+            call.held_remotely = ev.held_remotely
+
+    def _on_quality(self, ev: CallQuality, out: list[Command]) -> None:
+        call = self._calls.get(ev.call_id)
+        if call is not None:
+            call.mos = ev.mos
+            call.codec = ev.codec or call.codec
+
+    def _on_registration(self, ev: RegistrationChanged, out: list[Command]) -> None:
+        self._registration[ev.account] = (ev.registered, ev.status_code, ev.reason)
+
+    def _on_mwi(self, ev: MessageWaiting, out: list[Command]) -> None:
+        self._mwi[ev.account] = (ev.waiting, ev.new, ev.old)
+
+    def _on_timer(self, ev: TimerFired, out: list[Command]) -> None:
+        if ev.name not in self._timers:
+            return  # cancelled (or restarted) while the callback was in flight
+        self._timers.discard(ev.name)
+        if ev.name == T_OFFHOOK and self._mode == "dialing" and not self._digits:
+            self._howler(out)
+        elif ev.name == T_INTERDIGIT and self._mode == "dialing" and self._digits:
+            if self._digit_map.decide(self._digits, timed_out=True) is Decision.SEND:
+                self._send_dialled(out)
+            else:
+                self._invalid_number(out)
+        elif ev.name == T_HOWLER and self._mode == "ended" and self._hook_off:
+            self._howler(out)
+        elif ev.name.startswith(T_NO_ANSWER):
+            call_id = int(ev.name.removeprefix(T_NO_ANSWER))
+            if call_id == self._alerting and call_id in self._calls:
+                target = self._config.features.forward_no_answer
+                self._forward(self._calls[call_id], target, "missed", out)
+
+    def _on_tick(self, ev: ClockTick, out: list[Command]) -> None:
+        pass  # the refresh after every event redraws the clock and call timers
+
+    def _on_config(self, ev: ConfigApplied, out: list[Command]) -> None:
+        new = ev.config
+        if not isinstance(new, PhoneConfig):
+            raise TypeError(f"ConfigApplied needs a PhoneConfig, got {type(new).__name__}")
+        self._digit_map = DigitMap(new.dialplan.digit_map)
+        if new.features.dnd != self._config.features.dnd:
+            self._dnd = new.features.dnd  # the administrator changed it: that wins
+        old_accounts = [(a.user, a.domain) for a in self._config.accounts]
+        if old_accounts != [(a.user, a.domain) for a in new.accounts]:
+            self._registration = {i: (False, 0, "") for i in range(len(new.accounts))}
+            self._mwi.clear()
+        self._config = new
+        self._tz = _zone(new.device.timezone)
+        log.info("config applied accounts=%d", len(new.accounts))
+
+    _handlers: dict[type, Callable[[Phone, object, list[Command]], None]] = {
+        HookChanged: _on_hook,
+        KeyPressed: _on_key,
+        CallIncoming: _on_incoming,
+        CallStateChanged: _on_call_state,
+        CallMediaChanged: _on_media,
+        CallQuality: _on_quality,
+        RegistrationChanged: _on_registration,
+        MessageWaiting: _on_mwi,
+        TimerFired: _on_timer,
+        ClockTick: _on_tick,
+        ConfigApplied: _on_config,
+    }
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def _begin_dialing(self, out: list[Command], tone: bool) -> None:
+        self._mode = "dialing"
+        self._digits = ""
+        if tone:
+            out.append(PlayTone(Tone.STUTTER if self._message_waiting() else Tone.DIAL))
+        self._start_timer(T_OFFHOOK, self._config.dialplan.offhook_timeout_s, out)
+
+    def _dial_digit(self, key: str, out: list[Command]) -> None:
+        if not self._digits:
+            out.append(StopTone())
+            self._cancel_timer(T_OFFHOOK, out)
+        self._digits += key
+        if self._digits in self._config.dialplan.emergency_numbers:
+            self._place_call(self._digits, out)  # at once, whatever the digit map says
+            return
+        decision = self._digit_map.decide(self._digits)
+        if decision is Decision.SEND:
+            self._send_dialled(out)
+        elif decision is Decision.WAIT:
+            self._start_timer(T_INTERDIGIT, self._config.dialplan.interdigit_timeout_s, out)
+        else:
+            self._invalid_number(out)
+
+    def _send_dialled(self, out: list[Command]) -> None:
+        number = self._digits
+        for entry in self._config.phonebook:
+            if entry.speed_dial and entry.speed_dial == number:
+                number = entry.number
+                break
+        self._place_call(number, out)
+
+    def _place_call(self, number: str, out: list[Command]) -> None:
+        self._cancel_timer(T_INTERDIGIT, out)
+        self._cancel_timer(T_OFFHOOK, out)
+        out.append(StopTone())
+        if self._active is not None:
+            self._put_on_hold(self._calls[self._active], out)
+        account = self._account_index()
+        out.append(MakeCall(account, number))
+        log.info("placing call account=%d target=%s", account, number)
+        self._pending = Call(
+            id=None,
+            direction="outgoing",
+            account=account,
+            number=number,
+            remote_uri=number,
+            remote_name=self._phonebook_name(number),
+            state=CallState.CALLING,
+            start=self._now,
+        )
+        self._last_dialled = number
+        self._digits = ""
+        self._mode = "calls"
+
+    def _dial_voicemail(self, out: list[Command]) -> None:
+        accounts = self._config.accounts
+        index = self._account_index()
+        number = accounts[index].voicemail if index < len(accounts) else ""
+        if number:
+            self._place_call(number, out)
+
+    def _answer(self, call_id: int, out: list[Command]) -> None:
+        out += [StopTone(), Answer(call_id)]
+        if not self._hook_off or self._active is None:
+            out.append(SetRinger(False))
+        self._cancel_timer(T_NO_ANSWER + str(call_id), out)
+        self._alerting = None
+        self._active = call_id
+        self._mode = "calls"
+
+    def _reject(self, call_id: int, status: int, out: list[Command]) -> None:
+        out.append(Reject(call_id, status))
+        call = self._calls.pop(call_id)
+        self._record(call, "rejected", status, out)
+        if call_id == self._alerting:
+            self._stop_alerting(out)
+
+    def _stop_alerting(self, out: list[Command]) -> None:
+        """The unanswered call is gone: silence the ringer or the call-waiting beep."""
+        self._cancel_timer(T_NO_ANSWER + str(self._alerting), out)
+        self._alerting = None
+        out.append(StopTone())
+        if self._active is None and not self._held_calls() and self._pending is None:
+            out.append(SetRinger(False))
+            if not self._hook_off:
+                self._mode = "idle"
+
+    def _forward(self, call: Call, target: str, disposition: str, out: list[Command]) -> None:
+        out.append(Redirect(call.id, target))
+        call.forwarded_to = target
+        was_alerting = call.id == self._alerting
+        del self._calls[call.id]
+        self._record(call, disposition, 302, out)
+        if was_alerting:
+            self._stop_alerting(out)
+
+    def _put_on_hold(self, call: Call, out: list[Command]) -> None:
+        out.append(Hold(call.id))
+        call.held = True
+        if self._active == call.id:
+            self._active = None
+
+    def _resume(self, call: Call, out: list[Command]) -> None:
+        self._notice = ("", "")
+        out.append(Unhold(call.id))
+        call.held = False
+        self._active = call.id
+
+    def _enter_transfer(self, call: Call, out: list[Command]) -> None:
+        if not call.held:
+            self._put_on_hold(call, out)
+        self._transfer_target = call.id
+        self._digits = ""
+        self._mode = "transfer"
+
+    def _after_active_gone(self, out: list[Command], outcome: Outcome | None = None) -> None:
+        """The handset's call is gone: fall back to what is left, or to an end screen."""
+        if self._held_calls() or self._alerting is not None:
+            self._mode = "calls"
+            return
+        self._reset_mute(out)
+        if not self._hook_off or outcome is None:
+            self._mode = "idle"
+            out.append(StopTone())
+            return
+        self._mode = "ended"
+        self._notice = (outcome.title, outcome.detail)
+        out.append(PlayTone(outcome.tone) if outcome.tone is not None else StopTone())
+        self._start_timer(T_HOWLER, self._config.dialplan.offhook_timeout_s, out)
+
+    def _invalid_number(self, out: list[Command]) -> None:
+        self._cancel_timer(T_INTERDIGIT, out)
+        self._mode = "ended"
+        self._notice = ("Invalid number", self._digits)
+        self._digits = ""
+        out.append(PlayTone(Tone.CONGESTION))
+        self._start_timer(T_HOWLER, self._config.dialplan.offhook_timeout_s, out)
+
+    def _howler(self, out: list[Command]) -> None:
+        self._mode = "howler"
+        self._notice = ("Please hang up", "")
+        out.append(PlayTone(Tone.HOWLER))
+
+    def _reset_mute(self, out: list[Command]) -> None:
+        if self._muted:
+            self._muted = False
+            out.append(SetMute(False))
+
+    def _start_timer(self, name: str, seconds: float, out: list[Command]) -> None:
+        self._timers.add(name)
+        out.append(StartTimer(name, seconds))
+
+    def _cancel_timer(self, name: str, out: list[Command]) -> None:
+        if name in self._timers:
+            self._timers.discard(name)
+            out.append(CancelTimer(name))
+
+    def _abandon_pending(self, out: list[Command]) -> None:
+        if self._pending is not None:
+            self._finish_local(self._pending, out)
+            self._pending = None
+            self._orphans += 1
+
+    def _finish_local(self, call: Call, out: list[Command]) -> None:
+        """We hung up: record the call now (the engine's DISCONNECTED for it is then ignored)."""
+        if call.id is not None:
+            self._calls.pop(call.id, None)
+        if call.direction == "incoming":
+            disposition = "answered" if call.answer is not None else "missed"
+        else:
+            disposition = "answered" if call.answer is not None else "no_answer"
+        self._record(call, disposition, 0, out)
+
+    def _record(self, call: Call, disposition: str, status: int, out: list[Command]) -> None:
+        accounts = self._config.accounts
+        acc = accounts[call.account] if call.account < len(accounts) else None
+        record = CallRecord(
+            id=self._new_id(),
+            direction=call.direction,
+            account=call.account,
+            local_uri=f"sip:{acc.user}@{acc.domain}" if acc else "",
+            remote_uri=call.remote_uri,
+            remote_name=call.remote_name,
+            start=call.start,
+            answer=call.answer,
+            end=self._now,
+            disposition=disposition,
+            status_code=status,
+        )
+        self._history.insert(0, record)
+        del self._history[HISTORY_SIZE:]
+        if history_kind(record) == "missed":
+            self._unseen_missed += 1
+        out.append(RecordCall(record))
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def _held_calls(self) -> list[Call]:
+        return [c for c in self._calls.values() if c.held]
+
+    def _message_waiting(self) -> bool:
+        return any(w for w, _, _ in self._mwi.values())
+
+    def _account_index(self) -> int:
+        for i, acc in enumerate(self._config.accounts):
+            if acc.enabled:
+                return i
+        return 0
+
+    def _phonebook_name(self, number: str) -> str:
+        for entry in self._config.phonebook:
+            if entry.number == number:
+                return entry.name
+        return ""
+
+    def _browse_entries(self) -> list[tuple[str, str]]:
+        """(label, number) pairs of the list being browsed."""
+        if self._browse[0] == "phonebook":
+            return [(e.name, e.number) for e in self._config.phonebook]
+        entries = []
+        for r in self._history:
+            marks = {"missed": "!", "received": "<", "dialled": ">"}
+            number = number_from_uri(r.remote_uri)
+            entries.append((f"{marks[history_kind(r)]} {r.remote_name or number}", number))
+        return entries
+
+    # --- views ---------------------------------------------------------------------------------
+
+    def _refresh(self, out: list[Command], force: bool = False) -> None:
+        """Emit LED changes and a Render when what the user sees differs from before."""
+        leds = self._led_states()
+        for name, state in leds.items():
+            if force or self._leds.get(name) != state:
+                out.append(SetLed(name, state))
+        self._leds = leds
+        screen = self._view()
+        if force or screen != self._screen:
+            self._screen = screen
+            out.append(Render(screen))
+
+    def _led_states(self) -> dict[str, str]:
+        if self._alerting is not None:
+            line = "fast_blink"
+        elif self._active is not None or self._pending is not None:
+            line = "on"
+        elif self._calls:
+            line = "blink"
+        else:
+            line = "off"
+        return {
+            "line1": line,
+            "mwi": "blink" if self._message_waiting() else "off",
+            "dnd": "on" if self._dnd else "off",
+            "mute": "on" if self._muted else "off",
+        }
+
+    def _status(self) -> dict[str, str]:
+        status = {"time": self._clock()}
+        accounts = self._config.accounts
+        if accounts:
+            index = self._account_index()
+            registered, code, _ = self._registration.get(index, (False, 0, ""))
+            acc = accounts[index]
+            status["line"] = acc.display_name or acc.user
+            status["reg"] = "ok" if registered else (f"fail {code}" if code else "none")
+        else:
+            status["line"] = "no account"
+            status["reg"] = "none"
+        if self._dnd:
+            status["dnd"] = "on"
+        if self._message_waiting():
+            status["mwi"] = str(sum(n for _, n, _ in self._mwi.values()))
+        if self._muted:
+            status["mute"] = "on"
+        active = self._calls.get(self._active) if self._active is not None else None
+        if active is not None and active.codec:
+            status["codec"] = active.codec
+        if active is not None and active.mos is not None:
+            status["quality"] = str(quality_bars(active.mos))
+        return status
+
+    def _clock(self) -> str:
+        return datetime.fromtimestamp(self._now, self._tz).strftime("%H:%M")
+
+    def _view(self) -> Screen:
+        status = self._status()
+        mode = self._mode
+        if mode == "browse":
+            return self._browse_view(status)
+        if mode == "dialing":
+            lines = ("Enter number", self._digits or "_")
+            if self._held_calls():
+                lines = (f"Hold: {self._held_calls()[-1].label}", self._digits or "_")
+            return Screen("dialing", lines, status, ("Back", "Redial", "Send"))
+        if mode in ("ended", "howler"):
+            title, detail = self._notice
+            lines = (title, detail) if detail else (title,)
+            return Screen(mode, lines, status, ("", "", ""))
+        if mode == "transfer":
+            return Screen(
+                "transfer", ("Transfer to:", self._digits or "_"), status, ("Cancel", "", "Send")
+            )
+        if mode == "calls":
+            return self._calls_view(status)
+        return self._idle_view(status)
+
+    def _idle_view(self, status: dict[str, str]) -> Screen:
+        reg = status["reg"]
+        if reg == "ok":
+            state = "Registered"
+        elif reg == "none":
+            state = "Not registered"
+        else:
+            code = reg.split()[1]
+            reason = self._registration.get(self._account_index(), (False, 0, ""))[2]
+            state = f"No service {code} {reason}".strip()
+        lines = [status["line"], state]
+        if self._unseen_missed:
+            lines.append(f"{self._unseen_missed} missed call" + "s" * (self._unseen_missed > 1))
+        if self._message_waiting():
+            new = sum(n for _, n, _ in self._mwi.values())
+            lines.append(f"{new} new message" + "s" * (new != 1) if new else "Messages waiting")
+        if self._dnd:
+            lines.append("Do not disturb")
+        return Screen("idle", tuple(lines), status, ("History", "Contacts", "DND"))
+
+    def _browse_view(self, status: dict[str, str]) -> Screen:
+        which, index, _ = self._browse
+        entries = self._browse_entries()
+        title = "History" if which == "history" else "Contacts"
+        if not entries:
+            return Screen(which, (title, "(empty)"), status, ("Back", "", ""))
+        first = max(0, min(index - 1, len(entries) - 3))
+        lines = [title]
+        for i in range(first, min(first + 3, len(entries))):
+            lines.append(("> " if i == index else "  ") + entries[i][0])
+        return Screen(which, tuple(lines), status, ("Back", "", "Dial"))
+
+    def _calls_view(self, status: dict[str, str]) -> Screen:
+        now = self._now
+        if self._pending is not None:
+            call = self._pending
+            return Screen("calling", ("Calling", call.label), status, ("", "", "End"))
+        active = self._calls.get(self._active) if self._active is not None else None
+        alerting = self._calls.get(self._alerting) if self._alerting is not None else None
+        if active is None and alerting is not None and not self._held_calls():
+            who = alerting.remote_name or alerting.number
+            lines = (
+                ("Incoming call", who, alerting.number)
+                if alerting.remote_name
+                else (
+                    "Incoming call",
+                    who,
+                )
+            )
+            return Screen("incoming", lines, status, ("Reject", "", "Answer"))
+        if active is not None and active.id in self._conference:
+            names = [self._calls[i].label for i in sorted(self._conference) if i in self._calls]
+            lines = ("Conference", *names, format_duration(active.duration(now)))
+            return Screen("conference", lines, status, ("", "", "End"))
+        if active is not None:
+            if active.state in (CallState.CALLING, CallState.EARLY):
+                title = "Ringing" if active.state is CallState.EARLY else "Calling"
+                return Screen("calling", (title, active.label), status, ("", "", "End"))
+            if active.state in (CallState.INCOMING, CallState.CONNECTING):
+                third = "Connecting"
+            elif active.held_remotely:
+                third = "Held by remote"
+            else:
+                third = format_duration(active.duration(now))
+            lines = [active.label, active.number if active.remote_name else "", third]
+            if alerting is not None:
+                lines.append(f"Waiting: {alerting.label}")
+            elif self._held_calls():
+                lines.append(f"Hold: {self._held_calls()[-1].label}")
+            softkeys = ("Hold", "Xfer", "Conf")
+            if alerting is not None:
+                softkeys = ("Reject", "", "Answer")
+            return Screen("talking", tuple(line for line in lines if line), status, softkeys)
+        held = self._held_calls()
+        if held:
+            lines = ["On hold", held[-1].label, format_duration(held[-1].duration(now))]
+            if alerting is not None:
+                lines.append(f"Waiting: {alerting.label}")
+            elif self._notice[0] == "Transferring":
+                lines.append(f"Xfer to {self._notice[1]}")
+            return Screen("held", tuple(lines), status, ("Resume", "Xfer", ""))
+        return self._idle_view(status)
+
+    @staticmethod
+    def _call_view(call: Call, now: float) -> dict:
+        state = "held" if call.held else call.state.value
+        return {
+            "id": call.id if call.id is not None else -1,
+            "state": state,
+            "direction": call.direction,
+            "remote_uri": call.remote_uri,
+            "remote_name": call.remote_name,
+            "codec": call.codec,
+            "duration_s": round(call.duration(now), 3),
+        }
+
+    @staticmethod
+    def _history_view(record: CallRecord) -> dict:
+        return {
+            "id": record.id,
+            "kind": history_kind(record),
+            "direction": record.direction,
+            "remote_uri": record.remote_uri,
+            "remote_name": record.remote_name,
+            "number": number_from_uri(record.remote_uri),
+            "start": record.start,
+            "duration_s": round(record.end - record.answer, 3) if record.answer else 0.0,
+            "disposition": record.disposition,
+            "status": record.status_code,
+        }

@@ -1,0 +1,678 @@
+"""Phone state machine: events in, commands out. Each scenario is what a desk phone user expects."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from firmware.config import parse_config
+from firmware.events import (
+    Answer,
+    AttendedTransfer,
+    CallIncoming,
+    CallQuality,
+    CallState,
+    CallStateChanged,
+    CancelTimer,
+    ClockTick,
+    Conference,
+    ConfigApplied,
+    Hangup,
+    Hold,
+    HookChanged,
+    KeyPressed,
+    MakeCall,
+    MessageWaiting,
+    PlayTone,
+    RecordCall,
+    Redirect,
+    RegistrationChanged,
+    Reject,
+    Render,
+    SendDtmf,
+    SetLed,
+    SetMute,
+    SetRinger,
+    StartTimer,
+    StopTone,
+    TimerFired,
+    Tone,
+    Transfer,
+    Unhold,
+)
+from firmware.phone import Phone
+
+T0 = 1_700_000_000.0
+
+
+def make_config(**sections):
+    data = {
+        "accounts": [{"user": "1001", "domain": "pbx.example", "voicemail": "*97"}],
+        "dialplan": {"digit_map": "[2-9]xxx|0|00|911|112|1[2-9]xx[2-9]xxxxxx|011x.T|x.T"},
+    }
+    for name, values in sections.items():
+        data[name] = values
+    return parse_config(data)
+
+
+class Driver:
+    """Feeds events with a steadily advancing clock and keeps the commands of the last event."""
+
+    def __init__(self, config=None) -> None:
+        ids = (f"id{i}" for i in itertools.count())
+        self.phone = Phone(config or make_config(), id_factory=lambda: next(ids))
+        self.now = T0
+        self.out = self.phone.start(self.now)
+
+    def __call__(self, event, advance: float = 0.1):
+        self.now += advance
+        self.out = self.phone.handle(event, self.now)
+        return self.out
+
+    def keys(self, text: str):
+        collected = []
+        for key in text:
+            collected += self(KeyPressed(key))
+        self.out = collected
+        return collected
+
+    def of(self, kind):
+        return [c for c in self.out if isinstance(c, kind)]
+
+    @property
+    def lines(self):
+        return self.phone.screen.lines
+
+    def records(self):
+        return [c.record for c in self.out if isinstance(c, RecordCall)]
+
+
+def place(d: Driver, number: str, call_id: int = 1) -> None:
+    """Off-hook, dial a complete number, engine reports the call as ringing."""
+    d(HookChanged(True))
+    d.keys(number)
+    assert MakeCall(0, number) in d.out
+    d(CallStateChanged(call_id, CallState.CALLING))
+    d(CallStateChanged(call_id, CallState.EARLY, 180))
+
+
+def talk(d: Driver, number: str = "2001", call_id: int = 1) -> None:
+    place(d, number, call_id)
+    d(CallStateChanged(call_id, CallState.CONFIRMED, 200, codec="G722"))
+
+
+def ring(d: Driver, call_id: int = 7, uri: str = "sip:2002@pbx.example", name: str = "Bob"):
+    return d(CallIncoming(call_id, 0, uri, name))
+
+
+# --- start, off-hook, dial tone ------------------------------------------------------------------
+
+
+def test_start_renders_idle_and_sets_leds() -> None:
+    d = Driver()
+    assert isinstance(d.out[-1], Render)
+    assert d.phone.screen.kind == "idle"
+    assert d.lines[:2] == ("1001", "Not registered")
+    assert SetLed("mwi", "off") in d.out and SetLed("dnd", "off") in d.out
+
+
+def test_offhook_plays_dial_tone_and_starts_offhook_timer() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    assert PlayTone(Tone.DIAL) in d.out
+    assert StartTimer("offhook", 15.0) in d.out
+    assert d.phone.screen.kind == "dialing"
+
+
+def test_offhook_timeout_without_digits_gives_howler() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d(TimerFired("offhook"), advance=15)
+    assert d.out[0] == PlayTone(Tone.HOWLER)
+    assert d.lines[0] == "Please hang up"
+    d(HookChanged(False))
+    assert StopTone() in d.out
+    assert d.phone.screen.kind == "idle"
+
+
+def test_message_waiting_gives_stutter_dial_tone_led_and_idle_line() -> None:
+    d = Driver()
+    d(MessageWaiting(0, True, new=2, old=1))
+    assert SetLed("mwi", "blink") in d.out
+    assert "2 new messages" in d.lines
+    assert d.phone.screen.status["mwi"] == "2"
+    d(HookChanged(True))
+    assert PlayTone(Tone.STUTTER) in d.out
+    d(HookChanged(False))
+    d(MessageWaiting(0, False))
+    assert SetLed("mwi", "off") in d.out
+    assert d.phone.snapshot(d.now)["mwi"]["waiting"] is False
+
+
+# --- digits and the dial plan ------------------------------------------------------------------
+
+
+def test_first_digit_stops_tone_and_digits_are_shown() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d(KeyPressed("2"))
+    assert d.out[0] == StopTone()
+    assert CancelTimer("offhook") in d.out
+    assert StartTimer("interdigit", 4.0) in d.out
+    d.keys("00")
+    assert "200" in d.lines
+    assert d.phone.snapshot(d.now)["dialing"] == "200"
+
+
+def test_complete_number_is_sent_at_once() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d.keys("2001")
+    assert MakeCall(0, "2001") in d.out
+    assert CancelTimer("interdigit") in d.out
+    assert d.lines[:2] == ("Calling", "2001")
+
+
+def test_timed_pattern_sends_when_interdigit_timer_fires() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d.keys("01144")
+    assert not d.of(MakeCall)
+    d(TimerFired("interdigit"), advance=4)
+    assert d.of(MakeCall) == [MakeCall(0, "01144")]
+
+
+def test_stale_timer_is_ignored() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d.keys("2001")
+    d(TimerFired("interdigit"))
+    assert not d.of(MakeCall) and not d.of(PlayTone)
+
+
+def test_no_matching_pattern_is_invalid_number_with_congestion() -> None:
+    d = Driver(make_config(dialplan={"digit_map": "[2-9]xxx"}))
+    d(HookChanged(True))
+    d.keys("1")
+    assert PlayTone(Tone.CONGESTION) in d.out
+    assert d.lines[0] == "Invalid number"
+    assert not d.of(MakeCall)
+    d(TimerFired("howler"), advance=15)
+    assert PlayTone(Tone.HOWLER) in d.out
+
+
+def test_interdigit_timeout_on_incomplete_number_rejects() -> None:
+    d = Driver(make_config(dialplan={"digit_map": "[2-9]xxx"}))
+    d(HookChanged(True))
+    d.keys("20")
+    d(TimerFired("interdigit"), advance=4)
+    assert PlayTone(Tone.CONGESTION) in d.out
+    assert not d.of(MakeCall)
+
+
+def test_hash_sends_what_was_dialled() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d.keys("0114420#")
+    assert d.of(MakeCall) == [MakeCall(0, "0114420")]
+
+
+def test_hash_is_a_digit_when_a_pattern_uses_it() -> None:
+    d = Driver(make_config(dialplan={"digit_map": "*xx#|[2-9]xxx"}))
+    d(HookChanged(True))
+    d.keys("*72#")
+    assert d.of(MakeCall) == [MakeCall(0, "*72#")]
+
+
+def test_emergency_number_is_sent_immediately_even_when_map_would_wait() -> None:
+    # "911" could still grow into 9112 under [2-9]xxx: emergency numbers do not wait.
+    d = Driver(make_config(dialplan={"digit_map": "[2-9]xxx", "emergency_numbers": ["911"]}))
+    d(KeyPressed("dnd"))
+    d(HookChanged(True))
+    d.keys("911")
+    assert d.of(MakeCall) == [MakeCall(0, "911")]
+
+
+def test_backspace_removes_last_digit() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d.keys("20")
+    d(KeyPressed("cancel"))
+    assert d.phone.snapshot(d.now)["dialing"] == "2"
+
+
+def test_speed_dial_code_with_ok_calls_the_entry() -> None:
+    d = Driver(make_config(phonebook=[{"name": "Alice", "number": "2005", "speed_dial": "5"}]))
+    d(HookChanged(True))
+    d.keys("5")
+    d(KeyPressed("ok"))
+    assert d.of(MakeCall) == [MakeCall(0, "2005")]
+    assert d.lines == ("Calling", "Alice")
+
+
+# --- outgoing calls ----------------------------------------------------------------------------
+
+
+def test_outgoing_call_ringback_then_talking_screen_with_timer_codec_quality() -> None:
+    d = Driver()
+    place(d, "2001")
+    assert PlayTone(Tone.RINGBACK) in d.out
+    assert d.lines[0] == "Ringing"
+    d(CallStateChanged(1, CallState.CONFIRMED, 200, remote_name="Carol", codec="G722"))
+    assert StopTone() in d.out
+    assert d.phone.screen.kind == "talking"
+    assert d.lines[:3] == ("Carol", "2001", "00:00")
+    assert d.phone.screen.status["codec"] == "G722"
+    d(ClockTick(), advance=65)
+    assert d.lines[2] == "01:05"
+    d(CallQuality(1, "G722", jitter_ms=30, loss_pct=5, rtt_ms=200, mos=3.2))
+    assert d.phone.screen.status["quality"] == "2"
+    snap = d.phone.snapshot(d.now)
+    assert snap["calls"][0]["state"] == "confirmed"
+    assert snap["calls"][0]["duration_s"] == pytest.approx(65.1)
+    json.dumps(snap)
+
+
+def test_second_early_report_does_not_restart_ringback() -> None:
+    d = Driver()
+    place(d, "2001")
+    d(CallStateChanged(1, CallState.EARLY, 183))
+    assert not d.of(PlayTone)
+
+
+def test_clock_tick_without_change_renders_nothing_new() -> None:
+    d = Driver()
+    d(ClockTick(), advance=0.1)
+    assert not d.of(Render)
+    d(ClockTick(), advance=120)
+    assert d.of(Render)
+
+
+@pytest.mark.parametrize(
+    ("status", "tone", "title", "disposition"),
+    [
+        (486, Tone.BUSY, "Busy", "busy"),
+        (600, Tone.BUSY, "Busy", "busy"),
+        (404, Tone.CONGESTION, "Number not found", "failed"),
+        (484, Tone.CONGESTION, "Number not found", "failed"),
+        (604, Tone.CONGESTION, "Number not found", "failed"),
+        (480, Tone.CONGESTION, "Unavailable", "no_answer"),
+        (408, Tone.CONGESTION, "No answer", "no_answer"),
+        (503, Tone.CONGESTION, "Service Unavailable", "failed"),
+    ],
+)
+def test_failed_call_feedback(status, tone, title, disposition) -> None:
+    d = Driver()
+    place(d, "2001")
+    reason = "Service Unavailable" if status == 503 else "x"
+    d(CallStateChanged(1, CallState.DISCONNECTED, status, reason))
+    assert PlayTone(tone) in d.out
+    assert d.lines[0] == title
+    (record,) = d.records()
+    assert (record.disposition, record.status_code, record.direction) == (
+        disposition,
+        status,
+        "outgoing",
+    )
+    assert StartTimer("howler", 15.0) in d.out
+
+
+def test_remote_hangup_offhook_shows_call_ended_then_howler_idle_only_on_hangup() -> None:
+    d = Driver()
+    talk(d)
+    d(CallStateChanged(1, CallState.DISCONNECTED, 200, "Normal"), advance=30)
+    assert PlayTone(Tone.BUSY) in d.out
+    assert d.lines[0] == "Call ended"
+    (record,) = d.records()
+    assert record.disposition == "answered" and record.end - record.answer == pytest.approx(30)
+    d(TimerFired("howler"), advance=15)
+    assert PlayTone(Tone.HOWLER) in d.out
+    assert d.phone.screen.kind == "howler"
+    d(HookChanged(False))
+    assert d.phone.screen.kind == "idle"
+
+
+def test_handset_down_hangs_up_and_records() -> None:
+    d = Driver()
+    talk(d)
+    d(HookChanged(False))
+    assert Hangup(1) in d.out and StopTone() in d.out
+    (record,) = d.records()
+    assert record.id == "id0" and record.disposition == "answered"
+    assert record.local_uri == "sip:1001@pbx.example"
+    assert d.phone.screen.kind == "idle"
+    # the engine's own report of the end changes nothing
+    d(CallStateChanged(1, CallState.DISCONNECTED, 200))
+    assert not d.records()
+
+
+def test_handset_down_before_engine_reported_call_id_still_hangs_it_up() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d.keys("2001")
+    d(HookChanged(False))
+    assert d.records()[0].disposition == "no_answer"
+    d(CallStateChanged(9, CallState.CALLING))
+    assert d.out[0] == Hangup(9)
+
+
+def test_redial_and_voicemail_keys() -> None:
+    d = Driver()
+    talk(d, "2001")
+    d(HookChanged(False))
+    d(HookChanged(True))
+    d(KeyPressed("redial"))
+    assert MakeCall(0, "2001") in d.out
+    d(HookChanged(False))
+    d(HookChanged(True))
+    d(KeyPressed("voicemail"))
+    assert MakeCall(0, "*97") in d.out
+
+
+# --- incoming calls ----------------------------------------------------------------------------
+
+
+def test_incoming_rings_shows_caller_and_answers_on_lift() -> None:
+    d = Driver()
+    ring(d)
+    assert PlayTone(Tone.RING) in d.out and SetRinger(True) in d.out
+    assert SetLed("line1", "fast_blink") in d.out
+    assert d.lines == ("Incoming call", "Bob", "2002")
+    d(HookChanged(True))
+    assert Answer(7) in d.out and SetRinger(False) in d.out and StopTone() in d.out
+    assert not d.of(MakeCall) and PlayTone(Tone.DIAL) not in d.out
+    d(CallStateChanged(7, CallState.CONFIRMED, 200))
+    assert d.phone.screen.kind == "talking"
+    d(HookChanged(False))
+    assert Hangup(7) in d.out
+    assert d.records()[0].disposition == "answered"
+    assert d.phone.snapshot(d.now)["history"][0]["kind"] == "received"
+
+
+def test_caller_gives_up_is_missed_and_counted_on_idle() -> None:
+    d = Driver()
+    ring(d)
+    d(CallStateChanged(7, CallState.DISCONNECTED, 487, "Request Terminated"))
+    assert StopTone() in d.out and SetRinger(False) in d.out
+    assert d.records()[0].disposition == "missed"
+    assert d.phone.screen.kind == "idle"
+    assert "1 missed call" in d.lines
+    assert d.phone.snapshot(d.now)["history"][0]["kind"] == "missed"
+
+
+def test_cancel_on_ringing_call_declines() -> None:
+    d = Driver()
+    ring(d)
+    d(KeyPressed("cancel"))
+    assert Reject(7, 603) in d.out and SetRinger(False) in d.out
+    assert d.phone.screen.kind == "idle"
+
+
+def test_dnd_rejects_with_480_and_toggles_led() -> None:
+    d = Driver()
+    d(KeyPressed("dnd"))
+    assert SetLed("dnd", "on") in d.out
+    assert "Do not disturb" in d.lines
+    ring(d)
+    assert d.out[0] == Reject(7, 480)
+    assert not d.of(PlayTone) and not d.of(SetRinger)
+    assert d.records()[0].disposition == "rejected"
+    d(KeyPressed("dnd"))
+    assert SetLed("dnd", "off") in d.out
+
+
+def test_dnd_from_config() -> None:
+    d = Driver(make_config(features={"dnd": True}))
+    ring(d)
+    assert d.out[0] == Reject(7, 480)
+
+
+def test_forward_always_redirects_at_once() -> None:
+    d = Driver(make_config(features={"forward_always": "3000"}))
+    ring(d)
+    assert d.out[0] == Redirect(7, "3000")
+    assert not d.of(PlayTone)
+    assert d.records()[0].status_code == 302
+
+
+def test_forward_busy_when_line_in_use_and_no_call_waiting() -> None:
+    d = Driver(make_config(features={"forward_busy": "3000", "call_waiting": False}))
+    talk(d)
+    ring(d, call_id=8)
+    assert d.out[0] == Redirect(8, "3000")
+
+
+def test_busy_without_call_waiting_rejects_486() -> None:
+    d = Driver(make_config(features={"call_waiting": False}))
+    talk(d)
+    ring(d, call_id=8)
+    assert d.out[0] == Reject(8, 486)
+    assert not d.of(PlayTone)
+
+
+def test_incoming_while_dialling_is_busy() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    ring(d, call_id=8)
+    assert d.out[0] == Reject(8, 486)
+
+
+def test_forward_no_answer_after_timer() -> None:
+    d = Driver(make_config(features={"forward_no_answer": "3000", "forward_no_answer_s": 10}))
+    ring(d)
+    assert StartTimer("no_answer:7", 10) in d.out
+    d(TimerFired("no_answer:7"), advance=10)
+    assert Redirect(7, "3000") in d.out
+    assert SetRinger(False) in d.out
+    assert d.phone.screen.kind == "idle"
+
+
+def test_answering_cancels_no_answer_timer() -> None:
+    d = Driver(make_config(features={"forward_no_answer": "3000"}))
+    ring(d)
+    d(HookChanged(True))
+    assert CancelTimer("no_answer:7") in d.out
+    d(TimerFired("no_answer:7"))
+    assert not d.of(Redirect)
+
+
+def test_auto_answer() -> None:
+    d = Driver(make_config(features={"auto_answer": True}))
+    ring(d)
+    assert Answer(7) in d.out
+    assert not d.of(SetRinger) or SetRinger(True) not in d.out
+
+
+# --- features during a call ---------------------------------------------------------------------
+
+
+def test_digits_during_call_send_dtmf() -> None:
+    d = Driver()
+    talk(d)
+    d.keys("5#")
+    assert d.out == [SendDtmf(1, "5"), SendDtmf(1, "#")]
+
+
+def test_hold_toggles() -> None:
+    d = Driver()
+    talk(d)
+    d(KeyPressed("hold"))
+    assert Hold(1) in d.out
+    assert d.phone.screen.kind == "held"
+    assert SetLed("line1", "blink") in d.out
+    assert d.phone.snapshot(d.now)["calls"][0]["state"] == "held"
+    d(KeyPressed("hold"))
+    assert Unhold(1) in d.out
+    assert d.phone.screen.kind == "talking"
+
+
+def test_mute_toggles_and_resets_after_call() -> None:
+    d = Driver()
+    talk(d)
+    d(KeyPressed("mute"))
+    assert SetMute(True) in d.out and SetLed("mute", "on") in d.out
+    d(HookChanged(False))
+    assert SetMute(False) in d.out
+
+
+def test_call_waiting_beep_answer_with_hold_then_swap() -> None:
+    d = Driver()
+    talk(d)
+    ring(d, call_id=8, name="Dave")
+    assert d.out[0] == PlayTone(Tone.CALL_WAITING)
+    assert not d.of(SetRinger)
+    assert "Waiting: Dave" in d.lines
+    d(KeyPressed("hold"))
+    assert d.out[:3] == [Hold(1), StopTone(), Answer(8)]
+    d(CallStateChanged(8, CallState.CONFIRMED, 200))
+    assert d.lines[0] == "Dave"
+    d(KeyPressed("hold"))
+    assert d.out[:2] == [Hold(8), Unhold(1)]
+
+
+def test_waiting_caller_gives_up() -> None:
+    d = Driver()
+    talk(d)
+    ring(d, call_id=8)
+    d(CallStateChanged(8, CallState.DISCONNECTED, 487))
+    assert StopTone() in d.out
+    assert d.records()[0].disposition == "missed"
+    assert d.phone.screen.kind == "talking"
+
+
+def test_hanging_up_with_a_waiting_call_makes_it_ring() -> None:
+    d = Driver()
+    talk(d)
+    ring(d, call_id=8)
+    d(HookChanged(False))
+    assert Hangup(1) in d.out and Hangup(8) not in d.out
+    assert PlayTone(Tone.RING) in d.out and SetRinger(True) in d.out
+    d(HookChanged(True))
+    assert Answer(8) in d.out
+
+
+def test_blind_transfer() -> None:
+    d = Driver()
+    talk(d)
+    d(KeyPressed("transfer"))
+    assert Hold(1) in d.out
+    assert d.lines[0] == "Transfer to:"
+    d.keys("3005#")
+    assert d.out == [Transfer(1, "3005")] or Transfer(1, "3005") in d.out
+    d(CallStateChanged(1, CallState.DISCONNECTED, 200))
+    assert d.lines[0] == "Call transferred"
+    assert not d.of(PlayTone)
+
+
+def test_transfer_cancel_resumes() -> None:
+    d = Driver()
+    talk(d)
+    d(KeyPressed("transfer"))
+    d(KeyPressed("cancel"))
+    assert Unhold(1) in d.out
+    assert d.phone.screen.kind == "talking"
+
+
+def test_consult_call_then_attended_transfer() -> None:
+    d = Driver()
+    talk(d, "2001", call_id=1)
+    d(KeyPressed("hold"))
+    d.keys("3005")
+    assert MakeCall(0, "3005") in d.out
+    d(CallStateChanged(2, CallState.CALLING))
+    d(CallStateChanged(2, CallState.CONFIRMED, 200))
+    assert "Hold: 2001" in d.lines
+    d(KeyPressed("transfer"))
+    assert AttendedTransfer(1, 2) in d.out
+
+
+def test_conference_merges_held_and_active() -> None:
+    d = Driver()
+    talk(d, "2001", call_id=1)
+    d(KeyPressed("hold"))
+    d.keys("3005")
+    d(CallStateChanged(2, CallState.CONFIRMED, 200))
+    d(KeyPressed("conference"))
+    assert Unhold(1) in d.out and Conference((1, 2)) in d.out
+    assert d.phone.screen.kind == "conference"
+    d(CallStateChanged(2, CallState.DISCONNECTED, 200))
+    assert d.phone.screen.kind == "talking"
+    assert d.lines[0] == "2001"
+
+
+# --- registration, config, browsing ------------------------------------------------------------
+
+
+def test_registration_shown_on_idle() -> None:
+    d = Driver()
+    d(RegistrationChanged(0, True, 200))
+    assert d.lines[1] == "Registered"
+    d(RegistrationChanged(0, False, 403, "Forbidden"))
+    assert d.lines[1] == "No service 403 Forbidden"
+    reg = d.phone.snapshot(d.now)["registration"]
+    assert reg == [{"account": 0, "user": "1001", "registered": False, "status": 403}]
+
+
+def test_config_applied_changes_dial_plan_and_accounts() -> None:
+    d = Driver()
+    new = make_config(
+        accounts=[{"user": "1500", "domain": "pbx.example"}], dialplan={"digit_map": "xx"}
+    )
+    d(ConfigApplied(new))
+    assert d.lines[0] == "1500"
+    d(HookChanged(True))
+    d.keys("42")
+    assert MakeCall(0, "42") in d.out
+
+
+def test_config_applied_rejects_wrong_type() -> None:
+    d = Driver()
+    with pytest.raises(TypeError, match="PhoneConfig"):
+        d(ConfigApplied({"not": "a config"}))
+
+
+def test_history_browse_and_dial() -> None:
+    d = Driver()
+    ring(d, call_id=7, name="Bob")
+    d(CallStateChanged(7, CallState.DISCONNECTED, 487))
+    talk(d, "2001", call_id=1)
+    d(HookChanged(False))
+    d(KeyPressed("history"))
+    assert d.lines[0] == "History"
+    assert d.lines[1] == "> > 2001"
+    assert d.lines[2] == "  ! Bob"
+    d(KeyPressed("down"))
+    d(KeyPressed("ok"))
+    assert MakeCall(0, "2002") in d.out
+    assert "missed" not in " ".join(d.lines)
+
+
+def test_phonebook_browse() -> None:
+    d = Driver(
+        make_config(phonebook=[{"name": "Alice", "number": "2005"}, {"name": "Zed", "number": "9"}])
+    )
+    d(KeyPressed("phonebook"))
+    assert d.lines == ("Contacts", "> Alice", "  Zed")
+    d(KeyPressed("up"))
+    assert d.lines[2] == "> Zed"
+    d(KeyPressed("cancel"))
+    assert d.phone.screen.kind == "idle"
+
+
+def test_history_keeps_last_50() -> None:
+    d = Driver()
+    for i in range(55):
+        ring(d, call_id=100 + i)
+        d(CallStateChanged(100 + i, CallState.DISCONNECTED, 487))
+    assert len(d.phone.snapshot(d.now)["history"]) == 50
+
+
+def test_default_ids_are_uuid_hex() -> None:
+    phone = Phone(make_config())
+    phone.start(T0)
+    out = phone.handle(CallIncoming(1, 0, "sip:2@x", ""), T0)
+    out += phone.handle(CallStateChanged(1, CallState.DISCONNECTED, 487), T0 + 1)
+    (rec,) = [c.record for c in out if isinstance(c, RecordCall)]
+    assert len(rec.id) == 32 and int(rec.id, 16) >= 0
