@@ -130,14 +130,19 @@ def setup_logging(
 ) -> logging.Handler:
     """Route the root logger to journald (when its socket exists) or to stderr as key=value lines.
 
-    ``OFFHOOK_LOG=stderr`` forces stderr (e.g. the simulator in a terminal on a systemd machine).
+    ``OFFHOOK_LOG=stderr`` forces stderr; ``OFFHOOK_LOG_FILE=PATH`` appends key=value lines to a
+    file instead (the simulator's terminal UI must not be scribbled over by log lines).
     """
     if level not in LEVELS:
         raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
     socket_path = journal_socket or JOURNAL_SOCKET
     use_journal = os.environ.get("OFFHOOK_LOG", "") != "stderr" and socket_path.exists()
     handler: logging.Handler
-    if use_journal:
+    log_file = os.environ.get("OFFHOOK_LOG_FILE", "")
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(KeyValueFormatter())
+    elif use_journal:
         handler = JournalHandler(socket_path, identifier)
     else:
         handler = logging.StreamHandler(stream or sys.stderr)

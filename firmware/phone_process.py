@@ -1,0 +1,301 @@
+"""``offhook phone``: one phone process — runtime, SIP engine, audio, board and control API.
+
+Normally started by the supervisor (``offhook run`` / ``offhook sim``), which passes the write end
+of a pipe as ``--heartbeat-fd``. A heartbeat byte goes out every HEARTBEAT_INTERVAL_S while both
+the runtime loop and the SIP engine's owner loop have run recently; if either hangs, the
+heartbeats stop and the supervisor kills and restarts this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware import events as ev
+from firmware.config import ConfigError, PhoneConfig, load_config
+from firmware.logs import kv, setup_logging
+
+log = logging.getLogger("offhook.phone")
+
+HEARTBEAT_INTERVAL_S = 0.5
+STALE_AFTER_S = 3.0  # a loop that has not turned for this long counts as hung
+TEST_HOOKS_ENV = "OFFHOOK_TEST_HOOKS"
+
+
+class Heartbeat:
+    """Writes one byte to the supervisor's pipe per interval while every check is fresh."""
+
+    def __init__(self, fd: int, sources: dict[str, Any], stale_after_s: float = STALE_AFTER_S):
+        self.fd = fd
+        self.sources = sources  # name -> callable returning a time.monotonic() stamp
+        self.stale_after_s = stale_after_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._reported_stale: str | None = None
+        self.supervisor_gone = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def stale(self) -> str | None:
+        now = time.monotonic()
+        for name, stamp in self.sources.items():
+            age = now - stamp()
+            if age > self.stale_after_s:
+                return f"{name} ({age:.1f}s)"
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+            stale = self.stale()
+            if stale:
+                if stale.split()[0] != self._reported_stale:
+                    log.error("loop stalled; withholding heartbeat", extra=kv(stalled=stale))
+                    self._reported_stale = stale.split()[0]
+                continue
+            self._reported_stale = None
+            try:
+                os.write(self.fd, b".")
+            except BrokenPipeError:
+                log.error("supervisor gone; stopping")
+                self.supervisor_gone.set()
+                return
+            except BlockingIOError:
+                pass  # the supervisor is slow to read; the next beat will do
+
+
+def make_board(kind: str, config: PhoneConfig, headless: bool) -> Any:
+    if kind == "emulated":
+        from board.emulated import EmulatedBoard
+
+        return EmulatedBoard(config.board, headless=headless)
+    from board.pi import PiBoard
+
+    return PiBoard(config.board)
+
+
+def screen_renderer(device: Any):
+    """Draw a Screen on a luma device (the board's OLED or the terminal)."""
+    from firmware.screens import render
+
+    def draw(screen: ev.Screen) -> None:
+        render(screen, device)
+
+    return draw
+
+
+def png_renderer(width: int = 128, height: int = 64):
+    """Screen -> PNG of what the OLED shows, drawn on a private in-memory panel per request."""
+    from luma.core.device import dummy
+
+    from firmware.control import png_of
+    from firmware.screens import render
+
+    lock = threading.Lock()
+    device = dummy(width=width, height=height, mode="1")
+
+    def png(screen: ev.Screen | None) -> bytes:
+        with lock:
+            if screen is None:
+                device.clear()
+            else:
+                render(screen, device)
+            return png_of(device.image)
+
+    return png
+
+
+class EngineHangHook:
+    """Test hook: make the SIP engine's owner thread block for good (a hung pjsua2 stand-in).
+
+    The engine calls our event callback on its owner thread. Once armed, the next such call
+    sleeps forever; a MakeCall with an empty target makes the engine report a failure at once,
+    which is that call. The engine loop then stops turning and the heartbeats stop.
+    """
+
+    def __init__(self) -> None:
+        self.armed = threading.Event()
+        self.engine: Any = None
+
+    def wrap(self, on_event: Any) -> Any:
+        def on_engine_event(event: Any) -> None:
+            if self.armed.is_set() and threading.current_thread().name == "sip-engine":
+                log.warning("test hook: SIP engine thread now hangs")
+                threading.Event().wait()
+            on_event(event)
+
+        return on_engine_event
+
+    def __call__(self) -> str:
+        self.armed.set()
+        self.engine.submit(ev.MakeCall(0, ""))
+        return "sip engine hang requested"
+
+
+def default_state_dir(config: PhoneConfig, config_path: Path) -> Path:
+    if config.provisioning.state_dir:
+        return Path(config.provisioning.state_dir)
+    return config_path.resolve().parent / "state"
+
+
+class PhoneProcess:
+    """Everything one phone needs, started and stopped in a safe order."""
+
+    def __init__(
+        self,
+        config: PhoneConfig,
+        *,
+        board_kind: str,
+        headless: bool,
+        state_dir: Path,
+        test_hooks: bool,
+    ) -> None:
+        from firmware.audio.bridge import AlsaAudio
+        from firmware.control import ControlServer, PhoneActions
+        from firmware.phone import Phone
+        from firmware.runtime import CallHistoryFile, Runtime
+        from firmware.sip.engine import SipEngine
+
+        self.config = config
+        self.stopped = threading.Event()
+        self.board = make_board(board_kind, config, headless)
+        self.audio = AlsaAudio(config.audio)
+        self.runtime = Runtime(
+            Phone(config),
+            audio=self.audio,
+            board=self.board,
+            render=screen_renderer(self.board.display),
+            history=CallHistoryFile(state_dir / "history.jsonl"),
+        )
+        self.hang_hook = EngineHangHook()
+        on_event = self.hang_hook.wrap(self.runtime.post) if test_hooks else self.runtime.post
+        self.engine = SipEngine(config, on_event, self.audio)
+        self.runtime.engine = self.engine
+        self.hang_hook.engine = self.engine
+        width, height = _display_size(self.board.display)
+        actions = PhoneActions(
+            self.runtime,
+            png_renderer(width, height),
+            resync=None,
+            test_hooks={"hang-engine": self.hang_hook} if test_hooks else {},
+        )
+        self.control = ControlServer(config.control.listen, config.control.token, actions)
+        self.heartbeat: Heartbeat | None = None
+
+    def start(self, heartbeat_fd: int | None) -> None:
+        self.audio.start()
+        self.runtime.start()
+        self.engine.start()
+        self.board.on_key = lambda key: self.runtime.post(ev.KeyPressed(key))
+        self.board.on_hook = lambda offhook: self.runtime.post(ev.HookChanged(offhook))
+        self.board.start()
+        self.control.start()
+        if heartbeat_fd is not None:
+            self.heartbeat = Heartbeat(
+                heartbeat_fd,
+                {
+                    "runtime": lambda: self.runtime.last_beat,
+                    "sip": lambda: self.engine.last_heartbeat,
+                },
+            )
+            self.heartbeat.start()
+        log.info(
+            "phone started",
+            extra=kv(
+                accounts=len(self.config.accounts),
+                control=self.config.control.listen,
+                sip_ports=self.engine.ports,
+            ),
+        )
+
+    def wait(self) -> None:
+        while not self.stopped.wait(0.5):
+            if self.heartbeat is not None and self.heartbeat.supervisor_gone.is_set():
+                return
+
+    def stop(self) -> None:
+        steps = [
+            ("heartbeat", self.heartbeat.stop if self.heartbeat else None),
+            ("control", self.control.stop),
+            ("board", self.board.stop),
+            ("runtime", self.runtime.stop),
+            ("sip", self.engine.stop),
+            ("audio", self.audio.stop),
+        ]
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception:
+                log.exception("stop failed", extra=kv(part=name))
+
+
+def _display_size(device: Any) -> tuple[int, int]:
+    return int(getattr(device, "width", 128)), int(getattr(device, "height", 64))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="offhook phone", description="run one phone process")
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--board", choices=("rpi", "emulated"), default="rpi")
+    parser.add_argument("--headless", action="store_true", help="no terminal/OLED output")
+    parser.add_argument("--heartbeat-fd", type=int, default=None, help="pipe to the supervisor")
+    parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument(
+        "--test-hooks",
+        action="store_true",
+        help=f"enable /api/v1/test/* faults (also {TEST_HOOKS_ENV}=1); never in production",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"offhook phone: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging.level)
+    test_hooks = args.test_hooks or os.environ.get(TEST_HOOKS_ENV) == "1"
+    state_dir = args.state_dir or default_state_dir(config, args.config)
+    phone = PhoneProcess(
+        config,
+        board_kind=args.board,
+        headless=args.headless,
+        state_dir=state_dir,
+        test_hooks=test_hooks,
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("stopping", extra=kv(signal=signal.Signals(signum).name))
+        phone.stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        phone.start(args.heartbeat_fd)
+    except Exception as exc:
+        log.exception("phone failed to start", extra=kv(error=exc))
+        phone.stop()
+        return 1
+    try:
+        phone.wait()
+    finally:
+        phone.stop()
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
