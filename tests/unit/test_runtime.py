@@ -1,0 +1,121 @@
+"""Runtime: the real Phone driven through the event loop, timers, history and real ALSA audio."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware import events as ev
+from firmware.audio.bridge import AlsaAudio
+from firmware.config import parse_config
+from firmware.phone import Phone
+from firmware.runtime import CallHistoryFile, Runtime, TimerWheel
+from tests.fixtures.alsa import AlsaFiles, alsa_files, alsa_home  # noqa: F401 (fixtures)
+
+ACCOUNT = {"user": "1001", "domain": "127.0.0.1", "password": "x"}
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def make_runtime(tmp_path: Path, **overrides) -> Runtime:
+    config = parse_config({"accounts": [ACCOUNT], **overrides})
+    return Runtime(Phone(config), history=CallHistoryFile(tmp_path / "history.jsonl"))
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    rt = make_runtime(tmp_path, dialplan={"offhook_timeout_s": 0.3})
+    rt.start()
+    yield rt
+    rt.stop()
+
+
+def screen_text(rt: Runtime) -> str:
+    return " ".join(rt.snapshot()["screen"])
+
+
+def test_phone_timer_fires_through_the_timer_wheel(runtime: Runtime) -> None:
+    runtime.post(ev.HookChanged(True))
+    wait_for(lambda: "Please hang up" in screen_text(runtime))
+    assert runtime.snapshot()["hook"] == "off"
+
+
+def test_finished_call_lands_in_history_file(runtime: Runtime, tmp_path: Path) -> None:
+    runtime.post(ev.CallIncoming(7, 0, "sip:1002@127.0.0.1", "Bob"))
+    wait_for(lambda: any(c["state"] == "incoming" for c in runtime.snapshot()["calls"]))
+    runtime.post(ev.HookChanged(True))
+    runtime.post(ev.CallStateChanged(7, ev.CallState.CONFIRMED, 200, "OK", codec="PCMU"))
+    wait_for(lambda: [c["state"] for c in runtime.snapshot()["calls"]] == ["confirmed"])
+    runtime.post(ev.HookChanged(False))
+    history = tmp_path / "history.jsonl"
+    wait_for(lambda: history.exists() and history.read_text().strip() != "")
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    assert len(records) == 1
+    assert records[0]["direction"] == "incoming"
+    assert records[0]["remote_uri"] == "sip:1002@127.0.0.1"
+    assert records[0]["disposition"] == "answered"
+
+
+def test_loop_turns_while_idle(tmp_path: Path) -> None:
+    rt = make_runtime(tmp_path)
+    rt.tick_s = 0.05
+    rt.start()
+    try:
+        first = rt.last_beat
+        wait_for(lambda: rt.last_beat > first and rt.handled >= 3)
+    finally:
+        rt.stop()
+
+
+def test_call_runs_on_the_loop_thread(runtime: Runtime) -> None:
+    assert runtime.call(lambda: threading.current_thread().name) == "runtime"
+    with pytest.raises(ZeroDivisionError):
+        runtime.call(lambda: 1 / 0)
+
+
+def test_tones_reach_real_alsa_audio(tmp_path: Path, alsa_files: AlsaFiles) -> None:  # noqa: F811
+    config = parse_config(
+        {"accounts": [ACCOUNT], "audio": {"playback": alsa_files.speaker, "capture": "null"}}
+    )
+    audio = AlsaAudio(config.audio)
+    audio.start()
+    rt = Runtime(Phone(config), audio=audio)
+    rt.start()
+    try:
+        rt.post(ev.HookChanged(True))
+        wait_for(lambda: audio.tone is ev.Tone.DIAL)
+        rt.post(ev.KeyPressed("5"))
+        wait_for(lambda: audio.tone is None)
+        wait_for(lambda: any(abs(s) > 1000 for s in alsa_files.speaker_samples()))
+    finally:
+        rt.stop()
+        audio.stop()
+
+
+def test_timer_wheel_replaces_and_cancels() -> None:
+    fired: list[str] = []
+    wheel = TimerWheel(fired.append)
+    wheel.start()
+    try:
+        wheel.set("a", 30)
+        wheel.set("a", 0.01)  # replaces the 30 s one
+        wheel.set("b", 0.01)
+        wheel.cancel("b")
+        wheel.set("c", 0.02)
+        wait_for(lambda: "c" in fired)
+        assert fired.count("a") == 1
+        assert "b" not in fired
+        assert wheel.pending() == []
+    finally:
+        wheel.stop()
