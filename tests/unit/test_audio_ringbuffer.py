@@ -1,0 +1,125 @@
+"""The PCM ring between the SIP clock and the ALSA clock: order, overflow, underflow, drift."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from firmware.audio.ringbuffer import IDLE_AFTER_S, RingBuffer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ramp(start: int, count: int) -> bytes:
+    return struct.pack(f"<{count}h", *((start + i) % 30000 for i in range(count)))
+
+
+def values(pcm: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(pcm) // 2}h", pcm))
+
+
+def test_mixed_chunk_sizes_keep_every_sample_in_order() -> None:
+    clock = FakeClock()
+    ring = RingBuffer(capacity_samples=1920, target_samples=320, clock=clock)
+    out: list[int] = []
+    n = 0
+    for _ in range(50):  # 20 ms network frames in, 10 ms periods out, same clock
+        ring.write(ramp(n, 320))
+        n += 320
+        clock.now += 0.01
+        out += values(ring.read(160))
+        clock.now += 0.01
+        out += values(ring.read(160))
+    assert out == [i % 30000 for i in range(n)]
+    assert ring.underruns == ring.overruns == ring.drift_corrections == 0
+
+
+def test_underflow_returns_silence_and_keeps_the_partial_frame() -> None:
+    clock = FakeClock()
+    ring = RingBuffer(1920, 320, clock=clock)
+    ring.write(ramp(1, 100))
+    assert ring.read(160) == bytes(320)
+    assert ring.underruns == 1
+    ring.write(ramp(101, 60))
+    assert values(ring.read(160)) == list(range(1, 161))
+
+
+def test_overflow_drops_the_oldest() -> None:
+    clock = FakeClock()
+    ring = RingBuffer(640, 320, clock=clock)
+    ring.read(160)  # the reader is active
+    for k in range(4):
+        ring.write(ramp(k * 320, 320))
+    assert ring.level == 640
+    assert ring.overruns == 2
+    assert ring.samples_dropped == 640
+    assert values(ring.read(640)) == list(range(640, 1280))
+
+
+def test_idle_sides_count_nothing() -> None:
+    clock = FakeClock()
+    ring = RingBuffer(640, 320, clock=clock)
+    for _ in range(10):  # no call: the speaker side reads an empty ring every period
+        ring.read(160)
+        clock.now += 0.01
+    assert ring.underruns == 0
+    clock.now += IDLE_AFTER_S * 2
+    for k in range(5):  # no reader (no call): the mic side overflows silently
+        ring.write(ramp(k, 320))
+    assert ring.overruns == 0
+    assert ring.level == 640
+
+
+def test_fast_writer_drift_is_corrected_and_latency_bounded() -> None:
+    clock = FakeClock()
+    ring = RingBuffer(capacity_samples=1920, target_samples=320, drift_window=50, clock=clock)
+    levels = []
+    for _ in range(2000):  # writer clock 2% fast: 326.4 samples per 20 ms on average
+        ring.write(ramp(0, 326 if clock.now * 10 % 5 > 1 else 327))
+        for _ in range(2):
+            clock.now += 0.01
+            ring.read(160)
+            levels.append(ring.level)
+    assert ring.drift_corrections > 0
+    assert ring.overruns == 0  # corrected before the ring ever filled
+    assert max(levels[-200:]) <= 320 + 2 * 327
+
+
+def test_slow_writer_underruns_are_counted_as_concealed_silence() -> None:
+    clock = FakeClock()
+    ring = RingBuffer(1920, 320, clock=clock)
+    silent = 0
+    for i in range(1000):  # writer 2% slow
+        if i % 50 != 25:
+            ring.write(ramp(0, 320))
+        for _ in range(2):
+            clock.now += 0.01
+            if ring.read(160) == bytes(320):
+                silent += 1
+    assert ring.underruns == silent > 0
+    assert ring.overruns == 0
+
+
+def test_bad_arguments_are_rejected() -> None:
+    with pytest.raises(ValueError, match="capacity_samples"):
+        RingBuffer(0, 0)
+    with pytest.raises(ValueError, match="target_samples"):
+        RingBuffer(100, 200)
+    with pytest.raises(ValueError, match="whole number"):
+        RingBuffer(100, 10).write(b"\x01\x02\x03")
+
+
+def test_clear_and_stats() -> None:
+    ring = RingBuffer(640, 160)
+    ring.write(ramp(0, 300))
+    assert ring.stats()["level"] == 300
+    ring.clear()
+    assert ring.stats()["level"] == 0
+    assert ring.stats()["samples_written"] == 300
