@@ -92,8 +92,10 @@ class PhoneActions:
         screen_png: Callable[[ev.Screen | None], bytes],
         resync: Callable[[], str] | None = None,
         test_hooks: dict[str, Callable[[], str]] | None = None,
+        device_info: Callable[[], dict] | None = None,
     ) -> None:
         self.runtime = runtime
+        self._device_info = device_info
         self._screen_png = screen_png
         self._resync = resync
         self.test_hooks = test_hooks or {}
@@ -117,7 +119,10 @@ class PhoneActions:
         return {"pressed": keys, "screen": self._barrier()}
 
     def state(self) -> dict:
-        return self.runtime.snapshot(RUNTIME_TIMEOUT_S)
+        state = dict(self.runtime.snapshot(RUNTIME_TIMEOUT_S))
+        if self._device_info is not None:
+            state["device"] = self._device_info()
+        return state
 
     def screen(self) -> dict:
         screen = self.runtime.screen
@@ -319,3 +324,58 @@ def png_of(image: Any) -> bytes:
     buf = io.BytesIO()
     image.convert("1" if image.mode == "1" else "RGB").save(buf, format="PNG")
     return buf.getvalue()
+
+
+class ControlClient:
+    """A small client for the control API (the demo, the tests and helpdesk scripts use it)."""
+
+    def __init__(self, listen: str, token: str = "", timeout: float = 10.0) -> None:
+        self.host, self.port = split_listen(listen)
+        self.token = token
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, data: Any = None) -> tuple[int, Any]:
+        import http.client
+
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        body = None if data is None else json.dumps(data).encode()
+        try:
+            conn.request(method, API + path, body=body, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        if "json" in (resp.getheader("Content-Type") or ""):
+            return resp.status, json.loads(raw)
+        return resp.status, raw
+
+    def _ok(self, method: str, path: str, data: Any = None) -> Any:
+        status, body = self.request(method, path, data)
+        if status >= 300:
+            message = body.get("error") if isinstance(body, dict) else body
+            raise RuntimeError(f"{method} {path}: {status} {message}")
+        return body
+
+    def state(self) -> dict:
+        return self._ok("GET", "/state")
+
+    def hook(self, offhook: bool) -> dict:
+        return self._ok("POST", "/hook", {"offhook": offhook})
+
+    def keys(self, keys: str | list[str]) -> dict:
+        return self._ok("POST", "/keys", {"keys": keys})
+
+    def screen(self) -> dict:
+        return self._ok("GET", "/screen")
+
+    def screen_png(self) -> bytes:
+        return self._ok("GET", "/screen.png")
+
+    def resync(self) -> dict:
+        return self._ok("POST", "/resync", {})
+
+    def test_hook(self, name: str) -> dict:
+        return self._ok("POST", f"/test/{name}", {})

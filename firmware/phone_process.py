@@ -190,9 +190,21 @@ class PhoneProcess:
             png_renderer(width, height),
             resync=None,
             test_hooks={"hang-engine": self.hang_hook} if test_hooks else {},
+            device_info=self.device_info,
         )
         self.control = ControlServer(config.control.listen, config.control.token, actions)
         self.heartbeat: Heartbeat | None = None
+        self.started_at = time.time()
+
+    def device_info(self) -> dict:
+        """Process facts for the control API's state (which process answers, since when)."""
+        return {
+            "name": self.config.device.name,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "sip_ports": self.engine.ports,
+            "audio": self.audio.stats,
+        }
 
     def start(self, heartbeat_fd: int | None) -> None:
         self.audio.start()

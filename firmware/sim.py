@@ -9,11 +9,19 @@ devices named in the config's [audio] section. See docs/simulator.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import secrets
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from firmware.config import ConfigError, load_config
+from firmware.config import ConfigError, PhoneConfig, load_config, parse_config, save_config
+from firmware.control import ControlClient
 from firmware.logs import kv, setup_logging
 from firmware.phone_process import TEST_HOOKS_ENV, default_state_dir
 from firmware.supervisor import Supervisor, install_signal_handlers, log, phone_argv
@@ -65,3 +73,145 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# --- simulated phones as child processes (the demo and the end-to-end tests use these) --------
+
+SIM_DIGIT_MAP = "1xxx|[2-9]xxx|0|911|112|999|x.T"  # four-digit extensions dial at once
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host`` right now (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = udp.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                    tcp.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found in 50 tries")
+
+
+def sim_config(
+    name: str,
+    user: str,
+    password: str,
+    domain: str,
+    *,
+    display_name: str = "",
+    token: str = "",
+    audio: dict[str, str] | None = None,
+) -> PhoneConfig:
+    """A config for a simulated phone on loopback: fixed free SIP and control ports."""
+    return parse_config(
+        {
+            "device": {"name": name},
+            "accounts": [
+                {
+                    "user": user,
+                    "password": password,
+                    "domain": domain,
+                    "display_name": display_name,
+                    "register_expires_s": 60,
+                }
+            ],
+            "sip": {"port": free_port(), "bind_address": "127.0.0.1", "codecs": ["PCMU", "G722"]},
+            "audio": audio or {"playback": "null", "capture": "null", "sample_rate": 8000},
+            "dialplan": {"digit_map": SIM_DIGIT_MAP},
+            "control": {
+                "listen": f"127.0.0.1:{free_port()}",
+                "token": token or secrets.token_urlsafe(16),
+            },
+        },
+        source=name,
+    )
+
+
+class SimPhone:
+    """``offhook sim --headless`` in its own session, driven through its control API."""
+
+    def __init__(
+        self,
+        directory: Path,
+        config: PhoneConfig,
+        *,
+        test_hooks: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.config = config
+        self.name = config.device.name
+        self.test_hooks = test_hooks
+        self.env = env
+        self.config_path = directory / "phone.toml"
+        self.log_path = directory / "sim.log"
+        self.client = ControlClient(config.control.listen, config.control.token)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.config_path)
+        cmd = [sys.executable, "-m", "firmware.cli", "sim", "--headless"]
+        cmd += ["--config", str(self.config_path)]
+        if self.test_hooks:
+            cmd.append("--test-hooks")
+        env = dict(self.env or os.environ)
+        env["OFFHOOK_LOG"] = "stderr"
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=env,
+                start_new_session=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+
+    def state(self) -> dict | None:
+        """The phone's state, or None while no phone process answers."""
+        try:
+            return self.client.state()
+        except (OSError, RuntimeError, ValueError):
+            return None
+
+    def wait_for(
+        self, predicate: Callable[[dict], bool], timeout: float = 20.0, what: str = "condition"
+    ) -> dict:
+        deadline = time.monotonic() + timeout
+        state: dict | None = None
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name}: simulator exited ({self.process.returncode})")
+            state = self.state()
+            if state is not None and predicate(state):
+                return state
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name}: {what} not reached in {timeout}s; last state {state}")
+
+    def wait_registered(self, timeout: float = 20.0) -> dict:
+        return self.wait_for(is_registered, timeout, "registration")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def is_registered(state: dict) -> bool:
+    accounts = state.get("registration") or []
+    return bool(accounts) and all(a.get("registered") for a in accounts)
