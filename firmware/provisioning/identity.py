@@ -49,7 +49,8 @@ class DeviceIdentity:
     @classmethod
     def from_pi(cls, root: Path = Path("/")) -> DeviceIdentity:
         """Read the identity of the Raspberry Pi we run on (``root`` lets tests use a fake tree)."""
-        return cls(mac=_read_mac(root), serial=_read_serial(root), model=_read_model(root))
+        serial = _read_serial(root)
+        return cls(mac=_read_mac(root), serial=serial, model=_read_model(root))
 
 
 def _read_serial(root: Path) -> str:

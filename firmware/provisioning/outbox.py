@@ -39,6 +39,8 @@ class Outbox:
         self._lock = threading.Lock()
         for kind in KINDS:
             (self.directory / kind).mkdir(parents=True, exist_ok=True)
+            for stale in (self.directory / kind).glob(".*.tmp"):  # write cut short by power loss
+                stale.unlink(missing_ok=True)
 
     def _kind_dir(self, kind: str) -> Path:
         if kind not in KINDS:

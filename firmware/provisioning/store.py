@@ -48,6 +48,8 @@ class ConfigStore:
         self.current_path = self.directory / "current.json"
         self.lkg_path = self.directory / "lkg.json"
         self.rejected_path = self.directory / "rejected.json"
+        for stale in self.directory.glob(".*.tmp"):  # left by a write cut short by power loss
+            stale.unlink(missing_ok=True)
 
     # --- reading -------------------------------------------------------------------------------
 
