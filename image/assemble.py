@@ -76,7 +76,7 @@ def normalise_mtimes(tree: Path, epoch: int) -> None:
 
 
 def make_ext4(part_file: Path, part: Partition, tree: Path | None, epoch: int) -> None:
-    """ext4 from a directory with ``mke2fs -d``; fixed UUID, hash seed and time for reproducibility."""
+    """ext4 from a directory (``mke2fs -d``); fixed UUID, hash seed and time: reproducible."""
     part_file.unlink(missing_ok=True)
     cmd = [
         "mke2fs", "-q", "-F", "-t", "ext4",
@@ -90,6 +90,32 @@ def make_ext4(part_file: Path, part: Partition, tree: Path | None, epoch: int) -
         cmd += ["-d", str(tree)]
     cmd += [str(part_file), f"{part.size // 1024}k"]
     run(cmd, env={"E2FSPROGS_FAKE_TIME": str(epoch)}, what=f"mke2fs for {part.name}")
+    if tree is not None:
+        fix_ctimes(part_file, tree, epoch)
+
+
+def fix_ctimes(part_file: Path, tree: Path, epoch: int) -> None:
+    """mke2fs -d copies each source inode's ctime and atime (build-time values); pin them."""
+    commands = [f"sif / ctime @{epoch}", f"sif / atime @{epoch}"]
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in sorted(dirnames + filenames):
+            rel = "/" + os.path.relpath(os.path.join(dirpath, name), tree)
+            if '"' in rel or "\n" in rel:
+                raise AssembleError(f"cannot handle file name {rel!r} (quote or line break)")
+            commands.append(f'sif "{rel}" ctime @{epoch}')
+            commands.append(f'sif "{rel}" atime @{epoch}')  # walking the tree touched atimes
+    script = part_file.with_suffix(".debugfs")
+    script.write_text("\n".join(commands) + "\n", encoding="utf-8")
+    try:
+        out = run(
+            ["debugfs", "-w", "-f", str(script), str(part_file)],
+            env={"E2FSPROGS_FAKE_TIME": str(epoch)},
+            what="debugfs (pinning ctimes)",
+        )
+    finally:
+        script.unlink(missing_ok=True)
+    if "sif:" in out or "File not found" in out:
+        raise AssembleError(f"debugfs could not pin ctimes: {out[:500]}")
 
 
 def make_fat(part_file: Path, part: Partition, tree: Path | None, epoch: int) -> None:

@@ -117,7 +117,7 @@ def plan_layout(
         raise LayoutError(f"disk size {disk_size} is not a whole number of MiB")
     if disk_size < minimum:
         raise LayoutError(
-            f"disk size {disk_size // MIB} MiB is too small: the partitions need {minimum // MIB} MiB"
+            f"disk size {disk_size // MIB} MiB is too small: partitions need {minimum // MIB} MiB"
         )
     parts = (
         Partition(1, "boot", boot_start, root_start - boot_start, MBR_TYPE_FAT32_LBA, FAT_LABEL,

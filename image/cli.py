@@ -1,0 +1,202 @@
+"""``offhook image ...`` and ``offhook flash ...``: argument parsing and progress display only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+console = Console(stderr=True)
+
+
+def _size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4G, 512M)") from None
+
+
+@contextmanager
+def byte_progress(description: str, total: int) -> Iterator[callable]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _flash_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="offhook flash",
+        description="Write an image to SD cards or image files: only mapped blocks, verified.",
+    )
+    p.add_argument("image", type=Path, help="the .img file (its .bmap must sit beside it)")
+    p.add_argument("target", type=Path, nargs="?", help="card (/dev/sdX, /dev/mmcblkN) or file")
+    p.add_argument("--bmap", type=Path, help="block map (default: IMAGE.bmap)")
+    p.add_argument("--seed", type=Path, help="seed TOML to put on the card (see docs/image.md)")
+    p.add_argument("--batch", type=Path, help="CSV with one seed per card (row N -> target N)")
+    p.add_argument("--targets", help="comma-separated targets for --batch")
+    p.add_argument("--force", action="store_true", help="allow non-removable disks")
+    p.add_argument("--no-verify", action="store_true", help="skip reading the card back")
+    return p
+
+
+def flash_main(argv: list[str]) -> int:
+    from image.flash import Flasher, FlashError
+    from image.seed import SeedError, load_batch, load_seed
+
+    args = _flash_parser().parse_args(argv)
+    try:
+        base = load_seed(args.seed) if args.seed else None
+        if args.batch:
+            if args.target or not args.targets:
+                raise SeedError("--batch needs --targets T1,T2,... and no positional TARGET")
+            targets = [Path(t) for t in args.targets.split(",") if t]
+            seeds = load_batch(args.batch, base)
+            if len(seeds) != len(targets):
+                raise SeedError(
+                    f"{args.batch}: {len(seeds)} device rows but {len(targets)} targets"
+                )
+            jobs = list(zip(targets, seeds, strict=True))
+        else:
+            if not args.target:
+                raise SeedError("TARGET is required (or --batch with --targets)")
+            jobs = [(args.target, base)]
+        flasher = Flasher(args.image, args.bmap, verify=not args.no_verify)
+        with byte_progress("checking image", flasher.bmap.mapped_bytes) as advance:
+            flasher.check_image(advance)
+        for target, _ in jobs:  # every target is checked before the first is written
+            flasher.check_target(target, args.force)
+        for target, seed in jobs:
+            passes = 2 if flasher.verify else 1
+            with byte_progress(f"{target}", flasher.bmap.mapped_bytes * passes) as advance:
+                result = flasher.flash(target, seed=seed, force=args.force, progress=advance)
+            rate = result.bytes_written / max(result.seconds, 1e-6) / (1 << 20)
+            console.print(
+                f"[green]{target}[/]: wrote {result.bytes_written / (1 << 20):.1f} MiB in "
+                f"{result.seconds:.1f} s ({rate:.0f} MiB/s)"
+                + (", verified" if result.verified else "")
+                + (f", seeded as {seed.hostname}" if seed else "")
+            )
+    except (FlashError, SeedError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+    return 0
+
+
+def _image_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="offhook image", description="Build and test SD images.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build an image from Debian packages")
+    b.add_argument("--board", choices=["rpi", "qemu-amd64"], required=True)
+    b.add_argument("--out", type=Path, required=True, help="output directory")
+    b.add_argument("--size", type=_size, help="total image size, e.g. 4G (data fills the rest)")
+    b.add_argument("--pjsua2-wheel", type=Path, help="pjsua2 wheel for the board (arm64)")
+    b.add_argument("--wheel", type=Path, help="offhook wheel (default: built with pip wheel)")
+    b.add_argument("--mirror", default="http://deb.debian.org/debian")
+    b.add_argument("--cache", type=Path, help="cache directory (default: ~/.cache/offhook-image)")
+    b.add_argument("--no-compress", action="store_true", help="skip the .img.zst copy")
+    b.add_argument("--id-seed", default="offhook", help="seed for disk and filesystem ids")
+
+    t = sub.add_parser("boot-test", help="boot a qemu-amd64 image under QEMU and wait for ready")
+    t.add_argument("image", type=Path)
+    t.add_argument("--seed", type=Path, help="seed TOML for the data partition")
+    t.add_argument("--kamailio", action="store_true", help="run Kamailio and wait for REGISTER")
+    t.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for readiness")
+    t.add_argument("--console-log", type=Path, help="write the serial console here")
+
+    m = sub.add_parser("bmap", help="write IMAGE.bmap for an image file")
+    m.add_argument("image", type=Path)
+
+    s = sub.add_parser("seed", help="write a seed file into an image or card")
+    s.add_argument("target", type=Path)
+    s.add_argument("seed", type=Path)
+    return p
+
+
+def image_main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    args = _image_parser().parse_args(argv)
+    if args.command == "build":
+        from image.build import BuildError, BuildOptions, build
+
+        try:
+            build(
+                BuildOptions(
+                    board=args.board,
+                    out=args.out,
+                    size=args.size,
+                    pjsua2_wheel=args.pjsua2_wheel,
+                    wheel=args.wheel,
+                    mirror=args.mirror,
+                    cache=args.cache,
+                    compress=not args.no_compress,
+                    id_seed=args.id_seed,
+                ),
+                console=console,
+            )
+        except BuildError as exc:
+            console.print(f"[red]build failed:[/] {exc}")
+            return 1
+        return 0
+    if args.command == "boot-test":
+        from image.boottest import BootTestError, boot_test
+
+        try:
+            result = boot_test(
+                args.image,
+                seed_path=args.seed,
+                kamailio=args.kamailio,
+                timeout=args.timeout,
+                console_log=args.console_log,
+            )
+        except BootTestError as exc:
+            console.print(f"[red]boot test failed:[/] {exc}")
+            return 1
+        console.print(f"[green]boot test passed[/]: {result.summary()}")
+        return 0
+    if args.command == "bmap":
+        from image.bmap import create_bmap, write_bmap
+
+        out = args.image.with_name(args.image.name + ".bmap")
+        write_bmap(create_bmap(args.image), out)
+        console.print(f"wrote {out}")
+        return 0
+    if args.command == "seed":
+        from image.layout import LayoutError, boot_partition_offset
+        from image.seed import SeedError, load_seed, write_seed
+
+        try:
+            write_seed(args.target, boot_partition_offset(args.target), load_seed(args.seed))
+        except (SeedError, LayoutError) as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 1
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(image_main(sys.argv[1:]))

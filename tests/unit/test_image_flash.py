@@ -1,0 +1,162 @@
+"""Flashing to image files: sparse verified copy, seeding, batch, and refusals before writing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from image.cli import flash_main
+from image.flash import Flasher, FlashError
+from image.layout import MIB
+from image.sample import make_sample_image
+from image.seed import read_seed
+
+SEED = """hostname = "desk-7"
+
+[provisioning]
+url = "https://prov.example.net"
+enrollment_token = "tok-123"
+
+[sip]
+user = "1001"
+password = "pw"
+domain = "10.0.2.2:5060"
+"""
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    image, _ = make_sample_image(tmp_path_factory.mktemp("flash"), payload_bytes=2 * MIB)
+    return image
+
+
+@pytest.fixture
+def image(built: Path, tmp_path: Path) -> Path:
+    """A private copy (sparse, with its bmap) that a test may damage."""
+    copy = tmp_path / "in" / "phone.img"
+    copy.parent.mkdir()
+    with open(built, "rb") as src, open(copy, "wb") as dst:
+        dst.truncate(built.stat().st_size)
+        for start, end in _extents(src.fileno(), built.stat().st_size):
+            dst.seek(start)
+            dst.write(os.pread(src.fileno(), end - start, start))
+    shutil.copy(built.with_name(built.name + ".bmap"), copy.with_name(copy.name + ".bmap"))
+    return copy
+
+
+def _extents(fd: int, size: int):
+    from image.bmap import mapped_extents
+
+    return mapped_extents(fd, size)
+
+
+def test_flash_to_file_is_identical_and_sparse(image: Path, tmp_path: Path) -> None:
+    target = tmp_path / "card.img"
+    target.write_bytes(b"\xff" * (3 * MIB))  # stale contents must not survive
+    result = Flasher(image).flash(target)
+    assert sha(target) == sha(image)
+    assert result.verified
+    assert result.bytes_written < image.stat().st_size // 4
+    assert os.stat(target).st_blocks * 512 < image.stat().st_size // 2
+
+
+def test_flash_writes_seed_that_reads_back(image: Path, tmp_path: Path) -> None:
+    seed_file = tmp_path / "seed.toml"
+    seed_file.write_text(SEED)
+    target = tmp_path / "card.img"
+    assert flash_main([str(image), str(target), "--seed", str(seed_file)]) == 0
+    seed = read_seed(target, 4 * MIB)
+    assert seed is not None
+    assert seed.hostname == "desk-7"
+    assert seed.provisioning.enrollment_token == "tok-123"
+    assert seed.sip is not None and seed.sip.domain == "10.0.2.2:5060"
+    assert read_seed(image, 4 * MIB) is None  # the image itself is untouched
+
+
+def test_batch_gives_each_card_its_own_seed(image: Path, tmp_path: Path) -> None:
+    csv_file = tmp_path / "devices.csv"
+    csv_file.write_text("hostname,enrollment_token\nphone-a,tok-a\nphone-b,tok-b\n")
+    base = tmp_path / "base.toml"
+    base.write_text('hostname = "x"\n[provisioning]\nurl = "https://prov.example.net"\n')
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    argv = [str(image), "--seed", str(base), "--batch", str(csv_file), "--targets", f"{a},{b}"]
+    assert flash_main(argv) == 0
+    seeds = [read_seed(t, 4 * MIB) for t in (a, b)]
+    assert [(s.hostname, s.provisioning.enrollment_token) for s in seeds] == [
+        ("phone-a", "tok-a"),
+        ("phone-b", "tok-b"),
+    ]
+    assert all(s.provisioning.url == "https://prov.example.net" for s in seeds)
+
+
+def test_batch_row_count_must_match_targets(image: Path, tmp_path: Path) -> None:
+    csv_file = tmp_path / "devices.csv"
+    csv_file.write_text("hostname\nphone-a\nphone-b\n")
+    a = tmp_path / "a.img"
+    assert flash_main([str(image), "--batch", str(csv_file), "--targets", str(a)]) == 1
+    assert not a.exists()
+
+
+def test_bad_seed_is_rejected_before_writing(image: Path, tmp_path: Path) -> None:
+    seed_file = tmp_path / "seed.toml"
+    seed_file.write_text('hostname = "bad name!"\n')
+    target = tmp_path / "card.img"
+    assert flash_main([str(image), str(target), "--seed", str(seed_file)]) == 1
+    assert not target.exists()
+
+
+def test_corrupt_image_is_rejected_before_writing(image: Path, tmp_path: Path) -> None:
+    flasher = Flasher(image)
+    offset, _ = flasher.bmap.byte_span(flasher.bmap.ranges[-1])
+    with open(image, "r+b") as fh:
+        fh.seek(offset + 17)
+        fh.write(b"\x00corrupt")
+    target = tmp_path / "card.img"
+    with pytest.raises(FlashError, match=r"nothing written.*checksum mismatch"):
+        Flasher(image).flash(target)
+    assert not target.exists()
+
+
+def test_truncated_image_is_rejected_before_writing(image: Path, tmp_path: Path) -> None:
+    os.truncate(image, image.stat().st_size - MIB)
+    target = tmp_path / "card.img"
+    target.write_bytes(b"keep")
+    with pytest.raises(FlashError, match="truncated"):
+        Flasher(image).flash(target)
+    assert target.read_bytes() == b"keep"
+
+
+def test_bad_partition_table_is_rejected_before_writing(image: Path, tmp_path: Path) -> None:
+    from image.bmap import create_bmap, write_bmap
+
+    with open(image, "r+b") as fh:  # wipe the MBR signature, then make a matching bmap
+        fh.seek(510)
+        fh.write(b"\x00\x00")
+    write_bmap(create_bmap(image), image.with_name(image.name + ".bmap"))
+    target = tmp_path / "card.img"
+    with pytest.raises(FlashError, match=r"nothing written.*partition"):
+        Flasher(image).flash(target)
+    assert not target.exists()
+
+
+def test_missing_or_damaged_bmap_is_a_clear_error(image: Path, tmp_path: Path) -> None:
+    bmap = image.with_name(image.name + ".bmap")
+    bmap.write_text(bmap.read_text().replace("<BlockSize> 4096", "<BlockSize> 8192"))
+    with pytest.raises(FlashError, match="own checksum"):
+        Flasher(image)
+    bmap.unlink()
+    with pytest.raises(FlashError, match="no block map"):
+        Flasher(image)
+
+
+def test_refuses_to_flash_image_onto_itself(image: Path) -> None:
+    with pytest.raises(FlashError, match="image itself"):
+        Flasher(image).flash(image)
