@@ -38,6 +38,7 @@ class ServerSettings:
     notify_enabled: bool = True
     purge_interval_s: int = 3600  # 0 disables the periodic purge task
     migrate_on_start: bool = True
+    web_ui: bool = True  # mount provisioning.web (False: device + REST API only)
     retention: RetentionDays = field(default_factory=RetentionDays)
 
     @property
@@ -80,5 +81,6 @@ def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
         notify_enabled=env.get("OFFHOOK_NOTIFY", "1") not in ("0", "false", "no"),
         purge_interval_s=_env_int(env, "OFFHOOK_PURGE_INTERVAL_S", 3600),
         migrate_on_start=env.get("OFFHOOK_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
+        web_ui=env.get("OFFHOOK_WEB_UI", "1") not in ("0", "false", "no"),
         retention=retention,
     )

@@ -1,0 +1,847 @@
+"""Admin REST API (/api/v1/admin). Bearer API token or the web UI session.
+
+Roles: read-only may GET; operator may change devices, lines, settings, tokens and trigger
+resyncs; admin may also manage admin users and erase personal data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioning import audit, operations, retention
+from provisioning.admin_auth import (
+    AdminError,
+    client_ip,
+    create_admin,
+    create_api_token,
+    require_admin,
+)
+from provisioning.app import ServicesDep
+from provisioning.db import DbSession
+from provisioning.errors import ApiError
+from provisioning.models import (
+    ROLE_ADMIN,
+    ROLE_OPERATOR,
+    ROLE_READ_ONLY,
+    AdminUser,
+    AuditEntry,
+    CallRecordRow,
+    Device,
+    DeviceEvent,
+    EnrollmentToken,
+    Group,
+    Line,
+    QualityRecord,
+    StatusReport,
+    Template,
+)
+from provisioning.operations import Actor, OperationError
+from provisioning.render import fleet_defaults, render_device
+from provisioning.resync import resync
+
+router = APIRouter(tags=["admin"])
+
+Reader = Annotated[AdminUser, Depends(require_admin(ROLE_READ_ONLY))]
+Operator = Annotated[AdminUser, Depends(require_admin(ROLE_OPERATOR))]
+Admin = Annotated[AdminUser, Depends(require_admin(ROLE_ADMIN))]
+Limit = Annotated[int, Query(ge=1, le=5000)]
+
+
+def _actor(user: AdminUser, request: Request) -> Actor:
+    return Actor(f"admin:{user.username}", client_ip(request))
+
+
+def _fail(exc: OperationError | AdminError) -> ApiError:
+    status = getattr(exc, "status", 422)
+    code = {404: "not_found", 409: "conflict"}.get(status, "invalid")
+    return ApiError(status, code, str(exc))
+
+
+def _commit_and_resync(db: Session, services: Any, device_ids: list[str]) -> int:
+    db.commit()  # phones must find the new revision when the NOTIFY reaches them
+    if not device_ids:
+        return 0
+    return resync(db, services.keys, services.notifier, device_ids)
+
+
+def _device_out(d: Device) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "mac": d.mac,
+        "serial": d.serial,
+        "model": d.model,
+        "name": d.name,
+        "group_id": d.group_id,
+        "status": d.status,
+        "pre_registered": d.pre_registered,
+        "enrolled": d.secret_hash is not None,
+        "settings": d.settings,
+        "revision": d.revision,
+        "reported_revision": d.reported_revision,
+        "firmware_version": d.firmware_version,
+        "last_ip": d.last_ip,
+        "sip_contact": d.sip_contact,
+        "last_seen": d.last_seen.isoformat() if d.last_seen else None,
+        "created_at": d.created_at.isoformat(),
+    }
+
+
+def _row(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        c.key: (v.isoformat() if hasattr(v, "isoformat") else v)
+        for c in obj.__table__.columns
+        if c.key not in skip
+        for v in [getattr(obj, c.key)]
+    }
+
+
+# --- bodies -------------------------------------------------------------------------------------
+
+
+class DeviceCreate(BaseModel):
+    mac: str
+    serial: str = ""
+    model: str = ""
+    name: str = ""
+    group: str | int | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeviceUpdate(BaseModel):
+    name: str | None = None
+    serial: str | None = None
+    model: str | None = None
+    group: str | int | None = None
+    clear_group: bool = False
+
+
+class SettingsChange(BaseModel):
+    """``set``: dotted keys -> values (``{"audio.tone_plan": "uk"}``); ``unset``: dotted keys;
+    ``replace``: the whole partial config (applied first)."""
+
+    set: dict[str, Any] = Field(default_factory=dict)
+    unset: list[str] = Field(default_factory=list)
+    replace: dict[str, Any] | None = None
+
+
+class GroupCreate(BaseModel):
+    name: str
+    kind: Literal["site", "group"] = "group"
+    parent: str | int | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class GroupUpdate(BaseModel):
+    name: str | None = None
+    parent: str | int | None = None
+    clear_parent: bool = False
+
+
+class TemplateCreate(BaseModel):
+    name: str
+    description: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class TemplateUpdate(BaseModel):
+    description: str | None = None
+    settings: dict[str, Any] | None = None
+
+
+class LineCreate(BaseModel):
+    extension: str
+    registrar: str
+    password: str = ""
+    display_name: str = ""
+    auth_user: str = ""
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    outbound_proxy: str = ""
+    position: int | None = None
+
+
+class LineUpdate(BaseModel):
+    extension: str | None = None
+    registrar: str | None = None
+    password: str | None = None
+    display_name: str | None = None
+    auth_user: str | None = None
+    transport: Literal["udp", "tcp", "tls"] | None = None
+    outbound_proxy: str | None = None
+    enabled: bool | None = None
+
+
+class TokenCreate(BaseModel):
+    name: str = ""
+    ttl_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24 * 7
+    max_uses: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+
+
+class ResyncRequest(BaseModel):
+    device_ids: list[str] = Field(default_factory=list)
+    group: str | int | None = None
+    all: bool = False
+
+
+class Subject(BaseModel):
+    device: str | None = None
+    extension: str | None = None
+
+
+class AdminCreate(BaseModel):
+    username: str
+    password: str
+    role: Literal["admin", "operator", "read-only"] = "read-only"
+
+
+class ApiTokenCreate(BaseModel):
+    name: str = ""
+    ttl_days: Annotated[float | None, Field(gt=0)] = None
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+
+@router.get("/devices")
+def list_devices(
+    db: DbSession,
+    _user: Reader,
+    status: str | None = None,
+    group: str | None = None,
+    limit: Limit = 500,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    query = select(Device).order_by(Device.created_at, Device.id)
+    if status:
+        query = query.where(Device.status == status)
+    if group:
+        query = query.where(Device.group_id == operations.get_group(db, group).id)
+    return [_device_out(d) for d in db.scalars(query.limit(limit).offset(offset))]
+
+
+@router.post("/devices", status_code=201)
+def create_device(
+    body: DeviceCreate, request: Request, db: DbSession, user: Operator
+) -> dict[str, Any]:
+    try:
+        device = operations.add_device(
+            db,
+            _actor(user, request),
+            body.mac,
+            serial=body.serial,
+            model=body.model,
+            name=body.name,
+            group=body.group,
+            settings=body.settings,
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+    return _device_out(device)
+
+
+@router.post("/devices/import")
+def import_devices(
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    csv_text: Annotated[str, Body(media_type="text/csv")],
+) -> dict[str, Any]:
+    """CSV with header: mac, serial, model, name, group (only mac required)."""
+    try:
+        result = operations.import_devices_csv(db, _actor(user, request), csv_text)
+    except OperationError as exc:
+        raise _fail(exc) from None
+    return {"created": len(result.created), "updated": len(result.updated), "errors": result.errors}
+
+
+@router.get("/devices/{ref}")
+def read_device(ref: str, db: DbSession, _user: Reader) -> dict[str, Any]:
+    try:
+        device = operations.get_device(db, ref)
+    except OperationError as exc:
+        raise _fail(exc) from None
+    out = _device_out(device)
+    out["lines"] = [_row(line, ("password_enc",)) for line in device.lines]
+    return out
+
+
+@router.patch("/devices/{ref}")
+def patch_device(
+    ref: str,
+    body: DeviceUpdate,
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    try:
+        changed = operations.update_device(
+            db,
+            _actor(user, request),
+            ref,
+            name=body.name,
+            serial=body.serial,
+            model=body.model,
+            group=body.group,
+            clear_group=body.clear_group,
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+    _commit_and_resync(db, services, changed)
+    return _device_out(operations.get_device(db, ref))
+
+
+@router.delete("/devices/{ref}", status_code=204)
+def remove_device(ref: str, request: Request, db: DbSession, user: Operator) -> None:
+    try:
+        operations.delete_device(db, _actor(user, request), ref)
+    except OperationError as exc:
+        raise _fail(exc) from None
+
+
+def _device_action_route(action: str) -> None:
+    def handler(ref: str, request: Request, db: DbSession, user: Operator) -> dict[str, Any]:
+        try:
+            device = operations.set_device_status(db, _actor(user, request), ref, action)
+        except OperationError as exc:
+            raise _fail(exc) from None
+        return _device_out(device)
+
+    handler.__name__ = f"{action}_device"
+    router.add_api_route(
+        f"/devices/{{ref}}/{action}", handler, methods=["POST"], summary=DEVICE_ACTIONS[action]
+    )
+
+
+DEVICE_ACTIONS = {
+    "approve": "Approve a pending (or rejected) device",
+    "reject": "Reject a pending device",
+    "revoke": "Revoke a device's credential",
+    "reset": "Forget the device secret so it can enrol again",
+}
+for _action in DEVICE_ACTIONS:
+    _device_action_route(_action)
+
+
+@router.get("/devices/{ref}/config")
+def preview_config(ref: str, db: DbSession, _user: Reader, services: ServicesDep) -> Any:
+    """The config this device would receive (SIP passwords masked)."""
+    from firmware.config import ConfigError
+
+    try:
+        device = operations.get_device(db, ref)
+        rendered = render_device(db, device, services.keys)
+    except OperationError as exc:
+        raise _fail(exc) from None
+    except ConfigError as exc:
+        raise ApiError(422, "config_invalid", str(exc)) from None
+    import json
+
+    return audit.mask_secrets(json.loads(rendered.body))
+
+
+@router.get("/devices/{ref}/status")
+def device_status_reports(
+    ref: str, db: DbSession, _user: Reader, limit: Limit = 50
+) -> list[dict[str, Any]]:
+    try:
+        device = operations.get_device(db, ref)
+    except OperationError as exc:
+        raise _fail(exc) from None
+    query = (
+        select(StatusReport)
+        .where(StatusReport.device_id == device.id)
+        .order_by(StatusReport.time.desc())
+        .limit(limit)
+    )
+    return [_row(r) for r in db.scalars(query)]
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def _change(
+    db: Session,
+    services: Any,
+    user: AdminUser,
+    request: Request,
+    scope: str,
+    ref: str | None,
+    body: SettingsChange,
+) -> dict[str, Any]:
+    try:
+        changed = operations.change_settings(
+            db,
+            _actor(user, request),
+            scope,
+            ref,
+            set_values=body.set,
+            unset=body.unset,
+            replace=body.replace,
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+    notified = _commit_and_resync(db, services, changed)
+    return {"changed_devices": len(changed), "notified": notified}
+
+
+@router.get("/settings/fleet")
+def read_fleet_settings(db: DbSession, _user: Reader) -> dict[str, Any]:
+    return fleet_defaults(db).settings or {}
+
+
+@router.patch("/settings/fleet")
+def change_fleet_settings(
+    body: SettingsChange, request: Request, db: DbSession, user: Operator, services: ServicesDep
+) -> dict[str, Any]:
+    return _change(db, services, user, request, "fleet", None, body)
+
+
+@router.patch("/groups/{ref}/settings")
+def change_group_settings(
+    ref: str,
+    body: SettingsChange,
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    return _change(db, services, user, request, "group", ref, body)
+
+
+@router.patch("/devices/{ref}/settings")
+def change_device_settings(
+    ref: str,
+    body: SettingsChange,
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    return _change(db, services, user, request, "device", ref, body)
+
+
+# --- groups & templates -------------------------------------------------------------------------
+
+
+def _group_out(g: Group) -> dict[str, Any]:
+    return audit.group_snapshot(g)
+
+
+@router.get("/groups")
+def list_groups(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
+    return [_group_out(g) for g in db.scalars(select(Group).order_by(Group.name))]
+
+
+@router.post("/groups", status_code=201)
+def create_group(body: GroupCreate, request: Request, db: DbSession, user: Operator) -> Any:
+    try:
+        group = operations.create_group(
+            db, _actor(user, request), body.name, body.kind, body.parent, body.settings
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+    return _group_out(group)
+
+
+@router.get("/groups/{ref}")
+def read_group(ref: str, db: DbSession, _user: Reader) -> Any:
+    try:
+        return _group_out(operations.get_group(db, ref))
+    except OperationError as exc:
+        raise _fail(exc) from None
+
+
+@router.patch("/groups/{ref}")
+def patch_group(
+    ref: str,
+    body: GroupUpdate,
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    services: ServicesDep,
+) -> Any:
+    try:
+        changed = operations.update_group(
+            db,
+            _actor(user, request),
+            ref,
+            name=body.name,
+            parent=body.parent,
+            clear_parent=body.clear_parent,
+        )
+        group_id = operations.get_group(db, body.name or ref).id
+    except OperationError as exc:
+        raise _fail(exc) from None
+    _commit_and_resync(db, services, changed)
+    return _group_out(db.get(Group, group_id))
+
+
+@router.delete("/groups/{ref}", status_code=204)
+def remove_group(
+    ref: str, request: Request, db: DbSession, user: Operator, services: ServicesDep
+) -> None:
+    try:
+        changed = operations.delete_group(db, _actor(user, request), ref)
+    except OperationError as exc:
+        raise _fail(exc) from None
+    _commit_and_resync(db, services, changed)
+
+
+@router.put("/groups/{ref}/templates/{template}")
+def attach_template(
+    ref: str,
+    template: str,
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    try:
+        changed = operations.attach_template(db, _actor(user, request), ref, template, True)
+    except OperationError as exc:
+        raise _fail(exc) from None
+    return {"changed_devices": len(changed), "notified": _commit_and_resync(db, services, changed)}
+
+
+@router.delete("/groups/{ref}/templates/{template}")
+def detach_template(
+    ref: str,
+    template: str,
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    try:
+        changed = operations.attach_template(db, _actor(user, request), ref, template, False)
+    except OperationError as exc:
+        raise _fail(exc) from None
+    return {"changed_devices": len(changed), "notified": _commit_and_resync(db, services, changed)}
+
+
+@router.get("/templates")
+def list_templates(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
+    return [
+        audit.template_snapshot(t) for t in db.scalars(select(Template).order_by(Template.name))
+    ]
+
+
+@router.post("/templates", status_code=201)
+def create_template(body: TemplateCreate, request: Request, db: DbSession, user: Operator) -> Any:
+    try:
+        template = operations.create_template(
+            db, _actor(user, request), body.name, body.settings, body.description
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+    return audit.template_snapshot(template)
+
+
+@router.patch("/templates/{ref}")
+def patch_template(
+    ref: str,
+    body: TemplateUpdate,
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    try:
+        changed = operations.update_template(
+            db, _actor(user, request), ref, settings=body.settings, description=body.description
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+    return {"changed_devices": len(changed), "notified": _commit_and_resync(db, services, changed)}
+
+
+@router.delete("/templates/{ref}", status_code=204)
+def remove_template(
+    ref: str, request: Request, db: DbSession, user: Operator, services: ServicesDep
+) -> None:
+    try:
+        changed = operations.delete_template(db, _actor(user, request), ref)
+    except OperationError as exc:
+        raise _fail(exc) from None
+    _commit_and_resync(db, services, changed)
+
+
+# --- lines --------------------------------------------------------------------------------------
+
+
+@router.get("/lines")
+def list_lines(
+    db: DbSession, _user: Reader, extension: str | None = None, limit: Limit = 500
+) -> list[dict[str, Any]]:
+    query = select(Line).order_by(Line.device_id, Line.position).limit(limit)
+    if extension:
+        query = query.where(Line.extension == extension)
+    return [audit.line_snapshot(line) for line in db.scalars(query)]
+
+
+@router.post("/devices/{ref}/lines", status_code=201)
+def create_line(
+    ref: str,
+    body: LineCreate,
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    try:
+        line, changed = operations.add_line(
+            db, services.keys, _actor(user, request), ref, **body.model_dump()
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+    out = audit.line_snapshot(line)
+    _commit_and_resync(db, services, changed)
+    return out
+
+
+@router.patch("/lines/{line_id}")
+def patch_line(
+    line_id: int,
+    body: LineUpdate,
+    request: Request,
+    db: DbSession,
+    user: Operator,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    try:
+        changed = operations.update_line(
+            db,
+            services.keys,
+            _actor(user, request),
+            line_id,
+            **body.model_dump(exclude_unset=True),
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+    _commit_and_resync(db, services, changed)
+    return audit.line_snapshot(db.get(Line, line_id))
+
+
+@router.delete("/lines/{line_id}", status_code=204)
+def remove_line(
+    line_id: int, request: Request, db: DbSession, user: Operator, services: ServicesDep
+) -> None:
+    try:
+        changed = operations.delete_line(db, _actor(user, request), line_id)
+    except OperationError as exc:
+        raise _fail(exc) from None
+    _commit_and_resync(db, services, changed)
+
+
+# --- enrollment tokens --------------------------------------------------------------------------
+
+
+def _token_out(t: EnrollmentToken) -> dict[str, Any]:
+    return _row(t, ("token_hash", "token_enc"))
+
+
+@router.get("/enrollment-tokens")
+def list_tokens(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
+    rows = db.scalars(select(EnrollmentToken).order_by(EnrollmentToken.created_at.desc()))
+    return [_token_out(t) for t in rows]
+
+
+@router.post("/enrollment-tokens", status_code=201)
+def create_token(
+    body: TokenCreate, request: Request, db: DbSession, user: Operator, services: ServicesDep
+) -> dict[str, Any]:
+    """The token text is returned once; the database keeps it encrypted."""
+    try:
+        plain, token = operations.create_enrollment_token(
+            db,
+            services.keys,
+            _actor(user, request),
+            name=body.name,
+            ttl=timedelta(hours=body.ttl_hours),
+            max_uses=body.max_uses,
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+    return {**_token_out(token), "token": plain}
+
+
+@router.delete("/enrollment-tokens/{token_id}")
+def revoke_token(token_id: int, request: Request, db: DbSession, user: Operator) -> Any:
+    try:
+        return _token_out(operations.revoke_enrollment_token(db, _actor(user, request), token_id))
+    except OperationError as exc:
+        raise _fail(exc) from None
+
+
+# --- status and reports -------------------------------------------------------------------------
+
+
+@router.get("/status")
+def fleet_status(db: DbSession, _user: Reader) -> dict[str, Any]:
+    return operations.fleet_summary(db)
+
+
+def _report_query(model: Any, db: Session, device: str | None, order: Any, limit: int) -> Any:
+    query = select(model).order_by(order.desc()).limit(limit)
+    if device:
+        try:
+            query = query.where(model.device_id == operations.get_device(db, device).id)
+        except OperationError as exc:
+            raise _fail(exc) from None
+    return [_row(r) for r in db.scalars(query)]
+
+
+@router.get("/cdrs")
+def list_cdrs(
+    db: DbSession, _user: Reader, device: str | None = None, limit: Limit = 500
+) -> list[dict[str, Any]]:
+    return _report_query(CallRecordRow, db, device, CallRecordRow.start, limit)
+
+
+@router.get("/quality")
+def list_quality(
+    db: DbSession, _user: Reader, device: str | None = None, limit: Limit = 500
+) -> list[dict[str, Any]]:
+    return _report_query(QualityRecord, db, device, QualityRecord.time, limit)
+
+
+@router.get("/events")
+def list_events(
+    db: DbSession, _user: Reader, device: str | None = None, limit: Limit = 500
+) -> list[dict[str, Any]]:
+    return _report_query(DeviceEvent, db, device, DeviceEvent.time, limit)
+
+
+@router.get("/audit")
+def list_audit(
+    db: DbSession,
+    _user: Reader,
+    target_id: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: Limit = 500,
+) -> list[dict[str, Any]]:
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if target_id:
+        query = query.where(AuditEntry.target_id == target_id)
+    if action:
+        query = query.where(AuditEntry.action == action)
+    if since:
+        query = query.where(AuditEntry.time >= since)
+    return [_row(e) for e in db.scalars(query)]
+
+
+@router.post("/resync")
+def resync_devices(
+    body: ResyncRequest, request: Request, db: DbSession, user: Operator, services: ServicesDep
+) -> dict[str, Any]:
+    """Send NOTIFY check-sync now (no revision change): devices by id, a group, or all."""
+    if body.all:
+        ids = list(db.scalars(select(Device.id)))
+    elif body.group is not None:
+        try:
+            group = operations.get_group(db, body.group)
+        except OperationError as exc:
+            raise _fail(exc) from None
+        from provisioning.render import subtree_group_ids
+
+        ids = list(
+            db.scalars(
+                select(Device.id).where(Device.group_id.in_(subtree_group_ids(db, group.id)))
+            )
+        )
+    else:
+        ids = [operations.get_device(db, ref).id for ref in body.device_ids]
+    audit.record(
+        db,
+        f"admin:{user.username}",
+        "resync",
+        "devices",
+        "",
+        None,
+        {"devices": len(ids)},
+        client_ip(request),
+    )
+    return {"devices": len(ids), "notified": _commit_and_resync(db, services, ids)}
+
+
+# --- privacy and retention ----------------------------------------------------------------------
+
+
+@router.post("/privacy/export")
+def privacy_export(body: Subject, request: Request, db: DbSession, user: Operator) -> Any:
+    try:
+        return retention.export_subject(
+            db, _actor(user, request), device=body.device, extension=body.extension
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+
+
+@router.post("/privacy/erase")
+def privacy_erase(body: Subject, request: Request, db: DbSession, user: Admin) -> Any:
+    try:
+        return retention.erase_subject(
+            db, _actor(user, request), device=body.device, extension=body.extension
+        )
+    except OperationError as exc:
+        raise _fail(exc) from None
+
+
+@router.post("/purge")
+def purge(request: Request, db: DbSession, user: Admin, services: ServicesDep) -> dict[str, int]:
+    """Run the retention purge now (it also runs periodically in the server)."""
+    return retention.purge_session(db, services.settings.retention, f"admin:{user.username}")
+
+
+# --- admin users and API tokens -----------------------------------------------------------------
+
+
+@router.get("/me")
+def whoami(user: Reader) -> dict[str, Any]:
+    return {"username": user.username, "role": user.role}
+
+
+@router.post("/users", status_code=201)
+def add_admin(body: AdminCreate, request: Request, db: DbSession, user: Admin) -> Any:
+    try:
+        new = create_admin(db, body.username, body.password, body.role)
+    except AdminError as exc:
+        raise _fail(exc) from None
+    audit.record(
+        db,
+        f"admin:{user.username}",
+        "admin_user.create",
+        "admin_user",
+        new.id,
+        None,
+        {"username": new.username, "role": new.role},
+        client_ip(request),
+    )
+    return {"id": new.id, "username": new.username, "role": new.role}
+
+
+@router.post("/api-tokens", status_code=201)
+def add_api_token(body: ApiTokenCreate, request: Request, db: DbSession, user: Reader) -> Any:
+    """A bearer token for the calling user (same role); shown once."""
+    from provisioning.models import utcnow
+
+    expires = utcnow() + timedelta(days=body.ttl_days) if body.ttl_days else None
+    plain, row = create_api_token(db, user, body.name, expires)
+    audit.record(
+        db,
+        f"admin:{user.username}",
+        "api_token.create",
+        "api_token",
+        row.id,
+        None,
+        {"name": body.name, "prefix": row.prefix},
+        client_ip(request),
+    )
+    return {"id": row.id, "token": plain, "expires_at": expires.isoformat() if expires else None}

@@ -1,0 +1,354 @@
+"""Device API per docs/provisioning-protocol.md: enrol, config with ETag, idempotent reports."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from firmware.config import ConfigError
+from provisioning import audit
+from provisioning.app import Services, ServicesDep
+from provisioning.auth import (
+    authenticate_device,
+    check_serial,
+    new_device_secret,
+    normalise_mac,
+    secret_digest,
+)
+from provisioning.crypto import sha256_hex
+from provisioning.db import DbSession
+from provisioning.errors import ApiError
+from provisioning.models import (
+    DEVICE_PENDING,
+    DEVICE_REJECTED,
+    DEVICE_REVOKED,
+    CallRecordRow,
+    Device,
+    DeviceEvent,
+    EnrollmentToken,
+    QualityRecord,
+    StatusReport,
+    utcnow,
+)
+from provisioning.render import render_device
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["device"])
+
+MAX_RECORDS = 1000
+RecordId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class EnrollRequest(_Body):
+    mac: str
+    serial: str
+    model: Annotated[str, Field(max_length=64)] = ""
+    firmware_version: Annotated[str, Field(max_length=64)] = ""
+    enrollment_token: Annotated[str, Field(max_length=256)] = ""
+    nonce: Annotated[str, Field(min_length=16, max_length=128)]
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str) -> str:
+        return normalise_mac(value)
+
+    @field_validator("serial")
+    @classmethod
+    def _serial(cls, value: str) -> str:
+        return check_serial(value)
+
+
+class LineStatus(_Body):
+    account: int = 0
+    user: str = ""
+    registered: bool = False
+    status: int = 0
+
+
+class StatusBody(_Body):
+    id: RecordId
+    time: datetime
+    firmware_version: Annotated[str, Field(max_length=64)] = ""
+    ip: Annotated[str, Field(max_length=64)] = ""
+    uptime_s: float = 0.0
+    config_revision: int | None = None
+    sip_contact: Annotated[str, Field(max_length=128)] = ""
+    lines: list[LineStatus] = Field(default_factory=list)
+
+
+class CallRecordBody(_Body):
+    id: RecordId
+    direction: Literal["outgoing", "incoming"]
+    account: int = 0
+    local_uri: Annotated[str, Field(max_length=255)] = ""
+    remote_uri: Annotated[str, Field(max_length=255)] = ""
+    remote_name: Annotated[str, Field(max_length=255)] = ""
+    start: float
+    answer: float | None = None
+    end: float
+    disposition: Literal["answered", "no_answer", "busy", "failed", "rejected", "missed"]
+    status_code: int = 0
+
+
+class QualityBody(_Body):
+    id: RecordId
+    call_record_id: Annotated[str, Field(max_length=64)] = ""
+    time: datetime
+    codec: Annotated[str, Field(max_length=32)] = ""
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    rtt_ms: float = 0.0
+    mos: Annotated[float, Field(ge=0, le=5)] = 0.0
+
+
+class EventBody(_Body):
+    id: RecordId
+    time: datetime
+    type: Literal["config_rejected", "config_rolled_back", "config_applied"]
+    config_revision: int | None = None
+    detail: Annotated[str, Field(max_length=4000)] = ""
+
+
+class CdrBatch(_Body):
+    records: Annotated[list[CallRecordBody], Field(max_length=MAX_RECORDS)]
+
+
+class QualityBatch(_Body):
+    records: Annotated[list[QualityBody], Field(max_length=MAX_RECORDS)]
+
+
+class EventBatch(_Body):
+    records: Annotated[list[EventBody], Field(max_length=MAX_RECORDS)]
+
+
+class Accepted(BaseModel):
+    accepted: list[str]
+
+
+def current_device(db: DbSession, authorization: Annotated[str, Header()] = "") -> Device:
+    return authenticate_device(db, authorization)
+
+
+CurrentDevice = Annotated[Device, Depends(current_device)]
+
+
+# --- enrollment ---------------------------------------------------------------------------------
+
+
+def _usable_token(db: Session, plain: str, device: Device | None) -> EnrollmentToken:
+    bad = ApiError(403, "bad_token", "invalid, expired or exhausted enrollment token")
+    if not plain:
+        raise bad
+    token = db.scalar(
+        select(EnrollmentToken).where(EnrollmentToken.token_hash == sha256_hex(plain))
+    )
+    if token is None or token.revoked or token.expires_at <= utcnow():
+        raise bad
+    already_counted = device is not None and device.enrollment_token_id == token.id
+    if token.uses >= token.max_uses and not already_counted:
+        raise bad
+    return token
+
+
+def _issue_secret(services: Services, device: Device, nonce: str) -> dict[str, str]:
+    secret = new_device_secret()
+    device.secret_hash = secret_digest(secret)
+    device.secret_enc = services.keys.encrypt(secret, "devices.secret")
+    device.enroll_nonce = nonce
+    device.enrolled_at = utcnow()
+    return {"status": "approved", "device_id": device.id, "secret": secret}
+
+
+@router.post(
+    "/enroll",
+    responses={202: {"description": "pending approval"}, 403: {}, 409: {}, 422: {}},
+)
+def enroll(
+    body: EnrollRequest,
+    request: Request,
+    response: Response,
+    db: DbSession,
+    services: ServicesDep,
+) -> dict[str, str]:
+    device = db.scalar(select(Device).where(Device.mac == body.mac))
+    token = _usable_token(db, body.enrollment_token, device)
+    ip = request.client.host if request.client else ""
+
+    if device is None:
+        device = Device(
+            mac=body.mac,
+            serial=body.serial,
+            model=body.model,
+            firmware_version=body.firmware_version,
+            status=DEVICE_PENDING,
+            enrollment_token_id=token.id,
+            last_ip=ip,
+        )
+        token.uses += 1
+        db.add(device)
+        try:
+            db.flush()
+        except IntegrityError:  # the same MAC enrolling twice at once: the other one won
+            db.rollback()
+            raise ApiError(409, "conflict", "enrollment already in progress, retry") from None
+        audit.record(
+            db,
+            f"device:{body.mac}",
+            "device.enroll_request",
+            "device",
+            device.id,
+            after=audit.device_snapshot(device),
+            ip=ip,
+        )
+        log.info("enrollment queued mac=%s device=%s", body.mac, device.id)
+
+    if device.status == DEVICE_REJECTED:
+        raise ApiError(403, "rejected", "enrollment rejected by an administrator")
+    if device.status == DEVICE_REVOKED:
+        raise ApiError(403, "revoked", "this device has been revoked")
+    if device.status == DEVICE_PENDING:
+        response.status_code = 202
+        response.headers["Retry-After"] = str(services.settings.enroll_retry_after_s)
+        return {"status": "pending"}
+
+    # Approved (by an admin, or pre-registered).
+    if device.enrollment_token_id != token.id and device.secret_hash is None:
+        token.uses += 1  # a pre-registered device claimed with this token
+        device.enrollment_token_id = token.id
+    device.serial = body.serial or device.serial
+    device.model = body.model or device.model
+    device.firmware_version = body.firmware_version or device.firmware_version
+    if device.secret_hash is None:
+        result = _issue_secret(services, device, body.nonce)
+        audit.record(db, f"device:{device.mac}", "device.enrolled", "device", device.id, ip=ip)
+        log.info("device enrolled device=%s mac=%s", device.id, device.mac)
+        return result
+    if device.enroll_nonce and hmac.compare_digest(device.enroll_nonce, body.nonce):
+        secret = services.keys.decrypt(device.secret_enc or "", "devices.secret")
+        return {"status": "approved", "device_id": device.id, "secret": secret}
+    raise ApiError(409, "already_enrolled", "device already enrolled; an admin must reset it")
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+    return etag in candidates
+
+
+@router.get("/config", responses={304: {}, 401: {}, 403: {}, 503: {}})
+def get_config(
+    device: CurrentDevice,
+    db: DbSession,
+    services: ServicesDep,
+    if_none_match: Annotated[str, Header()] = "",
+) -> Response:
+    rendered = services.render_cache.get(device.id, device.revision)
+    if rendered is None:
+        try:
+            rendered = render_device(db, device, services.keys)
+        except ConfigError as exc:
+            log.error("rendered config invalid device=%s error=%s", device.id, exc)
+            raise ApiError(500, "config_invalid", f"server-side config is invalid: {exc}") from None
+        services.render_cache.put(device.id, rendered)
+    headers = {
+        "ETag": rendered.etag,
+        "X-Config-Revision": str(rendered.revision),
+        "Cache-Control": "no-cache",
+    }
+    if _etag_matches(if_none_match, rendered.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(rendered.body, media_type="application/json", headers=headers)
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+
+def _store_idempotent(
+    db: Session, device: Device, model: type, rows: list[dict[str, Any]]
+) -> list[str]:
+    """Insert the records whose ids are new; return every id now held for this device."""
+    ids = [r["id"] for r in rows]
+    for attempt in range(2):
+        existing = dict(
+            db.execute(select(model.id, model.device_id).where(model.id.in_(ids))).all()
+        )
+        fresh = {r["id"]: r for r in rows if r["id"] not in existing}
+        try:
+            with db.begin_nested():
+                for row in fresh.values():
+                    db.add(model(device_id=device.id, **row))
+            break
+        except IntegrityError:  # a concurrent retry of the same batch stored them first
+            if attempt:
+                raise
+    existing = dict(db.execute(select(model.id, model.device_id).where(model.id.in_(ids))).all())
+    return [i for i in dict.fromkeys(ids) if existing.get(i) == device.id]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.post("/status", response_model=Accepted)
+def post_status(
+    body: StatusBody,
+    request: Request,
+    device: CurrentDevice,
+    db: DbSession,
+) -> Accepted:
+    row = body.model_dump()
+    row["time"] = _utc(body.time)
+    row["lines"] = [line.model_dump() for line in body.lines]
+    accepted = _store_idempotent(db, device, StatusReport, [row])
+    if device.last_seen is None or row["time"] >= device.last_seen:
+        device.last_seen = row["time"]
+        device.firmware_version = body.firmware_version or device.firmware_version
+        device.last_ip = body.ip or (request.client.host if request.client else "")
+        device.sip_contact = body.sip_contact
+        device.reported_revision = body.config_revision
+    return Accepted(accepted=accepted)
+
+
+@router.post("/cdrs", response_model=Accepted)
+def post_cdrs(body: CdrBatch, device: CurrentDevice, db: DbSession) -> Accepted:
+    rows = [r.model_dump() for r in body.records]
+    return Accepted(accepted=_store_idempotent(db, device, CallRecordRow, rows))
+
+
+@router.post("/quality", response_model=Accepted)
+def post_quality(body: QualityBatch, device: CurrentDevice, db: DbSession) -> Accepted:
+    rows = [{**r.model_dump(), "time": _utc(r.time)} for r in body.records]
+    return Accepted(accepted=_store_idempotent(db, device, QualityRecord, rows))
+
+
+@router.post("/events", response_model=Accepted)
+def post_events(body: EventBatch, device: CurrentDevice, db: DbSession) -> Accepted:
+    rows = [{**r.model_dump(), "time": _utc(r.time)} for r in body.records]
+    for r in body.records:
+        if r.type != "config_applied":
+            log.warning(
+                "device config event device=%s type=%s revision=%s detail=%s",
+                device.id,
+                r.type,
+                r.config_revision,
+                r.detail,
+            )
+    return Accepted(accepted=_store_idempotent(db, device, DeviceEvent, rows))

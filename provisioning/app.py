@@ -1,0 +1,219 @@
+"""FastAPI application factory.
+
+``create_app(settings)`` wires: database (migrated on start unless disabled), key ring, render
+cache, NOTIFY sender, device API, admin REST API, the web UI (provisioning.web) and the periodic
+retention purge. ``create_app_from_env()`` is the uvicorn factory used by ``offhook server``
+(every worker process reads the same OFFHOOK_* environment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from provisioning.crypto import KeyRing, load_key_ring
+from provisioning.db import Database
+from provisioning.errors import ApiError
+from provisioning.notify import Notifier
+from provisioning.render import RenderCache
+from provisioning.settings import ServerSettings, settings_from_env
+
+log = logging.getLogger(__name__)
+
+DEVICE_PREFIX = "/api/v1/device"
+
+
+@dataclass
+class Services:
+    """Per-process objects shared by request handlers (``request.app.state.services``)."""
+
+    settings: ServerSettings
+    database: Database
+    keys: KeyRing
+    render_cache: RenderCache
+    notifier: Notifier
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _error_code(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        422: "invalid",
+        503: "unavailable",
+    }.get(status, "error")
+
+
+def _install_error_handlers(app: FastAPI, settings: ServerSettings) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail, "code": exc.code}, exc.status, headers=exc.headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail, "code": _error_code(exc.status_code)},
+            exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(problems), "code": "invalid"}, 422)
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable path=%s error=%s", request.url.path, exc)
+        return JSONResponse(
+            {"detail": "database unavailable, retry later", "code": "unavailable"},
+            503,
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+
+    app.add_exception_handler(OperationalError, unavailable)
+    app.add_exception_handler(PoolTimeoutError, unavailable)
+    app.add_exception_handler(DBAPIError, unavailable)
+
+
+def _install_limiter(app: FastAPI, settings: ServerSettings) -> None:
+    """Device API concurrency cap: beyond ``max_inflight`` requests, answer 503 at once so the
+    fleet backs off instead of queueing into timeouts."""
+    inflight = 0
+
+    @app.middleware("http")
+    async def limit(request: Request, call_next):  # type: ignore[no-untyped-def]
+        nonlocal inflight
+        if not request.url.path.startswith(DEVICE_PREFIX):
+            return await call_next(request)
+        if inflight >= settings.max_inflight:
+            return JSONResponse(
+                {"detail": "server busy, retry later", "code": "overloaded"},
+                503,
+                headers={"Retry-After": str(settings.retry_after_s)},
+            )
+        inflight += 1
+        try:
+            return await call_next(request)
+        finally:
+            inflight -= 1
+
+
+async def _purge_periodically(services: Services) -> None:
+    from provisioning.retention import purge_expired
+
+    interval = services.settings.purge_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            counts = await asyncio.to_thread(
+                purge_expired, services.database, services.settings.retention, "system:purge"
+            )
+            log.info("retention purge done %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+        except Exception:  # the next round retries; a failed purge must not kill the server
+            log.exception("retention purge failed")
+
+
+def create_app(settings: ServerSettings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or settings_from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = database or Database(settings.database_url)
+    if settings.migrate_on_start:
+        database.migrate()
+    services = Services(
+        settings=settings,
+        database=database,
+        keys=load_key_ring(settings.resolved_key_file, create=True),
+        render_cache=RenderCache(),
+        notifier=Notifier(enabled=settings.notify_enabled),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if settings.purge_interval_s > 0:
+            task = asyncio.create_task(_purge_periodically(services))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            services.notifier.close()
+            database.dispose()
+
+    app = FastAPI(
+        title="offhook provisioning server",
+        version="1",
+        description="Device API (phones) and admin REST API for an offhook phone fleet.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.database = database
+    app.state.settings = settings
+
+    from provisioning.api.admin import router as admin_router
+    from provisioning.api.device import router as device_router
+
+    app.include_router(device_router, prefix=DEVICE_PREFIX)
+    app.include_router(admin_router, prefix="/api/v1/admin")
+    if settings.web_ui:
+        _mount_web(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    _install_error_handlers(app, settings)
+    _install_limiter(app, settings)
+    return app
+
+
+def _mount_web(app: FastAPI) -> None:
+    try:
+        import provisioning.web as web
+    except ImportError as exc:
+        # Only a missing provisioning.web itself is tolerated; its own broken imports surface.
+        if exc.name not in ("provisioning.web",):
+            raise
+        return
+    router = getattr(web, "router", None)
+    if router is not None:
+        app.include_router(router)
+    setup = getattr(web, "setup", None)
+    if callable(setup):
+        setup(app)
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn factory (``--factory``) for multi-worker runs."""
+    import os
+
+    from firmware.logs import setup_logging
+
+    setup_logging(os.environ.get("OFFHOOK_LOG_LEVEL", "info"), identifier="offhook-provisioning")
+    return create_app(settings_from_env())

@@ -1,0 +1,82 @@
+"""Device credentials: per-device 256-bit secret, stored as SHA-256, sent as HTTP Basic."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioning.crypto import sha256_hex
+from provisioning.errors import ApiError
+from provisioning.models import DEVICE_APPROVED, DEVICE_REVOKED, Device
+
+MAC_RE = re.compile(r"^[0-9a-f]{12}$")
+SERIAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def normalise_mac(mac: str) -> str:
+    """``B8-27-EB-12-34-56`` / ``b827.eb12.3456`` / ``b827eb123456`` -> ``b8:27:eb:12:34:56``."""
+    bare = re.sub(r"[:\-.]", "", mac.strip().lower())
+    if not MAC_RE.match(bare):
+        raise ValueError(f"{mac!r} is not a MAC address (12 hex digits)")
+    return ":".join(bare[i : i + 2] for i in range(0, 12, 2))
+
+
+def check_serial(serial: str) -> str:
+    if not SERIAL_RE.match(serial):
+        raise ValueError(f"{serial!r} is not a serial number (1-64 of A-Z a-z 0-9 . _ -)")
+    return serial
+
+
+def new_device_secret() -> str:
+    """256 random bits, base64url without padding: 43 characters."""
+    return secrets.token_urlsafe(32)
+
+
+def secret_digest(secret: str) -> str:
+    return sha256_hex(secret)
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    if header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    device_id, sep, secret = decoded.partition(":")
+    if not sep or not device_id or not secret:
+        return None
+    return device_id, secret
+
+
+def authenticate_device(db: Session, authorization: str) -> Device:
+    """The device behind an Authorization header, or ApiError 401/403 per the protocol."""
+    unauthorized = ApiError(
+        401,
+        "unauthorized",
+        "missing or invalid device credential",
+        {"WWW-Authenticate": 'Basic realm="offhook-device"'},
+    )
+    parsed = parse_basic(authorization or "")
+    if parsed is None:
+        raise unauthorized
+    device_id, secret = parsed
+    if len(device_id) > 36:
+        raise unauthorized
+    device = db.scalar(select(Device).where(Device.id == device_id))
+    digest = secret_digest(secret)
+    # Compare even when there is no device, so timing does not reveal which ids exist.
+    stored = device.secret_hash if device is not None and device.secret_hash else "0" * 64
+    if not hmac.compare_digest(stored, digest) or device is None:
+        raise unauthorized
+    if device.status == DEVICE_REVOKED:
+        raise ApiError(403, "revoked", "this device has been revoked; re-enrol it")
+    if device.status != DEVICE_APPROVED:
+        raise ApiError(403, "not_approved", "this device is not approved")
+    return device

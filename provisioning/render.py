@@ -1,0 +1,234 @@
+"""Settings inheritance and config rendering.
+
+Order (later wins): fleet defaults -> each group from the root site down to the device's group
+(per group: its templates by name, then the group's own settings) -> the device's name -> the
+device's own settings -> the device's lines as ``accounts``. The result is validated with
+``firmware.config.parse_config`` - the phone's own validator - so the server never serves a config
+the phone would reject. ``provisioning`` and ``control`` stay local to the phone.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from firmware.config import ConfigError, PhoneConfig, parse_config
+from provisioning.crypto import KeyRing
+from provisioning.models import Device, FleetDefaults, Group, Line
+
+LOCAL_SECTIONS = ("provisioning", "control")
+# Set through lines (passwords encrypted), never through settings.
+SERVER_MANAGED = ("accounts",)
+MAX_GROUP_DEPTH = 32
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be stored; the message names the key."""
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts merge key by key; any other value (lists included) replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def validate_settings(partial: dict[str, Any], where: str = "settings") -> dict[str, Any]:
+    """Check a partial PhoneConfig against the schema; returns it unchanged."""
+    if not isinstance(partial, dict):
+        raise SettingsError(f"{where}: must be a JSON object")
+    for key in (*LOCAL_SECTIONS, *SERVER_MANAGED):
+        if key in partial:
+            hint = "manage SIP accounts as lines" if key == "accounts" else "it stays on the phone"
+            raise SettingsError(f"{where}.{key}: cannot be set by the server ({hint})")
+    try:
+        parse_config(partial, where)
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    return partial
+
+
+def set_dotted(settings: dict[str, Any], dotted: str, raw_value: Any) -> dict[str, Any]:
+    """Return a copy of ``settings`` with ``dotted`` (e.g. ``audio.tone_plan``) set to the value
+    as the schema parses it (``"80"`` becomes ``80`` for an int field)."""
+    parts = dotted.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise SettingsError(f"{dotted!r}: use section.key, e.g. audio.tone_plan")
+    candidate = copy.deepcopy(settings)
+    node = candidate
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SettingsError(f"{dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = raw_value
+    validate_settings(candidate)
+    # Store the schema's parsed value (types coerced), not the raw text.
+    parsed: Any = parse_config(candidate).model_dump(mode="json")
+    for part in parts:
+        parsed = parsed[part]
+    node[parts[-1]] = parsed
+    return candidate
+
+
+def unset_dotted(settings: dict[str, Any], dotted: str) -> dict[str, Any]:
+    candidate = copy.deepcopy(settings)
+    parts = dotted.split(".")
+    node: Any = candidate
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return candidate
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+    return candidate
+
+
+def group_chain(db: Session, group_id: int | None) -> list[Group]:
+    """Groups from the root site down to ``group_id``."""
+    chain: list[Group] = []
+    seen: set[int] = set()
+    while group_id is not None:
+        if group_id in seen or len(chain) >= MAX_GROUP_DEPTH:
+            raise SettingsError(f"group {group_id}: parent chain loops or is too deep")
+        seen.add(group_id)
+        group = db.get(Group, group_id)
+        if group is None:
+            break
+        chain.append(group)
+        group_id = group.parent_id
+    chain.reverse()
+    return chain
+
+
+def fleet_defaults(db: Session) -> FleetDefaults:
+    row = db.get(FleetDefaults, 1)
+    if row is None:  # the initial migration creates it; recreate if someone deleted it
+        row = FleetDefaults(id=1, settings={})
+        db.add(row)
+        db.flush()
+    return row
+
+
+def effective_settings(db: Session, device: Device) -> dict[str, Any]:
+    merged = copy.deepcopy(fleet_defaults(db).settings or {})
+    for group in group_chain(db, device.group_id):
+        for template in group.templates:
+            merged = deep_merge(merged, template.settings or {})
+        merged = deep_merge(merged, group.settings or {})
+    if device.name:
+        merged = deep_merge(merged, {"device": {"name": device.name}})
+    return deep_merge(merged, device.settings or {})
+
+
+def line_account(line: Line, keys: KeyRing) -> dict[str, Any]:
+    password = keys.decrypt(line.password_enc, "lines.password") if line.password_enc else ""
+    return {
+        "user": line.extension,
+        "password": password,
+        "domain": line.registrar,
+        "transport": line.transport,
+        "display_name": line.display_name,
+        "auth_user": line.auth_user,
+        "enabled": line.enabled,
+        "outbound_proxy": line.outbound_proxy,
+    }
+
+
+@dataclass(frozen=True)
+class Rendered:
+    revision: int
+    etag: str  # with quotes, as sent in the header
+    body: bytes
+
+
+def render_device(db: Session, device: Device, keys: KeyRing) -> Rendered:
+    """Raises ConfigError when the merged settings are not a valid PhoneConfig."""
+    settings = effective_settings(db, device)
+    lines = db.scalars(select(Line).where(Line.device_id == device.id).order_by(Line.position))
+    settings["accounts"] = [line_account(line, keys) for line in lines]
+    for section in LOCAL_SECTIONS:
+        settings.pop(section, None)
+    config: PhoneConfig = parse_config(settings, f"device {device.id}")
+    data = config.model_dump(mode="json", exclude=set(LOCAL_SECTIONS))
+    body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    digest = hashlib.sha256(body).hexdigest()[:16]
+    return Rendered(device.revision, f'"{device.revision}-{digest}"', body)
+
+
+class RenderCache:
+    """Rendered configs by (device id, revision); bounded LRU, thread-safe. A revision bump is
+    the invalidation, so entries never go stale."""
+
+    def __init__(self, capacity: int = 20000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, int], Rendered] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, device_id: str, revision: int) -> Rendered | None:
+        with self._lock:
+            item = self._items.get((device_id, revision))
+            if item is not None:
+                self._items.move_to_end((device_id, revision))
+            return item
+
+    def put(self, device_id: str, rendered: Rendered) -> None:
+        with self._lock:
+            self._items[(device_id, rendered.revision)] = rendered
+            self._items.move_to_end((device_id, rendered.revision))
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+# --- revision bumps: every change that affects a rendered config calls one of these ------------
+
+
+def subtree_group_ids(db: Session, group_id: int) -> list[int]:
+    ids = [group_id]
+    frontier = [group_id]
+    while frontier:
+        children = list(db.scalars(select(Group.id).where(Group.parent_id.in_(frontier))))
+        children = [c for c in children if c not in ids]
+        ids.extend(children)
+        frontier = children
+    return ids
+
+
+def bump_devices(db: Session, device_ids: list[str]) -> list[str]:
+    if device_ids:
+        db.execute(
+            update(Device)
+            .where(Device.id.in_(device_ids))
+            .values(revision=Device.revision + 1)
+            .execution_options(synchronize_session=False)
+        )
+        db.expire_all()  # loaded Device objects would otherwise keep their old revision
+    return device_ids
+
+
+def bump_group(db: Session, group_id: int) -> list[str]:
+    groups = subtree_group_ids(db, group_id)
+    ids = list(db.scalars(select(Device.id).where(Device.group_id.in_(groups))))
+    return bump_devices(db, ids)
+
+
+def bump_all(db: Session) -> list[str]:
+    db.execute(
+        update(Device)
+        .values(revision=Device.revision + 1)
+        .execution_options(synchronize_session=False)
+    )
+    db.expire_all()
+    return list(db.scalars(select(Device.id)))
