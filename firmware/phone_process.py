@@ -88,31 +88,25 @@ def make_board(kind: str, config: PhoneConfig, headless: bool) -> Any:
 
 def screen_renderer(device: Any):
     """Draw a Screen on a luma device (the board's OLED or the terminal)."""
-    from firmware.screens import render
+    from firmware.screens import render_to_device
 
     def draw(screen: ev.Screen) -> None:
-        render(screen, device)
+        render_to_device(screen, device)
 
     return draw
 
 
 def png_renderer(width: int = 128, height: int = 64):
-    """Screen -> PNG of what the OLED shows, drawn on a private in-memory panel per request."""
-    from luma.core.device import dummy
+    """Screen -> PNG of what the OLED shows (drawn on a private image, not the panel)."""
+    from PIL import Image
 
     from firmware.control import png_of
-    from firmware.screens import render
-
-    lock = threading.Lock()
-    device = dummy(width=width, height=height, mode="1")
+    from firmware.screens import render_image
 
     def png(screen: ev.Screen | None) -> bytes:
-        with lock:
-            if screen is None:
-                device.clear()
-            else:
-                render(screen, device)
-            return png_of(device.image)
+        if screen is None:
+            return png_of(Image.new("1", (width, height), 0))
+        return png_of(render_image(screen, width, height))
 
     return png
 

@@ -1,0 +1,107 @@
+"""Two simulated phones on a real Kamailio, driven only through their control APIs.
+
+Each phone is ``offhook sim --headless``: the supervisor, the phone process with pjsua2, real
+ALSA (null PCM), the emulated board. The tests share one pair of phones (start-up costs CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from firmware.sim import SimPhone, is_registered
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def pair(sim_phones) -> tuple[SimPhone, SimPhone]:
+    alice = sim_phones("alice", "1001", display_name="Alice")
+    bob = sim_phones("bob", "1002", display_name="Bob")
+    alice.wait_registered(30)
+    bob.wait_registered(30)
+    return alice, bob
+
+
+def calls_in(state: dict, wanted: str) -> bool:
+    return len(state["calls"]) == 1 and state["calls"][0]["state"] == wanted
+
+
+def idle(state: dict) -> bool:
+    return state["calls"] == [] and state["hook"] == "on"
+
+
+def test_two_phones_call_each_other(pair, phone_logs_on_failure) -> None:
+    alice, bob = pair
+    phone_logs_on_failure += [alice, bob]
+    alice.client.hook(True)
+    dialled = alice.client.keys("1002")
+    assert dialled["pressed"] == ["1", "0", "0", "2"]
+
+    ringing = bob.wait_for(lambda s: calls_in(s, "incoming"), what="incoming call")
+    call = ringing["calls"][0]
+    assert call["direction"] == "incoming"
+    assert "1001" in call["remote_uri"]
+    assert any("1001" in line or "Alice" in line for line in ringing["screen"])
+    alice.wait_for(lambda s: calls_in(s, "early"), what="ringback")
+
+    bob.client.hook(True)  # answer by lifting the handset
+    for phone in (alice, bob):
+        state = phone.wait_for(lambda s: calls_in(s, "confirmed"), what="confirmed call")
+        assert state["calls"][0]["codec"] in ("PCMU", "G722")
+    assert "1002" in alice.state()["calls"][0]["remote_uri"]
+
+    alice.client.hook(False)
+    bob.wait_for(lambda s: s["calls"] == [], what="call gone at the callee")
+    bob.client.hook(False)
+    for phone in (alice, bob):
+        state = phone.wait_for(idle, what="idle")
+        assert is_registered(state)
+    history = alice.state()["history"]
+    assert history and "1002" in str(history[-1])
+
+
+def test_kill_9_of_the_phone_process_is_recovered(pair, phone_logs_on_failure) -> None:
+    alice, _ = pair
+    phone_logs_on_failure.append(alice)
+    before = alice.wait_registered()["device"]["pid"]
+    os.kill(before, signal.SIGKILL)
+    after = alice.wait_for(
+        lambda s: s["device"]["pid"] != before and is_registered(s),
+        timeout=30,
+        what="a new phone process registered again",
+    )
+    assert after["device"]["pid"] != before
+    assert after["hook"] == "on" and after["calls"] == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(before, 0)
+
+
+def test_hung_sip_engine_is_killed_and_restarted(pair, phone_logs_on_failure) -> None:
+    _, bob = pair
+    phone_logs_on_failure.append(bob)
+    before = bob.wait_registered()["device"]["pid"]
+    assert bob.client.test_hook("hang-engine")["hook"] == "hang-engine"
+    after = bob.wait_for(
+        lambda s: s["device"]["pid"] != before and is_registered(s),
+        timeout=40,
+        what="the hung phone replaced by a registered one",
+    )
+    assert after["device"]["pid"] != before
+    assert "hung" in bob.log_text()
+
+
+def test_recovered_phones_still_call(pair, phone_logs_on_failure) -> None:
+    alice, bob = pair
+    phone_logs_on_failure += [alice, bob]
+    bob.client.hook(True)
+    bob.client.keys("1001")
+    alice.wait_for(lambda s: calls_in(s, "incoming"), what="incoming call at alice")
+    alice.client.hook(True)
+    for phone in (alice, bob):
+        phone.wait_for(lambda s: calls_in(s, "confirmed"), what="confirmed call")
+    bob.client.hook(False)
+    alice.wait_for(lambda s: s["calls"] == [], what="call gone")
+    alice.client.hook(False)
