@@ -149,8 +149,10 @@ def setup_logging(
         handler.setFormatter(KeyValueFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
-        old.close()
+        if getattr(old, "offhook_handler", False):  # replace ours only (keep e.g. pytest's)
+            root.removeHandler(old)
+            old.close()
+    handler.offhook_handler = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(LEVELS[level])
     return handler
