@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
 MAX_PENDING_WAIT_S = 600.0
+MAX_DETAIL_CHARS = 4000  # the server's limit for an event's detail
 
 
 def effective_config(local: PhoneConfig, provisioned: PhoneConfig | None) -> PhoneConfig:
@@ -312,9 +313,10 @@ class ProvisioningClient:
         if reply.not_modified:
             log.debug("config not modified etag=%s", reply.etag)
             return
-        self._take_config(reply)
+        self.handle_config(reply)
 
-    def _take_config(self, reply: ConfigReply) -> None:
+    def handle_config(self, reply: ConfigReply) -> None:
+        """Validate, store and apply a config the server sent; reject or roll back on failure."""
         if not isinstance(reply.body, dict):
             self.store.reject(reply.etag)
             self._event("config_rejected", reply.revision, "config body is not a JSON object")
@@ -361,7 +363,12 @@ class ProvisioningClient:
     def _event(self, kind: str, revision: int, detail: str) -> None:
         self.outbox.put(
             "events",
-            {"time": now_rfc3339(), "type": kind, "config_revision": revision, "detail": detail},
+            {
+                "time": now_rfc3339(),
+                "type": kind,
+                "config_revision": revision,
+                "detail": detail[:MAX_DETAIL_CHARS],
+            },
         )
 
     def _queue_status(self) -> None:
@@ -387,16 +394,45 @@ class ProvisioningClient:
     def _upload_outbox(self, api: ServerApi) -> None:
         for kind in ("events", "cdrs", "quality", "status"):
             while batch := self.outbox.pending(kind, BATCH_SIZE):
-                if kind == "status":
-                    accepted = set()
-                    for record in batch:
-                        accepted.update(api.post("status", record))
-                else:
-                    accepted = set(api.post(kind, {"records": batch}))
+                refused = 0
+                try:
+                    accepted = self._send(api, kind, batch)
+                except Refused as exc:
+                    if exc.status != 422:
+                        raise
+                    accepted, refused = self._send_one_by_one(api, kind, batch)
                 removed = self.outbox.delete(kind, accepted)
                 log.info("uploaded kind=%s sent=%d accepted=%d", kind, len(batch), removed)
-                if removed == 0:
+                if removed + refused == 0:
                     raise ProtocolError(f"server accepted none of {len(batch)} {kind} records")
+
+    @staticmethod
+    def _send(api: ServerApi, kind: str, batch: list[dict[str, Any]]) -> set[str]:
+        if kind != "status":
+            return set(api.post(kind, {"records": batch}))
+        accepted: set[str] = set()
+        for record in batch:  # status reports go one per request
+            accepted.update(api.post("status", record))
+        return accepted
+
+    def _send_one_by_one(
+        self, api: ServerApi, kind: str, batch: list[dict]
+    ) -> tuple[set[str], int]:
+        """Find the record(s) the server cannot take (422) so they stop blocking the queue."""
+        accepted: set[str] = set()
+        refused = 0
+        for record in batch:
+            try:
+                accepted |= self._send(api, kind, [record])
+            except Refused as exc:
+                if exc.status != 422:
+                    raise
+                log.error(
+                    "server refuses record, set aside kind=%s id=%s: %s", kind, record["id"], exc
+                )
+                self.outbox.set_aside(kind, record["id"])
+                refused += 1
+        return accepted, refused
 
     def _user_agent(self) -> str:
         return f"offhook/{self.identity.firmware_version} ({self.identity.model})"

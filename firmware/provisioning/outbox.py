@@ -111,6 +111,13 @@ class Outbox:
                     os.close(dir_fd)
         return removed
 
+    def set_aside(self, kind: str, record_id: str) -> None:
+        """Keep a record the server refuses (422) out of the queue, on disk for inspection."""
+        with self._lock:
+            for path in self._files(kind):
+                if path.stem.split("-", 1)[1] == record_id:
+                    path.rename(path.with_suffix(".refused"))
+
     def drop_all(self, kind: str) -> None:
         """Forget every queued record of ``kind`` (status snapshots superseded by a newer one)."""
         with self._lock:
