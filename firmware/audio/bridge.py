@@ -135,6 +135,9 @@ class AlsaAudio:
                 self._xruns_of_closed_streams += stream.xruns_recovered
                 stream.close()
         self._playback = self._capture = None
+        # Stale audio must not reach the network or the speaker after a restart.
+        self.playback_ring.clear()
+        self.capture_ring.clear()
         self._volume.close()
         log.info("audio stopped stats=%s", self.stats)
 
