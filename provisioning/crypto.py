@@ -51,6 +51,9 @@ def new_key_line() -> str:
 class KeyRing:
     keys: dict[str, bytes]
     current: str
+    # Key file this ring came from: re-read when a ciphertext names an unknown key, so running
+    # servers keep working while `offhook fleet rotate-key` re-encrypts with a new key.
+    source: Path | None = None
 
     @classmethod
     def parse(cls, text: str, source: str) -> KeyRing:
@@ -90,6 +93,9 @@ class KeyRing:
             raise CryptoError("not an offhook ciphertext") from None
         if prefix != PREFIX:
             raise CryptoError(f"unknown ciphertext version {prefix!r}")
+        if kid not in self.keys and self.source is not None and self.source.exists():
+            fresh = KeyRing.parse(self.source.read_text(encoding="utf-8"), str(self.source))
+            self.keys.update(fresh.keys)
         if kid not in self.keys:
             raise CryptoError(f"ciphertext uses key {kid!r}, which is not in the key ring")
         raw = b64d(body)
@@ -125,7 +131,9 @@ def load_key_ring(key_file: Path, create: bool = False) -> KeyRing:
         if not create:
             raise CryptoError(f"{key_file}: key file not found (and {KEY_ENV} is not set)")
         atomic_write_text(key_file, new_key_line() + "\n", mode=0o600)
-    return KeyRing.parse(key_file.read_text(encoding="utf-8"), str(key_file))
+    ring = KeyRing.parse(key_file.read_text(encoding="utf-8"), str(key_file))
+    ring.source = key_file
+    return ring
 
 
 def add_key(key_file: Path) -> KeyRing:
