@@ -39,7 +39,7 @@ class RestartPolicy:
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
     factor: float = 2.0
-    stable_after_s: float = 30.0
+    stable_after_s: float = 5.0  # healthy this long: the next failure restarts at once
     heartbeat_timeout_s: float = 5.0  # no heartbeat for this long: the phone is hung
     startup_timeout_s: float = 30.0  # the first heartbeat must arrive within this
 
