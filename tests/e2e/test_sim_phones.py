@@ -12,6 +12,7 @@ import signal
 import pytest
 
 from firmware.sim import SimPhone, is_registered
+from tests.fixtures.baresip import BaresipPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -105,3 +106,25 @@ def test_recovered_phones_still_call(pair, phone_logs_on_failure) -> None:
     bob.client.hook(False)
     alice.wait_for(lambda s: s["calls"] == [], what="call gone")
     alice.client.hook(False)
+
+
+def test_incoming_call_from_baresip_rings_with_caller_id(
+    pair, kamailio_server, tmp_path, phone_logs_on_failure
+) -> None:
+    alice, _ = pair
+    phone_logs_on_failure.append(alice)
+    alice.wait_registered()
+    with BaresipPeer(
+        tmp_path / "baresip", user="1003", password="pw1003", registrar=kamailio_server.domain
+    ) as peer:
+        peer.dial(f"sip:1001@{kamailio_server.domain}")
+        ringing = alice.wait_for(lambda s: calls_in(s, "incoming"), what="incoming call")
+        assert "1003" in ringing["calls"][0]["remote_uri"]
+        assert any("1003" in line for line in ringing["screen"])
+        alice.client.hook(True)
+        peer.wait_event("CALL_ESTABLISHED", timeout=15)
+        state = alice.wait_for(lambda s: calls_in(s, "confirmed"), what="confirmed call")
+        assert state["calls"][0]["codec"] in ("PCMU", "G722")
+        alice.client.hook(False)
+        peer.wait_event("CALL_CLOSED", timeout=15)
+    alice.wait_for(idle, what="idle")
