@@ -1,0 +1,49 @@
+"""Server-rendered admin web UI, mounted at ``/`` by the app factory.
+
+``router`` carries every page; ``setup(app)`` lets the admin REST API accept a web session
+(safe methods, or with the session's CSRF token in ``X-CSRF-Token``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from provisioning.web.core import api_session_user
+from provisioning.web.views import (
+    admins,
+    approvals,
+    audit_log,
+    dashboard,
+    devices,
+    groups,
+    login,
+    privacy,
+    records,
+    static,
+    templates,
+    tokens,
+)
+
+router = APIRouter(include_in_schema=False)
+for _module in (
+    static,
+    login,
+    dashboard,
+    devices,
+    approvals,
+    groups,
+    templates,
+    tokens,
+    records,
+    audit_log,
+    privacy,
+    admins,
+):
+    router.include_router(_module.router)
+
+
+def setup(app: FastAPI) -> None:
+    app.state.session_user = api_session_user
+
+
+__all__ = ["router", "setup"]

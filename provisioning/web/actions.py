@@ -1,0 +1,37 @@
+"""Helpers for views that change things: the acting admin, commit + resync, redirect + flash."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+from starlette.responses import RedirectResponse
+
+from provisioning.admin_auth import client_ip
+from provisioning.models import AdminUser
+from provisioning.operations import Actor
+from provisioning.resync import resync
+from provisioning.web.core import redirect
+from provisioning.web.sessions import add_flash
+
+log = logging.getLogger(__name__)
+
+
+def actor_for(request: Request, admin: AdminUser) -> Actor:
+    """Audit entries name the admin the same way the REST API does."""
+    return Actor(f"admin:{admin.username}", client_ip(request))
+
+
+def commit_and_resync(request: Request, db: Session, device_ids: list[str]) -> None:
+    """Commit first: phones told to resync must fetch the new revision, not the old one."""
+    db.commit()
+    if device_ids:
+        services = request.app.state.services
+        resync(db, services.keys, services.notifier, device_ids)
+
+
+def done(request: Request, url: str, message: str, kind: str = "ok") -> RedirectResponse:
+    response = redirect(url)
+    add_flash(request, response, kind, message)
+    return response

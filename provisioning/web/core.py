@@ -1,0 +1,258 @@
+"""Shared web UI plumbing: page rendering, the login/role guard, and the CSRF check.
+
+Every route of the web UI uses ``WebRoute``: it refuses any POST whose CSRF token does not
+match the session (403) before the view runs, and turns ``LoginRequired`` / ``Forbidden`` raised
+by guards into a redirect to the login page or a 403 page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from provisioning.admin_auth import client_ip, role_allows
+from provisioning.db import DbSession
+from provisioning.models import ROLE_ADMIN, ROLE_OPERATOR, ROLE_READ_ONLY, AdminUser
+from provisioning.web.sessions import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    WebSession,
+    csrf_token,
+    csrf_valid,
+    ensure_session,
+    password_fingerprint,
+    read_session,
+    take_flashes,
+    write_session,
+)
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+# (href, label, section key, minimum role)
+NAV: list[tuple[str, str, str, str]] = [
+    ("/", "Dashboard", "dashboard", ROLE_READ_ONLY),
+    ("/devices", "Devices", "devices", ROLE_READ_ONLY),
+    ("/approvals", "Approvals", "approvals", ROLE_READ_ONLY),
+    ("/groups", "Groups", "groups", ROLE_READ_ONLY),
+    ("/templates", "Templates", "templates", ROLE_READ_ONLY),
+    ("/tokens", "Enrollment", "tokens", ROLE_READ_ONLY),
+    ("/cdrs", "Calls", "cdrs", ROLE_READ_ONLY),
+    ("/quality", "Quality", "quality", ROLE_READ_ONLY),
+    ("/audit", "Audit log", "audit", ROLE_READ_ONLY),
+    ("/privacy", "Privacy", "privacy", ROLE_ADMIN),
+    ("/admins", "Admins", "admins", ROLE_ADMIN),
+]
+
+
+class LoginRequired(Exception):
+    """No valid logged-in session: the browser goes to the login page."""
+
+
+class Forbidden(Exception):
+    """Logged in, but the role does not allow this."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class NotFound(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+def fmt_time(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, int | float):
+        value = datetime.fromtimestamp(value, UTC)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _build_env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt_time"] = fmt_time
+    env.filters["fmt_duration"] = fmt_duration
+    return env
+
+
+TEMPLATES = _build_env()
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+    admin: AdminUser | None = None,
+    fragment: bool = False,
+) -> HTMLResponse:
+    """Render a page with the layout's context (admin, nav, CSRF token, pending flashes).
+    A ``fragment`` (live-refresh rows) leaves pending flashes for the next full page."""
+    admin = admin if admin is not None else getattr(request.state, "web_admin", None)
+    session = ensure_session(request)
+    response = HTMLResponse("", status_code=status_code)
+    flashes = [] if fragment else take_flashes(request, response)
+    nav = []
+    if admin is not None:
+        nav = [
+            (href, label, key) for href, label, key, role in NAV if role_allows(admin.role, role)
+        ]
+    body = TEMPLATES.get_template(template).render(
+        request=request,
+        admin=admin,
+        nav=nav,
+        csrf_token=csrf_token(request, session),
+        flashes=flashes,
+        can_operate=admin is not None and role_allows(admin.role, ROLE_OPERATOR),
+        is_admin=admin is not None and role_allows(admin.role, ROLE_ADMIN),
+        **context,
+    )
+    response.body = response.render(body)
+    response.headers["content-length"] = str(len(response.body))
+    response.headers["cache-control"] = "no-store"
+    if getattr(request.state, "web_session_new", False):
+        write_session(request, response, session)
+    return response
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def session_admin(request: Request, db: Session) -> AdminUser | None:
+    """The logged-in admin of this request's session cookie, or None."""
+    session = read_session(request)
+    if session is None or session.admin_id is None:
+        return None
+    user = db.get(AdminUser, session.admin_id)
+    if user is None or user.disabled:
+        return None
+    if password_fingerprint(user.password_hash) != session.pw_fp:
+        return None
+    return user
+
+
+def api_session_user(request: Request, db: Session) -> AdminUser | None:
+    """Resolver for the admin REST API (``app.state.session_user``): the web session counts only
+    for safe methods, or with the session's CSRF token in ``X-CSRF-Token``, so a cookie alone
+    never authorises a change."""
+    user = session_admin(request, db)
+    if user is None:
+        return None
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return user
+    session = read_session(request)
+    return user if csrf_valid(request, session, request.headers.get(CSRF_HEADER, "")) else None
+
+
+def require(role: str) -> Callable[..., AdminUser]:
+    """Dependency: the logged-in admin with at least ``role`` (else login page / 403 page)."""
+
+    def dependency(request: Request, db: DbSession) -> AdminUser:
+        user = session_admin(request, db)
+        if user is None:
+            raise LoginRequired()
+        request.state.web_admin = user
+        if not role_allows(user.role, role):
+            log.warning(
+                "web forbidden user=%s role=%s needed=%s path=%s",
+                user.username,
+                user.role,
+                role,
+                request.url.path,
+            )
+            raise Forbidden(f"This needs the {role} role; you are {user.role}.")
+        return user
+
+    return dependency
+
+
+Reader = Annotated[AdminUser, Depends(require(ROLE_READ_ONLY))]
+Operator = Annotated[AdminUser, Depends(require(ROLE_OPERATOR))]
+Admin = Annotated[AdminUser, Depends(require(ROLE_ADMIN))]
+
+
+async def _csrf_ok(request: Request) -> bool:
+    session: WebSession | None = read_session(request)
+    submitted = request.headers.get(CSRF_HEADER, "")
+    if not submitted:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()  # cached on the request; the view's Form() reads it again
+            value = form.get(CSRF_FIELD, "")
+            submitted = value if isinstance(value, str) else ""
+    return csrf_valid(request, session, submitted)
+
+
+class WebRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            if request.method == "POST" and not await _csrf_ok(request):
+                log.warning("web csrf rejected path=%s ip=%s", request.url.path, client_ip(request))
+                return render(
+                    request,
+                    "error.html",
+                    {
+                        "title": "Request refused",
+                        "message": "The form's security token is missing or stale. "
+                        "Reload the page and try again.",
+                    },
+                    status_code=403,
+                )
+            try:
+                return await handler(request)
+            except LoginRequired:
+                target = request.url.path
+                if request.url.query:
+                    target += "?" + request.url.query
+                next_part = "" if target == "/" else "?next=" + quote(target, safe="")
+                return redirect("/login" + next_part)
+            except Forbidden as exc:
+                return render(
+                    request,
+                    "error.html",
+                    {"title": "Not allowed", "message": exc.message},
+                    status_code=403,
+                )
+            except NotFound as exc:
+                return render(
+                    request,
+                    "error.html",
+                    {"title": "Not found", "message": exc.message},
+                    status_code=404,
+                )
+
+        return guarded

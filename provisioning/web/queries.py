@@ -1,0 +1,235 @@
+"""Read-side queries for the web pages (writes go through provisioning.operations)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from firmware.config import PhoneConfig
+from provisioning.models import (
+    DEVICE_APPROVED,
+    DEVICE_PENDING,
+    CallRecordRow,
+    Device,
+    Group,
+    QualityRecord,
+    StatusReport,
+    utcnow,
+)
+from provisioning.render import LOCAL_SECTIONS, SERVER_MANAGED, fleet_defaults, group_chain
+
+# A device that has not reported for this long counts as offline on the dashboard.
+STALE_AFTER = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class LineState:
+    account: int
+    user: str
+    registered: bool
+    status: int
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device: Device
+    group_name: str
+    lines: list[LineState]
+    online: bool
+
+    @property
+    def health(self) -> str:
+        """ok | partial | down | unknown, from the device's latest status report."""
+        if not self.lines:
+            return "unknown"
+        registered = sum(1 for line in self.lines if line.registered)
+        if registered == len(self.lines):
+            return "ok"
+        return "partial" if registered else "down"
+
+
+def latest_status(db: Session, device_ids: list[str]) -> dict[str, StatusReport]:
+    if not device_ids:
+        return {}
+    newest = (
+        select(StatusReport.device_id, func.max(StatusReport.time).label("t"))
+        .where(StatusReport.device_id.in_(device_ids))
+        .group_by(StatusReport.device_id)
+        .subquery()
+    )
+    rows = db.scalars(
+        select(StatusReport).join(
+            newest,
+            (StatusReport.device_id == newest.c.device_id) & (StatusReport.time == newest.c.t),
+        )
+    )
+    return {row.device_id: row for row in rows}
+
+
+def _line_states(report: StatusReport | None) -> list[LineState]:
+    if report is None:
+        return []
+    out = []
+    for item in report.lines or []:
+        if isinstance(item, dict):
+            out.append(
+                LineState(
+                    account=int(item.get("account", 0) or 0),
+                    user=str(item.get("user", "")),
+                    registered=bool(item.get("registered")),
+                    status=int(item.get("status", 0) or 0),
+                )
+            )
+    return out
+
+
+def is_online(device: Device, now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    return device.last_seen is not None and now - device.last_seen <= STALE_AFTER
+
+
+def device_rows(
+    db: Session, *, status: str = "", group_id: int | None = None, search: str = ""
+) -> list[DeviceRow]:
+    query: Select[tuple[Device]] = select(Device).order_by(Device.name, Device.mac)
+    if status:
+        query = query.where(Device.status == status)
+    if group_id is not None:
+        query = query.where(Device.group_id == group_id)
+    if search:
+        like = f"%{search.strip().lower()}%"
+        query = query.where(
+            func.lower(Device.name).like(like)
+            | func.lower(Device.mac).like(like)
+            | func.lower(Device.serial).like(like)
+            | func.lower(Device.last_ip).like(like)
+        )
+    devices = list(db.scalars(query.limit(1000)))
+    groups = dict(db.execute(select(Group.id, Group.name)).tuples().all())
+    reports = latest_status(db, [d.id for d in devices])
+    now = utcnow()
+    return [
+        DeviceRow(
+            device=d,
+            group_name=groups.get(d.group_id, "") if d.group_id is not None else "",
+            lines=_line_states(reports.get(d.id)),
+            online=is_online(d, now),
+        )
+        for d in devices
+    ]
+
+
+def registration_health(db: Session) -> dict[str, int]:
+    """Enrolled approved devices by state of their latest report."""
+    devices = list(
+        db.scalars(
+            select(Device).where(Device.status == DEVICE_APPROVED, Device.secret_hash.is_not(None))
+        )
+    )
+    reports = latest_status(db, [d.id for d in devices])
+    now = utcnow()
+    counts = {"ok": 0, "partial": 0, "down": 0, "unknown": 0, "offline": 0}
+    for device in devices:
+        if not is_online(device, now):
+            counts["offline"] += 1
+            continue
+        row = DeviceRow(device, "", _line_states(reports.get(device.id)), True)
+        counts[row.health] += 1
+    return counts
+
+
+def pending_devices(db: Session) -> list[Device]:
+    return list(
+        db.scalars(
+            select(Device).where(Device.status == DEVICE_PENDING).order_by(Device.created_at)
+        )
+    )
+
+
+# --- settings provenance -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    key: str  # dotted
+    value: Any
+    source: str  # "default" or the layer that set it last
+
+
+def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def settings_layers(db: Session, device: Device) -> list[tuple[str, dict[str, Any]]]:
+    """(label, partial settings) in the order render.effective_settings applies them."""
+    layers: list[tuple[str, dict[str, Any]]] = [("fleet", fleet_defaults(db).settings or {})]
+    for group in group_chain(db, device.group_id):
+        for template in group.templates:
+            layers.append((f"template {template.name}", template.settings or {}))
+        layers.append((f"{group.kind} {group.name}", group.settings or {}))
+    if device.name:
+        layers.append(("device name", {"device": {"name": device.name}}))
+    layers.append(("device", device.settings or {}))
+    return layers
+
+
+def settable_defaults() -> dict[str, Any]:
+    """Every key the server may set, with the schema's default."""
+    defaults = PhoneConfig().model_dump(mode="json")
+    for section in (*LOCAL_SECTIONS, *SERVER_MANAGED):
+        defaults.pop(section, None)
+    return flatten(defaults)
+
+
+def settings_provenance(db: Session, device: Device) -> list[SettingRow]:
+    effective: dict[str, tuple[Any, str]] = {
+        key: (value, "default") for key, value in settable_defaults().items()
+    }
+    for label, partial in settings_layers(db, device):
+        for key, value in flatten(copy.deepcopy(partial)).items():
+            effective[key] = (value, label)
+    return [SettingRow(key, value, source) for key, (value, source) in sorted(effective.items())]
+
+
+# --- calls ---------------------------------------------------------------------------------------
+
+
+def recent_cdrs(db: Session, device_id: str, limit: int = 10) -> list[CallRecordRow]:
+    return list(
+        db.scalars(
+            select(CallRecordRow)
+            .where(CallRecordRow.device_id == device_id)
+            .order_by(CallRecordRow.start.desc())
+            .limit(limit)
+        )
+    )
+
+
+def recent_quality(db: Session, device_id: str, limit: int = 10) -> list[QualityRecord]:
+    return list(
+        db.scalars(
+            select(QualityRecord)
+            .where(QualityRecord.device_id == device_id)
+            .order_by(QualityRecord.time.desc())
+            .limit(limit)
+        )
+    )
+
+
+def device_labels(db: Session, device_ids: set[str]) -> dict[str, str]:
+    if not device_ids:
+        return {}
+    rows = db.execute(select(Device.id, Device.name, Device.mac).where(Device.id.in_(device_ids)))
+    return {device_id: name or mac for device_id, name, mac in rows}

@@ -1,0 +1,1 @@
+"""Web UI pages, one module per area."""

@@ -1,0 +1,135 @@
+"""Admin users (admin role only): create, change role, disable/enable, unlock; login history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from provisioning import audit
+from provisioning.admin_auth import AdminError, check_role, create_admin
+from provisioning.db import DbSession
+from provisioning.models import ROLE_ADMIN, ROLES, AdminUser, LoginAttempt, utcnow
+from provisioning.web.actions import actor_for, done
+from provisioning.web.core import Admin, NotFound, WebRoute, render
+
+router = APIRouter(route_class=WebRoute)
+USER_ACTIONS = ("disable", "enable", "unlock")
+
+
+def _snapshot(user: AdminUser) -> dict[str, object]:
+    return {"username": user.username, "role": user.role, "disabled": user.disabled}
+
+
+def _page(request: Request, db: Session, error: str = "", form: dict | None = None) -> Response:
+    return render(
+        request,
+        "admins.html",
+        {
+            "title": "Admin users",
+            "section": "admins",
+            "users": list(db.scalars(select(AdminUser).order_by(AdminUser.username))),
+            "attempts": list(
+                db.scalars(select(LoginAttempt).order_by(LoginAttempt.id.desc()).limit(25))
+            ),
+            "roles": ROLES,
+            "now": utcnow(),
+            "error": error,
+            "form": form or {"username": "", "role": "read-only"},
+        },
+        status_code=422 if error else 200,
+    )
+
+
+def _load(db: Session, user_id: int) -> AdminUser:
+    user = db.get(AdminUser, user_id)
+    if user is None:
+        raise NotFound(f"No admin user {user_id}.")
+    return user
+
+
+@router.get("/admins")
+def admins_page(
+    request: Request,
+    admin: Admin,
+    db: DbSession,
+) -> Response:
+    return _page(request, db)
+
+
+@router.post("/admins")
+def admin_create(
+    request: Request,
+    admin: Admin,
+    db: DbSession,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "read-only",
+) -> Response:
+    try:
+        user = create_admin(db, username, password, role)
+    except AdminError as exc:
+        db.rollback()
+        return _page(request, db, str(exc), {"username": username, "role": role})
+    actor = actor_for(request, admin)
+    audit.record(
+        db, actor.name, "admin_user.create", "admin_user", user.id, None, _snapshot(user), actor.ip
+    )
+    db.commit()
+    return done(request, "/admins", f"Admin user {user.username} created ({user.role}).")
+
+
+@router.post("/admins/{user_id}/role")
+def admin_role(
+    request: Request,
+    user_id: int,
+    admin: Admin,
+    db: DbSession,
+    role: Annotated[str, Form()] = "",
+) -> Response:
+    user = _load(db, user_id)
+    try:
+        check_role(role)
+    except AdminError as exc:
+        return done(request, "/admins", str(exc), "error")
+    if user.id == admin.id and role != ROLE_ADMIN:
+        return done(request, "/admins", "You cannot lower your own role.", "error")
+    before = _snapshot(user)
+    user.role = role
+    actor = actor_for(request, admin)
+    audit.record(
+        db, actor.name, "admin_user.role", "admin_user", user.id, before, _snapshot(user), actor.ip
+    )
+    db.commit()
+    return done(request, "/admins", f"{user.username} is now {role}.")
+
+
+@router.post("/admins/{user_id}/state")
+def admin_state(
+    request: Request,
+    user_id: int,
+    admin: Admin,
+    db: DbSession,
+    action: Annotated[str, Form()] = "",
+) -> Response:
+    user = _load(db, user_id)
+    if action not in USER_ACTIONS:
+        return done(request, "/admins", f"Unknown action {action!r}.", "error")
+    if user.id == admin.id and action == "disable":
+        return done(request, "/admins", "You cannot disable yourself.", "error")
+    before = _snapshot(user) | {"locked_until": user.locked_until and user.locked_until.isoformat()}
+    if action == "unlock":
+        user.locked_until = None
+        user.failed_attempts = 0
+    else:
+        user.disabled = action == "disable"
+    after = _snapshot(user) | {"locked_until": user.locked_until and user.locked_until.isoformat()}
+    actor = actor_for(request, admin)
+    audit.record(
+        db, actor.name, f"admin_user.{action}", "admin_user", user.id, before, after, actor.ip
+    )
+    db.commit()
+    return done(request, "/admins", f"{user.username}: {action}d.")

@@ -1,0 +1,25 @@
+"""Devices waiting for an admin's approval."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from provisioning.db import DbSession
+from provisioning.web.core import Reader, WebRoute, render
+from provisioning.web.queries import pending_devices
+
+router = APIRouter(route_class=WebRoute)
+
+
+@router.get("/approvals")
+def approvals(
+    request: Request,
+    admin: Reader,
+    db: DbSession,
+) -> Response:
+    return render(
+        request,
+        "approvals.html",
+        {"title": "Pending approvals", "section": "approvals", "pending": pending_devices(db)},
+    )

@@ -1,0 +1,77 @@
+"""Audit log: who changed what, when, with the before/after of each change."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+from starlette.responses import Response
+
+from provisioning.db import DbSession
+from provisioning.models import AuditEntry
+from provisioning.web.core import Reader, WebRoute, render
+from provisioning.web.queries import flatten
+
+router = APIRouter(route_class=WebRoute)
+PAGE_LIMIT = 200
+ABSENT = "(unset)"
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    before: str
+    after: str
+
+
+def _text(value: Any) -> str:
+    return ABSENT if value is ABSENT else json.dumps(value, sort_keys=True)
+
+
+def changes(before: Any, after: Any) -> list[Change]:
+    """The keys whose value differs, flattened to dotted paths (``settings.audio.tone_plan``)."""
+    old = (
+        flatten(before)
+        if isinstance(before, dict)
+        else ({"": before} if before is not None else {})
+    )
+    new = flatten(after) if isinstance(after, dict) else ({"": after} if after is not None else {})
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, ABSENT), new.get(key, ABSENT)
+        if a != b:
+            out.append(Change(key or "(value)", _text(a), _text(b)))
+    return out
+
+
+@router.get("/audit")
+def audit_page(
+    request: Request,
+    admin: Reader,
+    db: DbSession,
+    actor: str = "",
+    action: str = "",
+    target: str = "",
+) -> Response:
+    query = select(AuditEntry).order_by(AuditEntry.id.desc())
+    if actor:
+        query = query.where(AuditEntry.actor.like(f"%{actor.strip()}%"))
+    if action:
+        query = query.where(AuditEntry.action.like(f"{action.strip()}%"))
+    if target:
+        query = query.where(AuditEntry.target_id == target.strip())
+    entries = list(db.scalars(query.limit(PAGE_LIMIT)))
+    return render(
+        request,
+        "audit.html",
+        {
+            "title": "Audit log",
+            "section": "audit",
+            "entries": [(e, changes(e.before, e.after)) for e in entries],
+            "filters": {"actor": actor, "action": action, "target": target},
+            "limit": PAGE_LIMIT,
+        },
+    )

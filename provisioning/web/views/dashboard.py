@@ -1,0 +1,35 @@
+"""Dashboard: fleet counts, registration health, latest changes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+from starlette.responses import Response
+
+from provisioning.db import DbSession
+from provisioning.models import AuditEntry
+from provisioning.operations import fleet_summary
+from provisioning.web.core import Reader, WebRoute, render
+from provisioning.web.queries import registration_health
+
+router = APIRouter(route_class=WebRoute)
+
+
+@router.get("/")
+def dashboard(
+    request: Request,
+    admin: Reader,
+    db: DbSession,
+) -> Response:
+    recent = list(db.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(8)))
+    return render(
+        request,
+        "dashboard.html",
+        {
+            "title": "Dashboard",
+            "section": "dashboard",
+            "summary": fleet_summary(db),
+            "health": registration_health(db),
+            "recent": recent,
+        },
+    )

@@ -1,0 +1,236 @@
+"""Devices: live list, detail with effective settings, and device actions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from provisioning import audit
+from provisioning.db import DbSession
+from provisioning.models import (
+    DEVICE_STATUSES,
+    DeviceEvent,
+    Group,
+)
+from provisioning.operations import NotFound as OperationNotFound
+from provisioning.operations import (
+    OperationError,
+    change_settings,
+    get_device,
+    set_device_status,
+    update_device,
+)
+from provisioning.resync import resync
+from provisioning.web.actions import actor_for, commit_and_resync, done
+from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
+from provisioning.web.forms import parse_form_value
+from provisioning.web.queries import (
+    device_rows,
+    recent_cdrs,
+    recent_quality,
+    settable_defaults,
+    settings_provenance,
+)
+
+router = APIRouter(route_class=WebRoute)
+DEVICE_ACTIONS = {
+    "approve": "approved",
+    "reject": "rejected",
+    "revoke": "revoked",
+    "reset": "reset (it may enrol again)",
+}
+
+
+def _load(db: Session, device_id: str):
+    try:
+        return get_device(db, device_id)
+    except OperationNotFound:
+        raise NotFound(f"No device {device_id!r}.") from None
+
+
+def _list_context(db: Session, status: str, group: str, q: str) -> dict:
+    group_id = int(group) if group.isdigit() else None
+    return {
+        "rows": device_rows(db, status=status, group_id=group_id, search=q),
+        "filters": {"status": status, "group": group, "q": q},
+    }
+
+
+@router.get("/devices")
+def devices_page(
+    request: Request,
+    admin: Reader,
+    db: DbSession,
+    status: str = "",
+    group: str = "",
+    q: str = "",
+) -> Response:
+    groups = list(db.scalars(select(Group).order_by(Group.name)))
+    context = _list_context(db, status, group, q)
+    context.update(title="Devices", section="devices", statuses=DEVICE_STATUSES, groups=groups)
+    return render(request, "devices.html", context)
+
+
+@router.get("/devices/rows")
+def devices_rows(
+    request: Request,
+    admin: Reader,
+    db: DbSession,
+    status: str = "",
+    group: str = "",
+    q: str = "",
+) -> Response:
+    """The table body alone, for the page's live refresh."""
+    return render(request, "_device_rows.html", _list_context(db, status, group, q), fragment=True)
+
+
+@router.get("/devices/{device_id}")
+def device_detail(
+    request: Request,
+    device_id: str,
+    admin: Reader,
+    db: DbSession,
+) -> Response:
+    return _detail(request, db, device_id)
+
+
+def _detail(
+    request: Request,
+    db: Session,
+    device_id: str,
+    *,
+    form_error: str = "",
+    form_key: str = "",
+    form_value: str = "",
+) -> Response:
+    device = _load(db, device_id)
+    events = list(
+        db.scalars(
+            select(DeviceEvent)
+            .where(DeviceEvent.device_id == device.id)
+            .order_by(DeviceEvent.time.desc())
+            .limit(10)
+        )
+    )
+    row = device_rows(db, search=device.mac)
+    return render(
+        request,
+        "device.html",
+        {
+            "title": device.name or device.mac,
+            "section": "devices",
+            "device": device,
+            "row": row[0] if row else None,
+            "settings": settings_provenance(db, device),
+            "setting_keys": sorted(settable_defaults()),
+            "cdrs": recent_cdrs(db, device.id),
+            "quality": recent_quality(db, device.id),
+            "events": events,
+            "groups": list(db.scalars(select(Group).order_by(Group.name))),
+            "form_error": form_error,
+            "form_key": form_key,
+            "form_value": form_value,
+        },
+        status_code=422 if form_error else 200,
+    )
+
+
+@router.post("/devices/{device_id}/status")
+def device_status(
+    request: Request,
+    device_id: str,
+    action: Annotated[str, Form()],
+    admin: Operator,
+    db: DbSession,
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    device = _load(db, device_id)
+    target = "/approvals" if back == "approvals" else f"/devices/{device.id}"
+    if action not in DEVICE_ACTIONS:
+        return done(request, target, f"Unknown action {action!r}.", "error")
+    try:
+        set_device_status(db, actor_for(request, admin), device.id, action)
+    except OperationError as exc:
+        db.rollback()
+        return done(request, target, str(exc), "error")
+    db.commit()
+    label = device.name or device.mac
+    return done(request, target, f"Device {label} {DEVICE_ACTIONS[action]}.")
+
+
+@router.post("/devices/{device_id}/resync")
+def device_resync(
+    request: Request,
+    device_id: str,
+    admin: Operator,
+    db: DbSession,
+) -> Response:
+    device = _load(db, device_id)
+    actor = actor_for(request, admin)
+    audit.record(db, actor.name, "device.resync", "device", device.id, None, None, actor.ip)
+    db.commit()
+    services = request.app.state.services
+    queued = resync(db, services.keys, services.notifier, [device.id])
+    if queued:
+        message = "Resync requested: the phone was notified and will fetch its config now."
+        return done(request, f"/devices/{device.id}", message)
+    message = (
+        "Resync noted, but the phone has no reachable contact yet; it updates on its next poll."
+    )
+    return done(request, f"/devices/{device.id}", message, "info")
+
+
+@router.post("/devices/{device_id}/group")
+def device_group(
+    request: Request,
+    device_id: str,
+    admin: Operator,
+    db: DbSession,
+    group: Annotated[str, Form()] = "",
+) -> Response:
+    device = _load(db, device_id)
+    try:
+        changed = update_device(
+            db, actor_for(request, admin), device.id, group=group or None, clear_group=not group
+        )
+    except OperationError as exc:
+        db.rollback()
+        return done(request, f"/devices/{device.id}", str(exc), "error")
+    commit_and_resync(request, db, changed)
+    return done(request, f"/devices/{device.id}", "Group changed." if changed else "No change.")
+
+
+@router.post("/devices/{device_id}/settings")
+def device_setting(
+    request: Request,
+    device_id: str,
+    admin: Operator,
+    db: DbSession,
+    key: Annotated[str, Form()] = "",
+    value: Annotated[str, Form()] = "",
+    unset: Annotated[str, Form()] = "",
+) -> Response:
+    device = _load(db, device_id)
+    try:
+        if unset:
+            changed = change_settings(
+                db, actor_for(request, admin), "device", device.id, unset=[unset]
+            )
+        else:
+            changed = change_settings(
+                db,
+                actor_for(request, admin),
+                "device",
+                device.id,
+                set_values={key.strip(): parse_form_value(value)},
+            )
+    except OperationError as exc:
+        db.rollback()
+        return _detail(request, db, device_id, form_error=str(exc), form_key=key, form_value=value)
+    commit_and_resync(request, db, changed)
+    what = f"{unset} now inherited" if unset else f"{key} set"
+    return done(request, f"/devices/{device.id}", f"{what}." if changed else "No change.")

@@ -1,0 +1,198 @@
+"""Groups and sites: their own settings (validated against the phone's schema) and templates."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from provisioning.db import DbSession
+from provisioning.models import Device, Group, Template
+from provisioning.operations import NotFound as OperationNotFound
+from provisioning.operations import (
+    OperationError,
+    attach_template,
+    change_settings,
+    create_group,
+    delete_group,
+    get_group,
+)
+from provisioning.web.actions import actor_for, commit_and_resync, done
+from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
+from provisioning.web.forms import parse_form_value
+from provisioning.web.queries import flatten, settable_defaults
+
+router = APIRouter(route_class=WebRoute)
+
+
+def _load(db: Session, group_id: int) -> Group:
+    try:
+        return get_group(db, group_id)
+    except OperationNotFound:
+        raise NotFound(f"No group {group_id}.") from None
+
+
+def _list(request: Request, db: Session, error: str = "", form: dict | None = None) -> Response:
+    groups = list(db.scalars(select(Group).order_by(Group.name)))
+    counts = dict(
+        db.execute(select(Device.group_id, func.count()).group_by(Device.group_id)).tuples().all()
+    )
+    return render(
+        request,
+        "groups.html",
+        {
+            "title": "Groups",
+            "section": "groups",
+            "groups": groups,
+            "names": {g.id: g.name for g in groups},
+            "counts": counts,
+            "error": error,
+            "form": form or {"name": "", "kind": "group", "parent": ""},
+        },
+        status_code=422 if error else 200,
+    )
+
+
+@router.get("/groups")
+def groups_page(
+    request: Request,
+    admin: Reader,
+    db: DbSession,
+) -> Response:
+    return _list(request, db)
+
+
+@router.post("/groups")
+def group_create(
+    request: Request,
+    admin: Operator,
+    db: DbSession,
+    name: Annotated[str, Form()] = "",
+    kind: Annotated[str, Form()] = "group",
+    parent: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        group = create_group(db, actor_for(request, admin), name, kind, parent or None)
+    except OperationError as exc:
+        db.rollback()
+        return _list(request, db, str(exc), {"name": name, "kind": kind, "parent": parent})
+    db.commit()
+    return done(request, f"/groups/{group.id}", f"Group {group.name} created.")
+
+
+def _detail(
+    request: Request, db: Session, group_id: int, *, error: str = "", key: str = "", value: str = ""
+) -> Response:
+    group = _load(db, group_id)
+    devices = list(
+        db.scalars(select(Device).where(Device.group_id == group.id).order_by(Device.mac))
+    )
+    attached = {t.id for t in group.templates}
+    return render(
+        request,
+        "group.html",
+        {
+            "title": group.name,
+            "section": "groups",
+            "group": group,
+            "parent": db.get(Group, group.parent_id) if group.parent_id else None,
+            "own_settings": sorted(flatten(group.settings or {}).items()),
+            "setting_keys": sorted(settable_defaults()),
+            "devices": devices,
+            "templates": [t for t in group.templates],
+            "available": [
+                t
+                for t in db.scalars(select(Template).order_by(Template.name))
+                if t.id not in attached
+            ],
+            "form_error": error,
+            "form_key": key,
+            "form_value": value,
+        },
+        status_code=422 if error else 200,
+    )
+
+
+@router.get("/groups/{group_id}")
+def group_page(
+    request: Request,
+    group_id: int,
+    admin: Reader,
+    db: DbSession,
+) -> Response:
+    return _detail(request, db, group_id)
+
+
+@router.post("/groups/{group_id}/settings")
+def group_setting(
+    request: Request,
+    group_id: int,
+    admin: Operator,
+    db: DbSession,
+    key: Annotated[str, Form()] = "",
+    value: Annotated[str, Form()] = "",
+    unset: Annotated[str, Form()] = "",
+) -> Response:
+    group = _load(db, group_id)
+    actor = actor_for(request, admin)
+    try:
+        if unset:
+            changed = change_settings(db, actor, "group", group.id, unset=[unset])
+        else:
+            if not key.strip():
+                raise OperationError("choose a setting, e.g. audio.tone_plan")
+            changed = change_settings(
+                db, actor, "group", group.id, set_values={key.strip(): parse_form_value(value)}
+            )
+    except OperationError as exc:
+        db.rollback()
+        return _detail(request, db, group_id, error=str(exc), key=key, value=value)
+    commit_and_resync(request, db, changed)
+    if unset:
+        message = f"{unset} removed from {group.name}; inherited again."
+    else:
+        message = f"{key.strip()} set for {group.name}; {len(changed)} device(s) will update."
+    return done(request, f"/groups/{group.id}", message)
+
+
+@router.post("/groups/{group_id}/templates")
+def group_template(
+    request: Request,
+    group_id: int,
+    admin: Operator,
+    db: DbSession,
+    template: Annotated[str, Form()] = "",
+    attach: Annotated[str, Form()] = "1",
+) -> Response:
+    group = _load(db, group_id)
+    try:
+        changed = attach_template(
+            db, actor_for(request, admin), group.id, template, attach=attach == "1"
+        )
+    except OperationError as exc:
+        db.rollback()
+        return done(request, f"/groups/{group.id}", str(exc), "error")
+    commit_and_resync(request, db, changed)
+    verb = "attached" if attach == "1" else "detached"
+    return done(request, f"/groups/{group.id}", f"Template {verb}.")
+
+
+@router.post("/groups/{group_id}/delete")
+def group_delete(
+    request: Request,
+    group_id: int,
+    admin: Operator,
+    db: DbSession,
+) -> Response:
+    group = _load(db, group_id)
+    name = group.name
+    try:
+        changed = delete_group(db, actor_for(request, admin), group.id)
+    except OperationError as exc:
+        db.rollback()
+        return done(request, f"/groups/{group_id}", str(exc), "error")
+    commit_and_resync(request, db, changed)
+    return done(request, "/groups", f"Group {name} deleted.")

@@ -1,0 +1,80 @@
+"""Login and logout."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from starlette.responses import Response
+
+from provisioning.admin_auth import LoginError, authenticate_password, client_ip
+from provisioning.db import DbSession
+from provisioning.web.core import WebRoute, redirect, render, session_admin
+from provisioning.web.sessions import add_flash, clear_session, new_session, write_session
+
+log = logging.getLogger(__name__)
+router = APIRouter(route_class=WebRoute)
+
+LOGIN_MESSAGES = {
+    "bad_credentials": "Wrong username or password.",
+    "locked": "Too many failed attempts: this account is locked. Try again later.",
+    "disabled": "This account is disabled.",
+}
+
+
+def _safe_next(target: str) -> str:
+    """Only same-site paths: an open redirect after login would help phishing."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+@router.get("/login")
+def login_form(request: Request, db: DbSession, next: str = "/") -> Response:
+    if session_admin(request, db) is not None:
+        return redirect(_safe_next(next))
+    return render(request, "login.html", {"title": "Sign in", "next": next, "username": ""})
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    db: DbSession,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    settings = request.app.state.services.settings
+    try:
+        user = authenticate_password(
+            db,
+            username.strip(),
+            password,
+            client_ip(request),
+            threshold=settings.lockout_threshold,
+            lockout_minutes=settings.lockout_minutes,
+        )
+    except LoginError as exc:
+        # The handler returns normally so the attempt log and lockout counters are committed.
+        context = {
+            "title": "Sign in",
+            "next": next,
+            "username": username,
+            "error": LOGIN_MESSAGES.get(exc.reason, "Login refused."),
+        }
+        return render(request, "login.html", context, status_code=401)
+    response = redirect(_safe_next(next))
+    write_session(request, response, new_session(user.id, user.password_hash))
+    add_flash(request, response, "ok", f"Signed in as {user.username}.")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, db: DbSession) -> Response:
+    user = session_admin(request, db)
+    response = redirect("/login")
+    clear_session(request, response)
+    if user is not None:
+        log.info("admin logout user=%s ip=%s", user.username, client_ip(request))
+    return response

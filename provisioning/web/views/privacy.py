@@ -1,0 +1,94 @@
+"""Privacy requests: export or erase everything stored about a device or an extension."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from starlette.responses import Response
+
+from provisioning import retention
+from provisioning.db import DbSession
+from provisioning.operations import OperationError
+from provisioning.web.actions import actor_for, done
+from provisioning.web.core import Admin, WebRoute, render
+
+router = APIRouter(route_class=WebRoute)
+SUBJECT_KINDS = ("device", "extension")
+
+
+def _page(request: Request, error: str = "", form: dict | None = None) -> Response:
+    return render(
+        request,
+        "privacy.html",
+        {
+            "title": "Privacy",
+            "section": "privacy",
+            "error": error,
+            "form": form or {"kind": "device", "subject": ""},
+            "kinds": SUBJECT_KINDS,
+        },
+        status_code=422 if error else 200,
+    )
+
+
+def _subject(kind: str, subject: str) -> dict[str, str]:
+    if kind not in SUBJECT_KINDS:
+        raise OperationError(f"subject kind must be one of {', '.join(SUBJECT_KINDS)}")
+    if not subject.strip():
+        raise OperationError(f"enter the {kind}'s {'id or MAC' if kind == 'device' else 'number'}")
+    return {kind: subject.strip()}
+
+
+@router.get("/privacy")
+def privacy_page(request: Request, admin: Admin) -> Response:
+    return _page(request)
+
+
+@router.post("/privacy/export")
+def privacy_export(
+    request: Request,
+    admin: Admin,
+    db: DbSession,
+    kind: Annotated[str, Form()] = "device",
+    subject: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        data = retention.export_subject(db, actor_for(request, admin), **_subject(kind, subject))
+    except OperationError as exc:
+        db.rollback()
+        return _page(request, str(exc), {"kind": kind, "subject": subject})
+    db.commit()  # the export itself is audited
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", subject.strip())[:64]
+    return Response(
+        json.dumps(data, indent=2, sort_keys=True, default=str),
+        media_type="application/json",
+        headers={
+            "content-disposition": f'attachment; filename="offhook-export-{kind}-{safe}.json"',
+            "cache-control": "no-store",
+        },
+    )
+
+
+@router.post("/privacy/erase")
+def privacy_erase(
+    request: Request,
+    admin: Admin,
+    db: DbSession,
+    kind: Annotated[str, Form()] = "device",
+    subject: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    form = {"kind": kind, "subject": subject}
+    if confirm.strip() != subject.strip() or not subject.strip():
+        return _page(request, "to erase, type the subject again in the confirmation box", form)
+    try:
+        counts = retention.erase_subject(db, actor_for(request, admin), **_subject(kind, subject))
+    except OperationError as exc:
+        db.rollback()
+        return _page(request, str(exc), form)
+    db.commit()
+    summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+    return done(request, "/privacy", f"Erased {kind} {subject.strip()}: {summary}.")

@@ -1,0 +1,132 @@
+"""Call detail records (filterable) and call quality (worst calls first)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, Request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from provisioning.db import DbSession
+from provisioning.models import CallRecordRow, Device, QualityRecord
+from provisioning.web.core import Reader, WebRoute, render
+from provisioning.web.queries import device_labels
+
+router = APIRouter(route_class=WebRoute)
+PAGE_LIMIT = 200
+DIRECTIONS = ("incoming", "outgoing")
+DISPOSITIONS = ("answered", "no_answer", "busy", "failed", "rejected", "missed")
+
+
+def _day(text: str, field: str, errors: list[str]) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        errors.append(f"{field}: use a date like 2026-01-31")
+        return None
+
+
+def _device_ids(db: Session, device: str) -> list[str]:
+    like = f"%{device.strip().lower()}%"
+    return list(
+        db.scalars(
+            select(Device.id).where(
+                func.lower(Device.mac).like(like)
+                | func.lower(Device.name).like(like)
+                | (Device.id == device.strip())
+            )
+        )
+    )
+
+
+@router.get("/cdrs")
+def cdrs_page(
+    request: Request,
+    admin: Reader,
+    db: DbSession,
+    device: str = "",
+    extension: str = "",
+    direction: str = "",
+    disposition: str = "",
+    since: str = "",
+    until: str = "",
+) -> Response:
+    errors: list[str] = []
+    query = select(CallRecordRow).order_by(CallRecordRow.start.desc())
+    if device:
+        query = query.where(CallRecordRow.device_id.in_(_device_ids(db, device)))
+    if extension:
+        like = f"%{extension.strip()}%"
+        query = query.where(
+            CallRecordRow.local_uri.like(like) | CallRecordRow.remote_uri.like(like)
+        )
+    if direction:
+        if direction not in DIRECTIONS:
+            errors.append(f"direction: one of {', '.join(DIRECTIONS)}")
+        query = query.where(CallRecordRow.direction == direction)
+    if disposition:
+        if disposition not in DISPOSITIONS:
+            errors.append(f"result: one of {', '.join(DISPOSITIONS)}")
+        query = query.where(CallRecordRow.disposition == disposition)
+    start = _day(since, "from", errors)
+    end = _day(until, "to", errors)
+    if start is not None:
+        query = query.where(CallRecordRow.start >= start.timestamp())
+    if end is not None:
+        query = query.where(CallRecordRow.start < (end + timedelta(days=1)).timestamp())
+    cdrs = [] if errors else list(db.scalars(query.limit(PAGE_LIMIT)))
+    return render(
+        request,
+        "cdrs.html",
+        {
+            "title": "Calls",
+            "section": "cdrs",
+            "cdrs": cdrs,
+            "device_labels": device_labels(db, {c.device_id for c in cdrs}),
+            "filters": {
+                "device": device,
+                "extension": extension,
+                "direction": direction,
+                "disposition": disposition,
+                "since": since,
+                "until": until,
+            },
+            "directions": DIRECTIONS,
+            "dispositions": DISPOSITIONS,
+            "errors": errors,
+            "limit": PAGE_LIMIT,
+        },
+        status_code=422 if errors else 200,
+    )
+
+
+@router.get("/quality")
+def quality_page(
+    request: Request,
+    admin: Reader,
+    db: DbSession,
+    device: str = "",
+) -> Response:
+    # Worst first: lowest MOS, then the highest loss and jitter break ties.
+    query = select(QualityRecord).order_by(
+        QualityRecord.mos.asc(), QualityRecord.loss_pct.desc(), QualityRecord.jitter_ms.desc()
+    )
+    if device:
+        query = query.where(QualityRecord.device_id.in_(_device_ids(db, device)))
+    rows = list(db.scalars(query.limit(PAGE_LIMIT)))
+    return render(
+        request,
+        "quality.html",
+        {
+            "title": "Call quality",
+            "section": "quality",
+            "quality_rows": rows,
+            "device_labels": device_labels(db, {q.device_id for q in rows}),
+            "device": device,
+            "limit": PAGE_LIMIT,
+        },
+    )

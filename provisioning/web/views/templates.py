@@ -1,0 +1,166 @@
+"""Settings templates: named partial configs attached to groups."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from provisioning.db import DbSession
+from provisioning.models import Template
+from provisioning.operations import NotFound as OperationNotFound
+from provisioning.operations import (
+    OperationError,
+    create_template,
+    delete_template,
+    get_template,
+    update_template,
+)
+from provisioning.web.actions import actor_for, commit_and_resync, done
+from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
+
+router = APIRouter(route_class=WebRoute)
+EXAMPLE = '{"audio": {"tone_plan": "uk"}, "features": {"call_waiting": false}}'
+
+
+def parse_settings_json(text: str) -> dict:
+    """The template editor takes JSON; say where it is broken rather than just 'invalid'."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise OperationError(
+            f"settings are not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        raise OperationError("settings must be a JSON object, e.g. " + EXAMPLE)
+    return value
+
+
+def _load(db: Session, template_id: int) -> Template:
+    try:
+        return get_template(db, template_id)
+    except OperationNotFound:
+        raise NotFound(f"No template {template_id}.") from None
+
+
+def _list(request: Request, db: Session, error: str = "", form: dict | None = None) -> Response:
+    return render(
+        request,
+        "templates.html",
+        {
+            "title": "Templates",
+            "section": "templates",
+            "templates": list(db.scalars(select(Template).order_by(Template.name))),
+            "error": error,
+            "form": form or {"name": "", "description": "", "settings": ""},
+            "example": EXAMPLE,
+        },
+        status_code=422 if error else 200,
+    )
+
+
+@router.get("/templates")
+def templates_page(
+    request: Request,
+    admin: Reader,
+    db: DbSession,
+) -> Response:
+    return _list(request, db)
+
+
+@router.post("/templates")
+def template_create(
+    request: Request,
+    admin: Operator,
+    db: DbSession,
+    name: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    settings: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        template = create_template(
+            db, actor_for(request, admin), name, parse_settings_json(settings), description
+        )
+    except OperationError as exc:
+        db.rollback()
+        form = {"name": name, "description": description, "settings": settings}
+        return _list(request, db, str(exc), form)
+    db.commit()
+    return done(request, f"/templates/{template.id}", f"Template {template.name} created.")
+
+
+def _detail(
+    request: Request, db: Session, template_id: int, error: str = "", text: str | None = None
+) -> Response:
+    template = _load(db, template_id)
+    return render(
+        request,
+        "template.html",
+        {
+            "title": template.name,
+            "section": "templates",
+            "template": template,
+            "settings_text": text
+            if text is not None
+            else json.dumps(template.settings or {}, indent=2, sort_keys=True),
+            "error": error,
+        },
+        status_code=422 if error else 200,
+    )
+
+
+@router.get("/templates/{template_id}")
+def template_page(
+    request: Request,
+    template_id: int,
+    admin: Reader,
+    db: DbSession,
+) -> Response:
+    return _detail(request, db, template_id)
+
+
+@router.post("/templates/{template_id}")
+def template_update(
+    request: Request,
+    template_id: int,
+    admin: Operator,
+    db: DbSession,
+    description: Annotated[str, Form()] = "",
+    settings: Annotated[str, Form()] = "",
+) -> Response:
+    template = _load(db, template_id)
+    try:
+        changed = update_template(
+            db,
+            actor_for(request, admin),
+            template.id,
+            settings=parse_settings_json(settings),
+            description=description,
+        )
+    except OperationError as exc:
+        db.rollback()
+        return _detail(request, db, template_id, str(exc), settings)
+    commit_and_resync(request, db, changed)
+    return done(
+        request,
+        f"/templates/{template.id}",
+        f"Template saved; {len(changed)} device(s) will update.",
+    )
+
+
+@router.post("/templates/{template_id}/delete")
+def template_delete(
+    request: Request,
+    template_id: int,
+    admin: Operator,
+    db: DbSession,
+) -> Response:
+    template = _load(db, template_id)
+    name = template.name
+    changed = delete_template(db, actor_for(request, admin), template.id)
+    commit_and_resync(request, db, changed)
+    return done(request, "/templates", f"Template {name} deleted.")
