@@ -168,6 +168,7 @@ class _Core:
         self.port = None
         self.calls.clear()
         self.graveyard.clear()
+        self.unregister_all()
         for acc in self.accounts.values():
             try:
                 acc.shutdown()
@@ -175,9 +176,26 @@ class _Core:
                 log.warning("account shutdown failed account=%d error=%s", acc.index, exc.info())
         self.accounts.clear()
         gc.collect()  # no stray wrapper may reach libDestroy
-        ep.libDestroy()
+        # Unregistration is already done: skip pjsua's fixed one-second wait for network replies.
+        ep.libDestroy(pj.PJSUA_DESTROY_NO_RX_MSG)
         self.ep = None
         self.engine._publish_calls({})
+
+    def unregister_all(self) -> None:
+        """Send un-REGISTERs and wait (bounded) for the answers, so the registrar forgets us."""
+        pending = []
+        for acc in self.accounts.values():
+            try:
+                if acc.getInfo().regIsActive:
+                    acc.setRegistration(False)
+                    pending.append(acc)
+            except pj.Error as exc:
+                log.warning("unregister failed account=%d error=%s", acc.index, exc.info())
+
+        def done() -> bool:
+            return not any(_still_registered(acc) for acc in pending)
+
+        self.pump_until(done, limit_s=1.0)
 
     def pump(self, ms: int = PUMP_MS) -> None:
         assert self.ep is not None
@@ -443,6 +461,13 @@ class _Core:
             return split_name_addr(call.getInfo().remoteUri)[1]
         except pj.Error:
             return ""
+
+
+def _still_registered(acc: EngineAccount) -> bool:
+    try:
+        return bool(acc.getInfo().regIsActive)
+    except pj.Error:
+        return False
 
 
 _HANDLERS: dict[type, Callable[[_Core, object], None]] = {
