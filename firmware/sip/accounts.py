@@ -71,6 +71,7 @@ class EngineAccount(pj.Account):
         super().__init__()
         self.core = core
         self.index = index
+        self.reg_reports = 0  # onRegState calls so far: lets teardown wait for the un-REGISTER
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
         try:
@@ -78,6 +79,7 @@ class EngineAccount(pj.Account):
         except pj.Error:
             active = False
         registered = bool(active) and 200 <= prm.code < 300
+        self.reg_reports += 1
         self.core.on_registration(self.index, registered, prm.code, prm.reason)
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:

@@ -183,17 +183,17 @@ class _Core:
 
     def unregister_all(self) -> None:
         """Send un-REGISTERs and wait (bounded) for the answers, so the registrar forgets us."""
-        pending = []
+        pending: dict[EngineAccount, int] = {}
         for acc in self.accounts.values():
             try:
                 if acc.getInfo().regIsActive:
+                    pending[acc] = acc.reg_reports
                     acc.setRegistration(False)
-                    pending.append(acc)
             except pj.Error as exc:
                 log.warning("unregister failed account=%d error=%s", acc.index, exc.info())
 
         def done() -> bool:
-            return not any(_still_registered(acc) for acc in pending)
+            return all(acc.reg_reports > seen for acc, seen in pending.items())
 
         self.pump_until(done, limit_s=1.0)
 
@@ -461,13 +461,6 @@ class _Core:
             return split_name_addr(call.getInfo().remoteUri)[1]
         except pj.Error:
             return ""
-
-
-def _still_registered(acc: EngineAccount) -> bool:
-    try:
-        return bool(acc.getInfo().regIsActive)
-    except pj.Error:
-        return False
 
 
 _HANDLERS: dict[type, Callable[[_Core, object], None]] = {
