@@ -1,0 +1,282 @@
+"""``offhook demo`` / ``make demo``: Kamailio and three simulated phones calling each other.
+
+Starts a Kamailio registrar on loopback, three ``offhook sim --headless`` phones (Alice 1001,
+Bob 1002, Carol 1003; Carol has call waiting off so a second call finds her busy), shows their
+OLED screens side by side in the terminal and plays a scripted scenario, driving the phones only
+through their control APIs. Then it stays up (phones usable via their control APIs, printed at
+start) until Ctrl-C. Without a terminal it prints each step and the screens as plain text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.columns import Columns
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.text import Text
+
+from firmware.sim import SimPhone, is_registered, sim_config
+
+STEP_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    user: str
+    password: str
+    call_waiting: bool = True
+
+
+PEOPLE = (
+    Person("Alice", "1001", "pw1001"),
+    Person("Bob", "1002", "pw1002"),
+    Person("Carol", "1003", "pw1003", call_waiting=False),
+)
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM during the scenario."""
+
+
+class Demo:
+    def __init__(self, console: Console, root: Path, count: int) -> None:
+        self.console = console
+        self.root = root
+        self.people = PEOPLE[:count]
+        self.phones: dict[str, SimPhone] = {}
+        self.kamailio: Any = None
+        self.step = "starting"
+        self.stop_event = threading.Event()
+        self.live = console.is_terminal
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from tests.fixtures.kamailio import KamailioServer  # the same code path the tests use
+
+        self.kamailio = KamailioServer(self.root / "kamailio")
+        for person in self.people:
+            self.kamailio.add_user(person.user, person.password)
+        self.kamailio.start()
+        self.say(f"Kamailio registrar on {self.kamailio.domain} (UDP/TCP)")
+        for person in self.people:
+            config = sim_config(
+                person.name, person.user, person.password, self.kamailio.domain,
+                display_name=person.name,
+            )  # fmt: skip
+            if not person.call_waiting:
+                config.features.call_waiting = False
+            phone = SimPhone(self.root / person.name.lower(), config)
+            phone.start()
+            self.phones[person.name] = phone
+        for person in self.people:
+            phone = self.phones[person.name]
+            self.wait(phone, is_registered, "registered", timeout=40)
+            ctl = phone.config.control
+            self.say(
+                f"{person.name} ({person.user}) registered; control API http://{ctl.listen}/api/v1"
+                f" token {ctl.token}"
+            )
+
+    def stop(self) -> None:
+        for phone in self.phones.values():
+            with contextlib.suppress(Exception):
+                phone.stop()
+        if self.kamailio is not None:
+            with contextlib.suppress(Exception):
+                self.kamailio.stop()
+
+    # --- scenario -----------------------------------------------------------------------------
+
+    def scenario(self) -> None:
+        alice, bob = self.phones["Alice"], self.phones["Bob"]
+        self.set_step("Alice lifts the handset and dials Bob (1002)")
+        alice.client.hook(True)
+        self.pause(1.0)
+        alice.client.keys("1002")
+        self.wait(bob, lambda s: call_state(s) == "incoming", "Bob's phone rings")
+        self.pause(1.5)
+        self.set_step("Bob answers")
+        bob.client.hook(True)
+        self.wait(alice, lambda s: call_state(s) == "confirmed", "Alice talking")
+        self.wait(bob, lambda s: call_state(s) == "confirmed", "Bob talking")
+        self.set_step("Alice and Bob talk")
+        self.pause(4.0)
+        self.set_step("Alice hangs up")
+        alice.client.hook(False)
+        self.wait(bob, lambda s: not s["calls"], "call ended at Bob")
+        self.pause(1.0)
+        bob.client.hook(False)
+        if "Carol" not in self.phones:
+            self.set_step("scenario done")
+            return
+        carol = self.phones["Carol"]
+        self.set_step("Alice calls Carol (1003); Carol answers")
+        alice.client.hook(True)
+        alice.client.keys("1003")
+        self.wait(carol, lambda s: call_state(s) == "incoming", "Carol's phone rings")
+        self.pause(1.0)
+        carol.client.hook(True)
+        self.wait(alice, lambda s: call_state(s) == "confirmed", "Alice talking to Carol")
+        self.pause(1.5)
+        self.set_step("Bob calls Carol: busy (Carol has no call waiting)")
+        bob.client.hook(True)
+        bob.client.keys("1003")
+        self.wait(bob, lambda s: any("usy" in line for line in s["screen"]), "Bob hears busy")
+        self.pause(2.5)
+        self.set_step("Bob hangs up; Alice and Carol finish their call")
+        bob.client.hook(False)
+        self.pause(1.5)
+        carol.client.hook(False)
+        self.wait(alice, lambda s: not s["calls"], "call ended at Alice")
+        alice.client.hook(False)
+        self.set_step("scenario done: phones stay up (Ctrl-C to quit)")
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def set_step(self, text: str) -> None:
+        self.step = text
+        self.say(f"step: {text}")
+        if not self.live:
+            self.print_screens()
+
+    def say(self, text: str) -> None:
+        if not self.live:
+            self.console.print(text)
+
+    def pause(self, seconds: float) -> None:
+        if self.stop_event.wait(seconds):
+            raise Stopped
+
+    def wait(
+        self,
+        phone: SimPhone,
+        cond: Callable[[dict], bool],
+        what: str,
+        timeout: float = STEP_TIMEOUT_S,
+    ) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = phone.state()
+            if state is not None and cond(state):
+                return state
+            if self.stop_event.wait(0.1):
+                raise Stopped
+        raise TimeoutError(f"{phone.name}: {what} did not happen within {timeout:.0f}s")
+
+    def print_screens(self) -> None:
+        for name, phone in self.phones.items():
+            screen = screen_of(phone)
+            lines = " | ".join(screen.get("lines", []))
+            status = " ".join(f"{k}={v}" for k, v in screen.get("status", {}).items())
+            self.console.print(f"  [{name}] {status} :: {lines}")
+
+    def render(self) -> Group:
+        panels = [phone_panel(name, phone) for name, phone in self.phones.items()]
+        header = Text(f"offhook demo - {self.step}", style="bold")
+        return Group(header, Columns(panels, padding=(0, 1)))
+
+
+def call_state(state: dict) -> str:
+    calls = state.get("calls") or []
+    return calls[0]["state"] if calls else ""
+
+
+def screen_of(phone: SimPhone) -> dict:
+    try:
+        return phone.client.screen()
+    except (OSError, RuntimeError, ValueError):
+        return {"lines": ["(restarting)"], "status": {}}
+
+
+def phone_panel(name: str, phone: SimPhone) -> Panel:
+    """One phone's OLED as text: status bar, a rule, the screen lines."""
+    screen = screen_of(phone)
+    status = screen.get("status", {})
+    bar = f"{status.get('line', name)}  {status.get('reg', '')}  {status.get('time', '')}"
+    body = Text(bar[:21].ljust(21) + "\n" + "-" * 21 + "\n", style="bold")
+    lines = list(screen.get("lines", []))[:4]
+    body.append("\n".join(line[:21] for line in lines).ljust(21))
+    body.append("\n" * (4 - len(lines)))
+    return Panel(body, title=name, width=25, border_style="cyan")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="offhook demo", description="Kamailio + simulated phones calling each other"
+    )
+    parser.add_argument("--phones", type=int, choices=(2, 3), default=3)
+    parser.add_argument(
+        "--once", action="store_true", help="exit after the scenario instead of staying up"
+    )
+    args = parser.parse_args(argv)
+    console = Console()
+    stop_event = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with tempfile.TemporaryDirectory(prefix="offhook-demo-") as tmp:
+        demo = Demo(console, Path(tmp), args.phones)
+        demo.stop_event = stop_event
+        try:
+            return run(demo, console, args.once)
+        except Stopped:
+            console.print("stopping")
+            return 0
+        except Exception as exc:
+            console.print(f"[red]demo failed:[/red] {exc}")
+            for phone in demo.phones.values():
+                console.print(f"--- {phone.name} log tail\n{phone.log_text()[-1500:]}")
+            return 1
+        finally:
+            demo.stop()
+
+
+def run(demo: Demo, console: Console, once: bool) -> int:
+    if not demo.live:
+        demo.start()
+        demo.scenario()
+        while not once and not demo.stop_event.wait(1.0):
+            pass
+        return 0
+    with Live(Text("starting Kamailio and phones..."), console=console, screen=False) as live:
+        done = threading.Event()
+
+        def refresh() -> None:
+            while not done.wait(0.25):
+                if demo.phones:
+                    live.update(demo.render())
+
+        painter = threading.Thread(target=refresh, name="demo-ui", daemon=True)
+        painter.start()
+        try:
+            demo.start()
+            demo.scenario()
+            while not once and not demo.stop_event.wait(0.5):
+                pass
+        finally:
+            done.set()
+            painter.join(2)
+            if demo.phones:
+                live.update(demo.render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
