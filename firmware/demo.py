@@ -187,7 +187,11 @@ class Demo:
     def render(self) -> Group:
         panels = [phone_panel(name, phone) for name, phone in self.phones.items()]
         header = Text(f"offhook demo - {self.step}", style="bold")
-        return Group(header, Columns(panels, padding=(0, 1)))
+        footer = Text("control APIs (Bearer token):\n", style="dim")
+        for name, phone in self.phones.items():
+            ctl = phone.config.control
+            footer.append(f"  {name}: http://{ctl.listen}/api/v1  {ctl.token}\n", style="dim")
+        return Group(header, Columns(panels, padding=(0, 1)), footer)
 
 
 def call_state(state: dict) -> str:
