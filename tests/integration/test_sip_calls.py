@@ -1,0 +1,200 @@
+"""Calls between the SipEngine and baresip through real Kamailio."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware.events import (
+    Answer,
+    CallIncoming,
+    CallMediaChanged,
+    CallQuality,
+    CallState,
+    CallStateChanged,
+    Hangup,
+    Hold,
+    MakeCall,
+    Reject,
+    SendDtmf,
+    Transfer,
+    Unhold,
+)
+from firmware.sip import SipEngine
+from tests.fixtures.baresip import BaresipPeer
+from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer, kamailio_server  # noqa: F401
+from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
+from tests.fixtures.tls import tls_certificates  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+Phone = tuple[SipEngine, EventRecorder]
+
+
+@pytest.fixture
+def phone(kamailio_server: KamailioServer) -> Iterator[Phone]:  # noqa: F811
+    with running_engine(phone_config(kamailio_server, [account(kamailio_server, "1001")])) as p:
+        yield p
+
+
+def peer(kam: KamailioServer, tmp_path: Path, user: str, **kwargs: object) -> BaresipPeer:
+    return BaresipPeer(
+        tmp_path / f"baresip-{user}",
+        user=user,
+        password=DEFAULT_USERS[user],
+        registrar=kam.domain,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def place_call(phone: Phone, target: str) -> CallStateChanged:
+    engine, events = phone
+    mark = events.mark()
+    engine.submit(MakeCall(0, target))
+    return events.wait_call_state(CallState.CONFIRMED, start=mark)
+
+
+def test_call_to_baresip_connects_and_hangs_up(
+    phone: Phone,
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, events = phone
+    with peer(kamailio_server, tmp_path, "1002") as far:
+        confirmed = place_call(phone, "1002")
+        assert confirmed.status_code == 200
+        assert confirmed.codec in ("G722", "PCMU", "PCMA")
+        assert "1002@" in confirmed.remote_uri
+        far.wait_event("CALL_ESTABLISHED")
+        (info,) = engine.calls_info()
+        assert info["id"] == confirmed.call_id and info["state"] == "confirmed"
+        quality = events.wait_for(lambda e: isinstance(e, CallQuality), timeout=5)
+        assert quality.codec == confirmed.codec and 1.0 <= quality.mos <= 4.5
+        mark = events.mark()
+        engine.submit(Hangup(confirmed.call_id))
+        events.wait_call_state(CallState.DISCONNECTED, confirmed.call_id, start=mark)
+        far.wait_event("CALL_CLOSED")
+    assert engine.calls_info() == []
+
+
+def test_incoming_call_shows_caller_and_can_be_answered(
+    phone: Phone,
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, events = phone
+    with peer(kamailio_server, tmp_path, "1002", display_name="Bob Builder") as far:
+        far.dial(f"sip:1001@{kamailio_server.domain}")
+        incoming = events.wait_for(lambda e: isinstance(e, CallIncoming))
+        assert incoming.remote_name == "Bob Builder"
+        assert incoming.remote_uri.startswith("sip:1002@")
+        assert incoming.account == 0
+        far.wait_event("CALL_RINGING")  # the engine alerts with 180 on its own
+        engine.submit(Answer(incoming.call_id))
+        events.wait_call_state(CallState.CONFIRMED, incoming.call_id)
+        far.wait_event("CALL_ESTABLISHED")
+
+
+def test_rejecting_an_incoming_call_sends_the_given_code(
+    phone: Phone,
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, events = phone
+    with peer(kamailio_server, tmp_path, "1002") as far:
+        far.dial(f"sip:1001@{kamailio_server.domain}")
+        incoming = events.wait_for(lambda e: isinstance(e, CallIncoming))
+        engine.submit(Reject(incoming.call_id, 603))
+        closed = far.wait_event("CALL_CLOSED")
+        ended = events.wait_call_state(CallState.DISCONNECTED, incoming.call_id)
+    assert "603" in str(closed.get("param"))
+    assert ended.status_code == 603
+
+
+def test_busy_far_end_gives_486(
+    phone: Phone,
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, events = phone
+    with peer(kamailio_server, tmp_path, "1002", answermode="manual") as far:
+        engine.submit(MakeCall(0, "1002"))
+        far.wait_event("CALL_INCOMING")
+        far.hangup()  # baresip rejects a ringing call with 486
+        ended = events.wait_call_state(CallState.DISCONNECTED)
+    assert ended.status_code == 486
+
+
+def test_unknown_number_gives_404(phone: Phone) -> None:
+    engine, events = phone
+    engine.submit(MakeCall(0, "1099"))
+    ended = events.wait_call_state(CallState.DISCONNECTED)
+    assert ended.status_code == 404
+
+
+def test_unusable_dial_target_is_reported_without_a_call(phone: Phone) -> None:
+    engine, events = phone
+    engine.submit(MakeCall(0, "12 34"))
+    ended = events.wait_call_state(CallState.DISCONNECTED)
+    assert ended.call_id == -1 and "12 34" in ended.reason
+    engine.submit(MakeCall(5, "1002"))
+    ended = events.wait_for(lambda e: isinstance(e, CallStateChanged) and "account 5" in e.reason)
+    assert ended.call_id == -1
+
+
+def test_dtmf_digits_reach_baresip(
+    phone: Phone,
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, _events = phone
+    with peer(kamailio_server, tmp_path, "1002") as far:
+        call = place_call(phone, "1002")
+        far.wait_event("CALL_ESTABLISHED")
+        engine.submit(SendDtmf(call.call_id, "147*0#"))
+        deadline = time.monotonic() + 10
+        while far.received_dtmf() != "147*0#" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert far.received_dtmf() == "147*0#"
+
+
+def test_hold_and_unhold_renegotiate_media(
+    phone: Phone,
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, events = phone
+    with peer(kamailio_server, tmp_path, "1002") as far:
+        call = place_call(phone, "1002")
+        far.wait_event("CALL_ESTABLISHED")
+        mark = events.mark()
+        engine.submit(Hold(call.call_id))
+        held = events.wait_for(lambda e: isinstance(e, CallMediaChanged), start=mark)
+        assert held == CallMediaChanged(call.call_id, held_locally=True, held_remotely=False)
+        mark = events.mark()
+        engine.submit(Unhold(call.call_id))
+        resumed = events.wait_for(lambda e: isinstance(e, CallMediaChanged), start=mark)
+        assert resumed == CallMediaChanged(call.call_id, held_locally=False, held_remotely=False)
+        assert "CALL_CLOSED" not in far.event_types()
+
+
+def test_blind_transfer_connects_the_far_end_to_the_target(
+    phone: Phone,
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, events = phone
+    with (
+        peer(kamailio_server, tmp_path, "1002") as transferee,
+        peer(kamailio_server, tmp_path, "1003") as target,
+    ):
+        call = place_call(phone, "1002")
+        transferee.wait_event("CALL_ESTABLISHED")
+        engine.submit(Transfer(call.call_id, "1003"))
+        established = target.wait_event("CALL_ESTABLISHED")
+        assert "1002@" in established["peeruri"]
+        ended = events.wait_call_state(CallState.DISCONNECTED, call.call_id)
+        assert ended.call_id == call.call_id
