@@ -1,0 +1,197 @@
+"""The simulator's board: the PC keyboard as keypad and hook switch, the OLED in the terminal.
+
+Same interface as the Pi board (board/base.py). Keys come from the keyboard (``run_keyboard``),
+or programmatically from ``press(key)`` / ``set_hook(offhook)`` (the control API and tests use
+these). The display is luma.emulator's ``asciiblock`` in a terminal, or luma's dummy device
+headless. LED and ringer states are kept for the control API (``leds``, ``ringing``).
+
+Keyboard map (also in docs/hardware.md):
+  0-9 * #        the digit keys            h or space   lift / hang up the handset
+  Enter          ok                        Backspace    cancel
+  arrow keys     up / down / left / right  F1-F4        softkey1-softkey4
+  o hold    t transfer   c conference   r redial   d dnd        v voicemail   m mute
+  l history p phonebook  n menu         s speaker  a headset    + vol_up      - vol_down
+  [ line1   ] line2
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import sys
+import termios
+import threading
+import tty
+from collections.abc import Callable
+from typing import Any
+
+from board.display import make_dummy_display
+from firmware.events import DIGIT_KEYS, FUNCTION_KEYS
+
+log = logging.getLogger(__name__)
+
+KEYBOARD_MAP: dict[str, str] = {
+    **{d: d for d in DIGIT_KEYS},
+    "\r": "ok",
+    "\n": "ok",
+    "\x7f": "cancel",
+    "\x08": "cancel",
+    "o": "hold",
+    "t": "transfer",
+    "c": "conference",
+    "r": "redial",
+    "d": "dnd",
+    "v": "voicemail",
+    "m": "mute",
+    "l": "history",
+    "p": "phonebook",
+    "n": "menu",
+    "s": "speaker",
+    "a": "headset",
+    "+": "vol_up",
+    "-": "vol_down",
+    "[": "line1",
+    "]": "line2",
+    "\x1b[A": "up",
+    "\x1b[B": "down",
+    "\x1b[C": "right",
+    "\x1b[D": "left",
+    "\x1bOP": "softkey1",
+    "\x1bOQ": "softkey2",
+    "\x1bOR": "softkey3",
+    "\x1bOS": "softkey4",
+}
+HOOK_KEYS = frozenset("h ")
+LED_STATES = ("off", "on", "blink", "fast_blink")
+
+
+def make_emulator_display(kind: str, width: int = 128, height: int = 64) -> Any | None:
+    """``asciiblock`` (terminal), ``dummy`` (headless) or ``none``."""
+    if kind == "none":
+        return None
+    if kind == "dummy":
+        return make_dummy_display(width, height)
+    if kind == "asciiblock":
+        from luma.emulator.device import asciiblock
+
+        return asciiblock(width=width, height=height, mode="1")
+    raise ValueError(f"emulated display must be asciiblock, dummy or none, not {kind!r}")
+
+
+class EmulatedBoard:
+    def __init__(self, display: str = "dummy", width: int = 128, height: int = 64) -> None:
+        self.display = make_emulator_display(display, width, height)
+        self._key_callback: Callable[[str], None] = lambda key: None
+        self._hook_callback: Callable[[bool], None] = lambda offhook: None
+        self._offhook = False
+        self._leds: dict[str, str] = {}
+        self.ringing = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending = ""  # an escape sequence split across reads
+
+    # --- Board interface -----------------------------------------------------------------------
+
+    @property
+    def offhook(self) -> bool:
+        return self._offhook
+
+    def on_key(self, callback: Callable[[str], None]) -> None:
+        self._key_callback = callback
+
+    def on_hook(self, callback: Callable[[bool], None]) -> None:
+        self._hook_callback = callback
+
+    def set_led(self, name: str, state: str) -> None:
+        if state not in LED_STATES:
+            raise ValueError(f"LED state must be one of {', '.join(LED_STATES)}, not {state!r}")
+        with self._lock:
+            self._leds[name] = state
+
+    def set_ringer(self, on: bool) -> None:
+        self.ringing = on
+
+    def start(self) -> None:
+        pass  # inputs are pushed (press/set_hook) or read by run_keyboard
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+
+    # --- programmatic hardware -----------------------------------------------------------------
+
+    @property
+    def leds(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._leds)
+
+    def press(self, key: str) -> None:
+        if key not in DIGIT_KEYS and key not in FUNCTION_KEYS:
+            raise ValueError(f"no key {key!r} on the phone")
+        self._key_callback(key)
+
+    def set_hook(self, offhook: bool) -> None:
+        """Lift (True) or hang up (False) the handset; nothing happens if it is there already."""
+        if offhook != self._offhook:
+            self._offhook = offhook
+            self._hook_callback(offhook)
+
+    # --- keyboard ------------------------------------------------------------------------------
+
+    def feed(self, text: str) -> list[str]:
+        """Interpret keyboard input; returns what it did (key names, 'hook')."""
+        done = []
+        data = self._pending + text
+        self._pending = ""
+        i = 0
+        while i < len(data):
+            if data[i] == "\x1b":
+                seq = data[i : i + 3]
+                if len(seq) < 3:
+                    self._pending = data[i:]  # the rest of the sequence is on its way
+                    break
+                if seq in KEYBOARD_MAP:
+                    self.press(KEYBOARD_MAP[seq])
+                    done.append(KEYBOARD_MAP[seq])
+                i += 3
+                continue
+            ch = data[i]
+            if ch in HOOK_KEYS:
+                self.set_hook(not self._offhook)
+                done.append("hook")
+            elif ch in KEYBOARD_MAP or ch.lower() in KEYBOARD_MAP:
+                key = KEYBOARD_MAP.get(ch) or KEYBOARD_MAP[ch.lower()]
+                self.press(key)
+                done.append(key)
+            i += 1
+        return done
+
+    def run_keyboard(self, fd: int | None = None) -> None:
+        """Read the terminal in cbreak mode in a thread until ``stop()`` (Ctrl-C still works)."""
+        fd = sys.stdin.fileno() if fd is None else fd
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._read_keyboard, args=(fd,), name="keyboard", daemon=True
+        )
+        self._thread.start()
+
+    def _read_keyboard(self, fd: int) -> None:
+        saved = termios.tcgetattr(fd) if os.isatty(fd) else None
+        try:
+            if saved is not None:
+                tty.setcbreak(fd)
+            while not self._stop.is_set():
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if not ready:
+                    continue
+                data = os.read(fd, 64)
+                if not data:
+                    break
+                self.feed(data.decode("utf-8", "ignore"))
+        finally:
+            if saved is not None:
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)

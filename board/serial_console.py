@@ -1,0 +1,99 @@
+"""A line-based debugging console on a serial port (a UART, a USB gadget, or ``loop://``).
+
+Each line received is ``<command> [args...]``; the reply is written back followed by CRLF.
+Commands are plain callables registered by whoever owns the console (``help`` is built in).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import serial
+
+log = logging.getLogger(__name__)
+
+Command = Callable[[list[str]], str]
+MAX_LINE = 256
+
+
+def open_port(url: str, baudrate: int = 115200) -> serial.SerialBase:
+    """``/dev/ttyAMA0``, ``/dev/ttyGS0`` or any pyserial URL; reads time out so loops can stop."""
+    try:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=0.2)
+    except (serial.SerialException, ValueError) as exc:
+        raise RuntimeError(f"cannot open serial console {url!r}: {exc}") from exc
+
+
+class SerialConsole:
+    def __init__(self, port: serial.SerialBase, commands: dict[str, Command] | None = None) -> None:
+        self._port = port
+        self._commands: dict[str, Command] = dict(commands or {})
+        self._buffer = b""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def register(self, name: str, command: Command) -> None:
+        self._commands[name] = command
+
+    def execute(self, line: str) -> str:
+        words = line.split()
+        if not words:
+            return ""
+        name, args = words[0].lower(), words[1:]
+        if name == "help":
+            return "commands: " + " ".join(sorted([*self._commands, "help"]))
+        command = self._commands.get(name)
+        if command is None:
+            return f"error: unknown command {name!r} (try help)"
+        try:
+            return command(args)
+        except (ValueError, KeyError, IndexError) as exc:
+            return f"error: {exc}"
+
+    def poll_once(self) -> list[str]:
+        """Read what has arrived; run each complete line. Returns the lines that were run."""
+        chunk = self._port.read(max(1, self._port.in_waiting))
+        self._buffer += chunk
+        done = []
+        while True:
+            end = min(
+                (i for i in (self._buffer.find(b"\n"), self._buffer.find(b"\r")) if i >= 0),
+                default=-1,
+            )
+            if end < 0:
+                break
+            raw, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+            line = raw.decode("utf-8", "replace").strip()
+            if line:
+                reply = self.execute(line)
+                self._port.write(reply.encode("utf-8") + b"\r\n")
+                self._port.flush()
+                done.append(line)
+        if len(self._buffer) > MAX_LINE:
+            self._buffer = b""
+            self._port.write(b"error: line too long\r\n")
+        return done
+
+    def write_line(self, text: str) -> None:
+        self._port.write(text.encode("utf-8") + b"\r\n")
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="serial-console", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except serial.SerialException:
+                log.exception("serial console read failed")
+                self._stop.wait(1.0)
