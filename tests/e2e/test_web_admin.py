@@ -1,0 +1,443 @@
+"""The admin web UI in real headless Chromium against the real server (``offhook server``).
+
+One server (SQLite) for the module; every test gets a fresh browser context (its own cookies).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.provisioning_server import ProvisioningServer
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "web-test-password-1"
+SCREENSHOT = Path("/tmp/offhook-web-devices.png")
+
+
+def _random_mac() -> str:
+    return "b8:27:eb:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningServer]:
+    with ProvisioningServer(tmp_path_factory.mktemp("web-server")) as running:
+        for name, role in (("alice", "admin"), ("olga", "operator"), ("rita", "read-only")):
+            reply = running.admin.post(
+                "/users", json={"username": name, "password": PASSWORD, "role": role}
+            )
+            reply.raise_for_status()
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed")
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser, server: ProvisioningServer) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(base_url=server.base_url, viewport={"width": 1280, "height": 800})
+    ctx.set_default_timeout(15000)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+def login(page: Page, username: str, password: str = PASSWORD) -> None:
+    page.goto("/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def pending_device(server: ProvisioningServer) -> str:
+    """A phone that enrols with a valid token but was not pre-registered: waits for approval."""
+    mac = _random_mac()
+    reply = server.enroll_request(mac, server.enrollment_token())
+    assert reply.status_code == 202, reply.text
+    return mac
+
+
+def device_by_mac(server: ProvisioningServer, mac: str) -> dict[str, Any]:
+    reply = server.admin.get(f"/devices/{mac}")
+    reply.raise_for_status()
+    return reply.json()
+
+
+def audit_entries(server: ProvisioningServer) -> list[dict[str, Any]]:
+    reply = server.admin.get("/audit")
+    reply.raise_for_status()
+    body = reply.json()
+    return body["entries"] if isinstance(body, dict) else body
+
+
+# --- the main flow --------------------------------------------------------------------------------
+
+
+def test_admin_approves_device_changes_group_setting_and_sees_audit(
+    server: ProvisioningServer, page: Page
+) -> None:
+    mac = pending_device(server)
+    login(page, "alice")
+    expect(page.get_by_role("status").first).to_contain_text("Signed in as alice")
+    expect(page.locator("#count-pending")).not_to_have_text("0")
+
+    page.get_by_role("link", name="Approvals").click()
+    row = page.locator(f'#pending tr[data-mac="{mac}"]')
+    expect(row).to_be_visible()
+    row.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("status").first).to_contain_text("approved")
+    expect(page.locator(f'#pending tr[data-mac="{mac}"]')).to_have_count(0)
+    device = device_by_mac(server, mac)
+    assert device["status"] == "approved"
+
+    # A site with the UK tone plan; a wrong value is refused inline and nothing is stored.
+    page.get_by_role("link", name="Groups").click()
+    page.get_by_label("Name").fill("London office")
+    page.get_by_label("Kind").select_option("site")
+    page.get_by_role("button", name="Create group").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Site London office")
+    page.get_by_label("Setting").fill("audio.tone_plan")
+    page.get_by_label("Value").fill("klingon")
+    page.get_by_role("button", name="Set", exact=True).click()
+    error = page.locator("#setting-error")
+    expect(error).to_contain_text("audio.tone_plan")
+    expect(page.get_by_label("Value")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#group-settings")).not_to_contain_text("klingon")
+
+    page.get_by_label("Setting").fill("audio.tone_plan")
+    page.get_by_label("Value").fill("uk")
+    page.get_by_role("button", name="Set", exact=True).click()
+    expect(page.get_by_role("status").first).to_contain_text("audio.tone_plan set")
+    expect(page.locator("#group-settings")).to_contain_text('"uk"')
+    group_id = re.search(r"/groups/(\d+)", page.url).group(1)  # type: ignore[union-attr]
+
+    # Put the device in the site: its effective setting is now inherited from the site.
+    page.goto(f"/devices/{device['id']}")
+    page.get_by_label("Group").select_option(label="London office")
+    page.get_by_role("button", name="Move").click()
+    expect(page.get_by_role("status").first).to_contain_text("Group changed")
+    tone_row = page.locator("#effective-settings tr", has_text="audio.tone_plan")
+    expect(tone_row).to_contain_text('"uk"')
+    expect(tone_row).to_contain_text("site London office")
+
+    # The phone's rendered config carries it.
+    config = server.admin.get(f"/devices/{device['id']}/config")
+    config.raise_for_status()
+    assert config.json()["audio"]["tone_plan"] == "uk"
+
+    # The audit log shows who changed what, with before and after.
+    page.get_by_role("link", name="Audit log").click()
+    entry = page.locator('#audit tr[data-action="settings.group"]').first
+    expect(entry.locator(".actor")).to_contain_text("admin:alice")
+    change = entry.locator(".changes div", has_text="audio.tone_plan")
+    expect(change.locator(".before")).to_have_text("(unset)")
+    expect(change.locator(".after")).to_have_text('"uk"')
+    approve = page.locator('#audit tr[data-action="device.approve"]').first
+    expect(approve.locator(".actor")).to_contain_text("admin:alice")
+    status_change = approve.locator(".changes div", has_text="status")
+    expect(status_change.locator(".before")).to_have_text('"pending"')
+    expect(status_change.locator(".after")).to_have_text('"approved"')
+
+    # The same entries through the REST API: the UI used the audited service functions.
+    mine = [e for e in audit_entries(server) if e["actor"] == "admin:alice"]
+    settings_entry = next(e for e in mine if e["action"] == "settings.group")
+    assert str(settings_entry["target_id"]) == group_id
+    assert settings_entry["after"] == {"audio": {"tone_plan": "uk"}}
+    assert settings_entry["before"] == {}
+
+
+# --- login security -------------------------------------------------------------------------------
+
+
+def test_repeated_wrong_passwords_lock_the_account(server: ProvisioningServer, page: Page) -> None:
+    name = "lock-" + secrets.token_hex(3)
+    server.admin.post(
+        "/users", json={"username": name, "password": PASSWORD, "role": "operator"}
+    ).raise_for_status()
+    for _ in range(4):
+        login(page, name, "not-the-password")
+        expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
+    login(page, name, "not-the-password")
+    expect(page.get_by_role("alert")).to_contain_text("locked")
+    # Even the right password is refused while the lock lasts.
+    login(page, name, PASSWORD)
+    expect(page.get_by_role("alert")).to_contain_text("locked")
+    page.goto("/devices")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fdevices$"))
+
+    # Every attempt is in the security log, visible to an admin.
+    page.context.clear_cookies()
+    login(page, "alice")
+    page.goto("/admins")
+    expect(page.locator(f'#admins tr[data-user="{name}"]')).to_contain_text("locked until")
+    attempts = page.locator("#login-attempts tr", has_text=name)
+    expect(attempts).to_have_count(6)
+    expect(attempts.filter(has_text="bad_password_locked")).to_have_count(1)
+    expect(attempts.filter(has_text="locked")).to_have_count(2)
+
+
+def test_session_cookie_flags_and_logout(server: ProvisioningServer, page: Page) -> None:
+    login(page, "olga")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "offhook_session")
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["secure"] is False  # plain-HTTP test server; HTTPS sets Secure
+    # Not readable from page scripts.
+    assert "offhook_session" not in page.evaluate("document.cookie")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto("/approvals")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fapprovals$"))
+
+
+# --- roles ----------------------------------------------------------------------------------------
+
+
+def _form_token(page: Page) -> str:
+    value = page.locator('input[name="csrf_token"]').first.get_attribute("value")
+    assert value
+    return value
+
+
+def test_read_only_user_sees_but_cannot_approve(server: ProvisioningServer, page: Page) -> None:
+    mac = pending_device(server)
+    device_id = device_by_mac(server, mac)["id"]
+    login(page, "rita")
+    expect(page.get_by_role("link", name="Admins")).to_have_count(0)
+    page.get_by_role("link", name="Approvals").click()
+    row = page.locator(f'#pending tr[data-mac="{mac}"]')
+    expect(row).to_be_visible()
+    expect(row.get_by_role("button", name="Approve")).to_be_disabled()
+
+    # A hand-made POST with a valid CSRF token is still refused by the role check.
+    reply = page.request.post(
+        f"/devices/{device_id}/status",
+        form={"action": "approve", "csrf_token": _form_token(page)},
+        max_redirects=0,
+    )
+    assert reply.status == 403
+    assert "operator" in reply.text()
+    assert device_by_mac(server, mac)["status"] == "pending"
+    page.goto("/admins")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Not allowed")
+
+
+def test_operator_can_approve_but_not_manage_admins(server: ProvisioningServer, page: Page) -> None:
+    mac = pending_device(server)
+    login(page, "olga")
+    page.goto("/approvals")
+    page.locator(f'#pending tr[data-mac="{mac}"]').get_by_role("button", name="Reject").click()
+    expect(page.get_by_role("status").first).to_contain_text("rejected")
+    assert device_by_mac(server, mac)["status"] == "rejected"
+    entry = next(e for e in audit_entries(server) if e["action"] == "device.reject")
+    assert entry["actor"] == "admin:olga"
+    page.goto("/admins")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Not allowed")
+
+
+# --- CSRF -----------------------------------------------------------------------------------------
+
+
+def test_post_without_or_with_foreign_csrf_token_is_refused(
+    server: ProvisioningServer, browser: Browser, page: Page
+) -> None:
+    mac = pending_device(server)
+    device_id = device_by_mac(server, mac)["id"]
+    login(page, "alice")
+    page.goto("/approvals")
+    target = f"/devices/{device_id}/status"
+
+    missing = page.request.post(target, form={"action": "approve"}, max_redirects=0)
+    assert missing.status == 403
+    forged = page.request.post(
+        target, form={"action": "approve", "csrf_token": "x" * 43}, max_redirects=0
+    )
+    assert forged.status == 403
+
+    # A token from another session (another browser) does not work in this one.
+    other = browser.new_context(base_url=server.base_url)
+    try:
+        other_page = other.new_page()
+        login(other_page, "olga")
+        foreign = _form_token(other_page)
+    finally:
+        other.close()
+    stolen = page.request.post(
+        target, form={"action": "approve", "csrf_token": foreign}, max_redirects=0
+    )
+    assert stolen.status == 403
+    assert device_by_mac(server, mac)["status"] == "pending"
+
+    # The page's own token works: the refusals above were about the token alone.
+    ok = page.request.post(
+        target, form={"action": "approve", "csrf_token": _form_token(page)}, max_redirects=0
+    )
+    assert ok.status == 303
+    assert device_by_mac(server, mac)["status"] == "approved"
+
+    # Logging in needs a token too (no login CSRF).
+    fresh = page.request.post(
+        "/login", form={"username": "alice", "password": PASSWORD}, max_redirects=0
+    )
+    assert fresh.status == 403
+
+
+# --- devices page: live status, calls, quality ----------------------------------------------------
+
+
+def _status(cred: Any, ip: str, registered: bool, revision: int) -> None:
+    body = {
+        "id": uuid.uuid4().hex,
+        "time": datetime.now(UTC).isoformat(),
+        "firmware_version": "0.1.0",
+        "ip": ip,
+        "uptime_s": 120,
+        "config_revision": revision,
+        "sip_contact": "",
+        "lines": [{"account": 0, "user": "1001", "registered": registered, "status": 200}],
+    }
+    with cred.client() as client:
+        client.post("/api/v1/device/status", json=body).raise_for_status()
+
+
+def _calls(cred: Any, mos_values: list[float]) -> None:
+    now = time.time()
+    cdrs, quality = [], []
+    for i, mos in enumerate(mos_values):
+        call_id = uuid.uuid4().hex
+        cdrs.append(
+            {
+                "id": call_id,
+                "direction": "outgoing",
+                "account": 0,
+                "local_uri": "sip:1001@pbx.example",
+                "remote_uri": f"sip:20{i}@pbx.example",
+                "remote_name": "",
+                "start": now - 600 + i * 60,
+                "answer": now - 595 + i * 60,
+                "end": now - 555 + i * 60,
+                "disposition": "answered",
+                "status_code": 200,
+            }
+        )
+        quality.append(
+            {
+                "id": uuid.uuid4().hex,
+                "call_record_id": call_id,
+                "time": datetime.now(UTC).isoformat(),
+                "codec": "G722",
+                "jitter_ms": 30.0 - mos * 5,
+                "loss_pct": 5.0 - mos,
+                "rtt_ms": 40,
+                "mos": mos,
+            }
+        )
+    with cred.client() as client:
+        client.post("/api/v1/device/cdrs", json={"records": cdrs}).raise_for_status()
+        client.post("/api/v1/device/quality", json={"records": quality}).raise_for_status()
+
+
+def test_devices_page_shows_live_status_and_refreshes(
+    server: ProvisioningServer, page: Page
+) -> None:
+    mac = _random_mac()
+    cred = server.enroll(mac, name="Reception desk")
+    revision = device_by_mac(server, mac)["revision"]
+    _status(cred, "192.0.2.41", registered=False, revision=revision)
+    _calls(cred, [4.3, 2.1, 3.8])
+
+    page.clock.install()
+    login(page, "rita")
+    page.goto("/devices")
+    row = page.locator(f'#devices tr[data-device="{cred.device_id}"]')
+    expect(row).to_contain_text("Reception desk")
+    expect(row).to_contain_text("1001 unregistered")
+    expect(row).to_contain_text("192.0.2.41")
+    expect(row).to_contain_text("0.1.0")
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # The phone registers; the open page picks it up on its next refresh, without a reload.
+    _status(cred, "192.0.2.42", registered=True, revision=revision)
+    expect(row).to_contain_text("1001 unregistered")
+    page.clock.fast_forward(11000)
+    expect(row).to_contain_text("1001 registered")
+    expect(row).to_contain_text("192.0.2.42")
+    expect(page.locator("#live-note")).to_contain_text("Updated")
+
+    # Worst call first on the quality page; the CDR filter narrows by remote number.
+    page.get_by_role("link", name="Quality").click()
+    mos = page.locator("table.quality tbody tr td:nth-child(4)").all_inner_texts()
+    values = [float(v) for v in mos]
+    assert values == sorted(values)
+    assert values[0] == pytest.approx(2.1)
+    page.get_by_role("link", name="Calls").click()
+    page.get_by_label("Extension").fill("201")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("table.cdrs tbody tr")).to_have_count(1)
+    expect(page.locator("table.cdrs tbody tr")).to_contain_text("sip:201@pbx.example")
+
+
+# --- privacy --------------------------------------------------------------------------------------
+
+
+def test_privacy_export_and_erase_are_audited(server: ProvisioningServer, page: Page) -> None:
+    mac = _random_mac()
+    cred = server.enroll(mac, name="To be erased")
+    _calls(cred, [4.0])
+    login(page, "alice")
+    page.goto("/privacy")
+    export_form = page.locator('form[action="/privacy/export"]')
+    export_form.get_by_label("Device id / MAC or extension").fill(mac)
+    with page.expect_download() as download_info:
+        export_form.get_by_role("button", name="Download JSON").click()
+    exported = Path(download_info.value.path()).read_text()
+    assert cred.device_id in exported
+    assert "sip:200@pbx.example" in exported
+
+    erase_form = page.locator('form[action="/privacy/erase"]')
+    erase_form.get_by_label("Device id / MAC or extension").fill(mac)
+    erase_form.get_by_label("Type it again to confirm").fill(mac)
+    erase_form.get_by_role("button", name="Erase permanently").click()
+    expect(page.get_by_role("status").first).to_contain_text("Erased device")
+    assert server.admin.get(f"/devices/{mac}").status_code == 404
+    actions = [(e["action"], e["actor"]) for e in audit_entries(server)]
+    assert ("privacy.export", "admin:alice") in actions
+    assert ("privacy.erase", "admin:alice") in actions
