@@ -90,11 +90,13 @@ class PhoneActions:
         self,
         runtime: Any,
         screen_png: Callable[[ev.Screen | None], bytes],
+        inputs: Any = None,
         resync: Callable[[], str] | None = None,
         test_hooks: dict[str, Callable[[], str]] | None = None,
         device_info: Callable[[], dict] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.inputs = inputs  # a board with press()/set_hook() (emulated), else events go direct
         self._device_info = device_info
         self._screen_png = screen_png
         self._resync = resync
@@ -110,12 +112,18 @@ class PhoneActions:
         return self.runtime.call(lines, RUNTIME_TIMEOUT_S)
 
     def set_hook(self, offhook: bool) -> dict:
-        self.runtime.post(ev.HookChanged(offhook))
+        if self.inputs is not None:
+            self.inputs.set_hook(offhook)
+        else:
+            self.runtime.post(ev.HookChanged(offhook))
         return {"hook": "off" if offhook else "on", "screen": self._barrier()}
 
     def press(self, keys: list[str]) -> dict:
         for key in keys:
-            self.runtime.post(ev.KeyPressed(key))
+            if self.inputs is not None:
+                self.inputs.press(key)
+            else:
+                self.runtime.post(ev.KeyPressed(key))
         return {"pressed": keys, "screen": self._barrier()}
 
     def state(self) -> dict:

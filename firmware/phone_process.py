@@ -77,13 +77,18 @@ class Heartbeat:
 
 
 def make_board(kind: str, config: PhoneConfig, headless: bool) -> Any:
+    """The emulated board (terminal or headless) or the real Pi board from its pin profile."""
     if kind == "emulated":
         from board.emulated import EmulatedBoard
 
-        return EmulatedBoard(config.board, headless=headless)
+        return EmulatedBoard(display="dummy" if headless else "asciiblock")
+    from board.display import apply_settings, make_display
     from board.pi import PiBoard
+    from board.profile import load_profile
 
-    return PiBoard(config.board)
+    profile = load_profile(config.board.profile)
+    display = None if headless else make_display(apply_settings(profile.display, config.board))
+    return PiBoard(profile, display=display)
 
 
 def screen_renderer(device: Any):
@@ -163,14 +168,16 @@ class PhoneProcess:
         from firmware.sip.engine import SipEngine
 
         self.config = config
+        self.interactive = board_kind == "emulated" and not headless and sys.stdin.isatty()
         self.stopped = threading.Event()
         self.board = make_board(board_kind, config, headless)
         self.audio = AlsaAudio(config.audio)
+        display = self.board.display
         self.runtime = Runtime(
             Phone(config),
             audio=self.audio,
             board=self.board,
-            render=screen_renderer(self.board.display),
+            render=screen_renderer(display) if display is not None else None,
             history=CallHistoryFile(state_dir / "history.jsonl"),
         )
         self.hang_hook = EngineHangHook()
@@ -178,10 +185,13 @@ class PhoneProcess:
         self.engine = SipEngine(config, on_event, self.audio)
         self.runtime.engine = self.engine
         self.hang_hook.engine = self.engine
-        width, height = _display_size(self.board.display)
+        width, height = _display_size(display)
+        # the emulated board takes presses itself, so its hook state stays the phone's
+        inputs = self.board if hasattr(self.board, "press") else None
         actions = PhoneActions(
             self.runtime,
             png_renderer(width, height),
+            inputs=inputs,
             resync=None,
             test_hooks={"hang-engine": self.hang_hook} if test_hooks else {},
             device_info=self.device_info,
@@ -204,9 +214,11 @@ class PhoneProcess:
         self.audio.start()
         self.runtime.start()
         self.engine.start()
-        self.board.on_key = lambda key: self.runtime.post(ev.KeyPressed(key))
-        self.board.on_hook = lambda offhook: self.runtime.post(ev.HookChanged(offhook))
+        self.board.on_key(lambda key: self.runtime.post(ev.KeyPressed(key)))
+        self.board.on_hook(lambda offhook: self.runtime.post(ev.HookChanged(offhook)))
         self.board.start()
+        if self.interactive and hasattr(self.board, "run_keyboard"):
+            self.board.run_keyboard()
         self.control.start()
         if heartbeat_fd is not None:
             self.heartbeat = Heartbeat(
