@@ -66,6 +66,7 @@ class FakeGPIO:
         self._last_seen: dict[int, int] = {}
         self.output_log: list[tuple[int, int]] = []  # every output() call, in order
         self.reads = 0  # input() calls, for tests that count scans
+        self._bouncing = False  # any contact or level still bouncing
 
     # --- RPi.GPIO API --------------------------------------------------------------------------
 
@@ -125,9 +126,11 @@ class FakeGPIO:
             if channel not in self._pins:
                 raise RuntimeError("You must setup() the GPIO channel first")
             self.reads += 1
-            self._sample_noise()
+            if self._bouncing:
+                self._sample_noise()
             level = self._read(channel)
-            self._age_noise()
+            if self._bouncing:
+                self._age_noise()
             return level
 
     def cleanup(self, channel: int | list[int] | None = None) -> None:
@@ -208,6 +211,7 @@ class FakeGPIO:
             pin = self._pins.setdefault(channel, _Pin(self.IN, self.PUD_OFF, 0))
             pin.external = self.HIGH if level else self.LOW
             pin.noise = bounce
+            self._bouncing |= bounce > 0
         self._fire_edges()
 
     def level(self, channel: int) -> int:
@@ -235,6 +239,7 @@ class FakeGPIO:
     def _set_switch(self, a: int, b: int, closed: bool, bounce: int) -> None:
         with self._lock:
             self._switches[frozenset((a, b))] = _Switch(closed, bounce)
+            self._bouncing |= bounce > 0
         self._fire_edges()
 
     def _contact(self, switch: _Switch) -> bool:
@@ -281,12 +286,12 @@ class FakeGPIO:
         return pin.now_external if pin.noise > 0 else pin.external
 
     def _age_noise(self) -> None:
-        for switch in self._switches.values():
-            if switch.noise > 0:
-                switch.noise -= 1
-        for pin in self._pins.values():
-            if pin.noise > 0:
-                pin.noise -= 1
+        bouncing = False
+        for part in (*self._switches.values(), *self._pins.values()):
+            if part.noise > 0:
+                part.noise -= 1
+                bouncing |= part.noise > 0
+        self._bouncing = bouncing
 
     def _fire_edges(self) -> None:
         fired: list[tuple[Callable[[int], None], int]] = []
