@@ -73,10 +73,22 @@ def make_emulator_display(kind: str, width: int = 128, height: int = 64) -> Any 
     if kind == "dummy":
         return make_dummy_display(width, height)
     if kind == "asciiblock":
+        if not _terminal_ok():
+            # luma's asciiblock sizes itself from the terminal: without one it cannot draw.
+            log.warning("stdout is not a terminal; drawing the OLED headless instead")
+            return make_dummy_display(width, height)
         from luma.emulator.device import asciiblock
 
         return asciiblock(width=width, height=height, mode="1")
     raise ValueError(f"emulated display must be asciiblock, dummy or none, not {kind!r}")
+
+
+def _terminal_ok() -> bool:
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return False
+    return size.columns > 0 and size.lines > 0
 
 
 class EmulatedBoard:

@@ -343,5 +343,7 @@ def test_emulated_board_keyboard_thread_reads_a_pipe() -> None:
 def test_emulator_display_kinds() -> None:
     assert make_emulator_display("none") is None
     assert make_emulator_display("dummy").size == (128, 64)
+    # under pytest stdout is no terminal: the terminal OLED falls back to a headless one
+    assert type(make_emulator_display("asciiblock")).__name__ == "dummy"
     with pytest.raises(ValueError, match="asciiblock, dummy or none"):
         make_emulator_display("hologram")
