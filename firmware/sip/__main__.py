@@ -1,0 +1,93 @@
+"""Run the SIP engine alone: ``python -m firmware.sip CONFIG.toml [--tone HZ]``.
+
+Prints every engine event as one key=value line on stdout and reads commands from stdin, one per
+line: ``call <target>``, ``answer <id>``, ``hangup <id>``, ``dtmf <id> <digits>``, ``calls``,
+``quit``. Useful for diagnostics on a phone and for benchmarks that need the engine in its own
+process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+
+from firmware.config import load_config
+from firmware.events import Answer, Hangup, MakeCall, SendDtmf
+from firmware.sip.engine import SipEngine
+from firmware.sip.sine import SineEndpoint
+
+_print_lock = threading.Lock()
+
+
+def _print_event(event: object) -> None:
+    fields = dataclasses.asdict(event) if dataclasses.is_dataclass(event) else {}
+    parts = [f"event={type(event).__name__}"]
+    for key, value in fields.items():
+        value = getattr(value, "value", value)  # enums
+        parts.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    with _print_lock:
+        print(" ".join(parts), flush=True)
+
+
+def _command(engine: SipEngine, line: str) -> bool:
+    """Execute one stdin line; False means quit."""
+    words = line.split()
+    if not words:
+        return True
+    verb, args = words[0], words[1:]
+    try:
+        if verb == "quit":
+            return False
+        if verb == "call" and len(args) == 1:
+            engine.submit(MakeCall(0, args[0]))
+        elif verb == "answer" and len(args) == 1:
+            engine.submit(Answer(int(args[0])))
+        elif verb == "hangup" and len(args) == 1:
+            engine.submit(Hangup(int(args[0])))
+        elif verb == "dtmf" and len(args) == 2:
+            engine.submit(SendDtmf(int(args[0]), args[1]))
+        elif verb == "calls":
+            with _print_lock:
+                print("calls=" + json.dumps(engine.calls_info()), flush=True)
+        else:
+            raise ValueError(f"unknown command {line!r}")
+    except ValueError as exc:
+        with _print_lock:
+            print(f"error={json.dumps(str(exc))}", flush=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m firmware.sip", description=__doc__)
+    parser.add_argument("config", help="phone config (TOML)")
+    parser.add_argument("--tone", type=float, default=0.0, help="send a sine of this frequency")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    logging.basicConfig(level=config.logging.level.upper(), stream=sys.stderr)
+    audio = SineEndpoint(args.tone, config.audio.sample_rate) if args.tone else None
+    engine = SipEngine(config, _print_event, audio)
+    engine.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            if not _command(engine, line):
+                break
+        stop.set()
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    with _print_lock:
+        print("ready ports=" + json.dumps(engine.ports), flush=True)
+    stop.wait()
+    engine.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
