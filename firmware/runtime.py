@@ -16,9 +16,11 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +43,12 @@ SIP_COMMANDS = (
     ev.SendDtmf,
 )
 HISTORY_KEEP = 200  # call records kept in the history file
+MAX_QUALITY_SAMPLES = 720  # per call: an hour at one sample every 5 s
+
+
+def _rfc3339(epoch: float) -> str:
+    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 class PhoneLike(Protocol):
@@ -211,6 +219,8 @@ class Runtime:
         self._thread = threading.Thread(target=self._loop, name="runtime", daemon=True)
         self._running = False
         self._listeners: list[Callable[[Any], None]] = []
+        self._call_uris: dict[int, str] = {}  # engine call id -> remote URI
+        self._quality: dict[int, list[dict]] = {}  # engine call id -> samples not yet sent
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -286,9 +296,7 @@ class Runtime:
         self.handled += 1
         if not isinstance(event, ev.ClockTick):
             log.debug("event", extra=kv(event=event))
-        if isinstance(event, ev.CallQuality) and self.outbox is not None:
-            quality = asdict(event)
-            self._io.put(lambda: self._enqueue_outbox("quality", quality))
+        self._track_quality(event)
         if isinstance(event, ev.ConfigApplied):
             self._apply_config_side_effects(event.config)
         try:
@@ -342,7 +350,8 @@ class Runtime:
                 self.board.set_ringer(command.on)
         elif isinstance(command, ev.RecordCall):
             record = command.record
-            self._io.put(lambda: self._record_call(record))
+            samples = self._quality_for(record)
+            self._io.put(lambda: self._record_call(record, samples))
         else:
             log.warning("unknown command ignored", extra=kv(command=command))
 
@@ -362,10 +371,33 @@ class Runtime:
             except Exception:
                 log.exception("background write failed")
 
-    def _record_call(self, record: ev.CallRecord) -> None:
+    def _track_quality(self, event: Any) -> None:
+        """Keep each call's quality samples until its CallRecord exists (they cite its id)."""
+        if isinstance(event, (ev.CallIncoming, ev.CallStateChanged)) and event.remote_uri:
+            self._call_uris[event.call_id] = event.remote_uri
+        elif isinstance(event, ev.CallQuality) and self.outbox is not None:
+            samples = self._quality.setdefault(event.call_id, [])
+            if len(samples) < MAX_QUALITY_SAMPLES:
+                sample = asdict(event)
+                sample["time"] = _rfc3339(self.clock())
+                samples.append(sample)
+
+    def _quality_for(self, record: ev.CallRecord) -> list[dict]:
+        """The samples of the call(s) this record is about, matched by remote URI."""
+        out: list[dict] = []
+        for call_id in [c for c, uri in self._call_uris.items() if uri == record.remote_uri]:
+            del self._call_uris[call_id]
+            for sample in self._quality.pop(call_id, []):
+                sample.pop("call_id", None)
+                out.append({"id": uuid.uuid4().hex, "call_record_id": record.id, **sample})
+        return out
+
+    def _record_call(self, record: ev.CallRecord, quality: list[dict]) -> None:
         if self.history is not None:
             self.history.append(record)
         self._enqueue_outbox("cdrs", asdict(record))
+        for sample in quality:
+            self._enqueue_outbox("quality", sample)
         log.info(
             "call recorded",
             extra=kv(

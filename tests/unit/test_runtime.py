@@ -119,3 +119,38 @@ def test_timer_wheel_replaces_and_cancels() -> None:
         assert wheel.pending() == []
     finally:
         wheel.stop()
+
+
+class OutboxSink:
+    """The runtime hands records to ``enqueue``; the real durable Outbox keeps them."""
+
+    def __init__(self, directory: Path) -> None:
+        from firmware.provisioning.outbox import Outbox
+
+        self.outbox = Outbox(directory)
+
+    def enqueue(self, kind: str, record: dict) -> None:
+        self.outbox.put(kind, record)
+
+
+def test_cdr_and_quality_reach_the_outbox(tmp_path: Path) -> None:
+    sink = OutboxSink(tmp_path / "outbox")
+    config = parse_config({"accounts": [ACCOUNT]})
+    rt = Runtime(Phone(config), outbox=sink)
+    rt.start()
+    try:
+        rt.post(ev.CallIncoming(7, 0, "sip:1002@127.0.0.1", "Bob"))
+        rt.post(ev.HookChanged(True))
+        rt.post(ev.CallStateChanged(7, ev.CallState.CONFIRMED, 200, "OK", "sip:1002@127.0.0.1"))
+        rt.post(ev.CallQuality(7, "PCMU", 2.0, 0.0, 12.0, 4.3))
+        rt.post(ev.CallQuality(7, "PCMU", 3.0, 0.5, 14.0, 4.2))
+        rt.post(ev.HookChanged(False))
+        wait_for(lambda: len(sink.outbox.pending("quality", 10)) == 2)
+    finally:
+        rt.stop()
+    cdrs = sink.outbox.pending("cdrs", 10)
+    assert len(cdrs) == 1
+    quality = sink.outbox.pending("quality", 10)
+    assert {q["call_record_id"] for q in quality} == {cdrs[0]["id"]}
+    assert [q["mos"] for q in quality] == [4.3, 4.2]
+    assert all(q["time"].endswith("Z") and q["codec"] == "PCMU" for q in quality)
