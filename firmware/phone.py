@@ -74,6 +74,25 @@ DND_STATUS = 480  # Temporarily Unavailable
 BUSY_STATUS = 486  # Busy Here
 DECLINE_STATUS = 603  # Decline: the user pressed cancel on a ringing call
 
+SOFTKEY_ACTIONS = {
+    "History": "history",
+    "Contacts": "phonebook",
+    "DND": "dnd",
+    "Back": "cancel",
+    "Cancel": "cancel",
+    "End": "cancel",
+    "Reject": "cancel",
+    "Redial": "redial",
+    "Send": "ok",
+    "Dial": "ok",
+    "Answer": "ok",
+    "Hold": "hold",
+    "Resume": "hold",
+    "Swap": "hold",
+    "Xfer": "transfer",
+    "Conf": "conference",
+}
+
 T_OFFHOOK = "offhook"  # off-hook without dialling -> howler
 T_INTERDIGIT = "interdigit"
 T_HOWLER = "howler"  # after a call ended and the handset stays up
@@ -210,6 +229,14 @@ class Phone:
 
     def _on_key(self, ev: KeyPressed, out: list[Command]) -> None:
         key = ev.key
+        if key.startswith("softkey"):
+            # Softkeys do what their label on the screen says.
+            index = int(key.removeprefix("softkey")) - 1
+            labels = self._screen.softkeys
+            label = labels[index] if 0 <= index < len(labels) else ""
+            key = SOFTKEY_ACTIONS.get(label, "")
+            if not key:
+                return
         if key == "dnd":
             self._dnd = not self._dnd
             log.info("dnd changed dnd=%s", self._dnd)
@@ -277,7 +304,7 @@ class Phone:
         if active is None:
             held = self._held_calls()
             if self._pending is not None:
-                if key == "cancel" and not self._hook_off:
+                if key == "cancel":
                     self._abandon_pending(out)
                     self._after_active_gone(out)
             elif alerting is not None:
@@ -328,10 +355,14 @@ class Phone:
                 other.held = False
                 self._conference = {other.id, active.id}
                 out.append(Conference((other.id, active.id)))
-        elif key == "cancel" and not self._hook_off:
-            # Hands-free call (auto answer, dialled from a list): cancel ends it.
-            out.append(Hangup(active.id))
-            self._finish_local(active, out)
+        elif key == "cancel":
+            # "End": hang up without putting the handset down (or a hands-free call).
+            ending = [self._calls[i] for i in sorted(self._conference)] or [active]
+            for call in ending:
+                out.append(Hangup(call.id))
+                self._finish_local(call, out)
+            self._conference.clear()
+            self._active = None
             self._after_active_gone(out)
 
     def _key_transfer(self, key: str, out: list[Command]) -> None:
@@ -658,9 +689,12 @@ class Phone:
             self._mode = "calls"
             return
         self._reset_mute(out)
-        if not self._hook_off or outcome is None:
+        if not self._hook_off:
             self._mode = "idle"
             out.append(StopTone())
+            return
+        if outcome is None:  # ended by the user with the handset up: ready for the next call
+            self._begin_dialing(out, tone=True)
             return
         self._mode = "ended"
         self._notice = (outcome.title, outcome.detail)
@@ -912,7 +946,7 @@ class Phone:
                 lines.append(f"Waiting: {alerting.label}")
             elif self._held_calls():
                 lines.append(f"Hold: {self._held_calls()[-1].label}")
-            softkeys = ("Hold", "Xfer", "Conf")
+            softkeys = ("Swap", "Xfer", "Conf") if self._held_calls() else ("Hold", "Xfer", "End")
             if alerting is not None:
                 softkeys = ("Reject", "", "Answer")
             return Screen("talking", tuple(line for line in lines if line), status, softkeys)

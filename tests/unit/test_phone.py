@@ -12,6 +12,7 @@ from firmware.events import (
     Answer,
     AttendedTransfer,
     CallIncoming,
+    CallMediaChanged,
     CallQuality,
     CallState,
     CallStateChanged,
@@ -676,3 +677,83 @@ def test_default_ids_are_uuid_hex() -> None:
     out += phone.handle(CallStateChanged(1, CallState.DISCONNECTED, 487), T0 + 1)
     (rec,) = [c.record for c in out if isinstance(c, RecordCall)]
     assert len(rec.id) == 32 and int(rec.id, 16) >= 0
+
+
+# --- softkeys and ending a call without hanging up ------------------------------------------------
+
+
+def test_softkeys_follow_their_labels() -> None:
+    d = Driver()
+    assert d.phone.screen.softkeys == ("History", "Contacts", "DND")
+    d(KeyPressed("softkey3"))
+    assert SetLed("dnd", "on") in d.out
+    d(KeyPressed("softkey1"))
+    assert d.phone.screen.kind == "history"
+    d(KeyPressed("softkey1"))  # Back
+    assert d.phone.screen.kind == "idle"
+    d(KeyPressed("softkey4"))  # no fourth label: nothing happens
+    assert d.out == []
+
+
+def test_answer_softkey_on_ringing_call() -> None:
+    d = Driver()
+    ring(d)
+    assert d.phone.screen.softkeys == ("Reject", "", "Answer")
+    d(KeyPressed("softkey3"))
+    assert Answer(7) in d.out
+
+
+def test_end_softkey_hangs_up_and_gives_dial_tone_with_handset_up() -> None:
+    d = Driver()
+    talk(d)
+    assert d.phone.screen.softkeys == ("Hold", "Xfer", "End")
+    d(KeyPressed("softkey3"))
+    assert Hangup(1) in d.out and PlayTone(Tone.DIAL) in d.out
+    assert d.records()[0].disposition == "answered"
+    assert d.phone.screen.kind == "dialing"
+
+
+def test_end_while_calling_abandons_the_attempt() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d.keys("2001")
+    d(KeyPressed("cancel"))
+    assert d.records()[0].disposition == "no_answer"
+    assert d.phone.screen.kind == "dialing"
+    d(CallStateChanged(4, CallState.CALLING))
+    assert d.out[0] == Hangup(4)
+
+
+def test_end_in_conference_hangs_up_everyone() -> None:
+    d = Driver()
+    talk(d, "2001", call_id=1)
+    d(KeyPressed("hold"))
+    d.keys("3005")
+    d(CallStateChanged(2, CallState.CONFIRMED, 200))
+    d(KeyPressed("conference"))
+    d(KeyPressed("cancel"))
+    assert Hangup(1) in d.out and Hangup(2) in d.out
+    assert len(d.records()) == 2
+
+
+def test_handset_down_while_outgoing_call_rings() -> None:
+    d = Driver()
+    place(d, "2001")
+    d(HookChanged(False))
+    assert Hangup(1) in d.out and StopTone() in d.out
+    assert d.records()[0].disposition == "no_answer"
+    assert d.phone.screen.kind == "idle"
+
+
+def test_remote_hold_is_shown() -> None:
+    d = Driver()
+    talk(d)
+    d(CallMediaChanged(1, held_remotely=True))
+    assert "Held by remote" in d.lines
+
+
+def test_incoming_call_while_browsing_on_hook_rings() -> None:
+    d = Driver()
+    d(KeyPressed("phonebook"))
+    ring(d)
+    assert d.phone.screen.kind == "incoming"
