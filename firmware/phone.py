@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -108,7 +108,13 @@ def _zone(name: str) -> tzinfo:
 
 
 class Phone:
-    def __init__(self, config: PhoneConfig, id_factory: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        config: PhoneConfig,
+        id_factory: Callable[[], str] | None = None,
+        history: Iterable[CallRecord] = (),
+    ) -> None:
+        """``history``: calls kept from before a restart, oldest first (as a history file)."""
         self._config = config
         self._digit_map = DigitMap(config.dialplan.digit_map)
         self._new_id = id_factory or (lambda: uuid.uuid4().hex)
@@ -132,7 +138,7 @@ class Phone:
             i: (False, 0, "") for i in range(len(config.accounts))
         }
         self._mwi: dict[int, tuple[bool, int, int]] = {}
-        self._history: list[CallRecord] = []
+        self._history: list[CallRecord] = list(reversed(list(history)))[:HISTORY_SIZE]
         self._unseen_missed = 0
         self._last_dialled = ""
         self._browse: tuple[str, int, str] = ("history", 0, "idle")  # list, index, return mode

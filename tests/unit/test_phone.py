@@ -65,11 +65,13 @@ class Driver:
         ids = (f"id{i}" for i in itertools.count())
         self.phone = Phone(config or make_config(), id_factory=lambda: next(ids))
         self.now = T0
+        self.recorded: list = []  # every CallRecord so far, oldest first
         self.out = self.phone.start(self.now)
 
     def __call__(self, event, advance: float = 0.1):
         self.now += advance
         self.out = self.phone.handle(event, self.now)
+        self.recorded += [c.record for c in self.out if isinstance(c, RecordCall)]
         return self.out
 
     def keys(self, text: str):
@@ -757,3 +759,15 @@ def test_incoming_call_while_browsing_on_hook_rings() -> None:
     d(KeyPressed("phonebook"))
     ring(d)
     assert d.phone.screen.kind == "incoming"
+
+
+def test_history_restored_after_restart() -> None:
+    first = Driver()
+    ring(first, call_id=1, name="Bob")
+    first(CallStateChanged(1, CallState.DISCONNECTED, 487))
+    talk(first, "2001", call_id=2)
+    first(HookChanged(False))
+    phone = Phone(make_config(), history=first.recorded)
+    phone.start(T0)
+    assert [h["kind"] for h in phone.snapshot(T0)["history"]] == ["dialled", "missed"]
+    assert "missed" not in " ".join(phone.screen.lines), "old missed calls are not news"
