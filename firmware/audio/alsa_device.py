@@ -3,7 +3,9 @@
 alsa-lib's ``null`` and ``file`` PCMs (and some network sinks) are unclocked: they accept or
 return any amount of audio at once. A thread driving one would spin a core and run arbitrarily
 ahead of real time, so the device paces itself by the wall clock until a transfer blocks, which
-proves the device has a clock of its own; from then on it is left to the device.
+proves the device has a clock of its own; from then on it is left to the device. The pacing
+models a card with ``periods`` periods of buffer: after opening (or a drop) that many periods go
+in at once, then one per period.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ log = logging.getLogger(__name__)
 
 # A transfer that blocks for at least this share of a period shows the device has its own clock.
 _BLOCKING_SHARE = 0.25
+# So many blocking transfers in a row make a device "clocked": a single slow write (CPU contention)
+# must not switch the pacing off, or an unclocked device would spin a core.
+_CLOCKED_AFTER = 5
 
 
 class AlsaDeviceError(RuntimeError):
@@ -34,7 +39,7 @@ class PcmStream:
         sample_rate: int,
         period_samples: int,
         periods: int,
-        lead_periods: int = 1,
+        lead_periods: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -44,10 +49,12 @@ class PcmStream:
         self.period_samples = period_samples
         self.period_s = period_samples / sample_rate
         self.periods = periods
-        self.lead_periods = lead_periods
+        self.lead_periods = periods if lead_periods is None else lead_periods
         self._clock = clock
         self._sleep = sleep
-        self.clocked = False  # set once a transfer blocked: the device paces us
+        self.clocked = False  # True while transfers block: the device paces us
+        self._blocking_streak = 0
+        self._free_streak = 0
         self.xruns_recovered = 0
         self.transfers = 0
         self._anchor = 0.0
@@ -111,9 +118,20 @@ class PcmStream:
         """After a transfer: learn whether the device blocks; if not, keep to wall-clock time."""
         now = self._clock()
         self.transfers += 1
-        if not self.clocked and now - started >= _BLOCKING_SHARE * self.period_s:
+        if now - started >= _BLOCKING_SHARE * self.period_s:
+            self._blocking_streak += 1
+            self._free_streak = 0
+        else:
+            self._blocking_streak = 0
+            self._free_streak += 1
+        if not self.clocked and self._blocking_streak >= _CLOCKED_AFTER:
             self.clocked = True
             log.info("audio device clocked device=%s direction=%s", self.device, self.direction)
+        elif self.clocked and self._free_streak > 2 * self.periods + 2:
+            # A clocked device never accepts more than its buffer without blocking.
+            self.clocked = False
+            self._anchor, self._transferred = now, 0
+            log.info("audio device unclocked device=%s direction=%s", self.device, self.direction)
         if self.clocked:
             return
         self._transferred += 1

@@ -69,7 +69,12 @@ class AlsaAudio:
         self.period_samples = self.sample_rate * settings.period_ms // 1000
         self.playback_periods = playback_periods
         self.capture_periods = capture_periods
-        self.playback_ring = RingBuffer(RING_FRAMES * self.frame_samples, self.frame_samples)
+        # Network frames arrive in 20 ms bursts with scheduling jitter: keep one frame of cushion.
+        self.playback_ring = RingBuffer(
+            RING_FRAMES * self.frame_samples,
+            target_samples=self.frame_samples + self.period_samples,
+            prime_samples=self.frame_samples,
+        )
         self.capture_ring = RingBuffer(RING_FRAMES * self.frame_samples, self.period_samples)
         self._volume = SpeakerVolume(settings.mixer_control, mixer_device, settings.speaker_volume)
         self._ring_gain = software_gain(settings.ring_volume)
@@ -79,6 +84,7 @@ class AlsaAudio:
         self._tone_version = 0  # bumped on every change; the playback thread compares
         self._muted = False
         self._running = threading.Event()
+        self._wake = threading.Event()  # cuts the playback thread's pacing sleep short
         self._threads: list[threading.Thread] = []
         self._playback: PcmStream | None = None
         self._capture: PcmStream | None = None
@@ -99,7 +105,7 @@ class AlsaAudio:
             return
         self._playback = PcmStream(
             self.settings.playback, False, self.sample_rate, self.period_samples,
-            self.playback_periods,
+            self.playback_periods, sleep=self._paced_sleep,
         )  # fmt: skip
         try:
             self._capture = PcmStream(
@@ -125,6 +131,7 @@ class AlsaAudio:
 
     def stop(self) -> None:
         self._running.clear()
+        self._wake.set()
         for thread in self._threads:
             thread.join(timeout=2.0)
             if thread.is_alive():
@@ -157,11 +164,13 @@ class AlsaAudio:
             tone_spec(self._plan, tone)  # fail here, in the caller, not on the audio thread
             self._tone = tone
             self._tone_version += 1
+        self._wake.set()
 
     def stop_tone(self) -> None:
         with self._lock:
             self._tone = None
             self._tone_version += 1
+        self._wake.set()
 
     def set_tone_plan(self, plan: str) -> None:
         if plan not in TONE_PLANS:
@@ -169,6 +178,7 @@ class AlsaAudio:
         with self._lock:
             self._plan = plan
             self._tone_version += 1  # a playing tone restarts in the new plan
+        self._wake.set()
 
     def set_mute(self, muted: bool) -> None:
         self._muted = bool(muted)
@@ -200,6 +210,11 @@ class AlsaAudio:
         self._network_frames_in += 1
 
     # --- threads -------------------------------------------------------------------------------
+
+    def _paced_sleep(self, seconds: float) -> None:
+        """Pacing sleep of an unclocked playback PCM; a tone change ends it early."""
+        if self._wake.wait(seconds):
+            self._wake.clear()
 
     def _playback_loop(self) -> None:
         stream = self._playback

@@ -5,7 +5,8 @@ and their clocks drift. The ring keeps the latency bounded:
 
 - overflow (writer faster, or reader stalled): the oldest samples are dropped;
 - underflow (reader faster, or writer stalled): the read returns silence and leaves what little
-  is buffered for the next read, so no partial frame is ever played;
+  is buffered for the next read, so no partial frame is ever played; after running dry the ring
+  first collects ``prime_samples`` beyond one read (a jitter cushion) before it plays again;
 - standing latency: if the fill level never fell below ``target`` samples during a whole
   ``drift_window`` reads, the surplus is old audio that only adds delay; it is dropped (a drift
   correction).
@@ -31,15 +32,20 @@ class RingBuffer:
         capacity_samples: int,
         target_samples: int,
         drift_window: int = 50,
+        prime_samples: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if capacity_samples <= 0:
             raise ValueError(f"capacity_samples must be positive, not {capacity_samples}")
         if not 0 <= target_samples <= capacity_samples:
             raise ValueError(f"target_samples {target_samples} not in 0..{capacity_samples}")
+        if not 0 <= prime_samples < capacity_samples:
+            raise ValueError(f"prime_samples {prime_samples} not in 0..{capacity_samples - 1}")
         self.capacity = capacity_samples
         self.target = target_samples
         self.drift_window = drift_window
+        self.prime = prime_samples
+        self._primed = False
         self._clock = clock
         self._buf = bytearray()
         self._lock = threading.Lock()
@@ -81,12 +87,15 @@ class RingBuffer:
         with self._lock:
             now = self._clock()
             self._last_read = now
-            if len(self._buf) < nbytes:
+            need = nbytes if self._primed else nbytes + self.prime * SAMPLE_BYTES
+            if len(self._buf) < need:
                 if now - self._last_write < IDLE_AFTER_S:
                     self.underruns += 1
+                self._primed = False
                 self._window_reads = 0
                 self._window_min = self.capacity
                 return silence(samples)
+            self._primed = True
             out = bytes(self._buf[:nbytes])
             del self._buf[:nbytes]
             self.samples_read += samples
@@ -110,6 +119,7 @@ class RingBuffer:
     def clear(self) -> None:
         with self._lock:
             self._buf.clear()
+            self._primed = False
             self._window_reads = 0
             self._window_min = self.capacity
 

@@ -123,3 +123,20 @@ def test_clear_and_stats() -> None:
     ring.clear()
     assert ring.stats()["level"] == 0
     assert ring.stats()["samples_written"] == 300
+
+
+def test_priming_holds_back_until_a_cushion_is_buffered() -> None:
+    clock = FakeClock()
+    ring = RingBuffer(1920, 480, prime_samples=320, clock=clock)
+    ring.write(ramp(0, 320))
+    assert ring.read(160) == bytes(320)  # one read's worth is there, the cushion is not
+    ring.write(ramp(320, 320))
+    assert values(ring.read(160)) == list(range(160))  # primed: plays from the start
+    assert values(ring.read(160)) == list(range(160, 320))
+    for _ in range(2):
+        ring.read(160)
+    assert ring.read(160) == bytes(320)  # ran dry
+    ring.write(ramp(640, 160))
+    assert ring.read(160) == bytes(320)  # must re-prime, not play 160 samples then stall
+    with pytest.raises(ValueError, match="prime_samples"):
+        RingBuffer(100, 10, prime_samples=100)

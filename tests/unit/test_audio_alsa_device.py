@@ -1,0 +1,105 @@
+"""PcmStream on alsa-lib's real ``null`` PCM: wall-clock pacing, clocked detection, stalls."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware.audio.alsa_device import AlsaDeviceError, PcmStream
+from tests.fixtures.alsa import alsa_home  # noqa: F401  (fixture)
+
+RATE = 16000
+PERIOD = 160  # 10 ms
+FRAME = bytes(2 * PERIOD)
+
+
+class FakeTime:
+    """A clock that only moves when slept on, plus ``cost`` per reading (a write that blocks)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.cost = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        self.now += self.cost / 2  # a write reads the clock twice
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def stream(alsa_home: object, fake: FakeTime) -> PcmStream:  # noqa: F811
+    s = PcmStream("null", False, RATE, PERIOD, periods=3, clock=fake.clock, sleep=fake.sleep)
+    yield s
+    s.close()
+
+
+def test_unclocked_device_is_paced_to_real_time(stream: PcmStream, fake: FakeTime) -> None:
+    start = fake.now
+    for _ in range(10):
+        stream.write(FRAME)
+    assert not stream.clocked
+    assert len(fake.sleeps) == 7  # three periods of "buffer" go in at once, then one per period
+    assert fake.now - start == pytest.approx(0.07)
+
+
+def test_a_stall_longer_than_the_buffer_is_an_xrun_and_is_recovered(
+    stream: PcmStream, fake: FakeTime
+) -> None:
+    for _ in range(5):
+        stream.write(FRAME)
+    fake.now += 0.2  # the writer stalled (GC, CPU contention)
+    stream.write(FRAME)
+    assert stream.xruns_recovered == 1
+    sleeps = len(fake.sleeps)
+    for _ in range(3):  # re-anchored: the emptied buffer is filled at once again
+        stream.write(FRAME)
+    assert len(fake.sleeps) == sleeps
+    stream.write(FRAME)
+    assert len(fake.sleeps) == sleeps + 1
+
+
+def test_blocking_writes_make_it_clocked_and_a_lone_slow_write_does_not(
+    stream: PcmStream, fake: FakeTime
+) -> None:
+    fake.cost = 0.005
+    stream.write(FRAME)
+    fake.cost = 0.0
+    for _ in range(5):
+        stream.write(FRAME)
+    assert not stream.clocked  # one slow write (contention) must not disable pacing
+    fake.cost = 0.01  # every write blocks for a period: the device has a clock
+    for _ in range(6):
+        stream.write(FRAME)
+    assert stream.clocked
+    sleeps = len(fake.sleeps)
+    for _ in range(5):
+        stream.write(FRAME)
+    assert len(fake.sleeps) == sleeps  # the device paces, we do not sleep
+    fake.cost = 0.0  # writes stop blocking: not a clock after all, pace again
+    for _ in range(20):
+        stream.write(FRAME)
+    assert not stream.clocked
+    assert len(fake.sleeps) > sleeps
+
+
+def test_capture_is_paced_and_returns_whole_periods(alsa_home: object, fake: FakeTime) -> None:  # noqa: F811
+    cap = PcmStream("null", True, RATE, PERIOD, periods=4, clock=fake.clock, sleep=fake.sleep)
+    try:
+        data = [cap.read() for _ in range(10)]
+    finally:
+        cap.close()
+    assert all(len(d) == 2 * PERIOD for d in data)
+    assert len(fake.sleeps) == 6
+
+
+def test_unknown_pcm_is_named(alsa_home: object) -> None:  # noqa: F811
+    with pytest.raises(AlsaDeviceError, match="cannot open ALSA capture PCM 'offhook_nope'"):
+        PcmStream("offhook_nope", True, RATE, PERIOD, periods=3)
