@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -28,6 +29,8 @@ log = logging.getLogger("offhook.phone")
 HEARTBEAT_INTERVAL_S = 0.5
 STALE_AFTER_S = 3.0  # a loop that has not turned for this long counts as hung
 TEST_HOOKS_ENV = "OFFHOOK_TEST_HOOKS"
+APPLY_SETTLE_S = 0.5
+APPLY_TIMEOUT_S = 15.0
 
 
 class Heartbeat:
@@ -143,6 +146,35 @@ class EngineHangHook:
         return "sip engine hang requested"
 
 
+def sim_identity(config_path: Path) -> Any:
+    """A stable made-up MAC and serial for a simulated phone (derived from its config path)."""
+    from firmware.provisioning import DeviceIdentity
+
+    digest = hashlib.sha256(str(config_path.resolve()).encode()).hexdigest()
+    mac = "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))  # locally administered
+    return DeviceIdentity(mac=mac, serial=digest[:16], model="offhook-sim")
+
+
+def registration_outcome(state: dict, config: PhoneConfig) -> str | None:
+    """None when every enabled account is registered, an error text when one was refused,
+    "pending" while waiting."""
+    rows = {row["account"]: row for row in state.get("registration", [])}
+    pending = False
+    for index, account in enumerate(config.accounts):
+        if not account.enabled:
+            continue
+        row = rows.get(index, {})
+        if row.get("registered"):
+            continue
+        status = int(row.get("status") or 0)
+        if status >= 300:
+            return (
+                f"accounts[{index}] ({account.user}@{account.domain}): registration failed {status}"
+            )
+        pending = True
+    return "pending" if pending else None
+
+
 def default_state_dir(config: PhoneConfig, config_path: Path) -> Path:
     if config.provisioning.state_dir:
         return Path(config.provisioning.state_dir)
@@ -160,6 +192,7 @@ class PhoneProcess:
         headless: bool,
         state_dir: Path,
         test_hooks: bool,
+        identity: Any = None,
     ) -> None:
         from firmware.audio.bridge import AlsaAudio
         from firmware.control import ControlServer, PhoneActions
@@ -167,6 +200,20 @@ class PhoneProcess:
         from firmware.runtime import CallHistoryFile, Runtime
         from firmware.sip.engine import SipEngine
 
+        self.local_config = config
+        self.provisioning: Any = None
+        if config.provisioning.url:
+            from firmware.provisioning import ProvisioningClient, effective_config
+
+            self.provisioning = ProvisioningClient(
+                config.provisioning,
+                state_dir / "provisioning",
+                identity,
+                apply=self.apply_provisioned,
+                status=self.status_report,
+            )
+            # boot with the last config the server gave us (accounts etc.), if any
+            config = effective_config(config, self.provisioning.cached_config())
         self.config = config
         self.interactive = board_kind == "emulated" and not headless and sys.stdin.isatty()
         self.stopped = threading.Event()
@@ -179,6 +226,7 @@ class PhoneProcess:
             board=self.board,
             render=screen_renderer(display) if display is not None else None,
             history=CallHistoryFile(state_dir / "history.jsonl"),
+            outbox=self.provisioning,
         )
         self.hang_hook = EngineHangHook()
         on_event = self.hang_hook.wrap(self.runtime.post) if test_hooks else self.runtime.post
@@ -192,13 +240,40 @@ class PhoneProcess:
             self.runtime,
             png_renderer(width, height),
             inputs=inputs,
-            resync=None,
+            resync=self.resync if self.provisioning is not None else None,
             test_hooks={"hang-engine": self.hang_hook} if test_hooks else {},
             device_info=self.device_info,
         )
         self.control = ControlServer(config.control.listen, config.control.token, actions)
         self.heartbeat: Heartbeat | None = None
         self.started_at = time.time()
+
+    def apply_provisioned(self, provisioned: PhoneConfig) -> str | None:
+        """The provisioning client's apply callback (its thread): None once registered."""
+        from firmware.provisioning import effective_config
+
+        config = effective_config(self.local_config, provisioned)
+        self.runtime.post(ev.ConfigApplied(config))
+        self.config = config
+        time.sleep(APPLY_SETTLE_S)  # let a changed account start registering again
+        deadline = time.monotonic() + APPLY_TIMEOUT_S
+        outcome: str | None = "pending"
+        while time.monotonic() < deadline:
+            outcome = registration_outcome(self.runtime.snapshot(), config)
+            if outcome != "pending":
+                break
+            time.sleep(0.1)
+        if outcome == "pending":
+            outcome = f"not registered within {APPLY_TIMEOUT_S:.0f}s"
+        log.info("provisioned config applied", extra=kv(result=outcome or "registered"))
+        return outcome
+
+    def status_report(self) -> dict:
+        return {"lines": self.runtime.snapshot()["registration"]}
+
+    def resync(self) -> str:
+        self.provisioning.resync_now()
+        return "resync requested"
 
     def device_info(self) -> dict:
         """Process facts for the control API's state (which process answers, since when)."""
@@ -220,6 +295,8 @@ class PhoneProcess:
         if self.interactive and hasattr(self.board, "run_keyboard"):
             self.board.run_keyboard()
         self.control.start()
+        if self.provisioning is not None:
+            self.provisioning.start()
         if heartbeat_fd is not None:
             self.heartbeat = Heartbeat(
                 heartbeat_fd,
@@ -246,6 +323,7 @@ class PhoneProcess:
     def stop(self) -> None:
         steps = [
             ("heartbeat", self.heartbeat.stop if self.heartbeat else None),
+            ("provisioning", self.provisioning.stop if self.provisioning else None),
             ("control", self.control.stop),
             ("board", self.board.stop),
             ("runtime", self.runtime.stop),
@@ -286,12 +364,19 @@ def main(argv: list[str]) -> int:
     setup_logging(config.logging.level)
     test_hooks = args.test_hooks or os.environ.get(TEST_HOOKS_ENV) == "1"
     state_dir = args.state_dir or default_state_dir(config, args.config)
+    identity = None
+    if config.provisioning.url:
+        from firmware.provisioning import DeviceIdentity
+
+        pi = args.board == "rpi"
+        identity = DeviceIdentity.from_pi() if pi else sim_identity(args.config)
     phone = PhoneProcess(
         config,
         board_kind=args.board,
         headless=args.headless,
         state_dir=state_dir,
         test_hooks=test_hooks,
+        identity=identity,
     )
 
     def on_signal(signum: int, _frame: object) -> None:
