@@ -441,3 +441,36 @@ def test_privacy_export_and_erase_are_audited(server: ProvisioningServer, page: 
     actions = [(e["action"], e["actor"]) for e in audit_entries(server)]
     assert ("privacy.export", "admin:alice") in actions
     assert ("privacy.erase", "admin:alice") in actions
+
+
+def test_operator_adds_a_line_and_its_password_stays_out_of_the_audit_log(
+    server: ProvisioningServer, page: Page
+) -> None:
+    mac = _random_mac()
+    device_id = server.add_device(mac, name="Warehouse")["id"]
+    login(page, "olga")
+    page.goto(f"/devices/{device_id}")
+    form = page.locator(f'form[action="/devices/{device_id}/lines"]')
+    form.get_by_label("Extension").fill("2001")
+    form.get_by_label("Registrar").fill("pbx.example:99999")
+    form.get_by_role("button", name="Add line").click()
+    expect(page.get_by_role("alert").first).to_contain_text("port 99999 out of range")
+    expect(page.locator("#device-lines")).to_have_count(0)
+
+    form.get_by_label("Extension").fill("2001")
+    form.get_by_label("Registrar").fill("pbx.example:5060")
+    form.get_by_label("SIP password").fill("line-secret-2001")
+    form.get_by_label("Transport").select_option("tcp")
+    form.get_by_role("button", name="Add line").click()
+    expect(page.get_by_role("status").first).to_contain_text("Line 2001 added")
+    expect(page.locator("#device-lines")).to_contain_text("pbx.example:5060")
+
+    page.goto("/audit?action=line.create")
+    entry = page.locator('#audit tr[data-action="line.create"]').first
+    expect(entry.locator(".actor")).to_contain_text("admin:olga")
+    expect(entry).to_contain_text('"2001"')
+    expect(entry).to_contain_text('"***"')
+    assert "line-secret-2001" not in page.content()
+    config = server.admin.get(f"/devices/{device_id}/config").json()
+    assert config["accounts"][0]["user"] == "2001"
+    assert config["accounts"][0]["transport"] == "tcp"

@@ -15,11 +15,14 @@ from provisioning.models import (
     DEVICE_STATUSES,
     DeviceEvent,
     Group,
+    Line,
 )
 from provisioning.operations import NotFound as OperationNotFound
 from provisioning.operations import (
     OperationError,
+    add_line,
     change_settings,
+    delete_line,
     get_device,
     set_device_status,
     update_device,
@@ -234,3 +237,48 @@ def device_setting(
     commit_and_resync(request, db, changed)
     what = f"{unset} now inherited" if unset else f"{key} set"
     return done(request, f"/devices/{device.id}", f"{what}." if changed else "No change.")
+
+
+@router.post("/devices/{device_id}/lines")
+def line_add(
+    request: Request,
+    device_id: str,
+    admin: Operator,
+    db: DbSession,
+    extension: Annotated[str, Form()] = "",
+    registrar: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    display_name: Annotated[str, Form()] = "",
+    transport: Annotated[str, Form()] = "udp",
+) -> Response:
+    device = _load(db, device_id)
+    try:
+        _line, changed = add_line(
+            db,
+            request.app.state.services.keys,
+            actor_for(request, admin),
+            device.id,
+            extension=extension.strip(),
+            registrar=registrar.strip(),
+            password=password,
+            display_name=display_name.strip(),
+            transport=transport,
+        )
+    except OperationError as exc:
+        db.rollback()
+        return done(request, f"/devices/{device.id}#lines", f"Line not added: {exc}", "error")
+    commit_and_resync(request, db, changed)
+    return done(request, f"/devices/{device.id}#lines", f"Line {extension.strip()} added.")
+
+
+@router.post("/devices/{device_id}/lines/{line_id}/delete")
+def line_delete(
+    request: Request, device_id: str, line_id: int, admin: Operator, db: DbSession
+) -> Response:
+    device = _load(db, device_id)
+    line = db.get(Line, line_id)
+    if line is None or line.device_id != device.id:
+        raise NotFound(f"No line {line_id} on this device.")
+    changed = delete_line(db, actor_for(request, admin), line.id)
+    commit_and_resync(request, db, changed)
+    return done(request, f"/devices/{device.id}#lines", "Line removed.")
