@@ -1,0 +1,59 @@
+"""What differs between the boards an image can be built for: packages, kernel, boot files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from image.layout import MIB
+from image.rootfs import INITRAMFS_MODULES, Recipe
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    arch: str
+    recipe: Recipe
+    console: str  # kernel console argument
+    boot_size: int
+    needs_pjsua2_wheel: bool  # PyPI has pjsua2 wheels for x86_64 only
+
+
+def board(name: str, mirror: str) -> Board:
+    if name == "qemu-amd64":
+        return Board(
+            name=name,
+            arch="amd64",
+            recipe=Recipe(
+                arch="amd64",
+                kernel_packages=("linux-image-cloud-amd64",),
+                mirror=mirror,
+                initramfs_modules=INITRAMFS_MODULES["amd64"],
+            ),
+            console="console=ttyS0,115200",
+            boot_size=128 * MIB,
+            needs_pjsua2_wheel=False,
+        )
+    if name == "rpi":
+        return Board(
+            name=name,
+            arch="arm64",
+            recipe=Recipe(
+                arch="arm64",
+                kernel_packages=("linux-image-arm64", "raspi-firmware"),
+                extra_packages=("firmware-brcm80211", "wpasupplicant", "i2c-tools"),
+                components=("main", "non-free-firmware"),
+                mirror=mirror,
+                initramfs_modules=INITRAMFS_MODULES["arm64"],
+                # raspi-firmware's kernel hook writes cmdline.txt from these settings.
+                files={
+                    "/etc/default/raspi-firmware": (
+                        'ROOTPART=LABEL=OFFHOOK-ROOT\nCONSOLES="serial0,115200 tty1"\n'
+                    ),
+                    "/etc/default/raspi-extra-cmdline": "ro fsck.repair=yes\n",
+                },
+            ),
+            console="console=serial0,115200 console=tty1",
+            boot_size=256 * MIB,
+            needs_pjsua2_wheel=True,
+        )
+    raise ValueError(f"unknown board {name!r}: choose rpi or qemu-amd64")

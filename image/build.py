@@ -1,0 +1,278 @@
+"""``offhook image build``: Debian packages + our firmware -> .img, .bmap, .img.zst, manifest.
+
+Steps (each shown with rich): wheel -> root filesystem (cached debootstrap) -> firmware venv ->
+overlay and board configuration -> boot files -> strip and normalise -> assemble -> block map ->
+compress -> manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from image import rootfs
+from image.assemble import Contents, assemble, ext4_size_for, normalise_mtimes, source_date_epoch
+from image.bmap import create_bmap, write_bmap
+from image.boards import Board, board
+from image.layout import MIB, Layout, plan_layout
+from image.manifest import write_manifest
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+OVERLAY = Path(__file__).resolve().parent / "overlay"
+VENV = "/opt/offhook/venv"
+DATA_SIZE = 64 * MIB  # grown to the card by the first boot
+ENABLED_UNITS = (
+    "offhook.service", "offhook-firstboot.service", "systemd-networkd.service",
+    "systemd-resolved.service", "systemd-timesyncd.service", "ssh.service",
+)  # fmt: skip
+
+
+class BuildError(RuntimeError):
+    """The build cannot start or a step failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    board: str
+    out: Path
+    size: int | None = None
+    pjsua2_wheel: Path | None = None
+    wheel: Path | None = None
+    mirror: str = "http://deb.debian.org/debian"
+    cache: Path | None = None
+    compress: bool = True
+    id_seed: str = "offhook"
+
+
+def check_pjsua2_wheel(path: Path | None, target: Board) -> None:
+    """arm64 has no pjsua2 wheel on PyPI and no network to fetch pjproject: one must be given."""
+    if not target.needs_pjsua2_wheel:
+        return
+    if path is None:
+        raise BuildError(
+            f"board {target.name} ({target.arch}) needs a pjsua2 wheel: PyPI has none for "
+            "aarch64 and pjproject cannot be fetched here. Build one on an arm64 machine "
+            "(pjproject 2.15.1, SWIG Python binding, `pip wheel`) and pass --pjsua2-wheel WHL"
+        )
+    if not path.is_file():
+        raise BuildError(f"--pjsua2-wheel {path}: file not found")
+    if not zipfile.is_zipfile(path) or "aarch64" not in path.name or "cp311" not in path.name:
+        raise BuildError(
+            f"--pjsua2-wheel {path.name}: need a cp311 aarch64 wheel (name like "
+            "pjsua2-2.15.1-cp311-cp311-linux_aarch64.whl)"
+        )
+
+
+def build_wheel(out: Path) -> Path:
+    """Our wheel, built from a copy of the sources so the checkout gets no build/ droppings."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("offhook-*.whl"):
+        old.unlink()
+    with tempfile.TemporaryDirectory(prefix="offhook-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(PROJECT_ROOT / name, src / name)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+        for package in ("firmware", "board", "provisioning", "image"):
+            if (PROJECT_ROOT / package).is_dir():
+                shutil.copytree(PROJECT_ROOT / package, src / package, ignore=ignore)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    wheels = list(out.glob("offhook-*.whl"))
+    if proc.returncode != 0 or len(wheels) != 1:
+        raise BuildError(f"pip wheel failed: {proc.stderr.strip()[-2000:]}")
+    return wheels[0]
+
+
+def copy_overlay(tree: Path, target: Board) -> None:
+    for layer in ("common", target.name):
+        src = OVERLAY / layer
+        if src.is_dir():
+            shutil.copytree(src, tree, dirs_exist_ok=True, symlinks=True)
+
+
+def configure(tree: Path, target: Board) -> None:
+    """fstab, default hostname, the firmware's board setting and enabled units."""
+    (tree / "etc/fstab").write_text(
+        "# <device>          <mount point>   <type> <options>                           <pass>\n"
+        "LABEL=OFFHOOK-ROOT  /               ext4   ro,noatime,errors=remount-ro        0 1\n"
+        "LABEL=OFFHOOKBOOT   /boot/firmware  vfat   rw,noatime,fmask=0077,dmask=0077    0 2\n"
+        "LABEL=OFFHOOK-DATA  /data           ext4   rw,noatime,commit=30                0 2\n"
+        "tmpfs               /tmp            tmpfs  mode=1777,nosuid,nodev              0 0\n"
+        "tmpfs               /var/tmp        tmpfs  mode=1777,nosuid,nodev              0 0\n"
+        "tmpfs               /var/log        tmpfs  mode=0755,nosuid,nodev              0 0\n"
+        "tmpfs               /var/lib/systemd tmpfs mode=0755,nosuid,nodev              0 0\n"
+    )
+    (tree / "etc/hostname").write_text("offhook\n")
+    (tree / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 offhook\n::1 localhost\n")
+    firmware_board = "rpi" if target.name == "rpi" else "emulated"
+    extra = "" if target.name == "rpi" else "--headless"
+    (tree / "etc/default/offhook").write_text(
+        f"OFFHOOK_BOARD={firmware_board}\nOFFHOOK_ARGS={extra}\n"
+    )
+    for mountpoint in ("data", "boot/firmware"):
+        (tree / mountpoint).mkdir(parents=True, exist_ok=True)
+    resolv = tree / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    # Empty root password is not allowed; lock it (access is by SSH key from the seed).
+    subprocess.run(["chroot", str(tree), "passwd", "-l", "root"], capture_output=True, check=False)
+    rootfs.run(["systemctl", f"--root={tree}", "enable", *ENABLED_UNITS], what="systemctl enable")
+    if target.name == "rpi":
+        rootfs.run(
+            ["systemctl", f"--root={tree}", "enable", "wpa_supplicant@wlan0.service"],
+            what="systemctl enable wpa_supplicant",
+        )
+
+
+def boot_files(tree: Path, target: Board, layout_root_partuuid: str, boot: Path) -> None:
+    """Fill the FAT boot partition's tree."""
+    if boot.exists():
+        shutil.rmtree(boot)
+    boot.mkdir(parents=True)
+    firmware = tree / "boot/firmware"
+    if target.name == "rpi":
+        # raspi-firmware's hooks filled /boot/firmware (start*.elf, DTBs, kernel, initrd).
+        for item in sorted(firmware.iterdir()):
+            shutil.move(str(item), boot / item.name)
+        (boot / "cmdline.txt").write_text(
+            f"{target.console} root={layout_root_partuuid} rootfstype=ext4 ro fsck.repair=yes "
+            "rootwait quiet\n"
+        )
+        config = boot / "config.txt"
+        text = config.read_text() if config.exists() else ""
+        config.write_text(text + "\n[all]\n# offhook: I2C for the OLED, UART console\n"
+                          "dtparam=i2c_arm=on\nenable_uart=1\n")  # fmt: skip
+        return
+    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
+    initrds = sorted((tree / "boot").glob("initrd.img-*"))
+    if not kernels or not initrds:
+        raise BuildError("no kernel or initramfs in /boot of the root filesystem")
+    # QEMU boots this kernel directly (-kernel/-initrd, taken from the boot partition).
+    shutil.copy(kernels[-1], boot / "vmlinuz")
+    shutil.copy(initrds[-1], boot / "initrd.img")
+    (boot / "cmdline.txt").write_text(
+        f"{target.console} root={layout_root_partuuid} rootfstype=ext4 ro panic=-1\n"
+    )
+
+
+class Steps:
+    """Step display: a rich status line per step and its time when done."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, func, *args, **kwargs):
+        started = time.monotonic()
+        with self.console.status(f"[bold]{name}[/] ..."):
+            result = func(*args, **kwargs)
+        self.times[name] = round(time.monotonic() - started, 1)
+        self.console.print(f"[green]done[/] {name} ({self.times[name]} s)")
+        return result
+
+
+def build(options: BuildOptions, console: Console | None = None) -> dict:
+    console = console or Console(stderr=True)
+    try:
+        target = board(options.board, options.mirror)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    check_pjsua2_wheel(options.pjsua2_wheel, target)
+    if os.geteuid() != 0:
+        raise BuildError("the root filesystem step needs root (debootstrap and chroot)")
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    cache = options.cache or Path.home() / ".cache" / "offhook-image"
+    work = out / f".work-{target.name}"
+    tree, boot = work / "root", work / "boot"
+    epoch = source_date_epoch()
+    steps = Steps(console)
+    started = time.monotonic()
+    build_log = out / f"offhook-{target.name}.build.log"
+    with open(build_log, "w", encoding="utf-8") as log_to:
+        try:
+            wheel = options.wheel or steps.run("offhook wheel", build_wheel, work / "wheels")
+            used_cache = steps.run(
+                "root filesystem (debootstrap, kernel)",
+                rootfs.cached_bootstrap, target.recipe, tree, cache / "rootfs", log_to,
+            )  # fmt: skip
+            wheels = [wheel] + ([options.pjsua2_wheel] if options.pjsua2_wheel else [])
+            steps.run(
+                "firmware venv", rootfs.install_firmware, tree, wheels, target.arch, VENV, log_to
+            )
+        except rootfs.RootfsError as exc:
+            raise BuildError(f"{exc}\n(full log: {build_log})") from None
+    packages = rootfs.package_versions(tree)
+    python_packages = rootfs.python_packages(tree, VENV)
+    probe = plan_layout(boot_size=target.boot_size, root_size=MIB, data_size=MIB,
+                        id_seed=options.id_seed)  # fmt: skip
+    root_partuuid = f"PARTUUID={probe.disk_id[2:]}-02"
+    steps.run("overlay and configuration", lambda: (copy_overlay(tree, target),
+                                                     configure(tree, target)))  # fmt: skip
+    steps.run("boot files", boot_files, tree, target, root_partuuid, boot)
+    steps.run("strip and normalise", lambda: (rootfs.strip_tree(tree),
+                                              normalise_mtimes(tree, epoch),
+                                              normalise_mtimes(boot, epoch)))  # fmt: skip
+    layout: Layout = plan_layout(
+        boot_size=target.boot_size,
+        root_size=ext4_size_for(tree, slack=0.10),
+        data_size=DATA_SIZE,
+        disk_size=options.size,
+        id_seed=options.id_seed,
+    )
+    image = out / f"offhook-{target.name}.img"
+    contents = Contents(boot=boot, root=tree, data=None)
+    steps.run("assemble image", assemble, image, layout, contents, work / "parts", epoch=epoch)
+    bmap_file = image.with_name(image.name + ".bmap")
+    block_map = steps.run("block map", create_bmap, image)
+    write_bmap(block_map, bmap_file)
+    outputs = [image, bmap_file]
+    if options.compress:
+        compressed = image.with_name(image.name + ".zst")
+        steps.run(
+            "compress",
+            rootfs.run,
+            ["zstd", "-q", "-f", "-T0", "-10", "--sparse", str(image), "-o", str(compressed)],
+            what="zstd",
+        )  # fmt: skip
+        outputs.append(compressed)
+    manifest = write_manifest(
+        out / f"offhook-{target.name}.manifest.json",
+        outputs=outputs,
+        board=target.name,
+        arch=target.arch,
+        offhook_version=wheel.name.split("-")[1],
+        suite=rootfs.SUITE,
+        mirror=options.mirror,
+        source_date_epoch=epoch,
+        rootfs_cache_key=target.recipe.key(),
+        rootfs_cache_used=used_cache,
+        layout=layout.to_dict(),
+        mapped_bytes=block_map.mapped_bytes,
+        debian_packages=packages,
+        python_packages=python_packages,
+        step_seconds=steps.times,
+        build_seconds=round(time.monotonic() - started, 1),
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    console.print(
+        f"[green]built[/] {image} ({layout.disk_size // MIB} MiB, "
+        f"{block_map.mapped_bytes // MIB} MiB mapped) in {manifest['build_seconds']} s"
+    )
+    return manifest
