@@ -141,4 +141,6 @@ def get_session(request: Request) -> Iterator[Session]:
         db.close()
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client that acts on a response
+# (e.g. enrols right after an approval) never races the commit.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
