@@ -110,7 +110,7 @@ def device_rows(
             | func.lower(Device.last_ip).like(like)
         )
     devices = list(db.scalars(query.limit(1000)))
-    groups = dict(db.execute(select(Group.id, Group.name)).tuples().all())
+    groups = {gid: name for gid, name in db.execute(select(Group.id, Group.name))}
     reports = latest_status(db, [d.id for d in devices])
     now = utcnow()
     return [

@@ -37,9 +37,8 @@ def _load(db: Session, group_id: int) -> Group:
 
 def _list(request: Request, db: Session, error: str = "", form: dict | None = None) -> Response:
     groups = list(db.scalars(select(Group).order_by(Group.name)))
-    counts = dict(
-        db.execute(select(Device.group_id, func.count()).group_by(Device.group_id)).tuples().all()
-    )
+    rows = db.execute(select(Device.group_id, func.count()).group_by(Device.group_id))
+    counts = {group_id: count for group_id, count in rows}
     return render(
         request,
         "groups.html",
