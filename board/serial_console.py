@@ -6,9 +6,11 @@ Commands are plain callables registered by whoever owns the console (``help`` is
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import serial
 
@@ -97,3 +99,31 @@ class SerialConsole:
             except serial.SerialException:
                 log.exception("serial console read failed")
                 self._stop.wait(1.0)
+
+
+def phone_commands(
+    press: Callable[[str], None],
+    set_hook: Callable[[bool], None],
+    snapshot: Callable[[], dict[str, Any]],
+) -> dict[str, Command]:
+    """The usual bench commands: ``key <name>``, ``hook up|down``, ``screen``, ``state``."""
+
+    def key(args: list[str]) -> str:
+        if len(args) != 1:
+            raise ValueError("usage: key <name>")
+        press(args[0])
+        return f"ok key {args[0]}"
+
+    def hook(args: list[str]) -> str:
+        if args not in (["up"], ["down"]):
+            raise ValueError("usage: hook up|down")
+        set_hook(args[0] == "up")
+        return f"ok hook {args[0]}"
+
+    def screen(args: list[str]) -> str:
+        return "\r\n".join(snapshot().get("screen", []))
+
+    def state(args: list[str]) -> str:
+        return json.dumps(snapshot(), sort_keys=True)
+
+    return {"key": key, "hook": hook, "screen": screen, "state": state}

@@ -17,7 +17,7 @@ from board.leds import Leds
 from board.pi import PiBoard
 from board.profile import PROFILES_DIR, DisplayWiring, ProfileError, load_profile, parse_profile
 from board.ringer import Ringer
-from board.serial_console import SerialConsole, open_port
+from board.serial_console import SerialConsole, open_port, phone_commands
 from firmware.config import BoardSettings
 from firmware.events import DIGIT_KEYS, Screen
 from firmware.screens import render_to_device
@@ -223,6 +223,33 @@ def test_serial_console_command_errors_and_partial_lines() -> None:
         "pressed 5",
         "error: key needs a key name",
     ]
+
+
+def test_serial_console_drives_the_emulated_board() -> None:
+    board = EmulatedBoard(display="none")
+    keys: list[str] = []
+    hooks: list[bool] = []
+    board.on_key(keys.append)
+    board.on_hook(hooks.append)
+
+    def snapshot() -> dict:
+        return {"screen": ["Enter number", "5"], "hook": "off" if board.offhook else "on"}
+
+    port = serial.serial_for_url("loop://", timeout=0.5)
+    console = SerialConsole(port, phone_commands(board.press, board.set_hook, snapshot))
+    port.write(b"hook up\nkey 5\nkey hld\nscreen\nstate\nhook sideways\n")
+    console.poll_once()
+    lines = port.read(port.in_waiting).decode().splitlines()
+    assert keys == ["5"] and hooks == [True]
+    assert lines[:5] == [
+        "ok hook up",
+        "ok key 5",
+        "error: no key 'hld' on the phone",
+        "Enter number",
+        "5",
+    ]
+    assert '"hook": "off"' in lines[5]
+    assert lines[6] == "error: usage: hook up|down"
 
 
 def test_open_port_bad_url() -> None:
