@@ -310,3 +310,24 @@ def test_bad_tone_requests_are_rejected_in_the_caller(
     with pytest.raises(TonePlanError, match="not a Tone"):
         audio.play_tone("dial")  # type: ignore[arg-type]
     assert audio.stats["loop_errors"] == 0
+
+
+@pytest.mark.parametrize(("rate", "period_ms"), [(8000, 20), (48000, 5)])
+def test_other_rates_and_periods(alsa_files: AlsaFiles, rate: int, period_ms: int) -> None:  # noqa: F811
+    settings = AudioSettings(
+        playback=alsa_files.speaker,
+        capture=alsa_files.mic,
+        sample_rate=rate,
+        period_ms=period_ms,
+        tone_plan="eu",
+        speaker_volume=100,
+    )
+    with AlsaAudio(settings) as audio:
+        assert audio.frame_samples == rate // 50
+        assert len(audio.read_capture_frame()) == 2 * rate // 50
+        play_for(audio, Tone.DIAL, 0.3)
+    samples = alsa_files.speaker_samples()
+    first = next(i for i, x in enumerate(samples) if x)
+    body = samples[first + rate // 100 : first + rate // 5]
+    power = sum(tone_power(body, f, rate) for f in (425,)) / rms(body) ** 2
+    assert power > 0.95
