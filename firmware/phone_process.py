@@ -211,6 +211,8 @@ class PhoneProcess:
                 identity,
                 apply=self.apply_provisioned,
                 status=self.status_report,
+                # the check-sync NOTIFY listener lives where SIP does
+                notify_host=config.sip.bind_address or "0.0.0.0",
             )
             # boot with the last config the server gave us (accounts etc.), if any
             config = effective_config(config, self.provisioning.cached_config())

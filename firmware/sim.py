@@ -104,30 +104,35 @@ def sim_config(
     display_name: str = "",
     token: str = "",
     audio: dict[str, str] | None = None,
+    provisioning: dict[str, object] | None = None,
 ) -> PhoneConfig:
-    """A config for a simulated phone on loopback: fixed free SIP and control ports."""
-    return parse_config(
-        {
-            "device": {"name": name},
-            "accounts": [
-                {
-                    "user": user,
-                    "password": password,
-                    "domain": domain,
-                    "display_name": display_name,
-                    "register_expires_s": 60,
-                }
-            ],
-            "sip": {"port": free_port(), "bind_address": "127.0.0.1", "codecs": ["PCMU", "G722"]},
-            "audio": audio or {"playback": "null", "capture": "null", "sample_rate": 8000},
-            "dialplan": {"digit_map": SIM_DIGIT_MAP},
-            "control": {
-                "listen": f"127.0.0.1:{free_port()}",
-                "token": token or secrets.token_urlsafe(16),
-            },
+    """A config for a simulated phone on loopback: fixed free SIP and control ports.
+
+    With ``user`` empty the phone has no account of its own (it gets them by provisioning)."""
+    data = {
+        "device": {"name": name},
+        "accounts": [],
+        "control": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "token": token or secrets.token_urlsafe(16),
         },
-        source=name,
-    )
+        "provisioning": provisioning or {},
+        **sim_settings(audio),
+    }
+    if user:
+        account = {"user": user, "password": password, "domain": domain}
+        data["accounts"] = [{**account, "display_name": display_name, "register_expires_s": 60}]
+    return parse_config(data, source=name)
+
+
+def sim_settings(audio: dict[str, str] | None = None) -> dict[str, dict]:
+    """The sections that keep a simulated phone on loopback and off the sound card; a
+    provisioning server must hand these out too (its config replaces the phone's)."""
+    return {
+        "sip": {"port": free_port(), "bind_address": "127.0.0.1", "codecs": ["PCMU", "G722"]},
+        "audio": audio or {"playback": "null", "capture": "null", "sample_rate": 8000},
+        "dialplan": {"digit_map": SIM_DIGIT_MAP},
+    }
 
 
 class SimPhone:

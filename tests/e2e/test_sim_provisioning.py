@@ -1,0 +1,81 @@
+"""A simulated phone with no account of its own enrolls with the real provisioning server,
+pulls its SIP line, registers to Kamailio, and reports its calls back to the server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from firmware.phone_process import sim_identity
+from firmware.sim import SimPhone, is_registered, sim_config
+from tests.fixtures.baresip import BaresipPeer
+from tests.fixtures.provisioning_server import ProvisioningServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def wait_until(cond, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached in {timeout}s")
+
+
+def test_phone_enrolls_pulls_its_line_registers_and_reports(
+    tmp_path, kamailio_server, phone_logs_on_failure
+) -> None:
+    with ProvisioningServer(tmp_path / "server") as server:
+        config = sim_config(
+            "front-desk",
+            "",
+            "",
+            "",
+            provisioning={
+                "url": server.base_url,
+                "enrollment_token": server.enrollment_token(),
+                "poll_interval_s": 3600,
+            },
+        )
+        phone = SimPhone(tmp_path / "phone", config)
+        phone_logs_on_failure.append(phone)
+        mac = sim_identity(phone.config_path).mac
+        # the server's config replaces the phone's: it must keep the sim on loopback and null ALSA
+        local = config.model_dump(mode="json")
+        server.add_device(
+            mac, name="front-desk", settings={k: local[k] for k in ("sip", "audio", "dialplan")}
+        )
+        reply = server.admin.post(
+            f"/devices/{mac}/lines",
+            json={"extension": "1004", "registrar": kamailio_server.domain, "password": "pw1004"},
+        )
+        reply.raise_for_status()
+
+        phone.start()
+        state = phone.wait_for(is_registered, timeout=60, what="provisioned line registered")
+        assert [r["user"] for r in state["registration"]] == ["1004"]
+
+        with BaresipPeer(
+            tmp_path / "baresip", user="1005", password="pw1005", registrar=kamailio_server.domain
+        ) as peer:
+            peer.dial(f"sip:1004@{kamailio_server.domain}")
+            phone.wait_for(lambda s: any(c["state"] == "incoming" for c in s["calls"]))
+            phone.client.hook(True)
+            peer.wait_event("CALL_ESTABLISHED", timeout=15)
+            phone.client.hook(False)
+            peer.wait_event("CALL_CLOSED", timeout=15)
+
+        assert phone.client.resync()["resync"]  # pushes the outbox on the next cycle now
+        cdrs = wait_until(
+            lambda: server.admin.get("/cdrs", params={"device": mac}).json(),
+            what="the call's CDR on the server",
+        )
+        assert "1005" in cdrs[0]["remote_uri"]
+        status = wait_until(
+            lambda: server.admin.get(f"/devices/{mac}/status").json(), what="a status report"
+        )
+        assert status[0]["lines"][0]["registered"] is True
+        phone.stop()
