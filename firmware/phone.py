@@ -253,6 +253,13 @@ class Phone:
                 self._unseen_missed = 0
             self._mode = "browse"
             return
+        if self._mode in ("ended", "howler") and self._held_calls() and key in ("hold", "cancel"):
+            # A consultation call that failed: back to the caller waiting on hold.
+            out.append(StopTone())
+            self._cancel_timer(T_HOWLER, out)
+            self._mode = "calls"
+            self._resume(self._held_calls()[-1], out)
+            return
         handler = {
             "idle": self._key_idle,
             "dialing": self._key_dialing,
@@ -372,7 +379,7 @@ class Phone:
             self._after_active_gone(out)
 
     def _key_transfer(self, key: str, out: list[Command]) -> None:
-        target = self._calls.get(self._transfer_target) if self._transfer_target else None
+        target = None if self._transfer_target is None else self._calls.get(self._transfer_target)
         if target is None:
             self._mode = "calls"
             return
@@ -691,21 +698,28 @@ class Phone:
 
     def _after_active_gone(self, out: list[Command], outcome: Outcome | None = None) -> None:
         """The handset's call is gone: fall back to what is left, or to an end screen."""
-        if self._held_calls() or self._alerting is not None:
-            self._mode = "calls"
+        if self._alerting is not None:
+            self._mode = "calls"  # the waiting call keeps beeping until answered
             return
-        self._reset_mute(out)
+        held = bool(self._held_calls())
+        if not held:
+            self._reset_mute(out)
         if not self._hook_off:
-            self._mode = "idle"
+            self._mode = "calls" if held else "idle"
             out.append(StopTone())
             return
         if outcome is None:  # ended by the user with the handset up: ready for the next call
-            self._begin_dialing(out, tone=True)
+            if held:
+                self._mode = "calls"
+            else:
+                self._begin_dialing(out, tone=True)
             return
+        # Tell the user why (busy, not found...); with a call on hold, hold/cancel resumes it.
         self._mode = "ended"
         self._notice = (outcome.title, outcome.detail)
         out.append(PlayTone(outcome.tone) if outcome.tone is not None else StopTone())
-        self._start_timer(T_HOWLER, self._config.dialplan.offhook_timeout_s, out)
+        if not held:
+            self._start_timer(T_HOWLER, self._config.dialplan.offhook_timeout_s, out)
 
     def _invalid_number(self, out: list[Command]) -> None:
         self._cancel_timer(T_INTERDIGIT, out)
@@ -874,6 +888,9 @@ class Phone:
         if mode in ("ended", "howler"):
             title, detail = self._notice
             lines = (title, detail) if detail else (title,)
+            held = self._held_calls()
+            if held:
+                return Screen(mode, (*lines, f"Hold: {held[-1].label}"), status, ("Resume", "", ""))
             return Screen(mode, lines, status, ("", "", ""))
         if mode == "transfer":
             return Screen(

@@ -558,13 +558,15 @@ def test_hanging_up_with_a_waiting_call_makes_it_ring() -> None:
 
 def test_blind_transfer() -> None:
     d = Driver()
-    talk(d)
+    talk(d, call_id=0)  # pjsua2 numbers calls from 0
     d(KeyPressed("transfer"))
-    assert Hold(1) in d.out
+    assert Hold(0) in d.out
     assert d.lines[0] == "Transfer to:"
-    d.keys("3005#")
-    assert d.out == [Transfer(1, "3005")] or Transfer(1, "3005") in d.out
-    d(CallStateChanged(1, CallState.DISCONNECTED, 200))
+    d.keys("3005")
+    assert "3005" in d.lines
+    d(KeyPressed("#"))
+    assert d.out[0] == Transfer(0, "3005")
+    d(CallStateChanged(0, CallState.DISCONNECTED, 200))
     assert d.lines[0] == "Call transferred"
     assert not d.of(PlayTone)
 
@@ -771,3 +773,28 @@ def test_history_restored_after_restart() -> None:
     phone.start(T0)
     assert [h["kind"] for h in phone.snapshot(T0)["history"]] == ["dialled", "missed"]
     assert "missed" not in " ".join(phone.screen.lines), "old missed calls are not news"
+
+
+def test_failed_consultation_call_goes_back_to_the_held_caller() -> None:
+    d = Driver(make_config(dialplan={"digit_map": "[2-9]xxx"}))
+    talk(d, "2001", call_id=0)
+    d(KeyPressed("hold"))
+    d.keys("1")  # no such number
+    assert PlayTone(Tone.CONGESTION) in d.out
+    d(KeyPressed("hold"))
+    assert Unhold(0) in d.out and StopTone() in d.out
+    assert d.phone.screen.kind == "talking"
+
+
+def test_busy_consultation_call_leaves_the_first_call_on_hold() -> None:
+    d = Driver()
+    talk(d, "2001", call_id=1)
+    d(KeyPressed("hold"))
+    d.keys("3005")
+    d(CallStateChanged(2, CallState.DISCONNECTED, 486, "Busy Here"))
+    assert PlayTone(Tone.BUSY) in d.out
+    assert d.lines == ("Busy", "486 Busy Here", "Hold: 2001")
+    assert not d.of(StartTimer), "no howler while a caller waits on hold"
+    d(KeyPressed("softkey1"))  # Resume
+    assert Unhold(1) in d.out and StopTone() in d.out
+    assert d.phone.screen.kind == "talking"
