@@ -1,6 +1,7 @@
 """``offhook demo`` / ``make demo``: Kamailio and three simulated phones calling each other.
 
-Starts a Kamailio registrar on loopback, three ``offhook sim --headless`` phones (Alice 1001,
+Starts a Kamailio registrar and the provisioning server (SQLite) on loopback, three
+``offhook sim --headless`` phones that enroll and get their SIP lines from it (Alice 1001,
 Bob 1002, Carol 1003; Carol has call waiting off so a second call finds her busy), shows their
 OLED screens side by side in the terminal and plays a scripted scenario, driving the phones only
 through their control APIs. Then it stays up (phones usable via their control APIs, printed at
@@ -61,6 +62,9 @@ class Demo:
         self.step = "starting"
         self.stop_event = threading.Event()
         self.live = console.is_terminal
+        self.use_server = True
+        self.server: Any = None
+        self.server_info = ""
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -72,14 +76,10 @@ class Demo:
             self.kamailio.add_user(person.user, person.password)
         self.kamailio.start()
         self.say(f"Kamailio registrar on {self.kamailio.domain} (UDP/TCP)")
+        if self.use_server:
+            self.start_server()
         for person in self.people:
-            config = sim_config(
-                person.name, person.user, person.password, self.kamailio.domain,
-                display_name=person.name,
-            )  # fmt: skip
-            if not person.call_waiting:
-                config.features.call_waiting = False
-            phone = SimPhone(self.root / person.name.lower(), config)
+            phone = self.provisioned_phone(person) if self.server else self.local_phone(person)
             phone.start()
             self.phones[person.name] = phone
         for person in self.people:
@@ -91,10 +91,66 @@ class Demo:
                 f" token {ctl.token}"
             )
 
+    def start_server(self) -> None:
+        from tests.fixtures.provisioning_server import (
+            ADMIN_PASSWORD,
+            ADMIN_USER,
+            ProvisioningServer,
+        )
+
+        self.set_step("starting the provisioning server (SQLite)")
+        server = ProvisioningServer(self.root / "server")
+        try:
+            server.start()
+        except Exception as exc:  # the phones still work with local accounts
+            self.say(f"provisioning server did not start ({exc}); phones use local accounts")
+            server.stop()
+            return
+        self.server = server
+        self.server_info = f"{server.base_url}/  admin {ADMIN_USER} / {ADMIN_PASSWORD}"
+        self.say(f"provisioning server {self.server_info}")
+
+    def local_phone(self, person: Person) -> SimPhone:
+        config = sim_config(
+            person.name, person.user, person.password, self.kamailio.domain,
+            display_name=person.name,
+        )  # fmt: skip
+        config.features.call_waiting = person.call_waiting
+        return SimPhone(self.root / person.name.lower(), config)
+
+    def provisioned_phone(self, person: Person) -> SimPhone:
+        """A phone with no account: it enrolls and the server hands it its line."""
+        from firmware.phone_process import sim_identity
+
+        server = self.server
+        provisioning = {
+            "url": server.base_url,
+            "enrollment_token": server.enrollment_token(max_uses=1),
+            "poll_interval_s": 3600,
+        }
+        config = sim_config(person.name, "", "", "", provisioning=provisioning)
+        phone = SimPhone(self.root / person.name.lower(), config)
+        local = config.model_dump(mode="json")
+        settings = {k: local[k] for k in ("sip", "audio", "dialplan")}
+        settings["features"] = {"call_waiting": person.call_waiting}
+        mac = sim_identity(phone.config_path).mac
+        server.add_device(mac, name=person.name, settings=settings)
+        line = {
+            "extension": person.user,
+            "registrar": self.kamailio.domain,
+            "password": person.password,
+            "display_name": person.name,
+        }
+        server.admin.post(f"/devices/{mac}/lines", json=line).raise_for_status()
+        return phone
+
     def stop(self) -> None:
         for phone in self.phones.values():
             with contextlib.suppress(Exception):
                 phone.stop()
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                self.server.stop()
         if self.kamailio is not None:
             with contextlib.suppress(Exception):
                 self.kamailio.stop()
@@ -187,7 +243,10 @@ class Demo:
     def render(self) -> Group:
         panels = [phone_panel(name, phone) for name, phone in self.phones.items()]
         header = Text(f"offhook demo - {self.step}", style="bold")
-        footer = Text("control APIs (Bearer token):\n", style="dim")
+        footer = Text("", style="dim")
+        if self.server_info:
+            footer.append(f"provisioning server: {self.server_info}\n", style="dim")
+        footer.append("control APIs (Bearer token):\n", style="dim")
         for name, phone in self.phones.items():
             ctl = phone.config.control
             footer.append(f"  {name}: http://{ctl.listen}/api/v1  {ctl.token}\n", style="dim")
@@ -226,6 +285,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--once", action="store_true", help="exit after the scenario instead of staying up"
     )
+    parser.add_argument(
+        "--no-server",
+        action="store_true",
+        help="no provisioning server: phones get their accounts from local config files",
+    )
     args = parser.parse_args(argv)
     console = Console()
     stop_event = threading.Event()
@@ -238,6 +302,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="offhook-demo-") as tmp:
         demo = Demo(console, Path(tmp), args.phones)
         demo.stop_event = stop_event
+        demo.use_server = not args.no_server
         try:
             return run(demo, console, args.once)
         except Stopped:
