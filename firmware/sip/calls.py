@@ -48,6 +48,9 @@ class EngineCall(pj.Call):
         self.audio_index = -1  # media index of the active audio stream
         self.last_state = CallState.CALLING
         self.last_status = 0
+        self.replaced_call_id = -1  # attended transfer: our call to the target, ended on success
+        self.setup_ms: float | None = None
+        self.quality: QualitySample | None = None
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         self.core.on_call_state(self)

@@ -285,6 +285,7 @@ class _Core:
     def do_attended_transfer(self, cmd: AttendedTransfer) -> None:
         call = self.call(cmd.call_id)
         call.xferReplaces(self.call(cmd.to_call_id), pj.CallOpParam(True))
+        call.replaced_call_id = cmd.to_call_id
 
     def do_conference(self, cmd: Conference) -> None:
         if len(set(cmd.call_ids)) < 2:
@@ -413,6 +414,11 @@ class _Core:
         if final and 200 <= code < 300:
             # The far end now talks to the transfer target; our leg is done.
             self.hangup_quietly(call)
+            # A target that honours Replaces has already ended our leg to it; one that does not
+            # (baresip 1.0) would leave it up, talking to nobody.
+            replaced = self.calls.get(call.replaced_call_id)
+            if replaced is not None:
+                self.hangup_quietly(replaced)
 
     def on_mwi(self, index: int, summary: MessageSummary) -> None:
         log.info("mwi account=%d waiting=%s new=%d old=%d",
@@ -440,7 +446,7 @@ class _Core:
     def publish(self) -> None:
         snapshot = {}
         for call_id, call in self.calls.items():
-            quality = getattr(call, "quality", None)
+            quality = call.quality
             snapshot[call_id] = {
                 "id": call_id,
                 "account": call.account_index,
@@ -450,7 +456,7 @@ class _Core:
                 "codec": call.codec,
                 "held_locally": call.held_locally,
                 "held_remotely": call.held_remotely,
-                "setup_ms": getattr(call, "setup_ms", None),
+                "setup_ms": call.setup_ms,
                 "stats": None if quality is None else quality.__dict__.copy(),
             }
         self.engine._publish_calls(snapshot)

@@ -1,0 +1,126 @@
+"""Engine features with baresip via Kamailio: TCP/TLS calls, SRTP, redirect, attended transfer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from firmware.events import (
+    Answer,
+    AttendedTransfer,
+    CallIncoming,
+    CallState,
+    Hangup,
+    MakeCall,
+    Redirect,
+)
+from firmware.sip import SipEngine
+from tests.fixtures.baresip import BaresipPeer
+from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer, kamailio_server  # noqa: F401
+from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
+from tests.fixtures.tls import tls_certificates  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def peer(kam: KamailioServer, tmp_path: Path, user: str, **kwargs: object) -> BaresipPeer:
+    return BaresipPeer(
+        tmp_path / f"baresip-{user}",
+        user=user,
+        password=DEFAULT_USERS[user],
+        registrar=kam.domain,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def connect(engine: SipEngine, events: EventRecorder, target: str) -> int:
+    mark = events.mark()
+    engine.submit(MakeCall(0, target))
+    return events.wait_call_state(CallState.CONFIRMED, start=mark).call_id
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_calls_both_ways_over_connection_transports(
+    transport: str,
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    config = phone_config(kam, [account(kam, "1001", transport)])
+    with peer(kam, tmp_path, "1002") as far, running_engine(config) as (engine, events):
+        call_id = connect(engine, events, "1002")
+        engine.submit(Hangup(call_id))
+        events.wait_call_state(CallState.DISCONNECTED, call_id)
+        # Incoming: Kamailio opens a new connection to our Contact (our TLS listener's cert).
+        far.dial(f"sip:1001@{kam.domain}")
+        incoming = events.wait_for(lambda e: isinstance(e, CallIncoming))
+        engine.submit(Answer(incoming.call_id))
+        events.wait_call_state(CallState.CONFIRMED, incoming.call_id)
+
+
+def test_mandatory_srtp_call_with_baresip(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    config = phone_config(kam, [account(kam, "1001", srtp="mandatory")])
+    with (
+        peer(kam, tmp_path, "1002", mediaenc="srtp-mand") as far,
+        running_engine(config) as (engine, events),
+    ):
+        connect(engine, events, "1002")
+        far.wait_event("CALL_ESTABLISHED")
+
+
+def test_mandatory_srtp_is_refused_by_a_plain_rtp_peer(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    config = phone_config(kam, [account(kam, "1001", srtp="mandatory")])
+    with peer(kam, tmp_path, "1002"), running_engine(config) as (engine, events):
+        engine.submit(MakeCall(0, "1002"))
+        ended = events.wait_call_state(CallState.DISCONNECTED)
+    assert ended.status_code == 488  # Not Acceptable Here: no common (secure) media
+
+
+def test_redirect_answers_302_and_the_caller_follows_it(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    config = phone_config(kam, [account(kam, "1001")])
+    with (
+        peer(kam, tmp_path, "1002") as caller,
+        peer(kam, tmp_path, "1003") as forward_to,
+        running_engine(config) as (engine, events),
+    ):
+        caller.dial(f"sip:1001@{kam.domain}")
+        incoming = events.wait_for(lambda e: isinstance(e, CallIncoming))
+        engine.submit(Redirect(incoming.call_id, "1003"))
+        ended = events.wait_call_state(CallState.DISCONNECTED, incoming.call_id)
+        assert ended.status_code == 302
+        # baresip follows the 302 Contact to the forwarding target
+        established = forward_to.wait_event("CALL_ESTABLISHED")
+        assert "1002@" in established["peeruri"]
+
+
+def test_attended_transfer_joins_the_two_far_ends(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    config = phone_config(kam, [account(kam, "1001")])
+    with (
+        peer(kam, tmp_path, "1002"),
+        peer(kam, tmp_path, "1003") as second,
+        running_engine(config) as (engine, events),
+    ):
+        first_call = connect(engine, events, "1002")
+        second_call = connect(engine, events, "1003")
+        engine.submit(AttendedTransfer(first_call, second_call))
+        # The transferee accepted the REFER and now calls the target with Replaces.
+        events.wait_call_state(CallState.DISCONNECTED, first_call)
+        events.wait_call_state(CallState.DISCONNECTED, second_call)
+        second.wait_event("CALL_ESTABLISHED", peer="sip:1002@")
