@@ -1,0 +1,33 @@
+"""``offhook demo --once`` without a terminal: the whole scripted scenario runs and exits 0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_its_scenario_without_a_tty() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "firmware.demo", "--once"],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert "provisioning server http://127.0.0.1:" in out
+    for name in ("Alice", "Bob", "Carol"):
+        assert f"{name} (" in out and "registered" in out
+    assert "Incoming call" in out  # Bob's screen while ringing
+    assert "486 Busy Here" in out  # Bob calling Carol, who has no call waiting
+    assert "scenario done" in out
