@@ -1,0 +1,76 @@
+"""Pure helpers of the SIP engine: dial targets, name-addr parsing, MWI bodies, E-model MOS."""
+
+from __future__ import annotations
+
+import pjsua2 as pj
+import pytest
+
+from firmware.config import Account
+from firmware.sip.audio_port import _copy_by_iteration, _copy_from_storage, copy_byte_vector
+from firmware.sip.mwi import MessageSummary, parse_message_summary
+from firmware.sip.quality import delay_impairment, estimate_mos, mos_from_r, r_factor
+from firmware.sip.uri import TargetError, split_name_addr, target_uri, user_part
+
+
+def acc(transport: str = "udp") -> Account:
+    return Account(user="1001", domain="pbx.example.com:5070", transport=transport)
+
+
+@pytest.mark.parametrize(
+    ("transport", "target", "uri"),
+    [
+        ("udp", "1002", "sip:1002@pbx.example.com:5070"),
+        ("tcp", "1002", "sip:1002@pbx.example.com:5070;transport=tcp"),
+        ("tls", "*97", "sip:*97@pbx.example.com:5070;transport=tls"),
+        ("udp", "12#", "sip:12%23@pbx.example.com:5070"),
+        ("udp", "alice@other.org", "sip:alice@other.org"),
+        ("udp", "sips:bob@secure.org", "sips:bob@secure.org"),
+    ],
+)
+def test_target_uri(transport: str, target: str, uri: str) -> None:
+    assert target_uri(acc(transport), target) == uri
+
+
+@pytest.mark.parametrize("target", ["", "  ", "12 34", "a<b", "@host", "user@"])
+def test_bad_targets_are_refused(target: str) -> None:
+    with pytest.raises(TargetError):
+        target_uri(acc(), target)
+
+
+def test_split_name_addr() -> None:
+    assert split_name_addr('"Bob \\"B\\" Builder" <sip:1002@h>;tag=1') == (
+        'Bob "B" Builder',
+        "sip:1002@h",
+    )
+    assert split_name_addr("Alice <sip:1@h>") == ("Alice", "sip:1@h")
+    assert split_name_addr("<sip:1@h>") == ("", "sip:1@h")
+    assert split_name_addr("sip:1@h") == ("", "sip:1@h")
+    assert user_part("sip:1001@host;x=y") == "1001"
+
+
+def test_message_summary() -> None:
+    message = "NOTIFY sip:x SIP/2.0\r\nEvent: message-summary\r\n\r\nMessages-Waiting: yes\r\n"
+    message += "Voice-Message: 3/12 (1/2)\r\n"
+    assert parse_message_summary(message) == MessageSummary(True, 3, 12)
+    assert parse_message_summary("Messages-Waiting: no") == MessageSummary(False, 0, 0)
+    assert parse_message_summary("Voice-Message: 1/1") is None
+
+
+def test_mos_falls_with_loss_delay_and_codec() -> None:
+    clean = estimate_mos("PCMU", jitter_ms=1, loss_pct=0, rtt_ms=1)
+    assert 4.3 <= clean <= 4.5
+    assert estimate_mos("PCMU", 1, 5, 1) < clean - 0.5
+    assert estimate_mos("PCMU", 1, 0, 600) < clean - 0.5
+    assert estimate_mos("GSM", 1, 0, 1) < clean
+    assert mos_from_r(0) == 1.0 and mos_from_r(120) == 4.5
+    assert delay_impairment(300) > delay_impairment(150) * 2
+    with pytest.raises(ValueError, match="impossible"):
+        r_factor("PCMU", -1, 0, 0)
+
+
+def test_fast_vector_copy_matches_the_slow_one() -> None:
+    data = bytes(range(256)) * 2 + b"\x01\x02"
+    vector = pj.ByteVector(data)
+    assert _copy_from_storage(vector) == _copy_by_iteration(vector) == data
+    assert copy_byte_vector is _copy_from_storage  # the self-check chose the fast path here
+    assert _copy_from_storage(pj.ByteVector(b"")) == b""
