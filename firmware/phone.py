@@ -402,6 +402,9 @@ class Phone:
 
     def _on_incoming(self, ev: CallIncoming, out: list[Command]) -> None:
         feats = self._config.features
+        if ev.call_id in self._calls:
+            log.warning("incoming call reuses a live call id call_id=%s", ev.call_id)
+            return
         call = Call(
             id=ev.call_id,
             direction="incoming",
