@@ -61,6 +61,18 @@ class EngineCall(pj.Call):
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         self.core.on_transfer_status(self, prm.statusCode, prm.reason, prm.finalNotify)
 
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        # The far end asks us to call someone else (REFER): track that call like our own.
+        prm.newCall = self.core.adopt_new_call(self.account_index)
+
+    def onCallReplaced(self, prm: pj.OnCallReplacedParam) -> None:
+        # An INVITE with Replaces took this call's place (we are an attended-transfer target).
+        prm.newCall = self.core.adopt_new_call(self.account_index, prm.newCallId)
+
+    def onCallRedirected(self, prm: pj.OnCallRedirectedParam) -> int:
+        # Follow 3xx like a desk phone does; pjsip bounds the number of redirects.
+        return pj.PJSIP_REDIRECT_ACCEPT_REPLACE
+
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         log.info("dtmf received call_id=%d digit=%s", self.getId(), prm.digit)
 

@@ -103,6 +103,7 @@ class _Core:
         self.accounts: dict[int, EngineAccount] = {}
         self.calls: dict[int, EngineCall] = {}
         self.graveyard: list[EngineCall] = []  # released on the next loop turn, not in callbacks
+        self.unborn: list[EngineCall] = []  # wrappers handed to pjsua before their first state
         self.port: EndpointPort | None = None
         self.muted = False
         self.next_quality = 0.0
@@ -168,6 +169,7 @@ class _Core:
         self.port = None
         self.calls.clear()
         self.graveyard.clear()
+        self.unborn.clear()
         self.unregister_all()
         for acc in self.accounts.values():
             try:
@@ -363,10 +365,18 @@ class _Core:
         prm.statusCode = 180
         call.answer(prm)
 
+    def adopt_new_call(self, account_index: int, call_id: int = pj.PJSUA_INVALID_ID) -> EngineCall:
+        """A Call wrapper for a call pjsua creates itself (REFER, Replaces)."""
+        call = EngineCall(self, self.accounts[account_index], account_index, call_id)
+        self.unborn.append(call)  # pjsua holds only a C++ pointer: keep the wrapper alive
+        return call
+
     def on_call_state(self, call: EngineCall) -> None:
         info = call.getInfo()
         call_id = info.id
         self.calls.setdefault(call_id, call)
+        if call in self.unborn:
+            self.unborn.remove(call)
         state = phone_state(info)
         code = info.lastStatusCode
         if state is call.last_state and code == call.last_status:
@@ -581,6 +591,9 @@ class SipEngine:
         self._ready.set()
         try:
             self._loop(core)
+        except Exception:
+            # The heartbeat stops and running turns False: the supervisor restarts the engine.
+            log.exception("sip engine loop failed")
         finally:
             self._safe_teardown(core)
             log.info("sip engine stopped")

@@ -11,6 +11,7 @@ from firmware.events import (
     AttendedTransfer,
     CallIncoming,
     CallState,
+    CallStateChanged,
     Hangup,
     MakeCall,
     Redirect,
@@ -124,3 +125,32 @@ def test_attended_transfer_joins_the_two_far_ends(
         events.wait_call_state(CallState.DISCONNECTED, first_call)
         events.wait_call_state(CallState.DISCONNECTED, second_call)
         second.wait_event("CALL_ESTABLISHED", peer="sip:1002@")
+
+
+def test_being_transferred_by_the_far_end_calls_the_new_target(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    config = phone_config(kam, [account(kam, "1001")])
+    with (
+        peer(kam, tmp_path, "1002") as transferor,
+        peer(kam, tmp_path, "1003") as target,
+        running_engine(config) as (engine, events),
+    ):
+        first = connect(engine, events, "1002")
+        transferor.wait_event("CALL_ESTABLISHED")
+        mark = events.mark()
+        transferor.command("transfer", f"sip:1003@{kam.domain}")
+        new_call = events.wait_for(
+            lambda e: (
+                isinstance(e, CallStateChanged)
+                and e.state is CallState.CONFIRMED
+                and e.call_id != first
+            ),
+            start=mark,
+        )
+        assert "1003@" in new_call.remote_uri
+        target.wait_event("CALL_ESTABLISHED", peer="sip:1001@")
+        events.wait_call_state(CallState.DISCONNECTED, first, start=mark)
+        assert {c["id"] for c in engine.calls_info()} == {new_call.call_id}
