@@ -35,15 +35,6 @@ ENQUEUES = 300
 UPLOAD = 1000
 
 
-class _Server(ProvisioningServer):
-    @property
-    def verify(self) -> Any:
-        ca = self.data_dir / "tls" / "ca.pem"
-        import ssl
-
-        return ssl.create_default_context(cafile=ca) if ca.exists() else False
-
-
 class _Phone:
     def __init__(self, server: ProvisioningServer, state: Path, mac: str) -> None:
         self.applied = threading.Condition()
@@ -175,7 +166,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-prov-") as tmp:
         base = Path(tmp)
         bench_enqueue(base)
-        with _Server(base / "server", tls=True) as server:
+        with ProvisioningServer(base / "server", tls=True) as server:
             bench_push(server, base)
             bench_upload(server, base)
     return 0

@@ -169,6 +169,13 @@ class ProvisioningClient:
         return lkg.config if lkg else None
 
     @property
+    def next_cycle_in_s(self) -> float:
+        """Seconds until the next scheduled enroll/poll (0 when one is due or forced)."""
+        if self._force.is_set():
+            return 0.0
+        return max(0.0, self._next_poll_at - time.monotonic())
+
+    @property
     def sip_contact(self) -> str:
         if self.listener is None:
             return ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -46,17 +45,9 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_
 class RestartableServer(ProvisioningServer):
     """The fixture's server, startable again on the same port, database and CA after stop()."""
 
-    @property
-    def verify(self) -> Any:
-        # the CA file appears only once the server has generated it; until then the readiness
-        # probe of start() would fail on the missing file rather than retry
-        ca = self.data_dir / "tls" / "ca.pem"
-        return ssl.create_default_context(cafile=ca) if ca.exists() else False
-
-    def fleet(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        if args[:1] == ("create-admin",) and self.admin_token:
-            return subprocess.CompletedProcess(args, 0, f"api token: {self.admin_token}\n", "")
-        return super().fleet(*args, **kwargs)
+    def _create_admin(self) -> str:
+        # the admin user and token exist from the first start; a restart keeps them
+        return self.admin_token or super()._create_admin()
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +122,7 @@ def test_enrollment_pending_approved_config_then_revoked(
     with Phone(server, tmp_path / "state", mac, server.enrollment_token()) as phone:
         wait_until(lambda: phone.client.state == "pending", "enrollment pending")
         assert device(server, mac)["status"] == "pending"
+        assert 30 < phone.client.next_cycle_in_s <= 60  # the server's Retry-After: 60
         assert not (phone.state_dir / "credential.json").exists()
 
         set_name(server, mac, "desk one")
@@ -157,6 +149,26 @@ def test_enrollment_pending_approved_config_then_revoked(
         # still running on the last known good config
         assert phone.client.cached_config() is not None
         assert phone.client.cached_config().device.name == "desk one"  # type: ignore[union-attr]
+
+
+def test_lost_enrollment_answer_is_recovered_with_the_same_nonce(
+    server: RestartableServer, tmp_path: Path
+) -> None:
+    mac = new_mac()
+    state = tmp_path / "state"
+    token = server.enrollment_token()
+    with Phone(server, state, mac, token) as phone:
+        wait_until(lambda: phone.client.state == "pending", "enrollment pending")
+    nonce = json.loads((state / "enroll-nonce.json").read_text())["nonce"]
+    server.admin.post(f"/devices/{mac}/approve").raise_for_status()
+    # the approval answer reached the network but never the phone (crash, lost packet)
+    lost = server.enroll_request(mac, token, nonce=nonce).json()
+    assert lost["status"] == "approved"
+    with Phone(server, state, mac, token) as phone:  # after a reboot: same state dir
+        wait_until(lambda: phone.client.state == "enrolled" and phone.applied, "enrolled")
+    credential = json.loads((state / "credential.json").read_text())
+    assert credential == {"device_id": lost["device_id"], "secret": lost["secret"]}
+    assert not (state / "enroll-nonce.json").exists()
 
 
 def test_wrong_ca_fingerprint_is_refused_before_any_request(
