@@ -312,6 +312,26 @@ def test_pi_board_thread_reports_a_key() -> None:
     assert keys == ["#"]
 
 
+def test_pi_board_without_ringer_and_active_low_hook() -> None:
+    profile = load_profile("offhook-mini")
+    assert profile.ringer is None and profile.display.height == 32
+    gpio = FakeGPIO()
+    gpio.attach_matrix(profile.keypad.rows, profile.keypad.cols)
+    board = PiBoard(profile, gpio=gpio, clock=lambda: 0.0)
+    hooks: list[bool] = []
+    board.on_hook(hooks.append)
+    board.setup()
+    assert board.offhook is False, "open microswitch, pulled up: on hook for this wiring"
+    gpio.set_input(profile.hook.pin, 0)  # lifted: the switch closes to GND
+    for _ in range(profile.hook.debounce_reads):
+        board.poll_once()
+    assert hooks == [True]
+    board.set_ringer(True)  # no ringer on this board: nothing to drive, no error
+    board.set_led("dnd", "on")  # nor a DND LED
+    board.set_led("mwi", "on")
+    assert gpio.level(profile.leds["mwi"].pin) == 1
+
+
 # --- emulated board ------------------------------------------------------------------------------
 
 
