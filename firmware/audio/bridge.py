@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -222,6 +223,7 @@ class AlsaAudio:
         seen_version = -1
         generator: ToneGenerator | None = None
         tone_gain = 1.0
+        fading: tuple[ToneGenerator, float] | None = None  # a replaced tone, faded over one period
         queued_silent = True  # everything written so far (and thus queued) was silence
         while self._running.is_set():
             try:
@@ -229,15 +231,19 @@ class AlsaAudio:
                     version, tone, plan = self._tone_version, self._tone, self._plan
                 if version != seen_version:
                     seen_version = version
+                    if generator is not None and not generator.finished:
+                        fading = (generator, tone_gain)
                     generator = None
                     if tone is not None:
                         generator = ToneGenerator(tone_spec(plan, tone), self.sample_rate)
                         tone_gain = self._ring_gain if tone is Tone.RING else 1.0
                         if queued_silent and stream.transfers:
                             stream.drop()
-                frame = self._next_playback_period(generator, tone_gain)
+                tone_frame = self._tone_period(generator, tone_gain, fading)
+                fading = None
                 if generator is not None and generator.finished:
                     generator = None
+                frame = self._next_playback_period(tone_frame)
                 stream.write(frame)
                 queued_silent = frame.count(0) == len(frame)
                 self._frames_played += 1
@@ -250,21 +256,36 @@ class AlsaAudio:
                 log.exception("audio playback loop error count=%d", self._loop_errors)
                 time.sleep(stream.period_s)
 
-    def _next_playback_period(self, generator: ToneGenerator | None, tone_gain: float) -> bytes:
+    def _tone_period(
+        self,
+        generator: ToneGenerator | None,
+        gain: float,
+        fading: tuple[ToneGenerator, float] | None,
+    ) -> array | None:
+        """One period of tone: the current tone plus the fade-out of the one it replaced."""
+        n = self.period_samples
+        parts: list[array] = []
+        if generator is not None:
+            tone = generator.render(n)
+            parts.append(tone if gain == 1.0 else pcm.mix([tone], gain))
+        if fading is not None:
+            old, old_gain = fading
+            tail = old.fade_out(n)
+            parts.append(tail if old_gain == 1.0 else pcm.mix([tail], old_gain))
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else pcm.mix(parts)
+
+    def _next_playback_period(self, tone: array | None) -> bytes:
         call = self.playback_ring.read(self.period_samples)
         gain = self._volume.gain
         call_silent = call.count(0) == len(call)
-        if generator is None:
+        if tone is None:
             if call_silent or gain == 1.0:
                 return call
             return pcm.to_bytes(pcm.mix([pcm.to_samples(call)], gain))
-        tone = generator.render(self.period_samples)
         if call_silent:
-            if gain * tone_gain == 1.0:
-                return pcm.to_bytes(tone)
-            return pcm.to_bytes(pcm.mix([tone], gain * tone_gain))
-        if tone_gain != 1.0:
-            tone = pcm.mix([tone], tone_gain)
+            return pcm.to_bytes(tone if gain == 1.0 else pcm.mix([tone], gain))
         return pcm.to_bytes(pcm.mix([pcm.to_samples(call), tone], gain))
 
     def _capture_loop(self) -> None:

@@ -216,6 +216,20 @@ class ToneGenerator:
                 self._advance_step()
         return out
 
+    def fade_out(self, samples: int) -> array:
+        """The next ``samples`` samples, faded to silence over the edge ramp; then finished.
+
+        Stopping or replacing a tone mid-burst this way avoids the click of a hard cut.
+        """
+        out = self.render(samples)
+        ramp = self._ramp
+        for k in range(min(ramp, samples)):
+            out[k] = round(out[k] * (ramp - k) / ramp)
+        for k in range(ramp, samples):
+            out[k] = 0
+        self._finished = True
+        return out
+
     def _render_step(
         self, step: Step, total: int | None, out: array, start: int, count: int
     ) -> None:

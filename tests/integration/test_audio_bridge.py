@@ -6,6 +6,7 @@ is a file holding a known tone.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 from firmware.audio import AlsaAudio, AlsaDeviceError, TonePlanError
 from firmware.audio.pcm import rms, to_bytes, to_samples, tone_power
 from firmware.audio.ringbuffer import IDLE_AFTER_S
+from firmware.audio.tones import EDGE_RAMP_S, tone_spec
 from firmware.config import AudioSettings
 from firmware.events import Tone
 from tests.fixtures.alsa import AlsaFiles, alsa_files, alsa_home  # noqa: F401  (fixtures)
@@ -128,6 +130,11 @@ def test_stop_tone_leaves_silence(
     last_sound = max(i for i, on in enumerate(flags) if on)
     assert len(flags) - last_sound > 20  # >= 200 ms of silence at the end
     assert audio.tone is None
+    # Start and stop are ramped: no sample step beyond what 350+440 Hz (and the ramp) allow.
+    step = tone_spec("us", Tone.DIAL).steps[0]
+    bound = sum(step.amplitude * 2 * math.pi * f / RATE for f in step.frequencies)
+    bound += step.amplitude * len(step.frequencies) / int(EDGE_RAMP_S * RATE)
+    assert max(abs(b - a) for a, b in itertools.pairwise(samples)) <= bound * 1.02 + 2
 
 
 def test_call_audio_written_by_the_sip_side_is_played(

@@ -201,3 +201,19 @@ def test_unknown_plan_and_bad_specs_are_named() -> None:
 def test_every_plan_covers_every_tone() -> None:
     for plan in PLANS:
         assert set(TONE_PLANS[plan]) == set(Tone)
+
+
+def test_fade_out_ends_a_tone_without_a_click() -> None:
+    spec = tone_spec("us", Tone.DIAL)
+    gen = ToneGenerator(spec, RATE)
+    playing = list(gen.render(1000))
+    tail = list(gen.fade_out(160))
+    samples = playing + tail
+    step = spec.steps[0]
+    ramp = int(EDGE_RAMP_S * RATE)
+    bound = sum(step.amplitude * 2 * math.pi * f / RATE for f in step.frequencies)
+    bound += step.amplitude * len(step.frequencies) / ramp
+    assert max(abs(b - a) for a, b in itertools.pairwise(samples)) <= bound * 1.02 + 2
+    assert abs(playing[-1]) > 100 or abs(playing[-2]) > 100  # it was sounding when stopped
+    assert not any(tail[ramp:])
+    assert gen.finished and not any(gen.render(160))
