@@ -1,0 +1,1 @@
+"""Board pin maps (TOML), loaded by board.profile."""
