@@ -303,6 +303,11 @@ def fleet_main(argv: list[str]) -> int:
     except (OperationError, AdminError, CryptoError) as exc:
         print(f"offhook fleet {args.command}: {exc}", file=sys.stderr)
         return 1
+    except SystemExit as exc:  # usage problems found after parsing
+        if isinstance(exc.code, str):
+            print(f"offhook fleet {args.command}: {exc.code}", file=sys.stderr)
+            return 2
+        raise
 
 
 def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
@@ -440,9 +445,12 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
         if command == "erase":
             if not args.yes:
                 raise SystemExit("erase deletes data for good: add --yes to confirm")
-            _print_json(
-                retention.erase_subject(db, ctx.actor, device=args.device, extension=args.extension)
+            counts = retention.erase_subject(
+                db, ctx.actor, device=args.device, extension=args.extension
             )
+            db.commit()
+            ctx.database.checkpoint()
+            _print_json(counts)
             return 0
         if command == "rotate-key":
             return _rotate_key(ctx, db, args.drop_old)
@@ -648,6 +656,7 @@ def _rotate_key(ctx: FleetContext, db: Any, drop_old: bool) -> int:
         {"re_encrypted": count, "dropped_old": drop_old},
     )
     db.commit()
+    ctx.database.checkpoint()
     if drop_old:
         new.keys = {new.current: new.keys[new.current]}
         write_key_ring(key_file, new)

@@ -35,6 +35,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
+    # Overwrite deleted/replaced content, so an erased record or a re-encrypted secret does not
+    # linger in free pages of the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -83,6 +86,16 @@ class Database:
             raise
         finally:
             db.close()
+
+    def checkpoint(self) -> None:
+        """SQLite: fold the WAL into the main file and truncate it, so old row versions (e.g.
+        before an erase or a key rotation) do not stay in the WAL. No-op on PostgreSQL."""
+        if not self.is_sqlite:
+            return
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
     def migrate(self) -> None:
         run_migrations(self.engine)

@@ -1,0 +1,186 @@
+"""``offhook fleet`` against a running server's database; database outage and overload -> 503."""
+# ruff: noqa: F811  (pytest fixtures imported by name are redefined as parameters)
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from provisioning.cli import fleet_main
+from provisioning.models import utcnow
+from tests.fixtures.postgres import PostgresCluster
+from tests.fixtures.provisioning_server import (  # noqa: F401 (fixture)
+    DeviceCredential,
+    ProvisioningServer,
+    sqlite_provisioning_server,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fleet(
+    sqlite_provisioning_server: ProvisioningServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):  # type: ignore[no-untyped-def]
+    """Run ``offhook fleet`` in-process (same parser and code as the console script)."""
+    server = sqlite_provisioning_server
+    for name in [k for k in __import__("os").environ if k.startswith("OFFHOOK_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        rc = fleet_main(["--db", server.db_url, "--data-dir", str(server.data_dir), *args])
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    return run
+
+
+def test_fleet_cli_end_to_end(
+    sqlite_provisioning_server: ProvisioningServer,
+    fleet,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = sqlite_provisioning_server
+    assert fleet("group", "hq", "--kind", "site")[0] == 0
+    assert fleet("add-device", "B8:27:EB:00:00:21", "--group", "hq", "--name", "lobby")[0] == 0
+    assert fleet("set", "fleet", "audio.tone_plan=uk", "features.dnd=true")[0] == 0
+    assert fleet("set", "group:hq", "audio.ring_volume=33")[0] == 0
+    rc, _, err = fleet("set", "fleet", "audio.tone_plan=mars")
+    assert rc == 1 and "audio.tone_plan" in err
+    rc, _, err = fleet("set", "device:b8:27:eb:99:99:99", "audio.ring_volume=1")
+    assert rc == 1 and "not found" in err
+    monkeypatch.setenv("LINE_PW", "cli-line-password")
+    assert (
+        fleet(
+            "add-line",
+            "b8:27:eb:00:00:21",
+            "--extension",
+            "3001",
+            "--registrar",
+            "pbx.local",
+            "--password-env",
+            "LINE_PW",
+        )[0]
+        == 0
+    )
+    rc, out, _ = fleet("tokens", "create", "--max-uses", "5")
+    token = out.strip().splitlines()[-1]
+
+    enrolled = server.enroll_request("b8:27:eb:00:00:21", token).json()
+    cred = DeviceCredential(server.base_url, enrolled["device_id"], enrolled["secret"], "")
+    with cred.client() as client:
+        config = client.get("/api/v1/device/config").json()
+    assert config["audio"]["tone_plan"] == "uk" and config["audio"]["ring_volume"] == 33
+    assert config["features"]["dnd"] is True and config["device"]["name"] == "lobby"
+    assert config["accounts"][0]["password"] == "cli-line-password"
+
+    csv_file = tmp_path / "devices.csv"
+    csv_file.write_text(
+        "mac,serial,name,group\nb8:27:eb:00:00:22,0000abcd,a,hq\n"
+        "b8:27:eb:00:00:23,,b,\nnot-a-mac,,c,\nb8:27:eb:00:00:24,,d,nowhere\n"
+    )
+    rc, out, err = fleet("import", str(csv_file))
+    assert rc == 1 and "created 2, updated 0, errors 2" in out
+    assert "line 4:" in err and "line 5: group 'nowhere' not found" in err
+
+    assert server.enroll_request("b8:27:eb:00:00:25", token).status_code == 202
+    rc, out, _ = fleet("status", "--status", "pending")
+    assert rc == 0 and "b8:27:eb:00:00:25" in out and "b8:27:eb:00:00:21" not in out
+    assert fleet("approve", "b8:27:eb:00:00:25")[0] == 0
+    assert server.enroll_request("b8:27:eb:00:00:25", token).status_code == 200
+    rc, out, _ = fleet("status", "--json")
+    summary = json.loads(out)["summary"]
+    assert summary["devices"]["approved"] == 4 and summary["devices"]["pending"] == 0
+
+    # resync: NOTIFY to the contact the phone reported.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(10)
+    try:
+        with cred.client() as client:
+            client.post(
+                "/api/v1/device/status",
+                json={
+                    "id": uuid.uuid4().hex,
+                    "time": utcnow().isoformat(),
+                    "sip_contact": f"127.0.0.1:{listener.getsockname()[1]}",
+                },
+            ).raise_for_status()
+        rc, out, _ = fleet("resync", "b8:27:eb:00:00:21")
+        assert rc == 0 and "resync: 1 device(s)" in out
+        assert b"Event: check-sync" in listener.recv(65535)
+    finally:
+        listener.close()
+
+    # rotate-key: everything re-encrypted; the running server still serves the config.
+    old_kid = server.key_file.read_text().split()[0]
+    rc, out, _ = fleet("rotate-key", "--drop-old")
+    assert rc == 0 and "re-encrypted" in out
+    new_kid = re.search(r"new key (\w+)", out).group(1)  # type: ignore[union-attr]
+    assert server.key_file.read_text().split()[0] == new_kid and old_kid != new_kid
+    db_bytes = b"".join(p.read_bytes() for p in server.data_dir.glob("provisioning.db*"))
+    assert f"v1:{new_kid}:".encode() in db_bytes and f"v1:{old_kid}:".encode() not in db_bytes
+    fleet("set", "fleet", "audio.ring_volume=44")
+    with cred.client() as client:
+        config = client.get("/api/v1/device/config").json()
+    assert config["accounts"][0]["password"] == "cli-line-password"
+
+    export_file = tmp_path / "export.json"
+    assert fleet("export", "--device", "b8:27:eb:00:00:21", "--out", str(export_file))[0] == 0
+    exported = json.loads(export_file.read_text())
+    assert exported["device"]["mac"] == "b8:27:eb:00:00:21" and len(exported["status_reports"]) == 1
+    rc, _, err = fleet("erase", "--device", "b8:27:eb:00:00:21")
+    assert rc != 0 or "--yes" in err
+    rc, out, _ = fleet("erase", "--extension", "3001", "--yes")
+    assert rc == 0 and json.loads(out)["lines"] == 1
+    assert fleet("purge")[0] == 0
+    assert fleet("revoke", "b8:27:eb:00:00:21")[0] == 0
+    with cred.client() as client:
+        assert client.get("/api/v1/device/config").json()["code"] == "revoked"
+    # The console script itself (subprocess) reaches the same code.
+    script = server.fleet("set", "fleet", "nonsense")
+    assert script.returncode != 0 and "key=value" in script.stderr
+    actions = {e["action"] for e in server.admin.get("/audit", params={"limit": 1000}).json()}
+    assert {
+        "device.import",
+        "privacy.export",
+        "privacy.erase",
+        "crypto.rotate_key",
+        "retention.purge",
+        "device.revoke",
+        "settings.fleet",
+    } <= actions
+
+
+def test_database_outage_and_overload_answer_503(tmp_path: Path) -> None:
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        with ProvisioningServer(tmp_path / "a", cluster.create_database()) as server:
+            cred = server.enroll("b8:27:eb:00:00:31")
+            with cred.client() as client:
+                assert client.get("/api/v1/device/config").status_code == 200
+                cluster.stop_server()
+                down = client.get("/api/v1/device/config")
+                assert down.status_code == 503 and down.json()["code"] == "unavailable"
+                assert int(down.headers["Retry-After"]) > 0
+                cluster.start_server()
+                assert client.get("/api/v1/device/config").status_code == 200
+    finally:
+        cluster.close()
+    with ProvisioningServer(tmp_path / "b", env={"OFFHOOK_MAX_INFLIGHT": "0"}) as busy:
+        with busy.device_client() as client:
+            reply = client.get("/api/v1/device/config")
+        assert reply.status_code == 503 and reply.json()["code"] == "overloaded"
+        assert "Retry-After" in reply.headers
+        assert busy.admin.get("/status").status_code == 200  # admin API is not throttled

@@ -1,0 +1,101 @@
+"""Admin auth: argon2 hashes, lockout after N failures, login-attempt log, API tokens, roles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioning.admin_auth import (
+    AdminError,
+    LoginError,
+    authenticate_password,
+    authenticate_token,
+    create_admin,
+    create_api_token,
+    role_allows,
+)
+from provisioning.db import Database
+from provisioning.models import ApiToken, LoginAttempt, utcnow
+
+PASSWORD = "a-long-enough-password"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Session]:
+    database = Database(f"sqlite:///{tmp_path / 'p.db'}")
+    database.migrate()
+    with database.session() as session:
+        yield session
+    database.dispose()
+
+
+def test_password_hash_is_argon2_and_login_logged(db: Session) -> None:
+    user = create_admin(db, "alice", PASSWORD, "operator")
+    assert user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
+    assert authenticate_password(db, "alice", PASSWORD, "10.0.0.1").id == user.id
+    with pytest.raises(LoginError) as info:
+        authenticate_password(db, "nobody", PASSWORD, "10.0.0.2")
+    assert info.value.reason == "bad_credentials"
+    attempts = [
+        (a.username, a.ip, a.success, a.reason)
+        for a in db.scalars(select(LoginAttempt).order_by(LoginAttempt.id))
+    ]
+    assert attempts == [
+        ("alice", "10.0.0.1", True, "ok"),
+        ("nobody", "10.0.0.2", False, "unknown_user"),
+    ]
+    with pytest.raises(AdminError, match="at least"):
+        create_admin(db, "bob", "short", "admin")
+    with pytest.raises(AdminError, match="unknown role"):
+        create_admin(db, "bob", PASSWORD, "superuser")
+    with pytest.raises(AdminError, match="already exists"):
+        create_admin(db, "alice", PASSWORD, "admin")
+
+
+def test_lockout_after_threshold_failures(db: Session) -> None:
+    create_admin(db, "alice", PASSWORD, "admin")
+    for _ in range(2):
+        with pytest.raises(LoginError) as info:
+            authenticate_password(db, "alice", "wrong", "ip", threshold=3)
+        assert info.value.reason == "bad_credentials"
+    with pytest.raises(LoginError) as info:
+        authenticate_password(db, "alice", "wrong", "ip", threshold=3)
+    assert info.value.reason == "locked" and info.value.locked_until is not None
+    # Even the right password is refused while locked.
+    with pytest.raises(LoginError) as info:
+        authenticate_password(db, "alice", PASSWORD, "ip", threshold=3)
+    assert info.value.reason == "locked"
+    reasons = [a.reason for a in db.scalars(select(LoginAttempt).order_by(LoginAttempt.id))]
+    assert reasons == ["bad_password", "bad_password", "bad_password_locked", "locked"]
+    # When the lock expires, the right password works again and the counter is reset.
+    user = db.scalar(select(LoginAttempt.username))
+    from provisioning.models import AdminUser
+
+    alice = db.scalar(select(AdminUser).where(AdminUser.username == user))
+    alice.locked_until = utcnow() - timedelta(seconds=1)
+    assert authenticate_password(db, "alice", PASSWORD, "ip", threshold=3) is alice
+    assert alice.failed_attempts == 0
+
+
+def test_api_tokens_and_roles(db: Session) -> None:
+    user = create_admin(db, "ops", PASSWORD, "operator")
+    token, row = create_api_token(db, user, "ci")
+    assert token.startswith("ohk_") and token not in row.token_hash
+    assert authenticate_token(db, token) is user
+    assert authenticate_token(db, token + "x") is None
+    assert authenticate_token(db, "not-a-token") is None
+    expiring, row2 = create_api_token(db, user, "old", utcnow() - timedelta(seconds=1))
+    assert authenticate_token(db, expiring) is None
+    db.get(ApiToken, row.id).revoked = True
+    assert authenticate_token(db, token) is None
+    user.disabled = True
+    fresh, _ = create_api_token(db, user, "new")
+    assert authenticate_token(db, fresh) is None
+    assert role_allows("admin", "operator") and role_allows("operator", "read-only")
+    assert not role_allows("read-only", "operator") and not role_allows("operator", "admin")
+    assert not role_allows("root", "read-only")
