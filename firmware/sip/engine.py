@@ -359,8 +359,8 @@ class _Core:
         name, uri = split_name_addr(info.remoteUri)
         call.last_state = CallState.INCOMING
         log.info("incoming call call_id=%d account=%d from=%s", call_id, acc.index, uri)
-        self.emit(CallIncoming(call_id, acc.index, uri, name))
         self.publish()
+        self.emit(CallIncoming(call_id, acc.index, uri, name))
         prm = pj.CallOpParam(True)
         prm.statusCode = 180
         call.answer(prm)
@@ -390,13 +390,13 @@ class _Core:
         name, uri = split_name_addr(info.remoteUri)
         log.info("call state call_id=%d state=%s code=%d reason=%s",
                  call_id, state.value, code, info.lastReason)  # fmt: skip
-        self.emit(CallStateChanged(call_id, state, code, info.lastReason, uri, name, call.codec))
         if state is CallState.DISCONNECTED:
             # Deleting a Call inside its DISCONNECTED callback crashes pjsua2: defer the release.
             self.calls.pop(call_id, None)
             self.setup_started.pop(call_id, None)
             self.graveyard.append(call)
-        self.publish()
+        self.publish()  # before the event, so calls_info() already agrees with it
+        self.emit(CallStateChanged(call_id, state, code, info.lastReason, uri, name, call.codec))
 
     def on_call_media_state(self, call: EngineCall) -> None:
         info = call.getInfo()
@@ -413,10 +413,11 @@ class _Core:
             media = call.getAudioMedia(call.audio_index)
             self.port.startTransmit(media)
             media.startTransmit(self.port)
-        if (held_locally, held_remotely) != (call.held_locally, call.held_remotely):
-            call.held_locally, call.held_remotely = held_locally, held_remotely
-            self.emit(CallMediaChanged(info.id, held_locally, held_remotely))
+        changed = (held_locally, held_remotely) != (call.held_locally, call.held_remotely)
+        call.held_locally, call.held_remotely = held_locally, held_remotely
         self.publish()
+        if changed:
+            self.emit(CallMediaChanged(info.id, held_locally, held_remotely))
 
     def on_transfer_status(self, call: EngineCall, code: int, reason: str, final: bool) -> None:
         log.info("transfer status call_id=%d code=%d reason=%s final=%s",
@@ -442,16 +443,18 @@ class _Core:
         if now < self.next_quality:
             return
         self.next_quality = now + self.engine.quality_interval_s
+        samples = []
         for call_id, call in list(self.calls.items()):
             if call.last_state is not CallState.CONFIRMED:
                 continue
             sample = quality_sample(call)
-            if sample is None:
-                continue
-            call.quality = sample
-            self.emit(CallQuality(call_id, sample.codec, sample.jitter_ms, sample.loss_pct,
-                                  sample.rtt_ms, sample.mos))  # fmt: skip
-        self.publish()
+            if sample is not None:
+                call.quality = sample
+                samples.append((call_id, sample))
+        if samples:
+            self.publish()
+        for call_id, q in samples:
+            self.emit(CallQuality(call_id, q.codec, q.jitter_ms, q.loss_pct, q.rtt_ms, q.mos))
 
     def publish(self) -> None:
         snapshot = {}

@@ -67,6 +67,21 @@ def test_apply_config_reregisters_only_the_changed_account(
         assert not [e for e in events.of_type(RegistrationChanged)[mark:] if e.account == 0]
 
 
+def test_apply_config_with_a_new_transport_restarts_and_registers(
+    kamailio_server: KamailioServer,  # noqa: F811
+) -> None:
+    kam = kamailio_server
+    with running_engine(phone_config(kam, [account(kam, "1009", "udp")])) as (engine, events):
+        before = engine.ports
+        mark = events.mark()
+        engine.apply_config(phone_config(kam, [account(kam, "1009", "tls")]))
+        event = events.wait_for(
+            lambda e: isinstance(e, RegistrationChanged) and e.registered, start=mark
+        )
+        assert event.status_code == 200
+        assert engine.ports != before  # the library was re-created on fresh port-0 sockets
+
+
 def test_mwi_notify_through_kamailio_reaches_the_phone(
     kamailio_server: KamailioServer,  # noqa: F811
 ) -> None:
