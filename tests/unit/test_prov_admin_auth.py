@@ -89,7 +89,7 @@ def test_api_tokens_and_roles(db: Session) -> None:
     assert authenticate_token(db, token) is user
     assert authenticate_token(db, token + "x") is None
     assert authenticate_token(db, "not-a-token") is None
-    expiring, row2 = create_api_token(db, user, "old", utcnow() - timedelta(seconds=1))
+    expiring, _ = create_api_token(db, user, "old", utcnow() - timedelta(seconds=1))
     assert authenticate_token(db, expiring) is None
     db.get(ApiToken, row.id).revoked = True
     assert authenticate_token(db, token) is None

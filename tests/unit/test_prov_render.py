@@ -46,11 +46,11 @@ def test_deep_merge_and_dotted_keys() -> None:
     assert base["audio"]["tone_plan"] == "us"  # inputs untouched
     assert set_dotted({}, "audio.speaker_volume", "55") == {"audio": {"speaker_volume": 55}}
     assert set_dotted({}, "features.dnd", "true") == {"features": {"dnd": True}}
-    with pytest.raises(SettingsError, match="audio.tone_plan"):
+    with pytest.raises(SettingsError, match=r"audio\.tone_plan"):
         set_dotted({}, "audio.tone_plan", "mars")
     with pytest.raises(SettingsError, match="unknown key"):
         set_dotted({}, "audio.bass_boost", 3)
-    with pytest.raises(SettingsError, match="section.key"):
+    with pytest.raises(SettingsError, match=r"section\.key"):
         set_dotted({}, "audio", 3)
     with pytest.raises(SettingsError, match="manage SIP accounts as lines"):
         validate_settings({"accounts": []})
@@ -130,7 +130,7 @@ def test_invalid_merged_config_is_caught_on_the_server(db: Session, keys: KeyRin
     # Bypass validation (as a hand-edited database would): the render must refuse it.
     device.settings = {"audio": {"sample_rate": 12345}}
     db.flush()
-    with pytest.raises(ConfigError, match="audio.sample_rate"):
+    with pytest.raises(ConfigError, match=r"audio\.sample_rate"):
         render_device(db, device, keys)
     with pytest.raises(ops.OperationError, match="transport"):
         ops.add_line(db, keys, ACTOR, device.id, extension="1", registrar="x", transport="sctp")
