@@ -967,6 +967,8 @@ class Phone:
                 third = "Held by remote"
             else:
                 third = format_duration(active.duration(now))
+                if active.codec:
+                    third += f"  {active.codec}"
             lines = [active.label, active.number if active.remote_name else "", third]
             if alerting is not None:
                 lines.append(f"Waiting: {alerting.label}")

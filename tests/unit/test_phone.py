@@ -266,10 +266,10 @@ def test_outgoing_call_ringback_then_talking_screen_with_timer_codec_quality() -
     d(CallStateChanged(1, CallState.CONFIRMED, 200, remote_name="Carol", codec="G722"))
     assert StopTone() in d.out
     assert d.phone.screen.kind == "talking"
-    assert d.lines[:3] == ("Carol", "2001", "00:00")
+    assert d.lines[:3] == ("Carol", "2001", "00:00  G722")
     assert d.phone.screen.status["codec"] == "G722"
     d(ClockTick(), advance=65)
-    assert d.lines[2] == "01:05"
+    assert d.lines[2] == "01:05  G722"
     d(CallQuality(1, "G722", jitter_ms=30, loss_pct=5, rtt_ms=200, mos=3.2))
     assert d.phone.screen.status["quality"] == "2"
     snap = d.phone.snapshot(d.now)
