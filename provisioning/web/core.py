@@ -27,12 +27,13 @@ from provisioning.web.sessions import (
     CSRF_FIELD,
     CSRF_HEADER,
     WebSession,
+    clear_flashes,
     csrf_token,
     csrf_valid,
     ensure_session,
     password_fingerprint,
+    read_flashes,
     read_session,
-    take_flashes,
     write_session,
 )
 
@@ -132,27 +133,27 @@ def render(
     A ``fragment`` (live-refresh rows) leaves pending flashes for the next full page."""
     admin = admin if admin is not None else getattr(request.state, "web_admin", None)
     session = ensure_session(request)
-    response = HTMLResponse("", status_code=status_code)
-    flashes = [] if fragment else take_flashes(request, response)
+    flashes = [] if fragment else read_flashes(request)
     nav = []
     if admin is not None:
         nav = [
             (href, label, key) for href, label, key, role in NAV if role_allows(admin.role, role)
         ]
-    body = TEMPLATES.get_template(template).render(
-        request=request,
-        admin=admin,
-        nav=nav,
-        csrf_token=csrf_token(request, session),
-        flashes=flashes,
-        can_operate=admin is not None and role_allows(admin.role, ROLE_OPERATOR),
-        is_admin=admin is not None and role_allows(admin.role, ROLE_ADMIN),
-        **context,
-    )
-    response.body = response.render(body)
-    response.headers["content-length"] = str(len(response.body))
+    values: dict[str, Any] = {
+        "request": request,
+        "admin": admin,
+        "nav": nav,
+        "csrf_token": csrf_token(request, session),
+        "flashes": flashes,
+        "can_operate": admin is not None and role_allows(admin.role, ROLE_OPERATOR),
+        "is_admin": admin is not None and role_allows(admin.role, ROLE_ADMIN),
+    }
+    values.update(context)  # a page may narrow can_operate (e.g. fleet defaults: admins only)
+    body = TEMPLATES.get_template(template).render(**values)
+    response = HTMLResponse(body, status_code=status_code, headers=SECURITY_HEADERS)
     response.headers["cache-control"] = "no-store"
-    response.headers.update(SECURITY_HEADERS)
+    if not fragment:
+        clear_flashes(request, response)
     if getattr(request.state, "web_session_new", False):
         write_session(request, response, session)
     return response

@@ -94,7 +94,12 @@ def is_online(device: Device, now: datetime | None = None) -> bool:
 
 
 def device_rows(
-    db: Session, *, status: str = "", group_id: int | None = None, search: str = ""
+    db: Session,
+    *,
+    status: str = "",
+    group_id: int | None = None,
+    search: str = "",
+    limit: int = 1000,
 ) -> list[DeviceRow]:
     query: Select[tuple[Device]] = select(Device).order_by(Device.name, Device.mac)
     if status:
@@ -109,7 +114,7 @@ def device_rows(
             | func.lower(Device.serial).like(like)
             | func.lower(Device.last_ip).like(like)
         )
-    devices = list(db.scalars(query.limit(1000)))
+    devices = list(db.scalars(query.limit(limit)))
     groups = {gid: name for gid, name in db.execute(select(Group.id, Group.name))}
     reports = latest_status(db, [d.id for d in devices])
     now = utcnow()

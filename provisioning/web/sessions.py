@@ -152,11 +152,11 @@ def add_flash(request: Request, response: Response, kind: str, text: str) -> Non
     )
 
 
-def take_flashes(request: Request, response: Response) -> list[tuple[str, str]]:
+def read_flashes(request: Request) -> list[tuple[str, str]]:
+    """Pending messages; the caller shows them and then calls ``clear_flashes``."""
     raw = request.cookies.get(FLASH_COOKIE, "")
     if not raw:
         return []
-    response.delete_cookie(FLASH_COOKIE, path="/")
     payload = _flash_signer(request).loads(raw, FLASH_MAX_AGE_S)
     if payload is None or not isinstance(payload.get("m"), list):
         return []
@@ -165,3 +165,8 @@ def take_flashes(request: Request, response: Response) -> list[tuple[str, str]]:
         if isinstance(item, list) and len(item) == 2 and item[0] in FLASH_KINDS:
             out.append((str(item[0]), str(item[1])))
     return out
+
+
+def clear_flashes(request: Request, response: Response) -> None:
+    if FLASH_COOKIE in request.cookies:
+        response.delete_cookie(FLASH_COOKIE, path="/")

@@ -474,3 +474,64 @@ def test_operator_adds_a_line_and_its_password_stays_out_of_the_audit_log(
     config = server.admin.get(f"/devices/{device_id}/config").json()
     assert config["accounts"][0]["user"] == "2001"
     assert config["accounts"][0]["transport"] == "tcp"
+
+
+def test_operator_pre_registers_and_imports_devices(
+    server: ProvisioningServer, page: Page, tmp_path: Path
+) -> None:
+    login(page, "olga")
+    page.goto("/devices")
+    single = _random_mac()
+    add = page.locator("#add-device")
+    add.get_by_label("MAC").fill(single.upper().replace(":", "-"))
+    add.get_by_label("Name").fill("Front door")
+    add.get_by_role("button", name="Add device").click()
+    expect(page.get_by_role("status").first).to_contain_text(f"Device {single} pre-registered")
+    assert device_by_mac(server, single)["status"] == "approved"
+
+    first, second = _random_mac(), _random_mac()
+    csv_path = tmp_path / "phones.csv"
+    csv_path.write_text(f"mac,name\n{first},Lab 1\nnot-a-mac,Broken\n{second},Lab 2\n")
+    page.goto("/devices")
+    page.get_by_text("Import many from CSV").click()
+    page.get_by_label("CSV file").set_input_files(str(csv_path))
+    page.get_by_role("button", name="Import").click()
+    expect(page.get_by_role("status").first).to_contain_text("2 new, 0 updated, 1 skipped")
+    expect(page.get_by_role("alert").first).to_contain_text("line 3")
+    assert device_by_mac(server, first)["name"] == "Lab 1"
+    assert device_by_mac(server, second)["name"] == "Lab 2"
+
+    page.goto(f"/devices/{device_by_mac(server, first)['id']}")
+    page.get_by_label("Name", exact=True).fill("Lab bench 1")
+    page.get_by_role("button", name="Rename").click()
+    expect(page.get_by_role("status").first).to_contain_text("Name saved")
+    assert device_by_mac(server, first)["name"] == "Lab bench 1"
+
+
+def test_fleet_defaults_are_admin_only(server: ProvisioningServer, page: Page) -> None:
+    login(page, "olga")
+    page.goto("/fleet")
+    expect(page.locator('form[action="/fleet/settings"]')).to_have_count(0)
+    refused = page.request.post(
+        "/fleet/settings",
+        form={"key": "features.dnd", "value": "true", "csrf_token": _form_token(page)},
+        max_redirects=0,
+    )
+    assert refused.status == 403
+
+    page.context.clear_cookies()
+    login(page, "alice")
+    page.goto("/fleet")
+    page.get_by_label("Setting").fill("features.dnd")
+    page.get_by_label("Value").fill("maybe")
+    page.get_by_role("button", name="Set", exact=True).click()
+    expect(page.locator("#setting-error")).to_contain_text("features.dnd")
+    page.get_by_label("Setting").fill("features.dnd")
+    page.get_by_label("Value").fill("true")
+    page.get_by_role("button", name="Set", exact=True).click()
+    expect(page.get_by_role("status").first).to_contain_text("features.dnd set fleet-wide")
+    expect(page.locator("#fleet-settings")).to_contain_text("true")
+    page.locator("#fleet-settings").get_by_role("button", name="Remove").click()
+    expect(page.get_by_role("status").first).to_contain_text("back to the built-in default")
+    actions = [e["action"] for e in audit_entries(server) if e["actor"] == "admin:alice"]
+    assert actions.count("settings.fleet") == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
@@ -20,10 +20,12 @@ from provisioning.models import (
 from provisioning.operations import NotFound as OperationNotFound
 from provisioning.operations import (
     OperationError,
+    add_device,
     add_line,
     change_settings,
     delete_line,
     get_device,
+    import_devices_csv,
     set_device_status,
     update_device,
 )
@@ -38,8 +40,10 @@ from provisioning.web.queries import (
     settable_defaults,
     settings_provenance,
 )
+from provisioning.web.sessions import add_flash
 
 router = APIRouter(route_class=WebRoute)
+DEVICE_LIST_LIMIT = 1000
 DEVICE_ACTIONS = {
     "approve": "approved",
     "reject": "rejected",
@@ -58,8 +62,11 @@ def _load(db: Session, device_id: str):
 def _list_context(db: Session, status: str, group: str, q: str) -> dict:
     group_id = int(group) if group.isdigit() else None
     return {
-        "rows": device_rows(db, status=status, group_id=group_id, search=q),
+        "rows": device_rows(
+            db, status=status, group_id=group_id, search=q, limit=DEVICE_LIST_LIMIT
+        ),
         "filters": {"status": status, "group": group, "q": q},
+        "limit": DEVICE_LIST_LIMIT,
     }
 
 
@@ -89,6 +96,90 @@ def devices_rows(
 ) -> Response:
     """The table body alone, for the page's live refresh."""
     return render(request, "_device_rows.html", _list_context(db, status, group, q), fragment=True)
+
+
+MAX_IMPORT_BYTES = 2_000_000
+
+
+@router.post("/devices")
+def device_add(
+    request: Request,
+    admin: Operator,
+    db: DbSession,
+    mac: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    serial: Annotated[str, Form()] = "",
+    group: Annotated[str, Form()] = "",
+) -> Response:
+    """Pre-register a phone: it is approved as soon as it enrols with a valid token."""
+    try:
+        device = add_device(
+            db,
+            actor_for(request, admin),
+            mac,
+            serial=serial.strip(),
+            name=name.strip(),
+            group=group or None,
+        )
+    except OperationError as exc:
+        db.rollback()
+        return done(request, "/devices", f"Device not added: {exc}", "error")
+    db.commit()
+    return done(request, f"/devices/{device.id}", f"Device {device.mac} pre-registered.")
+
+
+@router.post("/devices/import")
+def device_import(
+    request: Request,
+    admin: Operator,
+    db: DbSession,
+    csv_text: Annotated[str, Form()] = "",
+    csv_file: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    text = csv_text
+    if csv_file is not None and csv_file.filename:
+        raw = csv_file.file.read(MAX_IMPORT_BYTES + 1)  # sync handler: runs in the threadpool
+        if len(raw) > MAX_IMPORT_BYTES:
+            return done(request, "/devices", "CSV file is larger than 2 MB.", "error")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return done(request, "/devices", "CSV file is not UTF-8 text.", "error")
+    try:
+        result = import_devices_csv(db, actor_for(request, admin), text)
+    except OperationError as exc:
+        db.rollback()
+        return done(request, "/devices", f"Import refused: {exc}", "error")
+    changed = list(result.updated)
+    commit_and_resync(request, db, changed)
+    response = done(
+        request,
+        "/devices",
+        f"Imported: {len(result.created)} new, {len(result.updated)} updated, "
+        f"{len(result.errors)} skipped.",
+        "ok" if not result.errors else "info",
+    )
+    for problem in result.errors[:10]:
+        add_flash(request, response, "error", problem)
+    return response
+
+
+@router.post("/devices/{device_id}/name")
+def device_rename(
+    request: Request,
+    device_id: str,
+    admin: Operator,
+    db: DbSession,
+    name: Annotated[str, Form()] = "",
+) -> Response:
+    device = _load(db, device_id)
+    try:
+        changed = update_device(db, actor_for(request, admin), device.id, name=name.strip())
+    except OperationError as exc:
+        db.rollback()
+        return done(request, f"/devices/{device.id}", str(exc), "error")
+    commit_and_resync(request, db, changed)
+    return done(request, f"/devices/{device.id}", "Name saved." if changed else "No change.")
 
 
 @router.get("/devices/{device_id}")

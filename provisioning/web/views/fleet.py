@@ -1,0 +1,78 @@
+"""Fleet defaults: the settings every phone starts from (admin only: they reach every phone)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from provisioning.admin_auth import role_allows
+from provisioning.db import DbSession
+from provisioning.models import ROLE_ADMIN
+from provisioning.operations import OperationError, change_settings
+from provisioning.render import fleet_defaults
+from provisioning.web.actions import actor_for, commit_and_resync, done
+from provisioning.web.core import Admin, Reader, WebRoute, render
+from provisioning.web.forms import parse_form_value
+from provisioning.web.queries import flatten, settable_defaults
+
+router = APIRouter(route_class=WebRoute)
+
+
+def _page(
+    request: Request, db: Session, *, error: str = "", key: str = "", value: str = ""
+) -> Response:
+    admin = request.state.web_admin
+    return render(
+        request,
+        "fleet.html",
+        {
+            "title": "Fleet defaults",
+            "section": "groups",
+            "own_settings": sorted(flatten(fleet_defaults(db).settings or {}).items()),
+            "defaults": settable_defaults(),
+            "setting_keys": sorted(settable_defaults()),
+            "settings_action": "/fleet/settings",
+            "settings_table_id": "fleet-settings",
+            "form_error": error,
+            "form_key": key,
+            "form_value": value,
+            # The shared editor shows its controls to operators; fleet changes need an admin.
+            "can_operate": role_allows(admin.role, ROLE_ADMIN),
+        },
+        status_code=422 if error else 200,
+    )
+
+
+@router.get("/fleet")
+def fleet_page(request: Request, admin: Reader, db: DbSession) -> Response:
+    return _page(request, db)
+
+
+@router.post("/fleet/settings")
+def fleet_setting(
+    request: Request,
+    admin: Admin,
+    db: DbSession,
+    key: Annotated[str, Form()] = "",
+    value: Annotated[str, Form()] = "",
+    unset: Annotated[str, Form()] = "",
+) -> Response:
+    actor = actor_for(request, admin)
+    try:
+        if unset:
+            changed = change_settings(db, actor, "fleet", unset=[unset])
+        else:
+            if not key.strip():
+                raise OperationError("choose a setting, e.g. audio.tone_plan")
+            changed = change_settings(
+                db, actor, "fleet", set_values={key.strip(): parse_form_value(value)}
+            )
+    except OperationError as exc:
+        db.rollback()
+        return _page(request, db, error=str(exc), key=key, value=value)
+    commit_and_resync(request, db, changed)
+    what = f"{unset} back to the built-in default" if unset else f"{key.strip()} set fleet-wide"
+    return done(request, "/fleet", f"{what}; {len(changed)} device(s) will update.")
