@@ -141,6 +141,7 @@ class Phone:
         self._history: list[CallRecord] = list(reversed(list(history)))[:HISTORY_SIZE]
         self._unseen_missed = 0
         self._last_dialled = ""
+        self._line: int | None = None  # account picked with line1/line2 for the next call
         self._browse: tuple[str, int, str] = ("history", 0, "idle")  # list, index, return mode
         self._screen = Screen("idle", ())
         self._tz = _zone(config.device.timezone)
@@ -231,6 +232,7 @@ class Phone:
             self._mode = "calls"
         else:
             self._mode = "idle"
+        self._line = None  # back to the first line for the next call
         self._reset_mute(out)
 
     def _on_key(self, ev: KeyPressed, out: list[Command]) -> None:
@@ -246,6 +248,12 @@ class Phone:
         if key == "dnd":
             self._dnd = not self._dnd
             log.info("dnd changed dnd=%s", self._dnd)
+            return
+        if key in ("line1", "line2") and self._mode in ("idle", "dialing"):
+            index = int(key[-1]) - 1
+            accounts = self._config.accounts
+            if index < len(accounts) and accounts[index].enabled:
+                self._line = index
             return
         if self._mode in ("idle", "dialing") and key in ("history", "phonebook"):
             self._browse = (key, 0, self._mode)
@@ -798,7 +806,11 @@ class Phone:
         return any(w for w, _, _ in self._mwi.values())
 
     def _account_index(self) -> int:
-        for i, acc in enumerate(self._config.accounts):
+        """The line for the next call: the one picked with a line key, else the first enabled."""
+        accounts = self._config.accounts
+        if self._line is not None and self._line < len(accounts) and accounts[self._line].enabled:
+            return self._line
+        for i, acc in enumerate(accounts):
             if acc.enabled:
                 return i
         return 0

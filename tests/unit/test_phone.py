@@ -798,3 +798,27 @@ def test_busy_consultation_call_leaves_the_first_call_on_hold() -> None:
     d(KeyPressed("softkey1"))  # Resume
     assert Unhold(1) in d.out and StopTone() in d.out
     assert d.phone.screen.kind == "talking"
+
+
+def test_line_key_picks_the_account_for_the_next_call() -> None:
+    accounts = [
+        {"user": "1001", "domain": "pbx.example"},
+        {"user": "2001", "domain": "other.example", "display_name": "Sales"},
+    ]
+    d = Driver(make_config(accounts=accounts))
+    d(RegistrationChanged(1, True, 200))
+    assert d.lines[0] == "1001"
+    d(KeyPressed("line2"))
+    assert d.phone.screen.status["line"] == "Sales" and d.lines[1] == "Registered"
+    d(HookChanged(True))
+    d.keys("2001")
+    assert MakeCall(1, "2001") in d.out
+    d(CallStateChanged(3, CallState.DISCONNECTED, 486))
+    assert d.records()[0].local_uri == "sip:2001@other.example"
+    d(HookChanged(False))
+    assert d.phone.screen.status["line"] == "1001", "back to line 1 after the call"
+    d(KeyPressed("line2"))
+    d(ConfigApplied(make_config(accounts=accounts[:1])))
+    d(HookChanged(True))
+    d.keys("2001")
+    assert MakeCall(0, "2001") in d.out, "a line that is gone is not used"
