@@ -75,7 +75,7 @@ def _wait(predicate: Any, what: str, timeout_s: float = 120) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {what} in {timeout_s} s")
-        time.sleep(0.005)
+        time.sleep(0.02)
 
 
 def _change_ms(server: ProvisioningServer, phone: _Phone, mac: str, tag: str, push: bool) -> float:

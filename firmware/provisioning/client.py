@@ -102,7 +102,7 @@ class ProvisioningClient:
             raise ValueError("provisioning.ca_fingerprint is required for an https:// server")
         self.settings = settings
         self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the device secret
         self.identity = identity
         self._apply = apply
         self._status = status

@@ -27,6 +27,18 @@ RECORD_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 DEFAULT_MAX_PER_KIND = 20_000  # ~20 MB of CDRs: weeks of offline use on a busy desk
 
 
+def _record_id(path: Path) -> str:
+    return path.stem.split("-", 1)[1]  # after the all-digit enqueue time
+
+
+def _unlink(path: Path) -> int:
+    try:
+        path.unlink()
+        return 1
+    except FileNotFoundError:
+        return 0
+
+
 class OutboxError(ValueError):
     """A record that cannot be queued (unknown kind, bad id, not JSON)."""
 
@@ -37,6 +49,7 @@ class Outbox:
         self.max_per_kind = max_per_kind
         self._lock = threading.Lock()
         self._counts: dict[str, int | None] = dict.fromkeys(KINDS)  # None = unknown, list again
+        self._paths: dict[str, dict[str, Path]] = {kind: {} for kind in KINDS}  # id -> file
         for kind in KINDS:
             (self.directory / kind).mkdir(parents=True, exist_ok=True)
             for stale in (self.directory / kind).glob(".*.tmp"):  # write cut short by power loss
@@ -91,6 +104,7 @@ class Outbox:
                     break
                 try:
                     records.append(json.loads(path.read_text(encoding="utf-8")))
+                    self._paths[kind][_record_id(path)] = path
                 except (OSError, ValueError) as exc:
                     # never let one unreadable file block the queue forever
                     log.error("outbox record unreadable, set aside file=%s error=%s", path, exc)
@@ -107,10 +121,15 @@ class Outbox:
         wanted = set(ids)
         removed = 0
         with self._lock:
-            for path in self._files(kind):
-                if path.stem.split("-", 1)[1] in wanted:
-                    path.unlink(missing_ok=True)
-                    removed += 1
+            known = self._paths[kind]
+            # ids just read by pending() are deleted without listing the directory again
+            for record_id in [i for i in wanted if i in known]:
+                wanted.discard(record_id)
+                removed += _unlink(known.pop(record_id))
+            if wanted:
+                for path in self._files(kind):
+                    if _record_id(path) in wanted:
+                        removed += _unlink(path)
             self._counts[kind] = None
         # No directory fsync: a delete undone by power loss only resends a record the server
         # already holds, which it ignores by id. It halves the time to drain a queue.
@@ -120,7 +139,7 @@ class Outbox:
         """Keep a record the server refuses (422) out of the queue, on disk for inspection."""
         with self._lock:
             for path in self._files(kind):
-                if path.stem.split("-", 1)[1] == record_id:
+                if _record_id(path) == record_id:
                     path.rename(path.with_suffix(".refused"))
             self._counts[kind] = None
 
@@ -130,3 +149,4 @@ class Outbox:
             for path in self._files(kind):
                 path.unlink(missing_ok=True)
             self._counts[kind] = 0
+            self._paths[kind].clear()
