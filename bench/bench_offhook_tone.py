@@ -1,7 +1,7 @@
 """Off-hook -> dial tone: time from ``play_tone(DIAL)`` to the first non-silent audio at ALSA.
 
 Both sides play into the same kind of PCM: alsa-lib's ``file`` plugin over ``null`` (private
-asoundrc), 16 kHz mono S16_LE, 10 ms periods, 3-period buffer. Figures:
+alsa-lib config), 16 kHz mono S16_LE, 10 ms periods, 3-period buffer. Figures:
 
 - ours, write path: play_tone() -> first non-silent period handed to the PCM (pcm.write returned);
 - ours, file: play_tone() -> first non-silent sample appears in the PCM's output file;
@@ -30,7 +30,7 @@ from pathlib import Path
 from firmware.audio.bridge import AlsaAudio
 from firmware.audio.pcm import to_bytes
 from firmware.audio.tones import ToneGenerator, tone_spec
-from firmware.audio.virtual import mic_pcm, speaker_pcm, write_asoundrc
+from firmware.audio.virtual import mic_pcm, speaker_pcm, use_private_config
 from firmware.config import AudioSettings
 from firmware.events import Tone
 
@@ -155,19 +155,17 @@ def _line(name: str, values: list[float]) -> str:
 
 def main() -> int:
     runs = int(os.environ.get("OFFHOOK_BENCH_RUNS", "30"))
-    saved_home = os.environ.get("HOME")
     with tempfile.TemporaryDirectory(prefix="offhook-bench-tone-") as name:
         tmp = Path(name)
-        write_asoundrc(tmp)
-        os.environ["HOME"] = str(tmp)  # alsa-lib reads ~/.asoundrc; aplay inherits it
+        previous = use_private_config(tmp)  # aplay inherits it
         try:
             write_ms, file_ms = _measure_ours(tmp, runs)
             peer_ms = _measure_aplay(tmp, runs)
         finally:
-            if saved_home is None:
-                os.environ.pop("HOME", None)
+            if previous is None:
+                os.environ.pop("ALSA_CONFIG_PATH", None)
             else:
-                os.environ["HOME"] = saved_home
+                os.environ["ALSA_CONFIG_PATH"] = previous
     print(f"PCM: alsa-lib file plugin over null, {RATE} Hz, {PERIOD_MS} ms x {PERIODS} periods")
     print(_line("offhook play_tone(DIAL) -> first tone period written to ALSA", write_ms))
     print(_line("offhook play_tone(DIAL) -> first tone sample in the PCM output file", file_ms))

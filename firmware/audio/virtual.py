@@ -1,15 +1,27 @@
 """ALSA PCMs without a sound card: alsa-lib ``file`` plugins over ``null``, for tests and benches.
 
-Put ``ASOUNDRC`` in ``$HOME/.asoundrc`` (alsa-lib's default config loads it); then
-``speaker_pcm(path)`` plays into a raw S16_LE file and ``mic_pcm(path)`` captures from one.
-These PCMs are unclocked: PcmStream paces them by the wall clock.
+``ALSA_CONFIG`` is a complete, self-contained alsa-lib configuration. Point ``ALSA_CONFIG_PATH``
+at a file holding it (``use_private_config``) and a process sees only these PCMs, never the
+machine's own configuration:
+
+- ``speaker_pcm(path)`` plays into a raw S16_LE file;
+- ``mic_pcm(path)`` captures from one (keep it longer than the capture: after its end alsa-lib
+  repeats stale data);
+- ``null`` discards playback and captures silence.
+
+alsa-lib re-reads its configuration when ALSA_CONFIG_PATH names other files, so each test can
+have its own. These PCMs are unclocked: PcmStream paces them by the wall clock.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-ASOUNDRC = """\
+ALSA_CONFIG = """\
+pcm.null {
+    type null
+}
 pcm.offhook_speaker {
     @args [ FILE ]
     @args.FILE { type string }
@@ -36,11 +48,21 @@ def speaker_pcm(path: str | Path) -> str:
 
 
 def mic_pcm(path: str | Path) -> str:
-    """PCM name that captures the raw S16_LE samples in ``path`` (keep it longer than the read)."""
+    """PCM name that captures the raw S16_LE samples in ``path``."""
     return f"offhook_mic:INFILE={path}"
 
 
-def write_asoundrc(home: Path) -> Path:
-    rc = home / ".asoundrc"
-    rc.write_text(ASOUNDRC)
-    return rc
+def write_alsa_config(directory: Path) -> Path:
+    path = directory / "alsa.conf"
+    path.write_text(ALSA_CONFIG)
+    return path
+
+
+def use_private_config(directory: Path) -> str | None:
+    """Write the config into ``directory`` and point this process (and its children) at it.
+
+    Returns the previous ALSA_CONFIG_PATH (None if unset) so the caller can restore it.
+    """
+    previous = os.environ.get("ALSA_CONFIG_PATH")
+    os.environ["ALSA_CONFIG_PATH"] = str(write_alsa_config(directory))
+    return previous

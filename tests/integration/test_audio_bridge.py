@@ -1,4 +1,4 @@
-"""AlsaAudio on real alsa-lib: file PCMs (slave null) defined in a private asoundrc.
+"""AlsaAudio on real alsa-lib: file PCMs (slave null) defined in a private alsa-lib config.
 
 What reaches the "speaker" is read back from the playback file and analysed (Goertzel); the "mic"
 is a file holding a known tone.
