@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 from collections.abc import Iterator
 
 import pytest
+from PIL import Image
 
-from firmware import events as ev
 from firmware.config import parse_config
 from firmware.control import ControlError, ControlServer, PhoneActions, parse_keys
 from firmware.phone import Phone
+from firmware.phone_process import png_renderer
 from firmware.runtime import Runtime
 
 TOKEN = "s3cret-token"
-
-
-def fake_png(screen: ev.Screen | None) -> bytes:
-    # the real renderer is exercised in test_runtime_display; here only the plumbing matters
-    return b"\x89PNG\r\n\x1a\n" + repr(screen.lines if screen else ()).encode()
 
 
 class Client:
@@ -57,7 +54,7 @@ def phone_api() -> Iterator[tuple[Client, Runtime]]:
     )
     runtime = Runtime(Phone(config))
     runtime.start()
-    server = ControlServer("127.0.0.1:0", TOKEN, PhoneActions(runtime, fake_png))
+    server = ControlServer("127.0.0.1:0", TOKEN, PhoneActions(runtime, png_renderer(128, 64)))
     server.start()
     yield Client(server.port), runtime
     server.stop()
@@ -75,8 +72,8 @@ def test_requests_without_the_token_are_refused(phone_api) -> None:
 
 
 def test_refuses_network_listen_without_token() -> None:
-    with pytest.raises(ControlError, match="control.token"):
-        ControlServer("0.0.0.0:0", "", PhoneActions(None, fake_png))
+    with pytest.raises(ControlError, match=r"control\.token"):
+        ControlServer("0.0.0.0:0", "", PhoneActions(None, png_renderer()))
 
 
 def test_hook_and_digits_reach_the_phone(phone_api) -> None:
@@ -152,12 +149,18 @@ def test_bad_hook_requests_and_routing(phone_api) -> None:
     assert status == 409 and "provisioning" in reply["error"]
 
 
-def test_screen_png_is_served(phone_api) -> None:
+def test_screen_png_is_the_oled_image(phone_api) -> None:
     client, _ = phone_api
-    client.post("/api/v1/hook", {"offhook": True})
-    status, data = client.get("/api/v1/screen.png")
+    status, idle_png = client.get("/api/v1/screen.png")
     assert status == 200
-    assert data.startswith(b"\x89PNG")
+    client.post("/api/v1/hook", {"offhook": True})
+    client.post("/api/v1/keys", {"keys": "555"})
+    _, dialing_png = client.get("/api/v1/screen.png")
+    images = [Image.open(io.BytesIO(data)) for data in (idle_png, dialing_png)]
+    assert all(img.format == "PNG" and img.size == (128, 64) for img in images)
+    lit = [sum(img.convert("L").point(lambda v: 1 if v else 0).histogram()[1:]) for img in images]
+    assert all(n > 50 for n in lit)  # text was drawn
+    assert images[0].tobytes() != images[1].tobytes()  # and it follows the screen
 
 
 def test_parse_keys_mixes_digits_and_names() -> None:
