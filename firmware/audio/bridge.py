@@ -146,7 +146,6 @@ class AlsaAudio:
         # Stale audio must not reach the network or the speaker after a restart.
         self.playback_ring.clear()
         self.capture_ring.clear()
-        self._volume.close()
         log.info("audio stopped stats=%s", self.stats)
 
     def __enter__(self) -> AlsaAudio:
@@ -186,6 +185,12 @@ class AlsaAudio:
 
     def set_volume(self, speaker: int) -> None:
         self._volume.set(check_volume(speaker))
+
+    def set_ring_volume(self, ring: int) -> None:
+        """Volume of Tone.RING (software gain on top of the speaker volume)."""
+        self._ring_gain = software_gain(ring)
+        with self._lock:
+            self._tone_version += 1  # a ringing tone restarts at the new level
 
     @property
     def muted(self) -> bool:

@@ -49,6 +49,19 @@ def longest_sounding_stretch(samples: list[int]) -> list[int]:
     return samples[best_start * BLOCK : (best_start + best) * BLOCK]
 
 
+def sounding_stretches(samples: list[int], min_blocks: int = 10) -> list[list[int]]:
+    """Every run of at least ``min_blocks`` non-silent 10 ms blocks, in order."""
+    stretches, start = [], None
+    for i, on in enumerate([*sounding_blocks(samples), False]):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            if i - start >= min_blocks:
+                stretches.append(samples[start * BLOCK : i * BLOCK])
+            start = None
+    return stretches
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -338,3 +351,19 @@ def test_other_rates_and_periods(alsa_files: AlsaFiles, rate: int, period_ms: in
     body = samples[first + rate // 100 : first + rate // 5]
     power = sum(tone_power(body, f, rate) for f in (425,)) / rms(body) ** 2
     assert power > 0.95
+
+
+def test_ring_volume_scales_only_the_ringer(
+    make_audio: Callable[..., AlsaAudio],
+    alsa_files: AlsaFiles,  # noqa: F811
+) -> None:
+    audio = make_audio(speaker_volume=100, ring_volume=100)
+    play_for(audio, Tone.RING, 0.3)
+    audio.set_ring_volume(50)
+    play_for(audio, Tone.RING, 0.3)
+    play_for(audio, Tone.DIAL, 0.3)
+    audio.stop()
+    loud, quiet, dial = sounding_stretches(alsa_files.speaker_samples())
+    assert rms(quiet) / rms(loud) == pytest.approx(0.1, rel=0.15)  # 50 -> -20 dB
+    dial_level = tone_spec("us", Tone.DIAL).steps[0].amplitude  # two sines of A: rms A
+    assert rms(dial) == pytest.approx(dial_level, rel=0.05)  # the speaker volume is untouched
