@@ -173,3 +173,18 @@ def test_no_ready_and_no_watchdog_without_heartbeat(tmp_path: Path, notify_socke
     assert sup.state.runs[0].reason == "no_heartbeat_at_start"
     assert not any("READY=1" in m or "WATCHDOG=1" in m for m in messages)
     assert "STOPPING=1" in messages
+
+
+@pytest.mark.parametrize(
+    "module", ["firmware.supervisor", "firmware.sim", "firmware.phone_process"]
+)
+def test_commands_refuse_a_bad_config_with_its_key(module: str, tmp_path: Path, capsys) -> None:
+    import importlib
+
+    main = importlib.import_module(module).main
+    assert main(["--config", str(tmp_path / "missing.toml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[control]\nlisten = "nowhere"\n')
+    assert main(["--config", str(bad)]) == 2
+    assert "control.listen" in capsys.readouterr().err
