@@ -518,7 +518,7 @@ class SipEngine:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
+        self._startup_error: str | None = None
         self._heartbeat = 0.0
         self._lock = threading.Lock()
         self._calls: dict[int, dict] = {}
@@ -585,9 +585,14 @@ class SipEngine:
         try:
             core.setup()
         except BaseException as exc:  # reported to start(); the thread must still clean up
-            self._startup_error = exc
+            # Keep only the text: the traceback's frames hold pjsua2 wrappers, and those must die
+            # here, not later in whichever thread drops the last reference.
+            self._startup_error = f"{type(exc).__name__}: {exc}"
             log.error("sip engine start failed error=%s", exc)
+            del exc
             self._safe_teardown(core)
+            del core
+            gc.collect()
             self._ready.set()
             return
         self._heartbeat = time.monotonic()
@@ -599,6 +604,8 @@ class SipEngine:
             log.exception("sip engine loop failed")
         finally:
             self._safe_teardown(core)
+            del core
+            gc.collect()  # any wrapper left in a cycle is released in this thread
             log.info("sip engine stopped")
 
     def _loop(self, core: _Core) -> None:
