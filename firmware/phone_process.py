@@ -46,6 +46,7 @@ class Heartbeat:
         self.supervisor_gone = threading.Event()
 
     def start(self) -> None:
+        os.set_blocking(self.fd, False)  # a stalled supervisor must not block this thread
         self._thread.start()
 
     def stop(self) -> None:
