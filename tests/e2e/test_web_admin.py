@@ -386,6 +386,9 @@ def test_devices_page_shows_live_status_and_refreshes(
 
     page.clock.install()
     login(page, "rita")
+    down_before = int(page.locator("#health-down").inner_text())
+    ok_before = int(page.locator("#health-ok").inner_text())
+    assert down_before >= 1
     page.goto("/devices")
     row = page.locator(f'#devices tr[data-device="{cred.device_id}"]')
     expect(row).to_contain_text("Reception desk")
@@ -401,6 +404,9 @@ def test_devices_page_shows_live_status_and_refreshes(
     expect(row).to_contain_text("1001 registered")
     expect(row).to_contain_text("192.0.2.42")
     expect(page.locator("#live-note")).to_contain_text("Updated")
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.locator("#health-down")).to_have_text(str(down_before - 1))
+    expect(page.locator("#health-ok")).to_have_text(str(ok_before + 1))
 
     # Worst call first on the quality page; the CDR filter narrows by remote number.
     page.get_by_role("link", name="Quality").click()
