@@ -372,15 +372,24 @@ def main(argv: list[str]) -> int:
         from firmware.provisioning import DeviceIdentity
 
         pi = args.board == "rpi"
-        identity = DeviceIdentity.from_pi() if pi else sim_identity(args.config)
-    phone = PhoneProcess(
-        config,
-        board_kind=args.board,
-        headless=args.headless,
-        state_dir=state_dir,
-        test_hooks=test_hooks,
-        identity=identity,
-    )
+        try:
+            identity = DeviceIdentity.from_pi() if pi else sim_identity(args.config)
+        except Exception as exc:
+            log.error("cannot read the device identity", extra=kv(error=exc))
+            return 1
+    try:
+        phone = PhoneProcess(
+            config,
+            board_kind=args.board,
+            headless=args.headless,
+            state_dir=state_dir,
+            test_hooks=test_hooks,
+            identity=identity,
+        )
+    except Exception as exc:  # missing hardware, bad profile, unusable ALSA device...
+        log.error("cannot set up the phone", extra=kv(error=exc, board=args.board))
+        log.debug("set-up failure", exc_info=True)
+        return 1
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("stopping", extra=kv(signal=signal.Signals(signum).name))
@@ -391,7 +400,8 @@ def main(argv: list[str]) -> int:
     try:
         phone.start(args.heartbeat_fd)
     except Exception as exc:
-        log.exception("phone failed to start", extra=kv(error=exc))
+        log.error("phone failed to start", extra=kv(error=exc))
+        log.debug("start failure", exc_info=True)
         phone.stop()
         return 1
     try:
