@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from provisioning.crypto import KeyRing, load_key_ring
 from provisioning.db import Database
@@ -101,27 +102,34 @@ def _install_error_handlers(app: FastAPI, settings: ServerSettings) -> None:
     app.add_exception_handler(DBAPIError, unavailable)
 
 
-def _install_limiter(app: FastAPI, settings: ServerSettings) -> None:
-    """Device API concurrency cap: beyond ``max_inflight`` requests, answer 503 at once so the
-    fleet backs off instead of queueing into timeouts."""
-    inflight = 0
+class DeviceApiLimiter:
+    """Pure ASGI middleware capping device API requests in flight (per process): beyond
+    ``max_inflight`` it answers 503 + Retry-After at once, so the fleet backs off instead of
+    queueing into timeouts. Admin and web requests are not counted."""
 
-    @app.middleware("http")
-    async def limit(request: Request, call_next):  # type: ignore[no-untyped-def]
-        nonlocal inflight
-        if not request.url.path.startswith(DEVICE_PREFIX):
-            return await call_next(request)
-        if inflight >= settings.max_inflight:
-            return JSONResponse(
+    def __init__(self, app: ASGIApp, max_inflight: int, retry_after_s: int) -> None:
+        self.app = app
+        self.max_inflight = max_inflight
+        self.retry_after_s = retry_after_s
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(DEVICE_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.max_inflight:
+            busy = JSONResponse(
                 {"detail": "server busy, retry later", "code": "overloaded"},
                 503,
-                headers={"Retry-After": str(settings.retry_after_s)},
+                headers={"Retry-After": str(self.retry_after_s)},
             )
-        inflight += 1
+            await busy(scope, receive, send)
+            return
+        self.inflight += 1
         try:
-            return await call_next(request)
+            await self.app(scope, receive, send)
         finally:
-            inflight -= 1
+            self.inflight -= 1
 
 
 async def _purge_periodically(services: Services) -> None:
@@ -189,7 +197,11 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
         return {"status": "ok"}
 
     _install_error_handlers(app, settings)
-    _install_limiter(app, settings)
+    app.add_middleware(
+        DeviceApiLimiter,
+        max_inflight=settings.max_inflight,
+        retry_after_s=settings.retry_after_s,
+    )
     return app
 
 

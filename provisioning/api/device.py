@@ -18,6 +18,7 @@ from provisioning import audit
 from provisioning.app import Services, ServicesDep
 from provisioning.auth import (
     authenticate_device,
+    authenticate_device_key,
     check_serial,
     new_device_secret,
     normalise_mac,
@@ -255,19 +256,29 @@ def _etag_matches(header: str, etag: str) -> bool:
 
 @router.get("/config", responses={304: {}, 401: {}, 403: {}, 503: {}})
 def get_config(
-    device: CurrentDevice,
-    db: DbSession,
-    services: ServicesDep,
+    request: Request,
+    authorization: Annotated[str, Header()] = "",
     if_none_match: Annotated[str, Header()] = "",
 ) -> Response:
-    rendered = services.render_cache.get(device.id, device.revision)
+    """The device's rendered config. Hot path of fleet polling: one Core query for the credential
+    and revision, then the (device, revision) render cache; the ORM only on a cache miss."""
+    services: Services = request.app.state.services
+    with services.database.engine.connect() as conn:
+        key = authenticate_device_key(conn, authorization)
+    rendered = services.render_cache.get(key.id, key.revision)
     if rendered is None:
-        try:
-            rendered = render_device(db, device, services.keys)
-        except ConfigError as exc:
-            log.error("rendered config invalid device=%s error=%s", device.id, exc)
-            raise ApiError(500, "config_invalid", f"server-side config is invalid: {exc}") from None
-        services.render_cache.put(device.id, rendered)
+        with services.database.session() as db:
+            device = db.get(Device, key.id)
+            if device is None:  # deleted between the two queries
+                raise ApiError(401, "unauthorized", "missing or invalid device credential")
+            try:
+                rendered = render_device(db, device, services.keys)
+            except ConfigError as exc:
+                log.error("rendered config invalid device=%s error=%s", device.id, exc)
+                raise ApiError(
+                    500, "config_invalid", f"server-side config is invalid: {exc}"
+                ) from None
+        services.render_cache.put(key.id, rendered)
     headers = {
         "ETag": rendered.etag,
         "X-Config-Revision": str(rendered.revision),

@@ -1,0 +1,345 @@
+"""Config GETs per second: the provisioning server (device auth + ETag) vs nginx serving the same
+rendered configs as static files, both on loopback, same load generator, same run.
+
+Two request kinds per target: a full fetch (200 with the body) and a conditional poll
+(If-None-Match with the current ETag: 304), the fleet's steady state. The load generator is a
+small asyncio HTTP/1.1 keep-alive client (bounded by time), so the figures measure the servers,
+not an HTTP library. Environment: OFFHOOK_BENCH_SECONDS (per measurement, default 5),
+OFFHOOK_BENCH_DEVICES (default 200), OFFHOOK_BENCH_CONNECTIONS (default 32).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+# --- load generator -----------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _worker(
+    port: int,
+    requests: list[bytes],
+    offset: int,
+    stop_at: float,
+    statuses: dict[int, int],
+    limit: int | None,
+) -> int:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    done = 0
+    try:
+        index = offset
+        while time.monotonic() < stop_at and (limit is None or done < limit):
+            writer.write(requests[index % len(requests)])
+            status = await _read_response(reader)
+            statuses[status] = statuses.get(status, 0) + 1
+            done += 1
+            index += 1
+    finally:
+        writer.close()
+    return done
+
+
+async def _load(
+    port: int,
+    requests: list[bytes],
+    seconds: float,
+    connections: int,
+    per_connection: int | None = None,
+) -> LoadResult:
+    statuses: dict[int, int] = {}
+    start = time.monotonic()
+    stop_at = start + seconds
+    step = max(1, len(requests) // connections)
+    counts = await asyncio.gather(
+        *(
+            _worker(port, requests, i * step, stop_at, statuses, per_connection)
+            for i in range(connections)
+        )
+    )
+    return LoadResult(sum(counts), time.monotonic() - start, statuses)
+
+
+def run_load(
+    port: int,
+    requests: list[bytes],
+    seconds: float,
+    connections: int,
+    per_connection: int | None = None,
+) -> LoadResult:
+    return asyncio.run(_load(port, requests, seconds, connections, per_connection))
+
+
+def get_request(path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+# --- targets ------------------------------------------------------------------------------------
+
+
+def seed_devices(db_url: str, data_dir: Path, count: int) -> list[tuple[str, str]]:
+    """Approved devices with credentials and a line each, written straight to the database."""
+    from provisioning import operations as ops
+    from provisioning.auth import new_device_secret, secret_digest
+    from provisioning.crypto import load_key_ring
+    from provisioning.db import Database
+    from provisioning.models import Device, utcnow
+
+    database = Database(db_url)
+    database.migrate()
+    keys = load_key_ring(data_dir / "secret.key", create=True)
+    actor = ops.Actor("bench:seed")
+    creds: list[tuple[str, str]] = []
+    with database.session() as db:
+        ops.create_group(db, actor, "bench", "site", settings={"audio": {"tone_plan": "uk"}})
+        for i in range(count):
+            secret = new_device_secret()
+            mac = f"02:00:00:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}"
+            db.add(
+                Device(
+                    mac=mac,
+                    name=f"bench {i}",
+                    status="approved",
+                    group_id=1,
+                    secret_hash=secret_digest(secret),
+                    secret_enc=keys.encrypt(secret, "devices.secret"),
+                    enrolled_at=utcnow(),
+                )
+            )
+            creds.append((mac, secret))
+        db.flush()
+        ids = {d.mac: d.id for d in db.query(Device)}
+        for i, (mac, _) in enumerate(creds):
+            ops.add_line(
+                db,
+                keys,
+                actor,
+                ids[mac],
+                extension=str(1000 + i),
+                registrar="pbx.bench.local",
+                password=f"pw{i}",
+            )
+    database.dispose()
+    return [(ids[mac], secret) for mac, secret in creds]
+
+
+def start_server(
+    data_dir: Path, db_url: str, port: int, workers: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFHOOK_")}
+    env.update(
+        {
+            "OFFHOOK_PURGE_INTERVAL_S": "0",
+            "OFFHOOK_LOG": "stderr",
+            "OFFHOOK_MAX_INFLIGHT": "100000",
+            "OFFHOOK_NOTIFY": "0",
+            **(extra_env or {}),
+        }
+    )
+    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (lives as long as the server)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "firmware.cli",
+            "server",
+            "--db",
+            db_url,
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            f"{HOST}:{port}",
+            "--insecure-http",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    wait_http(port, "/healthz", process)
+    return process
+
+
+def wait_http(port: int, path: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited rc={process.returncode}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}{path}", timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing answering on port {port}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def start_nginx(root: Path, port: int) -> subprocess.Popen[bytes]:
+    conf = root / "nginx.conf"
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"""{user}worker_processes 2;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp; uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
+    default_type application/json;
+    etag on;
+    keepalive_requests 1000000;
+    server {{
+        listen {HOST}:{port};
+        root {root}/static;
+    }}
+}}
+""")
+    (root / "tmp").mkdir(exist_ok=True)
+    process = subprocess.Popen(
+        [NGINX, "-c", str(conf), "-p", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    wait_http(port, "/", process)
+    return process
+
+
+def main() -> int:
+    import httpx
+
+    seconds = float(os.environ.get("OFFHOOK_BENCH_SECONDS", "5"))
+    devices = int(os.environ.get("OFFHOOK_BENCH_DEVICES", "200"))
+    connections = int(os.environ.get("OFFHOOK_BENCH_CONNECTIONS", "32"))
+    root = Path(tempfile.mkdtemp(prefix="offhook-bench-fetch-"))
+    os.chmod(root, 0o755)
+    server = nginx = None
+    try:
+        data_dir = root / "server"
+        data_dir.mkdir()
+        db_url = f"sqlite:///{data_dir / 'provisioning.db'}"
+        creds = seed_devices(db_url, data_dir, devices)
+        port = free_port()
+        server = start_server(data_dir, db_url, port, workers=2)
+
+        static = root / "static" / "configs"
+        static.mkdir(parents=True)
+        full_server, cond_server, full_nginx, cond_nginx = [], [], [], []
+        with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=30) as client:
+            for device_id, secret in creds:
+                auth = "Basic " + base64.b64encode(f"{device_id}:{secret}".encode()).decode()
+                reply = client.get("/api/v1/device/config", headers={"Authorization": auth})
+                reply.raise_for_status()
+                (static / f"{device_id}.json").write_bytes(reply.content)
+                full_server.append(get_request("/api/v1/device/config", {"Authorization": auth}))
+                cond_server.append(
+                    get_request(
+                        "/api/v1/device/config",
+                        {"Authorization": auth, "If-None-Match": reply.headers["ETag"]},
+                    )
+                )
+        for path in (root / "static", static):
+            os.chmod(path, 0o755)
+        nginx_port = free_port()
+        nginx = start_nginx(root, nginx_port)
+        with httpx.Client(base_url=f"http://{HOST}:{nginx_port}", timeout=30) as client:
+            for device_id, _ in creds:
+                path = f"/configs/{device_id}.json"
+                reply = client.get(path)
+                reply.raise_for_status()
+                full_nginx.append(get_request(path, {}))
+                cond_nginx.append(get_request(path, {"If-None-Match": reply.headers["ETag"]}))
+
+        print(
+            f"{devices} devices, {connections} keep-alive connections, {seconds:.0f} s each; "
+            f"server: 2 uvicorn workers on SQLite; nginx: 2 workers; 2 shared cores"
+        )
+        run_load(port, full_server, 1, connections)  # warm the render caches of both workers
+        results = {}
+        for name, target_port, requests in (
+            ("server 200", port, full_server),
+            ("nginx 200", nginx_port, full_nginx),
+            ("server 304", port, cond_server),
+            ("nginx 304", nginx_port, cond_nginx),
+        ):
+            results[name] = result = run_load(target_port, requests, seconds, connections)
+            expected = 200 if name.endswith("200") else 304
+            bad = {s: n for s, n in result.statuses.items() if s != expected}
+            print(
+                f"  {name}: {result.rate:8.0f} req/s ({result.requests} requests"
+                + (f", UNEXPECTED statuses {bad}" if bad else "")
+                + ")"
+            )
+            if bad:
+                return 1
+        for kind in ("200", "304"):
+            ratio = results[f"server {kind}"].rate / results[f"nginx {kind}"].rate
+            print(f"config fetch {kind}: server/nginx = {ratio:.0%} (goal >= 50%)")
+        return 0
+    finally:
+        for process in (server, nginx):
+            if process is not None:
+                stop(process)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
