@@ -6,7 +6,8 @@ Figures:
 - engine submit() -> CONFIRMED event on the caller's thread (adds the queue hand-over, up to one
   pump interval);
 - baresip ``dial`` over ctrl_tcp -> CALL_ESTABLISHED event (includes the ctrl_tcp round trip).
-Both callers use UDP, digest auth on INVITE, PCMU, and an auto-answering baresip callee.
+Both callers use digest auth on INVITE, PCMU and an auto-answering baresip callee (UDP); the
+callers' own transport is UDP, then TCP (where TCP_NODELAY matters).
 """
 
 from __future__ import annotations
@@ -25,16 +26,18 @@ CALLS = 25
 WARMUP = 3
 
 
-def _peer(kam: KamailioServer, base: Path, user: str, answermode: str = "auto") -> BaresipPeer:
+def _peer(kam: KamailioServer, base: Path, user: str, transport: str = "udp") -> BaresipPeer:
     return BaresipPeer(
-        base / user, user=user, password=DEFAULT_USERS[user], registrar=kam.domain,
-        answermode=answermode, codecs="PCMU",
+        base / f"{user}-{transport}", user=user, password=DEFAULT_USERS[user],
+        registrar=kam.domain, codecs="PCMU", transport=transport,
     )  # fmt: skip
 
 
-def _engine_setup_times(kam: KamailioServer, callee: str) -> tuple[list[float], list[float]]:
+def _engine_setup_times(
+    kam: KamailioServer, callee: str, transport: str
+) -> tuple[list[float], list[float]]:
     inside, end_to_end = [], []
-    config = phone_config(kam, [account(kam, "1001")], codecs=["PCMU"])
+    config = phone_config(kam, [account(kam, "1001", transport)], codecs=["PCMU"])
     with running_engine(config) as (engine, events):
         for i in range(WARMUP + CALLS):
             mark = events.mark()
@@ -77,22 +80,28 @@ def _baresip_setup_times(caller: BaresipPeer, callee_uri: str) -> list[float]:
 
 
 def main() -> int:
+    results = {}
     with tempfile.TemporaryDirectory(prefix="bench-setup-") as tmp:
         base = Path(tmp)
         kam = KamailioServer(base / "kamailio")
         for user, password in DEFAULT_USERS.items():
             kam.add_user(user, password)
-        with kam, _peer(kam, base, "1002") as callee, _peer(kam, base, "1003") as caller:
-            inside, end_to_end = _engine_setup_times(kam, "1002")
-            peer_times = _baresip_setup_times(caller, f"sip:1002@{kam.domain}")
+        with kam, _peer(kam, base, "1002") as callee:
+            for transport in ("udp", "tcp"):
+                with _peer(kam, base, "1003", transport) as caller:
+                    inside, end_to_end = _engine_setup_times(kam, "1002", transport)
+                    peer_times = _baresip_setup_times(caller, f"sip:1002@{kam.domain}")
+                results[transport] = [
+                    statistics.median(x) for x in (inside, end_to_end, peer_times)
+                ]
             assert callee.events  # the callee really answered
-    ours, e2e, theirs = (statistics.median(x) for x in (inside, end_to_end, peer_times))
-    print(f"calls per side: {CALLS} (after {WARMUP} warm-up), UDP, PCMU, digest auth, via Kamailio")
-    print(f"engine makeCall->CONFIRMED median: {ours:.2f} ms")
-    print(f"engine submit->CONFIRMED event median: {e2e:.2f} ms")
-    print(f"peer baresip dial->CALL_ESTABLISHED median: {theirs:.2f} ms")
-    print(f"ratio engine/baresip (makeCall->CONFIRMED): {ours / theirs:.2f}x (goal <= 1.2x)")
-    print(f"ratio engine/baresip (submit->event): {e2e / theirs:.2f}x")
+    print(f"calls per side and transport: {CALLS} (after {WARMUP} warm-up), PCMU, digest auth")
+    for transport, (ours, e2e, theirs) in results.items():
+        print(f"[{transport}] engine makeCall->CONFIRMED median: {ours:.2f} ms")
+        print(f"[{transport}] engine submit->CONFIRMED event median: {e2e:.2f} ms")
+        print(f"[{transport}] peer baresip dial->CALL_ESTABLISHED median: {theirs:.2f} ms")
+        print(f"[{transport}] ratio engine/baresip: {ours / theirs:.2f}x (goal <= 1.2x); "
+              f"submit->event: {e2e / theirs:.2f}x")  # fmt: skip
     return 0
 
 
