@@ -197,7 +197,15 @@ def test_check_sync_notify_fetches_and_failed_apply_rolls_back(
         set_name(server, mac, "desk three")  # the server NOTIFYs the phone
         wait_until(lambda: "desk three" in phone.names(), "fetch triggered by NOTIFY")
         assert phone.client.listener is not None and phone.client.listener.accepted >= 1
-        good_revision = phone.client.config_revision
+        good = wait_until(
+            lambda: (
+                (lkg := phone.client.store.last_known_good())
+                and lkg.config.device.name == "desk three"
+                and lkg
+            ),
+            "desk three stored as last known good",
+        )
+        good_revision = good.revision
 
         set_name(server, mac, FAILING_NAME)
         wait_until(lambda: FAILING_NAME in phone.names(), "failing config tried")
