@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -482,6 +483,16 @@ class _Core:
             return ""
 
 
+def _log_failure(message: str) -> None:
+    """Log the current exception as text only.
+
+    log.exception would hand the traceback to the handlers, and a handler that keeps records
+    (pytest's, a memory buffer) would keep its frames, with their pjsua2 wrappers, alive past
+    libDestroy: pjsua2 then aborts the process when it finally drops them.
+    """
+    log.error("%s\n%s", message, traceback.format_exc().rstrip())
+
+
 _HANDLERS: dict[type, Callable[[_Core, object], None]] = {
     MakeCall: _Core.do_make_call,
     Answer: _Core.do_answer,
@@ -601,7 +612,7 @@ class SipEngine:
             self._loop(core)
         except Exception:
             # The heartbeat stops and running turns False: the supervisor restarts the engine.
-            log.exception("sip engine loop failed")
+            _log_failure("sip engine loop failed")
         finally:
             self._safe_teardown(core)
             del core
@@ -627,13 +638,13 @@ class SipEngine:
         try:
             core.teardown()
         except Exception:
-            log.exception("sip engine teardown failed")
+            _log_failure("sip engine teardown failed")
 
     def _emit(self, event: Event) -> None:
         try:
             self._on_event(event)
         except Exception:  # a consumer's bug must not take the SIP stack down
-            log.exception("on_event handler failed event=%r", event)
+            _log_failure(f"on_event handler failed event={event!r}")
 
     def _publish_calls(self, snapshot: dict[int, dict]) -> None:
         with self._lock:

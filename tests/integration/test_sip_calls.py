@@ -198,3 +198,43 @@ def test_blind_transfer_connects_the_far_end_to_the_target(
         assert "1002@" in established["peeruri"]
         ended = events.wait_call_state(CallState.DISCONNECTED, call.call_id)
         assert ended.call_id == call.call_id
+
+
+def test_only_configured_codecs_are_offered(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    config = phone_config(kam, [account(kam, "1001")], codecs=["PCMA"])
+    # baresip prefers PCMU and G722: it can only pick PCMA if nothing else was offered.
+    with (
+        peer(kam, tmp_path, "1002", codecs="PCMU,G722/16000,PCMA") as far,
+        running_engine(config) as phone,
+    ):
+        confirmed = place_call(phone, "1002")
+        assert confirmed.codec == "PCMA"
+        sdp = far.wait_event("CALL_REMOTE_SDP")
+        assert sdp  # baresip saw our offer
+
+
+def test_a_failing_event_handler_does_not_stop_the_engine(
+    kamailio_server: KamailioServer,  # noqa: F811
+) -> None:
+    kam = kamailio_server
+    seen: list[object] = []
+
+    def broken_handler(event: object) -> None:
+        seen.append(event)
+        raise RuntimeError("consumer bug")
+
+    engine = SipEngine(phone_config(kam, [account(kam, "1001")]), broken_handler)
+    engine.start()
+    try:
+        engine.submit(MakeCall(0, "1099"))
+        deadline = time.monotonic() + 10
+        while not any(isinstance(e, CallStateChanged) for e in seen):
+            assert time.monotonic() < deadline, f"engine went quiet after {seen}"
+            time.sleep(0.02)
+        assert engine.running
+    finally:
+        engine.stop()
