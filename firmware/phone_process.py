@@ -280,13 +280,19 @@ class PhoneProcess:
 
     def device_info(self) -> dict:
         """Process facts for the control API's state (which process answers, since when)."""
-        return {
+        info = {
             "name": self.config.device.name,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 1),
             "sip_ports": self.engine.ports,
             "audio": self.audio.stats,
         }
+        # what the emulated board shows of its LEDs and ringer (a Pi board drives real ones)
+        if hasattr(self.board, "leds"):
+            info["leds"] = self.board.leds
+        if hasattr(self.board, "ringing"):
+            info["ringer"] = self.board.ringing
+        return info
 
     def start(self, heartbeat_fd: int | None) -> None:
         self.audio.start()

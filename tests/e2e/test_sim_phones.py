@@ -118,13 +118,17 @@ def test_incoming_call_from_baresip_rings_with_caller_id(
         tmp_path / "baresip", user="1003", password="pw1003", registrar=kamailio_server.domain
     ) as peer:
         peer.dial(f"sip:1001@{kamailio_server.domain}")
-        ringing = alice.wait_for(lambda s: calls_in(s, "incoming"), what="incoming call")
+        ringing = alice.wait_for(
+            lambda s: calls_in(s, "incoming") and s["device"]["ringer"], what="ringing"
+        )
         assert "1003" in ringing["calls"][0]["remote_uri"]
         assert any("1003" in line for line in ringing["screen"])
+        assert ringing["device"]["leds"]["line1"] == "fast_blink"
         alice.client.hook(True)
         peer.wait_event("CALL_ESTABLISHED", timeout=15)
         state = alice.wait_for(lambda s: calls_in(s, "confirmed"), what="confirmed call")
         assert state["calls"][0]["codec"] in ("PCMU", "G722")
+        assert state["device"]["ringer"] is False
         alice.client.hook(False)
         peer.wait_event("CALL_CLOSED", timeout=15)
     alice.wait_for(idle, what="idle")
