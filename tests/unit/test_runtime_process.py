@@ -1,0 +1,88 @@
+"""Phone process pieces that need no SIP: heartbeat gating, apply outcome, simulator identity."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from pathlib import Path
+
+from firmware.config import parse_config
+from firmware.phone_process import Heartbeat, registration_outcome, sim_identity
+
+TWO_ACCOUNTS = parse_config(
+    {
+        "accounts": [
+            {"user": "1001", "domain": "127.0.0.1"},
+            {"user": "1002", "domain": "127.0.0.1"},
+            {"user": "1003", "domain": "127.0.0.1", "enabled": False},
+        ]
+    }
+)
+
+
+def row(account: int, registered: bool, status: int) -> dict:
+    return {"account": account, "registered": registered, "status": status}
+
+
+def test_apply_outcome_waits_then_reports_refusal_or_success() -> None:
+    pending = {"registration": [row(0, True, 200), row(1, False, 0), row(2, False, 0)]}
+    assert registration_outcome(pending, TWO_ACCOUNTS) == "pending"
+    refused = {"registration": [row(0, True, 200), row(1, False, 403), row(2, False, 0)]}
+    error = registration_outcome(refused, TWO_ACCOUNTS)
+    assert error is not None and "accounts[1]" in error and "403" in error
+    done = {"registration": [row(0, True, 200), row(1, True, 200), row(2, False, 0)]}
+    assert registration_outcome(done, TWO_ACCOUNTS) is None  # the disabled one does not count
+
+
+def test_sim_identity_is_stable_per_config_path(tmp_path: Path) -> None:
+    a1, a2 = sim_identity(tmp_path / "a.toml"), sim_identity(tmp_path / "a.toml")
+    b = sim_identity(tmp_path / "b.toml")
+    assert a1 == a2
+    assert a1.mac != b.mac and a1.serial != b.serial
+    assert int(a1.mac.split(":")[0], 16) & 0x02  # locally administered
+
+
+def beats_within(fd: int, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    count = 0
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            count += len(os.read(fd, 1024))
+    return count
+
+
+def test_heartbeat_stops_while_a_loop_is_stale() -> None:
+    read_fd, write_fd = os.pipe()
+    stamps = {"runtime": time.monotonic(), "sip": time.monotonic()}
+    fresh = True
+
+    def runtime_stamp() -> float:
+        return time.monotonic() if fresh else stamps["runtime"]
+
+    beat = Heartbeat(write_fd, {"runtime": runtime_stamp, "sip": time.monotonic}, 0.3)
+    beat.start()
+    try:
+        assert beats_within(read_fd, 1.2) >= 1
+        stamps["runtime"] = time.monotonic()
+        fresh = False  # the runtime loop stops turning
+        beats_within(read_fd, 0.6)  # drain what was sent before it went stale
+        assert beats_within(read_fd, 1.2) == 0
+        assert beat.stale() is not None and beat.stale().startswith("runtime")
+    finally:
+        beat.stop()
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_heartbeat_notices_the_supervisor_is_gone() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    beat = Heartbeat(write_fd, {"runtime": time.monotonic})
+    beat.start()
+    try:
+        assert beat.supervisor_gone.wait(5)
+    finally:
+        beat.stop()
+        os.close(write_fd)
