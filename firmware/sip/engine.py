@@ -57,6 +57,8 @@ from firmware.sip.transports import (
     apply_codec_priorities,
     create_transports,
     endpoint_config,
+    pjsip_log_level,
+    set_startup_log_level,
 )
 from firmware.sip.uri import split_name_addr, target_uri
 
@@ -113,6 +115,7 @@ class _Core:
     # --- life cycle ------------------------------------------------------------------------
 
     def setup(self) -> None:
+        set_startup_log_level(pjsip_log_level())
         ep = pj.Endpoint()
         self.ep = ep
         ep.libCreate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from dataclasses import dataclass, field
@@ -31,6 +32,18 @@ class Transports:
     ports: dict[str, int] = field(default_factory=dict)
 
 
+def pjsip_log_level() -> int:
+    return int(os.environ.get("OFFHOOK_PJSIP_LOG", "0") or 0)
+
+
+def set_startup_log_level(level: int) -> None:
+    """pjlib logs to stdout at level 4 until libInit applies our LogConfig; lower it earlier."""
+    try:
+        ctypes.CDLL(pj._pjsua2.__file__).pj_log_set_level(ctypes.c_int(level))
+    except (OSError, AttributeError):
+        log.debug("pj_log_set_level not reachable; start-up lines will be printed")
+
+
 def endpoint_config(config: PhoneConfig) -> pj.EpConfig:
     cfg = pj.EpConfig()
     ua = cfg.uaConfig
@@ -47,7 +60,7 @@ def endpoint_config(config: PhoneConfig) -> pj.EpConfig:
     med.sndAutoCloseTime = -1  # the null device is the conference clock: never let it stop
     med.noVad = True  # VAD would suppress RTP (and comfort noise confuses far ends) during silence
     med.ecTailLen = 0  # echo cancelling belongs to the handset audio path, not the bridge
-    level = int(os.environ.get("OFFHOOK_PJSIP_LOG", "0") or 0)
+    level = pjsip_log_level()
     cfg.logConfig.level = level
     cfg.logConfig.consoleLevel = level
     return cfg
