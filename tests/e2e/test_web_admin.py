@@ -541,3 +541,63 @@ def test_fleet_defaults_are_admin_only(server: ProvisioningServer, page: Page) -
     expect(page.get_by_role("status").first).to_contain_text("back to the built-in default")
     actions = [e["action"] for e in audit_entries(server) if e["actor"] == "admin:alice"]
     assert actions.count("settings.fleet") == 2
+
+
+def test_enrollment_token_is_shown_once_works_and_can_be_revoked(
+    server: ProvisioningServer, page: Page
+) -> None:
+    login(page, "olga")
+    page.goto("/tokens")
+    name = "Rollout " + secrets.token_hex(2)
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Uses").fill("5")
+    page.get_by_role("button", name="Create token").click()
+    plain = page.locator("#new-token").inner_text().strip()
+    assert len(plain) >= 24
+    page.goto("/tokens")
+    expect(page.locator("#new-token")).to_have_count(0)
+    assert plain not in page.content()
+
+    mac = _random_mac()
+    server.add_device(mac)
+    assert server.enroll_request(mac, plain).status_code == 200
+    page.reload()
+    row = page.locator("#tokens tbody tr", has_text=name)
+    expect(row).to_contain_text("1 / 5")
+    row.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("status").first).to_contain_text("Token revoked")
+    expect(page.locator("#tokens tbody tr", has_text=name)).to_contain_text("revoked")
+    refused = server.enroll_request(_random_mac(), plain)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "bad_token"
+
+
+def test_template_attached_to_a_group_reaches_its_devices(
+    server: ProvisioningServer, page: Page
+) -> None:
+    suffix = secrets.token_hex(2)
+    group = server.admin.post("/groups", json={"name": f"Sales {suffix}"}).json()
+    device_id = server.add_device(_random_mac(), group=group["id"])["id"]
+    login(page, "olga")
+    page.goto("/templates")
+    page.get_by_label("Name").fill(f"quiet {suffix}")
+    page.get_by_label("Settings (JSON)").fill('{"audio": {"ring_volume": 30,}}')
+    page.get_by_role("button", name="Create template").click()
+    expect(page.get_by_role("alert")).to_contain_text("not valid JSON")
+    page.get_by_label("Settings (JSON)").fill('{"audio": {"ring_volume": 300}}')
+    page.get_by_role("button", name="Create template").click()
+    expect(page.get_by_role("alert")).to_contain_text("audio.ring_volume")
+    page.get_by_label("Settings (JSON)").fill('{"audio": {"ring_volume": 30}}')
+    page.get_by_role("button", name="Create template").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Template quiet {suffix}")
+
+    page.goto(f"/groups/{group['id']}")
+    page.get_by_label("Template").select_option(label=f"quiet {suffix}")
+    page.get_by_role("button", name="Attach").click()
+    expect(page.get_by_role("status").first).to_contain_text("Template attached")
+    page.goto(f"/devices/{device_id}")
+    volume = page.locator("#effective-settings tr", has_text="audio.ring_volume")
+    expect(volume).to_contain_text("30")
+    expect(volume).to_contain_text(f"template quiet {suffix}")
+    config = server.admin.get(f"/devices/{device_id}/config").json()
+    assert config["audio"]["ring_volume"] == 30
