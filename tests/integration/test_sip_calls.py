@@ -181,6 +181,25 @@ def test_hold_and_unhold_renegotiate_media(
         assert "CALL_CLOSED" not in far.event_types()
 
 
+def test_hold_by_the_far_end_is_reported(
+    phone: Phone,
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _engine, events = phone
+    with peer(kamailio_server, tmp_path, "1002") as far:
+        call = place_call(phone, "1002")
+        far.wait_event("CALL_ESTABLISHED")
+        mark = events.mark()
+        far.command("hold")
+        held = events.wait_for(lambda e: isinstance(e, CallMediaChanged), start=mark)
+        assert held == CallMediaChanged(call.call_id, held_locally=False, held_remotely=True)
+        mark = events.mark()
+        far.command("resume")
+        resumed = events.wait_for(lambda e: isinstance(e, CallMediaChanged), start=mark)
+        assert resumed == CallMediaChanged(call.call_id, held_locally=False, held_remotely=False)
+
+
 def test_blind_transfer_connects_the_far_end_to_the_target(
     phone: Phone,
     kamailio_server: KamailioServer,  # noqa: F811

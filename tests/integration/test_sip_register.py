@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +161,34 @@ def _send_udp_request(port: int, method: str, uri: str, body: str) -> None:
             f"Content-Length: {len(body)}\r\n\r\n{body}"
         )
         sock.sendto(message.encode(), (HOST, port))
+
+
+def test_engine_runner_process_registers_and_quits(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    config_path = tmp_path / "phone.toml"
+    config_path.write_text(
+        phone_config(kamailio_server, [account(kamailio_server, "1005")]).to_toml()
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "firmware.sip", str(config_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        # "ready" and the registration event may come in either order
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert any(line.startswith("ready ports=") for line in lines), lines
+        assert any("event=RegistrationChanged" in ln and "registered=True" in ln for ln in lines)
+        process.stdin.write("calls\nquit\n")
+        process.stdin.flush()
+        assert process.stdout.readline().strip() == "calls=[]"
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
