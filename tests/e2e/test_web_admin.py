@@ -470,6 +470,10 @@ def test_operator_adds_a_line_and_its_password_stays_out_of_the_audit_log(
     form.get_by_role("button", name="Add line").click()
     expect(page.get_by_role("status").first).to_contain_text("Line 2001 added")
     expect(page.locator("#device-lines")).to_contain_text("pbx.example:5060")
+    page.get_by_text("Rendered config").click()
+    preview = page.locator("#rendered-config pre")
+    expect(preview).to_contain_text('"user": "2001"')
+    expect(preview).to_contain_text('"password": "***"')
 
     page.goto("/audit?action=line.create")
     entry = page.locator('#audit tr[data-action="line.create"]').first

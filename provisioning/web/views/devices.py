@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -9,10 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from firmware.config import ConfigError
 from provisioning import audit
 from provisioning.db import DbSession
 from provisioning.models import (
     DEVICE_STATUSES,
+    Device,
     DeviceEvent,
     Group,
     Line,
@@ -29,6 +32,7 @@ from provisioning.operations import (
     set_device_status,
     update_device,
 )
+from provisioning.render import render_device
 from provisioning.resync import resync
 from provisioning.web.actions import actor_for, commit_and_resync, done
 from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
@@ -52,7 +56,7 @@ DEVICE_ACTIONS = {
 }
 
 
-def _load(db: Session, device_id: str):
+def _load(db: Session, device_id: str) -> Device:
     try:
         return get_device(db, device_id)
     except OperationNotFound:
@@ -211,6 +215,7 @@ def _detail(
         )
     )
     row = device_rows(db, search=device.mac)
+    rendered, render_error = _rendered_preview(request, db, device)
     return render(
         request,
         "device.html",
@@ -228,9 +233,20 @@ def _detail(
             "form_error": form_error,
             "form_key": form_key,
             "form_value": form_value,
+            "rendered": rendered,
+            "render_error": render_error,
         },
         status_code=422 if form_error else 200,
     )
+
+
+def _rendered_preview(request: Request, db: Session, device: Device) -> tuple[str, str]:
+    """(the config the phone would receive, SIP passwords masked; or the reason it is invalid)."""
+    try:
+        result = render_device(db, device, request.app.state.services.keys)
+    except ConfigError as exc:
+        return "", str(exc)
+    return json.dumps(audit.mask_secrets(json.loads(result.body)), indent=2, sort_keys=True), ""
 
 
 @router.post("/devices/{device_id}/status")
