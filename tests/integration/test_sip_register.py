@@ -16,7 +16,7 @@ from firmware.events import MessageWaiting, RegistrationChanged
 from firmware.sip import SipEngine, SipEngineError
 from tests.fixtures.kamailio import HOST, KamailioServer, kamailio_server, sip_options_ping  # noqa: F401
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
-from tests.fixtures.tls import tls_certificates  # noqa: F401
+from tests.fixtures.tls import make_certificates, tls_certificates  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -32,6 +32,22 @@ def test_registers_over_udp_tcp_and_tls_with_digest(kamailio_server: KamailioSer
             assert event.registered and event.status_code == 200, event
         assert set(engine.ports) == {"udp", "tcp", "tls"}
         assert all(port > 0 for port in engine.ports.values())
+
+
+def test_tls_server_verification_against_the_configured_ca(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    accounts = [account(kam, "1003", "tls")]
+    with running_engine(phone_config(kam, accounts, tls_verify_server=True)):
+        pass  # registered: Kamailio's certificate chains to the configured CA
+    stranger = make_certificates(tmp_path / "other-ca")
+    config = phone_config(kam, accounts, tls_verify_server=True, tls_ca_file=str(stranger.ca_cert))
+    with running_engine(config, register=False) as (_engine, events):
+        event = events.wait_registration(0)
+    assert not event.registered
+    assert event.status_code == 503 and "verification" in event.reason, event
 
 
 def test_wrong_password_is_rejected(kamailio_server: KamailioServer) -> None:  # noqa: F811
