@@ -269,6 +269,17 @@ def test_operator_can_approve_but_not_manage_admins(server: ProvisioningServer, 
     assert device_by_mac(server, mac)["status"] == "rejected"
     entry = next(e for e in audit_entries(server) if e["action"] == "device.reject")
     assert entry["actor"] == "admin:olga"
+
+    # Approve straight into a group.
+    group = server.admin.post("/groups", json={"name": "Depot " + secrets.token_hex(2)}).json()
+    other = pending_device(server)
+    page.goto("/approvals")
+    row = page.locator(f'#pending tr[data-mac="{other}"]')
+    row.get_by_label(f"Group for {other}").select_option(label=group["name"])
+    row.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("status").first).to_contain_text(f"approved into {group['name']}")
+    approved = device_by_mac(server, other)
+    assert (approved["status"], approved["group_id"]) == ("approved", group["id"])
     page.goto("/admins")
     expect(page.get_by_role("heading", level=1)).to_have_text("Not allowed")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from sqlalchemy import select
 from starlette.responses import Response
 
 from provisioning.db import DbSession
+from provisioning.models import Group
 from provisioning.web.core import Reader, WebRoute, render
 from provisioning.web.queries import pending_devices
 
@@ -21,5 +23,10 @@ def approvals(
     return render(
         request,
         "approvals.html",
-        {"title": "Pending approvals", "section": "approvals", "pending": pending_devices(db)},
+        {
+            "title": "Pending approvals",
+            "section": "approvals",
+            "pending": pending_devices(db),
+            "groups": list(db.scalars(select(Group).order_by(Group.name))),
+        },
     )

@@ -257,19 +257,26 @@ def device_status(
     admin: Operator,
     db: DbSession,
     back: Annotated[str, Form()] = "",
+    group: Annotated[str, Form()] = "",
 ) -> Response:
+    """Approve (optionally straight into a group), reject, revoke or reset a device."""
     device = _load(db, device_id)
     target = "/approvals" if back == "approvals" else f"/devices/{device.id}"
     if action not in DEVICE_ACTIONS:
         return done(request, target, f"Unknown action {action!r}.", "error")
+    actor = actor_for(request, admin)
+    changed: list[str] = []
     try:
-        set_device_status(db, actor_for(request, admin), device.id, action)
+        set_device_status(db, actor, device.id, action)
+        if action == "approve" and group:
+            changed = update_device(db, actor, device.id, group=group)
     except OperationError as exc:
         db.rollback()
         return done(request, target, str(exc), "error")
-    db.commit()
+    commit_and_resync(request, db, changed)
     label = device.name or device.mac
-    return done(request, target, f"Device {label} {DEVICE_ACTIONS[action]}.")
+    where = f" into {device.group.name}" if changed and device.group else ""
+    return done(request, target, f"Device {label} {DEVICE_ACTIONS[action]}{where}.")
 
 
 @router.post("/devices/{device_id}/resync")
