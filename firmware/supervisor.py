@@ -178,7 +178,9 @@ class Supervisor:
                         run.healthy = True
                         self._on_first_heartbeat(run, now)
                 else:
-                    pipe_open = False  # child closed its end: it is exiting
+                    pipe_open = False  # child closed its end: it is exiting, reap it at once
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=1.0)
             if proc.poll() is not None:
                 run.reason = "exited"
                 return
