@@ -111,11 +111,13 @@ class _Core:
         self.muted = False
         self.next_quality = 0.0
         self.setup_started: dict[int, float] = {}
+        self.closing = False  # set by teardown: new incoming calls are refused
 
     # --- life cycle ------------------------------------------------------------------------
 
     def setup(self) -> None:
         set_startup_log_level(pjsip_log_level())
+        self.closing = False
         ep = pj.Endpoint()
         self.ep = ep
         ep.libCreate()
@@ -170,11 +172,13 @@ class _Core:
             ep.audDevManager().setNoDev()
         except pj.Error as exc:
             log.warning("setNoDev failed error=%s", exc.info())
+        self.closing = True
         self.port = None
+        self.unregister_all()
+        # Wrappers go now, in this thread; one still alive at libDestroy aborts the process.
         self.calls.clear()
         self.graveyard.clear()
         self.unborn.clear()
-        self.unregister_all()
         for acc in self.accounts.values():
             try:
                 acc.shutdown()
@@ -358,6 +362,12 @@ class _Core:
 
     def on_incoming_call(self, acc: EngineAccount, call_id: int) -> None:
         call = EngineCall(self, acc, acc.index, call_id)
+        if self.closing or self.ep is None:
+            prm = pj.CallOpParam(True)
+            prm.statusCode = 503
+            call.hangup(prm)
+            self.graveyard.append(call)
+            return
         self.calls[call_id] = call
         info = call.getInfo()
         name, uri = split_name_addr(info.remoteUri)
