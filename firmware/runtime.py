@@ -122,7 +122,6 @@ class LatestWorker:
         self._has_item = False
         self._stopped = False
         self._cond = threading.Condition()
-        self.done = 0  # items completed: lets callers wait for a frame to reach the device
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -151,8 +150,6 @@ class LatestWorker:
                 self._job(item)
             except Exception:
                 log.exception("worker job failed", extra=kv(worker=self._thread.name))
-            with self._cond:
-                self.done += 1
 
 
 class CallHistoryFile:
@@ -207,7 +204,6 @@ class Runtime:
         self.clock = clock
         self.tick_s = tick_s
         self.screen: ev.Screen | None = None
-        self.screen_version = 0  # bumped on every Render: lets the control API wait for a frame
         self.last_beat = time.monotonic()  # the loop's last iteration (for the heartbeat)
         self.handled = 0
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -218,7 +214,6 @@ class Runtime:
         self._io_thread = threading.Thread(target=self._run_io, name="records", daemon=True)
         self._thread = threading.Thread(target=self._loop, name="runtime", daemon=True)
         self._running = False
-        self._listeners: list[Callable[[Any], None]] = []
         self._call_uris: dict[int, str] = {}  # engine call id -> remote URI
         self._quality: dict[int, list[dict]] = {}  # engine call id -> samples not yet sent
 
@@ -259,13 +254,6 @@ class Runtime:
     def snapshot(self, timeout: float = 5.0) -> dict:
         return self.call(lambda: self.phone.snapshot(self.clock()), timeout)
 
-    def add_listener(self, listener: Callable[[Any], None]) -> None:
-        """Called on the loop thread with every event after the Phone handled it."""
-        self._listeners.append(listener)
-
-    def frames_drawn(self) -> int:
-        return self._display.done if self._display else self.screen_version
-
     # --- the loop -------------------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -305,11 +293,6 @@ class Runtime:
             log.exception("phone failed to handle event", extra=kv(event=event))
             return
         self._execute(commands)
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed")
 
     def _execute(self, commands: list[Any]) -> None:
         for command in commands:
@@ -339,7 +322,6 @@ class Runtime:
             self._timers.cancel(command.name)
         elif isinstance(command, ev.Render):
             self.screen = command.screen
-            self.screen_version += 1
             if self._display:
                 self._display.submit(command.screen)
         elif isinstance(command, ev.SetLed):
