@@ -83,6 +83,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_exposure(listen: str, token: str) -> None:
+    """Refuse an unauthenticated control API on anything but loopback."""
+    host, _ = split_listen(listen)
+    if not token and not is_loopback(host):
+        raise ControlError(
+            f"control.listen {listen!r} is not a loopback address and control.token is empty:"
+            " set a token to expose the control API on the network"
+        )
+
+
 class PhoneActions:
     """What the API can do to a phone, carried out through its Runtime (events, never shortcuts)."""
 
@@ -299,12 +309,8 @@ class ControlServer(ThreadingHTTPServer):
     allow_reuse_address = True  # a restarted phone must get its port back at once
 
     def __init__(self, listen: str, token: str, actions: PhoneActions) -> None:
+        check_exposure(listen, token)
         host, port = split_listen(listen)
-        if not token and not is_loopback(host):
-            raise ControlError(
-                f"control.listen {listen!r} is not a loopback address and control.token is empty:"
-                " set a token to expose the control API on the network"
-            )
         self.token = token
         self.actions = actions
         super().__init__((host, port), _Handler)

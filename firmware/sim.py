@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware.config import ConfigError, PhoneConfig, load_config, parse_config, save_config
-from firmware.control import ControlClient
+from firmware.control import ControlClient, ControlError, check_exposure
 from firmware.logs import kv, setup_logging
 from firmware.phone_process import TEST_HOOKS_ENV, default_state_dir
 from firmware.supervisor import Supervisor, install_signal_handlers, log, phone_argv
@@ -42,7 +42,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
+        check_exposure(config.control.listen, config.control.token)
+    except (ConfigError, ControlError) as exc:
         print(f"offhook sim: {exc}", file=sys.stderr)
         return 2
     state_dir = args.state_dir or default_state_dir(config, args.config)

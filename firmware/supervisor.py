@@ -279,10 +279,12 @@ def install_signal_handlers(supervisor: Supervisor) -> None:
 
 def supervise(config: Path, board: str, headless: bool, log_level: str) -> int:
     from firmware.config import ConfigError, load_config
+    from firmware.control import ControlError, check_exposure
 
     try:
         cfg = load_config(config)
-    except ConfigError as exc:
+        check_exposure(cfg.control.listen, cfg.control.token)
+    except (ConfigError, ControlError) as exc:
         print(f"offhook: {exc}", file=sys.stderr)
         return 2
     setup_logging(log_level or cfg.logging.level)

@@ -175,9 +175,10 @@ def test_no_ready_and_no_watchdog_without_heartbeat(tmp_path: Path, notify_socke
     assert "STOPPING=1" in messages
 
 
-@pytest.mark.parametrize(
-    "module", ["firmware.supervisor", "firmware.sim", "firmware.phone_process"]
-)
+COMMANDS = ["firmware.supervisor", "firmware.sim", "firmware.phone_process"]
+
+
+@pytest.mark.parametrize("module", COMMANDS)
 def test_commands_refuse_a_bad_config_with_its_key(module: str, tmp_path: Path, capsys) -> None:
     import importlib
 
@@ -188,3 +189,13 @@ def test_commands_refuse_a_bad_config_with_its_key(module: str, tmp_path: Path, 
     bad.write_text('[control]\nlisten = "nowhere"\n')
     assert main(["--config", str(bad)]) == 2
     assert "control.listen" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", COMMANDS[:2])
+def test_open_control_api_on_the_network_is_refused(module: str, tmp_path: Path, capsys) -> None:
+    import importlib
+
+    config = tmp_path / "open.toml"
+    config.write_text('[control]\nlisten = "0.0.0.0:8080"\ntoken = ""\n')
+    assert importlib.import_module(module).main(["--config", str(config)]) == 2
+    assert "control.token is empty" in capsys.readouterr().err
