@@ -418,8 +418,8 @@ class _Core:
         if call.audio_index < 0:
             return
         status = info.media[call.audio_index].status
-        held_locally = status in (pj.PJSUA_CALL_MEDIA_LOCAL_HOLD, pj.PJSUA_CALL_MEDIA_NONE)
-        held_remotely = status in (pj.PJSUA_CALL_MEDIA_REMOTE_HOLD, pj.PJSUA_CALL_MEDIA_NONE)
+        held_locally = status == pj.PJSUA_CALL_MEDIA_LOCAL_HOLD
+        held_remotely = status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
         call.codec = stream_codec(call) or call.codec
         if self.port is not None and status in (
             pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
@@ -427,6 +427,11 @@ class _Core:
             media = call.getAudioMedia(call.audio_index)
             self.port.startTransmit(media)
             media.startTransmit(self.port)
+        elif self.port is not None and held_locally:
+            # A call we hold still sends (sendonly): the handset must not be what it sends.
+            media = call.getAudioMedia(call.audio_index)
+            self.port.stopTransmit(media)
+            media.stopTransmit(self.port)
         changed = (held_locally, held_remotely) != (call.held_locally, call.held_remotely)
         call.held_locally, call.held_remotely = held_locally, held_remotely
         self.publish()
