@@ -13,7 +13,6 @@ from firmware.config import parse_config
 from firmware.provisioning.store import ConfigStore, StoredConfig
 
 TRIALS = 100
-VERSIONS = 50
 
 
 def version(i: int) -> StoredConfig:
@@ -26,24 +25,18 @@ def version(i: int) -> StoredConfig:
     return StoredConfig(f'"{i}-etag"', i, parse_config(data))
 
 
-def _writer_child(directory: Path, ready_fd: int) -> None:
-    """Runs in a forked child: write LKG versions in a loop until killed."""
+def _writer_child(directory: Path, progress_fd: int) -> None:
+    """Runs in a forked child: write LKG versions 0, 1, 2, ... until killed; one byte per write."""
     store = ConfigStore(directory)
-    store.finish_apply(version(0))
-    os.write(ready_fd, b"1")
-    i = 1
+    i = 0
     while True:
-        store.finish_apply(version(i % VERSIONS))
+        store.finish_apply(version(i))
+        os.write(progress_fd, b".")
         i += 1
 
 
 def test_atomic_write_survives_kill_9_at_random_points(tmp_path: Path) -> None:
-    expected = {}
-    for i in range(VERSIONS):
-        v = version(i)
-        expected[i] = v.config.model_dump(mode="json")
     rng = random.Random(1234)
-    seen_versions = set()
     for trial in range(TRIALS):
         directory = tmp_path / f"trial{trial}"
         read_fd, write_fd = os.pipe()
@@ -55,22 +48,22 @@ def test_atomic_write_survives_kill_9_at_random_points(tmp_path: Path) -> None:
             finally:
                 os._exit(0)
         os.close(write_fd)
-        assert os.read(read_fd, 1) == b"1"  # bounded: the child writes once, then signals
-        os.close(read_fd)
-        time.sleep(rng.uniform(0, 0.03))
+        completed = rng.randint(1, 4)  # let this many writes finish, then kill mid-way
+        for _ in range(completed):
+            assert os.read(read_fd, 1) == b"."  # bounded: returns b"" if the child dies
+        time.sleep(rng.uniform(0, 0.004))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+        os.close(read_fd)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
         raw = json.loads((directory / "lkg.json").read_text())  # parses: not torn
         stored = ConfigStore(directory).last_known_good()
         assert stored is not None
+        assert stored.revision >= completed - 1  # every finished write is there
         assert raw["etag"] == f'"{stored.revision}-etag"'
-        assert stored.config.model_dump(mode="json") == expected[stored.revision]
+        assert stored.config == version(stored.revision).config  # exactly one written version
         assert not list(directory.glob(".*.tmp"))  # a reopened store clears interrupted temps
-        seen_versions.add(stored.revision)
-    # the kills landed at different points of the write loop
-    assert len(seen_versions) > 5
 
 
 def test_apply_transaction_promotes_to_last_known_good(tmp_path: Path) -> None:
