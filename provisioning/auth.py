@@ -8,8 +8,10 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from provisioning.crypto import sha256_hex
@@ -80,20 +82,48 @@ def _unauthorized() -> ApiError:
     )
 
 
-def authenticate_device_key(conn: Connection, authorization: str) -> DeviceKey:
-    """Like authenticate_device, with one Core query and no ORM (the polling hot path)."""
+_CREDENTIAL_SQL = {
+    "qmark": "SELECT secret_hash, status, revision FROM devices WHERE id = ?",
+    "pyformat": "SELECT secret_hash, status, revision FROM devices WHERE id = %(id)s",
+    "format": "SELECT secret_hash, status, revision FROM devices WHERE id = %s",
+    "numeric_dollar": "SELECT secret_hash, status, revision FROM devices WHERE id = $1",
+}
+
+
+def _fetch_credential(engine: Engine, device_id: str) -> tuple[Any, ...] | None:
+    """One indexed lookup on a pooled DBAPI connection: the ORM and even Core cost several
+    times the query itself on the polling hot path."""
+    style = engine.dialect.paramstyle
+    params: Any = {"id": device_id} if style == "pyformat" else (device_id,)
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(_CREDENTIAL_SQL[style], params)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        conn.rollback()  # end the read transaction before the connection goes back to the pool
+    except engine.dialect.loaded_dbapi.Error as exc:
+        conn.invalidate()  # a broken connection must not go back to the pool
+        raise DBAPIError.instance(_CREDENTIAL_SQL[style], params, exc, Exception) from exc
+    finally:
+        conn.close()
+    return tuple(row) if row is not None else None
+
+
+def authenticate_device_key(engine: Engine, authorization: str) -> DeviceKey:
+    """Like authenticate_device, for the config hot path (no ORM, no session)."""
     parsed = parse_basic(authorization or "")
     if parsed is None or len(parsed[0]) > 36:
         raise _unauthorized()
     device_id, secret = parsed
-    row = conn.execute(
-        select(Device.secret_hash, Device.status, Device.revision).where(Device.id == device_id)
-    ).first()
-    stored = row.secret_hash if row is not None and row.secret_hash else "0" * 64
+    row = _fetch_credential(engine, device_id)
+    stored = row[0] if row is not None and row[0] else "0" * 64
     if not hmac.compare_digest(stored, secret_digest(secret)) or row is None:
         raise _unauthorized()
-    _refuse(row.status)
-    return DeviceKey(device_id, row.revision)
+    _refuse(row[1])
+    return DeviceKey(device_id, int(row[2]))
 
 
 def authenticate_device(db: Session, authorization: str) -> Device:

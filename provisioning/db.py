@@ -54,12 +54,14 @@ def make_engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         # Short connect timeout so a dead database turns into a quick 503, not a hung request.
+        # No pre-ping (a round trip per checkout on the polling hot path): a connection that
+        # died with a database restart fails once (503, phone retries) and SQLAlchemy then
+        # invalidates the whole pool.
         return create_engine(
             url,
             pool_size=10,
             max_overflow=10,
             pool_timeout=5,
-            pool_pre_ping=True,
             connect_args={"connect_timeout": 5},
         )
     raise ValueError(f"unsupported database URL {parsed.render_as_string()!r}: use sqlite or pg")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +18,7 @@ from firmware.config import ConfigError
 from provisioning import audit
 from provisioning.app import Services, ServicesDep
 from provisioning.auth import (
+    DeviceKey,
     authenticate_device,
     authenticate_device_key,
     check_serial,
@@ -39,7 +41,7 @@ from provisioning.models import (
     StatusReport,
     utcnow,
 )
-from provisioning.render import render_device
+from provisioning.render import Rendered, render_device
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["device"])
@@ -254,31 +256,39 @@ def _etag_matches(header: str, etag: str) -> bool:
     return etag in candidates
 
 
+def _render_for(services: Services, key: DeviceKey) -> Rendered:
+    with services.database.session() as db:
+        device = db.get(Device, key.id)
+        if device is None:  # deleted between the two queries
+            raise ApiError(401, "unauthorized", "missing or invalid device credential")
+        try:
+            rendered = render_device(db, device, services.keys)
+        except ConfigError as exc:
+            log.error("rendered config invalid device=%s error=%s", device.id, exc)
+            raise ApiError(500, "config_invalid", f"server-side config is invalid: {exc}") from None
+    services.render_cache.put(key.id, rendered)
+    return rendered
+
+
 @router.get("/config", responses={304: {}, 401: {}, 403: {}, 503: {}})
-def get_config(
+async def get_config(
     request: Request,
     authorization: Annotated[str, Header()] = "",
     if_none_match: Annotated[str, Header()] = "",
 ) -> Response:
-    """The device's rendered config. Hot path of fleet polling: one Core query for the credential
-    and revision, then the (device, revision) render cache; the ORM only on a cache miss."""
+    """The device's rendered config. Hot path of fleet polling: one indexed lookup for the
+    credential and revision, then the (device, revision) render cache; the ORM only on a miss.
+    The SQLite lookup (a local file, microseconds) runs inline; network databases and renders
+    run in the thread pool so the event loop never waits on them."""
     services: Services = request.app.state.services
-    with services.database.engine.connect() as conn:
-        key = authenticate_device_key(conn, authorization)
+    engine = services.database.engine
+    if services.database.is_sqlite:
+        key = authenticate_device_key(engine, authorization)
+    else:
+        key = await run_in_threadpool(authenticate_device_key, engine, authorization)
     rendered = services.render_cache.get(key.id, key.revision)
     if rendered is None:
-        with services.database.session() as db:
-            device = db.get(Device, key.id)
-            if device is None:  # deleted between the two queries
-                raise ApiError(401, "unauthorized", "missing or invalid device credential")
-            try:
-                rendered = render_device(db, device, services.keys)
-            except ConfigError as exc:
-                log.error("rendered config invalid device=%s error=%s", device.id, exc)
-                raise ApiError(
-                    500, "config_invalid", f"server-side config is invalid: {exc}"
-                ) from None
-        services.render_cache.put(key.id, rendered)
+        rendered = await run_in_threadpool(_render_for, services, key)
     headers = {
         "ETag": rendered.etag,
         "X-Config-Revision": str(rendered.revision),

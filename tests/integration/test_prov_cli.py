@@ -175,7 +175,14 @@ def test_database_outage_and_overload_answer_503(tmp_path: Path) -> None:
                 assert down.status_code == 503 and down.json()["code"] == "unavailable"
                 assert int(down.headers["Retry-After"]) > 0
                 cluster.start_server()
-                assert client.get("/api/v1/device/config").status_code == 200
+                # Pooled connections died with the database: at most a few 503s (the phone
+                # retries after Retry-After) until the pool has been replaced.
+                statuses = []
+                for _ in range(25):
+                    statuses.append(client.get("/api/v1/device/config").status_code)
+                    if statuses[-1] == 200:
+                        break
+                assert statuses[-1] == 200 and set(statuses) <= {200, 503}
     finally:
         cluster.close()
     with ProvisioningServer(tmp_path / "b", env={"OFFHOOK_MAX_INFLIGHT": "0"}) as busy:
