@@ -131,3 +131,15 @@ def test_login_redirect_never_leaves_the_site(client: TestClient) -> None:
         follow_redirects=False,
     )
     assert reply.headers["location"] == "/"
+
+
+def test_cookies_are_secure_over_https(tmp_path: Path) -> None:
+    settings = ServerSettings(data_dir=tmp_path, purge_interval_s=0, notify_enabled=False)
+    app = create_app(settings)
+    with TestClient(app, base_url="https://127.0.0.1") as https_client:
+        reply = https_client.get("/login")
+    cookie = reply.headers["set-cookie"]
+    assert cookie.startswith(SESSION_COOKIE + "=")
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "samesite=strict"} <= flags
+    assert "frame-ancestors 'none'" in reply.headers["content-security-policy"]
