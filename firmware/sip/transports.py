@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pjsua2 as pj
 
 from firmware.config import PhoneConfig
+from firmware.sip.dns import nameservers, needs_resolver
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ def endpoint_config(config: PhoneConfig) -> pj.EpConfig:
     ua.mainThreadOnly = True
     ua.userAgent = config.sip.user_agent
     ua.maxCalls = 8
+    servers = nameservers(config)
+    for server in servers:
+        ua.nameserver.append(server)
+    if not servers and needs_resolver(config):
+        log.warning("no name server found: host names resolve synchronously in the sip thread")
     med = cfg.medConfig
     med.clockRate = config.audio.sample_rate
     med.sndClockRate = config.audio.sample_rate

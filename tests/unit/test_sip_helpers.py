@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pjsua2 as pj
 import pytest
 
-from firmware.config import Account
+from firmware.config import Account, PhoneConfig
 from firmware.sip.audio_port import _copy_by_iteration, _copy_from_storage, copy_byte_vector
+from firmware.sip.dns import nameservers, parse_resolv_conf
 from firmware.sip.mwi import MessageSummary, parse_message_summary
 from firmware.sip.quality import delay_impairment, estimate_mos, mos_from_r, r_factor
 from firmware.sip.uri import TargetError, split_name_addr, target_uri, user_part
@@ -74,3 +77,14 @@ def test_fast_vector_copy_matches_the_slow_one() -> None:
     assert _copy_from_storage(vector) == _copy_by_iteration(vector) == data
     assert copy_byte_vector is _copy_from_storage  # the self-check chose the fast path here
     assert _copy_from_storage(pj.ByteVector(b"")) == b""
+
+
+def test_nameservers_only_when_a_server_is_named_by_host(tmp_path: Path) -> None:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("# comment\nsearch lan\nnameserver 192.0.2.1\nnameserver fe80::1\n")
+    by_ip = PhoneConfig.model_validate({"accounts": [{"user": "1", "domain": "192.0.2.9:5060"}]})
+    by_name = PhoneConfig.model_validate({"accounts": [{"user": "1", "domain": "pbx.example"}]})
+    assert nameservers(by_ip, resolv) == []
+    assert nameservers(by_name, resolv) == ["192.0.2.1"]
+    assert nameservers(by_name, tmp_path / "missing") == []
+    assert parse_resolv_conf("nameserver 10.0.0.1 # x\nnameserver bogus\n") == ["10.0.0.1"]
