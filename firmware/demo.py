@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import signal
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from rich.text import Text
 from firmware.sim import SimPhone, is_registered, sim_config
 
 STEP_TIMEOUT_S = 20.0
+OLED_WIDTH = 128
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,10 @@ class Demo:
             self.console.print(f"  [{name}] {status} :: {lines}")
 
     def render(self) -> Group:
-        panels = [phone_panel(name, phone) for name, phone in self.phones.items()]
+        # the real OLED pixels when the terminal is wide enough for all panels, else text
+        pixels = self.console.width >= len(self.phones) * (OLED_WIDTH + 5)
+        panel = oled_panel if pixels else phone_panel
+        panels = [panel(name, phone) for name, phone in self.phones.items()]
         header = Text(f"offhook demo - {self.step}", style="bold")
         footer = Text("", style="dim")
         if self.server_info:
@@ -275,6 +280,30 @@ def phone_panel(name: str, phone: SimPhone) -> Panel:
     body.append("\n".join(line[:21] for line in lines).ljust(21))
     body.append("\n" * (4 - len(lines)))
     return Panel(body, title=name, width=25, border_style="cyan")
+
+
+def oled_text(png: bytes) -> Text:
+    """A 1-bit OLED image as half-block characters: one text row per two pixel rows."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("1")
+    width, height = image.size
+    pixel = image.load()
+    glyphs = {(True, True): "█", (True, False): "▀", (False, True): "▄", (False, False): " "}
+    rows = []
+    for y in range(0, height - 1, 2):
+        rows.append(
+            "".join(glyphs[(bool(pixel[x, y]), bool(pixel[x, y + 1]))] for x in range(width))
+        )
+    return Text("\n".join(rows))
+
+
+def oled_panel(name: str, phone: SimPhone) -> Panel:
+    try:
+        body = oled_text(phone.client.screen_png())
+    except (OSError, RuntimeError, ValueError):
+        body = Text("(restarting)")
+    return Panel(body, title=name, width=OLED_WIDTH + 4, border_style="cyan")
 
 
 def main(argv: list[str]) -> int:
