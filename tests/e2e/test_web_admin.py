@@ -616,3 +616,35 @@ def test_template_attached_to_a_group_reaches_its_devices(
     expect(volume).to_contain_text(f"template quiet {suffix}")
     config = server.admin.get(f"/devices/{device_id}/config").json()
     assert config["audio"]["ring_volume"] == 30
+
+
+def test_admin_password_reset_ends_the_users_open_session(
+    server: ProvisioningServer, browser: Browser, page: Page
+) -> None:
+    name = "temp-" + secrets.token_hex(3)
+    server.admin.post(
+        "/users", json={"username": name, "password": PASSWORD, "role": "read-only"}
+    ).raise_for_status()
+    theirs = browser.new_context(base_url=server.base_url)
+    try:
+        their_page = theirs.new_page()
+        login(their_page, name)
+        expect(their_page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+
+        login(page, "alice")
+        page.goto("/admins")
+        row = page.locator(f'#admins tr[data-user="{name}"]')
+        row.get_by_text("New password").click()
+        row.get_by_label(f"New password for {name}").fill("a-new-password-123")
+        row.get_by_role("button", name="Set password").click()
+        expect(page.get_by_role("status").first).to_contain_text(f"New password set for {name}")
+
+        their_page.goto("/devices")
+        expect(their_page).to_have_url(re.compile(r"/login\?next=%2Fdevices$"))
+        login(their_page, name, "a-new-password-123")
+        expect(their_page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    finally:
+        theirs.close()
+    entry = next(e for e in audit_entries(server) if e["action"] == "admin_user.password")
+    assert entry["actor"] == "admin:alice"
+    assert "a-new-password-123" not in str(entry)

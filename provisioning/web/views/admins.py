@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from provisioning import audit
-from provisioning.admin_auth import AdminError, check_role, create_admin
+from provisioning.admin_auth import AdminError, check_role, create_admin, set_password
 from provisioning.db import DbSession
 from provisioning.models import ROLE_ADMIN, ROLES, AdminUser, LoginAttempt, utcnow
 from provisioning.web.actions import actor_for, done
@@ -133,3 +133,33 @@ def admin_state(
     )
     db.commit()
     return done(request, "/admins", f"{user.username}: {action}d.")
+
+
+@router.post("/admins/{user_id}/password")
+def admin_password(
+    request: Request,
+    user_id: int,
+    admin: Admin,
+    db: DbSession,
+    password: Annotated[str, Form()] = "",
+) -> Response:
+    """Set a new password (ends the user's sessions and any lockout)."""
+    user = _load(db, user_id)
+    try:
+        set_password(db, user, password)
+    except AdminError as exc:
+        return done(request, "/admins", str(exc), "error")
+    actor = actor_for(request, admin)
+    # The audit entry says that it changed, never what it is.
+    audit.record(
+        db,
+        actor.name,
+        "admin_user.password",
+        "admin_user",
+        user.id,
+        {"username": user.username},
+        {"username": user.username, "password_changed": True},
+        actor.ip,
+    )
+    db.commit()
+    return done(request, "/admins", f"New password set for {user.username}; their sessions ended.")
