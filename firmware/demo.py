@@ -29,7 +29,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
-from firmware.sim import SimPhone, is_registered, sim_config
+from firmware.sim import SimPhone, is_registered, sim_config, stop_all
 
 STEP_TIMEOUT_S = 20.0
 OLED_WIDTH = 128
@@ -147,9 +147,8 @@ class Demo:
         return phone
 
     def stop(self) -> None:
-        for phone in self.phones.values():
-            with contextlib.suppress(Exception):
-                phone.stop()
+        with contextlib.suppress(Exception):
+            stop_all(list(self.phones.values()))
         if self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.stop()
@@ -326,8 +325,8 @@ def main(argv: list[str]) -> int:
     def on_signal(_signum: int, _frame: object) -> None:
         stop_event.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)  # always clean up: phones and servers are children
     with tempfile.TemporaryDirectory(prefix="offhook-demo-") as tmp:
         demo = Demo(console, Path(tmp), args.phones)
         demo.stop_event = stop_event

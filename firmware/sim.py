@@ -204,18 +204,31 @@ class SimPhone:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def terminate(self) -> None:
+        """Ask the simulator (supervisor and phone) to stop; ``stop()`` waits for it."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 15.0) -> None:
+        self.terminate()
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
+
+
+def stop_all(phones: list[SimPhone]) -> None:
+    """Stop several simulators at once (each un-registers, which takes a moment)."""
+    for phone in phones:
+        phone.terminate()
+    for phone in phones:
+        phone.stop()
 
 
 def is_registered(state: dict) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from firmware.sim import SimPhone, sim_config
+from firmware.sim import SimPhone, sim_config, stop_all
 from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.tls import tls_certificates  # noqa: F401
 
@@ -31,8 +31,7 @@ def sim_phones(
         return phone
 
     yield start
-    for phone in started:
-        phone.stop()
+    stop_all(started)
 
 
 def dump_logs(phones: list[SimPhone]) -> str:
