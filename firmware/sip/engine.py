@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import queue
+import socket
 import threading
 import time
 import traceback
@@ -64,7 +65,15 @@ from firmware.sip.uri import split_name_addr, target_uri
 
 log = logging.getLogger(__name__)
 
-PUMP_MS = 10  # libHandleEvents returns early when SIP or timer events arrive
+# libHandleEvents returns early for SIP traffic and timers; submit() wakes it with a CRLF
+# keep-alive to our own UDP transport (pjsip drops those silently), so commands need no short
+# poll interval. The interval bounds only how stale last_heartbeat can get.
+PUMP_MS = 100
+WAIT_PUMP_MS = 10  # while waiting for something in teardown
+_KEEPALIVE = b"\r\n\r\n"
+_PJ_EINVALIDOP = 70013  # pj_status_t: operation not valid now (a transaction is in progress)
+_RETRY_S = 0.05
+_RETRY_ATTEMPTS = 40  # two seconds
 QUALITY_INTERVAL_S = 5.0
 _DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 _TEARDOWN_WAIT_S = 2.0
@@ -112,6 +121,7 @@ class _Core:
         self.next_quality = 0.0
         self.setup_started: dict[int, float] = {}
         self.closing = False  # set by teardown: new incoming calls are refused
+        self.retries: list[tuple[float, object, int]] = []  # (due, command, attempt)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -132,7 +142,8 @@ class _Core:
         for index, account in enumerate(self.config.accounts):
             if account.enabled:
                 self.create_account(index)
-        self.engine._set_ports(dict(self.transports.ports))
+        bound = self.config.sip.bind_address or "127.0.0.1"
+        self.engine._set_ports(dict(self.transports.ports), bound)
 
     def create_account(self, index: int) -> None:
         account = self.config.accounts[index]
@@ -173,6 +184,7 @@ class _Core:
         except pj.Error as exc:
             log.warning("setNoDev failed error=%s", exc.info())
         self.closing = True
+        self.retries.clear()
         self.port = None
         self.unregister_all()
         # Wrappers go now, in this thread; one still alive at libDestroy aborts the process.
@@ -216,11 +228,11 @@ class _Core:
     def pump_until(self, done: Callable[[], bool], limit_s: float = _TEARDOWN_WAIT_S) -> None:
         deadline = time.monotonic() + limit_s
         while not done() and time.monotonic() < deadline:
-            self.pump(PUMP_MS)
+            self.pump(WAIT_PUMP_MS)
 
     # --- commands ---------------------------------------------------------------------------
 
-    def execute(self, command: object) -> None:
+    def execute(self, command: object, attempt: int = 0) -> None:
         handler = _HANDLERS.get(type(command))
         if handler is None:
             log.warning("command ignored: not a SIP command command=%r", command)
@@ -228,11 +240,32 @@ class _Core:
         try:
             handler(self, command)
         except (pj.Error, SipEngineError, ValueError) as exc:
+            busy = isinstance(exc, pj.Error) and exc.status == _PJ_EINVALIDOP
+            if busy and isinstance(command, _RETRIABLE) and attempt < _RETRY_ATTEMPTS:
+                # The dialog has a transaction in progress (e.g. the far end's re-INVITE right
+                # after answering): try again shortly instead of dropping the user's key press.
+                self.retries.append((time.monotonic() + _RETRY_S, command, attempt + 1))
+                return
             detail = exc.info() if isinstance(exc, pj.Error) else str(exc)
             log.warning("command failed command=%r error=%s", command, detail)
             if isinstance(command, MakeCall):
                 # No call exists, so the phone learns of the failure through call_id -1.
                 self.emit(CallStateChanged(-1, CallState.DISCONNECTED, 0, detail))
+
+    def run_due_retries(self) -> None:
+        now = time.monotonic()
+        due = [r for r in self.retries if r[0] <= now]
+        if not due:
+            return
+        self.retries = [r for r in self.retries if r[0] > now]
+        for _, command, attempt in due:
+            self.execute(command, attempt)
+
+    def next_wait_ms(self) -> int:
+        if not self.retries:
+            return PUMP_MS
+        soonest = min(r[0] for r in self.retries) - time.monotonic()
+        return max(0, min(PUMP_MS, int(soonest * 1000) + 1))
 
     def call(self, call_id: int) -> EngineCall:
         call = self.calls.get(call_id)
@@ -511,6 +544,8 @@ def _log_failure(message: str) -> None:
     log.error("%s\n%s", message, traceback.format_exc().rstrip())
 
 
+_RETRIABLE = (Hold, Unhold, Transfer, AttendedTransfer, SendDtmf)
+
 _HANDLERS: dict[type, Callable[[_Core, object], None]] = {
     MakeCall: _Core.do_make_call,
     Answer: _Core.do_answer,
@@ -550,6 +585,9 @@ class SipEngine:
         self._startup_error: str | None = None
         self._heartbeat = 0.0
         self._lock = threading.Lock()
+        self._wake_address: tuple[str, int] | None = None
+        self._wake_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._wake_socket.setblocking(False)
         self._calls: dict[int, dict] = {}
         self._ports: dict[str, int] = {}
 
@@ -574,16 +612,19 @@ class SipEngine:
     def submit(self, command: Command) -> None:
         """Queue a command for the owner thread; never blocks."""
         self._queue.put(command)
+        self._wake()
 
     def apply_config(self, config: PhoneConfig) -> None:
         """Re-register only accounts whose settings changed (transport changes restart all)."""
         self._queue.put(_ApplyConfig(config))
+        self._wake()
 
     def stop(self, timeout: float = 10.0) -> None:
         thread = self._thread
         if thread is None:
             return
         self._queue.put(_Stop())
+        self._wake()
         thread.join(timeout)
         if thread.is_alive():
             raise SipEngineError(f"sip engine thread did not stop within {timeout} s")
@@ -640,7 +681,8 @@ class SipEngine:
     def _loop(self, core: _Core) -> None:
         while True:
             self._heartbeat = time.monotonic()
-            core.pump(PUMP_MS)
+            core.pump(core.next_wait_ms())
+            core.run_due_retries()
             while True:
                 try:
                     command = self._queue.get_nowait()
@@ -668,6 +710,18 @@ class SipEngine:
         with self._lock:
             self._calls = snapshot
 
-    def _set_ports(self, ports: dict[str, int]) -> None:
+    def _set_ports(self, ports: dict[str, int], address: str) -> None:
         with self._lock:
             self._ports = ports
+            self._wake_address = (address, ports["udp"]) if "udp" in ports else None
+
+    def _wake(self) -> None:
+        """Make the owner thread's libHandleEvents return now (a datagram to its UDP socket)."""
+        with self._lock:
+            address = self._wake_address
+        if address is None:
+            return
+        try:
+            self._wake_socket.sendto(_KEEPALIVE, address)
+        except OSError as exc:  # the loop still picks the command up within PUMP_MS
+            log.debug("wake-up datagram failed error=%s", exc)
