@@ -617,6 +617,21 @@ def test_template_attached_to_a_group_reaches_its_devices(
     config = server.admin.get(f"/devices/{device_id}/config").json()
     assert config["audio"]["ring_volume"] == 30
 
+    # Move the group under a region; the region cannot then move under its own child.
+    region = server.admin.post("/groups", json={"name": f"Region {suffix}", "kind": "site"}).json()
+    page.goto(f"/groups/{group['id']}")
+    page.get_by_text("Rename or move").click()
+    page.get_by_label("Group name").fill(f"Sales {suffix} north")
+    page.get_by_label("Inside").select_option(label=region["name"])
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved")
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Group Sales {suffix} north")
+    page.goto(f"/groups/{region['id']}")
+    page.get_by_text("Rename or move").click()
+    page.get_by_label("Inside").select_option(label=f"Sales {suffix} north")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("alert").first).to_contain_text("cannot be nested inside itself")
+
 
 def test_admin_password_reset_ends_the_users_open_session(
     server: ProvisioningServer, browser: Browser, page: Page

@@ -19,6 +19,7 @@ from provisioning.operations import (
     create_group,
     delete_group,
     get_group,
+    update_group,
 )
 from provisioning.web.actions import actor_for, commit_and_resync, done
 from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
@@ -98,6 +99,9 @@ def _detail(
             "section": "groups",
             "group": group,
             "parent": db.get(Group, group.parent_id) if group.parent_id else None,
+            "other_groups": [
+                g for g in db.scalars(select(Group).order_by(Group.name)) if g.id != group.id
+            ],
             "own_settings": sorted(flatten(group.settings or {}).items()),
             "setting_keys": sorted(settable_defaults()),
             "devices": devices,
@@ -177,6 +181,32 @@ def group_template(
     commit_and_resync(request, db, changed)
     verb = "attached" if attach == "1" else "detached"
     return done(request, f"/groups/{group.id}", f"Template {verb}.")
+
+
+@router.post("/groups/{group_id}/edit")
+def group_edit(
+    request: Request,
+    group_id: int,
+    admin: Operator,
+    db: DbSession,
+    name: Annotated[str, Form()] = "",
+    parent: Annotated[str, Form()] = "",
+) -> Response:
+    group = _load(db, group_id)
+    try:
+        changed = update_group(
+            db,
+            actor_for(request, admin),
+            group.id,
+            name=name,
+            parent=parent or None,
+            clear_parent=not parent,
+        )
+    except OperationError as exc:
+        db.rollback()
+        return done(request, f"/groups/{group.id}", str(exc), "error")
+    commit_and_resync(request, db, changed)
+    return done(request, f"/groups/{group.id}", f"Saved; {len(changed)} device(s) will update.")
 
 
 @router.post("/groups/{group_id}/delete")
