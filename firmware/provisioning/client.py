@@ -200,9 +200,10 @@ class ProvisioningClient:
             due = now >= self._next_poll_at or self._force.is_set()
             try:
                 if due:
+                    forced = self._force.is_set()
                     self._force.clear()
                     self._flush.clear()
-                    self._next_poll_at = now + self._cycle()
+                    self._next_poll_at = now + self._cycle(forced)
                     self.cycles += 1
                 elif self._flush.is_set() and self.backoff.failures == 0:
                     self._flush.clear()
@@ -231,15 +232,19 @@ class ProvisioningClient:
         self.config_revision = lkg.revision
         log.info("cached config applied revision=%d error=%s", lkg.revision, error)
 
-    def _cycle(self) -> float:
-        """One enroll/poll/upload round; return seconds until the next one."""
+    def _cycle(self, forced: bool = False) -> float:
+        """One enroll/poll/upload round; return seconds until the next one.
+
+        ``forced`` (resync_now, check-sync NOTIFY) also re-fetches a config refused earlier: an
+        operator who fixed what made it fail (say, the registrar) asks the phone to try again.
+        """
         try:
             with ServerApi(self.settings.url, self._pinned, self._user_agent()) as api:
                 credential = self.enrollment.credential()
                 if credential is None:
                     return self._enroll(api)
                 api.auth = basic_auth(credential.device_id, credential.secret)
-                self._pull_config(api)
+                self._pull_config(api, retry_rejected=forced)
                 self._queue_status()
                 self._upload_outbox(api)
         except ServerUnavailable as exc:
@@ -315,8 +320,8 @@ class ProvisioningClient:
 
     # --- configuration -------------------------------------------------------------------------
 
-    def _pull_config(self, api: ServerApi) -> None:
-        reply = api.get_config(self.store.if_none_match())
+    def _pull_config(self, api: ServerApi, retry_rejected: bool) -> None:
+        reply = api.get_config(self.store.if_none_match(retry_rejected))
         if reply.not_modified:
             log.debug("config not modified etag=%s", reply.etag)
             return

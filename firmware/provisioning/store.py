@@ -85,9 +85,9 @@ class ConfigStore:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
-    def if_none_match(self) -> str | None:
-        """The ETag to send: the refused config's if any, else the one we run."""
-        rejected = self.rejected_etag()
+    def if_none_match(self, retry_rejected: bool = False) -> str | None:
+        """The ETag to send: the refused config's (unless retrying it), else the one we run."""
+        rejected = None if retry_rejected else self.rejected_etag()
         if rejected:
             return rejected
         lkg = self.last_known_good()

@@ -221,6 +221,10 @@ def test_check_sync_notify_fetches_and_failed_apply_rolls_back(
         assert "registration rejected" in events[0]["detail"]
         assert events[0]["config_revision"] > good_revision
         assert phone.client.config_revision == good_revision
+        # periodic polls leave the refused revision alone (304); an operator's resync retries it
+        server.admin.post("/resync", json={"device_ids": [device(server, mac)["id"]]})
+        wait_until(lambda: phone.names().count(FAILING_NAME) == 2, "refused config retried")
+        wait_until(lambda: phone.names()[-1] == "desk three", "rolled back again")
         assert phone.client.cached_config().device.name == "desk three"  # type: ignore[union-attr]
 
 

@@ -95,6 +95,7 @@ def test_interrupted_apply_counts_attempts_and_reject_remembers_etag(tmp_path: P
     store.reject(v2.etag)
     assert store.interrupted_apply() is None
     assert store.if_none_match() == v2.etag  # the server answers 304 instead of re-sending it
+    assert store.if_none_match(retry_rejected=True) == '"1-etag"'  # explicit resync: try again
     lkg = store.last_known_good()
     assert lkg is not None and lkg.revision == 1
     store.finish_apply(version(3))
