@@ -5,8 +5,11 @@ One server (SQLite) for the module; every test gets a fresh browser context (its
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -334,7 +337,7 @@ def test_post_without_or_with_foreign_csrf_token_is_refused(
 # --- devices page: live status, calls, quality ----------------------------------------------------
 
 
-def _status(cred: Any, ip: str, registered: bool, revision: int) -> None:
+def _status(cred: Any, ip: str, registered: bool, revision: int, contact: str = "") -> None:
     body = {
         "id": uuid.uuid4().hex,
         "time": datetime.now(UTC).isoformat(),
@@ -342,7 +345,7 @@ def _status(cred: Any, ip: str, registered: bool, revision: int) -> None:
         "ip": ip,
         "uptime_s": 120,
         "config_revision": revision,
-        "sip_contact": "",
+        "sip_contact": contact,
         "lines": [{"account": 0, "user": "1001", "registered": registered, "status": 200}],
     }
     with cred.client() as client:
@@ -663,3 +666,36 @@ def test_admin_password_reset_ends_the_users_open_session(
     entry = next(e for e in audit_entries(server) if e["action"] == "admin_user.password")
     assert entry["actor"] == "admin:alice"
     assert "a-new-password-123" not in str(entry)
+
+
+def test_resync_button_sends_a_signed_check_sync_notify(
+    server: ProvisioningServer, page: Page
+) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(15)
+    try:
+        mac = _random_mac()
+        cred = server.enroll(mac, name="Resync me")
+        port = listener.getsockname()[1]
+        _status(
+            cred, "127.0.0.1", True, device_by_mac(server, mac)["revision"], f"127.0.0.1:{port}"
+        )
+        login(page, "olga")
+        page.goto(f"/devices/{cred.device_id}")
+        page.get_by_role("button", name="Resync now").click()
+        expect(page.get_by_role("status").first).to_contain_text("the phone was notified")
+        message = listener.recvfrom(65535)[0].decode()
+    finally:
+        listener.close()
+    assert message.startswith("NOTIFY ")
+    headers = dict(line.split(":", 1) for line in message.split("\r\n")[1:] if ":" in line)
+    headers = {k.strip().lower(): v.strip() for k, v in headers.items()}
+    assert headers["event"] == "check-sync"
+    cseq = headers["cseq"].split()[0]
+    expected = hmac.new(
+        cred.secret.encode(), (headers["call-id"] + cseq).encode(), hashlib.sha256
+    ).hexdigest()
+    assert headers["x-offhook-signature"] == expected
+    entry = next(e for e in audit_entries(server) if e["action"] == "device.resync")
+    assert (entry["actor"], entry["target_id"]) == ("admin:olga", cred.device_id)
