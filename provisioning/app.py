@@ -197,7 +197,10 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
         return {"status": "ok"}
 
     _install_error_handlers(app, settings)
-    app.add_middleware(
+    from provisioning.api.config_path import ConfigFastPath
+
+    app.add_middleware(ConfigFastPath, services=services, retry_after_s=settings.retry_after_s)
+    app.add_middleware(  # added last = outermost: also caps the config fast path
         DeviceApiLimiter,
         max_inflight=settings.max_inflight,
         retry_after_s=settings.retry_after_s,

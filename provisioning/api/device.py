@@ -8,19 +8,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from firmware.config import ConfigError
 from provisioning import audit
+from provisioning.api.config_path import config_reply
 from provisioning.app import Services, ServicesDep
 from provisioning.auth import (
-    DeviceKey,
     authenticate_device,
-    authenticate_device_key,
     check_serial,
     new_device_secret,
     normalise_mac,
@@ -41,7 +38,6 @@ from provisioning.models import (
     StatusReport,
     utcnow,
 )
-from provisioning.render import Rendered, render_device
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["device"])
@@ -247,56 +243,16 @@ def enroll(
 # --- configuration ------------------------------------------------------------------------------
 
 
-def _etag_matches(header: str, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
-    return etag in candidates
-
-
-def _render_for(services: Services, key: DeviceKey) -> Rendered:
-    with services.database.session() as db:
-        device = db.get(Device, key.id)
-        if device is None:  # deleted between the two queries
-            raise ApiError(401, "unauthorized", "missing or invalid device credential")
-        try:
-            rendered = render_device(db, device, services.keys)
-        except ConfigError as exc:
-            log.error("rendered config invalid device=%s error=%s", device.id, exc)
-            raise ApiError(500, "config_invalid", f"server-side config is invalid: {exc}") from None
-    services.render_cache.put(key.id, rendered)
-    return rendered
-
-
 @router.get("/config", responses={304: {}, 401: {}, 403: {}, 503: {}})
 async def get_config(
-    request: Request,
+    services: ServicesDep,
     authorization: Annotated[str, Header()] = "",
     if_none_match: Annotated[str, Header()] = "",
 ) -> Response:
-    """The device's rendered config. Hot path of fleet polling: one indexed lookup for the
-    credential and revision, then the (device, revision) render cache; the ORM only on a miss.
-    The SQLite lookup (a local file, microseconds) runs inline; network databases and renders
-    run in the thread pool so the event loop never waits on them."""
-    services: Services = request.app.state.services
-    engine = services.database.engine
-    if services.database.is_sqlite:
-        key = authenticate_device_key(engine, authorization)
-    else:
-        key = await run_in_threadpool(authenticate_device_key, engine, authorization)
-    rendered = services.render_cache.get(key.id, key.revision)
-    if rendered is None:
-        rendered = await run_in_threadpool(_render_for, services, key)
-    headers = {
-        "ETag": rendered.etag,
-        "X-Config-Revision": str(rendered.revision),
-        "Cache-Control": "no-cache",
-    }
-    if _etag_matches(if_none_match, rendered.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(rendered.body, media_type="application/json", headers=headers)
+    """The device's rendered config (ETag / If-None-Match -> 304). Served by
+    provisioning.api.config_path.ConfigFastPath ahead of routing; same logic here."""
+    status, headers, body = await config_reply(services, authorization, if_none_match)
+    return Response(body, status_code=status, headers=headers)
 
 
 # --- reports ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from provisioning.db import Database
 from provisioning.models import EnrollmentToken, utcnow
-from tests.fixtures.postgres import postgres_cluster  # noqa: F401 (fixture)
+from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401 (fixture)
 from tests.fixtures.provisioning_server import (  # noqa: F401 (fixture)
     DeviceCredential,
     ProvisioningServer,
@@ -449,3 +449,38 @@ def test_https_with_generated_ca(tmp_path: Path) -> None:
 
         with pytest.raises(httpx.ConnectError):
             httpx.get(server.base_url + "/healthz", verify=True, timeout=5)  # system CAs: no
+
+
+def test_two_app_processes_share_one_postgres(
+    tmp_path: Path, postgres_cluster: PostgresCluster
+) -> None:
+    """Scale-out: stateless app processes on one database see each other's changes at once."""
+    url = postgres_cluster.create_database()
+    with ProvisioningServer(tmp_path / "a", url) as first:
+        shared_key = {"OFFHOOK_KEY_FILE": str(first.key_file)}
+        with ProvisioningServer(
+            tmp_path / "b", url, env=shared_key, admin_user="second-admin"
+        ) as second:
+            cred = first.enroll(MAC_A)
+            on_second = DeviceCredential(second.base_url, cred.device_id, cred.secret, MAC_A)
+            with on_second.client() as client:
+                before = client.get("/api/v1/device/config")
+                assert before.status_code == 200
+                first.admin.patch(
+                    "/settings/fleet", json={"set": {"audio.tone_plan": "eu"}}
+                ).raise_for_status()
+                after = client.get(
+                    "/api/v1/device/config", headers={"If-None-Match": before.headers["ETag"]}
+                )
+                assert after.status_code == 200 and after.json()["audio"]["tone_plan"] == "eu"
+            second.admin.post(
+                f"/devices/{MAC_A}/lines",
+                json={
+                    "extension": "1001",
+                    "registrar": "pbx.local",
+                    "password": "shared-key-pw",
+                },
+            ).raise_for_status()
+            with cred.client() as client:
+                config = client.get("/api/v1/device/config").json()
+            assert config["accounts"][0]["password"] == "shared-key-pw"
