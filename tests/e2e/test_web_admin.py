@@ -668,7 +668,7 @@ def test_admin_password_reset_ends_the_users_open_session(
     assert "a-new-password-123" not in str(entry)
 
 
-def test_resync_button_sends_a_signed_check_sync_notify(
+def test_resync_button_notifies_the_phone_and_revoke_cuts_it_off(
     server: ProvisioningServer, page: Page
 ) -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -699,3 +699,10 @@ def test_resync_button_sends_a_signed_check_sync_notify(
     assert headers["x-offhook-signature"] == expected
     entry = next(e for e in audit_entries(server) if e["action"] == "device.resync")
     assert (entry["actor"], entry["target_id"]) == ("admin:olga", cred.device_id)
+
+    # Revoking cuts the phone off at once.
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("status").first).to_contain_text("revoked")
+    with cred.client() as client:
+        refused = client.get("/api/v1/device/config")
+    assert (refused.status_code, refused.json()["code"]) == (403, "revoked")
