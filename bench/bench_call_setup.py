@@ -3,11 +3,11 @@
 Figures:
 - engine makeCall -> CONFIRMED, measured inside the engine's owner thread (what the brief's
   goal refers to);
-- engine submit() -> CONFIRMED event on the caller's thread (adds the queue hand-over, up to one
-  pump interval);
+- engine submit() -> CONFIRMED event on the caller's thread (adds the queue hand-over);
 - baresip ``dial`` over ctrl_tcp -> CALL_ESTABLISHED event (includes the ctrl_tcp round trip).
 Both callers use digest auth on INVITE, PCMU and an auto-answering baresip callee (UDP); the
-callers' own transport is UDP, then TCP (where TCP_NODELAY matters).
+callers' own transport is UDP, then TCP (where TCP_NODELAY matters). Engine and baresip calls
+alternate so that both see the same load.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from firmware.events import CallState, Hangup, MakeCall
+from firmware.sip import SipEngine
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer
-from tests.fixtures.sip_phone import account, phone_config, running_engine
+from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
 
 CALLS = 25
 WARMUP = 3
@@ -33,25 +34,17 @@ def _peer(kam: KamailioServer, base: Path, user: str, transport: str = "udp") ->
     )  # fmt: skip
 
 
-def _engine_setup_times(
-    kam: KamailioServer, callee: str, transport: str
-) -> tuple[list[float], list[float]]:
-    inside, end_to_end = [], []
-    config = phone_config(kam, [account(kam, "1001", transport)], codecs=["PCMU"])
-    with running_engine(config) as (engine, events):
-        for i in range(WARMUP + CALLS):
-            mark = events.mark()
-            started = time.perf_counter()
-            engine.submit(MakeCall(0, callee))
-            call = events.wait_call_state(CallState.CONFIRMED, start=mark)
-            elapsed = (time.perf_counter() - started) * 1000
-            setup_ms = _wait_setup_ms(engine, call.call_id)
-            engine.submit(Hangup(call.call_id))
-            events.wait_call_state(CallState.DISCONNECTED, call.call_id, start=mark)
-            if i >= WARMUP:
-                inside.append(setup_ms)
-                end_to_end.append(elapsed)
-    return inside, end_to_end
+def _engine_call(engine: SipEngine, events: EventRecorder, callee: str) -> tuple[float, float]:
+    """(makeCall->CONFIRMED inside the engine, submit->CONFIRMED event) in ms."""
+    mark = events.mark()
+    started = time.perf_counter()
+    engine.submit(MakeCall(0, callee))
+    call = events.wait_call_state(CallState.CONFIRMED, start=mark)
+    elapsed = (time.perf_counter() - started) * 1000
+    setup_ms = _wait_setup_ms(engine, call.call_id)
+    engine.submit(Hangup(call.call_id))
+    events.wait_call_state(CallState.DISCONNECTED, call.call_id, start=mark)
+    return setup_ms, elapsed
 
 
 def _wait_setup_ms(engine: object, call_id: int) -> float:
@@ -64,19 +57,30 @@ def _wait_setup_ms(engine: object, call_id: int) -> float:
     raise RuntimeError(f"call {call_id} never reported its set-up time")
 
 
-def _baresip_setup_times(caller: BaresipPeer, callee_uri: str) -> list[float]:
-    times = []
-    for i in range(WARMUP + CALLS):
-        start_index = len(caller.events)
-        started = time.perf_counter()
-        caller.dial(callee_uri)
-        caller.wait_event("CALL_ESTABLISHED", start=start_index)
-        elapsed = (time.perf_counter() - started) * 1000
-        caller.hangup()
-        caller.wait_event("CALL_CLOSED", start=start_index)
-        if i >= WARMUP:
-            times.append(elapsed)
-    return times
+def _baresip_call(caller: BaresipPeer, callee_uri: str) -> float:
+    start_index = len(caller.events)
+    started = time.perf_counter()
+    caller.dial(callee_uri)
+    caller.wait_event("CALL_ESTABLISHED", start=start_index)
+    elapsed = (time.perf_counter() - started) * 1000
+    caller.hangup()
+    caller.wait_event("CALL_CLOSED", start=start_index)
+    return elapsed
+
+
+def _measure(kam: KamailioServer, base: Path, transport: str) -> list[float]:
+    """Engine and baresip calls alternate, so both see the same load on a shared machine."""
+    inside, end_to_end, peer_times = [], [], []
+    config = phone_config(kam, [account(kam, "1001", transport)], codecs=["PCMU"])
+    with _peer(kam, base, "1003", transport) as caller, running_engine(config) as (engine, events):
+        for i in range(WARMUP + CALLS):
+            ours = _engine_call(engine, events, "1002")
+            theirs = _baresip_call(caller, f"sip:1002@{kam.domain}")
+            if i >= WARMUP:
+                inside.append(ours[0])
+                end_to_end.append(ours[1])
+                peer_times.append(theirs)
+    return [statistics.median(x) for x in (inside, end_to_end, peer_times)]
 
 
 def main() -> int:
@@ -88,12 +92,7 @@ def main() -> int:
             kam.add_user(user, password)
         with kam, _peer(kam, base, "1002") as callee:
             for transport in ("udp", "tcp"):
-                with _peer(kam, base, "1003", transport) as caller:
-                    inside, end_to_end = _engine_setup_times(kam, "1002", transport)
-                    peer_times = _baresip_setup_times(caller, f"sip:1002@{kam.domain}")
-                results[transport] = [
-                    statistics.median(x) for x in (inside, end_to_end, peer_times)
-                ]
+                results[transport] = _measure(kam, base, transport)
             assert callee.events  # the callee really answered
     print(f"calls per side and transport: {CALLS} (after {WARMUP} warm-up), PCMU, digest auth")
     for transport, (ours, e2e, theirs) in results.items():
