@@ -129,6 +129,15 @@ class ConfigApplied:
     config: object  # firmware.config.PhoneConfig (typed loosely to keep this module import-free)
 
 
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Facts about the device the Phone shows in its status menu (the runtime gathers them)."""
+
+    addresses: tuple[str, ...] = ()  # IP addresses of the network interfaces, loopback excluded
+    firmware_version: str = ""
+    sip_ports: tuple[tuple[str, int], ...] = ()  # (transport, bound port) pairs
+
+
 Event = (
     HookChanged
     | KeyPressed
@@ -141,6 +150,7 @@ Event = (
     | TimerFired
     | ClockTick
     | ConfigApplied
+    | DeviceInfo
 )
 
 
@@ -230,6 +240,14 @@ class SetMute:
 
 
 @dataclass(frozen=True)
+class SetVolume:
+    """Speaker (handset/loudspeaker) or ringer volume, 0-100; the runtime applies and keeps it."""
+
+    target: str  # "speaker" | "ring"
+    level: int
+
+
+@dataclass(frozen=True)
 class StartTimer:
     name: str
     seconds: float
@@ -278,6 +296,7 @@ Command = (
     | Conference
     | SendDtmf
     | SetMute
+    | SetVolume
     | StartTimer
     | CancelTimer
     | SetRinger
@@ -318,3 +337,4 @@ class CallRecord:
     end: float
     disposition: str  # "answered" | "no_answer" | "busy" | "failed" | "rejected" | "missed"
     status_code: int = 0
+    call_id: int = -1  # the SIP engine's id of the call (-1: never got one); local use only
