@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
 MAX_PENDING_WAIT_S = 600.0
+MAX_RETRY_AFTER_S = 3600.0  # a broken or hostile Retry-After must not silence a phone for days
 MAX_DETAIL_CHARS = 4000  # the server's limit for an event's detail
 
 
@@ -272,8 +273,8 @@ class ProvisioningClient:
 
     def _failed(self, reason: str, retry_after_s: float | None = None) -> float:
         delay = self.backoff.failed()
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, self.backoff.cap_s))
+        if retry_after_s is not None:  # the server's word wins, within reason
+            delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
         self.last_error = reason
         log.warning(
             "provisioning server unavailable, keeping cached config "

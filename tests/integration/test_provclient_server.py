@@ -298,3 +298,28 @@ def test_cdrs_queued_during_outage_are_delivered_exactly_once(tmp_path: Path) ->
         held_ids = [row["id"] for row in held]
         assert sorted(held_ids) == sorted([r["id"] for r in records] + [extra["id"]])
         assert len(held_ids) == len(set(held_ids)) == 26
+
+
+def test_overloaded_server_503_keeps_cached_config_and_honours_retry_after(
+    tmp_path: Path,
+) -> None:
+    from firmware.config import parse_config
+    from firmware.provisioning.store import ConfigStore, StoredConfig
+
+    state = tmp_path / "state"
+    cached = parse_config({"device": {"name": "cached desk"}})
+    ConfigStore(state / "config").finish_apply(StoredConfig('"1-cached"', 1, cached))
+    (state / "credential.json").write_text('{"device_id": "d", "secret": "s"}')
+    env = {"OFFHOOK_MAX_INFLIGHT": "0", "OFFHOOK_RETRY_AFTER_S": "7"}  # every device call: 503
+    with ProvisioningServer(tmp_path / "srv", env=env) as server:
+        with Phone(server, state, new_mac(), "") as phone:
+            wait_until(lambda: phone.client.cycles >= 1, "a refused poll")
+            assert phone.names() == ["cached desk"]  # started on the cache, nothing else
+            assert "HTTP 503" in phone.client.last_error
+            # the backoff alone would retry within 0.05 s; Retry-After: 7 is the floor
+            assert 5 < phone.client.next_cycle_in_s <= 7
+            phone.client.resync_now()
+            wait_until(lambda: phone.client.cycles >= 2, "a second refused poll")
+            assert phone.client.backoff.failures == 2
+            assert phone.names() == ["cached desk"]
+        assert (state / "credential.json").exists()  # overload is not a reason to drop it
