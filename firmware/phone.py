@@ -790,6 +790,7 @@ class Phone:
             end=self._now,
             disposition=disposition,
             status_code=status,
+            call_id=call.id if call.id is not None else -1,
         )
         self._history.insert(0, record)
         del self._history[HISTORY_SIZE:]

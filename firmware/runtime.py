@@ -214,7 +214,6 @@ class Runtime:
         self._io_thread = threading.Thread(target=self._run_io, name="records", daemon=True)
         self._thread = threading.Thread(target=self._loop, name="runtime", daemon=True)
         self._running = False
-        self._call_uris: dict[int, str] = {}  # engine call id -> remote URI
         self._quality: dict[int, list[dict]] = {}  # engine call id -> samples not yet sent
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -355,9 +354,7 @@ class Runtime:
 
     def _track_quality(self, event: Any) -> None:
         """Keep each call's quality samples until its CallRecord exists (they cite its id)."""
-        if isinstance(event, (ev.CallIncoming, ev.CallStateChanged)) and event.remote_uri:
-            self._call_uris[event.call_id] = event.remote_uri
-        elif isinstance(event, ev.CallQuality) and self.outbox is not None:
+        if isinstance(event, ev.CallQuality) and self.outbox is not None:
             samples = self._quality.setdefault(event.call_id, [])
             if len(samples) < MAX_QUALITY_SAMPLES:
                 sample = asdict(event)
@@ -365,19 +362,19 @@ class Runtime:
                 samples.append(sample)
 
     def _quality_for(self, record: ev.CallRecord) -> list[dict]:
-        """The samples of the call(s) this record is about, matched by remote URI."""
+        """The samples of the call this record is about, matched by the engine's call id."""
         out: list[dict] = []
-        for call_id in [c for c, uri in self._call_uris.items() if uri == record.remote_uri]:
-            del self._call_uris[call_id]
-            for sample in self._quality.pop(call_id, []):
-                sample.pop("call_id", None)
-                out.append({"id": uuid.uuid4().hex, "call_record_id": record.id, **sample})
+        for sample in self._quality.pop(record.call_id, []):
+            sample.pop("call_id", None)
+            out.append({"id": uuid.uuid4().hex, "call_record_id": record.id, **sample})
         return out
 
     def _record_call(self, record: ev.CallRecord, quality: list[dict]) -> None:
         if self.history is not None:
             self.history.append(record)
-        self._enqueue_outbox("cdrs", asdict(record))
+        cdr = asdict(record)
+        del cdr["call_id"]  # the engine's call id means nothing off the device
+        self._enqueue_outbox("cdrs", cdr)
         for sample in quality:
             self._enqueue_outbox("quality", sample)
         log.info(

@@ -822,3 +822,12 @@ def test_line_key_picks_the_account_for_the_next_call() -> None:
     d(HookChanged(True))
     d.keys("2001")
     assert MakeCall(0, "2001") in d.out, "a line that is gone is not used"
+
+
+def test_call_record_carries_the_engine_call_id() -> None:
+    d = Driver()
+    talk(d, "2001", call_id=42)
+    d(HookChanged(False))
+    ring(d, call_id=43)
+    d(KeyPressed("cancel"))
+    assert [(r.call_id, r.disposition) for r in d.recorded] == [(42, "answered"), (43, "rejected")]

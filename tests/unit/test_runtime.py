@@ -154,3 +154,35 @@ def test_cdr_and_quality_reach_the_outbox(tmp_path: Path) -> None:
     assert {q["call_record_id"] for q in quality} == {cdrs[0]["id"]}
     assert [q["mos"] for q in quality] == [4.3, 4.2]
     assert all(q["time"].endswith("Z") and q["codec"] == "PCMU" for q in quality)
+
+
+def test_quality_goes_to_the_record_of_its_own_call_not_another_from_the_same_caller(
+    tmp_path: Path,
+) -> None:
+    sink = OutboxSink(tmp_path / "outbox")
+    config = parse_config({"accounts": [ACCOUNT]})
+    rt = Runtime(Phone(config), outbox=sink, history=CallHistoryFile(tmp_path / "h.jsonl"))
+    rt.start()
+    caller = "sip:1002@127.0.0.1"
+    try:
+        rt.post(ev.CallIncoming(7, 0, caller, "Bob"))
+        rt.post(ev.HookChanged(True))
+        rt.post(ev.CallStateChanged(7, ev.CallState.CONFIRMED, 200, "OK", caller))
+        rt.post(ev.CallQuality(7, "PCMU", 2.0, 0.0, 12.0, 4.3))
+        # the same caller calls again while we talk; declining it must not take call 7's samples
+        rt.post(ev.CallIncoming(8, 0, caller, "Bob"))
+        rt.post(ev.KeyPressed("cancel"))
+        wait_for(lambda: len(sink.outbox.pending("cdrs", 10)) == 1)
+        rt.post(ev.CallQuality(7, "PCMU", 3.0, 0.5, 14.0, 4.2))
+        rt.post(ev.HookChanged(False))
+        wait_for(lambda: len(sink.outbox.pending("cdrs", 10)) == 2)
+    finally:
+        rt.stop()
+    rejected, answered = sink.outbox.pending("cdrs", 10)
+    assert (rejected["disposition"], answered["disposition"]) == ("rejected", "answered")
+    assert "call_id" not in answered  # local engine ids stay on the device
+    quality = sink.outbox.pending("quality", 10)
+    assert [q["mos"] for q in quality] == [4.3, 4.2]
+    assert {q["call_record_id"] for q in quality} == {answered["id"]}
+    history = CallHistoryFile(tmp_path / "h.jsonl").records()
+    assert [r["call_id"] for r in history] == [8, 7]
