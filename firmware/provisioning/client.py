@@ -38,7 +38,6 @@ from firmware.provisioning.server_api import (
     ServerError,
     ServerUnavailable,
     basic_auth,
-    retry_after,
 )
 from firmware.provisioning.store import MAX_APPLY_ATTEMPTS, ConfigStore, StoredConfig
 
@@ -451,4 +450,4 @@ class ProvisioningClient:
         return f"offhook/{self.identity.firmware_version} ({self.identity.model})"
 
 
-__all__ = ["ProvisioningClient", "effective_config", "retry_after"]
+__all__ = ["ProvisioningClient", "effective_config"]
