@@ -123,6 +123,7 @@ def test_engine_survives_garbage_on_its_sip_port(kamailio_server: KamailioServer
             b"INVITE sip:x SIP/2.0\r\nVia: garbage\r\nContent-Length: 99999\r\n\r\nv=0",
             b"SIP/2.0 200 OK\r\nCSeq: banana\r\n\r\n",
             b"OPTIONS sip:1007@127.0.0.1 SIP/2.0\r\n" + b"X-Long: " + b"a" * 3000 + b"\r\n\r\n",
+            _invite_with_broken_sdp(port),
         ]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             for packet in junk * 5:
@@ -208,3 +209,20 @@ def test_engine_runner_process_registers_and_quits(
         if process.poll() is None:
             process.kill()
             process.wait(timeout=5)
+
+
+def _invite_with_broken_sdp(port: int) -> bytes:
+    """A well-formed INVITE whose SDP is nonsense (bad port, unknown payload, no c= line)."""
+    body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nm=audio notaport RTP/AVP 999 x\r\n"
+    return (
+        f"INVITE sip:1007@{HOST}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {HOST}:9;branch=z9hG4bK{secrets.token_hex(8)}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:evil@{HOST}>;tag={secrets.token_hex(4)}\r\n"
+        f"To: <sip:1007@{HOST}>\r\n"
+        f"Call-ID: {secrets.token_hex(8)}@{HOST}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:evil@{HOST}:9>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
