@@ -568,13 +568,29 @@ class Phone:
         self._digit_map = DigitMap(new.dialplan.digit_map)
         if new.features.dnd != self._config.features.dnd:
             self._dnd = new.features.dnd  # the administrator changed it: that wins
-        old_accounts = [(a.user, a.domain) for a in self._config.accounts]
-        if old_accounts != [(a.user, a.domain) for a in new.accounts]:
-            self._registration = {i: (False, 0, "") for i in range(len(new.accounts))}
-            self._mwi.clear()
+        self._reset_changed_lines(self._config, new)
         self._config = new
         self._tz = _zone(new.device.timezone)
         log.info("config applied accounts=%d", len(new.accounts))
+
+    def _reset_changed_lines(self, old: PhoneConfig, new: PhoneConfig) -> None:
+        """A line whose account settings changed (even only its password) must register afresh:
+        its old state says nothing about the new settings (provisioning judges an apply by it)."""
+        registration: dict[int, tuple[bool, int, str]] = {}
+        for i, account in enumerate(new.accounts):
+            same = (
+                i < len(old.accounts)
+                and old.accounts[i] == account
+                and old.sip.bind_address == new.sip.bind_address
+            )
+            if same:
+                registration[i] = self._registration.get(i, (False, 0, ""))
+            else:
+                registration[i] = (False, 0, "")
+                self._mwi.pop(i, None)
+        for i in range(len(new.accounts), len(old.accounts)):
+            self._mwi.pop(i, None)
+        self._registration = registration
 
     _handlers: dict[type, Callable[[Phone, object, list[Command]], None]] = {
         HookChanged: _on_hook,

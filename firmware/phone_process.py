@@ -29,7 +29,7 @@ log = logging.getLogger("offhook.phone")
 HEARTBEAT_INTERVAL_S = 0.5
 STALE_AFTER_S = 3.0  # a loop that has not turned for this long counts as hung
 TEST_HOOKS_ENV = "OFFHOOK_TEST_HOOKS"
-APPLY_SETTLE_S = 0.5
+APPLY_POLL_S = 0.1
 APPLY_TIMEOUT_S = 15.0
 
 
@@ -176,6 +176,28 @@ def registration_outcome(state: dict, config: PhoneConfig) -> str | None:
     return "pending" if pending else None
 
 
+def apply_and_wait_registered(
+    runtime: Any, config: PhoneConfig, timeout_s: float = APPLY_TIMEOUT_S
+) -> str | None:
+    """Apply ``config`` and judge it by registration: None once every enabled line is registered,
+    else why not. The Phone forgets the registration state of every line whose account changed
+    (and the snapshot is taken on the loop after ConfigApplied), so a changed line counts only
+    once a fresh RegistrationChanged for the new settings has arrived: a 401/403 after a password
+    change fails the apply instead of passing on the old registration."""
+    runtime.post(ev.ConfigApplied(config))
+    deadline = time.monotonic() + timeout_s
+    outcome: str | None = "pending"
+    while time.monotonic() < deadline:
+        outcome = registration_outcome(runtime.snapshot(), config)
+        if outcome != "pending":
+            break
+        time.sleep(APPLY_POLL_S)
+    if outcome == "pending":
+        outcome = f"not registered within {timeout_s:.0f}s"
+    log.info("provisioned config applied", extra=kv(result=outcome or "registered"))
+    return outcome
+
+
 def default_state_dir(config: PhoneConfig, config_path: Path) -> Path:
     if config.provisioning.state_dir:
         return Path(config.provisioning.state_dir)
@@ -256,20 +278,8 @@ class PhoneProcess:
         from firmware.provisioning import effective_config
 
         config = effective_config(self.local_config, provisioned)
-        self.runtime.post(ev.ConfigApplied(config))
         self.config = config
-        time.sleep(APPLY_SETTLE_S)  # let a changed account start registering again
-        deadline = time.monotonic() + APPLY_TIMEOUT_S
-        outcome: str | None = "pending"
-        while time.monotonic() < deadline:
-            outcome = registration_outcome(self.runtime.snapshot(), config)
-            if outcome != "pending":
-                break
-            time.sleep(0.1)
-        if outcome == "pending":
-            outcome = f"not registered within {APPLY_TIMEOUT_S:.0f}s"
-        log.info("provisioned config applied", extra=kv(result=outcome or "registered"))
-        return outcome
+        return apply_and_wait_registered(self.runtime, config)
 
     def status_report(self) -> dict:
         return {"lines": self.runtime.snapshot()["registration"]}

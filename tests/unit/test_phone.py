@@ -831,3 +831,27 @@ def test_call_record_carries_the_engine_call_id() -> None:
     ring(d, call_id=43)
     d(KeyPressed("cancel"))
     assert [(r.call_id, r.disposition) for r in d.recorded] == [(42, "answered"), (43, "rejected")]
+
+
+def test_changed_account_forgets_its_registration_until_it_registers_again() -> None:
+    two = {
+        "accounts": [
+            {"user": "1001", "domain": "pbx.example", "password": "old"},
+            {"user": "1002", "domain": "pbx.example", "password": "same"},
+        ]
+    }
+    d = Driver(make_config(**two))
+    d(RegistrationChanged(0, True, 200))
+    d(RegistrationChanged(1, True, 200))
+    d(MessageWaiting(0, True, 2, 0))
+    new_password = [{**two["accounts"][0], "password": "new"}, two["accounts"][1]]
+    d(ConfigApplied(make_config(accounts=new_password)))
+    reg = d.phone.snapshot(d.now)["registration"]
+    assert [(r["registered"], r["status"]) for r in reg] == [(False, 0), (True, 200)]
+    assert d.phone.snapshot(d.now)["mwi"]["waiting"] is False
+    d(RegistrationChanged(0, False, 403, "Forbidden"))
+    assert "No service 403 Forbidden" in d.lines
+    # an apply that leaves the accounts alone keeps their state
+    d(ConfigApplied(make_config(accounts=new_password, features={"dnd": True})))
+    reg = d.phone.snapshot(d.now)["registration"]
+    assert [(r["registered"], r["status"]) for r in reg] == [(False, 403), (True, 200)]

@@ -186,3 +186,32 @@ def test_quality_goes_to_the_record_of_its_own_call_not_another_from_the_same_ca
     assert {q["call_record_id"] for q in quality} == {answered["id"]}
     history = CallHistoryFile(tmp_path / "h.jsonl").records()
     assert [r["call_id"] for r in history] == [8, 7]
+
+
+def test_password_change_is_judged_by_a_fresh_registration(tmp_path: Path) -> None:
+    from firmware.phone_process import apply_and_wait_registered
+
+    rt = make_runtime(tmp_path)
+    rt.start()
+    try:
+        rt.post(ev.RegistrationChanged(0, True, 200))
+        wait_for(lambda: rt.snapshot()["registration"][0]["registered"])
+        unchanged = parse_config({"accounts": [ACCOUNT], "features": {"dnd": True}})
+        assert apply_and_wait_registered(rt, unchanged, timeout_s=5) is None
+
+        changed = parse_config({"accounts": [{**ACCOUNT, "password": "new"}]})
+        result: list[str | None] = []
+        applier = threading.Thread(
+            target=lambda: result.append(apply_and_wait_registered(rt, changed, timeout_s=10))
+        )
+        applier.start()
+        wait_for(lambda: rt.snapshot()["registration"][0]["status"] == 0)
+        assert not result  # still waiting: the old registration no longer counts
+        rt.post(ev.RegistrationChanged(0, False, 403, "Forbidden"))
+        applier.join(15)
+        assert result and result[0] is not None and "registration failed 403" in result[0]
+
+        again = parse_config({"accounts": [{**ACCOUNT, "password": "newer"}]})
+        assert "not registered within" in str(apply_and_wait_registered(rt, again, timeout_s=0.5))
+    finally:
+        rt.stop()
