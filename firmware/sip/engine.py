@@ -60,6 +60,7 @@ from firmware.sip.transports import (
     endpoint_config,
     pjsip_log_level,
     set_startup_log_level,
+    wanted_transports,
 )
 from firmware.sip.uri import split_name_addr, target_uri
 
@@ -99,7 +100,7 @@ def _restart_key(config: PhoneConfig) -> tuple:
     return (
         sip.port, sip.user_agent, sip.bind_address, sip.tls_ca_file, sip.tls_verify_server,
         sip.tls_cert_file, sip.tls_key_file, config.audio.sample_rate,
-        tuple(sorted({a.transport for a in config.accounts if a.enabled})),
+        tuple(wanted_transports(config)),
     )  # fmt: skip
 
 

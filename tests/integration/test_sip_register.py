@@ -86,7 +86,7 @@ def test_apply_config_reregisters_only_the_changed_account(
         assert not [e for e in events.of_type(RegistrationChanged)[mark:] if e.account == 0]
 
 
-def test_apply_config_with_a_new_transport_restarts_and_registers(
+def test_apply_config_moves_an_account_to_tls_without_a_restart(
     kamailio_server: KamailioServer,  # noqa: F811
 ) -> None:
     kam = kamailio_server
@@ -98,7 +98,22 @@ def test_apply_config_with_a_new_transport_restarts_and_registers(
             lambda e: isinstance(e, RegistrationChanged) and e.registered, start=mark
         )
         assert event.status_code == 200
-        assert engine.ports != before  # the library was re-created on fresh port-0 sockets
+        assert engine.ports == before  # same sockets: only the account was re-created
+
+
+def test_apply_config_of_transport_settings_recreates_the_library(
+    kamailio_server: KamailioServer,  # noqa: F811
+) -> None:
+    kam = kamailio_server
+    with running_engine(phone_config(kam, [account(kam, "1009")])) as (engine, events):
+        before = engine.ports
+        mark = events.mark()
+        engine.apply_config(phone_config(kam, [account(kam, "1009")], user_agent="offhook-2"))
+        event = events.wait_for(
+            lambda e: isinstance(e, RegistrationChanged) and e.registered, start=mark
+        )
+        assert event.status_code == 200
+        assert engine.ports != before  # new port-0 sockets after the restart
 
 
 def test_mwi_notify_through_kamailio_reaches_the_phone(
