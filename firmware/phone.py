@@ -58,6 +58,7 @@ from firmware.events import (
     SetLed,
     SetMute,
     SetRinger,
+    SetVolume,
     StartTimer,
     StopTone,
     TimerFired,
@@ -97,6 +98,10 @@ T_OFFHOOK = "offhook"  # off-hook without dialling -> howler
 T_INTERDIGIT = "interdigit"
 T_HOWLER = "howler"  # after a call ended and the handset stays up
 T_NO_ANSWER = "no_answer:"  # + call id: forward on no answer
+T_VOLUME = "volume"  # the volume bar goes away
+
+VOLUME_STEP = 10
+VOLUME_BAR_S = 2.0
 
 
 def _zone(name: str) -> tzinfo:
@@ -107,14 +112,23 @@ def _zone(name: str) -> tzinfo:
         return UTC
 
 
+def _level(saved: object, default: int) -> int:
+    """A kept volume level if it is a sane one, else the configured level."""
+    if isinstance(saved, int) and not isinstance(saved, bool) and 0 <= saved <= 100:
+        return saved
+    return default
+
+
 class Phone:
     def __init__(
         self,
         config: PhoneConfig,
         id_factory: Callable[[], str] | None = None,
         history: Iterable[CallRecord] = (),
+        volumes: dict[str, int] | None = None,
     ) -> None:
-        """``history``: calls kept from before a restart, oldest first (as a history file)."""
+        """``history``: calls kept from before a restart, oldest first (as a history file).
+        ``volumes``: the user's last {"speaker", "ring"} levels (else the config's)."""
         self._config = config
         self._digit_map = DigitMap(config.dialplan.digit_map)
         self._new_id = id_factory or (lambda: uuid.uuid4().hex)
@@ -146,6 +160,12 @@ class Phone:
         self._screen = Screen("idle", ())
         self._tz = _zone(config.device.timezone)
         self._leds: dict[str, str] = {}
+        saved = volumes or {}
+        self._volume = {
+            "speaker": _level(saved.get("speaker"), config.audio.speaker_volume),
+            "ring": _level(saved.get("ring"), config.audio.ring_volume),
+        }
+        self._volume_bar: str | None = None  # "speaker" | "ring" while the bar shows
 
     # --- public API ------------------------------------------------------------------------------
 
@@ -159,7 +179,7 @@ class Phone:
 
     def start(self, now: float) -> list[Command]:
         self._now = now
-        out: list[Command] = []
+        out: list[Command] = [SetVolume(t, level) for t, level in self._volume.items()]
         self._refresh(out, force=True)
         return out
 
@@ -199,6 +219,7 @@ class Phone:
                 "old": sum(o for _, _, o in self._mwi.values()),
             },
             "history": [self._history_view(r) for r in self._history],
+            "volume": dict(self._volume),
         }
 
     # --- event handlers ------------------------------------------------------------------------
@@ -245,6 +266,12 @@ class Phone:
             key = SOFTKEY_ACTIONS.get(label, "")
             if not key:
                 return
+        if key in ("vol_up", "vol_down"):
+            self._change_volume(key == "vol_up", out)
+            return
+        if self._volume_bar is not None:
+            self._volume_bar = None  # any other key: the bar gives way at once
+            self._cancel_timer(T_VOLUME, out)
         if key == "dnd":
             self._dnd = not self._dnd
             log.info("dnd changed dnd=%s", self._dnd)
@@ -552,6 +579,8 @@ class Phone:
                 self._invalid_number(out)
         elif ev.name == T_HOWLER and self._mode == "ended" and self._hook_off:
             self._howler(out)
+        elif ev.name == T_VOLUME:
+            self._volume_bar = None
         elif ev.name.startswith(T_NO_ANSWER):
             call_id = int(ev.name.removeprefix(T_NO_ANSWER))
             if call_id == self._alerting and call_id in self._calls:
@@ -568,6 +597,14 @@ class Phone:
         self._digit_map = DigitMap(new.dialplan.digit_map)
         if new.features.dnd != self._config.features.dnd:
             self._dnd = new.features.dnd  # the administrator changed it: that wins
+        # Likewise the volumes: a changed config value replaces the user's level.
+        for target, old_level, new_level in (
+            ("speaker", self._config.audio.speaker_volume, new.audio.speaker_volume),
+            ("ring", self._config.audio.ring_volume, new.audio.ring_volume),
+        ):
+            if new_level != old_level and new_level != self._volume[target]:
+                self._volume[target] = new_level
+                out.append(SetVolume(target, new_level))
         self._reset_changed_lines(self._config, new)
         self._config = new
         self._tz = _zone(new.device.timezone)
@@ -661,6 +698,20 @@ class Phone:
         self._last_dialled = number
         self._digits = ""
         self._mode = "calls"
+
+    def _change_volume(self, up: bool, out: list[Command]) -> None:
+        """Speaker volume while the audio path is in use (a call, off-hook), else the ringer's."""
+        ringing_only = self._alerting is not None and self._active is None and not self._hook_off
+        in_use = self._hook_off or self._active is not None or self._pending is not None
+        target = "speaker" if in_use and not ringing_only else "ring"
+        level = self._volume[target] + (VOLUME_STEP if up else -VOLUME_STEP)
+        level = max(0, min(100, level))
+        if level != self._volume[target]:
+            self._volume[target] = level
+            out.append(SetVolume(target, level))
+            log.info("volume changed target=%s level=%d", target, level)
+        self._volume_bar = target
+        self._start_timer(T_VOLUME, VOLUME_BAR_S, out)
 
     def _dial_voicemail(self, out: list[Command]) -> None:
         accounts = self._config.accounts
@@ -910,6 +961,8 @@ class Phone:
     def _view(self) -> Screen:
         status = self._status()
         mode = self._mode
+        if self._volume_bar is not None:
+            return self._volume_view(status)
         if mode == "browse":
             return self._browse_view(status)
         if mode == "dialing":
@@ -931,6 +984,14 @@ class Phone:
         if mode == "calls":
             return self._calls_view(status)
         return self._idle_view(status)
+
+    def _volume_view(self, status: dict[str, str]) -> Screen:
+        target = self._volume_bar or "speaker"
+        level = self._volume[target]
+        filled = level // VOLUME_STEP
+        bar = "#" * filled + "-" * (100 // VOLUME_STEP - filled)
+        title = "Speaker volume" if target == "speaker" else "Ring volume"
+        return Screen("volume", (title, f"[{bar}]", f"{level}%"), status)
 
     def _idle_view(self, status: dict[str, str]) -> Screen:
         reg = status["reg"]

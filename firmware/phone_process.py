@@ -220,7 +220,7 @@ class PhoneProcess:
         from firmware.audio.bridge import AlsaAudio
         from firmware.control import ControlServer, PhoneActions
         from firmware.phone import Phone
-        from firmware.runtime import CallHistoryFile, Runtime
+        from firmware.runtime import CallHistoryFile, Runtime, VolumeFile
         from firmware.sip.engine import SipEngine
 
         self.local_config = config
@@ -245,13 +245,15 @@ class PhoneProcess:
         self.board = make_board(board_kind, config, headless)
         self.audio = AlsaAudio(config.audio)
         display = self.board.display
+        volumes = VolumeFile(state_dir / "volume.json")
         self.runtime = Runtime(
-            Phone(config),
+            Phone(config, volumes=volumes.levels()),
             audio=self.audio,
             board=self.board,
             render=screen_renderer(display) if display is not None else None,
             history=CallHistoryFile(state_dir / "history.jsonl"),
             outbox=self.provisioning,
+            volumes=volumes,
         )
         self.hang_hook = EngineHangHook()
         on_event = self.hang_hook.wrap(self.runtime.post) if test_hooks else self.runtime.post

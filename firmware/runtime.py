@@ -179,6 +179,43 @@ class CallHistoryFile:
         return out
 
 
+class VolumeFile:
+    """The user's speaker and ring volume levels, kept across restarts (JSON, atomic writes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._levels = self._read()
+
+    def levels(self) -> dict[str, int]:
+        return dict(self._levels)
+
+    def save(self, target: str, level: int) -> None:
+        from firmware.atomic import atomic_write_text
+
+        if target not in ("speaker", "ring"):
+            raise ValueError(f"volume target must be 'speaker' or 'ring', not {target!r}")
+        if self._levels.get(target) == level:
+            return
+        self._levels[target] = level
+        atomic_write_text(self.path, json.dumps(self._levels, sort_keys=True) + "\n")
+
+    def _read(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("volume file unreadable; using the config", extra=kv(error=exc))
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {
+            k: v
+            for k, v in data.items()
+            if k in ("speaker", "ring") and isinstance(v, int) and 0 <= v <= 100
+        }
+
+
 class Runtime:
     """Owns the Phone; wires it to the SIP engine, audio, board, timers and the control API."""
 
@@ -192,6 +229,7 @@ class Runtime:
         render: Callable[[ev.Screen], None] | None = None,
         history: CallHistoryFile | None = None,
         outbox: Any = None,
+        volumes: VolumeFile | None = None,
         clock: Callable[[], float] = time.time,
         tick_s: float = 1.0,
     ) -> None:
@@ -201,6 +239,7 @@ class Runtime:
         self.board = board
         self.history = history
         self.outbox = outbox
+        self.volumes = volumes
         self.clock = clock
         self.tick_s = tick_s
         self.screen: ev.Screen | None = None
@@ -315,6 +354,8 @@ class Runtime:
                 self.audio.set_mute(command.muted)
             if self.engine is not None:
                 self.engine.submit(command)
+        elif isinstance(command, ev.SetVolume):
+            self._set_volume(command)
         elif isinstance(command, ev.StartTimer):
             self._timers.set(command.name, command.seconds)
         elif isinstance(command, ev.CancelTimer):
@@ -341,7 +382,19 @@ class Runtime:
             self.engine.apply_config(config)
         if self.audio is not None:
             self.audio.set_tone_plan(config.audio.tone_plan)
-            self.audio.set_volume(config.audio.speaker_volume)
+        # volumes: the Phone sends SetVolume when the config changes them
+
+    def _set_volume(self, command: ev.SetVolume) -> None:
+        if self.audio is not None:
+            if command.target == "speaker":
+                self.audio.set_volume(command.level)
+            elif command.target == "ring":
+                self.audio.set_ring_volume(command.level)
+            else:
+                raise ValueError(f"unknown volume target {command.target!r}")
+        volumes = self.volumes
+        if volumes is not None:
+            self._io.put(lambda: volumes.save(command.target, command.level))
 
     # --- workers --------------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class AlsaAudio:
         self.capture_ring = RingBuffer(RING_FRAMES * self.frame_samples, self.period_samples)
         self._volume = SpeakerVolume(settings.mixer_control, mixer_device, settings.speaker_volume)
         self._ring_gain = software_gain(settings.ring_volume)
+        self._ring_volume = settings.ring_volume
         self._lock = threading.Lock()
         self._plan = settings.tone_plan
         self._tone: Tone | None = None
@@ -189,8 +190,17 @@ class AlsaAudio:
     def set_ring_volume(self, ring: int) -> None:
         """Volume of Tone.RING (software gain on top of the speaker volume)."""
         self._ring_gain = software_gain(ring)
+        self._ring_volume = ring
         with self._lock:
             self._tone_version += 1  # a ringing tone restarts at the new level
+
+    @property
+    def volume(self) -> int:
+        return self._volume.volume
+
+    @property
+    def ring_volume(self) -> int:
+        return self._ring_volume
 
     @property
     def muted(self) -> bool:

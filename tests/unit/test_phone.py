@@ -36,6 +36,7 @@ from firmware.events import (
     SetLed,
     SetMute,
     SetRinger,
+    SetVolume,
     StartTimer,
     StopTone,
     TimerFired,
@@ -855,3 +856,61 @@ def test_changed_account_forgets_its_registration_until_it_registers_again() -> 
     d(ConfigApplied(make_config(accounts=new_password, features={"dnd": True})))
     reg = d.phone.snapshot(d.now)["registration"]
     assert [(r["registered"], r["status"]) for r in reg] == [(False, 403), (True, 200)]
+
+
+# --- volume keys ---------------------------------------------------------------------------------
+
+
+def test_start_applies_kept_volumes_and_snapshot_reports_them() -> None:
+    d = Driver()
+    assert SetVolume("speaker", 80) in d.out and SetVolume("ring", 80) in d.out
+    phone = Phone(make_config(), volumes={"speaker": 30, "ring": 200})  # 200: not a level
+    out = phone.start(T0)
+    assert SetVolume("speaker", 30) in out and SetVolume("ring", 80) in out
+    assert phone.snapshot(T0)["volume"] == {"speaker": 30, "ring": 80}
+
+
+def test_volume_keys_idle_change_ring_volume_with_a_brief_bar() -> None:
+    d = Driver()
+    d(KeyPressed("vol_down"))
+    assert d.of(SetVolume) == [SetVolume("ring", 70)]
+    assert StartTimer("volume", 2.0) in d.out
+    assert d.phone.screen.kind == "volume"
+    assert d.lines == ("Ring volume", "[#######---]", "70%")
+    d(TimerFired("volume"))
+    assert d.phone.screen.kind == "idle"
+    for _ in range(4):
+        d(KeyPressed("vol_up"))
+    assert d.phone.snapshot(d.now)["volume"]["ring"] == 100  # capped
+    assert d.of(SetVolume) == []  # already at 100: nothing to change
+    assert d.lines[2] == "100%"
+
+
+def test_volume_keys_in_a_call_or_offhook_change_speaker_volume_and_ringing_the_ringer() -> None:
+    d = Driver()
+    d(HookChanged(True))
+    d(KeyPressed("vol_up"))
+    assert d.of(SetVolume) == [SetVolume("speaker", 90)]
+    d(KeyPressed("5"))  # any other key: the bar gives way to the dialling screen
+    assert d.phone.screen.kind == "dialing" and CancelTimer("volume") in d.out
+    d(HookChanged(False))
+    ring(d)
+    d(KeyPressed("vol_down"))
+    assert d.of(SetVolume) == [SetVolume("ring", 70)]
+    d(HookChanged(True))
+    d(CallStateChanged(7, CallState.CONFIRMED, 200))
+    d(KeyPressed("vol_down"))
+    assert d.of(SetVolume) == [SetVolume("speaker", 80)]
+    assert d.lines[0] == "Speaker volume"
+    d(TimerFired("volume"))
+    assert d.phone.screen.kind == "talking"
+
+
+def test_config_volume_change_wins_over_the_users_level() -> None:
+    d = Driver()
+    d(KeyPressed("vol_down"))
+    d(ConfigApplied(make_config(features={"dnd": True})))
+    assert d.of(SetVolume) == []  # the administrator did not touch the volumes
+    d(ConfigApplied(make_config(audio={"ring_volume": 40})))
+    assert d.of(SetVolume) == [SetVolume("ring", 40)]
+    assert d.phone.snapshot(d.now)["volume"] == {"speaker": 80, "ring": 40}

@@ -14,7 +14,7 @@ from firmware import events as ev
 from firmware.audio.bridge import AlsaAudio
 from firmware.config import parse_config
 from firmware.phone import Phone
-from firmware.runtime import CallHistoryFile, Runtime, TimerWheel
+from firmware.runtime import CallHistoryFile, Runtime, TimerWheel, VolumeFile
 from tests.fixtures.alsa import AlsaFiles, alsa_files, alsa_home  # noqa: F401 (fixtures)
 
 ACCOUNT = {"user": "1001", "domain": "127.0.0.1", "password": "x"}
@@ -215,3 +215,42 @@ def test_password_change_is_judged_by_a_fresh_registration(tmp_path: Path) -> No
         assert "not registered within" in str(apply_and_wait_registered(rt, again, timeout_s=0.5))
     finally:
         rt.stop()
+
+
+def test_volume_keys_reach_alsa_audio_and_survive_a_restart(
+    tmp_path: Path,
+    alsa_files: AlsaFiles,  # noqa: F811
+) -> None:
+    config = parse_config(
+        {"accounts": [ACCOUNT], "audio": {"playback": alsa_files.speaker, "capture": "null"}}
+    )
+    path = tmp_path / "state" / "volume.json"
+    for restart in range(2):
+        volumes = VolumeFile(path)
+        audio = AlsaAudio(config.audio)
+        rt = Runtime(Phone(config, volumes=volumes.levels()), audio=audio, volumes=volumes)
+        rt.start()
+        try:
+            if restart == 0:
+                assert (audio.volume, audio.ring_volume) == (80, 80)
+                rt.post(ev.KeyPressed("vol_down"))  # idle: the ringer
+                rt.post(ev.HookChanged(True))
+                rt.post(ev.KeyPressed("vol_down"))  # off-hook: the speaker
+                rt.post(ev.KeyPressed("vol_down"))
+                wait_for(lambda a=audio: a.volume == 60)
+                wait_for(lambda: path.exists() and json.loads(path.read_text())["speaker"] == 60)
+            else:
+                # the kept levels are back in the audio and in the state
+                assert rt.snapshot()["volume"] == {"speaker": 60, "ring": 70}
+                assert (audio.volume, audio.ring_volume) == (60, 70)
+        finally:
+            rt.stop()
+    assert json.loads(path.read_text()) == {"ring": 70, "speaker": 60}
+
+
+def test_volume_file_ignores_garbage(tmp_path: Path) -> None:
+    path = tmp_path / "volume.json"
+    path.write_text('{"speaker": 250, "ring": 30, "other": 1}')
+    assert VolumeFile(path).levels() == {"ring": 30}
+    path.write_text("not json")
+    assert VolumeFile(path).levels() == {}
