@@ -118,6 +118,8 @@ loadmodule "pv.so"
 loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "xlog.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
 modparam("usrloc", "db_mode", 0)
 request_route {{
     if (is_method("REGISTER")) {{
@@ -214,12 +216,23 @@ def extract_boot_files(disk: Path, workdir: Path) -> tuple[Path, Path, str]:
     return out["vmlinuz"], out["initrd.img"], out["cmdline.txt"].read_text().strip()
 
 
+def accelerator_args() -> list[str]:
+    """KVM when usable, else TCG. A kvm_pvm host opens /dev/kvm fine but guests then fail with
+    "emulation failure", so that case counts as unusable; OFFHOOK_QEMU_ACCEL overrides."""
+    forced = os.environ.get("OFFHOOK_QEMU_ACCEL", "")
+    if forced:
+        return ["-accel", forced]
+    usable = os.access("/dev/kvm", os.R_OK | os.W_OK) and not Path("/sys/module/kvm_pvm").exists()
+    # With both, QEMU falls back to TCG when KVM cannot start.
+    return ["-accel", "kvm", "-accel", "tcg"] if usable else ["-accel", "tcg"]
+
+
 def qemu_command(
     disk: Path, kernel: Path, initrd: Path, cmdline: str, host_port: int, memory_mb: int
 ) -> list[str]:
     return [
         "qemu-system-x86_64",
-        "-accel", "kvm", "-accel", "tcg",  # KVM when usable, otherwise QEMU falls back to TCG
+        *accelerator_args(),
         "-m", str(memory_mb), "-smp", "1",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", "stdio", "-monitor", "none",
@@ -278,6 +291,8 @@ def boot_test(
             disk = scratch_copy(image, seed, workdir)
             kernel, initrd, cmdline = extract_boot_files(disk, workdir)
             host_port = free_port()
+            # The journal on the console: a failing service's own messages land in the log.
+            cmdline += " systemd.journald.forward_to_console=1"
             cmd = qemu_command(disk, kernel, initrd, cmdline, host_port, memory_mb)
             log.info("boot test starting qemu port=%d image=%s", host_port, image)
             started = time.monotonic()
