@@ -133,7 +133,9 @@ class Phone:
         self._digit_map = DigitMap(config.dialplan.digit_map)
         self._new_id = id_factory or (lambda: uuid.uuid4().hex)
         self._now = 0.0
-        self._hook_off = False
+        self._hook_off = False  # the audio path is in use: handset lifted or hands-free
+        self._handset_up = False
+        self._handsfree = False  # the loudspeaker and microphone instead of the handset
         # "idle" | "dialing" | "ended" | "howler" | "calls" | "transfer" | "browse"
         self._mode = "idle"
         self._digits = ""
@@ -199,6 +201,8 @@ class Phone:
             calls.append(self._call_view(self._pending, now))
         return {
             "hook": "off" if self._hook_off else "on",
+            "handset": "up" if self._handset_up else "down",
+            "audio_path": self._audio_path(),
             "registration": [
                 {
                     "account": i,
@@ -225,16 +229,42 @@ class Phone:
     # --- event handlers ------------------------------------------------------------------------
 
     def _on_hook(self, ev: HookChanged, out: list[Command]) -> None:
-        if ev.offhook == self._hook_off:
+        if ev.offhook == self._handset_up:
             return
-        self._hook_off = ev.offhook
-        if ev.offhook:
+        self._handset_up = ev.offhook
+        if self._handsfree:
+            if ev.offhook:
+                self._handsfree = False  # lifting the handset takes the call off the speaker
+                log.info("audio path changed path=handset")
+            return  # the handset going down does not end a hands-free call
+        self._engage(ev.offhook, out)
+
+    def _on_speaker_key(self, out: list[Command]) -> None:
+        if self._handsfree:
+            self._handsfree = False
+            if self._handset_up:
+                log.info("audio path changed path=handset")
+            else:
+                self._engage(False, out)  # hands-free hang up
+            return
+        self._handsfree = True
+        log.info("audio path changed path=speaker")
+        if not self._hook_off:
+            self._engage(True, out)  # like lifting the handset, hands-free
+
+    def _engage(self, offhook: bool, out: list[Command]) -> None:
+        """The audio path (handset or speaker) goes into use or out of it: off-hook or on-hook."""
+        if offhook == self._hook_off:
+            return
+        self._hook_off = offhook
+        if offhook:
             if self._alerting is not None and self._active is None:
                 self._answer(self._alerting, out)
             elif self._active is None and self._pending is None and not self._calls:
                 self._begin_dialing(out, tone=True)
             return
-        # Handset down: everything the handset was doing ends.
+        # On-hook: everything the handset (or the speaker) was doing ends.
+        self._handsfree = False
         out.append(StopTone())
         for name in (T_OFFHOOK, T_INTERDIGIT, T_HOWLER):
             self._cancel_timer(name, out)
@@ -266,6 +296,9 @@ class Phone:
             key = SOFTKEY_ACTIONS.get(label, "")
             if not key:
                 return
+        if key == "speaker":
+            self._on_speaker_key(out)
+            return
         if key in ("vol_up", "vol_down"):
             self._change_volume(key == "vol_up", out)
             return
@@ -782,6 +815,9 @@ class Phone:
         held = bool(self._held_calls())
         if not held:
             self._reset_mute(out)
+        if not held and self._handsfree_only():
+            self._engage(False, out)  # a hands-free call that ends hangs up the speaker too
+            return
         if not self._hook_off:
             self._mode = "calls" if held else "idle"
             out.append(StopTone())
@@ -808,6 +844,9 @@ class Phone:
         self._start_timer(T_HOWLER, self._config.dialplan.offhook_timeout_s, out)
 
     def _howler(self, out: list[Command]) -> None:
+        if self._handsfree_only():
+            self._engage(False, out)  # no handset left off the cradle: just hang up
+            return
         self._mode = "howler"
         self._notice = ("Please hang up", "")
         out.append(PlayTone(Tone.HOWLER))
@@ -866,6 +905,14 @@ class Phone:
         out.append(RecordCall(record))
 
     # --- queries -------------------------------------------------------------------------------
+
+    def _handsfree_only(self) -> bool:
+        return self._handsfree and not self._handset_up
+
+    def _audio_path(self) -> str:
+        if not self._hook_off:
+            return "none"
+        return "speaker" if self._handsfree else "handset"
 
     def _held_calls(self) -> list[Call]:
         return [c for c in self._calls.values() if c.held]
@@ -928,6 +975,7 @@ class Phone:
             "mwi": "blink" if self._message_waiting() else "off",
             "dnd": "on" if self._dnd else "off",
             "mute": "on" if self._muted else "off",
+            "speaker": "on" if self._handsfree else "off",
         }
 
     def _status(self) -> dict[str, str]:

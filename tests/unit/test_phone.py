@@ -914,3 +914,58 @@ def test_config_volume_change_wins_over_the_users_level() -> None:
     d(ConfigApplied(make_config(audio={"ring_volume": 40})))
     assert d.of(SetVolume) == [SetVolume("ring", 40)]
     assert d.phone.snapshot(d.now)["volume"] == {"speaker": 80, "ring": 40}
+
+
+# --- speakerphone --------------------------------------------------------------------------------
+
+
+def test_speaker_key_goes_offhook_handsfree_and_hangs_up_when_pressed_again() -> None:
+    d = Driver()
+    d(KeyPressed("speaker"))
+    assert PlayTone(Tone.DIAL) in d.out and SetLed("speaker", "on") in d.out
+    snap = d.phone.snapshot(d.now)
+    assert (snap["hook"], snap["handset"], snap["audio_path"]) == ("off", "down", "speaker")
+    d.keys("2001")
+    assert MakeCall(0, "2001") in d.out
+    d(CallStateChanged(1, CallState.CALLING))
+    d(CallStateChanged(1, CallState.CONFIRMED, 200))
+    d(KeyPressed("speaker"))
+    assert Hangup(1) in d.out and SetLed("speaker", "off") in d.out
+    assert d.phone.snapshot(d.now)["audio_path"] == "none"
+    assert d.phone.screen.kind == "idle"
+    assert [r.disposition for r in d.recorded] == ["answered"]
+
+
+def test_lifting_the_handset_during_handsfree_keeps_the_call() -> None:
+    d = Driver()
+    ring(d)
+    d(KeyPressed("speaker"))  # answers hands-free
+    assert Answer(7) in d.out and SetRinger(False) in d.out
+    d(CallStateChanged(7, CallState.CONFIRMED, 200))
+    d(HookChanged(True))
+    assert not d.of(Hangup) and SetLed("speaker", "off") in d.out
+    assert d.phone.snapshot(d.now)["audio_path"] == "handset"
+    assert d.phone.screen.kind == "talking"
+    d(HookChanged(False))  # the handset now owns the call: down hangs up
+    assert Hangup(7) in d.out
+
+
+def test_handset_down_while_handsfree_does_not_hang_up() -> None:
+    d = Driver()
+    talk(d)
+    d(KeyPressed("speaker"))  # handset still up: move the call to the speaker
+    assert not d.of(Hangup) and d.phone.snapshot(d.now)["audio_path"] == "speaker"
+    d(HookChanged(False))
+    assert not d.of(Hangup) and not d.of(StopTone)
+    assert d.phone.screen.kind == "talking"
+    d(CallStateChanged(1, CallState.DISCONNECTED, 200))  # the far end hangs up
+    assert d.phone.screen.kind == "idle" and d.phone.snapshot(d.now)["hook"] == "on"
+    assert not d.of(StartTimer)  # no howler for a loudspeaker
+
+
+def test_handsfree_dial_tone_times_out_to_idle_not_howler() -> None:
+    d = Driver()
+    d(KeyPressed("speaker"))
+    d(TimerFired("offhook"))
+    assert PlayTone(Tone.HOWLER) not in d.out
+    assert d.phone.snapshot(d.now)["audio_path"] == "none" and d.phone.screen.kind == "idle"

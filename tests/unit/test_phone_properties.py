@@ -33,7 +33,7 @@ CALL_IDS = st.integers(min_value=0, max_value=3)
 EVENTS = st.one_of(
     st.builds(HookChanged, st.booleans()),
     st.builds(KeyPressed, st.sampled_from(sorted(DIGIT_KEYS | FUNCTION_KEYS))),
-    st.builds(KeyPressed, st.sampled_from(["2", "0", "1", "#", "hold", "ok", "cancel"])),
+    st.builds(KeyPressed, st.sampled_from(["2", "0", "1", "#", "hold", "ok", "cancel", "speaker"])),
     st.builds(CallIncoming, CALL_IDS, st.just(0), st.just("sip:2002@pbx"), st.just("Bob")),
     st.builds(
         CallStateChanged,
@@ -43,7 +43,8 @@ EVENTS = st.one_of(
     ),
     st.builds(
         TimerFired,
-        st.sampled_from(["offhook", "interdigit", "howler", "no_answer:0", "no_answer:1"]),
+        st.sampled_from(["offhook", "interdigit", "howler", "no_answer:0", "no_answer:1",
+                         "volume"]),
     ),
     st.builds(ClockTick),
     st.builds(MessageWaiting, st.just(0), st.booleans(), st.integers(0, 3)),
@@ -71,7 +72,7 @@ def test_any_event_sequence_keeps_the_phone_consistent(events) -> None:
     ringer = False
     for event in events:
         now += 1.0
-        was_offhook = phone.snapshot(now)["hook"] == "off"
+        path_before = phone.snapshot(now)["audio_path"]
         out = phone.handle(event, now)
         for command in out:
             if isinstance(command, RecordCall):
@@ -91,7 +92,11 @@ def test_any_event_sequence_keeps_the_phone_consistent(events) -> None:
             assert snap["hook"] == "on", "the ringer stops when the handset is lifted"
             assert any(c["direction"] == "incoming" for c in snap["calls"]), "rings for a call"
         assert len(live) == len(snap["calls"]), "a call is listed once"
-        if isinstance(event, HookChanged) and not event.offhook and was_offhook:
+        if isinstance(event, HookChanged) and not event.offhook and path_before == "speaker":
+            # Handset down while hands-free: the calls go on.
+            assert not any(isinstance(c, Hangup) for c in out)
+            assert snap["audio_path"] == "speaker"
+        if isinstance(event, HookChanged) and not event.offhook and path_before == "handset":
             # Handset down: nothing is left but a call that now rings.
             assert len(snap["calls"]) <= 1
             assert all(c["direction"] == "incoming" for c in snap["calls"])
@@ -99,6 +104,6 @@ def test_any_event_sequence_keeps_the_phone_consistent(events) -> None:
             assert not hung_up & live
             assert not any(isinstance(c, PlayTone) and c.tone.value != "ring" for c in out)
         if not snap["calls"] and snap["hook"] == "on":
-            assert phone.screen.kind in ("idle", "history", "phonebook")
+            assert phone.screen.kind in ("idle", "history", "phonebook", "volume", "menu")
             assert SetRinger(True) not in out
     assert len(snap["history"]) <= 50 if events else True
