@@ -193,6 +193,10 @@ def test_check_sync_notify_fetches_and_failed_apply_rolls_back(
     with Phone(server, tmp_path / "state", mac, server.enrollment_token()) as phone:
         wait_until(lambda: "desk two" in phone.names(), "first config")
         wait_until(lambda: device(server, mac)["sip_contact"], "check-sync contact reported")
+        cycles = phone.client.cycles
+        phone.client.resync_now()  # unchanged config: If-None-Match -> 304, nothing re-applied
+        wait_until(lambda: phone.client.cycles > cycles, "a poll")
+        assert phone.names() == ["desk two"] and phone.client.last_error == ""
 
         set_name(server, mac, "desk three")  # the server NOTIFYs the phone
         wait_until(lambda: "desk three" in phone.names(), "fetch triggered by NOTIFY")
