@@ -22,7 +22,7 @@ from rich.console import Console
 
 from image import rootfs
 from image.assemble import Contents, assemble, ext4_size_for, normalise_mtimes, source_date_epoch
-from image.bmap import create_bmap, write_bmap
+from image.bmap import create_bmap, hash_span, write_bmap
 from image.boards import Board, board
 from image.layout import MIB, Layout, plan_layout
 from image.manifest import write_manifest
@@ -171,6 +171,15 @@ def boot_files(tree: Path, target: Board, layout_root_partuuid: str, boot: Path)
     )
 
 
+def hash_range(path: Path, start: int, size: int) -> str:
+    """SHA-256 of one partition: equal across builds from the same inputs (reproducibility)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return hash_span(fd, start, size)
+    finally:
+        os.close(fd)
+
+
 class Steps:
     """Step display: a rich status line per step and its time when done."""
 
@@ -239,6 +248,8 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
     image = out / f"offhook-{target.name}.img"
     contents = Contents(boot=boot, root=tree, data=None)
     steps.run("assemble image", assemble, image, layout, contents, work / "parts", epoch=epoch)
+    root = layout.partition("root")
+    root_sha256 = hash_range(image, root.start, root.size)
     bmap_file = image.with_name(image.name + ".bmap")
     block_map = steps.run("block map", create_bmap, image)
     write_bmap(block_map, bmap_file)
@@ -264,6 +275,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
         rootfs_cache_key=target.recipe.key(),
         rootfs_cache_used=used_cache,
         layout=layout.to_dict(),
+        root_filesystem_sha256=root_sha256,
         mapped_bytes=block_map.mapped_bytes,
         debian_packages=packages,
         python_packages=python_packages,
