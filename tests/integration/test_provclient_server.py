@@ -327,3 +327,21 @@ def test_overloaded_server_503_keeps_cached_config_and_honours_retry_after(
             assert phone.client.backoff.failures == 2
             assert phone.names() == ["cached desk"]
         assert (state / "credential.json").exists()  # overload is not a reason to drop it
+
+
+def test_record_the_server_refuses_is_set_aside_without_blocking_the_queue(
+    server: RestartableServer, tmp_path: Path
+) -> None:
+    mac = new_mac()
+    server.add_device(mac)
+    with Phone(server, tmp_path / "state", mac, server.enrollment_token()) as phone:
+        wait_until(lambda: phone.client.state == "enrolled" and phone.applied, "enrolled")
+        good = [cdr(1), cdr(3)]
+        bad = cdr(2) | {"disposition": "teleported"}  # not a disposition the server knows
+        for record in (good[0], bad, good[1]):
+            phone.client.enqueue("cdrs", record)
+        wait_until(lambda: phone.client.outbox.count("cdrs") == 0, "queue drained")
+    held = {row["id"] for row in server.admin.get("/cdrs", params={"device": mac}).json()}
+    assert held == {r["id"] for r in good}
+    [refused] = list((tmp_path / "state" / "outbox" / "cdrs").glob("*.refused"))
+    assert json.loads(refused.read_text())["id"] == bad["id"]
