@@ -1,0 +1,59 @@
+"""Build preconditions and the manifest (the build itself runs in tests/integration)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from image.boards import board
+from image.build import BuildError, BuildOptions, build, check_pjsua2_wheel
+from image.manifest import ManifestError, verify_manifest, write_manifest
+from image.rootfs import Recipe
+
+
+def test_rpi_without_pjsua2_wheel_fails_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(BuildError, match=r"needs a pjsua2 wheel.*--pjsua2-wheel"):
+        build(BuildOptions(board="rpi", out=out))
+    assert not out.exists()
+
+
+def test_pjsua2_wheel_must_be_an_aarch64_cp311_wheel(tmp_path: Path) -> None:
+    rpi = board("rpi", "http://deb.debian.org/debian")
+    with pytest.raises(BuildError, match="not found"):
+        check_pjsua2_wheel(tmp_path / "missing.whl", rpi)
+    wrong = tmp_path / "pjsua2-2.15.1-cp311-cp311-linux_x86_64.whl"
+    wrong.write_bytes(b"not a zip")
+    with pytest.raises(BuildError, match="cp311 aarch64"):
+        check_pjsua2_wheel(wrong, rpi)
+    check_pjsua2_wheel(None, board("qemu-amd64", "http://deb.debian.org/debian"))
+
+
+def test_unknown_board_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="unknown board 'pi5'"):
+        build(BuildOptions(board="pi5", out=tmp_path))
+
+
+def test_cache_key_changes_with_what_goes_into_the_tree() -> None:
+    base = Recipe(arch="amd64", kernel_packages=("linux-image-cloud-amd64",))
+    same = Recipe(arch="amd64", kernel_packages=("linux-image-cloud-amd64",))
+    assert base.key() == same.key()
+    assert base.key() != Recipe(arch="amd64", kernel_packages=("linux-image-amd64",)).key()
+    assert base.key() != Recipe(arch="amd64", kernel_packages=base.kernel_packages,
+                                mirror="http://mirror.example/debian").key()  # fmt: skip
+
+
+def test_manifest_lists_and_verifies_outputs(tmp_path: Path) -> None:
+    a, b = tmp_path / "x.img", tmp_path / "x.img.bmap"
+    a.write_bytes(b"image")
+    b.write_text("bmap")
+    write_manifest(tmp_path / "m.json", outputs=[a, b], board="qemu-amd64")
+    manifest = verify_manifest(tmp_path / "m.json")
+    assert manifest["board"] == "qemu-amd64"
+    assert manifest["outputs"]["x.img"]["bytes"] == 5
+    assert json.loads((tmp_path / "m.json").read_text())["manifest_version"] == 1
+    a.write_bytes(b"changed")
+    with pytest.raises(ManifestError, match="checksum differs"):
+        verify_manifest(tmp_path / "m.json")
