@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -27,7 +27,7 @@ from provisioning.crypto import KeyRing, load_key_ring
 from provisioning.db import Database
 from provisioning.errors import ApiError
 from provisioning.notify import Notifier
-from provisioning.render import RenderCache
+from provisioning.render import InheritedCache, RenderCache
 from provisioning.settings import ServerSettings, settings_from_env
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Services:
     keys: KeyRing
     render_cache: RenderCache
     notifier: Notifier
+    inherited_cache: InheritedCache = field(default_factory=InheritedCache)
 
 
 def get_services(request: Request) -> Services:

@@ -95,6 +95,9 @@ class FleetDefaults(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Bumped by any change to fleet defaults, groups or templates (render.py's flush hook):
+    # the key of every process's cache of inherited settings.
+    settings_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Group(Base):

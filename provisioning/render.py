@@ -17,12 +17,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from firmware.config import ConfigError, PhoneConfig, parse_config
 from provisioning.crypto import KeyRing
-from provisioning.models import Device, FleetDefaults, Group, Line
+from provisioning.models import Device, FleetDefaults, Group, Line, Template
 
 LOCAL_SECTIONS = ("provisioning", "control")
 # Set through lines (passwords encrypted), never through settings.
@@ -122,12 +122,67 @@ def fleet_defaults(db: Session) -> FleetDefaults:
     return row
 
 
-def effective_settings(db: Session, device: Device) -> dict[str, Any]:
-    merged = copy.deepcopy(fleet_defaults(db).settings or {})
-    for group in group_chain(db, device.group_id):
+class InheritedCache:
+    """Merged fleet + group-chain settings by (group id, settings epoch). The epoch changes with
+    any fleet/group/template change in any process, so an entry never goes stale."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[int | None, int], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int | None, int]) -> dict[str, Any] | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: tuple[int | None, int], value: dict[str, Any]) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+def inherited_settings(
+    db: Session, group_id: int | None, cache: InheritedCache | None = None
+) -> dict[str, Any]:
+    """Fleet defaults merged with the group chain (each group: templates, then its own)."""
+    row = db.execute(
+        select(FleetDefaults.settings_epoch, FleetDefaults.settings).where(FleetDefaults.id == 1)
+    ).first()
+    epoch, fleet = (row[0], row[1]) if row is not None else (-1, fleet_defaults(db).settings)
+    if cache is not None and (hit := cache.get((group_id, epoch))) is not None:
+        return hit
+    merged = copy.deepcopy(fleet or {})
+    for group in group_chain(db, group_id):
         for template in group.templates:
             merged = deep_merge(merged, template.settings or {})
         merged = deep_merge(merged, group.settings or {})
+    if cache is not None:
+        cache.put((group_id, epoch), merged)
+    return merged
+
+
+INHERITED_MODELS = (FleetDefaults, Group, Template)
+
+
+@event.listens_for(Session, "before_flush")
+def _bump_settings_epoch(session: Session, _context: Any, _instances: Any) -> None:
+    """Any flushed change to fleet defaults, groups or templates bumps the settings epoch."""
+    changed = [*session.new, *session.deleted]
+    changed += [o for o in session.dirty if session.is_modified(o)]
+    if any(isinstance(obj, INHERITED_MODELS) for obj in changed):
+        # Connection-level execute: no autoflush (we are inside the flush machinery).
+        session.connection().execute(
+            update(FleetDefaults)
+            .where(FleetDefaults.id == 1)
+            .values(settings_epoch=FleetDefaults.settings_epoch + 1)
+        )
+
+
+def effective_settings(
+    db: Session, device: Device, cache: InheritedCache | None = None
+) -> dict[str, Any]:
+    merged = inherited_settings(db, device.group_id, cache)
     if device.name:
         merged = deep_merge(merged, {"device": {"name": device.name}})
     return deep_merge(merged, device.settings or {})
@@ -154,9 +209,11 @@ class Rendered:
     body: bytes
 
 
-def render_device(db: Session, device: Device, keys: KeyRing) -> Rendered:
+def render_device(
+    db: Session, device: Device, keys: KeyRing, cache: InheritedCache | None = None
+) -> Rendered:
     """Raises ConfigError when the merged settings are not a valid PhoneConfig."""
-    settings = effective_settings(db, device)
+    settings = effective_settings(db, device, cache)
     lines = db.scalars(select(Line).where(Line.device_id == device.id).order_by(Line.position))
     settings["accounts"] = [line_account(line, keys) for line in lines]
     for section in LOCAL_SECTIONS:

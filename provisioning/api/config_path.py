@@ -35,15 +35,18 @@ def etag_matches(header: str, etag: str) -> bool:
 
 
 def _render_for(services, key: DeviceKey) -> Rendered:  # type: ignore[no-untyped-def]
-    with services.database.session() as db:
+    db = services.database.sessionmaker()
+    try:  # read only: closing rolls back, no commit round trip
         device = db.get(Device, key.id)
         if device is None:  # deleted between the two queries
             raise ApiError(401, "unauthorized", "missing or invalid device credential")
         try:
-            rendered = render_device(db, device, services.keys)
+            rendered = render_device(db, device, services.keys, services.inherited_cache)
         except ConfigError as exc:
             log.error("rendered config invalid device=%s error=%s", device.id, exc)
             raise ApiError(500, "config_invalid", f"server-side config is invalid: {exc}") from None
+    finally:
+        db.close()
     services.render_cache.put(key.id, rendered)
     return rendered
 

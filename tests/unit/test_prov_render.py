@@ -140,3 +140,39 @@ def test_invalid_merged_config_is_caught_on_the_server(db: Session, keys: KeyRin
         ops.create_group(db, ACTOR, "a")
         ops.create_group(db, ACTOR, "b", parent="a")
         ops.update_group(db, ACTOR, "a", parent="b")
+
+
+def test_inherited_settings_cache_follows_every_change(db: Session, keys: KeyRing) -> None:
+    from provisioning.render import InheritedCache
+
+    cache = InheritedCache()
+    ops.create_group(db, ACTOR, "site", "site", settings={"audio": {"ring_volume": 10}})
+    device = ops.add_device(db, ACTOR, "b8:27:eb:00:00:09", group="site")
+    db.flush()
+
+    def ring() -> int:
+        return json.loads(render_device(db, db.get(Device, device.id), keys, cache).body)["audio"][
+            "ring_volume"
+        ]
+
+    assert ring() == 10 and ring() == 10  # second render from the cache
+    ops.change_settings(db, ACTOR, "group", "site", set_values={"audio.ring_volume": 20})
+    db.flush()
+    assert ring() == 20
+    ops.create_template(db, ACTOR, "t", {"audio": {"speaker_volume": 1}})
+    ops.attach_template(db, ACTOR, "site", "t")
+    db.flush()
+    assert (
+        json.loads(render_device(db, db.get(Device, device.id), keys, cache).body)["audio"][
+            "speaker_volume"
+        ]
+        == 1
+    )
+    ops.change_settings(db, ACTOR, "fleet", set_values={"audio.tone_plan": "eu"})
+    db.flush()
+    assert (
+        json.loads(render_device(db, db.get(Device, device.id), keys, cache).body)["audio"][
+            "tone_plan"
+        ]
+        == "eu"
+    )
