@@ -40,6 +40,7 @@ from firmware.events import (
     Command,
     Conference,
     ConfigApplied,
+    DeviceInfo,
     Event,
     Hangup,
     Hold,
@@ -92,6 +93,7 @@ SOFTKEY_ACTIONS = {
     "Swap": "hold",
     "Xfer": "transfer",
     "Conf": "conference",
+    "Open": "ok",
 }
 
 T_OFFHOOK = "offhook"  # off-hook without dialling -> howler
@@ -100,6 +102,7 @@ T_HOWLER = "howler"  # after a call ended and the handset stays up
 T_NO_ANSWER = "no_answer:"  # + call id: forward on no answer
 T_VOLUME = "volume"  # the volume bar goes away
 
+MENU_TEXT_WIDTH = 21  # characters per line of the 6x11 font on a 128-pixel panel
 VOLUME_STEP = 10
 VOLUME_BAR_S = 2.0
 
@@ -110,6 +113,21 @@ def _zone(name: str) -> tzinfo:
     except (ZoneInfoNotFoundError, ValueError):
         log.warning("unknown timezone, using UTC timezone=%s", name)
         return UTC
+
+
+def _wrap(text: str, width: int, max_lines: int) -> tuple[str, ...]:
+    """Cut text into lines of at most ``width`` characters (at spaces where possible)."""
+    lines: list[str] = []
+    rest = text
+    while rest and len(lines) < max_lines:
+        if len(rest) <= width:
+            lines.append(rest)
+            break
+        cut = rest.rfind(" ", 0, width + 1)
+        cut = cut if cut > 0 else width
+        lines.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return tuple(lines)
 
 
 def _level(saved: object, default: int) -> int:
@@ -136,7 +154,7 @@ class Phone:
         self._hook_off = False  # the audio path is in use: handset lifted or hands-free
         self._handset_up = False
         self._handsfree = False  # the loudspeaker and microphone instead of the handset
-        # "idle" | "dialing" | "ended" | "howler" | "calls" | "transfer" | "browse"
+        # "idle" | "dialing" | "ended" | "howler" | "calls" | "transfer" | "browse" | "menu"
         self._mode = "idle"
         self._digits = ""
         self._notice: tuple[str, str] = ("", "")
@@ -168,6 +186,8 @@ class Phone:
             "ring": _level(saved.get("ring"), config.audio.ring_volume),
         }
         self._volume_bar: str | None = None  # "speaker" | "ring" while the bar shows
+        self._device = DeviceInfo()
+        self._menu: tuple[int, bool, str] = (0, False, "idle")  # index, item open, return mode
 
     # --- public API ------------------------------------------------------------------------------
 
@@ -315,6 +335,10 @@ class Phone:
             if index < len(accounts) and accounts[index].enabled:
                 self._line = index
             return
+        if self._mode in ("idle", "dialing") and key == "menu":
+            self._menu = (0, False, self._mode)
+            self._mode = "menu"
+            return
         if self._mode in ("idle", "dialing") and key in ("history", "phonebook"):
             self._browse = (key, 0, self._mode)
             if key == "history":
@@ -332,6 +356,7 @@ class Phone:
             "idle": self._key_idle,
             "dialing": self._key_dialing,
             "browse": self._key_browse,
+            "menu": self._key_menu,
             "calls": self._key_calls,
             "transfer": self._key_transfer,
         }.get(self._mode)
@@ -377,6 +402,23 @@ class Phone:
             self._mode = back
             self._place_call(entries[index][1], out)
         elif key in ("cancel", "history", "phonebook", "left"):
+            self._mode = back if (back != "dialing" or self._hook_off) else "idle"
+
+    def _key_menu(self, key: str, out: list[Command]) -> None:
+        index, opened, back = self._menu
+        items = self._menu_items()
+        if opened:
+            if key in ("cancel", "ok", "left"):
+                self._menu = (index, False, back)
+            elif key == "menu":
+                self._mode = back if (back != "dialing" or self._hook_off) else "idle"
+            return
+        if key in ("up", "down"):
+            step = -1 if key == "up" else 1
+            self._menu = ((index + step) % len(items), False, back)
+        elif key in ("ok", "right"):
+            self._menu = (index, True, back)
+        elif key in ("cancel", "menu", "left"):
             self._mode = back if (back != "dialing" or self._hook_off) else "idle"
 
     def _key_calls(self, key: str, out: list[Command]) -> None:
@@ -596,6 +638,9 @@ class Phone:
     def _on_registration(self, ev: RegistrationChanged, out: list[Command]) -> None:
         self._registration[ev.account] = (ev.registered, ev.status_code, ev.reason)
 
+    def _on_device_info(self, ev: DeviceInfo, out: list[Command]) -> None:
+        self._device = ev
+
     def _on_mwi(self, ev: MessageWaiting, out: list[Command]) -> None:
         self._mwi[ev.account] = (ev.waiting, ev.new, ev.old)
 
@@ -674,6 +719,7 @@ class Phone:
         TimerFired: _on_timer,
         ClockTick: _on_tick,
         ConfigApplied: _on_config,
+        DeviceInfo: _on_device_info,
     }
 
     # --- actions -------------------------------------------------------------------------------
@@ -947,6 +993,37 @@ class Phone:
             entries.append((f"{marks[history_kind(r)]} {r.remote_name or number}", number))
         return entries
 
+    def _menu_items(self) -> list[tuple[str, str]]:
+        """The status menu: (list label, full text when opened) per row."""
+        items = [(f"IP {a}", f"IP address: {a}") for a in self._device.addresses]
+        if not items:
+            items.append(("IP none", "IP address: none (no network)"))
+        version = self._device.firmware_version or "unknown"
+        items.append((f"Version {version}", f"Firmware version: {version}"))
+        for i, acc in enumerate(self._config.accounts):
+            registered, code, reason = self._registration.get(i, (False, 0, ""))
+            if not acc.enabled:
+                state = "disabled"
+            elif registered:
+                state = f"ok {code}"
+            else:
+                state = f"fail {code}" if code else "none"
+            items.append(
+                (
+                    f"L{i + 1} {acc.user} {state}",
+                    f"Line {i + 1}: {acc.user}@{acc.domain} {state} {reason}".strip(),
+                )
+            )
+        ports = " ".join(f"{t} {p}" for t, p in self._device.sip_ports)
+        ports = ports or f"{self._config.sip.port}"
+        items.append((f"SIP {ports}", f"SIP port: {ports}"))
+        server = self._config.provisioning.url or "none"
+        items.append((f"Prov {server}", f"Provisioning server: {server}"))
+        volume = f"spk {self._volume['speaker']} ring {self._volume['ring']}"
+        items.append((f"Vol {volume}", f"Volume: speaker {self._volume['speaker']}, ring "
+                      f"{self._volume['ring']}"))  # fmt: skip
+        return items
+
     # --- views ---------------------------------------------------------------------------------
 
     def _refresh(self, out: list[Command], force: bool = False) -> None:
@@ -1013,6 +1090,8 @@ class Phone:
             return self._volume_view(status)
         if mode == "browse":
             return self._browse_view(status)
+        if mode == "menu":
+            return self._menu_view(status)
         if mode == "dialing":
             lines = ("Enter number", self._digits or "_")
             if self._held_calls():
@@ -1060,6 +1139,18 @@ class Phone:
         if self._dnd:
             lines.append("Do not disturb")
         return Screen("idle", tuple(lines), status, ("History", "Contacts", "DND"))
+
+    def _menu_view(self, status: dict[str, str]) -> Screen:
+        index, opened, _ = self._menu
+        items = self._menu_items()
+        index = min(index, len(items) - 1)
+        if opened:
+            return Screen("menu", _wrap(items[index][1], MENU_TEXT_WIDTH, 4), status)
+        first = max(0, min(index - 1, len(items) - 3))
+        lines = ["Status"]
+        for i in range(first, min(first + 3, len(items))):
+            lines.append(("> " if i == index else "  ") + items[i][0])
+        return Screen("menu", tuple(lines), status, ("Back", "", "Open"))
 
     def _browse_view(self, status: dict[str, str]) -> Screen:
         which, index, _ = self._browse

@@ -30,6 +30,7 @@ HEARTBEAT_INTERVAL_S = 0.5
 STALE_AFTER_S = 3.0  # a loop that has not turned for this long counts as hung
 TEST_HOOKS_ENV = "OFFHOOK_TEST_HOOKS"
 APPLY_POLL_S = 0.1
+DEVICE_INFO_EVERY_S = 30.0  # addresses change with DHCP; the status menu should follow
 APPLY_TIMEOUT_S = 15.0
 
 
@@ -198,6 +199,18 @@ def apply_and_wait_registered(
     return outcome
 
 
+def gather_device_info(sip_ports: dict[str, int]) -> ev.DeviceInfo:
+    """What the Phone's status menu shows about this device (addresses, version, SIP ports)."""
+    from firmware.netinfo import ip_addresses
+    from firmware.provisioning.identity import firmware_version
+
+    return ev.DeviceInfo(
+        addresses=ip_addresses(),
+        firmware_version=firmware_version(),
+        sip_ports=tuple(sorted(sip_ports.items())),
+    )
+
+
 def default_state_dir(config: PhoneConfig, config_path: Path) -> Path:
     if config.provisioning.state_dir:
         return Path(config.provisioning.state_dir)
@@ -306,10 +319,17 @@ class PhoneProcess:
             info["ringer"] = self.board.ringing
         return info
 
+    def post_device_info(self) -> None:
+        try:
+            self.runtime.post(gather_device_info(self.engine.ports))
+        except OSError as exc:
+            log.warning("cannot read the device's addresses", extra=kv(error=exc))
+
     def start(self, heartbeat_fd: int | None) -> None:
         self.audio.start()
         self.runtime.start()
         self.engine.start()
+        self.post_device_info()
         self.board.on_key(lambda key: self.runtime.post(ev.KeyPressed(key)))
         self.board.on_hook(lambda offhook: self.runtime.post(ev.HookChanged(offhook)))
         self.board.start()
@@ -337,9 +357,13 @@ class PhoneProcess:
         )
 
     def wait(self) -> None:
+        next_info = time.monotonic() + DEVICE_INFO_EVERY_S
         while not self.stopped.wait(0.5):
             if self.heartbeat is not None and self.heartbeat.supervisor_gone.is_set():
                 return
+            if time.monotonic() >= next_info:
+                next_info = time.monotonic() + DEVICE_INFO_EVERY_S
+                self.post_device_info()
 
     def stop(self) -> None:
         steps = [

@@ -20,6 +20,7 @@ from firmware.events import (
     ClockTick,
     Conference,
     ConfigApplied,
+    DeviceInfo,
     Hangup,
     Hold,
     HookChanged,
@@ -969,3 +970,47 @@ def test_handsfree_dial_tone_times_out_to_idle_not_howler() -> None:
     d(TimerFired("offhook"))
     assert PlayTone(Tone.HOWLER) not in d.out
     assert d.phone.snapshot(d.now)["audio_path"] == "none" and d.phone.screen.kind == "idle"
+
+
+# --- status menu ---------------------------------------------------------------------------------
+
+
+def selected(d: Driver) -> str:
+    return next(line for line in d.lines if line.startswith("> "))
+
+
+def test_menu_shows_device_status_and_navigates() -> None:
+    config = make_config(provisioning={"url": "https://prov.example"})
+    d = Driver(config)
+    d(DeviceInfo(("192.0.2.7", "fd00::7"), "1.2.3", (("tcp", 5070), ("udp", 5060))))
+    d(RegistrationChanged(0, False, 403, "Forbidden"))
+    d(KeyPressed("menu"))
+    assert d.phone.screen.kind == "menu"
+    assert d.lines == ("Status", "> IP 192.0.2.7", "  IP fd00::7", "  Version 1.2.3")
+    d(KeyPressed("up"))  # wraps to the last row
+    assert d.lines[-1] == "> Vol spk 80 ring 80"
+    d(KeyPressed("vol_down"))  # the volume keys still work; the menu follows
+    d(TimerFired("volume"))
+    assert d.lines[-1] == "> Vol spk 80 ring 70"
+    d(KeyPressed("up"))
+    assert selected(d) == "> Prov https://prov.example"
+    d(KeyPressed("ok"))  # the whole text of the row, wrapped for the panel
+    assert d.lines == ("Provisioning server:", "https://prov.example")
+    d(KeyPressed("cancel"))
+    d(KeyPressed("up"))
+    assert selected(d) == "> SIP tcp 5070 udp 5060"
+    d(KeyPressed("up"))
+    assert selected(d) == "> L1 1001 fail 403"
+    d(KeyPressed("softkey3"))  # "Open"
+    assert d.lines == ("Line 1:", "1001@pbx.example fail", "403 Forbidden")
+    d(KeyPressed("cancel"))
+    d(KeyPressed("cancel"))
+    assert d.phone.screen.kind == "idle"
+
+
+def test_menu_without_device_info_and_lifting_the_handset_leaves_it() -> None:
+    d = Driver()
+    d(KeyPressed("menu"))
+    assert d.lines[1:3] == ("> IP none", "  Version unknown")
+    d(HookChanged(True))
+    assert d.phone.screen.kind == "dialing" and PlayTone(Tone.DIAL) in d.out

@@ -86,3 +86,38 @@ def test_heartbeat_notices_the_supervisor_is_gone() -> None:
     finally:
         beat.stop()
         os.close(write_fd)
+
+
+def test_device_info_has_this_machines_addresses_version_and_ports() -> None:
+    import ipaddress
+    import shutil
+    import subprocess
+
+    from firmware.netinfo import ipv4_addresses
+    from firmware.phone_process import gather_device_info
+    from firmware.provisioning.identity import firmware_version
+
+    info = gather_device_info({"udp": 5071, "tcp": 5072})
+    assert info.sip_ports == (("tcp", 5072), ("udp", 5071))
+    assert info.firmware_version == firmware_version() != ""
+    assert all(not ipaddress.ip_address(a).is_loopback for a in info.addresses)
+    assert set(ipv4_addresses()) <= set(info.addresses)
+    ip_tool = shutil.which("ip")
+    if ip_tool:  # iproute2 sees the same IPv4 addresses
+        listing = subprocess.run(
+            [ip_tool, "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+        ).stdout
+        expected = {line.split()[3].split("/")[0] for line in listing.splitlines()}
+        assert set(ipv4_addresses()) == {a for a in expected if not a.startswith("127.")}
+
+
+def test_if_inet6_parsing_keeps_global_addresses_only() -> None:
+    from firmware.netinfo import parse_if_inet6
+
+    text = (
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+        "fd000000000000000000000000000002 04 40 00 82     eth0\n"
+        "fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n"
+        "garbage line\n"
+    )
+    assert parse_if_inet6(text) == ["fd00::2"]
