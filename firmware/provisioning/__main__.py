@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from firmware.config import PhoneConfig, ProvisioningSettings
+from firmware.logs import setup_logging
 from firmware.provisioning.client import ProvisioningClient
 from firmware.provisioning.identity import DeviceIdentity
 
@@ -41,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging("info", identifier="offhook-provisioning")
     settings = ProvisioningSettings(
         url=args.url,
         ca_fingerprint=args.ca_fingerprint,

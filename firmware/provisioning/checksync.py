@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from firmware.logs import kv
+
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 65_535
@@ -145,7 +147,7 @@ class CheckSyncListener:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("check-sync listener started host=%s port=%d", self.host, self.port)
+        log.info("check-sync listener started", extra=kv(host=self.host, port=self.port))
 
     def stop(self) -> None:
         self._stop.set()
@@ -165,13 +167,15 @@ class CheckSyncListener:
             try:
                 response = self.handle(data, peer)
             except Exception:  # the listener must outlive any input
-                log.exception("check-sync handler failed peer=%s", peer)
+                log.exception("check-sync handler failed", extra=kv(peer=f"{peer[0]}:{peer[1]}"))
                 continue
             if response:
                 try:
                     self._sock.sendto(response, peer)
                 except OSError as exc:
-                    log.warning("check-sync reply failed peer=%s error=%s", peer, exc)
+                    log.warning(
+                        "check-sync reply failed", extra=kv(peer=f"{peer[0]}:{peer[1]}", error=exc)
+                    )
 
     def handle(self, data: bytes, peer: tuple[str, int]) -> bytes | None:
         """Answer one datagram; None for what needs no answer (responses, keep-alives)."""
@@ -180,7 +184,7 @@ class CheckSyncListener:
         try:
             request = parse_request(data)
         except SipParseError as exc:
-            log.warning("check-sync malformed peer=%s:%d error=%s", *peer, exc)
+            log.warning("check-sync malformed", extra=kv(peer=f"{peer[0]}:{peer[1]}", error=exc))
             return build_response(_salvage_headers(data), 400, "Bad Request", self._to_tag)
         reply = build_response(request.headers, *self._decide(request, peer), self._to_tag)
         return reply
@@ -196,12 +200,15 @@ class CheckSyncListener:
         secret = self._secret()
         given = (request.header("x-offhook-signature") or "").strip().lower()
         if not secret or not hmac.compare_digest(given, signature(secret, call_id, cseq_number)):
-            log.warning("check-sync signature refused peer=%s:%d call_id=%s", *peer, call_id)
+            log.warning(
+                "check-sync signature refused",
+                extra=kv(peer=f"{peer[0]}:{peer[1]}", call_id=call_id),
+            )
             return 403, "Forbidden"
         key = (call_id, cseq_number)
         if key not in self._seen:  # a UDP retransmission gets its 200 again, not a second fetch
             self._seen.append(key)
             self.accepted += 1
-            log.info("check-sync accepted peer=%s:%d call_id=%s", *peer, call_id)
+            log.info("check-sync accepted", extra=kv(peer=f"{peer[0]}:{peer[1]}", call_id=call_id))
             self._on_check_sync()
         return 200, "OK"

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from firmware.config import ConfigError, PhoneConfig, ProvisioningSettings
+from firmware.logs import kv
 from firmware.provisioning.backoff import Backoff, PollSchedule
 from firmware.provisioning.checksync import CheckSyncListener
 from firmware.provisioning.enroll import Credential, EnrollmentStore, enroll_request
@@ -230,7 +231,7 @@ class ProvisioningClient:
             return
         error = self._safe_apply(lkg.config)
         self.config_revision = lkg.revision
-        log.info("cached config applied revision=%d error=%s", lkg.revision, error)
+        log.info("cached config applied", extra=kv(revision=lkg.revision, error=error or ""))
 
     def _cycle(self, forced: bool = False) -> float:
         """One enroll/poll/upload round; return seconds until the next one.
@@ -276,11 +277,8 @@ class ProvisioningClient:
             delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
         self.last_error = reason
         log.warning(
-            "provisioning server unavailable, keeping cached config "
-            "failures=%d retry_in_s=%.1f reason=%s",
-            self.backoff.failures,
-            delay,
-            reason,
+            "provisioning server unavailable, keeping cached config",
+            extra=kv(failures=self.backoff.failures, retry_in_s=round(delay, 1), reason=reason),
         )
         return delay
 
@@ -289,14 +287,19 @@ class ProvisioningClient:
             # the credential is dead: never send it again; enrollment starts afresh
             self.enrollment.discard_credential()
             self.state = "revoked" if exc.code == "revoked" else "unenrolled"
-            log.error("device credential refused, discarded code=%s detail=%s", exc.code, exc)
+            log.error(
+                "device credential refused, discarded", extra=kv(code=exc.code, detail=str(exc))
+            )
         elif exc.code in ("bad_token", "rejected", "already_enrolled"):
             self.state = "refused"
         elif exc.code == "not_approved":
             self.state = "pending"
         self.last_error = str(exc)
         delay = self.backoff.failed()
-        log.warning("provisioning refused code=%s retry_in_s=%.1f", exc.code or exc.status, delay)
+        log.warning(
+            "provisioning refused",
+            extra=kv(code=exc.code or exc.status, retry_in_s=round(delay, 1)),
+        )
         return delay
 
     # --- enrollment ----------------------------------------------------------------------------
@@ -308,13 +311,13 @@ class ProvisioningClient:
             self.state = "pending"
             self.backoff.succeeded()
             wait = reply.retry_after_s if reply.retry_after_s is not None else 30.0
-            log.info("enrollment pending approval retry_after_s=%.0f", wait)
+            log.info("enrollment pending approval", extra=kv(retry_after_s=wait))
             return min(max(wait, 1.0), MAX_PENDING_WAIT_S)
         self.enrollment.save_credential(Credential(reply.device_id, reply.secret))
         self._poll = PollSchedule(self.settings.poll_interval_s, reply.device_id)
         self.state = "enrolled"
         self.backoff.succeeded()
-        log.info("enrolled device_id=%s", reply.device_id)
+        log.info("enrolled", extra=kv(device_id=reply.device_id))
         self._force.set()  # fetch the config right away
         return 0.0
 
@@ -323,7 +326,7 @@ class ProvisioningClient:
     def _pull_config(self, api: ServerApi, retry_rejected: bool) -> None:
         reply = api.get_config(self.store.if_none_match(retry_rejected))
         if reply.not_modified:
-            log.debug("config not modified etag=%s", reply.etag)
+            log.debug("config not modified", extra=kv(etag=reply.etag))
             return
         self.handle_config(reply)
 
@@ -338,7 +341,7 @@ class ProvisioningClient:
             stored = self.store.validate_candidate()
         except ConfigError as exc:
             self.store.reject(reply.etag)
-            log.error("config rejected revision=%d error=%s", reply.revision, exc)
+            log.error("config rejected", extra=kv(revision=reply.revision, error=str(exc)))
             self._event("config_rejected", reply.revision, str(exc))
             return
         self._apply_with_rollback(stored)
@@ -349,7 +352,7 @@ class ProvisioningClient:
         if error is None:
             self.store.finish_apply(stored)
             self.config_revision = stored.revision
-            log.info("config applied revision=%d", stored.revision)
+            log.info("config applied", extra=kv(revision=stored.revision))
             self._event("config_applied", stored.revision, "")
             return
         self.store.reject(stored.etag)
@@ -360,7 +363,9 @@ class ProvisioningClient:
             restored = f"restored revision {lkg.revision}" + (
                 f" (which also failed: {again})" if again else ""
             )
-        log.error("config apply failed, rolled back revision=%d error=%s", stored.revision, error)
+        log.error(
+            "config apply failed, rolled back", extra=kv(revision=stored.revision, error=error)
+        )
         self._event("config_rolled_back", stored.revision, f"apply failed: {error}; {restored}")
 
     def _safe_apply(self, config: PhoneConfig) -> str | None:
@@ -414,7 +419,7 @@ class ProvisioningClient:
                         raise
                     accepted, refused = self._send_one_by_one(api, kind, batch)
                 removed = self.outbox.delete(kind, accepted)
-                log.info("uploaded kind=%s sent=%d accepted=%d", kind, len(batch), removed)
+                log.info("uploaded", extra=kv(kind=kind, sent=len(batch), accepted=removed))
                 if removed + refused == 0:
                     raise ProtocolError(f"server accepted none of {len(batch)} {kind} records")
 
@@ -440,7 +445,8 @@ class ProvisioningClient:
                 if exc.status != 422:
                     raise
                 log.error(
-                    "server refuses record, set aside kind=%s id=%s: %s", kind, record["id"], exc
+                    "server refuses record, set aside",
+                    extra=kv(kind=kind, id=record["id"], error=str(exc)),
                 )
                 self.outbox.set_aside(kind, record["id"])
                 refused += 1

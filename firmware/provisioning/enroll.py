@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.atomic import atomic_write_text
+from firmware.logs import kv
 from firmware.provisioning.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,9 @@ class EnrollmentStore:
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
-            log.error("credential file unusable path=%s error=%s", self.credential_path, exc)
+            log.error(
+                "credential file unusable", extra=kv(path=str(self.credential_path), error=exc)
+            )
             return None
 
     def save_credential(self, credential: Credential) -> None:

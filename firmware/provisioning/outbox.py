@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.atomic import atomic_write_text
+from firmware.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class Outbox:
         files = self._files(kind)
         excess = files[: max(0, len(files) - self.max_per_kind)]
         for path in excess:
-            log.warning("outbox full, dropping oldest kind=%s file=%s", kind, path.name)
+            log.warning("outbox full, dropping oldest", extra=kv(kind=kind, file=path.name))
             path.unlink(missing_ok=True)
         self._counts[kind] = len(files) - len(excess)
 
@@ -107,7 +108,9 @@ class Outbox:
                     self._paths[kind][_record_id(path)] = path
                 except (OSError, ValueError) as exc:
                     # never let one unreadable file block the queue forever
-                    log.error("outbox record unreadable, set aside file=%s error=%s", path, exc)
+                    log.error(
+                        "outbox record unreadable, set aside", extra=kv(file=str(path), error=exc)
+                    )
                     path.rename(path.with_suffix(".bad"))
                     self._counts[kind] = None
         return records

@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography import x509
 
 from firmware.atomic import atomic_write_bytes
+from firmware.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ class PinnedCA:
             return None
         if sha256_fingerprint(der) != self.pin:
             # pin changed in local config (CA rotation): the cache is for the old CA
-            log.warning("cached CA does not match the pin; discarding path=%s", self.cache_path)
+            log.warning(
+                "cached CA does not match the pin; discarded", extra=kv(path=str(self.cache_path))
+            )
             self.cache_path.unlink(missing_ok=True)
             return None
         return der
@@ -116,5 +119,5 @@ class PinnedCA:
                 raise ConnectionError(f"cannot reach {host}:{port} for TLS: {exc}") from exc
             der = select_pinned_ca(chain, self.pin)
             atomic_write_bytes(self.cache_path, der, mode=0o644)
-            log.info("pinned CA found in server chain host=%s pin=%s", host, self.pin[:16])
+            log.info("pinned CA found in server chain", extra=kv(host=host, pin=self.pin[:16]))
         return context_for_ca(der)

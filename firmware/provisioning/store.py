@@ -22,6 +22,7 @@ from typing import Any
 
 from firmware.atomic import atomic_write_text
 from firmware.config import ConfigError, PhoneConfig, parse_config
+from firmware.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class ConfigStore:
             return None
         except (ConfigError, ValueError, KeyError, TypeError) as exc:
             # cannot happen with atomic writes unless the schema changed under a firmware update
-            log.error("stored config unusable path=%s error=%s", path, exc)
+            log.error("stored config unusable", extra=kv(path=str(path), error=exc))
             return None
 
     def last_known_good(self) -> StoredConfig | None:
