@@ -211,6 +211,26 @@ def gather_device_info(sip_ports: dict[str, int]) -> ev.DeviceInfo:
     )
 
 
+def open_serial_console(url: str, actions: Any) -> tuple[Any, Any]:
+    """The bench console on a serial port: ``key``, ``hook``, ``screen``, ``state``, ``help``.
+
+    Inputs go through the same PhoneActions as the control API (so an emulated board's own hook
+    state follows). Returns (console, port); the caller starts the console and closes the port."""
+    from board.serial_console import SerialConsole, open_port, phone_commands
+
+    def press(key: str) -> None:
+        if key not in ev.DIGIT_KEYS and key not in ev.FUNCTION_KEYS:
+            valid = "0-9 * # " + " ".join(sorted(ev.FUNCTION_KEYS))
+            raise ValueError(f"unknown key {key!r}; valid keys: {valid}")
+        actions.press([key])
+
+    def set_hook(offhook: bool) -> None:
+        actions.set_hook(offhook)
+
+    port = open_port(url)
+    return SerialConsole(port, phone_commands(press, set_hook, actions.state)), port
+
+
 def default_state_dir(config: PhoneConfig, config_path: Path) -> Path:
     if config.provisioning.state_dir:
         return Path(config.provisioning.state_dir)
@@ -285,6 +305,15 @@ class PhoneProcess:
             device_info=self.device_info,
         )
         self.control = ControlServer(config.control.listen, config.control.token, actions)
+        self.console: Any = None
+        self.console_port: Any = None
+        if config.board.serial_console:
+            try:
+                self.console, self.console_port = open_serial_console(
+                    config.board.serial_console, actions
+                )
+            except RuntimeError as exc:  # a debug aid: the phone works without it
+                log.error("serial console unavailable", extra=kv(error=exc))
         self.heartbeat: Heartbeat | None = None
         self.started_at = time.time()
 
@@ -336,6 +365,9 @@ class PhoneProcess:
         if self.interactive and hasattr(self.board, "run_keyboard"):
             self.board.run_keyboard()
         self.control.start()
+        if self.console is not None:
+            self.console.start()
+            log.info("serial console open", extra=kv(port=self.config.board.serial_console))
         if self.provisioning is not None:
             self.provisioning.start()
         if heartbeat_fd is not None:
@@ -356,6 +388,10 @@ class PhoneProcess:
             ),
         )
 
+    def _stop_console(self) -> None:
+        self.console.stop()
+        self.console_port.close()
+
     def wait(self) -> None:
         next_info = time.monotonic() + DEVICE_INFO_EVERY_S
         while not self.stopped.wait(0.5):
@@ -370,6 +406,7 @@ class PhoneProcess:
             ("heartbeat", self.heartbeat.stop if self.heartbeat else None),
             ("provisioning", self.provisioning.stop if self.provisioning else None),
             ("control", self.control.stop),
+            ("console", self._stop_console if self.console is not None else None),
             ("board", self.board.stop),
             ("runtime", self.runtime.stop),
             ("sip", self.engine.stop),
