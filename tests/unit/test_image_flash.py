@@ -160,3 +160,20 @@ def test_missing_or_damaged_bmap_is_a_clear_error(image: Path, tmp_path: Path) -
 def test_refuses_to_flash_image_onto_itself(image: Path) -> None:
     with pytest.raises(FlashError, match="image itself"):
         Flasher(image).flash(image)
+
+
+def test_cli_bmap_and_seed_subcommands(image: Path, tmp_path: Path) -> None:
+    from image.cli import image_main
+
+    bmap = image.with_name(image.name + ".bmap")
+    bmap.unlink()
+    assert image_main(["bmap", str(image)]) == 0
+    target = tmp_path / "card.img"
+    assert flash_main([str(image), str(target)]) == 0
+    seed_file = tmp_path / "seed.toml"
+    seed_file.write_text(SEED)
+    assert image_main(["seed", str(target), str(seed_file)]) == 0
+    assert read_seed(target, 4 * MIB).hostname == "desk-7"
+    seed_file.write_text('hostname = "no good"\n')
+    assert image_main(["seed", str(target), str(seed_file)]) == 1
+    assert read_seed(target, 4 * MIB).hostname == "desk-7"
