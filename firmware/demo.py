@@ -1,6 +1,7 @@
 """``offhook demo`` / ``make demo``: Kamailio and three simulated phones calling each other.
 
-Starts a Kamailio registrar and the provisioning server (SQLite) on loopback, three
+Starts a Kamailio registrar and the provisioning server (SQLite) on loopback, both through
+firmware.devtools as subprocesses, three
 ``offhook sim --headless`` phones that enroll and get their SIP lines from it (Alice 1001,
 Bob 1002, Carol 1003; Carol has call waiting off so a second call finds her busy), shows their
 OLED screens side by side in the terminal and plays a scripted scenario, driving the phones only
@@ -21,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.columns import Columns
 from rich.console import Console, Group
@@ -29,6 +29,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
+from firmware.devtools.kamailio import KamailioServer
+from firmware.devtools.provisioning_server import ProvisioningServerProcess
 from firmware.sim import SimPhone, is_registered, sim_config, stop_all
 
 STEP_TIMEOUT_S = 20.0
@@ -60,20 +62,18 @@ class Demo:
         self.root = root
         self.people = PEOPLE[:count]
         self.phones: dict[str, SimPhone] = {}
-        self.kamailio: Any = None
+        self.kamailio: KamailioServer | None = None
         self.step = "starting"
         self.stop_event = threading.Event()
         self.live = console.is_terminal
         self.use_server = True
-        self.server: Any = None
+        self.server: ProvisioningServerProcess | None = None
         self.server_info = ""
 
     # --- set-up -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        from tests.fixtures.kamailio import KamailioServer  # the same code path the tests use
-
-        self.kamailio = KamailioServer(self.root / "kamailio")
+        self.kamailio = KamailioServer(self.root / "kamailio")  # the same code the tests use
         for person in self.people:
             self.kamailio.add_user(person.user, person.password)
         self.kamailio.start()
@@ -94,14 +94,8 @@ class Demo:
             )
 
     def start_server(self) -> None:
-        from tests.fixtures.provisioning_server import (
-            ADMIN_PASSWORD,
-            ADMIN_USER,
-            ProvisioningServer,
-        )
-
         self.set_step("starting the provisioning server (SQLite)")
-        server = ProvisioningServer(self.root / "server")
+        server = ProvisioningServerProcess(self.root / "server")
         try:
             server.start()
         except Exception as exc:  # the phones still work with local accounts
@@ -109,10 +103,13 @@ class Demo:
             server.stop()
             return
         self.server = server
-        self.server_info = f"{server.base_url}/  admin {ADMIN_USER} / {ADMIN_PASSWORD}"
+        self.server_info = (
+            f"{server.base_url}/  admin {server.admin_user} / {server.admin_password}"
+        )
         self.say(f"provisioning server {self.server_info}")
 
     def local_phone(self, person: Person) -> SimPhone:
+        assert self.kamailio is not None
         config = sim_config(
             person.name, person.user, person.password, self.kamailio.domain,
             display_name=person.name,
@@ -124,7 +121,8 @@ class Demo:
         """A phone with no account: it enrolls and the server hands it its line."""
         from firmware.phone_process import sim_identity
 
-        server = self.server
+        server, kamailio = self.server, self.kamailio
+        assert server is not None and kamailio is not None
         provisioning = {
             "url": server.base_url,
             "enrollment_token": server.enrollment_token(max_uses=1),
@@ -139,11 +137,11 @@ class Demo:
         server.add_device(mac, name=person.name, settings=settings)
         line = {
             "extension": person.user,
-            "registrar": self.kamailio.domain,
+            "registrar": kamailio.domain,
             "password": person.password,
             "display_name": person.name,
         }
-        server.admin.post(f"/devices/{mac}/lines", json=line).raise_for_status()
+        server.add_line(mac, **line)
         return phone
 
     def stop(self) -> None:
