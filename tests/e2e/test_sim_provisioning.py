@@ -53,6 +53,7 @@ def test_phone_enrolls_pulls_its_line_registers_and_reports(
             json={"extension": "1004", "registrar": kamailio_server.domain, "password": "pw1004"},
         )
         reply.raise_for_status()
+        line_id = reply.json()["id"]
 
         phone.start()
         state = phone.wait_for(is_registered, timeout=60, what="provisioned line registered")
@@ -78,4 +79,20 @@ def test_phone_enrolls_pulls_its_line_registers_and_reports(
             lambda: server.admin.get(f"/devices/{mac}/status").json(), what="a status report"
         )
         assert status[0]["lines"][0]["registered"] is True
+
+        # A wrong password for the line: Kamailio refuses the new registration, so the apply
+        # fails and the phone goes back to the last config that worked (and registers with it).
+        server.admin.patch(f"/lines/{line_id}", json={"password": "wrong"}).raise_for_status()
+        assert phone.client.resync()["resync"]
+        rolled_back = wait_until(
+            lambda: [
+                e
+                for e in server.admin.get("/events", params={"device": mac}).json()
+                if e["type"] == "config_rolled_back"
+            ],
+            timeout=45,
+            what="the failed apply reported as rolled back",
+        )
+        assert "registration failed 40" in rolled_back[0]["detail"]
+        phone.wait_for(is_registered, timeout=30, what="registered again with the old password")
         phone.stop()
