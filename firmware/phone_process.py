@@ -279,12 +279,13 @@ class PhoneProcess:
         self.audio = AlsaAudio(config.audio)
         display = self.board.display
         volumes = VolumeFile(state_dir / "volume.json")
+        history = CallHistoryFile(state_dir / "history.jsonl")
         self.runtime = Runtime(
-            Phone(config, volumes=volumes.levels()),
+            Phone(config, history=history.call_records(), volumes=volumes.levels()),
             audio=self.audio,
             board=self.board,
             render=screen_renderer(display) if display is not None else None,
-            history=CallHistoryFile(state_dir / "history.jsonl"),
+            history=history,
             outbox=self.provisioning,
             volumes=volumes,
         )

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -176,6 +176,18 @@ class CallHistoryFile:
         for line in self.read_lines():
             with contextlib.suppress(json.JSONDecodeError):
                 out.append(json.loads(line))
+        return out
+
+    def call_records(self) -> list[ev.CallRecord]:
+        """The kept calls as CallRecords, oldest first; lines that do not fit are skipped, so a
+        damaged or older-format file costs those entries, never the phone's start."""
+        known = {f.name for f in fields(ev.CallRecord)}
+        out = []
+        for data in self.records():
+            if not isinstance(data, dict):
+                continue
+            with contextlib.suppress(TypeError):
+                out.append(ev.CallRecord(**{k: v for k, v in data.items() if k in known}))
         return out
 
 

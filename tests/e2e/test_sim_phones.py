@@ -67,7 +67,9 @@ def test_two_phones_call_each_other(pair, phone_logs_on_failure) -> None:
 def test_kill_9_of_the_phone_process_is_recovered(pair, phone_logs_on_failure) -> None:
     alice, _ = pair
     phone_logs_on_failure.append(alice)
-    before = alice.wait_registered()["device"]["pid"]
+    registered = alice.wait_registered()
+    before = registered["device"]["pid"]
+    history_before = registered["history"]
     os.kill(before, signal.SIGKILL)
     after = alice.wait_for(
         lambda s: s["device"]["pid"] != before and is_registered(s),
@@ -76,6 +78,7 @@ def test_kill_9_of_the_phone_process_is_recovered(pair, phone_logs_on_failure) -
     )
     assert after["device"]["pid"] != before
     assert after["hook"] == "on" and after["calls"] == []
+    assert history_before and after["history"] == history_before  # call history survives
     with pytest.raises(ProcessLookupError):
         os.kill(before, 0)
 

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+from firmware.config import PhoneConfig
+from firmware.events import CallRecord
+from firmware.phone import Phone
+from firmware.runtime import CallHistoryFile
+
+
+def _record(n: int) -> CallRecord:
+    return CallRecord(
+        id=f"r{n}", direction="outgoing", account=0, local_uri="sip:1001@pbx",
+        remote_uri=f"sip:20{n}@pbx", remote_name=f"Peer {n}", start=1000.0 + n, answer=None,
+        end=1005.0 + n, disposition="no_answer", status_code=480,
+    )  # fmt: skip
+
+
+def test_kept_history_is_restored_into_the_phone(tmp_path: Path) -> None:
+    history = CallHistoryFile(tmp_path / "history.jsonl")
+    for n in range(3):
+        history.append(_record(n))
+    restored = history.call_records()
+    assert [r.id for r in restored] == ["r0", "r1", "r2"]
+    phone = Phone(PhoneConfig(), history=restored)
+    shown = phone.snapshot(2000.0)["history"]
+    assert len(shown) == 3
+    assert "202" in str(shown) and "200" in str(shown)
+
+
+def test_damaged_history_lines_are_skipped_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    history = CallHistoryFile(path)
+    history.append(_record(1))
+    with path.open("a") as fh:
+        fh.write('{"torn": \n[1, 2]\n{"id": "x"}\n')
+    history.append(_record(2))
+    assert [r.id for r in history.call_records()] == ["r1", "r2"]
