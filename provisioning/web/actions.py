@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from sqlalchemy.orm import Session
@@ -13,7 +14,7 @@ from provisioning.models import AdminUser
 from provisioning.operations import Actor
 from provisioning.resync import resync
 from provisioning.web.core import redirect
-from provisioning.web.sessions import add_flash
+from provisioning.web.sessions import add_flash, stash_form
 
 log = logging.getLogger(__name__)
 
@@ -34,4 +35,12 @@ def commit_and_resync(request: Request, db: Session, device_ids: list[str]) -> N
 def done(request: Request, url: str, message: str, kind: str = "ok") -> RedirectResponse:
     response = redirect(url)
     add_flash(request, response, kind, message)
+    return response
+
+
+def back_with_form(request: Request, url: str, data: dict[str, str | int]) -> RedirectResponse:
+    """A refused form goes back to its page (Post/Redirect/Get), which shows ``data`` (the error
+    and what was typed) once; a reload then shows the plain page and re-posts nothing."""
+    response = redirect(url)
+    stash_form(request, response, urlsplit(url).path, data)
     return response

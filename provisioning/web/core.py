@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -23,11 +23,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from provisioning.admin_auth import client_ip, role_allows
 from provisioning.db import DbSession
 from provisioning.models import ROLE_ADMIN, ROLE_OPERATOR, ROLE_READ_ONLY, AdminUser
+from provisioning.web.queries import STALE_AFTER
+from provisioning.web.revocation import session_revoked
 from provisioning.web.sessions import (
     CSRF_FIELD,
     CSRF_HEADER,
     WebSession,
     clear_flashes,
+    clear_form,
     csrf_token,
     csrf_valid,
     ensure_session,
@@ -154,9 +157,16 @@ def render(
     response.headers["cache-control"] = "no-store"
     if not fragment:
         clear_flashes(request, response)
+        clear_form(request, response)
     if getattr(request.state, "web_session_new", False):
         write_session(request, response, session)
     return response
+
+
+def not_seen_threshold(request: Request) -> timedelta:
+    """How long a phone may stay silent before the UI calls it "not seen" (set by setup())."""
+    value = getattr(request.app.state, "web_not_seen_after", None)
+    return value if isinstance(value, timedelta) else STALE_AFTER
 
 
 def redirect(url: str) -> RedirectResponse:
@@ -164,7 +174,15 @@ def redirect(url: str) -> RedirectResponse:
 
 
 def session_admin(request: Request, db: Session) -> AdminUser | None:
-    """The logged-in admin of this request's session cookie, or None."""
+    """The logged-in admin of this request's session cookie, or None (memoised per request)."""
+    if hasattr(request.state, "web_session_admin"):
+        return request.state.web_session_admin
+    user = _load_session_admin(request, db)
+    request.state.web_session_admin = user
+    return user
+
+
+def _load_session_admin(request: Request, db: Session) -> AdminUser | None:
     session = read_session(request)
     if session is None or session.admin_id is None:
         return None
@@ -172,6 +190,8 @@ def session_admin(request: Request, db: Session) -> AdminUser | None:
     if user is None or user.disabled:
         return None
     if password_fingerprint(user.password_hash) != session.pw_fp:
+        return None
+    if session_revoked(db, user.username, session.sid):
         return None
     return user
 

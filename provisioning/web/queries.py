@@ -22,9 +22,11 @@ from provisioning.models import (
     utcnow,
 )
 from provisioning.render import LOCAL_SECTIONS, SERVER_MANAGED, fleet_defaults, group_chain
+from provisioning.web.liveness import DEFAULT_POLL_INTERVAL_S, not_seen_after
 
-# A device that has not reported for this long counts as offline on the dashboard.
-STALE_AFTER = timedelta(hours=2)
+# A device that has not reported for this long counts as "not seen" unless the caller passes
+# the threshold derived from the fleet's poll interval (provisioning.web.liveness).
+STALE_AFTER = not_seen_after(DEFAULT_POLL_INTERVAL_S)
 IN_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
 
 
@@ -92,9 +94,11 @@ def _line_states(lines: Any) -> list[LineState]:
     return out
 
 
-def is_online(device: Device, now: datetime | None = None) -> bool:
+def is_online(
+    device: Device, now: datetime | None = None, stale_after: timedelta = STALE_AFTER
+) -> bool:
     now = now or utcnow()
-    return device.last_seen is not None and now - device.last_seen <= STALE_AFTER
+    return device.last_seen is not None and now - device.last_seen <= stale_after
 
 
 def device_rows(
@@ -104,8 +108,12 @@ def device_rows(
     group_id: int | None = None,
     search: str = "",
     limit: int = 1000,
+    offset: int = 0,
+    stale_after: timedelta = STALE_AFTER,
 ) -> list[DeviceRow]:
-    query: Select[tuple[Device]] = select(Device).order_by(Device.name, Device.mac)
+    """Devices by name then MAC (the id breaks ties, so pages never overlap), each with its
+    line states from its newest report (one window query over this page's ids only)."""
+    query: Select[tuple[Device]] = select(Device).order_by(Device.name, Device.mac, Device.id)
     if status:
         query = query.where(Device.status == status)
     if group_id is not None:
@@ -118,7 +126,7 @@ def device_rows(
             | func.lower(Device.serial).like(like)
             | func.lower(Device.last_ip).like(like)
         )
-    devices = list(db.scalars(query.limit(limit)))
+    devices = list(db.scalars(query.offset(offset).limit(limit)))
     groups = {gid: name for gid, name in db.execute(select(Group.id, Group.name))}
     lines = latest_lines(db, [d.id for d in devices])
     now = utcnow()
@@ -127,13 +135,13 @@ def device_rows(
             device=d,
             group_name=groups.get(d.group_id, "") if d.group_id is not None else "",
             lines=lines.get(d.id, []),
-            online=is_online(d, now),
+            online=is_online(d, now, stale_after),
         )
         for d in devices
     ]
 
 
-def registration_health(db: Session) -> dict[str, int]:
+def registration_health(db: Session, stale_after: timedelta = STALE_AFTER) -> dict[str, int]:
     """Enrolled approved devices by state of their latest report."""
     devices = list(
         db.scalars(
@@ -144,7 +152,7 @@ def registration_health(db: Session) -> dict[str, int]:
     now = utcnow()
     counts = {"ok": 0, "partial": 0, "down": 0, "unknown": 0, "offline": 0}
     for device in devices:
-        if not is_online(device, now):
+        if not is_online(device, now, stale_after):
             counts["offline"] += 1
             continue
         row = DeviceRow(device, "", lines.get(device.id, []), True)

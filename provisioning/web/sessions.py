@@ -20,6 +20,7 @@ from provisioning.web.signing import Signer
 
 SESSION_COOKIE = "offhook_session"
 FLASH_COOKIE = "offhook_flash"
+FORM_COOKIE = "offhook_form"
 SESSION_MAX_AGE_S = 8 * 3600
 FLASH_MAX_AGE_S = 120
 CSRF_FIELD = "csrf_token"
@@ -57,6 +58,10 @@ def _csrf_signer(request: Request) -> Signer:
 
 def _flash_signer(request: Request) -> Signer:
     return Signer(_keys(request), "web.flash")
+
+
+def _form_signer(request: Request) -> Signer:
+    return Signer(_keys(request), "web.form")
 
 
 def read_session(request: Request) -> WebSession | None:
@@ -170,3 +175,50 @@ def read_flashes(request: Request) -> list[tuple[str, str]]:
 def clear_flashes(request: Request, response: Response) -> None:
     if FLASH_COOKIE in request.cookies:
         response.delete_cookie(FLASH_COOKIE, path="/")
+
+
+# --- one-shot form state: what a POST hands to the page it redirects to -------------------------
+# Post/Redirect/Get: a POST never renders a page (a reload would repeat it). A refused form
+# redirects back with its error and values; a created enrollment token redirects with its id.
+# The cookie is signed, bound to the session and to the page it is for, and read once.
+
+FORM_MAX_AGE_S = 120
+FORM_VALUE_LIMIT = 2000  # keeps the cookie under the browsers' 4 KB limit
+
+
+def stash_form(request: Request, response: Response, page: str, data: dict[str, str | int]) -> None:
+    session = read_session(request)
+    values = {k: v[:FORM_VALUE_LIMIT] if isinstance(v, str) else v for k, v in data.items()}
+    payload = {"page": page, "sid": session.sid if session else "", "data": values}
+    response.set_cookie(
+        FORM_COOKIE,
+        _form_signer(request).dumps(payload),
+        max_age=FORM_MAX_AGE_S,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_cookie_secure(request),
+    )
+
+
+def take_form(request: Request, page: str) -> dict[str, object]:
+    """The state a POST left for ``page`` in this session, or {}. ``render`` deletes the cookie,
+    so a reload shows the plain page."""
+    raw = request.cookies.get(FORM_COOKIE, "")
+    payload = _form_signer(request).loads(raw, FORM_MAX_AGE_S) if raw else None
+    session = read_session(request)
+    if (
+        payload is None
+        or session is None
+        or payload.get("page") != page
+        or payload.get("sid") != session.sid
+        or not isinstance(payload.get("data"), dict)
+    ):
+        return {}
+    request.state.form_taken = True
+    return payload["data"]
+
+
+def clear_form(request: Request, response: Response) -> None:
+    if FORM_COOKIE in request.cookies:
+        response.delete_cookie(FORM_COOKIE, path="/")

@@ -230,6 +230,19 @@ def test_session_cookie_flags_and_logout(server: ProvisioningServer, page: Page)
     page.goto("/approvals")
     expect(page).to_have_url(re.compile(r"/login\?next=%2Fapprovals$"))
 
+    # Logout is server-side: the cookie copied before it no longer works anywhere.
+    browser = page.context.browser
+    assert browser is not None
+    copy = browser.new_context(base_url=server.base_url)
+    try:
+        copy.add_cookies([cookie])
+        stolen = copy.new_page()
+        stolen.goto("/approvals")
+        expect(stolen).to_have_url(re.compile(r"/login\?next=%2Fapprovals$"))
+        assert copy.request.get("/api/v1/admin/me").status == 401
+    finally:
+        copy.close()
+
 
 # --- roles ----------------------------------------------------------------------------------------
 
@@ -500,6 +513,80 @@ def test_operator_adds_a_line_and_its_password_stays_out_of_the_audit_log(
     assert config["accounts"][0]["transport"] == "tcp"
 
 
+def test_operator_edits_a_line_and_admin_deletes_the_device(
+    server: ProvisioningServer, page: Page
+) -> None:
+    mac = _random_mac()
+    phone = server.enroll(mac, name="Loading bay")
+    device_id = phone.device_id
+
+    def phone_account() -> dict[str, Any]:
+        """What the phone itself receives (the admin API masks passwords)."""
+        with phone.client() as client:
+            reply = client.get("/api/v1/device/config")
+            reply.raise_for_status()
+            return reply.json()["accounts"][0]
+
+    line = server.admin.post(
+        f"/devices/{device_id}/lines",
+        json={"extension": "3001", "registrar": "pbx.example", "password": "old-secret-3001"},
+    )
+    line.raise_for_status()
+    login(page, "olga")
+    page.goto(f"/devices/{device_id}")
+    edit = page.locator("#device-lines details.line-edit").first
+    edit.get_by_text("Edit").click()
+    password = edit.get_by_label("New SIP password")
+    expect(password).to_have_attribute("type", "password")
+    expect(password).to_have_value("")  # the stored password never reaches the browser
+    assert "old-secret-3001" not in page.content()
+    edit.get_by_label("Extension").fill("3002")
+    edit.get_by_label("Display name").fill("Bay 2")
+    edit.get_by_label("Registrar").fill("pbx2.example:5070")
+    edit.get_by_role("button", name="Save line").click()
+    expect(page.get_by_role("status").first).to_contain_text("Line 3002 saved")
+    expect(page.locator("#device-lines")).to_contain_text("Bay 2")
+    account = phone_account()
+    assert (account["user"], account["domain"]) == ("3002", "pbx2.example:5070")
+    assert account["password"] == "old-secret-3001"  # left empty: unchanged
+
+    edit = page.locator("#device-lines details.line-edit").first
+    edit.get_by_text("Edit").click()
+    edit.get_by_label("New SIP password").fill("new-secret-3002")
+    edit.get_by_role("button", name="Save line").click()
+    expect(page.get_by_role("status").first).to_contain_text("Line 3002 saved")
+    assert phone_account()["password"] == "new-secret-3002"
+    update = next(e for e in audit_entries(server) if e["action"] == "line.update")
+    assert update["actor"] == "admin:olga"
+    assert "new-secret-3002" not in str(update) and "old-secret-3001" not in str(update)
+
+    # Deleting needs an admin: the operator sees no form and a hand-made POST is refused.
+    expect(page.locator("#delete-device")).to_have_count(0)
+    refused = page.request.post(
+        f"/devices/{device_id}/delete",
+        form={"confirm": mac, "csrf_token": _form_token(page)},
+        max_redirects=0,
+    )
+    assert refused.status == 403
+    page.get_by_role("button", name="Log out").click()
+
+    login(page, "alice")
+    page.goto(f"/devices/{device_id}")
+    delete = page.locator("#delete-device")
+    delete.get_by_label("Type the MAC to confirm").fill("b8:27:eb:00:00:00")
+    delete.get_by_role("button", name="Delete device").click()
+    expect(page.locator("#delete-error")).to_contain_text(mac)
+    assert device_by_mac(server, mac)["id"] == device_id
+    delete = page.locator("#delete-device")
+    delete.get_by_label("Type the MAC to confirm").fill(mac)
+    delete.get_by_role("button", name="Delete device").click()
+    expect(page).to_have_url(re.compile(r"/devices$"))
+    expect(page.get_by_role("status").first).to_contain_text("Loading bay deleted")
+    assert server.admin.get(f"/devices/{mac}").status_code == 404
+    gone = next(e for e in audit_entries(server) if e["action"] == "device.delete")
+    assert (gone["actor"], gone["target_id"]) == ("admin:alice", device_id)
+
+
 def test_operator_pre_registers_and_imports_devices(
     server: ProvisioningServer, page: Page, tmp_path: Path
 ) -> None:
@@ -570,11 +657,31 @@ def test_enrollment_token_is_shown_once_works_and_can_be_revoked(
     page.get_by_label("Name").fill(name)
     page.get_by_label("Uses").fill("5")
     page.get_by_role("button", name="Create token").click()
+    # Post/Redirect/Get: the browser lands on GET /tokens, the token shown once.
+    expect(page).to_have_url(re.compile(r"/tokens$"))
     plain = page.locator("#new-token").inner_text().strip()
     assert len(plain) >= 24
-    page.goto("/tokens")
+    # Reloading neither creates a second token nor shows this one again.
+    page.reload()
     expect(page.locator("#new-token")).to_have_count(0)
     assert plain not in page.content()
+    expect(page.locator("#tokens tbody tr", has_text=name)).to_have_count(1)
+    created = [
+        e
+        for e in audit_entries(server)
+        if e["action"] == "enrollment_token.create" and (e["after"] or {}).get("name") == name
+    ]
+    assert len(created) == 1
+
+    # A refused form also redirects: the error shows once, with what was typed.
+    page.get_by_label("Name").fill(name + " bad")
+    page.get_by_label("Valid for (days)").fill("9999")
+    page.get_by_role("button", name="Create token").click()
+    expect(page).to_have_url(re.compile(r"/tokens$"))
+    expect(page.locator(".field-error")).to_contain_text("1-365")
+    expect(page.get_by_label("Valid for (days)")).to_have_value("9999")
+    page.reload()
+    expect(page.locator(".field-error")).to_have_count(0)
 
     mac = _random_mac()
     server.add_device(mac)

@@ -13,8 +13,9 @@ from provisioning import audit
 from provisioning.admin_auth import AdminError, check_role, create_admin, set_password
 from provisioning.db import DbSession
 from provisioning.models import ROLE_ADMIN, ROLES, AdminUser, LoginAttempt, utcnow
-from provisioning.web.actions import actor_for, done
+from provisioning.web.actions import actor_for, back_with_form, done
 from provisioning.web.core import Admin, NotFound, WebRoute, render
+from provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
 USER_ACTIONS = ("disable", "enable", "unlock")
@@ -24,7 +25,8 @@ def _snapshot(user: AdminUser) -> dict[str, object]:
     return {"username": user.username, "role": user.role, "disabled": user.disabled}
 
 
-def _page(request: Request, db: Session, error: str = "", form: dict | None = None) -> Response:
+def _page(request: Request, db: Session) -> Response:
+    form = take_form(request, "/admins")
     return render(
         request,
         "admins.html",
@@ -37,10 +39,9 @@ def _page(request: Request, db: Session, error: str = "", form: dict | None = No
             ),
             "roles": ROLES,
             "now": utcnow(),
-            "error": error,
-            "form": form or {"username": "", "role": "read-only"},
+            "error": form.get("error", ""),
+            "form": {"username": "", "role": "read-only", **form},
         },
-        status_code=422 if error else 200,
     )
 
 
@@ -73,7 +74,8 @@ def admin_create(
         user = create_admin(db, username, password, role)
     except AdminError as exc:
         db.rollback()
-        return _page(request, db, str(exc), {"username": username, "role": role})
+        form = {"error": str(exc), "username": username, "role": role}
+        return back_with_form(request, "/admins", form)
     actor = actor_for(request, admin)
     audit.record(
         db, actor.name, "admin_user.create", "admin_user", user.id, None, _snapshot(user), actor.ip

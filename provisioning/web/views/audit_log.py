@@ -13,10 +13,10 @@ from starlette.responses import Response
 from provisioning.db import DbSession
 from provisioning.models import AuditEntry
 from provisioning.web.core import Reader, WebRoute, render
+from provisioning.web.paging import fetch_page, page_url, parse_paging
 from provisioning.web.queries import flatten
 
 router = APIRouter(route_class=WebRoute)
-PAGE_LIMIT = 200
 ABSENT = "(unset)"
 
 
@@ -55,7 +55,10 @@ def audit_page(
     actor: str = "",
     action: str = "",
     target: str = "",
+    page: str = "",
+    per: str = "",
 ) -> Response:
+    paging = parse_paging(page, per)
     query = select(AuditEntry).order_by(AuditEntry.id.desc())
     if actor:
         query = query.where(AuditEntry.actor.like(f"%{actor.strip()}%"))
@@ -63,7 +66,7 @@ def audit_page(
         query = query.where(AuditEntry.action.like(f"{action.strip()}%"))
     if target:
         query = query.where(AuditEntry.target_id == target.strip())
-    entries = list(db.scalars(query.limit(PAGE_LIMIT)))
+    entries, paging = fetch_page(db, query, paging)
     return render(
         request,
         "audit.html",
@@ -72,6 +75,8 @@ def audit_page(
             "section": "audit",
             "entries": [(e, changes(e.before, e.after)) for e in entries],
             "filters": {"actor": actor, "action": action, "target": target},
-            "limit": PAGE_LIMIT,
+            "paging": paging,
+            "prev_url": page_url(request, paging.number - 1),
+            "next_url": page_url(request, paging.number + 1),
         },
     )

@@ -9,7 +9,8 @@ from starlette.responses import Response
 from provisioning.db import DbSession
 from provisioning.models import AuditEntry
 from provisioning.operations import fleet_summary
-from provisioning.web.core import Reader, WebRoute, render
+from provisioning.web.core import Reader, WebRoute, not_seen_threshold, render
+from provisioning.web.liveness import describe
 from provisioning.web.queries import registration_health
 
 router = APIRouter(route_class=WebRoute)
@@ -21,6 +22,7 @@ def dashboard(
     admin: Reader,
     db: DbSession,
 ) -> Response:
+    threshold = not_seen_threshold(request)
     recent = list(db.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(8)))
     return render(
         request,
@@ -29,7 +31,8 @@ def dashboard(
             "title": "Dashboard",
             "section": "dashboard",
             "summary": fleet_summary(db),
-            "health": registration_health(db),
+            "health": registration_health(db, threshold),
+            "not_seen_text": describe(threshold),
             "recent": recent,
         },
     )

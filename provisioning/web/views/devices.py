@@ -26,17 +26,29 @@ from provisioning.operations import (
     add_device,
     add_line,
     change_settings,
+    delete_device,
     delete_line,
     get_device,
     import_devices_csv,
     set_device_status,
     update_device,
+    update_line,
 )
 from provisioning.render import render_device
 from provisioning.resync import resync
-from provisioning.web.actions import actor_for, commit_and_resync, done
-from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
+from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
+from provisioning.web.core import (
+    Admin,
+    NotFound,
+    Operator,
+    Reader,
+    WebRoute,
+    not_seen_threshold,
+    render,
+)
 from provisioning.web.forms import parse_form_value
+from provisioning.web.liveness import describe
+from provisioning.web.paging import PAGE_SIZES, Paging, page_url, parse_paging
 from provisioning.web.queries import (
     device_rows,
     recent_cdrs,
@@ -44,10 +56,10 @@ from provisioning.web.queries import (
     settable_defaults,
     settings_provenance,
 )
-from provisioning.web.sessions import add_flash
+from provisioning.web.sessions import add_flash, take_form
 
 router = APIRouter(route_class=WebRoute)
-DEVICE_LIST_LIMIT = 1000
+LINE_TRANSPORTS = ("udp", "tcp", "tls")
 DEVICE_ACTIONS = {
     "approve": "approved",
     "reject": "rejected",
@@ -63,14 +75,29 @@ def _load(db: Session, device_id: str) -> Device:
         raise NotFound(f"No device {device_id!r}.") from None
 
 
-def _list_context(db: Session, status: str, group: str, q: str) -> dict:
+def _list_context(
+    request: Request, db: Session, status: str, group: str, q: str, page: str, per: str
+) -> dict:
     group_id = int(group) if group.isdigit() else None
+    paging = parse_paging(page, per)
+    rows = device_rows(
+        db,
+        status=status,
+        group_id=group_id,
+        search=q,
+        limit=paging.size + 1,  # one extra row says whether there is a next page
+        offset=paging.offset,
+        stale_after=not_seen_threshold(request),
+    )
+    paging = Paging(paging.number, paging.size, has_next=len(rows) > paging.size)
     return {
-        "rows": device_rows(
-            db, status=status, group_id=group_id, search=q, limit=DEVICE_LIST_LIMIT
-        ),
+        "rows": rows[: paging.size],
         "filters": {"status": status, "group": group, "q": q},
-        "limit": DEVICE_LIST_LIMIT,
+        "paging": paging,
+        "prev_url": page_url(request, paging.number - 1, "/devices"),
+        "next_url": page_url(request, paging.number + 1, "/devices"),
+        "not_seen_text": describe(not_seen_threshold(request)),
+        "page_sizes": PAGE_SIZES,
     }
 
 
@@ -82,9 +109,11 @@ def devices_page(
     status: str = "",
     group: str = "",
     q: str = "",
+    page: str = "",
+    per: str = "",
 ) -> Response:
     groups = list(db.scalars(select(Group).order_by(Group.name)))
-    context = _list_context(db, status, group, q)
+    context = _list_context(request, db, status, group, q, page, per)
     context.update(title="Devices", section="devices", statuses=DEVICE_STATUSES, groups=groups)
     return render(request, "devices.html", context)
 
@@ -97,9 +126,12 @@ def devices_rows(
     status: str = "",
     group: str = "",
     q: str = "",
+    page: str = "",
+    per: str = "",
 ) -> Response:
-    """The table body alone, for the page's live refresh."""
-    return render(request, "_device_rows.html", _list_context(db, status, group, q), fragment=True)
+    """The table body alone, for the page's live refresh (same page, same filters)."""
+    context = _list_context(request, db, status, group, q, page, per)
+    return render(request, "_device_rows.html", context, fragment=True)
 
 
 MAX_IMPORT_BYTES = 2_000_000
@@ -196,16 +228,9 @@ def device_detail(
     return _detail(request, db, device_id)
 
 
-def _detail(
-    request: Request,
-    db: Session,
-    device_id: str,
-    *,
-    form_error: str = "",
-    form_key: str = "",
-    form_value: str = "",
-) -> Response:
+def _detail(request: Request, db: Session, device_id: str) -> Response:
     device = _load(db, device_id)
+    form = take_form(request, f"/devices/{device.id}")
     events = list(
         db.scalars(
             select(DeviceEvent)
@@ -214,7 +239,7 @@ def _detail(
             .limit(10)
         )
     )
-    row = device_rows(db, search=device.mac)
+    row = device_rows(db, search=device.mac, stale_after=not_seen_threshold(request))
     rendered, render_error = _rendered_preview(request, db, device)
     return render(
         request,
@@ -230,13 +255,16 @@ def _detail(
             "quality": recent_quality(db, device.id),
             "events": events,
             "groups": list(db.scalars(select(Group).order_by(Group.name))),
-            "form_error": form_error,
-            "form_key": form_key,
-            "form_value": form_value,
+            "form_error": form.get("error", ""),
+            "form_key": form.get("key", ""),
+            "form_value": form.get("value", ""),
+            "line_error": form.get("line_error", ""),
+            "line_id": form.get("line_id"),
+            "delete_error": form.get("delete_error", ""),
             "rendered": rendered,
             "render_error": render_error,
+            "transports": LINE_TRANSPORTS,
         },
-        status_code=422 if form_error else 200,
     )
 
 
@@ -347,7 +375,8 @@ def device_setting(
             )
     except OperationError as exc:
         db.rollback()
-        return _detail(request, db, device_id, form_error=str(exc), form_key=key, form_value=value)
+        form = {"error": str(exc), "key": key, "value": value}
+        return back_with_form(request, f"/devices/{device.id}#settings", form)
     commit_and_resync(request, db, changed)
     what = f"{unset} now inherited" if unset else f"{key} set"
     return done(request, f"/devices/{device.id}", f"{what}." if changed else "No change.")
@@ -396,3 +425,68 @@ def line_delete(
     changed = delete_line(db, actor_for(request, admin), line.id)
     commit_and_resync(request, db, changed)
     return done(request, f"/devices/{device.id}#lines", "Line removed.")
+
+
+@router.post("/devices/{device_id}/lines/{line_id}")
+def line_edit(
+    request: Request,
+    device_id: str,
+    line_id: int,
+    admin: Operator,
+    db: DbSession,
+    extension: Annotated[str, Form()] = "",
+    registrar: Annotated[str, Form()] = "",
+    display_name: Annotated[str, Form()] = "",
+    transport: Annotated[str, Form()] = "udp",
+    password: Annotated[str, Form()] = "",
+    clear_password: Annotated[str, Form()] = "",
+) -> Response:
+    """Edit a line. The password field starts empty: left empty it keeps the stored password
+    (never sent to the browser); ``clear_password`` removes it."""
+    device = _load(db, device_id)
+    line = db.get(Line, line_id)
+    if line is None or line.device_id != device.id:
+        raise NotFound(f"No line {line_id} on this device.")
+    new_password = "" if clear_password else (password or None)
+    try:
+        if transport not in LINE_TRANSPORTS:
+            raise OperationError(f"transport: one of {', '.join(LINE_TRANSPORTS)}")
+        if not extension.strip():
+            raise OperationError("extension: required")
+        changed = update_line(
+            db,
+            request.app.state.services.keys,
+            actor_for(request, admin),
+            line.id,
+            extension=extension.strip(),
+            registrar=registrar.strip(),
+            display_name=display_name.strip(),
+            transport=transport,
+            password=new_password,
+        )
+    except OperationError as exc:
+        db.rollback()
+        form: dict[str, str | int] = {"line_error": f"Line not saved: {exc}", "line_id": line_id}
+        return back_with_form(request, f"/devices/{device.id}#lines", form)
+    commit_and_resync(request, db, changed)
+    return done(request, f"/devices/{device.id}#lines", f"Line {extension.strip()} saved.")
+
+
+@router.post("/devices/{device_id}/delete")
+def device_delete(
+    request: Request,
+    device_id: str,
+    admin: Admin,
+    db: DbSession,
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    """Delete a device and everything stored about it (lines, reports, calls). Admins only, and
+    only with its MAC typed again: there is no undo."""
+    device = _load(db, device_id)
+    if confirm.strip().lower() != device.mac.lower():
+        form = {"delete_error": f"To delete, type the MAC {device.mac} in the confirmation box."}
+        return back_with_form(request, f"/devices/{device.id}#delete", form)
+    label = device.name or device.mac
+    delete_device(db, actor_for(request, admin), device.id)
+    db.commit()
+    return done(request, "/devices", f"Device {label} deleted.")

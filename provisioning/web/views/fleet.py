@@ -13,18 +13,18 @@ from provisioning.db import DbSession
 from provisioning.models import ROLE_ADMIN
 from provisioning.operations import OperationError, change_settings
 from provisioning.render import fleet_defaults
-from provisioning.web.actions import actor_for, commit_and_resync, done
+from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from provisioning.web.core import Admin, Reader, WebRoute, render
 from provisioning.web.forms import parse_form_value
 from provisioning.web.queries import flatten, settable_defaults
+from provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
 
 
-def _page(
-    request: Request, db: Session, *, error: str = "", key: str = "", value: str = ""
-) -> Response:
+def _page(request: Request, db: Session) -> Response:
     admin = request.state.web_admin
+    form = take_form(request, "/fleet")
     return render(
         request,
         "fleet.html",
@@ -36,13 +36,12 @@ def _page(
             "setting_keys": sorted(settable_defaults()),
             "settings_action": "/fleet/settings",
             "settings_table_id": "fleet-settings",
-            "form_error": error,
-            "form_key": key,
-            "form_value": value,
+            "form_error": form.get("error", ""),
+            "form_key": form.get("key", ""),
+            "form_value": form.get("value", ""),
             # The shared editor shows its controls to operators; fleet changes need an admin.
             "can_operate": role_allows(admin.role, ROLE_ADMIN),
         },
-        status_code=422 if error else 200,
     )
 
 
@@ -72,7 +71,7 @@ def fleet_setting(
             )
     except OperationError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), key=key, value=value)
+        return back_with_form(request, "/fleet", {"error": str(exc), "key": key, "value": value})
     commit_and_resync(request, db, changed)
     what = f"{unset} back to the built-in default" if unset else f"{key.strip()} set fleet-wide"
     return done(request, "/fleet", f"{what}; {len(changed)} device(s) will update.")

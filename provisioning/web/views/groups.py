@@ -21,10 +21,11 @@ from provisioning.operations import (
     get_group,
     update_group,
 )
-from provisioning.web.actions import actor_for, commit_and_resync, done
+from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
 from provisioning.web.forms import parse_form_value
 from provisioning.web.queries import flatten, settable_defaults
+from provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
 
@@ -36,7 +37,8 @@ def _load(db: Session, group_id: int) -> Group:
         raise NotFound(f"No group {group_id}.") from None
 
 
-def _list(request: Request, db: Session, error: str = "", form: dict | None = None) -> Response:
+def _list(request: Request, db: Session) -> Response:
+    form = take_form(request, "/groups")
     groups = list(db.scalars(select(Group).order_by(Group.name)))
     rows = db.execute(select(Device.group_id, func.count()).group_by(Device.group_id))
     counts = {group_id: count for group_id, count in rows}
@@ -49,10 +51,9 @@ def _list(request: Request, db: Session, error: str = "", form: dict | None = No
             "groups": groups,
             "names": {g.id: g.name for g in groups},
             "counts": counts,
-            "error": error,
-            "form": form or {"name": "", "kind": "group", "parent": ""},
+            "error": form.get("error", ""),
+            "form": {"name": "", "kind": "group", "parent": "", **form},
         },
-        status_code=422 if error else 200,
     )
 
 
@@ -78,15 +79,15 @@ def group_create(
         group = create_group(db, actor_for(request, admin), name, kind, parent or None)
     except OperationError as exc:
         db.rollback()
-        return _list(request, db, str(exc), {"name": name, "kind": kind, "parent": parent})
+        form = {"error": str(exc), "name": name, "kind": kind, "parent": parent}
+        return back_with_form(request, "/groups", form)
     db.commit()
     return done(request, f"/groups/{group.id}", f"Group {group.name} created.")
 
 
-def _detail(
-    request: Request, db: Session, group_id: int, *, error: str = "", key: str = "", value: str = ""
-) -> Response:
+def _detail(request: Request, db: Session, group_id: int) -> Response:
     group = _load(db, group_id)
+    form = take_form(request, f"/groups/{group.id}")
     devices = list(
         db.scalars(select(Device).where(Device.group_id == group.id).order_by(Device.mac))
     )
@@ -111,11 +112,10 @@ def _detail(
                 for t in db.scalars(select(Template).order_by(Template.name))
                 if t.id not in attached
             ],
-            "form_error": error,
-            "form_key": key,
-            "form_value": value,
+            "form_error": form.get("error", ""),
+            "form_key": form.get("key", ""),
+            "form_value": form.get("value", ""),
         },
-        status_code=422 if error else 200,
     )
 
 
@@ -152,7 +152,8 @@ def group_setting(
             )
     except OperationError as exc:
         db.rollback()
-        return _detail(request, db, group_id, error=str(exc), key=key, value=value)
+        form = {"error": str(exc), "key": key, "value": value}
+        return back_with_form(request, f"/groups/{group.id}#settings", form)
     commit_and_resync(request, db, changed)
     if unset:
         message = f"{unset} removed from {group.name}; inherited again."

@@ -11,7 +11,14 @@ from starlette.responses import Response
 from provisioning.admin_auth import LoginError, authenticate_password, client_ip
 from provisioning.db import DbSession
 from provisioning.web.core import WebRoute, redirect, render, session_admin
-from provisioning.web.sessions import add_flash, clear_session, new_session, write_session
+from provisioning.web.revocation import revoke_session
+from provisioning.web.sessions import (
+    add_flash,
+    clear_session,
+    new_session,
+    read_session,
+    write_session,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=WebRoute)
@@ -72,9 +79,13 @@ def login(
 
 @router.post("/logout")
 def logout(request: Request, db: DbSession) -> Response:
+    """Ends the session on the server too: a copy of the cookie is refused from now on."""
     user = session_admin(request, db)
+    session = read_session(request)
     response = redirect("/login")
     clear_session(request, response)
-    if user is not None:
+    if user is not None and session is not None:
+        revoke_session(db, user.username, session.sid, client_ip(request))
+        db.commit()  # before the browser moves on: the copy must be dead by then
         log.info("admin logout user=%s ip=%s", user.username, client_ip(request))
     return response

@@ -12,25 +12,26 @@ from starlette.responses import Response
 from provisioning import retention
 from provisioning.db import DbSession
 from provisioning.operations import OperationError
-from provisioning.web.actions import actor_for, done
+from provisioning.web.actions import actor_for, back_with_form, done
 from provisioning.web.core import Admin, WebRoute, render
+from provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
 SUBJECT_KINDS = ("device", "extension")
 
 
-def _page(request: Request, error: str = "", form: dict | None = None) -> Response:
+def _page(request: Request) -> Response:
+    form = take_form(request, "/privacy")
     return render(
         request,
         "privacy.html",
         {
             "title": "Privacy",
             "section": "privacy",
-            "error": error,
-            "form": form or {"kind": "device", "subject": ""},
+            "error": form.get("error", ""),
+            "form": {"kind": "device", "subject": "", **form},
             "kinds": SUBJECT_KINDS,
         },
-        status_code=422 if error else 200,
     )
 
 
@@ -59,7 +60,9 @@ def privacy_export(
         data = retention.export_subject(db, actor_for(request, admin), **_subject(kind, subject))
     except OperationError as exc:
         db.rollback()
-        return _page(request, str(exc), {"kind": kind, "subject": subject})
+        return back_with_form(
+            request, "/privacy", {"error": str(exc), "kind": kind, "subject": subject}
+        )
     db.commit()  # the export itself is audited
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", subject.strip())[:64]
     return Response(
@@ -83,12 +86,13 @@ def privacy_erase(
 ) -> Response:
     form = {"kind": kind, "subject": subject}
     if confirm.strip() != subject.strip() or not subject.strip():
-        return _page(request, "to erase, type the subject again in the confirmation box", form)
+        error = "to erase, type the subject again in the confirmation box"
+        return back_with_form(request, "/privacy", {"error": error, **form})
     try:
         counts = retention.erase_subject(db, actor_for(request, admin), **_subject(kind, subject))
     except OperationError as exc:
         db.rollback()
-        return _page(request, str(exc), form)
+        return back_with_form(request, "/privacy", {"error": str(exc), **form})
     db.commit()
     summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
     return done(request, "/privacy", f"Erased {kind} {subject.strip()}: {summary}.")

@@ -12,10 +12,10 @@ from starlette.responses import Response
 from provisioning.db import DbSession
 from provisioning.models import CallRecordRow, Device, QualityRecord
 from provisioning.web.core import Reader, WebRoute, render
+from provisioning.web.paging import fetch_page, page_url, parse_paging
 from provisioning.web.queries import device_labels
 
 router = APIRouter(route_class=WebRoute)
-PAGE_LIMIT = 200
 DIRECTIONS = ("incoming", "outgoing")
 DISPOSITIONS = ("answered", "no_answer", "busy", "failed", "rejected", "missed")
 
@@ -54,9 +54,12 @@ def cdrs_page(
     disposition: str = "",
     since: str = "",
     until: str = "",
+    page: str = "",
+    per: str = "",
 ) -> Response:
     errors: list[str] = []
-    query = select(CallRecordRow).order_by(CallRecordRow.start.desc())
+    paging = parse_paging(page, per)
+    query = select(CallRecordRow).order_by(CallRecordRow.start.desc(), CallRecordRow.id)
     if device:
         query = query.where(CallRecordRow.device_id.in_(_device_ids(db, device)))
     if extension:
@@ -78,7 +81,9 @@ def cdrs_page(
         query = query.where(CallRecordRow.start >= start.timestamp())
     if end is not None:
         query = query.where(CallRecordRow.start < (end + timedelta(days=1)).timestamp())
-    cdrs = [] if errors else list(db.scalars(query.limit(PAGE_LIMIT)))
+    cdrs: list[CallRecordRow] = []
+    if not errors:
+        cdrs, paging = fetch_page(db, query, paging)
     return render(
         request,
         "cdrs.html",
@@ -98,7 +103,9 @@ def cdrs_page(
             "directions": DIRECTIONS,
             "dispositions": DISPOSITIONS,
             "errors": errors,
-            "limit": PAGE_LIMIT,
+            "paging": paging,
+            "prev_url": page_url(request, paging.number - 1),
+            "next_url": page_url(request, paging.number + 1),
         },
         status_code=422 if errors else 200,
     )
@@ -110,14 +117,21 @@ def quality_page(
     admin: Reader,
     db: DbSession,
     device: str = "",
+    page: str = "",
+    per: str = "",
 ) -> Response:
-    # Worst first: lowest MOS, then the highest loss and jitter break ties.
+    paging = parse_paging(page, per)
+    # Worst first: lowest MOS, then the highest loss and jitter break ties (the id makes the
+    # order total, so pages neither overlap nor skip rows).
     query = select(QualityRecord).order_by(
-        QualityRecord.mos.asc(), QualityRecord.loss_pct.desc(), QualityRecord.jitter_ms.desc()
+        QualityRecord.mos.asc(),
+        QualityRecord.loss_pct.desc(),
+        QualityRecord.jitter_ms.desc(),
+        QualityRecord.id,
     )
     if device:
         query = query.where(QualityRecord.device_id.in_(_device_ids(db, device)))
-    rows = list(db.scalars(query.limit(PAGE_LIMIT)))
+    rows, paging = fetch_page(db, query, paging)
     return render(
         request,
         "quality.html",
@@ -127,6 +141,8 @@ def quality_page(
             "quality_rows": rows,
             "device_labels": device_labels(db, {q.device_id for q in rows}),
             "device": device,
-            "limit": PAGE_LIMIT,
+            "paging": paging,
+            "prev_url": page_url(request, paging.number - 1),
+            "next_url": page_url(request, paging.number + 1),
         },
     )

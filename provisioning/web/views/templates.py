@@ -20,8 +20,9 @@ from provisioning.operations import (
     get_template,
     update_template,
 )
-from provisioning.web.actions import actor_for, commit_and_resync, done
+from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
+from provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
 EXAMPLE = '{"audio": {"tone_plan": "uk"}, "features": {"call_waiting": false}}'
@@ -47,7 +48,8 @@ def _load(db: Session, template_id: int) -> Template:
         raise NotFound(f"No template {template_id}.") from None
 
 
-def _list(request: Request, db: Session, error: str = "", form: dict | None = None) -> Response:
+def _list(request: Request, db: Session) -> Response:
+    form = take_form(request, "/templates")
     return render(
         request,
         "templates.html",
@@ -55,11 +57,10 @@ def _list(request: Request, db: Session, error: str = "", form: dict | None = No
             "title": "Templates",
             "section": "templates",
             "templates": list(db.scalars(select(Template).order_by(Template.name))),
-            "error": error,
-            "form": form or {"name": "", "description": "", "settings": ""},
+            "error": form.get("error", ""),
+            "form": {"name": "", "description": "", "settings": "", **form},
             "example": EXAMPLE,
         },
-        status_code=422 if error else 200,
     )
 
 
@@ -87,16 +88,16 @@ def template_create(
         )
     except OperationError as exc:
         db.rollback()
-        form = {"name": name, "description": description, "settings": settings}
-        return _list(request, db, str(exc), form)
+        form = {"error": str(exc), "name": name, "description": description, "settings": settings}
+        return back_with_form(request, "/templates", form)
     db.commit()
     return done(request, f"/templates/{template.id}", f"Template {template.name} created.")
 
 
-def _detail(
-    request: Request, db: Session, template_id: int, error: str = "", text: str | None = None
-) -> Response:
+def _detail(request: Request, db: Session, template_id: int) -> Response:
     template = _load(db, template_id)
+    form = take_form(request, f"/templates/{template.id}")
+    text = form.get("settings")
     return render(
         request,
         "template.html",
@@ -105,11 +106,10 @@ def _detail(
             "section": "templates",
             "template": template,
             "settings_text": text
-            if text is not None
+            if isinstance(text, str)
             else json.dumps(template.settings or {}, indent=2, sort_keys=True),
-            "error": error,
+            "error": form.get("error", ""),
         },
-        status_code=422 if error else 200,
     )
 
 
@@ -143,7 +143,8 @@ def template_update(
         )
     except OperationError as exc:
         db.rollback()
-        return _detail(request, db, template_id, str(exc), settings)
+        form = {"error": str(exc), "settings": settings}
+        return back_with_form(request, f"/templates/{template.id}", form)
     commit_and_resync(request, db, changed)
     return done(
         request,

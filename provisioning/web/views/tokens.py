@@ -18,16 +18,25 @@ from provisioning.operations import (
     create_enrollment_token,
     revoke_enrollment_token,
 )
-from provisioning.web.actions import actor_for, done
+from provisioning.web.actions import actor_for, back_with_form, done
 from provisioning.web.core import Operator, Reader, WebRoute, render
+from provisioning.web.sessions import add_flash, take_form
 
 router = APIRouter(route_class=WebRoute)
 MAX_TTL_DAYS = 365
+TOKEN_PURPOSE = "enrollment_tokens.token"  # the sealing purpose operations uses
 
 
-def _page(
-    request: Request, db: Session, *, error: str = "", new_token: str = "", status: int = 200
-) -> Response:
+def _revealed_token(request: Request, db: Session, token_id: object) -> str:
+    """The plain value of a token created a moment ago, from the server's sealed copy."""
+    token = db.get(EnrollmentToken, token_id) if isinstance(token_id, int) else None
+    if token is None:
+        return ""
+    return request.app.state.services.keys.decrypt(token.token_enc, TOKEN_PURPOSE)
+
+
+def _page(request: Request, db: Session) -> Response:
+    form = take_form(request, "/tokens")
     tokens = list(db.scalars(select(EnrollmentToken).order_by(EnrollmentToken.id.desc())))
     return render(
         request,
@@ -37,10 +46,10 @@ def _page(
             "section": "tokens",
             "tokens": tokens,
             "now": utcnow(),
-            "error": error,
-            "new_token": new_token,
+            "error": form.get("error", ""),
+            "form": {"name": "", "days": "7", "max_uses": "1", **form},
+            "new_token": _revealed_token(request, db, form.get("new_token_id")),
         },
-        status_code=status,
     )
 
 
@@ -67,7 +76,7 @@ def token_create(
             raise OperationError(f"valid for: a whole number of days, 1-{MAX_TTL_DAYS}")
         if not max_uses.strip().isdigit():
             raise OperationError("uses: a whole number, at least 1")
-        plain, _token = create_enrollment_token(
+        _plain, token = create_enrollment_token(
             db,
             request.app.state.services.keys,
             actor_for(request, admin),
@@ -77,10 +86,14 @@ def token_create(
         )
     except OperationError as exc:
         db.rollback()
-        return _page(request, db, error=str(exc), status=422)
+        form = {"error": str(exc), "name": name, "days": days, "max_uses": max_uses}
+        return back_with_form(request, "/tokens", form)
     db.commit()
-    # Shown once, in this response only: the server keeps just its hash and a sealed copy.
-    return _page(request, db, new_token=plain)
+    # Shown once, on the page this redirects to: the one-shot state names the token and the
+    # page reads the server's sealed copy; a reload (or any later visit) shows it no more.
+    response = back_with_form(request, "/tokens", {"new_token_id": token.id})
+    add_flash(request, response, "ok", f"Token {token.name or token.id} created.")
+    return response
 
 
 @router.post("/tokens/{token_id}/revoke")
