@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -161,6 +161,18 @@ def _usable_token(db: Session, plain: str, device: Device | None) -> EnrollmentT
     return token
 
 
+def _consume(db: Session, token: EnrollmentToken) -> None:
+    """Count one use atomically: concurrent enrolments cannot exceed max_uses."""
+    result = db.execute(
+        update(EnrollmentToken)
+        .where(EnrollmentToken.id == token.id, EnrollmentToken.uses < EnrollmentToken.max_uses)
+        .values(uses=EnrollmentToken.uses + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise ApiError(403, "bad_token", "invalid, expired or exhausted enrollment token")
+
+
 def _issue_secret(services: Services, device: Device, nonce: str) -> dict[str, str]:
     secret = new_device_secret()
     device.secret_hash = secret_digest(secret)
@@ -195,7 +207,7 @@ def enroll(
             enrollment_token_id=token.id,
             last_ip=ip,
         )
-        token.uses += 1
+        _consume(db, token)
         db.add(device)
         try:
             db.flush()
@@ -224,7 +236,7 @@ def enroll(
 
     # Approved (by an admin, or pre-registered).
     if device.enrollment_token_id != token.id and device.secret_hash is None:
-        token.uses += 1  # a pre-registered device claimed with this token
+        _consume(db, token)  # a pre-registered device claimed with this token
         device.enrollment_token_id = token.id
     device.serial = body.serial or device.serial
     device.model = body.model or device.model

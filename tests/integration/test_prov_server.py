@@ -10,6 +10,7 @@ import secrets
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -113,6 +114,13 @@ def test_tokens_forged_expired_revoked_credentials(provisioning_server: Provisio
     revoked_token = server.admin.post("/enrollment-tokens", json={"max_uses": 3}).json()
     server.admin.delete(f"/enrollment-tokens/{revoked_token['id']}").raise_for_status()
     assert server.enroll_request(MAC_B, revoked_token["token"]).json()["code"] == "bad_token"
+
+    # Concurrent enrolments cannot use a token more than max_uses times.
+    limited = server.enrollment_token(max_uses=3)
+    macs = [f"b8:27:eb:00:01:{i:02x}" for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = sorted(pool.map(lambda m: server.enroll_request(m, limited).status_code, macs))
+    assert codes == [202] * 3 + [403] * 5
 
     cred = server.enroll("b8:27:eb:00:00:0c", name="desk c")
     other = server.enroll("b8:27:eb:00:00:0d", name="desk d")
