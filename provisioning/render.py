@@ -214,7 +214,7 @@ def render_device(
 ) -> Rendered:
     """Raises ConfigError when the merged settings are not a valid PhoneConfig."""
     settings = effective_settings(db, device, cache)
-    lines = db.scalars(select(Line).where(Line.device_id == device.id).order_by(Line.position))
+    lines = sorted(device.lines, key=lambda line: line.position)  # eager-loaded on the hot path
     settings["accounts"] = [line_account(line, keys) for line in lines]
     for section in LOCAL_SECTIONS:
         settings.pop(section, None)

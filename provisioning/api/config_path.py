@@ -13,6 +13,7 @@ import logging
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import joinedload
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from firmware.config import ConfigError
@@ -37,7 +38,7 @@ def etag_matches(header: str, etag: str) -> bool:
 def _render_for(services, key: DeviceKey) -> Rendered:  # type: ignore[no-untyped-def]
     db = services.database.sessionmaker()
     try:  # read only: closing rolls back, no commit round trip
-        device = db.get(Device, key.id)
+        device = db.get(Device, key.id, options=[joinedload(Device.lines)])
         if device is None:  # deleted between the two queries
             raise ApiError(401, "unauthorized", "missing or invalid device credential")
         try:
