@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from provisioning.crypto import sha256_hex
@@ -128,7 +128,14 @@ def authenticate_password(
         _log_attempt(db, username, ip, False, "locked")
         raise LoginError("locked", user.locked_until)
     if not verify_password(user.password_hash, password):
-        user.failed_attempts += 1
+        # Atomic increment: parallel guesses must not overwrite each other's count.
+        db.execute(
+            update(AdminUser)
+            .where(AdminUser.id == user.id)
+            .values(failed_attempts=AdminUser.failed_attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        db.refresh(user, ["failed_attempts"])
         reason = "bad_password"
         if user.failed_attempts >= threshold:
             user.locked_until = now + timedelta(minutes=lockout_minutes)
