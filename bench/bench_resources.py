@@ -1,7 +1,11 @@
 """Resources of a registered phone engine process vs a registered baresip, same run.
 
 - idle RSS (VmRSS) after registration and a short settle;
-- idle CPU seconds per minute;
+- idle CPU seconds per minute (``OFFHOOK_BENCH_IDLE_S``, default 20 s: a few ticks of 10 ms
+  would otherwise be all there is to count);
+- the same for the whole phone process of ``offhook sim --headless`` (engine, Phone, screens,
+  ALSA on the null device, control API, provisioning client), with the native extensions it
+  has loaded at idle;
 - CPU seconds per call-minute: a real call through Kamailio to an auto-answering baresip, both
   callers sending a 1 kHz sine (ours through the Python AudioMediaPort), PCMU, scaled to 60 s.
 The engine runs as ``python -m firmware.sip`` in its own process, as on the phone.
@@ -18,12 +22,14 @@ import threading
 import time
 from pathlib import Path
 
+from firmware.devtools.kamailio import KamailioServer
+from firmware.sim import SimPhone, sim_config
 from tests.fixtures.baresip import BaresipPeer
-from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer
+from tests.fixtures.kamailio import DEFAULT_USERS
 from tests.fixtures.sip_phone import account, phone_config
 
 CALL_S = float(os.environ.get("OFFHOOK_BENCH_CALL_S", "20"))
-IDLE_S = 3.0
+IDLE_S = float(os.environ.get("OFFHOOK_BENCH_IDLE_S", "20"))
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -81,6 +87,36 @@ class EngineProcess:
                 self.process.wait(timeout=5)
 
 
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def phone_process_pid(sim: SimPhone) -> int:
+    """The ``firmware.phone_process`` child of the simulator's supervisor."""
+    assert sim.process is not None
+    pending = [sim.process.pid]
+    while pending:
+        pid = pending.pop()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"firmware.phone_process" in cmdline:
+            return pid
+        pending += child_pids(pid)
+    raise RuntimeError("no phone process under the simulator")
+
+
+def native_extensions(pid: int) -> list[str]:
+    """Python packages with a native library mapped into ``pid`` (what it imported, roughly)."""
+    packages = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        path = line.split()[-1]
+        if "site-packages/" in path and ".so" in path:
+            packages.add(path.split("site-packages/")[1].split("/")[0])
+    return sorted(packages)
+
+
 def measure_idle(pid: int) -> tuple[float, float]:
     start = cpu_seconds(pid)
     time.sleep(IDLE_S)
@@ -106,6 +142,9 @@ def main() -> int:
             config = phone_config(kam, [account(kam, "1001")], codecs=["PCMU"])
             config_path.write_text(config.to_toml())
             engine = EngineProcess(config_path)
+            sim = SimPhone(
+                base / "sim", sim_config("bench", "1004", DEFAULT_USERS["1004"], kam.domain)
+            )
             try:
                 with callee, caller:
                     engine.wait_line("RegistrationChanged", "registered=True")
@@ -121,6 +160,8 @@ def main() -> int:
                     ours_call = (cpu_seconds(engine.process.pid) - start) / CALL_S * 60
                     engine.send(f"hangup {call_id}")
                     engine.wait_line("CallStateChanged", '"disconnected"')
+                    # after a call: the handset port must be off the bridge again
+                    _, ours_after_call = measure_idle(engine.process.pid)
 
                     mark = len(caller.events)
                     caller.dial(f"sip:1002@{kam.domain}")
@@ -129,15 +170,32 @@ def main() -> int:
                     time.sleep(CALL_S)
                     peer_call = (cpu_seconds(caller.process_id) - start) / CALL_S * 60
                     caller.hangup()
+                    engine.stop()
+
+                    sim.start()
+                    sim.wait_registered(timeout=60)
+                    phone_pid = phone_process_pid(sim)
+                    time.sleep(2.0)  # start-up work (first screens, provisioning check) settles
+                    phone_rss, phone_idle = measure_idle(phone_pid)
+                    extensions = native_extensions(phone_pid)
             finally:
                 engine.stop()
+                sim.stop()
     print(f"call length measured: {CALL_S:.0f} s per side, PCMU, 1 kHz sine sent by both callers")
+    print(f"idle measured over {IDLE_S:.0f} s per process")
     print(f"engine idle RSS: {ours_rss:.1f} MB; peer baresip: {peer_rss:.1f} MB; "
           f"ratio {ours_rss / peer_rss:.2f}x")  # fmt: skip
     print(f"engine idle CPU: {ours_idle:.3f} s/min; peer baresip: {peer_idle:.3f} s/min; "
           f"ratio {_ratio(ours_idle, peer_idle)}")  # fmt: skip
+    print(f"engine idle CPU after a call: {ours_after_call:.3f} s/min; peer baresip: "
+          f"{peer_idle:.3f} s/min; ratio {_ratio(ours_after_call, peer_idle)}")  # fmt: skip
     print(f"engine CPU per call-minute: {ours_call:.2f} s; peer baresip: {peer_call:.2f} s; "
           f"ratio {_ratio(ours_call, peer_call)}")  # fmt: skip
+    print(f"phone process idle RSS: {phone_rss:.1f} MB; peer baresip: {peer_rss:.1f} MB; "
+          f"ratio {phone_rss / peer_rss:.2f}x")  # fmt: skip
+    print(f"phone process idle CPU: {phone_idle:.3f} s/min; peer baresip: {peer_idle:.3f} s/min;"
+          f" ratio {_ratio(phone_idle, peer_idle)}")  # fmt: skip
+    print(f"phone process native extensions at idle: {', '.join(extensions)}")
     return 0
 
 

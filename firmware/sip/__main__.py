@@ -1,9 +1,10 @@
 """Run the SIP engine alone: ``python -m firmware.sip CONFIG.toml [--tone HZ]``.
 
 Prints every engine event as one key=value line on stdout and reads commands from stdin, one per
-line: ``call <target>``, ``answer <id>``, ``hangup <id>``, ``dtmf <id> <digits>``, ``calls``,
-``quit``. Useful for diagnostics on a phone and for benchmarks that need the engine in its own
-process.
+line: ``call <target>``, ``answer <id>``, ``hangup <id>``, ``dtmf <id> <digits>``,
+``transfer <id> <target>`` (REFER), ``replace <id> <other id>`` (attended transfer: REFER with
+Replaces of the other call), ``calls``, ``quit``. Useful for diagnostics on a phone, and for
+benchmarks and tests that need the engine in its own process (pjsua2 allows one per process).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import threading
 
 from firmware.config import load_config
-from firmware.events import Answer, Hangup, MakeCall, SendDtmf
+from firmware.events import Answer, AttendedTransfer, Hangup, MakeCall, SendDtmf, Transfer
 from firmware.sip.engine import SipEngine
 from firmware.sip.sine import SineEndpoint
 
@@ -51,6 +52,10 @@ def _command(engine: SipEngine, line: str) -> bool:
             engine.submit(Hangup(int(args[0])))
         elif verb == "dtmf" and len(args) == 2:
             engine.submit(SendDtmf(int(args[0]), args[1]))
+        elif verb == "transfer" and len(args) == 2:
+            engine.submit(Transfer(int(args[0]), args[1]))
+        elif verb == "replace" and len(args) == 2:
+            engine.submit(AttendedTransfer(int(args[0]), int(args[1])))
         elif verb == "calls":
             with _print_lock:
                 print("calls=" + json.dumps(engine.calls_info()), flush=True)

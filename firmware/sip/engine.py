@@ -137,9 +137,6 @@ class _Core:
         self.transports = create_transports(ep, self.config)
         apply_codec_priorities(ep, self.config.sip.codecs)
         ep.libStart()
-        if self.audio is not None:
-            self.port = EndpointPort(self.audio)
-            self.port.muted = self.muted
         for index, account in enumerate(self.config.accounts):
             if account.enabled:
                 self.create_account(index)
@@ -187,6 +184,7 @@ class _Core:
         self.closing = True
         self.retries.clear()
         self.port = None
+        self.engine._port_active = False
         self.unregister_all()
         # Wrappers go now, in this thread; one still alive at libDestroy aborts the process.
         self.calls.clear()
@@ -225,6 +223,39 @@ class _Core:
         self.ep.libHandleEvents(ms)
         if self.graveyard:
             self.graveyard.clear()
+        if self.port is not None and not any(c.media_connected for c in self.calls.values()):
+            self.release_port()
+
+    # --- the handset port: on the conference bridge only while a call has media -------------
+    # The bridge hands every port a frame each 20 ms, connected or not; for our Python port that
+    # is a GIL round trip 50 times a second for nothing. So it exists only during media.
+
+    def handset_port(self) -> EndpointPort | None:
+        if self.port is None and self.audio is not None:
+            self.port = EndpointPort(self.audio)
+            self.port.muted = self.muted
+            self.engine._port_active = True
+            log.info("handset port on the bridge")
+        return self.port
+
+    def release_port(self) -> None:
+        self.port = None  # the C++ destructor takes it off the bridge
+        self.engine._port_active = False
+        log.info("handset port off the bridge")
+
+    def connect_handset(self, call: EngineCall, media: pj.AudioMedia) -> None:
+        port = self.handset_port()
+        if port is None:
+            return
+        port.startTransmit(media)
+        media.startTransmit(port)
+        call.media_connected = True
+
+    def disconnect_handset(self, call: EngineCall, media: pj.AudioMedia) -> None:
+        if self.port is not None:
+            self.port.stopTransmit(media)
+            media.stopTransmit(self.port)
+        call.media_connected = False
 
     def pump_until(self, done: Callable[[], bool], limit_s: float = _TEARDOWN_WAIT_S) -> None:
         deadline = time.monotonic() + limit_s
@@ -339,9 +370,8 @@ class _Core:
             for b in media[i + 1 :]:
                 a.startTransmit(b)
                 b.startTransmit(a)
-            if self.port is not None:
-                self.port.startTransmit(a)
-                a.startTransmit(self.port)
+        for call_id, a in zip(cmd.call_ids, media, strict=True):
+            self.connect_handset(self.call(call_id), a)
         log.info("conference bridged call_ids=%s", list(cmd.call_ids))
 
     def do_send_dtmf(self, cmd: SendDtmf) -> None:
@@ -439,6 +469,7 @@ class _Core:
         log.info("call state call_id=%d state=%s code=%d reason=%s",
                  call_id, state.value, code, info.lastReason)  # fmt: skip
         if state is CallState.DISCONNECTED:
+            call.media_connected = False  # its stream is gone; pump() may drop the port
             # Deleting a Call inside its DISCONNECTED callback crashes pjsua2: defer the release.
             self.calls.pop(call_id, None)
             self.setup_started.pop(call_id, None)
@@ -455,17 +486,13 @@ class _Core:
         held_locally = status == pj.PJSUA_CALL_MEDIA_LOCAL_HOLD
         held_remotely = status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
         call.codec = stream_codec(call) or call.codec
-        if self.port is not None and status in (
-            pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
-        ):  # fmt: skip
-            media = call.getAudioMedia(call.audio_index)
-            self.port.startTransmit(media)
-            media.startTransmit(self.port)
-        elif self.port is not None and held_locally:
+        if status in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+            self.connect_handset(call, call.getAudioMedia(call.audio_index))
+        elif held_locally:
             # A call we hold still sends (sendonly): the handset must not be what it sends.
-            media = call.getAudioMedia(call.audio_index)
-            self.port.stopTransmit(media)
-            media.stopTransmit(self.port)
+            self.disconnect_handset(call, call.getAudioMedia(call.audio_index))
+        elif status in (pj.PJSUA_CALL_MEDIA_NONE, pj.PJSUA_CALL_MEDIA_ERROR):
+            call.media_connected = False
         changed = (held_locally, held_remotely) != (call.held_locally, call.held_remotely)
         call.held_locally, call.held_remotely = held_locally, held_remotely
         self.publish()
@@ -591,6 +618,7 @@ class SipEngine:
         self._wake_socket.setblocking(False)
         self._calls: dict[int, dict] = {}
         self._ports: dict[str, int] = {}
+        self._port_active = False
 
     # --- public API -------------------------------------------------------------------------
 
@@ -644,6 +672,11 @@ class SipEngine:
         """Bound SIP ports by transport ("udp", "tcp", "tls"), known once start() returned."""
         with self._lock:
             return dict(self._ports)
+
+    @property
+    def handset_port_active(self) -> bool:
+        """True while the audio endpoint's port is on pjsua's bridge (only during call media)."""
+        return self._port_active
 
     def calls_info(self) -> list[dict]:
         with self._lock:
