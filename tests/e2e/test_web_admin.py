@@ -813,3 +813,39 @@ def test_resync_button_notifies_the_phone_and_revoke_cuts_it_off(
     with cred.client() as client:
         refused = client.get("/api/v1/device/config")
     assert (refused.status_code, refused.json()["code"]) == (403, "revoked")
+
+
+def test_device_list_pages_keep_the_filter_and_unknown_pages_get_html_404(
+    server: ProvisioningServer, page: Page
+) -> None:
+    prefix = "Pager" + secrets.token_hex(2)
+    lines = [f"{_random_mac()},{prefix} {i:02d}" for i in range(30)]
+    reply = server.admin.post(
+        "/devices/import",
+        content="mac,name\n" + "\n".join(lines) + "\n",
+        headers={"content-type": "text/csv"},
+    )
+    reply.raise_for_status()
+    assert reply.json()["created"] == 30
+    login(page, "rita")
+    page.goto("/devices")
+    page.get_by_label("Search").fill(prefix)
+    page.get_by_label("Per page").select_option("25")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("#devices tbody tr[data-device]")
+    expect(rows).to_have_count(25)
+    expect(rows.first).to_contain_text(f"{prefix} 00")
+    page.locator("#devices-pager").get_by_role("link", name="Next").click()
+    expect(rows).to_have_count(5)
+    expect(rows.first).to_contain_text(f"{prefix} 25")
+    assert f"q={prefix}" in page.url and "page=2" in page.url
+    expect(page.get_by_label("Search")).to_have_value(prefix)
+    expect(page.locator("#devices-pager").get_by_role("link", name="Next")).to_have_count(0)
+    page.locator("#devices-pager").get_by_role("link", name="Previous").click()
+    expect(rows).to_have_count(25)
+
+    missing = page.goto("/no/such/page")
+    assert missing is not None and missing.status == 404
+    expect(page.get_by_role("heading", level=1)).to_have_text("Page not found")
+    api = page.request.get("/api/v1/admin/no-such-thing")
+    assert api.headers["content-type"].startswith("application/json")
