@@ -252,6 +252,11 @@ def test_calls_quality_and_audit_pages_keep_their_filters(client: TestClient) ->
     assert more.count('<tr data-action="x.y">') == PAGED - 25
     assert "entries 26-30" in more and "admin:carol" not in more
 
+    # A hand-edited address still gets a list: bad numbers fall back to page 1 / 50 per page.
+    odd = client.get("/audit", params={"actor": "bob", "page": "zzz", "per": "7"})
+    assert odd.status_code == 200 and "Page 1 " in odd.text
+    assert odd.text.count('<tr data-action="x.y">') == PAGED
+
 
 def test_logout_ends_the_session_on_the_server(client: TestClient, tmp_path: Path) -> None:
     _login(client)
