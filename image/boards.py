@@ -16,6 +16,7 @@ class Board:
     console: str  # kernel console argument
     boot_size: int
     needs_pjsua2_wheel: bool  # PyPI has pjsua2 wheels for x86_64 only
+    firmware_extras: tuple[str, ...] = ()
 
 
 def board(name: str, mirror: str) -> Board:
@@ -55,5 +56,6 @@ def board(name: str, mirror: str) -> Board:
             console="console=serial0,115200 console=tty1",
             boot_size=256 * MIB,
             needs_pjsua2_wheel=True,
+            firmware_extras=("pi",),
         )
     raise ValueError(f"unknown board {name!r}: choose rpi or qemu-amd64")

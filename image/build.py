@@ -223,8 +223,10 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
             )  # fmt: skip
             wheels = [wheel] + ([options.pjsua2_wheel] if options.pjsua2_wheel else [])
             steps.run(
-                "firmware venv", rootfs.install_firmware, tree, wheels, target.arch, VENV, log_to
-            )
+                "firmware venv",
+                rootfs.install_firmware,
+                tree, wheels, target.arch, VENV, log_to, target.firmware_extras,
+            )  # fmt: skip
         except rootfs.RootfsError as exc:
             raise BuildError(f"{exc}\n(full log: {build_log})") from None
     packages = rootfs.package_versions(tree)

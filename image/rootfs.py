@@ -224,7 +224,9 @@ def cached_bootstrap(recipe: Recipe, tree: Path, cache: Path, log_to=None) -> bo
     return False
 
 
-SDIST_ONLY = ("pyalsaaudio",)  # no wheels on PyPI: built in the chroot for foreign arches
+SDIST_ONLY = ("pyalsaaudio", "rpi.gpio")  # no wheels on PyPI: built in the chroot
+# Extras' requirements the host cannot resolve (their markers exclude x86_64).
+FOREIGN_EXTRA_SOURCES = {"arm64": ("RPi.GPIO>=0.7.1",)}
 FOREIGN_PLATFORMS = {
     "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"),
 }
@@ -246,20 +248,25 @@ def wheelhouse(wheels: list[Path], arch: str, dest: Path) -> Path:
     dest.mkdir(parents=True)
     resolved = dest.parent / "host-resolution"
     shutil.rmtree(resolved, ignore_errors=True)
-    _pip(["wheel", "-w", str(resolved if arch != host_arch() else dest), *map(str, wheels)],
-         "pip wheel (resolving firmware dependencies)")  # fmt: skip
     if arch == host_arch():
+        _pip(["wheel", "-w", str(dest), *map(str, wheels)], "pip wheel (firmware dependencies)")
         return dest
-    pins = []
+    # Only our own (pure Python) wheel resolves on the host; the others are for the target.
+    _pip(["wheel", "-w", str(resolved), str(wheels[0])], "pip wheel (resolving dependencies)")
+    binaries, sources = [], list(FOREIGN_EXTRA_SOURCES.get(arch, ()))
     for wheel in sorted(resolved.glob("*.whl")):
         name, version = wheel.name.split("-")[:2]
-        if name.lower() not in ("offhook", "pjsua2_python", "pjsua2"):
-            pins.append((name, version))
+        if name.lower() in ("offhook", "pjsua2_python", "pjsua2"):
+            continue
+        if wheel.name.endswith("-none-any.whl"):
+            shutil.copy(wheel, dest / wheel.name)  # pure Python: fits any architecture
+        elif "manylinux" in wheel.name and name.lower() not in SDIST_ONLY:
+            binaries.append(f"{name}=={version}")
+        else:  # built on the host from an sdist: build it again in the chroot
+            sources.append(f"{name}=={version}")
     for wheel in wheels:
         shutil.copy(wheel, dest / wheel.name)
     platform_args = [a for p in FOREIGN_PLATFORMS[arch] for a in ("--platform", p)]
-    binaries = [f"{n}=={v}" for n, v in pins if n.lower() not in SDIST_ONLY]
-    sources = [f"{n}=={v}" for n, v in pins if n.lower() in SDIST_ONLY]
     _pip(["download", "--no-deps", "--only-binary=:all:", *platform_args, "--python-version",
           "3.11", "--implementation", "cp", "-d", str(dest), *binaries],
          f"pip download ({arch} wheels)")  # fmt: skip
@@ -272,12 +279,19 @@ def wheelhouse(wheels: list[Path], arch: str, dest: Path) -> Path:
 
 
 def install_firmware(
-    tree: Path, wheels: list[Path], arch: str, venv: str = "/opt/offhook/venv", log_to=None
+    tree: Path,
+    wheels: list[Path],
+    arch: str,
+    venv: str = "/opt/offhook/venv",
+    log_to=None,
+    extras: tuple[str, ...] = (),
 ) -> None:
     """A venv at ``venv`` with our wheel and its dependencies; compilers purged afterwards."""
     stage = tree / "tmp/offhook-wheels"
     wheelhouse(wheels, arch, stage)
     inside = [f"/tmp/offhook-wheels/{w.name}" for w in wheels]
+    if extras:  # e.g. offhook[pi] for RPi.GPIO on the Raspberry Pi
+        inside[0] += f"[{','.join(extras)}]"
     with chroot_mounts(tree):
         chroot(tree, ["python3", "-m", "venv", venv], what="python3 -m venv", log_to=log_to)
         chroot(
