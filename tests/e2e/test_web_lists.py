@@ -354,3 +354,14 @@ def test_created_token_is_shown_once_after_the_redirect(client: TestClient) -> N
     with app.state.database.session() as db:
         names = [e.action for e in db.query(AuditEntry).filter_by(action="enrollment_token.create")]
     assert len(names) == 1
+
+
+def test_wrong_password_redirects_back_to_the_form(client: TestClient) -> None:
+    token = _token(client.get("/login").text)
+    form = {"username": "alice", "password": "wrong", "next": "/devices", "csrf_token": token}
+    reply = client.post("/login", data=form, follow_redirects=False)
+    assert (reply.status_code, reply.headers["location"]) == (303, "/login?next=%2Fdevices")
+    shown = client.get(reply.headers["location"]).text
+    assert "Wrong username or password." in shown and 'value="alice"' in shown
+    assert 'name="next" value="/devices"' in shown
+    assert "Wrong username or password." not in client.get("/login").text

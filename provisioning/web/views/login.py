@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
 from provisioning.admin_auth import LoginError, authenticate_password, client_ip
 from provisioning.db import DbSession
+from provisioning.web.actions import back_with_form
 from provisioning.web.core import WebRoute, redirect, render, session_admin
 from provisioning.web.revocation import revoke_session
 from provisioning.web.sessions import (
@@ -17,6 +19,7 @@ from provisioning.web.sessions import (
     clear_session,
     new_session,
     read_session,
+    take_form,
     write_session,
 )
 
@@ -41,7 +44,14 @@ def _safe_next(target: str) -> str:
 def login_form(request: Request, db: DbSession, next: str = "/") -> Response:
     if session_admin(request, db) is not None:
         return redirect(_safe_next(next))
-    return render(request, "login.html", {"title": "Sign in", "next": next, "username": ""})
+    form = take_form(request, "/login")  # a refused attempt: its message and username, once
+    context = {
+        "title": "Sign in",
+        "next": next,
+        "username": form.get("username", ""),
+        "error": form.get("error", ""),
+    }
+    return render(request, "login.html", context)
 
 
 @router.post("/login")
@@ -64,13 +74,10 @@ def login(
         )
     except LoginError as exc:
         # The handler returns normally so the attempt log and lockout counters are committed.
-        context = {
-            "title": "Sign in",
-            "next": next,
-            "username": username,
-            "error": LOGIN_MESSAGES.get(exc.reason, "Login refused."),
-        }
-        return render(request, "login.html", context, status_code=401)
+        # Back to the form (Post/Redirect/Get): a reload never re-sends the password.
+        target = "/login" if next in ("", "/") else "/login?next=" + quote(next, safe="")
+        error = LOGIN_MESSAGES.get(exc.reason, "Login refused.")
+        return back_with_form(request, target, {"error": error, "username": username[:64]})
     response = redirect(_safe_next(next))
     write_session(request, response, new_session(user.id, user.password_hash))
     add_flash(request, response, "ok", f"Signed in as {user.username}.")
