@@ -96,14 +96,22 @@ def _fetch_credential(engine: Engine, device_id: str) -> tuple[Any, ...] | None:
     style = engine.dialect.paramstyle
     params: Any = {"id": device_id} if style == "pyformat" else (device_id,)
     conn = engine.raw_connection()
+    # psycopg: autocommit for this single SELECT saves the BEGIN and ROLLBACK round trips.
+    driver = conn.driver_connection
+    autocommit = engine.dialect.name == "postgresql" and hasattr(driver, "autocommit")
     try:
+        if autocommit:
+            driver.autocommit = True  # type: ignore[union-attr]
         cursor = conn.cursor()
         try:
             cursor.execute(_CREDENTIAL_SQL[style], params)
             row = cursor.fetchone()
         finally:
             cursor.close()
-        conn.rollback()  # end the read transaction before the connection goes back to the pool
+        if autocommit:
+            driver.autocommit = False  # type: ignore[union-attr]
+        else:
+            conn.rollback()  # end the read transaction before the connection is pooled again
     except engine.dialect.loaded_dbapi.Error as exc:
         conn.invalidate()  # a broken connection must not go back to the pool
         raise DBAPIError.instance(_CREDENTIAL_SQL[style], params, exc, Exception) from exc

@@ -72,6 +72,14 @@ class Database:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # Read-only work on the polling path (renders): on PostgreSQL in autocommit mode, which
+        # saves the BEGIN and ROLLBACK round trips; same pool.
+        reader = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else self.engine
+        )
+        self.read_sessionmaker = sessionmaker(reader, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:

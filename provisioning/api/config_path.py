@@ -36,7 +36,7 @@ def etag_matches(header: str, etag: str) -> bool:
 
 
 def _render_for(services, key: DeviceKey) -> Rendered:  # type: ignore[no-untyped-def]
-    db = services.database.sessionmaker()
+    db = services.database.read_sessionmaker()
     try:  # read only: closing rolls back, no commit round trip
         device = db.get(Device, key.id, options=[joinedload(Device.lines)])
         if device is None:  # deleted between the two queries
