@@ -309,9 +309,10 @@ def install_firmware(
             log_to=log_to,
         )
         # Byte code with hash-based invalidation: reproducible, and valid on a read-only root.
+        # -f: venv creation already left timestamp-based .pyc files for pip and setuptools.
         chroot(
             tree,
-            ["python3", "-m", "compileall", "-q", "-j", "0",
+            ["python3", "-m", "compileall", "-q", "-f", "-j", "0",
              "--invalidation-mode", "unchecked-hash", venv],
             what="compileall",
             log_to=log_to,
