@@ -193,7 +193,19 @@ def bootstrap(recipe: Recipe, tree: Path, log_to=None) -> None:
         packages = [*recipe.kernel_packages, *recipe.extra_packages, *BUILD_PACKAGES]
         chroot(
             tree,
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                # our /etc/default files are written first: keep them at conffile prompts
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                *packages,
+            ],
             what="apt-get install (kernel, board packages)",
             log_to=log_to,
         )
