@@ -13,10 +13,12 @@ import logging
 import queue
 import re
 import secrets
+import selectors
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +101,33 @@ class BatchResult:
 
 
 def send_batch(targets: list[NotifyTarget], wait_s: float = RESPONSE_WAIT_S) -> BatchResult:
-    """Send one signed NOTIFY per target, retransmit once, collect responses (bounded wait)."""
+    """Send one signed NOTIFY per target, retransmit once, collect responses (bounded wait).
+    One UDP socket per address family in use (IPv4 and IPv6 contacts)."""
     result = BatchResult(answered={}, unanswered=[], invalid=[])
     if not targets:
         return result
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sockets: dict[int, socket.socket] = {}
+    selector = selectors.DefaultSelector()
+
+    def socket_for(family: int) -> socket.socket:
+        if family not in sockets:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+            sock.setblocking(False)
+            sockets[family] = sock
+            selector.register(sock, selectors.EVENT_READ)
+        return sockets[family]
+
     try:
-        sock.bind(("0.0.0.0", 0))
-        local_port = sock.getsockname()[1]
-        pending: dict[str, tuple[NotifyTarget, bytes, tuple[str, int]]] = {}
+        pending: dict[str, tuple[NotifyTarget, bytes, tuple[str, int], socket.socket]] = {}
         for target in targets:
             try:
                 host, port = parse_contact(target.contact)
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket_for(family)
                 call_id = f"{secrets.token_hex(12)}@offhook-provisioning"
                 local_host = _local_address_for(host, port)
-                message = build_notify(target, call_id, 1, local_host, local_port)
+                message = build_notify(target, call_id, 1, local_host, sock.getsockname()[1])
             except (ValueError, OSError) as exc:
                 log.warning(
                     "notify skipped device=%s contact=%s error=%s",
@@ -123,9 +137,9 @@ def send_batch(targets: list[NotifyTarget], wait_s: float = RESPONSE_WAIT_S) -> 
                 )
                 result.invalid.append(target.device_id)
                 continue
-            pending[call_id] = (target, message, (host, port))
+            pending[call_id] = (target, message, (host, port), sock)
         for _attempt in range(ATTEMPTS):
-            for _target, message, address in pending.values():
+            for _target, message, address, sock in pending.values():
                 try:
                     sock.sendto(message, address)
                     result.sent += 1
@@ -133,33 +147,34 @@ def send_batch(targets: list[NotifyTarget], wait_s: float = RESPONSE_WAIT_S) -> 
                     log.debug("notify send failed address=%s error=%s", address, exc)
             deadline = time.monotonic() + wait_s
             while pending and (remaining := deadline - time.monotonic()) > 0:
-                sock.settimeout(remaining)
-                try:
-                    data, _ = sock.recvfrom(65535)
-                except (TimeoutError, OSError):
-                    break
-                parsed = parse_response(data)
-                if parsed is None or parsed[1] not in pending:
-                    continue
-                status, call_id = parsed
-                if status < 200:
-                    continue
-                target = pending.pop(call_id)[0]
-                result.answered[target.device_id] = status
-                log.info(
-                    "notify answered device=%s contact=%s status=%d",
-                    target.device_id,
-                    target.contact,
-                    status,
-                )
+                for key, _events in selector.select(timeout=remaining):
+                    try:
+                        data = key.fileobj.recv(65535)  # type: ignore[union-attr]
+                    except OSError:  # e.g. ICMP port unreachable from an earlier send
+                        continue
+                    _record_answer(data, pending, result)
             if not pending:
                 break
-        result.unanswered = [t.device_id for t, _, _ in pending.values()]
-        for target, _, _ in pending.values():
+        result.unanswered = [t.device_id for t, _, _, _ in pending.values()]
+        for target, _, _, _ in pending.values():
             log.info("notify unanswered device=%s contact=%s", target.device_id, target.contact)
     finally:
-        sock.close()
+        selector.close()
+        for sock in sockets.values():
+            sock.close()
     return result
+
+
+def _record_answer(data: bytes, pending: dict[str, Any], result: BatchResult) -> None:
+    parsed = parse_response(data)
+    if parsed is None or parsed[1] not in pending or parsed[0] < 200:
+        return  # not ours, or provisional
+    status, call_id = parsed
+    target = pending.pop(call_id)[0]
+    result.answered[target.device_id] = status  # type: ignore[index]
+    log.info(
+        "notify answered device=%s contact=%s status=%d", target.device_id, target.contact, status
+    )
 
 
 def _local_address_for(host: str, port: int) -> str:

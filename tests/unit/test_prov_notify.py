@@ -95,3 +95,21 @@ def test_send_batch_collects_answers_and_retransmits() -> None:
     finally:
         phone.close()
         silent.close()
+
+
+def test_ipv6_contact_is_notified() -> None:
+    try:
+        phone = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        phone.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    phone.settimeout(5)
+    try:
+        result = send_batch(
+            [NotifyTarget("v6", f"[::1]:{phone.getsockname()[1]}", "k")], wait_s=0.2
+        )
+        data = phone.recv(65535).decode()
+        assert data.startswith("NOTIFY sip:v6@[::1]:") and "Via: SIP/2.0/UDP [::1]:" in data
+        assert result.unanswered == ["v6"] and result.invalid == []
+    finally:
+        phone.close()
