@@ -212,7 +212,12 @@ def _print_json(data: Any) -> None:
 
 
 def _build_fleet_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="offhook fleet", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="offhook fleet",
+        description="Manage the fleet. Talks to the database directly (--db URL, or the SQLite "
+        "file in --data-dir) with the server's key ring; works with the server stopped and "
+        "audits every change as cli:<user>. Remote administration: the REST API (/docs).",
+    )
     _common_db_args(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
