@@ -133,7 +133,8 @@ class _Core:
         self.ep = ep
         ep.libCreate()
         ep.libInit(endpoint_config(self.config))
-        ep.audDevManager().setNullDev()
+        # No clock while idle: ensure_clock() starts the null device when a call gets media.
+        ep.audDevManager().setNoDev()
         self.transports = create_transports(ep, self.config)
         apply_codec_priorities(ep, self.config.sip.codecs)
         ep.libStart()
@@ -242,6 +243,18 @@ class _Core:
         self.port = None  # the C++ destructor takes it off the bridge
         self.engine._port_active = False
         log.info("handset port off the bridge")
+
+    def ensure_clock(self) -> None:
+        """Run the conference clock (pjsua's null sound device): no RTP or DTMF goes out without.
+
+        pjsua stops it by itself (sndAutoCloseTime) once no call and no connection is left; it
+        must be started by us before anything connects, or pjsua would open the default sound
+        card instead of the null device."""
+        assert self.ep is not None
+        manager = self.ep.audDevManager()
+        if not manager.sndIsActive():
+            manager.setNullDev()
+            log.info("conference clock started")
 
     def connect_handset(self, call: EngineCall, media: pj.AudioMedia) -> None:
         port = self.handset_port()
@@ -365,6 +378,7 @@ class _Core:
     def do_conference(self, cmd: Conference) -> None:
         if len(set(cmd.call_ids)) < 2:
             raise SipEngineError("a conference needs at least two different calls")
+        self.ensure_clock()
         media = [self.call(cid).getAudioMedia(self.call(cid).audio_index) for cid in cmd.call_ids]
         for i, a in enumerate(media):
             for b in media[i + 1 :]:
@@ -487,6 +501,7 @@ class _Core:
         held_remotely = status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
         call.codec = stream_codec(call) or call.codec
         if status in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+            self.ensure_clock()
             self.connect_handset(call, call.getAudioMedia(call.audio_index))
         elif held_locally:
             # A call we hold still sends (sendonly): the handset must not be what it sends.

@@ -162,7 +162,13 @@ class CountingSine(SineEndpoint):
         return super().read_capture_frame()
 
 
-def test_handset_port_is_on_the_bridge_only_during_call_media(
+def clock_running() -> bool:
+    """pjmedia's conference clock thread (the null sound device) exists in this process."""
+    tasks = Path("/proc/self/task").iterdir()
+    return any((task / "comm").read_text().strip() == "clock" for task in tasks)
+
+
+def test_handset_port_and_clock_run_only_during_call_media(
     kamailio_server: KamailioServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -173,19 +179,21 @@ def test_handset_port_is_on_the_bridge_only_during_call_media(
         peer(kam, tmp_path, "1002") as far,
         running_engine(config, audio=handset) as (engine, events),
     ):
-        assert not engine.handset_port_active
+        assert not engine.handset_port_active and not clock_running()
         assert handset.frames_captured == 0 and handset.frames_played == 0
         mark = events.mark()
         engine.submit(MakeCall(0, "1002"))
         confirmed = events.wait_call_state(CallState.CONFIRMED, start=mark)
         far.wait_event("CALL_ESTABLISHED")
-        assert engine.handset_port_active
+        # media may be reported just after the state: wait for it (bounded)
+        poll_until(lambda: engine.handset_port_active and clock_running())
         poll_until(lambda: handset.frames_captured > 10 and handset.frames_played > 10)
         engine.submit(Hangup(confirmed.call_id))
         events.wait_call_state(CallState.DISCONNECTED, confirmed.call_id)
         far.wait_event("CALL_CLOSED")
         # released on the engine loop's next turn after the call's media went away
         poll_until(lambda: not engine.handset_port_active)
+        poll_until(lambda: not clock_running())  # pjsua stops it 1 s after the last call
         captured = handset.frames_captured
         time.sleep(0.5)  # 25 frames' worth: none may be asked for without a call
         assert handset.frames_captured == captured
