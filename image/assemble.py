@@ -107,15 +107,19 @@ def fix_ctimes(part_file: Path, tree: Path, epoch: int) -> None:
     script = part_file.with_suffix(".debugfs")
     script.write_text("\n".join(commands) + "\n", encoding="utf-8")
     try:
-        out = run(
+        proc = subprocess.run(
             ["debugfs", "-w", "-f", str(script), str(part_file)],
-            env={"E2FSPROGS_FAKE_TIME": str(epoch)},
-            what="debugfs (pinning ctimes)",
+            env={**os.environ, "E2FSPROGS_FAKE_TIME": str(epoch)},
+            capture_output=True,
+            text=True,
+            check=False,
         )
     finally:
         script.unlink(missing_ok=True)
-    if "sif:" in out or "File not found" in out:
-        raise AssembleError(f"debugfs could not pin ctimes: {out[:500]}")
+    # debugfs exits 0 even when a command fails; failures are the stderr lines naming a path.
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("/")]
+    if proc.returncode != 0 or errors:
+        raise AssembleError(f"debugfs could not pin times: {(errors or [proc.stderr])[:5]}")
 
 
 def make_fat(part_file: Path, part: Partition, tree: Path | None, epoch: int) -> None:
