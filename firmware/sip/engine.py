@@ -224,7 +224,7 @@ class _Core:
         self.ep.libHandleEvents(ms)
         if self.graveyard:
             self.graveyard.clear()
-        if self.port is not None and not any(c.media_connected for c in self.calls.values()):
+        if self.port is not None and self.port_unused():
             self.release_port()
 
     # --- the handset port: on the conference bridge only while a call has media -------------
@@ -238,6 +238,13 @@ class _Core:
             self.engine._port_active = True
             log.info("handset port on the bridge")
         return self.port
+
+    def port_unused(self) -> bool:
+        """No call's media is connected and pjsua has stopped the clock (1 s after the last
+        call): deleting a port while the clock runs can crash pjsua2."""
+        assert self.ep is not None
+        in_use = any(c.media_connected for c in self.calls.values())
+        return not in_use and not self.ep.audDevManager().sndIsActive()
 
     def release_port(self) -> None:
         self.port = None  # the C++ destructor takes it off the bridge
