@@ -39,6 +39,12 @@ ENABLED_UNITS = (
 )  # fmt: skip
 
 
+def default_cache() -> Path:
+    """OFFHOOK_IMAGE_CACHE, else ~/.cache/offhook-image (root filesystem tarballs, .debs)."""
+    env = os.environ.get("OFFHOOK_IMAGE_CACHE", "")
+    return Path(env) if env else Path.home() / ".cache" / "offhook-image"
+
+
 class BuildError(RuntimeError):
     """The build cannot start or a step failed; the message says which and why."""
 
@@ -207,7 +213,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
         raise BuildError("the root filesystem step needs root (debootstrap and chroot)")
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
-    cache = options.cache or Path.home() / ".cache" / "offhook-image"
+    cache = options.cache or default_cache()
     work = out / f".work-{target.name}"
     tree, boot = work / "root", work / "boot"
     epoch = source_date_epoch()

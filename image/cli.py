@@ -117,7 +117,11 @@ def _image_parser() -> argparse.ArgumentParser:
     b.add_argument("--pjsua2-wheel", type=Path, help="pjsua2 wheel for the board (arm64)")
     b.add_argument("--wheel", type=Path, help="offhook wheel (default: built with pip wheel)")
     b.add_argument("--mirror", default="http://deb.debian.org/debian")
-    b.add_argument("--cache", type=Path, help="cache directory (default: ~/.cache/offhook-image)")
+    b.add_argument(
+        "--cache",
+        type=Path,
+        help="cache directory (default: $OFFHOOK_IMAGE_CACHE or ~/.cache/offhook-image)",
+    )
     b.add_argument("--no-compress", action="store_true", help="skip the .img.zst copy")
     b.add_argument("--id-seed", default="offhook", help="seed for disk and filesystem ids")
 
