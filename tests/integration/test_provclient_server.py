@@ -42,17 +42,9 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class RestartableServer(ProvisioningServer):
-    """The fixture's server, startable again on the same port, database and CA after stop()."""
-
-    def _create_admin(self) -> str:
-        # the admin user and token exist from the first start; a restart keeps them
-        return self.admin_token or super()._create_admin()
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableServer]:
-    with RestartableServer(tmp_path_factory.mktemp("prov-server"), tls=True) as running:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningServer]:
+    with ProvisioningServer(tmp_path_factory.mktemp("prov-server"), tls=True) as running:
         assert running.ca_fingerprint, "server did not print its CA fingerprint"
         yield running
 
@@ -116,7 +108,7 @@ def set_name(server: ProvisioningServer, mac: str, name: str) -> None:
 
 
 def test_enrollment_pending_approved_config_then_revoked(
-    server: RestartableServer, tmp_path: Path
+    server: ProvisioningServer, tmp_path: Path
 ) -> None:
     mac = new_mac()
     with Phone(server, tmp_path / "state", mac, server.enrollment_token()) as phone:
@@ -152,7 +144,7 @@ def test_enrollment_pending_approved_config_then_revoked(
 
 
 def test_lost_enrollment_answer_is_recovered_with_the_same_nonce(
-    server: RestartableServer, tmp_path: Path
+    server: ProvisioningServer, tmp_path: Path
 ) -> None:
     mac = new_mac()
     state = tmp_path / "state"
@@ -172,7 +164,7 @@ def test_lost_enrollment_answer_is_recovered_with_the_same_nonce(
 
 
 def test_wrong_ca_fingerprint_is_refused_before_any_request(
-    server: RestartableServer, tmp_path: Path
+    server: ProvisioningServer, tmp_path: Path
 ) -> None:
     mac = new_mac()
     wrong_pin = "ab" * 32
@@ -185,7 +177,7 @@ def test_wrong_ca_fingerprint_is_refused_before_any_request(
 
 
 def test_check_sync_notify_fetches_and_failed_apply_rolls_back(
-    server: RestartableServer, tmp_path: Path
+    server: ProvisioningServer, tmp_path: Path
 ) -> None:
     mac = new_mac()
     server.add_device(mac)  # pre-registered: approved at enrollment
@@ -252,7 +244,7 @@ def cdr(n: int) -> dict[str, Any]:
 def test_cdrs_queued_during_outage_are_delivered_exactly_once(tmp_path: Path) -> None:
     mac = new_mac()
     state_dir = tmp_path / "phone-state"
-    with RestartableServer(tmp_path / "srv", tls=True) as server:
+    with ProvisioningServer(tmp_path / "srv", tls=True) as server:
         server.add_device(mac)
         token = server.enrollment_token()
         child = subprocess.Popen(
@@ -287,7 +279,7 @@ def test_cdrs_queued_during_outage_are_delivered_exactly_once(tmp_path: Path) ->
         queued = sorted((state_dir / "outbox" / "cdrs").iterdir())
         copies = {p.name: p.read_bytes() for p in queued[:5]}
 
-        server.start()  # back, same database
+        server.restart()  # back, same database
         phone = Phone(server, state_dir, mac, token)
         with phone:
             wait_until(lambda: outbox.count("cdrs") == 0, "queued CDRs delivered after restart")
@@ -330,7 +322,7 @@ def test_overloaded_server_503_keeps_cached_config_and_honours_retry_after(
 
 
 def test_record_the_server_refuses_is_set_aside_without_blocking_the_queue(
-    server: RestartableServer, tmp_path: Path
+    server: ProvisioningServer, tmp_path: Path
 ) -> None:
     mac = new_mac()
     server.add_device(mac)
