@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from board.display import make_dummy_display
+from board.worker import Worker
 from firmware.events import DIGIT_KEYS, FUNCTION_KEYS
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,7 @@ class EmulatedBoard:
         self._leds: dict[str, str] = {}
         self.ringing = False
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._keyboard: Worker | None = None
         self._pending = ""  # an escape sequence split across reads
 
     # --- Board interface -----------------------------------------------------------------------
@@ -129,10 +129,8 @@ class EmulatedBoard:
         pass  # inputs are pushed (press/set_hook) or read by run_keyboard
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        if self._keyboard is not None:
+            self._keyboard.stop()
 
     # --- programmatic hardware -----------------------------------------------------------------
 
@@ -185,18 +183,15 @@ class EmulatedBoard:
     def run_keyboard(self, fd: int | None = None) -> None:
         """Read the terminal in cbreak mode in a thread until ``stop()`` (Ctrl-C still works)."""
         fd = sys.stdin.fileno() if fd is None else fd
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._read_keyboard, args=(fd,), name="keyboard", daemon=True
-        )
-        self._thread.start()
+        self._keyboard = Worker("keyboard", lambda stop: self._read_keyboard(fd, stop))
+        self._keyboard.start()
 
-    def _read_keyboard(self, fd: int) -> None:
+    def _read_keyboard(self, fd: int, stop: threading.Event) -> None:
         saved = termios.tcgetattr(fd) if os.isatty(fd) else None
         try:
             if saved is not None:
                 tty.setcbreak(fd)
-            while not self._stop.is_set():
+            while not stop.is_set():
                 ready, _, _ = select.select([fd], [], [], 0.2)
                 if not ready:
                     continue

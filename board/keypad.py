@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from board.gpio import GpioApi
+from board.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,7 @@ class MatrixKeypad:
         self.scan_period_s = 1.0 / scan_hz
         self._stable: set[Position] = set()
         self._streak: dict[Position, int] = {}  # scans in a row a key differed from _stable
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._worker = Worker("keypad-scan", self._run)
         self.ghost_scans = 0  # scans discarded as ambiguous
 
     def setup(self) -> None:
@@ -120,20 +120,13 @@ class MatrixKeypad:
 
     def start(self) -> None:
         """Scan in a background thread at the configured rate."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="keypad-scan", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        self._worker.stop()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.scan_period_s):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.scan_period_s):
             try:
                 self.scan_once()
             except Exception:  # a flaky read must not kill the keypad for good

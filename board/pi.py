@@ -18,6 +18,7 @@ from board.keypad import MatrixKeypad
 from board.leds import Leds
 from board.profile import BoardProfile
 from board.ringer import Ringer
+from board.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,7 @@ class PiBoard:
         self._key_callback: Callable[[str], None] = lambda key: None
         self._hook_callback: Callable[[bool], None] = lambda offhook: None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("board-poll", self._run)
         self._keypad: MatrixKeypad | None = None
         self._hook: HookSwitch | None = None
         self._leds: Leds | None = None
@@ -69,15 +69,10 @@ class PiBoard:
     def start(self) -> None:
         """Set up the pins and start polling (``setup()`` alone for step-by-step tests)."""
         self.setup()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="board-poll", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        self._worker.stop()
         if self._gpio is not None:
             self._gpio.cleanup()
 
@@ -128,10 +123,10 @@ class PiBoard:
             if self._ringer is not None:
                 self._ringer.update(now)
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         assert self._keypad is not None
         period = self._keypad.scan_period_s
-        while not self._stop.wait(period):
+        while not stop.wait(period):
             try:
                 self.poll_once()
             except Exception:  # keep the phone usable if one read fails

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from firmware.config import format_validation_errors
 from firmware.events import DIGIT_KEYS, FUNCTION_KEYS
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -145,21 +146,6 @@ def _pin_problems(profile: BoardProfile) -> list[str]:
     return problems
 
 
-def _format(exc: ValidationError) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        path = ""
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        if err["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown setting")
-        elif err["type"] == "value_error" and not path:
-            problems += err["msg"].removeprefix("Value error, ").split("\n")
-        else:
-            problems.append(f"{path or '(top level)'}: {err['msg']}")
-    return problems
-
-
 def parse_profile(text: str, source: str = "profile") -> BoardProfile:
     try:
         data = tomllib.loads(text)
@@ -168,7 +154,9 @@ def parse_profile(text: str, source: str = "profile") -> BoardProfile:
     try:
         return BoardProfile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(_format(exc), source) from None
+        raise ProfileError(
+            format_validation_errors(exc, unknown="unknown setting"), source
+        ) from None
 
 
 def load_profile(name_or_path: str | Path) -> BoardProfile:

@@ -14,6 +14,8 @@ from typing import Any
 
 import serial
 
+from board.worker import Worker
+
 log = logging.getLogger(__name__)
 
 Command = Callable[[list[str]], str]
@@ -33,8 +35,7 @@ class SerialConsole:
         self._port = port
         self._commands: dict[str, Command] = dict(commands or {})
         self._buffer = b""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("serial-console", self._run)
 
     def register(self, name: str, command: Command) -> None:
         self._commands[name] = command
@@ -82,23 +83,18 @@ class SerialConsole:
         self._port.write(text.encode("utf-8") + b"\r\n")
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="serial-console", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        self._worker.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
                 self.poll_once()
             except serial.SerialException:
                 log.exception("serial console read failed")
-                self._stop.wait(1.0)
+                stop.wait(1.0)
 
 
 def phone_commands(

@@ -215,16 +215,22 @@ class PhoneConfig(_Section):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-def _format_problems(exc: ValidationError) -> list[str]:
+def format_validation_errors(exc: ValidationError, unknown: str = "unknown key") -> list[str]:
+    """One ``path: problem`` line per pydantic error, paths written as ``accounts[0].transport``.
+
+    A model-level check has no path of its own: its message already names the keys, one per line.
+    """
     problems = []
     for err in exc.errors():
         path = ""
         for part in err["loc"]:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown key")
+            problems.append(f"{path}: {unknown}")
+        elif err["type"] == "value_error" and not path:
+            problems += msg.split("\n")
         else:
-            msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{path or '(top level)'}: {msg}")
     return problems
 
@@ -234,7 +240,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> PhoneConfig:
     try:
         return PhoneConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_problems(exc), source) from None
+        raise ConfigError(format_validation_errors(exc), source) from None
 
 
 def parse_toml(text: str, source: str = "config") -> PhoneConfig:
