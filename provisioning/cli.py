@@ -18,7 +18,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from provisioning.settings import ServerSettings, settings_from_env
+from provisioning.settings import (
+    POLL_INTERVAL_ENV,
+    ServerSettings,
+    check_poll_interval,
+    settings_from_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +87,13 @@ def server_main(argv: list[str]) -> int:
     )
     parser.add_argument("--workers", type=int, default=1, help="app processes (default 1)")
     parser.add_argument(
+        "--poll-interval",
+        type=int,
+        metavar="SECONDS",
+        help="the fleet's poll interval, for the 'not seen' threshold of phones that do not "
+        "report their own (default: OFFHOOK_POLL_INTERVAL_S or 3600)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get("OFFHOOK_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -91,6 +103,12 @@ def server_main(argv: list[str]) -> int:
         parser.error("--cert and --key go together")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.poll_interval is not None:
+        try:
+            check_poll_interval(args.poll_interval, "--poll-interval")
+        except ValueError as exc:
+            parser.error(str(exc))
+        os.environ[POLL_INTERVAL_ENV] = str(args.poll_interval)  # workers read the environment
 
     from firmware.logs import setup_logging
     from provisioning.crypto import load_key_ring

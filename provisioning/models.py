@@ -166,6 +166,8 @@ class Device(Base):
     sip_contact: Mapped[str] = mapped_column(String(128), default="")
     reported_revision: Mapped[int | None] = mapped_column(Integer)
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The phone's own poll interval as it last reported it (None: older firmware).
+    poll_interval_s: Mapped[int | None] = mapped_column(Integer)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "/var/lib/offhook-provisioning"
+POLL_INTERVAL_ENV = "OFFHOOK_POLL_INTERVAL_S"
+# The phone schema's default and bounds for provisioning.poll_interval_s (firmware/config.py).
+DEFAULT_POLL_INTERVAL_S = 3600
+MIN_POLL_INTERVAL_S = 10
+MAX_POLL_INTERVAL_S = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class ServerSettings:
     purge_interval_s: int = 3600  # 0 disables the periodic purge task
     migrate_on_start: bool = True
     web_ui: bool = True  # mount provisioning.web (False: device + REST API only)
+    # The fleet's poll interval: the "not seen" threshold for phones that do not report theirs.
+    poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
     retention: RetentionDays = field(default_factory=RetentionDays)
 
     @property
@@ -58,6 +65,27 @@ def _env_int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+def check_poll_interval(value: int, where: str) -> int:
+    if not MIN_POLL_INTERVAL_S <= value <= MAX_POLL_INTERVAL_S:
+        raise ValueError(
+            f"{where}={value!r}: seconds between phone polls, "
+            f"{MIN_POLL_INTERVAL_S}-{MAX_POLL_INTERVAL_S}"
+        )
+    return value
+
+
+def poll_interval_from_env(env: dict[str, str]) -> int:
+    raw = env.get(POLL_INTERVAL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_POLL_INTERVAL_S
+    if not raw.isdigit():
+        raise ValueError(
+            f"{POLL_INTERVAL_ENV}={raw!r}: seconds between phone polls, "
+            f"{MIN_POLL_INTERVAL_S}-{MAX_POLL_INTERVAL_S}"
+        )
+    return check_poll_interval(int(raw), POLL_INTERVAL_ENV)
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
@@ -82,5 +110,6 @@ def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
         purge_interval_s=_env_int(env, "OFFHOOK_PURGE_INTERVAL_S", 3600),
         migrate_on_start=env.get("OFFHOOK_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
         web_ui=env.get("OFFHOOK_WEB_UI", "1") not in ("0", "false", "no"),
+        poll_interval_s=poll_interval_from_env(env),
         retention=retention,
     )

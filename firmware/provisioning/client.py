@@ -403,6 +403,8 @@ class ProvisioningClient:
             firmware_version=self.identity.firmware_version,
             config_revision=self.config_revision,
             sip_contact=self.sip_contact,
+            # lets the server judge this phone's liveness by its own schedule
+            poll_interval_s=self.settings.poll_interval_s,
         )
         body.pop("id", None)
         self.outbox.drop_all("status")  # a snapshot supersedes any older unsent one

@@ -87,6 +87,7 @@ def _device_out(d: Device) -> dict[str, Any]:
         "firmware_version": d.firmware_version,
         "last_ip": d.last_ip,
         "sip_contact": d.sip_contact,
+        "poll_interval_s": d.poll_interval_s,
         "last_seen": d.last_seen.isoformat() if d.last_seen else None,
         "created_at": d.created_at.isoformat(),
     }

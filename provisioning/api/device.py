@@ -38,6 +38,7 @@ from provisioning.models import (
     StatusReport,
     utcnow,
 )
+from provisioning.settings import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["device"])
@@ -84,6 +85,9 @@ class StatusBody(_Body):
     uptime_s: float = 0.0
     config_revision: int | None = None
     sip_contact: Annotated[str, Field(max_length=128)] = ""
+    poll_interval_s: Annotated[
+        int | None, Field(ge=MIN_POLL_INTERVAL_S, le=MAX_POLL_INTERVAL_S)
+    ] = None
     lines: list[LineStatus] = Field(default_factory=list)
 
 
@@ -303,7 +307,7 @@ def post_status(
     device: CurrentDevice,
     db: DbSession,
 ) -> Accepted:
-    row = body.model_dump()
+    row = body.model_dump(exclude={"poll_interval_s"})  # held on the device, not per report
     row["time"] = _utc(body.time)
     row["lines"] = [line.model_dump() for line in body.lines]
     accepted = _store_idempotent(db, device, StatusReport, [row])
@@ -313,6 +317,8 @@ def post_status(
         device.last_ip = body.ip or (request.client.host if request.client else "")
         device.sip_contact = body.sip_contact
         device.reported_revision = body.config_revision
+        if body.poll_interval_s is not None:
+            device.poll_interval_s = body.poll_interval_s
     return Accepted(accepted=accepted)
 
 

@@ -1,9 +1,11 @@
-"""When a phone counts as "not seen": tied to how often phones poll, not a fixed time.
+"""When a phone counts as "not seen": tied to how often it polls, not a fixed time.
 
 Phones poll every ``provisioning.poll_interval_s`` (a setting local to each phone, so it is not
-in the rendered config) with up to +20 % jitter, and report their status on every poll. The
-server is told the fleet's interval with ``OFFHOOK_POLL_INTERVAL_S`` (default: the phone schema's
-default); a phone is "not seen" once it has missed two polls even at the longest jitter.
+in the rendered config) with up to +20 % jitter, and report their status, including that
+interval, on every poll; the server stores it on the device. A phone is "not seen" once it has
+missed two of its own polls even at the longest jitter. For phones that have not reported an
+interval (older firmware), the fleet's interval applies: ``offhook server --poll-interval``
+(``OFFHOOK_POLL_INTERVAL_S``, default: the phone schema's default).
 """
 
 from __future__ import annotations
@@ -13,32 +15,40 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from firmware.config import ProvisioningSettings
+from provisioning import settings as server_settings
+from provisioning.settings import (
+    MAX_POLL_INTERVAL_S,
+    MIN_POLL_INTERVAL_S,
+    POLL_INTERVAL_ENV,
+)
 
-POLL_INTERVAL_ENV = "OFFHOOK_POLL_INTERVAL_S"
+__all__ = ["MAX_POLL_INTERVAL_S", "MIN_POLL_INTERVAL_S", "POLL_INTERVAL_ENV"]
+
 POLL_JITTER = 0.2  # the provisioning client's spread around the interval
 MISSED_POLLS = 2
 
 _FIELD = ProvisioningSettings.model_fields["poll_interval_s"]
 DEFAULT_POLL_INTERVAL_S: int = _FIELD.default
-# The same bounds the phone's schema puts on the setting.
-MIN_POLL_INTERVAL_S = 10
-MAX_POLL_INTERVAL_S = 7 * 86400
+assert DEFAULT_POLL_INTERVAL_S == server_settings.DEFAULT_POLL_INTERVAL_S
 
 
 def poll_interval_from_env(env: Mapping[str, str] | None = None) -> int:
-    raw = (os.environ if env is None else env).get(POLL_INTERVAL_ENV, "").strip()
-    if not raw:
-        return DEFAULT_POLL_INTERVAL_S
-    if not raw.isdigit() or not MIN_POLL_INTERVAL_S <= int(raw) <= MAX_POLL_INTERVAL_S:
-        raise ValueError(
-            f"{POLL_INTERVAL_ENV}={raw!r}: seconds between phone polls, "
-            f"{MIN_POLL_INTERVAL_S}-{MAX_POLL_INTERVAL_S}"
-        )
-    return int(raw)
+    return server_settings.poll_interval_from_env(dict(os.environ if env is None else env))
 
 
 def not_seen_after(poll_interval_s: int) -> timedelta:
     return timedelta(seconds=MISSED_POLLS * poll_interval_s * (1 + POLL_JITTER))
+
+
+def device_not_seen_after(reported_poll_interval_s: int | None, fleet: timedelta) -> timedelta:
+    """The phone's own threshold from the interval it reported; ``fleet`` when it reported none
+    (or a value outside the schema's bounds, which a real phone cannot have)."""
+    if (
+        reported_poll_interval_s is None
+        or not MIN_POLL_INTERVAL_S <= reported_poll_interval_s <= MAX_POLL_INTERVAL_S
+    ):
+        return fleet
+    return not_seen_after(reported_poll_interval_s)
 
 
 def describe(delta: timedelta) -> str:

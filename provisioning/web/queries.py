@@ -22,7 +22,11 @@ from provisioning.models import (
     utcnow,
 )
 from provisioning.render import LOCAL_SECTIONS, SERVER_MANAGED, fleet_defaults, group_chain
-from provisioning.web.liveness import DEFAULT_POLL_INTERVAL_S, not_seen_after
+from provisioning.web.liveness import (
+    DEFAULT_POLL_INTERVAL_S,
+    device_not_seen_after,
+    not_seen_after,
+)
 
 # A device that has not reported for this long counts as "not seen" unless the caller passes
 # the threshold derived from the fleet's poll interval (provisioning.web.liveness).
@@ -97,8 +101,10 @@ def _line_states(lines: Any) -> list[LineState]:
 def is_online(
     device: Device, now: datetime | None = None, stale_after: timedelta = STALE_AFTER
 ) -> bool:
+    """``stale_after``: the fleet's threshold, for phones that have not reported their interval."""
     now = now or utcnow()
-    return device.last_seen is not None and now - device.last_seen <= stale_after
+    threshold = device_not_seen_after(device.poll_interval_s, stale_after)
+    return device.last_seen is not None and now - device.last_seen <= threshold
 
 
 def device_rows(

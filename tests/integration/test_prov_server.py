@@ -303,12 +303,14 @@ def test_reports_are_idempotent_and_listed(provisioning_server: ProvisioningServ
             assert client.post("/api/v1/device/events", json={"records": [event]}).json()[
                 "accepted"
             ] == [event["id"]]
-            report = _status_report("127.0.0.1:5999", 1)
+            report = {**_status_report("127.0.0.1:5999", 1), "poll_interval_s": 60}
             assert client.post("/api/v1/device/status", json=report).json()["accepted"] == [
                 report["id"]
             ]
         bad = client.post("/api/v1/device/cdrs", json={"records": [{**cdr, "direction": "up"}]})
         assert bad.status_code == 422 and bad.json()["code"] == "invalid"
+        too_fast = {**_status_report(), "poll_interval_s": 5}  # below the phone schema's bound
+        assert client.post("/api/v1/device/status", json=too_fast).status_code == 422
 
     cdrs = server.admin.get("/cdrs", params={"device": MAC_A}).json()
     assert sorted(c["id"] for c in cdrs) == sorted([cdr["id"], second["id"]])
@@ -316,6 +318,7 @@ def test_reports_are_idempotent_and_listed(provisioning_server: ProvisioningServ
     assert len(server.admin.get("/events").json()) == 1
     device = server.admin.get(f"/devices/{MAC_A}").json()
     assert device["sip_contact"] == "127.0.0.1:5999" and device["reported_revision"] == 1
+    assert device["poll_interval_s"] == 60  # the phone's own interval, for its liveness
 
 
 def test_notify_check_sync_sent_on_change(provisioning_server: ProvisioningServer) -> None:

@@ -129,6 +129,7 @@ def test_enrollment_pending_approved_config_then_revoked(
             "status report with the check-sync contact",
         )
         assert device(server, mac)["reported_revision"] == phone.client.config_revision
+        assert device(server, mac)["poll_interval_s"] == 3600  # its own, for per-device liveness
 
         server.admin.post(f"/devices/{mac}/revoke").raise_for_status()
         phone.client.resync_now()
