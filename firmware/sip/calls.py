@@ -46,7 +46,6 @@ class EngineCall(pj.Call):
         self.held_remotely = False
         self.codec = ""
         self.audio_index = -1  # media index of the active audio stream
-        self.media_connected = False  # its stream is connected to the handset port
         self.last_state = CallState.CALLING
         self.last_status = 0
         self.replaced_call_id = -1  # attended transfer: our call to the target, ended on success

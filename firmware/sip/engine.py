@@ -119,6 +119,7 @@ class _Core:
         self.unborn: list[EngineCall] = []  # wrappers handed to pjsua before their first state
         self.port: EndpointPort | None = None
         self.muted = False
+        self.clock_on = False  # the null sound device runs (see ensure_clock)
         self.next_quality = 0.0
         self.setup_started: dict[int, float] = {}
         self.closing = False  # set by teardown: new incoming calls are refused
@@ -135,6 +136,7 @@ class _Core:
         ep.libInit(endpoint_config(self.config))
         # No clock while idle: ensure_clock() starts the null device when a call gets media.
         ep.audDevManager().setNoDev()
+        self.clock_on = False
         self.transports = create_transports(ep, self.config)
         apply_codec_priorities(ep, self.config.sip.codecs)
         ep.libStart()
@@ -182,6 +184,7 @@ class _Core:
             ep.audDevManager().setNoDev()
         except pj.Error as exc:
             log.warning("setNoDev failed error=%s", exc.info())
+        self.clock_on = False
         self.closing = True
         self.retries.clear()
         self.port = None
@@ -224,12 +227,16 @@ class _Core:
         self.ep.libHandleEvents(ms)
         if self.graveyard:
             self.graveyard.clear()
-        if self.port is not None and self.port_unused():
+        if self.clock_on and not self.calls:
+            self.stop_clock()
+        if self.port is not None and not self.clock_on:
             self.release_port()
 
-    # --- the handset port: on the conference bridge only while a call has media -------------
-    # The bridge hands every port a frame each 20 ms, connected or not; for our Python port that
-    # is a GIL round trip 50 times a second for nothing. So it exists only during media.
+    # --- clock and handset port: only while there are calls -------------------------------------
+    # The conference clock (pjsua's null sound device) ticks every 20 ms, and the bridge then
+    # hands every port a frame, connected or not: for our Python port a GIL round trip each time.
+    # An idle phone needs neither. Order matters: the port is deleted only with the clock stopped
+    # (deleting it under a running clock can crash pjsua2).
 
     def handset_port(self) -> EndpointPort | None:
         if self.port is None and self.audio is not None:
@@ -239,29 +246,27 @@ class _Core:
             log.info("handset port on the bridge")
         return self.port
 
-    def port_unused(self) -> bool:
-        """No call's media is connected and pjsua has stopped the clock (1 s after the last
-        call): deleting a port while the clock runs can crash pjsua2."""
-        assert self.ep is not None
-        in_use = any(c.media_connected for c in self.calls.values())
-        return not in_use and not self.ep.audDevManager().sndIsActive()
-
     def release_port(self) -> None:
         self.port = None  # the C++ destructor takes it off the bridge
         self.engine._port_active = False
         log.info("handset port off the bridge")
 
     def ensure_clock(self) -> None:
-        """Run the conference clock (pjsua's null sound device): no RTP or DTMF goes out without.
+        """Run the conference clock: no RTP or DTMF goes out without it.
 
-        pjsua stops it by itself (sndAutoCloseTime) once no call and no connection is left; it
-        must be started by us before anything connects, or pjsua would open the default sound
-        card instead of the null device."""
+        Started before anything connects: with no device at all (setNoDev) pjsua never opens
+        one by itself, which it would otherwise do with the default sound card."""
         assert self.ep is not None
-        manager = self.ep.audDevManager()
-        if not manager.sndIsActive():
-            manager.setNullDev()
+        if not self.clock_on:
+            self.ep.audDevManager().setNullDev()
+            self.clock_on = True
             log.info("conference clock started")
+
+    def stop_clock(self) -> None:
+        assert self.ep is not None
+        self.ep.audDevManager().setNoDev()
+        self.clock_on = False
+        log.info("conference clock stopped")
 
     def connect_handset(self, call: EngineCall, media: pj.AudioMedia) -> None:
         port = self.handset_port()
@@ -269,13 +274,11 @@ class _Core:
             return
         port.startTransmit(media)
         media.startTransmit(port)
-        call.media_connected = True
 
     def disconnect_handset(self, call: EngineCall, media: pj.AudioMedia) -> None:
         if self.port is not None:
             self.port.stopTransmit(media)
             media.stopTransmit(self.port)
-        call.media_connected = False
 
     def pump_until(self, done: Callable[[], bool], limit_s: float = _TEARDOWN_WAIT_S) -> None:
         deadline = time.monotonic() + limit_s
@@ -490,7 +493,6 @@ class _Core:
         log.info("call state call_id=%d state=%s code=%d reason=%s",
                  call_id, state.value, code, info.lastReason)  # fmt: skip
         if state is CallState.DISCONNECTED:
-            call.media_connected = False  # its stream is gone; pump() may drop the port
             # Deleting a Call inside its DISCONNECTED callback crashes pjsua2: defer the release.
             self.calls.pop(call_id, None)
             self.setup_started.pop(call_id, None)
@@ -513,8 +515,6 @@ class _Core:
         elif held_locally:
             # A call we hold still sends (sendonly): the handset must not be what it sends.
             self.disconnect_handset(call, call.getAudioMedia(call.audio_index))
-        elif status in (pj.PJSUA_CALL_MEDIA_NONE, pj.PJSUA_CALL_MEDIA_ERROR):
-            call.media_connected = False
         changed = (held_locally, held_remotely) != (call.held_locally, call.held_remotely)
         call.held_locally, call.held_remotely = held_locally, held_remotely
         self.publish()

@@ -67,9 +67,9 @@ def endpoint_config(config: PhoneConfig) -> pj.EpConfig:
     # every 10 ms while the phone is idle. Packets wake libHandleEvents like SIP does.
     med.hasIoqueue = False
     med.threadCnt = 0
-    # The null device is the conference clock. The engine starts it when a call gets media;
-    # pjsua stops it this long after the last call and connection are gone (no idle ticking).
-    med.sndAutoCloseTime = 1
+    # The null device is the conference clock; the engine starts and stops it around calls,
+    # pjsua must never close it on its own during one.
+    med.sndAutoCloseTime = -1
     med.noVad = True  # VAD would suppress RTP (and comfort noise confuses far ends) during silence
     med.ecTailLen = 0  # echo cancelling belongs to the handset audio path, not the bridge
     level = pjsip_log_level()
