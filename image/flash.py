@@ -82,17 +82,21 @@ def _open_target(target: Target, image_size: int) -> int:
         raise FlashError(f"{target.path}: cannot open exclusively: {exc}") from None
 
 
-def _write_ranges(src_fd: int, dst_fd: int, bmap: BlockMap, progress: Progress | None) -> int:
+def _write_ranges(
+    src_fd: int, dst_fd: int, bmap: BlockMap, progress: Progress | None, rehash: bool
+) -> int:
+    """Copy the mapped ranges; with ``rehash``, check each range's checksum again on the way."""
     written = 0
     for block_range in bmap.ranges:
         offset, length = bmap.byte_span(block_range)
-        digest = hashlib.new(bmap.checksum_type)
+        digest = hashlib.new(bmap.checksum_type) if rehash else None
         done = 0
         while done < length:
             chunk = os.pread(src_fd, min(CHUNK, length - done), offset + done)
             if not chunk:
                 raise FlashError(f"image ended early at byte {offset + done} while writing")
-            digest.update(chunk)
+            if digest is not None:
+                digest.update(chunk)
             view = memoryview(chunk)
             while view:
                 n = os.pwrite(dst_fd, view, offset + done)
@@ -101,7 +105,7 @@ def _write_ranges(src_fd: int, dst_fd: int, bmap: BlockMap, progress: Progress |
                 written += n
             if progress:
                 progress(len(chunk))
-        if digest.hexdigest() != block_range.checksum:
+        if digest is not None and digest.hexdigest() != block_range.checksum:
             raise FlashError(
                 f"image changed while writing: blocks {block_range.first}-{block_range.last} "
                 "no longer match the block map; the target is incomplete"
@@ -155,12 +159,19 @@ class Flasher:
             self.bmap = load_bmap(self.bmap_file)
         except BmapError as exc:
             raise FlashError(f"refusing to flash, nothing written: {exc}") from None
-        self._image_checked = False
+        self._checked_identity: tuple[int, int, int] | None = None
 
     def check_image(self, progress: Progress | None = None) -> None:
-        if not self._image_checked:
+        if self._checked_identity is None:
             check_image(self.image, self.bmap, progress)
-            self._image_checked = True
+            self._checked_identity = self._identity()
+
+    def _identity(self) -> tuple[int, int, int]:
+        st = os.stat(self.image)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _unchanged_since_check(self) -> bool:
+        return self._checked_identity == self._identity()
 
     def check_target(self, path: Path, force: bool = False) -> Target:
         try:
@@ -182,7 +193,9 @@ class Flasher:
         src_fd = os.open(self.image, os.O_RDONLY | os.O_CLOEXEC)
         dst_fd = _open_target(target, self.bmap.image_size)
         try:
-            written = _write_ranges(src_fd, dst_fd, self.bmap, progress)
+            # The image was fully verified just before; hash again only if it was touched since.
+            rehash = not self._unchanged_since_check()
+            written = _write_ranges(src_fd, dst_fd, self.bmap, progress, rehash)
             os.fsync(dst_fd)
         finally:
             os.close(dst_fd)

@@ -177,3 +177,14 @@ def test_cli_bmap_and_seed_subcommands(image: Path, tmp_path: Path) -> None:
     seed_file.write_text('hostname = "no good"\n')
     assert image_main(["seed", str(target), str(seed_file)]) == 1
     assert read_seed(target, 4 * MIB).hostname == "desk-7"
+
+
+def test_image_changed_after_check_is_caught_while_writing(image: Path, tmp_path: Path) -> None:
+    flasher = Flasher(image)
+    flasher.check_image()
+    offset, _ = flasher.bmap.byte_span(flasher.bmap.ranges[-1])
+    with open(image, "r+b") as fh:
+        fh.seek(offset + 5)
+        fh.write(b"\x01changed")
+    with pytest.raises(FlashError, match="image changed while writing"):
+        flasher.flash(tmp_path / "card.img")
