@@ -160,7 +160,8 @@ def main() -> int:
                     ours_call = (cpu_seconds(engine.process.pid) - start) / CALL_S * 60
                     engine.send(f"hangup {call_id}")
                     engine.wait_line("CallStateChanged", '"disconnected"')
-                    # after a call: the handset port must be off the bridge again
+                    # after a call (past its wind-down): no clock and no port left ticking
+                    time.sleep(2.0)
                     _, ours_after_call = measure_idle(engine.process.pid)
 
                     mark = len(caller.events)
