@@ -140,6 +140,10 @@ def check_target(
     try:
         st = path.stat()
     except FileNotFoundError:
+        if path.resolve().is_relative_to("/dev"):
+            raise UnsafeTarget(
+                f"{path}: no such device (a new file is never created under /dev: check the name)"
+            ) from None
         if not path.parent.is_dir():
             raise UnsafeTarget(f"{path}: directory {path.parent} does not exist") from None
         return Target(path=path, kind="file", size=None)

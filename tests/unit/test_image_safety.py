@@ -136,3 +136,11 @@ def test_block_node_goes_through_sysfs_checks_and_nothing_is_written(tmp_path: P
     image, _ = make_sample_image(tmp_path / "img", payload_bytes=MIB)
     with pytest.raises(FlashError, match=r"nothing written.*mounted"):
         Flasher(image, view=system.view).flash(node)
+
+
+def test_missing_device_name_is_not_created_as_a_file(tmp_path: Path) -> None:
+    image = tmp_path / "x.img"
+    image.write_bytes(b"x")
+    with pytest.raises(UnsafeTarget, match="no such device"):
+        check_target(Path("/dev/offhook-no-such-card"), image, 1)
+    assert not Path("/dev/offhook-no-such-card").exists()
