@@ -23,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from provisioning.auth import SqliteCredentialReader
 from provisioning.crypto import KeyRing, load_key_ring
 from provisioning.db import Database
 from provisioning.errors import ApiError
@@ -36,6 +37,15 @@ DEVICE_PREFIX = "/api/v1/device"
 
 
 @dataclass
+class DeviceInflight:
+    """Device API requests in flight in this process: shared by DeviceApiLimiter (inside
+    FastAPI) and ConfigFastPath (in front of it), so one cap covers both."""
+
+    limit: int
+    count: int = 0
+
+
+@dataclass
 class Services:
     """Per-process objects shared by request handlers (``request.app.state.services``)."""
 
@@ -45,6 +55,9 @@ class Services:
     render_cache: RenderCache
     notifier: Notifier
     inherited_cache: InheritedCache = field(default_factory=InheritedCache)
+    device_inflight: DeviceInflight = field(default_factory=lambda: DeviceInflight(64))
+    # SQLite file databases: the config path's credential lookup without the pool.
+    credential_reader: SqliteCredentialReader | None = None
 
 
 def get_services(request: Request) -> Services:
@@ -108,17 +121,16 @@ class DeviceApiLimiter:
     ``max_inflight`` it answers 503 + Retry-After at once, so the fleet backs off instead of
     queueing into timeouts. Admin and web requests are not counted."""
 
-    def __init__(self, app: ASGIApp, max_inflight: int, retry_after_s: int) -> None:
+    def __init__(self, app: ASGIApp, inflight: DeviceInflight, retry_after_s: int) -> None:
         self.app = app
-        self.max_inflight = max_inflight
+        self.inflight = inflight
         self.retry_after_s = retry_after_s
-        self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(DEVICE_PREFIX):
             await self.app(scope, receive, send)
             return
-        if self.inflight >= self.max_inflight:
+        if self.inflight.count >= self.inflight.limit:
             busy = JSONResponse(
                 {"detail": "server busy, retry later", "code": "overloaded"},
                 503,
@@ -126,11 +138,11 @@ class DeviceApiLimiter:
             )
             await busy(scope, receive, send)
             return
-        self.inflight += 1
+        self.inflight.count += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
+            self.inflight.count -= 1
 
 
 async def _purge_periodically(services: Services) -> None:
@@ -148,6 +160,13 @@ async def _purge_periodically(services: Services) -> None:
             log.exception("retention purge failed")
 
 
+def _sqlite_reader(database: Database) -> SqliteCredentialReader | None:
+    path = database.engine.url.database if database.is_sqlite else None
+    if not path or path == ":memory:":
+        return None
+    return SqliteCredentialReader(path)
+
+
 def create_app(settings: ServerSettings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or settings_from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +179,8 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
         keys=load_key_ring(settings.resolved_key_file, create=True),
         render_cache=RenderCache(),
         notifier=Notifier(enabled=settings.notify_enabled),
+        device_inflight=DeviceInflight(settings.max_inflight),
+        credential_reader=_sqlite_reader(database),
     )
 
     @contextlib.asynccontextmanager
@@ -173,6 +194,8 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
             if task is not None:
                 task.cancel()
             services.notifier.close()
+            if services.credential_reader is not None:
+                services.credential_reader.close()
             database.dispose()
 
     app = FastAPI(
@@ -198,15 +221,21 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
         return {"status": "ok"}
 
     _install_error_handlers(app, settings)
-    from provisioning.api.config_path import ConfigFastPath
-
-    app.add_middleware(ConfigFastPath, services=services, retry_after_s=settings.retry_after_s)
-    app.add_middleware(  # added last = outermost: also caps the config fast path
+    app.add_middleware(
         DeviceApiLimiter,
-        max_inflight=settings.max_inflight,
+        inflight=services.device_inflight,
         retry_after_s=settings.retry_after_s,
     )
     return app
+
+
+def with_config_fast_path(app: FastAPI) -> ASGIApp:
+    """``app`` behind ConfigFastPath: the config poll is answered before FastAPI's own stack
+    (telemetry check, error middleware, routing), everything else passes through unchanged."""
+    from provisioning.api.config_path import ConfigFastPath
+
+    services: Services = app.state.services
+    return ConfigFastPath(app, services, services.settings.retry_after_s)
 
 
 def _mount_web(app: FastAPI) -> None:
@@ -225,11 +254,11 @@ def _mount_web(app: FastAPI) -> None:
         setup(app)
 
 
-def create_app_from_env() -> FastAPI:
-    """uvicorn factory (``--factory``) for multi-worker runs."""
+def create_app_from_env() -> ASGIApp:
+    """uvicorn factory (``--factory``) for multi-worker runs: the app behind the fast path."""
     import os
 
     from firmware.logs import setup_logging
 
     setup_logging(os.environ.get("OFFHOOK_LOG_LEVEL", "info"), identifier="offhook-provisioning")
-    return create_app(settings_from_env())
+    return with_config_fast_path(create_app(settings_from_env()))

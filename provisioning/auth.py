@@ -7,6 +7,9 @@ import binascii
 import hmac
 import re
 import secrets
+import sqlite3
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,13 +123,54 @@ def _fetch_credential(engine: Engine, device_id: str) -> tuple[Any, ...] | None:
     return tuple(row) if row is not None else None
 
 
-def authenticate_device_key(engine: Engine, authorization: str) -> DeviceKey:
-    """Like authenticate_device, for the config hot path (no ORM, no session)."""
+class SqliteCredentialReader:
+    """The credential lookup on SQLite without the connection pool: one autocommit,
+    read-only connection per thread (in practice the event loop's). Every SELECT is its own
+    transaction, so it always sees the latest commit - a revocation or a new revision is
+    honoured on the very next request, as with the pooled lookup. The pool's checkout and
+    return cost more than the indexed lookup itself."""
+
+    SQL = _CREDENTIAL_SQL["qmark"]
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+        return conn
+
+    def fetch(self, device_id: str) -> tuple[Any, ...] | None:
+        try:
+            row = self._connection().execute(self.SQL, (device_id,)).fetchone()
+        except sqlite3.Error as exc:
+            self.close()  # reopen on the next request rather than reuse a broken connection
+            raise DBAPIError.instance(self.SQL, (device_id,), exc, sqlite3.Error) from exc
+        return tuple(row) if row is not None else None
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+
+def authenticate_device_key(
+    engine: Engine,
+    authorization: str,
+    fetch: Callable[[str], tuple[Any, ...] | None] | None = None,
+) -> DeviceKey:
+    """Like authenticate_device, for the config hot path (no ORM, no session). ``fetch``:
+    the credential lookup by device id (default: one query on a pooled connection)."""
     parsed = parse_basic(authorization or "")
     if parsed is None or len(parsed[0]) > 36:
         raise _unauthorized()
     device_id, secret = parsed
-    row = _fetch_credential(engine, device_id)
+    row = fetch(device_id) if fetch is not None else _fetch_credential(engine, device_id)
     stored = row[0] if row is not None and row[0] else "0" * 64
     if not hmac.compare_digest(stored, secret_digest(secret)) or row is None:
         raise _unauthorized()

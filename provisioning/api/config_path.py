@@ -52,6 +52,14 @@ def _render_for(services, key: DeviceKey) -> Rendered:  # type: ignore[no-untype
     return rendered
 
 
+def _key_and_render(services, authorization: str) -> tuple[DeviceKey, Rendered]:  # type: ignore[no-untyped-def]
+    """Credential lookup and, on a cache miss (a new revision), the render: one thread-pool
+    hop for both on network databases."""
+    key = authenticate_device_key(services.database.engine, authorization)
+    rendered = services.render_cache.get(key.id, key.revision)
+    return key, rendered if rendered is not None else _render_for(services, key)
+
+
 async def config_reply(
     services,
     authorization: str,
@@ -60,14 +68,16 @@ async def config_reply(
     """(status, headers, body). Raises ApiError; database errors propagate (-> 503).
     The SQLite lookup (a local file, microseconds) runs inline; network databases and renders
     run in the thread pool so the event loop never waits on them."""
-    engine = services.database.engine
     if services.database.is_sqlite:
-        key = authenticate_device_key(engine, authorization)
+        reader = services.credential_reader
+        key = authenticate_device_key(
+            services.database.engine, authorization, reader.fetch if reader else None
+        )
+        rendered = services.render_cache.get(key.id, key.revision)
+        if rendered is None:
+            rendered = await run_in_threadpool(_render_for, services, key)
     else:
-        key = await run_in_threadpool(authenticate_device_key, engine, authorization)
-    rendered = services.render_cache.get(key.id, key.revision)
-    if rendered is None:
-        rendered = await run_in_threadpool(_render_for, services, key)
+        key, rendered = await run_in_threadpool(_key_and_render, services, authorization)
     headers = {
         "ETag": rendered.etag,
         "X-Config-Revision": str(rendered.revision),
@@ -79,16 +89,37 @@ async def config_reply(
     return 200, headers, rendered.body
 
 
+_BUSY_BODY = b'{"detail": "server busy, retry later", "code": "overloaded"}'
+_UNAVAILABLE_BODY = b'{"detail": "database unavailable, retry later", "code": "unavailable"}'
+_INTERNAL_BODY = b'{"detail": "internal server error", "code": "internal"}'
+
+
 class ConfigFastPath:
+    """Raw ASGI in front of the FastAPI app (``provisioning.app.with_config_fast_path``):
+    answers GET /api/v1/device/config itself and passes everything else on. It counts itself
+    in the per-process device API cap (``services.device_inflight``) like DeviceApiLimiter."""
+
     def __init__(self, app: ASGIApp, services, retry_after_s: int) -> None:  # type: ignore[no-untyped-def]
         self.app = app
         self.services = services
         self.retry_after_s = retry_after_s
+        self._retry_after = str(retry_after_s).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != CONFIG_PATH or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
+        inflight = self.services.device_inflight
+        if inflight.count >= inflight.limit:
+            await _send(send, 503, _json_headers(retry_after=self._retry_after), _BUSY_BODY)
+            return
+        inflight.count += 1
+        try:
+            await self._serve(scope, send)
+        finally:
+            inflight.count -= 1
+
+    async def _serve(self, scope: Scope, send: Send) -> None:
         authorization = if_none_match = ""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -102,11 +133,26 @@ class ConfigFastPath:
             headers = {"Content-Type": "application/json", **(exc.headers or {})}
         except SQLAlchemyError as exc:
             log.error("database unavailable path=%s error=%s", CONFIG_PATH, exc)
-            status = 503
-            body = b'{"detail": "database unavailable, retry later", "code": "unavailable"}'
-            headers = {"Content-Type": "application/json", "Retry-After": str(self.retry_after_s)}
+            raw = _json_headers(retry_after=self._retry_after)
+            await _send(send, 503, raw, _UNAVAILABLE_BODY)
+            return
+        except Exception:  # FastAPI's error middleware is behind us: answer 500 here
+            log.exception("config request failed path=%s", CONFIG_PATH)
+            await _send(send, 500, _json_headers(), _INTERNAL_BODY)
+            return
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        if status != 304:
-            raw.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body})
+        await _send(send, status, raw, body)
+
+
+def _json_headers(retry_after: bytes = b"") -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", b"application/json")]
+    if retry_after:
+        headers.append((b"retry-after", retry_after))
+    return headers
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    if status != 304:
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

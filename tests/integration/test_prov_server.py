@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from provisioning.db import Database
@@ -495,3 +496,44 @@ def test_two_app_processes_share_one_postgres(
             with cred.client() as client:
                 config = client.get("/api/v1/device/config").json()
             assert config["accounts"][0]["password"] == "shared-key-pw"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_every_worker_serves_new_revisions_and_honours_revocation(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Two app processes (``--workers 2``) behind one port, both with warm render caches: the
+    config fast path must reflect a change and a revocation made through either on the very
+    next request, whichever worker answers it (fresh connection per request)."""
+    url = ""
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_cluster").create_database()
+    with ProvisioningServer(tmp_path, url, workers=2) as server:
+        cred = server.enroll(MAC_A)
+        other = server.enroll(MAC_B)
+
+        def fetch(credential: DeviceCredential, etag: str = "") -> httpx.Response:
+            headers = {"Authorization": credential.authorization}
+            if etag:
+                headers["If-None-Match"] = etag
+            with server.device_client() as client:  # a new connection: either worker
+                return client.get("/api/v1/device/config", headers=headers)
+
+        first = [fetch(cred) for _ in range(12)]  # warms both workers' caches
+        assert {r.status_code for r in first} == {200}
+        etag = first[-1].headers["ETag"]
+        assert {fetch(cred, etag).status_code for _ in range(12)} == {304}
+
+        server.admin.patch(
+            "/settings/fleet", json={"set": {"audio.ring_volume": 42}}
+        ).raise_for_status()
+        changed = [fetch(cred, etag) for _ in range(12)]
+        assert {r.status_code for r in changed} == {200}
+        assert {r.json()["audio"]["ring_volume"] for r in changed} == {42}
+        assert len({r.headers["ETag"] for r in changed}) == 1 != etag
+
+        server.admin.post(f"/devices/{cred.device_id}/revoke").raise_for_status()
+        revoked = [fetch(cred, changed[0].headers["ETag"]) for _ in range(12)]
+        assert {(r.status_code, r.json()["code"]) for r in revoked} == {(403, "revoked")}
+        # the revocation is per device: the other phone is still served
+        assert {fetch(other).status_code for _ in range(6)} == {200}
