@@ -107,7 +107,9 @@ def seed_fleet(db_url: str, data_dir: Path, phones: int) -> list[tuple[str, str]
                 "enrolled_at": now,
                 "firmware_version": "0.1.0",
                 "last_ip": "",
-                "sip_contact": "",
+                # a reported check-sync contact, so the admin change also computes every phone's
+                # NOTIFY target (the sender itself is off: no packets leave the bench)
+                "sip_contact": f"127.0.0.1:{20000 + i % 40000}",
                 "created_at": now,
                 "updated_at": now,
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,10 +13,43 @@ from provisioning.models import DEVICE_APPROVED, Device
 from provisioning.notify import Notifier, NotifyTarget
 
 log = logging.getLogger(__name__)
-CHUNK = 500
+CHUNK = 1000  # ids per IN (...) query: well under SQLite's bound-parameter limit
 
 
-def notify_targets(db: Session, keys: KeyRing, device_ids: list[str]) -> list[NotifyTarget]:
+class SecretCache:
+    """Decrypted device secrets (the NOTIFY HMAC keys) in this process's memory only, keyed by
+    device id and checked against the stored ciphertext: a re-enrolment or a key rotation
+    writes a new ciphertext, so a stale secret is never used. A fleet-wide change then costs
+    one AES-GCM decryption per phone once per process, not once per change."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._items: dict[str, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def secret(self, keys: KeyRing, device_id: str, secret_enc: str) -> str:
+        with self._lock:
+            held = self._items.get(device_id)
+        if held is not None and held[0] == secret_enc:
+            return held[1]
+        secret = keys.decrypt(secret_enc, "devices.secret")  # raises CryptoError
+        with self._lock:
+            if len(self._items) >= self.capacity:
+                self._items.clear()  # rare (fleets beyond capacity): start over, stay bounded
+            self._items[device_id] = (secret_enc, secret)
+        return secret
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+SECRETS = SecretCache()
+
+
+def notify_targets(
+    db: Session, keys: KeyRing, device_ids: list[str], cache: SecretCache = SECRETS
+) -> list[NotifyTarget]:
     targets: list[NotifyTarget] = []
     for start in range(0, len(device_ids), CHUNK):
         rows = db.execute(
@@ -28,7 +62,7 @@ def notify_targets(db: Session, keys: KeyRing, device_ids: list[str]) -> list[No
         )
         for device_id, contact, secret_enc in rows:
             try:
-                secret = keys.decrypt(secret_enc, "devices.secret")
+                secret = cache.secret(keys, device_id, secret_enc)
             except CryptoError as exc:
                 log.error("notify skipped device=%s error=%s", device_id, exc)
                 continue
