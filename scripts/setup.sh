@@ -11,7 +11,7 @@ DEB_PACKAGES=(
   postgresql nginx openssl ca-certificates
   chromium
   qemu-system-x86 qemu-user-static binfmt-support debootstrap
-  mtools dosfstools e2fsprogs fdisk bmap-tools xz-utils zstd util-linux socat
+  mtools dosfstools e2fsprogs fdisk bmap-tools xz-utils zstd util-linux socat kmod
 )
 
 missing=()
