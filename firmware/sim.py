@@ -130,8 +130,10 @@ def sim_settings(audio: dict[str, str] | None = None) -> dict[str, dict]:
     """The sections that keep a simulated phone on loopback and off the sound card; a
     provisioning server must hand these out too (its config replaces the phone's)."""
     return {
-        "sip": {"port": free_port(), "bind_address": "127.0.0.1", "codecs": ["PCMU", "G722"]},
-        "audio": audio or {"playback": "null", "capture": "null", "sample_rate": 8000},
+        # Codecs and rate stay the product defaults (G722 > PCMU > PCMA, 16 kHz): the simulator
+        # should show what a desk phone negotiates, not a cheaper test setting.
+        "sip": {"port": free_port(), "bind_address": "127.0.0.1"},
+        "audio": audio or {"playback": "null", "capture": "null"},
         "dialplan": {"digit_map": SIM_DIGIT_MAP},
     }
 
