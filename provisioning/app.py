@@ -28,6 +28,7 @@ from provisioning.crypto import KeyRing, load_key_ring
 from provisioning.db import Database
 from provisioning.errors import ApiError
 from provisioning.notify import Notifier
+from provisioning.pg_credentials import PgCredentialReader
 from provisioning.render import InheritedCache, RenderCache
 from provisioning.settings import ServerSettings, settings_from_env
 
@@ -58,6 +59,8 @@ class Services:
     device_inflight: DeviceInflight = field(default_factory=lambda: DeviceInflight(64))
     # SQLite file databases: the config path's credential lookup without the pool.
     credential_reader: SqliteCredentialReader | None = None
+    # PostgreSQL: the same lookup on the event loop (async connections of its own).
+    pg_credential_reader: PgCredentialReader | None = None
 
 
 def get_services(request: Request) -> Services:
@@ -181,6 +184,11 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
         notifier=Notifier(enabled=settings.notify_enabled),
         device_inflight=DeviceInflight(settings.max_inflight),
         credential_reader=_sqlite_reader(database),
+        pg_credential_reader=(
+            PgCredentialReader(database.engine)
+            if database.engine.dialect.name == "postgresql"
+            else None
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -196,6 +204,8 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
             services.notifier.close()
             if services.credential_reader is not None:
                 services.credential_reader.close()
+            if services.pg_credential_reader is not None:
+                await services.pg_credential_reader.close()
             database.dispose()
 
     app = FastAPI(

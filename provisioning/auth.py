@@ -9,7 +9,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,11 +166,28 @@ def authenticate_device_key(
 ) -> DeviceKey:
     """Like authenticate_device, for the config hot path (no ORM, no session). ``fetch``:
     the credential lookup by device id (default: one query on a pooled connection)."""
+    device_id, secret = _device_credential(authorization)
+    row = fetch(device_id) if fetch is not None else _fetch_credential(engine, device_id)
+    return _checked_key(device_id, secret, row)
+
+
+async def authenticate_device_key_async(
+    authorization: str, fetch: Callable[[str], Awaitable[tuple[Any, ...] | None]]
+) -> DeviceKey:
+    """authenticate_device_key with an awaitable lookup (PostgreSQL on the event loop)."""
+    device_id, secret = _device_credential(authorization)
+    return _checked_key(device_id, secret, await fetch(device_id))
+
+
+def _device_credential(authorization: str) -> tuple[str, str]:
     parsed = parse_basic(authorization or "")
     if parsed is None or len(parsed[0]) > 36:
         raise _unauthorized()
-    device_id, secret = parsed
-    row = fetch(device_id) if fetch is not None else _fetch_credential(engine, device_id)
+    return parsed
+
+
+def _checked_key(device_id: str, secret: str, row: tuple[Any, ...] | None) -> DeviceKey:
+    # Compare even when there is no device, so timing does not reveal which ids exist.
     stored = row[0] if row is not None and row[0] else "0" * 64
     if not hmac.compare_digest(stored, secret_digest(secret)) or row is None:
         raise _unauthorized()

@@ -17,7 +17,7 @@ from sqlalchemy.orm import joinedload
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from firmware.config import ConfigError
-from provisioning.auth import DeviceKey, authenticate_device_key
+from provisioning.auth import DeviceKey, authenticate_device_key, authenticate_device_key_async
 from provisioning.errors import ApiError
 from provisioning.models import Device
 from provisioning.render import Rendered, render_device
@@ -66,12 +66,19 @@ async def config_reply(
     if_none_match: str,  # type: ignore[no-untyped-def]
 ) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body). Raises ApiError; database errors propagate (-> 503).
-    The SQLite lookup (a local file, microseconds) runs inline; network databases and renders
-    run in the thread pool so the event loop never waits on them."""
+    The SQLite lookup (a local file, microseconds) runs inline, the PostgreSQL one on the event
+    loop's own async connections; renders run in the thread pool."""
     if services.database.is_sqlite:
         reader = services.credential_reader
         key = authenticate_device_key(
             services.database.engine, authorization, reader.fetch if reader else None
+        )
+        rendered = services.render_cache.get(key.id, key.revision)
+        if rendered is None:
+            rendered = await run_in_threadpool(_render_for, services, key)
+    elif services.pg_credential_reader is not None:
+        key = await authenticate_device_key_async(
+            authorization, services.pg_credential_reader.fetch
         )
         rendered = services.render_cache.get(key.id, key.revision)
         if rendered is None:
