@@ -4,8 +4,9 @@ rendered configs as static files, both on loopback, same load generator, same ru
 Two request kinds per target: a full fetch (200 with the body) and a conditional poll
 (If-None-Match with the current ETag: 304), the fleet's steady state. The load generator is a
 small asyncio HTTP/1.1 keep-alive client (bounded by time), so the figures measure the servers,
-not an HTTP library. Environment: OFFHOOK_BENCH_SECONDS (per measurement, default 5),
-OFFHOOK_BENCH_DEVICES (default 200), OFFHOOK_BENCH_CONNECTIONS (default 32).
+not an HTTP library. A third target, a constant-body raw ASGI app on the same uvicorn setup,
+shows the ceiling of any Python server on this stack. Environment: OFFHOOK_BENCH_SECONDS (per
+measurement, default 5), OFFHOOK_BENCH_DEVICES (default 200), OFFHOOK_BENCH_CONNECTIONS (32).
 """
 
 from __future__ import annotations
@@ -263,6 +264,36 @@ http {{
     return process
 
 
+BARE_ASGI = """
+BODY = {body!r}
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({{"type": "http.response.start", "status": 200, "headers": HEADERS}})
+    await send({{"type": "http.response.body", "body": BODY}})
+"""
+
+
+def start_bare_asgi(root: Path, port: int, body: bytes) -> subprocess.Popen[bytes]:
+    """The ceiling for any server on uvicorn: a raw ASGI app that answers every request with a
+    constant body (no auth, no lookup), same workers and HTTP stack as the real server."""
+    (root / "bare_asgi.py").write_text(BARE_ASGI.format(body=body))
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn", "bare_asgi:app", "--workers", "2",
+            "--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_http(port, "/", process)
+    return process
+
+
 def main() -> int:
     import httpx
 
@@ -271,7 +302,7 @@ def main() -> int:
     connections = int(os.environ.get("OFFHOOK_BENCH_CONNECTIONS", "32"))
     root = Path(tempfile.mkdtemp(prefix="offhook-bench-fetch-"))
     os.chmod(root, 0o755)
-    server = nginx = None
+    server = nginx = bare = None
     try:
         data_dir = root / "server"
         data_dir.mkdir()
@@ -300,6 +331,9 @@ def main() -> int:
             os.chmod(path, 0o755)
         nginx_port = free_port()
         nginx = start_nginx(root, nginx_port)
+        bare_port = free_port()
+        bare = start_bare_asgi(root, bare_port, (static / f"{creds[0][0]}.json").read_bytes())
+        bare_requests = [get_request("/", {"Authorization": "Basic " + "A" * 64})]
         with httpx.Client(base_url=f"http://{HOST}:{nginx_port}", timeout=30) as client:
             for device_id, _ in creds:
                 path = f"/configs/{device_id}.json"
@@ -319,9 +353,10 @@ def main() -> int:
             ("nginx 200", nginx_port, full_nginx),
             ("server 304", port, cond_server),
             ("nginx 304", nginx_port, cond_nginx),
+            ("bare uvicorn 200", bare_port, bare_requests),
         ):
             results[name] = result = run_load(target_port, requests, seconds, connections)
-            expected = 200 if name.endswith("200") else 304
+            expected = 304 if name.endswith("304") else 200
             bad = {s: n for s, n in result.statuses.items() if s != expected}
             print(
                 f"  {name}: {result.rate:8.0f} req/s ({result.requests} requests"
@@ -333,9 +368,15 @@ def main() -> int:
         for kind in ("200", "304"):
             ratio = results[f"server {kind}"].rate / results[f"nginx {kind}"].rate
             print(f"config fetch {kind}: server/nginx = {ratio:.0%} (goal >= 50%)")
+        ceiling = results["bare uvicorn 200"].rate
+        print(
+            f"ceiling on uvicorn (constant body, no auth): bare/nginx = "
+            f"{ceiling / results['nginx 200'].rate:.0%}; server 200 / bare = "
+            f"{results['server 200'].rate / ceiling:.0%}"
+        )
         return 0
     finally:
-        for process in (server, nginx):
+        for process in (server, nginx, bare):
             if process is not None:
                 stop(process)
         shutil.rmtree(root, ignore_errors=True)
