@@ -110,6 +110,9 @@ def copy_overlay(tree: Path, target: Board) -> None:
         src = OVERLAY / layer
         if src.is_dir():
             shutil.copytree(src, tree, dirs_exist_ok=True, symlinks=True)
+    # From an installed wheel the overlay's file modes are not guaranteed: set what must run.
+    for script in (tree / "usr/local/sbin").glob("offhook-*"):
+        script.chmod(0o755)
 
 
 def configure(tree: Path, target: Board) -> None:

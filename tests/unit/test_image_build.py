@@ -57,3 +57,22 @@ def test_manifest_lists_and_verifies_outputs(tmp_path: Path) -> None:
     a.write_bytes(b"changed")
     with pytest.raises(ManifestError, match="checksum differs"):
         verify_manifest(tmp_path / "m.json")
+
+
+def test_overlay_ships_in_the_wheel_data_and_scripts_stay_executable(tmp_path) -> None:
+    from image.boards import board
+    from image.build import OVERLAY, copy_overlay
+
+    script = OVERLAY / "common/usr/local/sbin/offhook-firstboot"
+    assert script.is_file()
+    original = script.stat().st_mode
+    tree = tmp_path / "root"
+    tree.mkdir()
+    try:
+        script.chmod(0o644)  # as a wheel install without modes would leave it
+        copy_overlay(tree, board("qemu-amd64", "http://deb.debian.org/debian"))
+    finally:
+        script.chmod(original)
+    copied = tree / "usr/local/sbin/offhook-firstboot"
+    assert copied.stat().st_mode & 0o777 == 0o755
+    assert (tree / "etc/systemd/system/offhook.service").is_file()
