@@ -3,14 +3,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test lint unit demo bench image-test clean
+.PHONY: setup test lint unit demo bench image image-test clean
 
 setup:
 	@bash scripts/setup.sh
 
 lint: setup
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+	$(PY) -m ruff format --check --exclude "*.md" .
 
 # pytest exits 5 when it collected nothing; make treats any non-zero exit as failure.
 test: setup
@@ -25,6 +25,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+
+# A bootable qemu-amd64 image in out/ (see docs/image.md for --board rpi and flashing).
+image: setup
+	$(VENV)/bin/offhook image build --board qemu-amd64 --out out
 
 image-test: setup
 	$(PY) -m pytest -q -m image --run-image-full tests
