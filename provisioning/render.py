@@ -143,9 +143,18 @@ class InheritedCache:
 
 
 def inherited_settings(
-    db: Session, group_id: int | None, cache: InheritedCache | None = None
+    db: Session,
+    group_id: int | None,
+    cache: InheritedCache | None = None,
+    epoch: int | None = None,
 ) -> dict[str, Any]:
-    """Fleet defaults merged with the group chain (each group: templates, then its own)."""
+    """Fleet defaults merged with the group chain (each group: templates, then its own).
+    ``epoch``: the settings epoch read in the same statement as the device being rendered, so
+    a cache hit needs no query of its own."""
+    if cache is not None and epoch is not None:
+        hit = cache.get((group_id, epoch))
+        if hit is not None:
+            return hit
     row = db.execute(
         select(FleetDefaults.settings_epoch, FleetDefaults.settings).where(FleetDefaults.id == 1)
     ).first()
@@ -180,9 +189,9 @@ def _bump_settings_epoch(session: Session, _context: Any, _instances: Any) -> No
 
 
 def effective_settings(
-    db: Session, device: Device, cache: InheritedCache | None = None
+    db: Session, device: Device, cache: InheritedCache | None = None, epoch: int | None = None
 ) -> dict[str, Any]:
-    merged = inherited_settings(db, device.group_id, cache)
+    merged = inherited_settings(db, device.group_id, cache, epoch)
     if device.name:
         merged = deep_merge(merged, {"device": {"name": device.name}})
     return deep_merge(merged, device.settings or {})
@@ -210,10 +219,15 @@ class Rendered:
 
 
 def render_device(
-    db: Session, device: Device, keys: KeyRing, cache: InheritedCache | None = None
+    db: Session,
+    device: Device,
+    keys: KeyRing,
+    cache: InheritedCache | None = None,
+    epoch: int | None = None,
 ) -> Rendered:
-    """Raises ConfigError when the merged settings are not a valid PhoneConfig."""
-    settings = effective_settings(db, device, cache)
+    """Raises ConfigError when the merged settings are not a valid PhoneConfig. ``epoch``: see
+    inherited_settings (it must come from the same snapshot as ``device``)."""
+    settings = effective_settings(db, device, cache, epoch)
     lines = sorted(device.lines, key=lambda line: line.position)  # eager-loaded on the hot path
     settings["accounts"] = [line_account(line, keys) for line in lines]
     for section in LOCAL_SECTIONS:

@@ -12,6 +12,7 @@ import json
 import logging
 
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import joinedload
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from firmware.config import ConfigError
 from provisioning.auth import DeviceKey, authenticate_device_key, authenticate_device_key_async
 from provisioning.errors import ApiError
-from provisioning.models import Device
+from provisioning.models import Device, FleetDefaults
 from provisioning.render import Rendered, render_device
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,25 @@ def etag_matches(header: str, etag: str) -> bool:
 def _render_for(services, key: DeviceKey) -> Rendered:  # type: ignore[no-untyped-def]
     db = services.database.read_sessionmaker()
     try:  # read only: closing rolls back, no commit round trip
-        device = db.get(Device, key.id, options=[joinedload(Device.lines)])
-        if device is None:  # deleted between the two queries
+        # The device, its lines and the settings epoch in one statement (one snapshot): the
+        # inherited-settings cache entry for that epoch is then consistent with this revision.
+        row = (
+            db.execute(
+                select(Device, FleetDefaults.settings_epoch)
+                .outerjoin(FleetDefaults, FleetDefaults.id == 1)  # no row: epoch None, re-read
+                .options(joinedload(Device.lines))
+                .where(Device.id == key.id)
+            )
+            .unique()
+            .first()
+        )
+        if row is None:  # deleted between the two queries
             raise ApiError(401, "unauthorized", "missing or invalid device credential")
+        device, epoch = row
         try:
-            rendered = render_device(db, device, services.keys, services.inherited_cache)
+            rendered = render_device(
+                db, device, services.keys, services.inherited_cache, epoch=epoch
+            )
         except ConfigError as exc:
             log.error("rendered config invalid device=%s error=%s", device.id, exc)
             raise ApiError(500, "config_invalid", f"server-side config is invalid: {exc}") from None
