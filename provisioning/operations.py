@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -88,26 +88,25 @@ def get_device(db: Session, ref: str) -> Device:
     return device
 
 
+_Named = TypeVar("_Named", Group, Template)
+
+
+def _get_by_id_or_name(db: Session, model: type[_Named], ref: int | str) -> _Named:
+    """A group or template by numeric id or, failing that, by its unique name."""
+    found = db.get(model, int(ref)) if isinstance(ref, int) or str(ref).isdigit() else None
+    if found is None:
+        found = db.scalar(select(model).where(model.name == str(ref)))
+    if found is None:
+        raise NotFound(f"{model.__name__.lower()} {ref!r}")
+    return found
+
+
 def get_group(db: Session, ref: int | str) -> Group:
-    group = None
-    if isinstance(ref, int) or str(ref).isdigit():
-        group = db.get(Group, int(ref))
-    if group is None:
-        group = db.scalar(select(Group).where(Group.name == str(ref)))
-    if group is None:
-        raise NotFound(f"group {ref!r}")
-    return group
+    return _get_by_id_or_name(db, Group, ref)
 
 
 def get_template(db: Session, ref: int | str) -> Template:
-    template = None
-    if isinstance(ref, int) or str(ref).isdigit():
-        template = db.get(Template, int(ref))
-    if template is None:
-        template = db.scalar(select(Template).where(Template.name == str(ref)))
-    if template is None:
-        raise NotFound(f"template {ref!r}")
-    return template
+    return _get_by_id_or_name(db, Template, ref)
 
 
 def _settings(value: dict[str, Any] | None, where: str) -> dict[str, Any]:

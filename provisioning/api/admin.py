@@ -503,11 +503,7 @@ def attach_template(
     user: Operator,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    try:
-        changed = operations.attach_template(db, _actor(user, request), ref, template, True)
-    except OperationError as exc:
-        raise _fail(exc) from None
-    return {"changed_devices": len(changed), "notified": _commit_and_resync(db, services, changed)}
+    return _set_template(db, services, _actor(user, request), ref, template, attached=True)
 
 
 @router.delete("/groups/{ref}/templates/{template}")
@@ -519,8 +515,14 @@ def detach_template(
     user: Operator,
     services: ServicesDep,
 ) -> dict[str, Any]:
+    return _set_template(db, services, _actor(user, request), ref, template, attached=False)
+
+
+def _set_template(
+    db: Session, services: Any, actor: Actor, ref: str, template: str, attached: bool
+) -> dict[str, Any]:
     try:
-        changed = operations.attach_template(db, _actor(user, request), ref, template, False)
+        changed = operations.attach_template(db, actor, ref, template, attached)
     except OperationError as exc:
         raise _fail(exc) from None
     return {"changed_devices": len(changed), "notified": _commit_and_resync(db, services, changed)}
