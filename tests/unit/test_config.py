@@ -74,3 +74,36 @@ def test_bad_domain_and_fingerprint() -> None:
 
 def test_defaults_are_a_valid_config() -> None:
     assert PhoneConfig().sip.codecs == ["G722", "PCMU", "PCMA"]
+
+
+def _keys(model: type, prefix: str = "") -> list[str]:
+    import typing
+
+    from pydantic import BaseModel
+
+    out = []
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        inner = typing.get_args(ann)[0] if typing.get_origin(ann) is list else ann
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            out += _keys(inner, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def test_every_config_key_is_documented() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
+    sections = {}
+    for line in doc.splitlines():
+        if line.startswith("### "):
+            current = line.split("`")[1].strip("[]")
+            sections[current] = ""
+        elif sections:
+            sections[current] += line + "\n"
+    missing = []
+    for key in _keys(PhoneConfig):
+        section, name = key.split(".", 1) if "." in key else ("", key)
+        if f"`{name}`" not in sections.get(section, ""):
+            missing.append(key)
+    assert not missing, f"docs/config.md does not document: {missing}"
