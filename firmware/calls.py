@@ -101,3 +101,32 @@ def quality_bars(mos: float) -> int:
         if mos >= floor:
             return bars
     return 0
+
+
+def call_summary(call: Call, now: float) -> dict:
+    """A live call as the control API's snapshot shows it (JSON-ready)."""
+    return {
+        "id": call.id if call.id is not None else -1,
+        "state": "held" if call.held else call.state.value,
+        "direction": call.direction,
+        "remote_uri": call.remote_uri,
+        "remote_name": call.remote_name,
+        "codec": call.codec,
+        "duration_s": round(call.duration(now), 3),
+    }
+
+
+def record_summary(record: CallRecord) -> dict:
+    """A history entry as the control API's snapshot shows it (JSON-ready)."""
+    return {
+        "id": record.id,
+        "kind": history_kind(record),
+        "direction": record.direction,
+        "remote_uri": record.remote_uri,
+        "remote_name": record.remote_name,
+        "number": number_from_uri(record.remote_uri),
+        "start": record.start,
+        "duration_s": round(record.end - record.answer, 3) if record.answer else 0.0,
+        "disposition": record.disposition,
+        "status": record.status_code,
+    }

@@ -11,17 +11,18 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, tzinfo
+from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from firmware.calls import (
     Call,
     Outcome,
+    call_summary,
     ended_outcome,
-    format_duration,
     history_kind,
     number_from_uri,
-    quality_bars,
+    record_summary,
 )
 from firmware.config import PhoneConfig
 from firmware.dialplan import Decision, DigitMap
@@ -67,6 +68,8 @@ from firmware.events import (
     Transfer,
     Unhold,
 )
+from firmware.screens.lists import browse_entries, status_menu_items
+from firmware.screens.views import PhoneView, compose_screen, led_states
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,6 @@ T_HOWLER = "howler"  # after a call ended and the handset stays up
 T_NO_ANSWER = "no_answer:"  # + call id: forward on no answer
 T_VOLUME = "volume"  # the volume bar goes away
 
-MENU_TEXT_WIDTH = 21  # characters per line of the 6x11 font on a 128-pixel panel
 VOLUME_STEP = 10
 VOLUME_BAR_S = 2.0
 
@@ -113,21 +115,6 @@ def _zone(name: str) -> tzinfo:
     except (ZoneInfoNotFoundError, ValueError):
         log.warning("unknown timezone, using UTC timezone=%s", name)
         return UTC
-
-
-def _wrap(text: str, width: int, max_lines: int) -> tuple[str, ...]:
-    """Cut text into lines of at most ``width`` characters (at spaces where possible)."""
-    lines: list[str] = []
-    rest = text
-    while rest and len(lines) < max_lines:
-        if len(rest) <= width:
-            lines.append(rest)
-            break
-        cut = rest.rfind(" ", 0, width + 1)
-        cut = cut if cut > 0 else width
-        lines.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    return tuple(lines)
 
 
 def _level(saved: object, default: int) -> int:
@@ -216,9 +203,9 @@ class Phone:
         return out
 
     def snapshot(self, now: float) -> dict:
-        calls = [self._call_view(c, now) for c in self._calls.values()]
+        calls = [call_summary(c, now) for c in self._calls.values()]
         if self._pending is not None:
-            calls.append(self._call_view(self._pending, now))
+            calls.append(call_summary(self._pending, now))
         return {
             "hook": "off" if self._hook_off else "on",
             "handset": "up" if self._handset_up else "down",
@@ -242,7 +229,7 @@ class Phone:
                 "new": sum(n for _, n, _ in self._mwi.values()),
                 "old": sum(o for _, _, o in self._mwi.values()),
             },
-            "history": [self._history_view(r) for r in self._history],
+            "history": [record_summary(r) for r in self._history],
             "volume": dict(self._volume),
         }
 
@@ -394,7 +381,7 @@ class Phone:
 
     def _key_browse(self, key: str, out: list[Command]) -> None:
         which, index, back = self._browse
-        entries = self._browse_entries()
+        entries = browse_entries(which, self._history, self._config)
         if key in ("up", "down") and entries:
             step = -1 if key == "up" else 1
             self._browse = (which, (index + step) % len(entries), back)
@@ -406,7 +393,7 @@ class Phone:
 
     def _key_menu(self, key: str, out: list[Command]) -> None:
         index, opened, back = self._menu
-        items = self._menu_items()
+        items = status_menu_items(self._device, self._config, self._registration, self._volume)
         if opened:
             if key in ("cancel", "ok", "left"):
                 self._menu = (index, False, back)
@@ -982,265 +969,46 @@ class Phone:
                 return entry.name
         return ""
 
-    def _browse_entries(self) -> list[tuple[str, str]]:
-        """(label, number) pairs of the list being browsed."""
-        if self._browse[0] == "phonebook":
-            return [(e.name, e.number) for e in self._config.phonebook]
-        entries = []
-        for r in self._history:
-            marks = {"missed": "!", "received": "<", "dialled": ">"}
-            number = number_from_uri(r.remote_uri)
-            entries.append((f"{marks[history_kind(r)]} {r.remote_name or number}", number))
-        return entries
-
-    def _menu_items(self) -> list[tuple[str, str]]:
-        """The status menu: (list label, full text when opened) per row."""
-        items = [(f"IP {a}", f"IP address: {a}") for a in self._device.addresses]
-        if not items:
-            items.append(("IP none", "IP address: none (no network)"))
-        version = self._device.firmware_version or "unknown"
-        items.append((f"Version {version}", f"Firmware version: {version}"))
-        for i, acc in enumerate(self._config.accounts):
-            registered, code, reason = self._registration.get(i, (False, 0, ""))
-            if not acc.enabled:
-                state = "disabled"
-            elif registered:
-                state = f"ok {code}"
-            else:
-                state = f"fail {code}" if code else "none"
-            items.append(
-                (
-                    f"L{i + 1} {acc.user} {state}",
-                    f"Line {i + 1}: {acc.user}@{acc.domain} {state} {reason}".strip(),
-                )
-            )
-        ports = " ".join(f"{t} {p}" for t, p in self._device.sip_ports)
-        ports = ports or f"{self._config.sip.port}"
-        items.append((f"SIP {ports}", f"SIP port: {ports}"))
-        server = self._config.provisioning.url or "none"
-        items.append((f"Prov {server}", f"Provisioning server: {server}"))
-        volume = f"spk {self._volume['speaker']} ring {self._volume['ring']}"
-        items.append((f"Vol {volume}", f"Volume: speaker {self._volume['speaker']}, ring "
-                      f"{self._volume['ring']}"))  # fmt: skip
-        return items
-
     # --- views ---------------------------------------------------------------------------------
 
     def _refresh(self, out: list[Command], force: bool = False) -> None:
         """Emit LED changes and a Render when what the user sees differs from before."""
-        leds = self._led_states()
+        view = self._view()
+        leds = led_states(view)
         for name, state in leds.items():
             if force or self._leds.get(name) != state:
                 out.append(SetLed(name, state))
         self._leds = leds
-        screen = self._view()
+        screen = compose_screen(view)
         if force or screen != self._screen:
             self._screen = screen
             out.append(Render(screen))
 
-    def _led_states(self) -> dict[str, str]:
-        if self._alerting is not None:
-            line = "fast_blink"
-        elif self._active is not None or self._pending is not None:
-            line = "on"
-        elif self._calls:
-            line = "blink"
-        else:
-            line = "off"
-        return {
-            "line1": line,
-            "mwi": "blink" if self._message_waiting() else "off",
-            "dnd": "on" if self._dnd else "off",
-            "mute": "on" if self._muted else "off",
-            "speaker": "on" if self._handsfree else "off",
-        }
-
-    def _status(self) -> dict[str, str]:
-        status = {"time": self._clock()}
-        accounts = self._config.accounts
-        if accounts:
-            index = self._account_index()
-            registered, code, _ = self._registration.get(index, (False, 0, ""))
-            acc = accounts[index]
-            status["line"] = acc.display_name or acc.user
-            status["reg"] = "ok" if registered else (f"fail {code}" if code else "none")
-        else:
-            status["line"] = "no account"
-            status["reg"] = "none"
-        if self._dnd:
-            status["dnd"] = "on"
-        if self._message_waiting():
-            status["mwi"] = str(sum(n for _, n, _ in self._mwi.values()))
-        if self._muted:
-            status["mute"] = "on"
-        active = self._calls.get(self._active) if self._active is not None else None
-        if active is not None and active.codec:
-            status["codec"] = active.codec
-        if active is not None and active.mos is not None:
-            status["quality"] = str(quality_bars(active.mos))
-        return status
-
-    def _clock(self) -> str:
-        return datetime.fromtimestamp(self._now, self._tz).strftime("%H:%M")
-
-    def _view(self) -> Screen:
-        status = self._status()
-        mode = self._mode
-        if self._volume_bar is not None:
-            return self._volume_view(status)
-        if mode == "browse":
-            return self._browse_view(status)
-        if mode == "menu":
-            return self._menu_view(status)
-        if mode == "dialing":
-            lines = ("Enter number", self._digits or "_")
-            if self._held_calls():
-                lines = (f"Hold: {self._held_calls()[-1].label}", self._digits or "_")
-            return Screen("dialing", lines, status, ("Back", "Redial", "Send"))
-        if mode in ("ended", "howler"):
-            title, detail = self._notice
-            lines = (title, detail) if detail else (title,)
-            held = self._held_calls()
-            if held:
-                return Screen(mode, (*lines, f"Hold: {held[-1].label}"), status, ("Resume", "", ""))
-            return Screen(mode, lines, status, ("", "", ""))
-        if mode == "transfer":
-            return Screen(
-                "transfer", ("Transfer to:", self._digits or "_"), status, ("Cancel", "", "Send")
-            )
-        if mode == "calls":
-            return self._calls_view(status)
-        return self._idle_view(status)
-
-    def _volume_view(self, status: dict[str, str]) -> Screen:
-        target = self._volume_bar or "speaker"
-        level = self._volume[target]
-        filled = level // VOLUME_STEP
-        bar = "#" * filled + "-" * (100 // VOLUME_STEP - filled)
-        title = "Speaker volume" if target == "speaker" else "Ring volume"
-        return Screen("volume", (title, f"[{bar}]", f"{level}%"), status)
-
-    def _idle_view(self, status: dict[str, str]) -> Screen:
-        reg = status["reg"]
-        if reg == "ok":
-            state = "Registered"
-        elif reg == "none":
-            state = "Not registered"
-        else:
-            code = reg.split()[1]
-            reason = self._registration.get(self._account_index(), (False, 0, ""))[2]
-            state = f"No service {code} {reason}".strip()
-        lines = [status["line"], state]
-        if self._unseen_missed:
-            lines.append(f"{self._unseen_missed} missed call" + "s" * (self._unseen_missed > 1))
-        if self._message_waiting():
-            new = sum(n for _, n, _ in self._mwi.values())
-            lines.append(f"{new} new message" + "s" * (new != 1) if new else "Messages waiting")
-        if self._dnd:
-            lines.append("Do not disturb")
-        return Screen("idle", tuple(lines), status, ("History", "Contacts", "DND"))
-
-    def _menu_view(self, status: dict[str, str]) -> Screen:
-        index, opened, _ = self._menu
-        items = self._menu_items()
-        index = min(index, len(items) - 1)
-        if opened:
-            return Screen("menu", _wrap(items[index][1], MENU_TEXT_WIDTH, 4), status)
-        first = max(0, min(index - 1, len(items) - 3))
-        lines = ["Status"]
-        for i in range(first, min(first + 3, len(items))):
-            lines.append(("> " if i == index else "  ") + items[i][0])
-        return Screen("menu", tuple(lines), status, ("Back", "", "Open"))
-
-    def _browse_view(self, status: dict[str, str]) -> Screen:
-        which, index, _ = self._browse
-        entries = self._browse_entries()
-        title = "History" if which == "history" else "Contacts"
-        if not entries:
-            return Screen(which, (title, "(empty)"), status, ("Back", "", ""))
-        first = max(0, min(index - 1, len(entries) - 3))
-        lines = [title]
-        for i in range(first, min(first + 3, len(entries))):
-            lines.append(("> " if i == index else "  ") + entries[i][0])
-        return Screen(which, tuple(lines), status, ("Back", "", "Dial"))
-
-    def _calls_view(self, status: dict[str, str]) -> Screen:
-        now = self._now
-        if self._pending is not None:
-            call = self._pending
-            return Screen("calling", ("Calling", call.label), status, ("", "", "End"))
-        active = self._calls.get(self._active) if self._active is not None else None
-        alerting = self._calls.get(self._alerting) if self._alerting is not None else None
-        if active is None and alerting is not None and not self._held_calls():
-            who = alerting.remote_name or alerting.number
-            lines = (
-                ("Incoming call", who, alerting.number)
-                if alerting.remote_name
-                else (
-                    "Incoming call",
-                    who,
-                )
-            )
-            return Screen("incoming", lines, status, ("Reject", "", "Answer"))
-        if active is not None and active.id in self._conference:
-            names = [self._calls[i].label for i in sorted(self._conference) if i in self._calls]
-            lines = ("Conference", *names, format_duration(active.duration(now)))
-            return Screen("conference", lines, status, ("", "", "End"))
-        if active is not None:
-            if active.state in (CallState.CALLING, CallState.EARLY):
-                title = "Ringing" if active.state is CallState.EARLY else "Calling"
-                return Screen("calling", (title, active.label), status, ("", "", "End"))
-            if active.state in (CallState.INCOMING, CallState.CONNECTING):
-                third = "Connecting"
-            elif active.held_remotely:
-                third = "Held by remote"
-            else:
-                third = format_duration(active.duration(now))
-                if active.codec:
-                    third += f"  {active.codec}"
-            lines = [active.label, active.number if active.remote_name else "", third]
-            if alerting is not None:
-                lines.append(f"Waiting: {alerting.label}")
-            elif self._held_calls():
-                lines.append(f"Hold: {self._held_calls()[-1].label}")
-            softkeys = ("Swap", "Xfer", "Conf") if self._held_calls() else ("Hold", "Xfer", "End")
-            if alerting is not None:
-                softkeys = ("Reject", "", "Answer")
-            return Screen("talking", tuple(line for line in lines if line), status, softkeys)
-        held = self._held_calls()
-        if held:
-            lines = ["On hold", held[-1].label, format_duration(held[-1].duration(now))]
-            if alerting is not None:
-                lines.append(f"Waiting: {alerting.label}")
-            elif self._notice[0] == "Transferring":
-                lines.append(f"Xfer to {self._notice[1]}")
-            return Screen("held", tuple(lines), status, ("Resume", "Xfer", ""))
-        return self._idle_view(status)
-
-    @staticmethod
-    def _call_view(call: Call, now: float) -> dict:
-        state = "held" if call.held else call.state.value
-        return {
-            "id": call.id if call.id is not None else -1,
-            "state": state,
-            "direction": call.direction,
-            "remote_uri": call.remote_uri,
-            "remote_name": call.remote_name,
-            "codec": call.codec,
-            "duration_s": round(call.duration(now), 3),
-        }
-
-    @staticmethod
-    def _history_view(record: CallRecord) -> dict:
-        return {
-            "id": record.id,
-            "kind": history_kind(record),
-            "direction": record.direction,
-            "remote_uri": record.remote_uri,
-            "remote_name": record.remote_name,
-            "number": number_from_uri(record.remote_uri),
-            "start": record.start,
-            "duration_s": round(record.end - record.answer, 3) if record.answer else 0.0,
-            "disposition": record.disposition,
-            "status": record.status_code,
-        }
+    def _view(self) -> PhoneView:
+        """A read-only picture of the state for the screen and LEDs (firmware/screens/views.py)."""
+        return PhoneView(
+            now=self._now,
+            tz=self._tz,
+            config=self._config,
+            mode=self._mode,
+            digits=self._digits,
+            notice=self._notice,
+            calls=MappingProxyType(self._calls),
+            pending=self._pending,
+            active=self._active,
+            alerting=self._alerting,
+            conference=frozenset(self._conference),
+            line=self._account_index(),
+            registration=MappingProxyType(self._registration),
+            mwi=MappingProxyType(self._mwi),
+            dnd=self._dnd,
+            muted=self._muted,
+            handsfree=self._handsfree,
+            unseen_missed=self._unseen_missed,
+            history=tuple(self._history),
+            browse=self._browse,
+            menu=self._menu,
+            device=self._device,
+            volume=MappingProxyType(self._volume),
+            volume_bar=self._volume_bar,
+        )

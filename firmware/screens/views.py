@@ -1,0 +1,257 @@
+"""Phone state -> what the user sees: the Screen to draw and the LED states.
+
+Pure functions over ``PhoneView``, a read-only picture of the Phone taken after every event; the
+Phone decides behaviour, this module only composes text (see docs/phone.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+
+from firmware.calls import Call, format_duration, quality_bars
+from firmware.config import PhoneConfig
+from firmware.events import CallRecord, CallState, DeviceInfo, Screen
+from firmware.screens.lists import browse_entries, status_menu_items, window
+
+MENU_TEXT_WIDTH = 21  # characters per line of the 6x11 font on a 128-pixel panel
+BAR_CELL_PERCENT = 10  # one cell of the volume bar: one press of a volume key
+
+
+@dataclass(frozen=True)
+class PhoneView:
+    """What the screen and LEDs are made from. The Phone builds one; nothing here changes it."""
+
+    now: float
+    tz: tzinfo
+    config: PhoneConfig
+    mode: str  # the Phone's mode: "idle" | "dialing" | "ended" | "howler" | "calls" | ...
+    digits: str
+    notice: tuple[str, str]  # (title, detail) of the end screen, or a transfer in progress
+    calls: Mapping[int, Call]
+    pending: Call | None  # placed, id not yet known
+    active: int | None
+    alerting: int | None
+    conference: frozenset[int]
+    line: int  # the account the next call goes out on
+    registration: Mapping[int, tuple[bool, int, str]]
+    mwi: Mapping[int, tuple[bool, int, int]]
+    dnd: bool
+    muted: bool
+    handsfree: bool
+    unseen_missed: int
+    history: Sequence[CallRecord]
+    browse: tuple[str, int, str]  # list, index, return mode
+    menu: tuple[int, bool, str]  # index, item open, return mode
+    device: DeviceInfo
+    volume: Mapping[str, int]
+    volume_bar: str | None  # "speaker" | "ring" while the bar shows
+
+    @property
+    def held_calls(self) -> list[Call]:
+        return [c for c in self.calls.values() if c.held]
+
+    @property
+    def message_waiting(self) -> bool:
+        return any(w for w, _, _ in self.mwi.values())
+
+    @property
+    def new_messages(self) -> int:
+        return sum(n for _, n, _ in self.mwi.values())
+
+
+def wrap(text: str, width: int, max_lines: int) -> tuple[str, ...]:
+    """Cut text into lines of at most ``width`` characters (at spaces where possible)."""
+    lines: list[str] = []
+    rest = text
+    while rest and len(lines) < max_lines:
+        if len(rest) <= width:
+            lines.append(rest)
+            break
+        cut = rest.rfind(" ", 0, width + 1)
+        cut = cut if cut > 0 else width
+        lines.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return tuple(lines)
+
+
+def led_states(view: PhoneView) -> dict[str, str]:
+    if view.alerting is not None:
+        line = "fast_blink"
+    elif view.active is not None or view.pending is not None:
+        line = "on"
+    elif view.calls:
+        line = "blink"
+    else:
+        line = "off"
+    return {
+        "line1": line,
+        "mwi": "blink" if view.message_waiting else "off",
+        "dnd": "on" if view.dnd else "off",
+        "mute": "on" if view.muted else "off",
+        "speaker": "on" if view.handsfree else "off",
+    }
+
+
+def status_bar(view: PhoneView) -> dict[str, str]:
+    status = {"time": datetime.fromtimestamp(view.now, view.tz).strftime("%H:%M")}
+    accounts = view.config.accounts
+    if accounts:
+        registered, code, _ = view.registration.get(view.line, (False, 0, ""))
+        acc = accounts[view.line]
+        status["line"] = acc.display_name or acc.user
+        status["reg"] = "ok" if registered else (f"fail {code}" if code else "none")
+    else:
+        status["line"] = "no account"
+        status["reg"] = "none"
+    if view.dnd:
+        status["dnd"] = "on"
+    if view.message_waiting:
+        status["mwi"] = str(view.new_messages)
+    if view.muted:
+        status["mute"] = "on"
+    active = view.calls.get(view.active) if view.active is not None else None
+    if active is not None and active.codec:
+        status["codec"] = active.codec
+    if active is not None and active.mos is not None:
+        status["quality"] = str(quality_bars(active.mos))
+    return status
+
+
+def compose_screen(view: PhoneView) -> Screen:
+    status = status_bar(view)
+    mode = view.mode
+    if view.volume_bar is not None:
+        return _volume_screen(view, status)
+    if mode == "browse":
+        return _browse_screen(view, status)
+    if mode == "menu":
+        return _menu_screen(view, status)
+    if mode == "dialing":
+        lines = ("Enter number", view.digits or "_")
+        held = view.held_calls
+        if held:
+            lines = (f"Hold: {held[-1].label}", view.digits or "_")
+        return Screen("dialing", lines, status, ("Back", "Redial", "Send"))
+    if mode in ("ended", "howler"):
+        title, detail = view.notice
+        lines = (title, detail) if detail else (title,)
+        held = view.held_calls
+        if held:
+            return Screen(mode, (*lines, f"Hold: {held[-1].label}"), status, ("Resume", "", ""))
+        return Screen(mode, lines, status, ("", "", ""))
+    if mode == "transfer":
+        return Screen(
+            "transfer", ("Transfer to:", view.digits or "_"), status, ("Cancel", "", "Send")
+        )
+    if mode == "calls":
+        return _calls_screen(view, status)
+    return _idle_screen(view, status)
+
+
+def _volume_screen(view: PhoneView, status: dict[str, str]) -> Screen:
+    target = view.volume_bar or "speaker"
+    level = view.volume[target]
+    filled = level // BAR_CELL_PERCENT
+    bar = "#" * filled + "-" * (100 // BAR_CELL_PERCENT - filled)
+    title = "Speaker volume" if target == "speaker" else "Ring volume"
+    return Screen("volume", (title, f"[{bar}]", f"{level}%"), status)
+
+
+def _idle_screen(view: PhoneView, status: dict[str, str]) -> Screen:
+    reg = status["reg"]
+    if reg == "ok":
+        state = "Registered"
+    elif reg == "none":
+        state = "Not registered"
+    else:
+        code = reg.split()[1]
+        reason = view.registration.get(view.line, (False, 0, ""))[2]
+        state = f"No service {code} {reason}".strip()
+    lines = [status["line"], state]
+    missed = view.unseen_missed
+    if missed:
+        lines.append(f"{missed} missed call" + "s" * (missed > 1))
+    if view.message_waiting:
+        new = view.new_messages
+        lines.append(f"{new} new message" + "s" * (new != 1) if new else "Messages waiting")
+    if view.dnd:
+        lines.append("Do not disturb")
+    return Screen("idle", tuple(lines), status, ("History", "Contacts", "DND"))
+
+
+def _menu_screen(view: PhoneView, status: dict[str, str]) -> Screen:
+    index, opened, _ = view.menu
+    items = status_menu_items(view.device, view.config, view.registration, view.volume)
+    index = min(index, len(items) - 1)
+    if opened:
+        return Screen("menu", wrap(items[index][1], MENU_TEXT_WIDTH, 4), status)
+    lines = ["Status", *window([label for label, _ in items], index)]
+    return Screen("menu", tuple(lines), status, ("Back", "", "Open"))
+
+
+def _browse_screen(view: PhoneView, status: dict[str, str]) -> Screen:
+    which, index, _ = view.browse
+    entries = browse_entries(which, view.history, view.config)
+    title = "History" if which == "history" else "Contacts"
+    if not entries:
+        return Screen(which, (title, "(empty)"), status, ("Back", "", ""))
+    lines = [title, *window([label for label, _ in entries], index)]
+    return Screen(which, tuple(lines), status, ("Back", "", "Dial"))
+
+
+def _calls_screen(view: PhoneView, status: dict[str, str]) -> Screen:
+    now = view.now
+    if view.pending is not None:
+        return Screen("calling", ("Calling", view.pending.label), status, ("", "", "End"))
+    active = view.calls.get(view.active) if view.active is not None else None
+    alerting = view.calls.get(view.alerting) if view.alerting is not None else None
+    held = view.held_calls
+    if active is None and alerting is not None and not held:
+        who = alerting.remote_name or alerting.number
+        if alerting.remote_name:
+            lines: tuple[str, ...] = ("Incoming call", who, alerting.number)
+        else:
+            lines = ("Incoming call", who)
+        return Screen("incoming", lines, status, ("Reject", "", "Answer"))
+    if active is not None and active.id in view.conference:
+        names = [view.calls[i].label for i in sorted(view.conference) if i in view.calls]
+        lines = ("Conference", *names, format_duration(active.duration(now)))
+        return Screen("conference", lines, status, ("", "", "End"))
+    if active is not None:
+        return _talking_screen(active, alerting, held, now, status)
+    if held:
+        rows = ["On hold", held[-1].label, format_duration(held[-1].duration(now))]
+        if alerting is not None:
+            rows.append(f"Waiting: {alerting.label}")
+        elif view.notice[0] == "Transferring":
+            rows.append(f"Xfer to {view.notice[1]}")
+        return Screen("held", tuple(rows), status, ("Resume", "Xfer", ""))
+    return _idle_screen(view, status)
+
+
+def _talking_screen(
+    active: Call, alerting: Call | None, held: list[Call], now: float, status: dict[str, str]
+) -> Screen:
+    """The call the handset talks to (still ringing out, or connected)."""
+    if active.state in (CallState.CALLING, CallState.EARLY):
+        title = "Ringing" if active.state is CallState.EARLY else "Calling"
+        return Screen("calling", (title, active.label), status, ("", "", "End"))
+    if active.state in (CallState.INCOMING, CallState.CONNECTING):
+        third = "Connecting"
+    elif active.held_remotely:
+        third = "Held by remote"
+    else:
+        third = format_duration(active.duration(now))
+        if active.codec:
+            third += f"  {active.codec}"
+    lines = [active.label, active.number if active.remote_name else "", third]
+    if alerting is not None:
+        lines.append(f"Waiting: {alerting.label}")
+    elif held:
+        lines.append(f"Hold: {held[-1].label}")
+    softkeys = ("Swap", "Xfer", "Conf") if held else ("Hold", "Xfer", "End")
+    if alerting is not None:
+        softkeys = ("Reject", "", "Answer")
+    return Screen("talking", tuple(line for line in lines if line), status, softkeys)
