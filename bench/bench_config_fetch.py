@@ -225,8 +225,7 @@ def start_server(
         raise ValueError(f"unknown HTTP engine {engine!r}: use uvicorn or granian")
     log = open(data_dir / f"server-{engine}.log", "wb")  # noqa: SIM115 (lives as long as the server)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    wait_http(port, "/healthz", process)
-    return process
+    return answering(process, port, "/healthz")
 
 
 def wait_http(port: int, path: str, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -243,6 +242,16 @@ def wait_http(port: int, path: str, process: subprocess.Popen[bytes] | None = No
             pass
         time.sleep(0.2)
     raise RuntimeError(f"nothing answering on port {port}")
+
+
+def answering(process: subprocess.Popen[bytes], port: int, path: str) -> subprocess.Popen[bytes]:
+    """The process once it answers on port; stopped, not leaked, if it never does."""
+    try:
+        wait_http(port, path, process)
+    except BaseException:
+        stop(process)
+        raise
+    return process
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -280,8 +289,7 @@ http {{
     process = subprocess.Popen(
         [NGINX, "-c", str(conf), "-p", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    wait_http(port, "/", process)
-    return process
+    return answering(process, port, "/")
 
 
 BARE_ASGI = """
@@ -342,8 +350,7 @@ def start_bare_asgi(root: Path, port: int, body: bytes, engine: str) -> subproce
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    wait_http(port, "/", process)
-    return process
+    return answering(process, port, "/")
 
 
 def main() -> int:
