@@ -15,8 +15,6 @@ import socket
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-
 from firmware.atomic import atomic_write_bytes
 from firmware.logs import kv
 
@@ -63,6 +61,10 @@ def _unverified_chain(tls: ssl.SSLSocket) -> list[bytes]:
 
 def select_pinned_ca(chain: list[bytes], pin: str) -> bytes:
     """Return the certificate of ``chain`` matching ``pin``; it must be a CA certificate."""
+    # imported here: only first contact (no cached CA) parses certificates, and cryptography
+    # would otherwise stay in the phone's memory (about 10 MB) for nothing
+    from cryptography import x509
+
     pin = normalise_fingerprint(pin)
     for der in chain:
         if sha256_fingerprint(der) != pin:
