@@ -303,6 +303,13 @@ def test_refused_form_redirects_back_and_shows_its_error_once(client: TestClient
         data={"key": "audio.tone_plan", "value": "klingon", "csrf_token": token},
     )
     assert 'id="setting-error"' not in client.get("/fleet").text
+    # An empty key gets the same guidance on the device form as on the fleet and group forms.
+    client.post(
+        f"/devices/{device_id}/settings",
+        data={"key": "  ", "value": "uk", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert "choose a setting, e.g. audio.tone_plan" in client.get(f"/devices/{device_id}").text
 
 
 def test_unknown_ui_path_gets_an_html_404_and_the_api_keeps_json(client: TestClient) -> None:

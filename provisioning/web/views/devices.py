@@ -25,7 +25,6 @@ from provisioning.operations import (
     OperationError,
     add_device,
     add_line,
-    change_settings,
     delete_device,
     delete_line,
     get_device,
@@ -46,7 +45,7 @@ from provisioning.web.core import (
     not_seen_threshold,
     render,
 )
-from provisioning.web.forms import parse_form_value
+from provisioning.web.forms import change_one_setting
 from provisioning.web.liveness import describe
 from provisioning.web.paging import PAGE_SIZES, Paging, page_url, parse_paging
 from provisioning.web.queries import (
@@ -361,18 +360,9 @@ def device_setting(
 ) -> Response:
     device = _load(db, device_id)
     try:
-        if unset:
-            changed = change_settings(
-                db, actor_for(request, admin), "device", device.id, unset=[unset]
-            )
-        else:
-            changed = change_settings(
-                db,
-                actor_for(request, admin),
-                "device",
-                device.id,
-                set_values={key.strip(): parse_form_value(value)},
-            )
+        changed = change_one_setting(
+            db, actor_for(request, admin), "device", device.id, key, value, unset
+        )
     except OperationError as exc:
         db.rollback()
         form = {"error": str(exc), "key": key, "value": value}

@@ -11,11 +11,11 @@ from starlette.responses import Response
 from provisioning.admin_auth import role_allows
 from provisioning.db import DbSession
 from provisioning.models import ROLE_ADMIN
-from provisioning.operations import OperationError, change_settings
+from provisioning.operations import OperationError
 from provisioning.render import fleet_defaults
 from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from provisioning.web.core import Admin, Reader, WebRoute, render
-from provisioning.web.forms import parse_form_value
+from provisioning.web.forms import change_one_setting
 from provisioning.web.queries import flatten, settable_defaults
 from provisioning.web.sessions import take_form
 
@@ -61,14 +61,7 @@ def fleet_setting(
 ) -> Response:
     actor = actor_for(request, admin)
     try:
-        if unset:
-            changed = change_settings(db, actor, "fleet", unset=[unset])
-        else:
-            if not key.strip():
-                raise OperationError("choose a setting, e.g. audio.tone_plan")
-            changed = change_settings(
-                db, actor, "fleet", set_values={key.strip(): parse_form_value(value)}
-            )
+        changed = change_one_setting(db, actor, "fleet", None, key, value, unset)
     except OperationError as exc:
         db.rollback()
         return back_with_form(request, "/fleet", {"error": str(exc), "key": key, "value": value})

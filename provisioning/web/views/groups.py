@@ -15,7 +15,6 @@ from provisioning.operations import NotFound as OperationNotFound
 from provisioning.operations import (
     OperationError,
     attach_template,
-    change_settings,
     create_group,
     delete_group,
     get_group,
@@ -23,7 +22,7 @@ from provisioning.operations import (
 )
 from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
-from provisioning.web.forms import parse_form_value
+from provisioning.web.forms import change_one_setting
 from provisioning.web.queries import flatten, settable_defaults
 from provisioning.web.sessions import take_form
 
@@ -142,14 +141,7 @@ def group_setting(
     group = _load(db, group_id)
     actor = actor_for(request, admin)
     try:
-        if unset:
-            changed = change_settings(db, actor, "group", group.id, unset=[unset])
-        else:
-            if not key.strip():
-                raise OperationError("choose a setting, e.g. audio.tone_plan")
-            changed = change_settings(
-                db, actor, "group", group.id, set_values={key.strip(): parse_form_value(value)}
-            )
+        changed = change_one_setting(db, actor, "group", group.id, key, value, unset)
     except OperationError as exc:
         db.rollback()
         form = {"error": str(exc), "key": key, "value": value}
