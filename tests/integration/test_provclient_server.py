@@ -245,7 +245,8 @@ def cdr(n: int) -> dict[str, Any]:
 def test_cdrs_queued_during_outage_are_delivered_exactly_once(tmp_path: Path) -> None:
     mac = new_mac()
     state_dir = tmp_path / "phone-state"
-    with ProvisioningServer(tmp_path / "srv", tls=True) as server:
+    child_log = tmp_path / "runner.log"  # the runner's stderr, shown if it dies early
+    with ProvisioningServer(tmp_path / "srv", tls=True) as server, child_log.open("w") as log:
         server.add_device(mac)
         token = server.enrollment_token()
         child = subprocess.Popen(
@@ -255,11 +256,14 @@ def test_cdrs_queued_during_outage_are_delivered_exactly_once(tmp_path: Path) ->
                 "--token", token, "--mac", mac, "--serial", "00000000cafe0001",
                 "--notify-host", "127.0.0.1",
             ],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
         )  # fmt: skip
         try:
             assert child.stdout is not None and child.stdin is not None
-            assert child.stdout.readline().startswith("ready")
+            first = child.stdout.readline()
+            assert first.startswith("ready"), (
+                f"runner said {first!r}, exit {child.poll()}: {child_log.read_text()[-3000:]}"
+            )
             outbox = Outbox(state_dir / "outbox")
             wait_until(lambda: device(server, mac).get("sip_contact"), "enrolled and reporting")
             wait_until(lambda: outbox.count() == 0, "initial reports delivered")
