@@ -171,6 +171,7 @@ def server_main(argv: list[str]) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
+        http="provisioning.poll_protocol:ConfigPollProtocol",
         **ssl,  # type: ignore[arg-type]
     )
     return 0

@@ -100,6 +100,10 @@ async def config_reply(
             rendered = await run_in_threadpool(_render_for, services, key)
     else:
         key, rendered = await run_in_threadpool(_key_and_render, services, authorization)
+    return _rendered_reply(rendered, if_none_match)
+
+
+def _rendered_reply(rendered: Rendered, if_none_match: str) -> tuple[int, dict[str, str], bytes]:
     headers = {
         "ETag": rendered.etag,
         "X-Config-Revision": str(rendered.revision),
@@ -109,6 +113,44 @@ async def config_reply(
         return 304, headers, b""
     headers["Content-Type"] = "application/json"
     return 200, headers, rendered.body
+
+
+RawReply = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def config_reply_inline(
+    fast_path: ConfigFastPath, authorization: str, if_none_match: str
+) -> RawReply | None:
+    """The reply when it needs no waiting (SQLite lookup, render cache hit), else None and the
+    caller takes the ASGI path. Same statuses and headers as ConfigFastPath."""
+    services = fast_path.services
+    reader = services.credential_reader
+    if reader is None:
+        return None
+    try:
+        key = authenticate_device_key(services.database.engine, authorization, reader.fetch)
+        rendered = services.render_cache.get(key.id, key.revision)
+        if rendered is None:
+            return None  # a new revision: rendered in the thread pool on the ASGI path
+        status, headers, body = _rendered_reply(rendered, if_none_match)
+    except ApiError as exc:
+        status, headers, body = _api_error_reply(exc)
+    except SQLAlchemyError as exc:
+        log.error("database unavailable path=%s error=%s", CONFIG_PATH, exc)
+        return 503, _json_headers(retry_after=fast_path._retry_after), _UNAVAILABLE_BODY
+    except Exception:
+        log.exception("config request failed path=%s", CONFIG_PATH)
+        return 500, _json_headers(), _INTERNAL_BODY
+    return status, _raw(headers), body
+
+
+def _api_error_reply(exc: ApiError) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps({"detail": exc.detail, "code": exc.code}).encode()
+    return exc.status, {"Content-Type": "application/json", **(exc.headers or {})}, body
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 _BUSY_BODY = b'{"detail": "server busy, retry later", "code": "overloaded"}'
@@ -151,8 +193,7 @@ class ConfigFastPath:
         try:
             status, headers, body = await config_reply(self.services, authorization, if_none_match)
         except ApiError as exc:
-            status, body = exc.status, json.dumps({"detail": exc.detail, "code": exc.code}).encode()
-            headers = {"Content-Type": "application/json", **(exc.headers or {})}
+            status, headers, body = _api_error_reply(exc)
         except SQLAlchemyError as exc:
             log.error("database unavailable path=%s error=%s", CONFIG_PATH, exc)
             raw = _json_headers(retry_after=self._retry_after)
@@ -162,8 +203,7 @@ class ConfigFastPath:
             log.exception("config request failed path=%s", CONFIG_PATH)
             await _send(send, 500, _json_headers(), _INTERNAL_BODY)
             return
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        await _send(send, status, raw, body)
+        await _send(send, status, _raw(headers), body)
 
 
 def _json_headers(retry_after: bytes = b"") -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,110 @@
+"""uvicorn's HTTP/1.1 protocol with the fleet's config poll answered inside the parser callback.
+
+Most of a poll's cost on uvicorn is the ASGI cycle itself: a cycle object, an event, a task and
+four message dicts per request, for an answer that on SQLite needs one indexed lookup (the
+revocation check, kept per request) and a render-cache hit. When both are available without
+waiting, this protocol writes the reply from ``on_headers_complete`` and never starts a cycle;
+anything else (another path or method, a pipelined or closing request, a cache miss that needs a
+render, PostgreSQL's awaited lookup) takes uvicorn's normal path unchanged, so the fast path can
+only ever answer what ConfigFastPath would have answered.
+
+This leans on uvicorn's ``HttpToolsProtocol`` internals (``cycle``, ``pipeline``, ``headers``,
+``on_response_complete``); pyproject pins uvicorn to the versions the tests have run.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from provisioning.api.config_path import CONFIG_PATH, ConfigFastPath, config_reply_inline
+
+log = logging.getLogger(__name__)
+
+_CONFIG_URL = CONFIG_PATH.encode("ascii")
+_STATUS_LINES = {
+    status: f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("ascii")
+    for status in (200, 304, 401, 403, 500, 503)
+}
+
+
+class _NoEvent:
+    def set(self) -> None:
+        """connection_lost wakes the cycle's event; an inline answer has none to wake."""
+
+
+class _AnsweredInline:
+    """Stands in for uvicorn's cycle after an inline answer: complete, so a body or the
+    message-complete callback of the same request is ignored, as for a finished cycle."""
+
+    response_complete = True
+    disconnected = False
+    keep_alive = True
+    message_event = _NoEvent()
+
+
+_ANSWERED = _AnsweredInline()
+
+
+def find_fast_path(app: Any) -> ConfigFastPath | None:
+    """ConfigFastPath under uvicorn's own wrappers (proxy headers, message logger)."""
+    for _ in range(8):
+        if isinstance(app, ConfigFastPath):
+            return app
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+class ConfigPollProtocol(HttpToolsProtocol):
+    """Pass to uvicorn as ``http=`` (``offhook server`` does). Counts its inline answers in
+    ``inline_answers`` (per process), which tests and the benchmark read."""
+
+    inline_answers = 0
+
+    def on_headers_complete(self) -> None:
+        if not self._answer_inline():
+            super().on_headers_complete()
+
+    def _answer_inline(self) -> bool:
+        parser = self.parser
+        if (
+            self.url != _CONFIG_URL
+            or parser.get_method() != b"GET"
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or self.pipeline
+        ):
+            return False
+        fast_path = find_fast_path(self.app)
+        if fast_path is None:
+            return False
+        authorization = if_none_match = ""
+        for name, value in self.headers:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"if-none-match":
+                if_none_match = value.decode("latin-1")
+        reply = config_reply_inline(fast_path, authorization, if_none_match)
+        if reply is None:
+            return False
+        status, headers, body = reply
+        out = [_STATUS_LINES[status]]
+        for name, value in self.server_state.default_headers:
+            out += [name, b": ", value, b"\r\n"]
+        for name, value in headers:
+            out += [name, b": ", value, b"\r\n"]
+        if status != 304:
+            out += [b"content-length: ", str(len(body)).encode("ascii"), b"\r\n"]
+        out += [b"\r\n", body]
+        self.transport.write(b"".join(out))
+        ConfigPollProtocol.inline_answers += 1
+        self.cycle = _ANSWERED  # type: ignore[assignment]
+        self.on_response_complete()
+        return True
