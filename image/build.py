@@ -1,12 +1,14 @@
 """``offhook image build``: Debian packages + our firmware -> .img, .bmap, .img.zst, manifest.
 
-Steps (each shown with rich): wheel -> root filesystem (cached debootstrap) -> firmware venv ->
-overlay and board configuration -> boot files -> strip and normalise -> assemble -> block map ->
-compress -> manifest.
+Steps (each shown with rich): pjsua2 wheel (arm64: given, cached or compiled from the pinned
+pjproject) -> wheel -> root filesystem (cached debootstrap) -> firmware venv -> overlay and board
+configuration -> boot files -> strip and normalise -> assemble -> block map -> compress ->
+manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -15,12 +17,13 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
-from image import rootfs
+from image import pjproject, rootfs
 from image.assemble import Contents, assemble, ext4_size_for, normalise_mtimes, source_date_epoch
 from image.bmap import create_bmap, hash_span, write_bmap
 from image.boards import Board, board
@@ -60,17 +63,18 @@ class BuildOptions:
     cache: Path | None = None
     compress: bool = True
     id_seed: str = "offhook"
+    pjproject_tarball: Path | None = None  # the pinned release, copied in by the operator
+    pjproject_url: str | None = None  # a mirror of the pinned release (else $OFFHOOK_PJPROJECT_URL)
 
 
 def check_pjsua2_wheel(path: Path | None, target: Board) -> None:
-    """arm64 has no pjsua2 wheel on PyPI and no network to fetch pjproject: one must be given."""
+    """A given pjsua2 wheel must be a cp311 aarch64 wheel holding the pjsua2 module."""
     if not target.needs_pjsua2_wheel:
         return
     if path is None:
         raise BuildError(
             f"board {target.name} ({target.arch}) needs a pjsua2 wheel: PyPI has none for "
-            "aarch64 and pjproject cannot be fetched here. Build one on an arm64 machine "
-            "(pjproject 2.15.1, SWIG Python binding, `pip wheel`) and pass --pjsua2-wheel WHL"
+            "aarch64; pass --pjsua2-wheel WHL or let the build compile pjproject"
         )
     if not path.is_file():
         raise BuildError(f"--pjsua2-wheel {path}: file not found")
@@ -79,6 +83,105 @@ def check_pjsua2_wheel(path: Path | None, target: Board) -> None:
             f"--pjsua2-wheel {path.name}: need a cp311 aarch64 wheel (name like "
             "pjsua2-2.15.1-cp311-cp311-linux_aarch64.whl)"
         )
+    try:
+        pjproject.check_wheel(path, target.arch)
+    except pjproject.PjprojectError as exc:
+        raise BuildError(f"--pjsua2-wheel {exc}") from None
+
+
+@dataclass(frozen=True)
+class Pjsua2Wheel:
+    """Where the board's pjsua2 wheel comes from: ready to install, or a source to compile."""
+
+    origin: str  # "--pjsua2-wheel", "cache" or "compile"
+    wheel: Path | None = None
+    tarball: Path | None = None  # verified pjproject release (origin "compile")
+    cache_key: str = ""  # where a compiled wheel is kept
+    pin: pjproject.Pin = pjproject.PJPROJECT
+
+    def manifest(self) -> dict[str, str]:
+        return {
+            "origin": self.origin,
+            "wheel": self.wheel.name if self.wheel else "",
+            "pjproject_version": self.pin.version,
+            "pjproject_sha256": self.pin.sha256,
+        }
+
+
+def pjproject_source(
+    options: BuildOptions, target: Board, cache: Path, console: Console | None, pin: pjproject.Pin
+) -> Path:
+    """The verified release tarball: --pjproject-tarball, else the cache, else a download."""
+    try:
+        if options.pjproject_tarball is not None:
+            return pjproject.import_tarball(cache, options.pjproject_tarball, pin.sha256)
+        url = pjproject.source_url(options.pjproject_url, pin)
+        return pjproject.fetch_source(cache, url, pin.sha256, console)
+    except pjproject.SourceUnavailable as exc:
+        raise BuildError(
+            f"board {target.name} ({target.arch}) needs a pjsua2 wheel: PyPI has none for "
+            f"aarch64, none is cached, and the pjproject {pin.version} source cannot be had "
+            f"({exc}). Either pass --pjsua2-wheel WHL (a cp311 aarch64 wheel built elsewhere) "
+            f"or --pjproject-tarball PATH (pjproject-{pin.version}.tar.gz copied in, "
+            f"sha256 {pin.sha256})"
+        ) from None
+    except pjproject.PjprojectError as exc:
+        raise BuildError(f"pjproject {pin.version} source: {exc}") from None
+
+
+def resolve_pjsua2_wheel(
+    options: BuildOptions,
+    target: Board,
+    cache: Path,
+    console: Console | None = None,
+    pin: pjproject.Pin = pjproject.PJPROJECT,
+) -> Pjsua2Wheel | None:
+    """In order: --pjsua2-wheel; a wheel compiled earlier; the source to compile one."""
+    if not target.needs_pjsua2_wheel:
+        return None  # qemu-amd64: the PyPI wheel comes in with the firmware's dependencies
+    if options.pjsua2_wheel is not None:
+        check_pjsua2_wheel(options.pjsua2_wheel, target)
+        return Pjsua2Wheel("--pjsua2-wheel", wheel=options.pjsua2_wheel, pin=pin)
+    recipe = pjproject.builder_recipe(target.arch, options.mirror)
+    key = pjproject.wheel_cache_key(pin, target.arch, recipe.key())
+    cached = pjproject.cached_wheel(cache / "pjsua2", key)
+    if cached is not None:
+        try:
+            pjproject.check_wheel(cached, target.arch)
+        except pjproject.PjprojectError as exc:
+            raise BuildError(f"cached pjsua2 wheel {cached}: {exc}; remove it") from None
+        return Pjsua2Wheel("cache", wheel=cached, cache_key=key, pin=pin)
+    tarball = pjproject_source(options, target, cache / "pjproject", console, pin)
+    return Pjsua2Wheel("compile", tarball=tarball, cache_key=key, pin=pin)
+
+
+def compile_pjsua2(
+    plan: Pjsua2Wheel,
+    target: Board,
+    mirror: str,
+    cache: Path,
+    work: Path,
+    steps: Steps,
+    log_to,
+) -> Pjsua2Wheel:
+    """Compile in a builder tree of its own (compilers never touch the image tree); cache it."""
+    assert plan.tarball is not None
+    recipe = pjproject.builder_recipe(target.arch, mirror)
+    builder = work / "pjproject-builder"
+    steps.run(
+        "pjproject builder tree (debootstrap, compilers)",
+        rootfs.cached_bootstrap, recipe, builder, cache / "pjproject-builder", log_to,
+    )  # fmt: skip
+    with steps.timed(f"compile pjproject {plan.pin.version} and the pjsua2 wheel"):
+        built = pjproject.compile_wheel(
+            plan.tarball, builder, work / "pjsua2-wheel", pin=plan.pin, arch=target.arch,
+            log_to=log_to, console=steps.console,
+        )  # fmt: skip
+    wheel = pjproject.store_wheel(cache / "pjsua2", plan.cache_key, built)
+    shutil.rmtree(builder, ignore_errors=True)
+    log.info("pjsua2 wheel compiled wheel=%s key=%s", wheel.name, plan.cache_key)
+    return Pjsua2Wheel("compile", wheel=wheel, tarball=plan.tarball, cache_key=plan.cache_key,
+                       pin=plan.pin)  # fmt: skip
 
 
 def build_wheel(out: Path) -> Path:
@@ -197,12 +300,16 @@ class Steps:
         self.times: dict[str, float] = {}
 
     def run(self, name: str, func, *args, **kwargs):
+        with self.console.status(f"[bold]{name}[/] ..."), self.timed(name):
+            return func(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Time and report a step that shows its own progress."""
         started = time.monotonic()
-        with self.console.status(f"[bold]{name}[/] ..."):
-            result = func(*args, **kwargs)
+        yield
         self.times[name] = round(time.monotonic() - started, 1)
         self.console.print(f"[green]done[/] {name} ({self.times[name]} s)")
-        return result
 
 
 def build(options: BuildOptions, console: Console | None = None) -> dict:
@@ -211,12 +318,12 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
         target = board(options.board, options.mirror)
     except ValueError as exc:
         raise BuildError(str(exc)) from None
-    check_pjsua2_wheel(options.pjsua2_wheel, target)
+    cache = options.cache or default_cache()
+    pjsua2 = resolve_pjsua2_wheel(options, target, cache, console)
     if os.geteuid() != 0:
         raise BuildError("the root filesystem step needs root (debootstrap and chroot)")
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
-    cache = options.cache or default_cache()
     work = out / f".work-{target.name}"
     tree, boot = work / "root", work / "boot"
     epoch = source_date_epoch()
@@ -225,18 +332,23 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
     build_log = out / f"offhook-{target.name}.build.log"
     with open(build_log, "w", encoding="utf-8") as log_to:
         try:
+            if pjsua2 is not None and pjsua2.wheel is None:
+                pjsua2 = compile_pjsua2(pjsua2, target, options.mirror, cache, work, steps, log_to)
             wheel = options.wheel or steps.run("offhook wheel", build_wheel, work / "wheels")
             used_cache = steps.run(
                 "root filesystem (debootstrap, kernel)",
                 rootfs.cached_bootstrap, target.recipe, tree, cache / "rootfs", log_to,
             )  # fmt: skip
-            wheels = [wheel] + ([options.pjsua2_wheel] if options.pjsua2_wheel else [])
+            if pjsua2 is not None and pjsua2.wheel is not None:
+                wheels = [wheel, pjsua2.wheel]
+            else:  # qemu-amd64 (PyPI wheel), or a wheel given for a board that needs none
+                wheels = [wheel] + ([options.pjsua2_wheel] if options.pjsua2_wheel else [])
             steps.run(
                 "firmware venv",
                 rootfs.install_firmware,
                 tree, wheels, target.arch, VENV, log_to, target.firmware_extras,
             )  # fmt: skip
-        except rootfs.RootfsError as exc:
+        except (rootfs.RootfsError, pjproject.PjprojectError) as exc:
             raise BuildError(f"{exc}\n(full log: {build_log})") from None
     packages = rootfs.package_versions(tree)
     python_packages = rootfs.python_packages(tree, VENV)
@@ -292,6 +404,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
         python_packages=python_packages,
         step_seconds=steps.times,
         build_seconds=round(time.monotonic() - started, 1),
+        **({"pjsua2": pjsua2.manifest()} if pjsua2 is not None else {}),
     )
     shutil.rmtree(work, ignore_errors=True)
     console.print(

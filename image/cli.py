@@ -114,7 +114,21 @@ def _image_parser() -> argparse.ArgumentParser:
     b.add_argument("--board", choices=["rpi", "qemu-amd64"], required=True)
     b.add_argument("--out", type=Path, required=True, help="output directory")
     b.add_argument("--size", type=_size, help="total image size, e.g. 4G (data fills the rest)")
-    b.add_argument("--pjsua2-wheel", type=Path, help="pjsua2 wheel for the board (arm64)")
+    b.add_argument(
+        "--pjsua2-wheel",
+        type=Path,
+        help="prebuilt cp311 aarch64 pjsua2 wheel (rpi; default: cached, else compiled)",
+    )
+    b.add_argument(
+        "--pjproject-tarball",
+        type=Path,
+        help="pinned pjproject release tarball copied in by hand (checked against its sha256)",
+    )
+    b.add_argument(
+        "--pjproject-url",
+        help="mirror URL of the pinned pjproject tarball (default: $OFFHOOK_PJPROJECT_URL, "
+        "else the release URL); still checked against the pinned sha256",
+    )
     b.add_argument("--wheel", type=Path, help="offhook wheel (default: built with pip wheel)")
     b.add_argument("--mirror", default="http://deb.debian.org/debian")
     b.add_argument(
@@ -154,6 +168,8 @@ def image_main(argv: list[str]) -> int:
                     out=args.out,
                     size=args.size,
                     pjsua2_wheel=args.pjsua2_wheel,
+                    pjproject_tarball=args.pjproject_tarball,
+                    pjproject_url=args.pjproject_url,
                     wheel=args.wheel,
                     mirror=args.mirror,
                     cache=args.cache,
