@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -113,6 +113,63 @@ def run_load(
     per_connection: int | None = None,
 ) -> LoadResult:
     return asyncio.run(_load(port, requests, seconds, connections, per_connection))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for each in [pid, *map(int, children)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+@dataclass
+class TargetResult:
+    requests: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_seconds / self.requests * 1e6 if self.requests else 0.0
+
+
+def measure_interleaved(
+    targets: list[tuple[str, int, list[bytes]]],
+    pids: dict[str, int],
+    seconds: float,
+    rounds: int,
+    connections: int,
+) -> dict[str, TargetResult]:
+    """Every target gets ``seconds`` in ``rounds`` slices, taken in turn: whatever else the
+    machine does during the run falls on all of them alike, not on whichever ran last."""
+    results = {name: TargetResult() for name, _, _ in targets}
+    for _ in range(rounds):
+        for name, port, requests in targets:
+            pid = next(p for prefix, p in pids.items() if name.startswith(prefix))
+            cpu_before = process_cpu_seconds(pid)
+            load = run_load(port, requests, seconds / rounds, connections)
+            total = results[name]
+            total.cpu_seconds += process_cpu_seconds(pid) - cpu_before
+            total.requests += load.requests
+            total.seconds += load.seconds
+            for status, count in load.statuses.items():
+                total.statuses[status] = total.statuses.get(status, 0) + count
+    return results
 
 
 def get_request(path: str, headers: dict[str, str]) -> bytes:
@@ -359,6 +416,7 @@ def main() -> int:
     seconds = float(os.environ.get("OFFHOOK_BENCH_SECONDS", "5"))
     devices = int(os.environ.get("OFFHOOK_BENCH_DEVICES", "200"))
     connections = int(os.environ.get("OFFHOOK_BENCH_CONNECTIONS", "32"))
+    rounds = max(1, int(os.environ.get("OFFHOOK_BENCH_ROUNDS", "5")))
     root = Path(tempfile.mkdtemp(prefix="offhook-bench-fetch-"))
     os.chmod(root, 0o755)
     processes: list[subprocess.Popen[bytes]] = []
@@ -369,8 +427,10 @@ def main() -> int:
         creds = seed_devices(db_url, data_dir, devices)
         engines = ("granian", "uvicorn") if granian_available() else ("uvicorn",)
         ports = {engine: free_port() for engine in engines}
+        servers = {}
         for engine in engines:
-            processes.append(start_server(data_dir, db_url, ports[engine], 2, engine=engine))
+            servers[engine] = start_server(data_dir, db_url, ports[engine], 2, engine=engine)
+            processes.append(servers[engine])
         port = ports["uvicorn"]
 
         static = root / "static" / "configs"
@@ -392,11 +452,14 @@ def main() -> int:
         for path in (root / "static", static):
             os.chmod(path, 0o755)
         nginx_port = free_port()
-        processes.append(start_nginx(root, nginx_port))
+        nginx = start_nginx(root, nginx_port)
+        processes.append(nginx)
         body = (static / f"{creds[0][0]}.json").read_bytes()
         bare_ports = {engine: free_port() for engine in engines}
+        bare = {}
         for engine in engines:
-            processes.append(start_bare_asgi(root, bare_ports[engine], body, engine))
+            bare[engine] = start_bare_asgi(root, bare_ports[engine], body, engine)
+            processes.append(bare[engine])
         bare_requests = [get_request("/", {"Authorization": "Basic " + "A" * 64})]
         with httpx.Client(base_url=f"http://{HOST}:{nginx_port}", timeout=30) as client:
             for device_id, _ in creds:
@@ -407,7 +470,8 @@ def main() -> int:
                 cond_nginx.append(get_request(path, {"If-None-Match": reply.headers["ETag"]}))
 
         print(
-            f"{devices} devices, {connections} keep-alive connections, {seconds:.0f} s each; "
+            f"{devices} devices, {connections} keep-alive connections, {seconds:.0f} s per target "
+            f"in {rounds} interleaved rounds; "
             f"server: 2 workers on SQLite per engine ({', '.join(engines)}); nginx: 2 workers; "
             "2 shared cores"
         )
@@ -415,7 +479,6 @@ def main() -> int:
             print("granian is not installed: its rows are skipped (pip install granian)")
         for engine in engines:  # warm the render caches of both workers
             run_load(ports[engine], full_server, 1, connections)
-        results = {}
         targets: list[tuple[str, int, list[bytes]]] = []
         for kind, server_requests, nginx_requests in (
             ("200", full_server, full_nginx),
@@ -424,12 +487,15 @@ def main() -> int:
             targets += [(f"{e} server {kind}", ports[e], server_requests) for e in engines]
             targets.append((f"nginx {kind}", nginx_port, nginx_requests))
         targets += [(f"bare {e} 200", bare_ports[e], bare_requests) for e in engines]
-        for name, target_port, requests in targets:
-            results[name] = result = run_load(target_port, requests, seconds, connections)
+        pids = {f"{e} server": servers[e].pid for e in engines}
+        pids |= {f"bare {e}": bare[e].pid for e in engines} | {"nginx": nginx.pid}
+        results = measure_interleaved(targets, pids, seconds, rounds, connections)
+        for name, result in results.items():
             expected = 304 if name.endswith("304") else 200
             bad = {s: n for s, n in result.statuses.items() if s != expected}
             print(
-                f"  {name}: {result.rate:8.0f} req/s ({result.requests} requests"
+                f"  {name}: {result.rate:8.0f} req/s, {result.cpu_us:5.1f} us CPU/request "
+                f"({result.requests} requests"
                 + (f", UNEXPECTED statuses {bad}" if bad else "")
                 + ")"
             )

@@ -65,10 +65,31 @@ class ConfigPollProtocol(HttpToolsProtocol):
     ``inline_answers`` (per process), which tests and the benchmark read."""
 
     inline_answers = 0
+    _fast_path: ConfigFastPath | None = None
+    _scope_pending = False
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._fast_path = find_fast_path(self.app)
+
+    def on_message_begin(self) -> None:
+        # The ASGI scope (a dozen entries and a copy of the app state) is only built when the
+        # request goes to the app; an inline answer needs the URL and the headers alone.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self._scope_pending = True
 
     def on_headers_complete(self) -> None:
-        if not self._answer_inline():
-            super().on_headers_complete()
+        if self._answer_inline():
+            return
+        if self._scope_pending:
+            url, headers, expect = self.url, self.headers, self.expect_100_continue
+            super().on_message_begin()
+            self.url, self.headers, self.expect_100_continue = url, headers, expect
+            self.scope["headers"] = headers
+            self._scope_pending = False
+        super().on_headers_complete()
 
     def _answer_inline(self) -> bool:
         parser = self.parser
@@ -82,7 +103,7 @@ class ConfigPollProtocol(HttpToolsProtocol):
             or self.pipeline
         ):
             return False
-        fast_path = find_fast_path(self.app)
+        fast_path = self._fast_path
         if fast_path is None:
             return False
         authorization = if_none_match = ""
@@ -94,15 +115,11 @@ class ConfigPollProtocol(HttpToolsProtocol):
         reply = config_reply_inline(fast_path, authorization, if_none_match)
         if reply is None:
             return False
-        status, headers, body = reply
+        status, head, body = reply
         out = [_STATUS_LINES[status]]
         for name, value in self.server_state.default_headers:
             out += [name, b": ", value, b"\r\n"]
-        for name, value in headers:
-            out += [name, b": ", value, b"\r\n"]
-        if status != 304:
-            out += [b"content-length: ", str(len(body)).encode("ascii"), b"\r\n"]
-        out += [b"\r\n", body]
+        out += [head, b"\r\n", body]
         self.transport.write(b"".join(out))
         ConfigPollProtocol.inline_answers += 1
         self.cycle = _ANSWERED  # type: ignore[assignment]

@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, select, update
@@ -216,6 +216,8 @@ class Rendered:
     revision: int
     etag: str  # with quotes, as sent in the header
     body: bytes
+    # Encoded reply heads by status, filled by the config path on first use (see config_path).
+    wire: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 def render_device(

@@ -115,14 +115,15 @@ def _rendered_reply(rendered: Rendered, if_none_match: str) -> tuple[int, dict[s
     return 200, headers, rendered.body
 
 
-RawReply = tuple[int, list[tuple[bytes, bytes]], bytes]
+InlineReply = tuple[int, bytes, bytes]  # status, header lines (CRLF-terminated), body
 
 
 def config_reply_inline(
     fast_path: ConfigFastPath, authorization: str, if_none_match: str
-) -> RawReply | None:
+) -> InlineReply | None:
     """The reply when it needs no waiting (SQLite lookup, render cache hit), else None and the
-    caller takes the ASGI path. Same statuses and headers as ConfigFastPath."""
+    caller takes the ASGI path. Same statuses and headers as ConfigFastPath; the header lines
+    of a rendered config are encoded once per revision."""
     services = fast_path.services
     reader = services.credential_reader
     if reader is None:
@@ -132,16 +133,28 @@ def config_reply_inline(
         rendered = services.render_cache.get(key.id, key.revision)
         if rendered is None:
             return None  # a new revision: rendered in the thread pool on the ASGI path
-        status, headers, body = _rendered_reply(rendered, if_none_match)
+        status = 304 if etag_matches(if_none_match, rendered.etag) else 200
+        head = rendered.wire.get(status)
+        if head is None:
+            _, headers, body = _rendered_reply(rendered, if_none_match)
+            head = rendered.wire[status] = _head(status, _raw(headers), body)
+        return status, head, rendered.body if status == 200 else b""
     except ApiError as exc:
         status, headers, body = _api_error_reply(exc)
+        return status, _head(status, _raw(headers), body), body
     except SQLAlchemyError as exc:
         log.error("database unavailable path=%s error=%s", CONFIG_PATH, exc)
-        return 503, _json_headers(retry_after=fast_path._retry_after), _UNAVAILABLE_BODY
+        raw = _json_headers(retry_after=fast_path._retry_after)
+        return 503, _head(503, raw, _UNAVAILABLE_BODY), _UNAVAILABLE_BODY
     except Exception:
         log.exception("config request failed path=%s", CONFIG_PATH)
-        return 500, _json_headers(), _INTERNAL_BODY
-    return status, _raw(headers), body
+        return 500, _head(500, _json_headers(), _INTERNAL_BODY), _INTERNAL_BODY
+
+
+def _head(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    if status != 304:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
 
 
 def _api_error_reply(exc: ApiError) -> tuple[int, dict[str, str], bytes]:
