@@ -328,7 +328,8 @@ def compile_plan(pin: Pin = PJPROJECT, jobs: int = 2) -> list[Command]:
     return [
         Command("configure", src, ("./configure", *CONFIGURE_FLAGS)),
         Command("make dep", src, ("make", "dep")),
-        Command("make", src, ("make", f"-j{max(1, jobs)}")),
+        # Libraries only: the sample apps and test programs would double the emulated compile.
+        Command("make", src, ("make", f"-j{max(1, jobs)}", "lib")),
         Command("SWIG binding", swig, ("make",)),
         Command("wheel", swig, ("python3", "-c", BDIST_WHEEL, WHEEL_DIR)),
     ]
@@ -387,7 +388,8 @@ def store_wheel(cache: Path, key: str, wheel: Path) -> Path:
 def chroot_argv(step: Command) -> list[str]:
     """The step as run by chroot: a clean environment (no host venv, PYTHONPATH or locale)."""
     return [
-        "env", "-i", f"PATH={CHROOT_PATH}", "HOME=/root", "LC_ALL=C.UTF-8", "-C", step.cwd,
+        # env's options (-i, -C) must precede the assignments, or "-C" is taken as the command
+        "env", "-i", "-C", step.cwd, f"PATH={CHROOT_PATH}", "HOME=/root", "LC_ALL=C.UTF-8",
         *step.argv,
     ]  # fmt: skip
 

@@ -368,12 +368,12 @@ def test_compile_plan_order_and_flags() -> None:
     for kept in ("g711", "g722", "srtp", "ssl"):
         assert not any(kept in a and a.startswith(("--disable", "--without")) for a in configure)
     assert plan[1].argv == ("make", "dep")
-    assert plan[2].argv == ("make", "-j4")
+    assert plan[2].argv == ("make", "-j4", "lib")
     assert plan[3].argv == ("make",)
     assert plan[4].argv[0] == "python3" and "bdist_wheel" in plan[4].argv[2]
     assert plan[4].argv[-1] == pjproject.WHEEL_DIR
     inside = pjproject.chroot_argv(plan[0])
-    assert inside[:2] == ["env", "-i"] and inside[inside.index("-C") + 1] == src
+    assert inside[:4] == ["env", "-i", "-C", src]  # options before the NAME=VALUE assignments
     assert inside[-len(configure) :] == list(configure)
 
 
@@ -425,3 +425,58 @@ def test_cli_passes_the_pjproject_flags_and_reports_no_source(
     assert "build failed" in err and "--pjsua2-wheel WHL" in err
     assert "--pjproject-tarball PATH" in err and PJPROJECT.sha256 in err
     assert not (tmp_path / "out").exists()
+
+
+# --- opt-in: the real arm64 builder tree ---------------------------------------------------------
+
+PROBE_C = "int probe_add(int a, int b) { return a + b; }\n"
+PROBE_I = "%module probe\n%{\nint probe_add(int a, int b);\n%}\nint probe_add(int a, int b);\n"
+# Shaped like pjproject's SWIG setup.py: plain distutils, an extension and a SWIG module.
+PROBE_SETUP = """from distutils.core import setup, Extension
+setup(name="probe", version="1.0",
+      ext_modules=[Extension("_probe", ["probe_wrap.c", "probe.c"])], py_modules=["probe"])
+"""
+
+
+@pytest.mark.image
+@pytest.mark.timeout(3600)
+@pytest.mark.skipif(
+    os.environ.get("OFFHOOK_TEST_PJPROJECT_BUILDER") != "1",
+    reason="arm64 debootstrap under qemu-user takes many minutes: OFFHOOK_TEST_PJPROJECT_BUILDER=1",
+)
+def test_builder_tree_makes_an_aarch64_swig_wheel(tmp_path: Path) -> None:
+    """The builder recipe installs, and its toolchain turns a SWIG module into a cp311 aarch64
+    wheel through the same chroot environment and wheel command as the pjproject plan."""
+    from image import rootfs
+    from image.build import default_cache
+
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap and chroot need root")
+    tree = tmp_path / "builder"
+    recipe = pjproject.builder_recipe("arm64", MIRROR)
+    rootfs.cached_bootstrap(recipe, tree, default_cache() / "pjproject-builder")
+    for header in ("usr/include/openssl/ssl.h", "usr/include/uuid/uuid.h",
+                   "usr/include/python3.11/Python.h"):  # fmt: skip
+        assert (tree / header).is_file(), header
+    probe = tree / "usr/src/probe"
+    probe.mkdir(parents=True)
+    (probe / "probe.c").write_text(PROBE_C)
+    (probe / "probe.i").write_text(PROBE_I)
+    (probe / "setup.py").write_text(PROBE_SETUP)
+    dist = "/usr/src/probe-dist"
+    swig = ("swig", "-python", "-o", "probe_wrap.c", "probe.i")
+    wheel = ("python3", "-c", pjproject.BDIST_WHEEL, dist)
+    steps = [
+        pjproject.Command("swig", "/usr/src/probe", swig),
+        pjproject.Command("wheel", "/usr/src/probe", wheel),
+    ]
+    with rootfs.chroot_mounts(tree):
+        for step in steps:
+            rootfs.chroot(tree, pjproject.chroot_argv(step), what=step.what)
+    wheels = list((tree / "usr/src/probe-dist").glob("*.whl"))
+    assert [w.name for w in wheels] == ["probe-1.0-cp311-cp311-linux_aarch64.whl"]
+    with zipfile.ZipFile(wheels[0]) as whl:
+        so = [n for n in whl.namelist() if n.startswith("_probe") and n.endswith(".so")]
+        assert "probe.py" in whl.namelist() and len(so) == 1
+        elf = whl.read(so[0])
+    assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 183  # EM_AARCH64
