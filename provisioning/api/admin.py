@@ -6,6 +6,8 @@ resyncs; admin may also manage admin users and erase personal data.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -63,6 +65,17 @@ def _fail(exc: OperationError | AdminError) -> ApiError:
     return ApiError(status, code, str(exc))
 
 
+@contextmanager
+def _api_errors(
+    kind: type[OperationError] | type[AdminError] = OperationError,
+) -> Iterator[None]:
+    """A refusal (``kind``) raised in the block becomes the API's error reply."""
+    try:
+        yield
+    except kind as exc:
+        raise _fail(exc) from None
+
+
 def _commit_and_resync(db: Session, services: Any, device_ids: list[str]) -> int:
     db.commit()  # phones must find the new revision when the NOTIFY reaches them
     if not device_ids:
@@ -71,18 +84,9 @@ def _commit_and_resync(db: Session, services: Any, device_ids: list[str]) -> int
 
 
 def _device_out(d: Device) -> dict[str, Any]:
+    """The audit snapshot plus what the phone last reported."""
     return {
-        "id": d.id,
-        "mac": d.mac,
-        "serial": d.serial,
-        "model": d.model,
-        "name": d.name,
-        "group_id": d.group_id,
-        "status": d.status,
-        "pre_registered": d.pre_registered,
-        "enrolled": d.secret_hash is not None,
-        "settings": d.settings,
-        "revision": d.revision,
+        **audit.device_snapshot(d),
         "reported_revision": d.reported_revision,
         "firmware_version": d.firmware_version,
         "last_ip": d.last_ip,
@@ -229,7 +233,7 @@ def list_devices(
 def create_device(
     body: DeviceCreate, request: Request, db: DbSession, user: Operator
 ) -> dict[str, Any]:
-    try:
+    with _api_errors():
         device = operations.add_device(
             db,
             _actor(user, request),
@@ -240,8 +244,6 @@ def create_device(
             group=body.group,
             settings=body.settings,
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
     return _device_out(device)
 
 
@@ -253,19 +255,15 @@ def import_devices(
     csv_text: Annotated[str, Body(media_type="text/csv")],
 ) -> dict[str, Any]:
     """CSV with header: mac, serial, model, name, group (only mac required)."""
-    try:
+    with _api_errors():
         result = operations.import_devices_csv(db, _actor(user, request), csv_text)
-    except OperationError as exc:
-        raise _fail(exc) from None
     return {"created": len(result.created), "updated": len(result.updated), "errors": result.errors}
 
 
 @router.get("/devices/{ref}")
 def read_device(ref: str, db: DbSession, _user: Reader) -> dict[str, Any]:
-    try:
+    with _api_errors():
         device = operations.get_device(db, ref)
-    except OperationError as exc:
-        raise _fail(exc) from None
     out = _device_out(device)
     out["lines"] = [_row(line, ("password_enc",)) for line in device.lines]
     return out
@@ -280,7 +278,7 @@ def patch_device(
     user: Operator,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    try:
+    with _api_errors():
         changed = operations.update_device(
             db,
             _actor(user, request),
@@ -291,26 +289,20 @@ def patch_device(
             group=body.group,
             clear_group=body.clear_group,
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
     _commit_and_resync(db, services, changed)
     return _device_out(operations.get_device(db, ref))
 
 
 @router.delete("/devices/{ref}", status_code=204)
 def remove_device(ref: str, request: Request, db: DbSession, user: Operator) -> None:
-    try:
+    with _api_errors():
         operations.delete_device(db, _actor(user, request), ref)
-    except OperationError as exc:
-        raise _fail(exc) from None
 
 
 def _device_action_route(action: str) -> None:
     def handler(ref: str, request: Request, db: DbSession, user: Operator) -> dict[str, Any]:
-        try:
+        with _api_errors():
             device = operations.set_device_status(db, _actor(user, request), ref, action)
-        except OperationError as exc:
-            raise _fail(exc) from None
         return _device_out(device)
 
     handler.__name__ = f"{action}_device"
@@ -350,10 +342,8 @@ def preview_config(ref: str, db: DbSession, _user: Reader, services: ServicesDep
 def device_status_reports(
     ref: str, db: DbSession, _user: Reader, limit: Limit = 50
 ) -> list[dict[str, Any]]:
-    try:
+    with _api_errors():
         device = operations.get_device(db, ref)
-    except OperationError as exc:
-        raise _fail(exc) from None
     query = (
         select(StatusReport)
         .where(StatusReport.device_id == device.id)
@@ -375,7 +365,7 @@ def _change(
     ref: str | None,
     body: SettingsChange,
 ) -> dict[str, Any]:
-    try:
+    with _api_errors():
         changed = operations.change_settings(
             db,
             _actor(user, request),
@@ -385,8 +375,6 @@ def _change(
             unset=body.unset,
             replace=body.replace,
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
     notified = _commit_and_resync(db, services, changed)
     return {"changed_devices": len(changed), "notified": notified}
 
@@ -403,28 +391,23 @@ def change_fleet_settings(
     return _change(db, services, user, request, "fleet", None, body)
 
 
-@router.patch("/groups/{ref}/settings")
-def change_group_settings(
-    ref: str,
-    body: SettingsChange,
-    request: Request,
-    db: DbSession,
-    user: Operator,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return _change(db, services, user, request, "group", ref, body)
+def _scoped_settings_route(scope: str) -> None:
+    def handler(
+        ref: str,
+        body: SettingsChange,
+        request: Request,
+        db: DbSession,
+        user: Operator,
+        services: ServicesDep,
+    ) -> dict[str, Any]:
+        return _change(db, services, user, request, scope, ref, body)
+
+    handler.__name__ = f"change_{scope}_settings"
+    router.add_api_route(f"/{scope}s/{{ref}}/settings", handler, methods=["PATCH"])
 
 
-@router.patch("/devices/{ref}/settings")
-def change_device_settings(
-    ref: str,
-    body: SettingsChange,
-    request: Request,
-    db: DbSession,
-    user: Operator,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return _change(db, services, user, request, "device", ref, body)
+for _scope in ("group", "device"):
+    _scoped_settings_route(_scope)
 
 
 # --- groups & templates -------------------------------------------------------------------------
@@ -441,21 +424,17 @@ def list_groups(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
 
 @router.post("/groups", status_code=201)
 def create_group(body: GroupCreate, request: Request, db: DbSession, user: Operator) -> Any:
-    try:
+    with _api_errors():
         group = operations.create_group(
             db, _actor(user, request), body.name, body.kind, body.parent, body.settings
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
     return _group_out(group)
 
 
 @router.get("/groups/{ref}")
 def read_group(ref: str, db: DbSession, _user: Reader) -> Any:
-    try:
+    with _api_errors():
         return _group_out(operations.get_group(db, ref))
-    except OperationError as exc:
-        raise _fail(exc) from None
 
 
 @router.patch("/groups/{ref}")
@@ -467,7 +446,7 @@ def patch_group(
     user: Operator,
     services: ServicesDep,
 ) -> Any:
-    try:
+    with _api_errors():
         changed = operations.update_group(
             db,
             _actor(user, request),
@@ -477,8 +456,6 @@ def patch_group(
             clear_parent=body.clear_parent,
         )
         group_id = operations.get_group(db, body.name or ref).id
-    except OperationError as exc:
-        raise _fail(exc) from None
     _commit_and_resync(db, services, changed)
     return _group_out(db.get(Group, group_id))
 
@@ -487,45 +464,36 @@ def patch_group(
 def remove_group(
     ref: str, request: Request, db: DbSession, user: Operator, services: ServicesDep
 ) -> None:
-    try:
+    with _api_errors():
         changed = operations.delete_group(db, _actor(user, request), ref)
-    except OperationError as exc:
-        raise _fail(exc) from None
     _commit_and_resync(db, services, changed)
-
-
-@router.put("/groups/{ref}/templates/{template}")
-def attach_template(
-    ref: str,
-    template: str,
-    request: Request,
-    db: DbSession,
-    user: Operator,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return _set_template(db, services, _actor(user, request), ref, template, attached=True)
-
-
-@router.delete("/groups/{ref}/templates/{template}")
-def detach_template(
-    ref: str,
-    template: str,
-    request: Request,
-    db: DbSession,
-    user: Operator,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return _set_template(db, services, _actor(user, request), ref, template, attached=False)
 
 
 def _set_template(
     db: Session, services: Any, actor: Actor, ref: str, template: str, attached: bool
 ) -> dict[str, Any]:
-    try:
+    with _api_errors():
         changed = operations.attach_template(db, actor, ref, template, attached)
-    except OperationError as exc:
-        raise _fail(exc) from None
     return {"changed_devices": len(changed), "notified": _commit_and_resync(db, services, changed)}
+
+
+def _template_link_route(method: str, attached: bool) -> None:
+    def handler(
+        ref: str,
+        template: str,
+        request: Request,
+        db: DbSession,
+        user: Operator,
+        services: ServicesDep,
+    ) -> dict[str, Any]:
+        return _set_template(db, services, _actor(user, request), ref, template, attached)
+
+    handler.__name__ = "attach_template" if attached else "detach_template"
+    router.add_api_route("/groups/{ref}/templates/{template}", handler, methods=[method])
+
+
+_template_link_route("PUT", attached=True)
+_template_link_route("DELETE", attached=False)
 
 
 @router.get("/templates")
@@ -537,12 +505,10 @@ def list_templates(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
 
 @router.post("/templates", status_code=201)
 def create_template(body: TemplateCreate, request: Request, db: DbSession, user: Operator) -> Any:
-    try:
+    with _api_errors():
         template = operations.create_template(
             db, _actor(user, request), body.name, body.settings, body.description
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
     return audit.template_snapshot(template)
 
 
@@ -555,12 +521,10 @@ def patch_template(
     user: Operator,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    try:
+    with _api_errors():
         changed = operations.update_template(
             db, _actor(user, request), ref, settings=body.settings, description=body.description
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
     return {"changed_devices": len(changed), "notified": _commit_and_resync(db, services, changed)}
 
 
@@ -568,10 +532,8 @@ def patch_template(
 def remove_template(
     ref: str, request: Request, db: DbSession, user: Operator, services: ServicesDep
 ) -> None:
-    try:
+    with _api_errors():
         changed = operations.delete_template(db, _actor(user, request), ref)
-    except OperationError as exc:
-        raise _fail(exc) from None
     _commit_and_resync(db, services, changed)
 
 
@@ -597,12 +559,10 @@ def create_line(
     user: Operator,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    try:
+    with _api_errors():
         line, changed = operations.add_line(
             db, services.keys, _actor(user, request), ref, **body.model_dump()
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
     out = audit.line_snapshot(line)
     _commit_and_resync(db, services, changed)
     return out
@@ -617,7 +577,7 @@ def patch_line(
     user: Operator,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    try:
+    with _api_errors():
         changed = operations.update_line(
             db,
             services.keys,
@@ -625,8 +585,6 @@ def patch_line(
             line_id,
             **body.model_dump(exclude_unset=True),
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
     _commit_and_resync(db, services, changed)
     return audit.line_snapshot(db.get(Line, line_id))
 
@@ -635,10 +593,8 @@ def patch_line(
 def remove_line(
     line_id: int, request: Request, db: DbSession, user: Operator, services: ServicesDep
 ) -> None:
-    try:
+    with _api_errors():
         changed = operations.delete_line(db, _actor(user, request), line_id)
-    except OperationError as exc:
-        raise _fail(exc) from None
     _commit_and_resync(db, services, changed)
 
 
@@ -660,7 +616,7 @@ def create_token(
     body: TokenCreate, request: Request, db: DbSession, user: Operator, services: ServicesDep
 ) -> dict[str, Any]:
     """The token text is returned once; the database keeps it encrypted."""
-    try:
+    with _api_errors():
         plain, token = operations.create_enrollment_token(
             db,
             services.keys,
@@ -669,17 +625,13 @@ def create_token(
             ttl=timedelta(hours=body.ttl_hours),
             max_uses=body.max_uses,
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
     return {**_token_out(token), "token": plain}
 
 
 @router.delete("/enrollment-tokens/{token_id}")
 def revoke_token(token_id: int, request: Request, db: DbSession, user: Operator) -> Any:
-    try:
+    with _api_errors():
         return _token_out(operations.revoke_enrollment_token(db, _actor(user, request), token_id))
-    except OperationError as exc:
-        raise _fail(exc) from None
 
 
 # --- status and reports -------------------------------------------------------------------------
@@ -690,35 +642,26 @@ def fleet_status(db: DbSession, _user: Reader) -> dict[str, Any]:
     return operations.fleet_summary(db)
 
 
-def _report_query(model: Any, db: Session, device: str | None, order: Any, limit: int) -> Any:
-    query = select(model).order_by(order.desc()).limit(limit)
-    if device:
-        try:
-            query = query.where(model.device_id == operations.get_device(db, device).id)
-        except OperationError as exc:
-            raise _fail(exc) from None
-    return [_row(r) for r in db.scalars(query)]
+def _report_route(path: str, order: Any) -> None:
+    """GET /<path>: the newest rows of a per-device report table, optionally for one device."""
+    model = order.class_
+
+    def handler(
+        db: DbSession, _user: Reader, device: str | None = None, limit: Limit = 500
+    ) -> list[dict[str, Any]]:
+        query = select(model).order_by(order.desc()).limit(limit)
+        if device:
+            with _api_errors():
+                query = query.where(model.device_id == operations.get_device(db, device).id)
+        return [_row(r) for r in db.scalars(query)]
+
+    handler.__name__ = f"list_{path}"
+    router.add_api_route(f"/{path}", handler, methods=["GET"])
 
 
-@router.get("/cdrs")
-def list_cdrs(
-    db: DbSession, _user: Reader, device: str | None = None, limit: Limit = 500
-) -> list[dict[str, Any]]:
-    return _report_query(CallRecordRow, db, device, CallRecordRow.start, limit)
-
-
-@router.get("/quality")
-def list_quality(
-    db: DbSession, _user: Reader, device: str | None = None, limit: Limit = 500
-) -> list[dict[str, Any]]:
-    return _report_query(QualityRecord, db, device, QualityRecord.time, limit)
-
-
-@router.get("/events")
-def list_events(
-    db: DbSession, _user: Reader, device: str | None = None, limit: Limit = 500
-) -> list[dict[str, Any]]:
-    return _report_query(DeviceEvent, db, device, DeviceEvent.time, limit)
+_report_route("cdrs", CallRecordRow.start)
+_report_route("quality", QualityRecord.time)
+_report_route("events", DeviceEvent.time)
 
 
 @router.get("/audit")
@@ -748,10 +691,8 @@ def resync_devices(
     if body.all:
         ids = list(db.scalars(select(Device.id)))
     elif body.group is not None:
-        try:
+        with _api_errors():
             group = operations.get_group(db, body.group)
-        except OperationError as exc:
-            raise _fail(exc) from None
         from provisioning.render import subtree_group_ids
 
         ids = list(
@@ -779,22 +720,18 @@ def resync_devices(
 
 @router.post("/privacy/export")
 def privacy_export(body: Subject, request: Request, db: DbSession, user: Operator) -> Any:
-    try:
+    with _api_errors():
         return retention.export_subject(
             db, _actor(user, request), device=body.device, extension=body.extension
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
 
 
 @router.post("/privacy/erase")
 def privacy_erase(body: Subject, request: Request, db: DbSession, user: Admin) -> Any:
-    try:
+    with _api_errors():
         return retention.erase_subject(
             db, _actor(user, request), device=body.device, extension=body.extension
         )
-    except OperationError as exc:
-        raise _fail(exc) from None
 
 
 @router.post("/purge")
@@ -813,10 +750,8 @@ def whoami(user: Reader) -> dict[str, Any]:
 
 @router.post("/users", status_code=201)
 def add_admin(body: AdminCreate, request: Request, db: DbSession, user: Admin) -> Any:
-    try:
+    with _api_errors(AdminError):
         new = create_admin(db, body.username, body.password, body.role)
-    except AdminError as exc:
-        raise _fail(exc) from None
     audit.record(
         db,
         f"admin:{user.username}",
