@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from sqlalchemy import select
@@ -15,6 +15,7 @@ from provisioning import audit
 from provisioning.db import DbSession
 from provisioning.models import (
     DEVICE_STATUSES,
+    AdminUser,
     Device,
     DeviceEvent,
     Group,
@@ -45,7 +46,6 @@ from provisioning.web.core import (
     not_seen_threshold,
     render,
 )
-from provisioning.web.forms import change_one_setting
 from provisioning.web.liveness import describe
 from provisioning.web.paging import PAGE_SIZES, Paging, page_url, parse_paging
 from provisioning.web.queries import (
@@ -56,6 +56,7 @@ from provisioning.web.queries import (
     settings_provenance,
 )
 from provisioning.web.sessions import add_flash, take_form
+from provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
 LINE_TRANSPORTS = ("udp", "tcp", "tls")
@@ -208,13 +209,21 @@ def device_rename(
     name: Annotated[str, Form()] = "",
 ) -> Response:
     device = _load(db, device_id)
-    try:
-        changed = update_device(db, actor_for(request, admin), device.id, name=name.strip())
-    except OperationError as exc:
-        db.rollback()
-        return done(request, f"/devices/{device.id}", str(exc), "error")
-    commit_and_resync(request, db, changed)
-    return done(request, f"/devices/{device.id}", "Name saved." if changed else "No change.")
+    return _update(request, db, admin, device, "Name saved.", name=name.strip())
+
+
+def _update(
+    request: Request, db: Session, admin: AdminUser, device: Device, saved: str, **fields: Any
+) -> Response:
+    """A one-field edit of the device page; the flash says when nothing changed."""
+    actor = actor_for(request, admin)
+    return apply_change(
+        request,
+        db,
+        f"/devices/{device.id}",
+        lambda: update_device(db, actor, device.id, **fields),
+        lambda changed: saved if changed else "No change.",
+    )
 
 
 @router.get("/devices/{device_id}")
@@ -337,15 +346,9 @@ def device_group(
     group: Annotated[str, Form()] = "",
 ) -> Response:
     device = _load(db, device_id)
-    try:
-        changed = update_device(
-            db, actor_for(request, admin), device.id, group=group or None, clear_group=not group
-        )
-    except OperationError as exc:
-        db.rollback()
-        return done(request, f"/devices/{device.id}", str(exc), "error")
-    commit_and_resync(request, db, changed)
-    return done(request, f"/devices/{device.id}", "Group changed." if changed else "No change.")
+    return _update(
+        request, db, admin, device, "Group changed.", group=group or None, clear_group=not group
+    )
 
 
 @router.post("/devices/{device_id}/settings")
@@ -359,17 +362,19 @@ def device_setting(
     unset: Annotated[str, Form()] = "",
 ) -> Response:
     device = _load(db, device_id)
-    try:
-        changed = change_one_setting(
-            db, actor_for(request, admin), "device", device.id, key, value, unset
-        )
-    except OperationError as exc:
-        db.rollback()
-        form = {"error": str(exc), "key": key, "value": value}
-        return back_with_form(request, f"/devices/{device.id}#settings", form)
-    commit_and_resync(request, db, changed)
     what = f"{unset} now inherited" if unset else f"{key} set"
-    return done(request, f"/devices/{device.id}", f"{what}." if changed else "No change.")
+    return apply_setting_form(
+        request,
+        db,
+        admin,
+        "device",
+        device.id,
+        f"/devices/{device.id}",
+        lambda changed: f"{what}." if changed else "No change.",
+        key=key,
+        value=value,
+        unset=unset,
+    )
 
 
 @router.post("/devices/{device_id}/lines")

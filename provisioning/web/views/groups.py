@@ -20,11 +20,11 @@ from provisioning.operations import (
     get_group,
     update_group,
 )
-from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
+from provisioning.web.actions import actor_for, back_with_form, done
 from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
-from provisioning.web.forms import change_one_setting
 from provisioning.web.queries import flatten, settable_defaults
 from provisioning.web.sessions import take_form
+from provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
 
@@ -139,19 +139,24 @@ def group_setting(
     unset: Annotated[str, Form()] = "",
 ) -> Response:
     group = _load(db, group_id)
-    actor = actor_for(request, admin)
-    try:
-        changed = change_one_setting(db, actor, "group", group.id, key, value, unset)
-    except OperationError as exc:
-        db.rollback()
-        form = {"error": str(exc), "key": key, "value": value}
-        return back_with_form(request, f"/groups/{group.id}#settings", form)
-    commit_and_resync(request, db, changed)
-    if unset:
-        message = f"{unset} removed from {group.name}; inherited again."
-    else:
-        message = f"{key.strip()} set for {group.name}; {len(changed)} device(s) will update."
-    return done(request, f"/groups/{group.id}", message)
+
+    def message(changed: list[str]) -> str:
+        if unset:
+            return f"{unset} removed from {group.name}; inherited again."
+        return f"{key.strip()} set for {group.name}; {len(changed)} device(s) will update."
+
+    return apply_setting_form(
+        request,
+        db,
+        admin,
+        "group",
+        group.id,
+        f"/groups/{group.id}",
+        message,
+        key=key,
+        value=value,
+        unset=unset,
+    )
 
 
 @router.post("/groups/{group_id}/templates")
@@ -164,16 +169,15 @@ def group_template(
     attach: Annotated[str, Form()] = "1",
 ) -> Response:
     group = _load(db, group_id)
-    try:
-        changed = attach_template(
-            db, actor_for(request, admin), group.id, template, attach=attach == "1"
-        )
-    except OperationError as exc:
-        db.rollback()
-        return done(request, f"/groups/{group.id}", str(exc), "error")
-    commit_and_resync(request, db, changed)
+    actor = actor_for(request, admin)
     verb = "attached" if attach == "1" else "detached"
-    return done(request, f"/groups/{group.id}", f"Template {verb}.")
+    return apply_change(
+        request,
+        db,
+        f"/groups/{group.id}",
+        lambda: attach_template(db, actor, group.id, template, attach=attach == "1"),
+        lambda _changed: f"Template {verb}.",
+    )
 
 
 @router.post("/groups/{group_id}/edit")
@@ -186,20 +190,16 @@ def group_edit(
     parent: Annotated[str, Form()] = "",
 ) -> Response:
     group = _load(db, group_id)
-    try:
-        changed = update_group(
-            db,
-            actor_for(request, admin),
-            group.id,
-            name=name,
-            parent=parent or None,
-            clear_parent=not parent,
-        )
-    except OperationError as exc:
-        db.rollback()
-        return done(request, f"/groups/{group.id}", str(exc), "error")
-    commit_and_resync(request, db, changed)
-    return done(request, f"/groups/{group.id}", f"Saved; {len(changed)} device(s) will update.")
+    actor = actor_for(request, admin)
+    return apply_change(
+        request,
+        db,
+        f"/groups/{group.id}",
+        lambda: update_group(
+            db, actor, group.id, name=name, parent=parent or None, clear_parent=not parent
+        ),
+        lambda changed: f"Saved; {len(changed)} device(s) will update.",
+    )
 
 
 @router.post("/groups/{group_id}/delete")
@@ -211,10 +211,12 @@ def group_delete(
 ) -> Response:
     group = _load(db, group_id)
     name = group.name
-    try:
-        changed = delete_group(db, actor_for(request, admin), group.id)
-    except OperationError as exc:
-        db.rollback()
-        return done(request, f"/groups/{group_id}", str(exc), "error")
-    commit_and_resync(request, db, changed)
-    return done(request, "/groups", f"Group {name} deleted.")
+    actor = actor_for(request, admin)
+    return apply_change(
+        request,
+        db,
+        f"/groups/{group_id}",
+        lambda: delete_group(db, actor, group.id),
+        lambda _changed: f"Group {name} deleted.",
+        then="/groups",
+    )
