@@ -45,14 +45,28 @@ def free_tcp_port() -> int:
 class ProvisioningServerProcess:
     """``offhook server`` on a free loopback port with its data (SQLite, key, TLS) in one dir."""
 
-    def __init__(self, directory: Path, *, admin_user: str = "demo-admin", tls: bool = False):
+    #: a new session keeps Ctrl-C in the demo's terminal away from the server
+    own_session = True
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        admin_user: str = "demo-admin",
+        tls: bool = False,
+        db_url: str = "",
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+    ):
         self.directory = directory
         self.data_dir = directory / "server-data"
-        self.db_url = f"sqlite:///{self.data_dir / 'provisioning.db'}"
+        self.db_url = db_url or f"sqlite:///{self.data_dir / 'provisioning.db'}"
         self.tls = tls
+        self.workers = workers
+        self.extra_env = dict(env or {})
         self.admin_user = admin_user
         self.admin_password = secrets.token_urlsafe(12)
-        self.port = 0
+        self.port = 0  # chosen at the first start, kept for later ones
         self.log_path = directory / "server.log"
         self.admin_token = ""
         self._process: subprocess.Popen[bytes] | None = None
@@ -77,6 +91,7 @@ class ProvisioningServerProcess:
         # A developer's own OFFHOOK_* settings must not leak into the demo's server.
         env = {k: v for k, v in os.environ.items() if not k.startswith("OFFHOOK_")}
         env.update({"OFFHOOK_PURGE_INTERVAL_S": "0", "PYTHONUNBUFFERED": "1"})
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:
@@ -84,8 +99,15 @@ class ProvisioningServerProcess:
             raise ServerStartError("provisioning server already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.admin_token = self._create_admin()
-        self.port = free_tcp_port()
-        command = self._cli("server", "--listen", f"{HOST}:{self.port}", "--workers", "1")
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Run the server process (admin and data already in place) and wait until it answers."""
+        if not self.port:
+            self.port = free_tcp_port()
+        command = self._cli(
+            "server", "--listen", f"{HOST}:{self.port}", "--workers", str(self.workers)
+        )
         if not self.tls:
             command.append("--insecure-http")
         with self.log_path.open("ab") as log_file:
@@ -95,7 +117,7 @@ class ProvisioningServerProcess:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=self._env(),
-                start_new_session=True,  # Ctrl-C in the demo's terminal goes to the demo only
+                start_new_session=self.own_session,
             )
         try:
             self._wait_ready()
