@@ -6,7 +6,6 @@ be re-issued (new names, expiry) without re-seeding the fleet.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import ipaddress
 import logging
@@ -15,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from firmware.atomic import atomic_write_bytes
+from firmware.x509_issue import issue_ca, issue_leaf
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +64,9 @@ def _names(extra: list[str]) -> list[x509.GeneralName]:
 def _issue_server(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, hostnames: list[str]
 ) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "offhook provisioning")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.SubjectAlternativeName(_names(hostnames)), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "offhook provisioning")])
+    key, cert = issue_leaf(
+        ca_key, ca_cert, subject, _names(hostnames), [ExtendedKeyUsageOID.SERVER_AUTH], SERVER_DAYS
     )
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(
         serialization.Encoding.PEM
@@ -94,37 +80,8 @@ def ensure_tls(data_dir: Path, hostnames: list[str] | None = None) -> TlsFiles:
     ca_cert_path, ca_key_path = tls_dir / "ca.pem", tls_dir / "ca.key"
     cert_path, key_path = tls_dir / "server.pem", tls_dir / "server.key"
     if not ca_cert_path.exists() or not ca_key_path.exists():
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "offhook provisioning CA")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
+        ca_key, ca_cert = issue_ca(name, CA_DAYS)
         atomic_write_bytes(ca_key_path, _key_pem(ca_key), mode=0o600)
         atomic_write_bytes(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
         cert_path.unlink(missing_ok=True)
