@@ -40,6 +40,11 @@ from provisioning.settings import RetentionDays
 log = logging.getLogger(__name__)
 
 
+def _delete_before(db: Session, column: Any, cutoff: Any) -> int:
+    """Delete the rows of ``column``'s table whose ``column`` is older than ``cutoff``."""
+    return db.execute(delete(column.class_).where(column < cutoff)).rowcount
+
+
 def purge_session(db: Session, retention: RetentionDays, actor: str) -> dict[str, int]:
     now = utcnow()
     counts: dict[str, int] = {}
@@ -49,33 +54,23 @@ def purge_session(db: Session, retention: RetentionDays, actor: str) -> dict[str
 
     if retention.network:
         c = cutoff(retention.network)
-        counts["status_reports"] = db.execute(
-            delete(StatusReport).where(StatusReport.received_at < c)
-        ).rowcount
+        counts["status_reports"] = _delete_before(db, StatusReport.received_at, c)
         counts["device_network"] = db.execute(
             update(Device)
             .where(Device.last_seen < c, or_(Device.last_ip != "", Device.sip_contact != ""))
             .values(last_ip="", sip_contact="")
         ).rowcount
     if retention.cdr:
-        c_epoch = time.time() - retention.cdr * 86400
-        counts["call_records"] = db.execute(
-            delete(CallRecordRow).where(CallRecordRow.start < c_epoch)
-        ).rowcount
+        c_epoch = time.time() - retention.cdr * 86400  # call records keep epoch seconds
+        counts["call_records"] = _delete_before(db, CallRecordRow.start, c_epoch)
     if retention.quality:
         c = cutoff(retention.quality)
-        counts["quality_records"] = db.execute(
-            delete(QualityRecord).where(QualityRecord.time < c)
-        ).rowcount
-        counts["device_events"] = db.execute(
-            delete(DeviceEvent).where(DeviceEvent.time < c)
-        ).rowcount
+        counts["quality_records"] = _delete_before(db, QualityRecord.time, c)
+        counts["device_events"] = _delete_before(db, DeviceEvent.time, c)
     if retention.security:
         c = cutoff(retention.security)
-        counts["login_attempts"] = db.execute(
-            delete(LoginAttempt).where(LoginAttempt.time < c)
-        ).rowcount
-        counts["audit_log"] = db.execute(delete(AuditEntry).where(AuditEntry.time < c)).rowcount
+        counts["login_attempts"] = _delete_before(db, LoginAttempt.time, c)
+        counts["audit_log"] = _delete_before(db, AuditEntry.time, c)
     if retention.identity:
         c = cutoff(retention.identity)
         stale = list(
