@@ -24,10 +24,10 @@ from firmware.events import (
     Unhold,
 )
 from firmware.sip import SipEngine
-from tests.fixtures.baresip import BaresipPeer
-from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer, kamailio_server  # noqa: F401
+from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
 from tests.fixtures.tls import tls_certificates  # noqa: F401
+from tests.integration.sip_peers import media_change_after, peer, place_call
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -40,23 +40,6 @@ def phone(kamailio_server: KamailioServer) -> Iterator[Phone]:  # noqa: F811
         yield p
 
 
-def peer(kam: KamailioServer, tmp_path: Path, user: str, **kwargs: object) -> BaresipPeer:
-    return BaresipPeer(
-        tmp_path / f"baresip-{user}",
-        user=user,
-        password=DEFAULT_USERS[user],
-        registrar=kam.domain,
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
-def place_call(phone: Phone, target: str) -> CallStateChanged:
-    engine, events = phone
-    mark = events.mark()
-    engine.submit(MakeCall(0, target))
-    return events.wait_call_state(CallState.CONFIRMED, start=mark)
-
-
 def test_call_to_baresip_connects_and_hangs_up(
     phone: Phone,
     kamailio_server: KamailioServer,  # noqa: F811
@@ -64,7 +47,7 @@ def test_call_to_baresip_connects_and_hangs_up(
 ) -> None:
     engine, events = phone
     with peer(kamailio_server, tmp_path, "1002") as far:
-        confirmed = place_call(phone, "1002")
+        confirmed = place_call(engine, events, "1002")
         assert confirmed.status_code == 200
         assert confirmed.codec in ("G722", "PCMU", "PCMA")
         assert "1002@" in confirmed.remote_uri
@@ -150,9 +133,9 @@ def test_dtmf_digits_reach_baresip(
     kamailio_server: KamailioServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    engine, _events = phone
+    engine, events = phone
     with peer(kamailio_server, tmp_path, "1002") as far:
-        call = place_call(phone, "1002")
+        call = place_call(engine, events, "1002")
         far.wait_event("CALL_ESTABLISHED")
         engine.submit(SendDtmf(call.call_id, "147*0#"))
         deadline = time.monotonic() + 10
@@ -161,43 +144,29 @@ def test_dtmf_digits_reach_baresip(
         assert far.received_dtmf() == "147*0#"
 
 
-def test_hold_and_unhold_renegotiate_media(
+@pytest.mark.parametrize("side", ["local", "far_end"])
+def test_hold_and_resume_renegotiate_media(
+    side: str,
     phone: Phone,
     kamailio_server: KamailioServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
+    """Hold then resume, from the engine (``local``) or by the far end: each is reported."""
     engine, events = phone
     with peer(kamailio_server, tmp_path, "1002") as far:
-        call = place_call(phone, "1002")
+        call = place_call(engine, events, "1002")
         far.wait_event("CALL_ESTABLISHED")
-        mark = events.mark()
-        engine.submit(Hold(call.call_id))
-        held = events.wait_for(lambda e: isinstance(e, CallMediaChanged), start=mark)
-        assert held == CallMediaChanged(call.call_id, held_locally=True, held_remotely=False)
-        mark = events.mark()
-        engine.submit(Unhold(call.call_id))
-        resumed = events.wait_for(lambda e: isinstance(e, CallMediaChanged), start=mark)
+        if side == "local":
+            hold, resume = Hold(call.call_id), Unhold(call.call_id)
+            held = media_change_after(events, lambda: engine.submit(hold))
+            resumed = media_change_after(events, lambda: engine.submit(resume))
+        else:
+            held = media_change_after(events, lambda: far.command("hold"))
+            resumed = media_change_after(events, lambda: far.command("resume"))
+        local = side == "local"
+        assert held == CallMediaChanged(call.call_id, held_locally=local, held_remotely=not local)
         assert resumed == CallMediaChanged(call.call_id, held_locally=False, held_remotely=False)
         assert "CALL_CLOSED" not in far.event_types()
-
-
-def test_hold_by_the_far_end_is_reported(
-    phone: Phone,
-    kamailio_server: KamailioServer,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    _engine, events = phone
-    with peer(kamailio_server, tmp_path, "1002") as far:
-        call = place_call(phone, "1002")
-        far.wait_event("CALL_ESTABLISHED")
-        mark = events.mark()
-        far.command("hold")
-        held = events.wait_for(lambda e: isinstance(e, CallMediaChanged), start=mark)
-        assert held == CallMediaChanged(call.call_id, held_locally=False, held_remotely=True)
-        mark = events.mark()
-        far.command("resume")
-        resumed = events.wait_for(lambda e: isinstance(e, CallMediaChanged), start=mark)
-        assert resumed == CallMediaChanged(call.call_id, held_locally=False, held_remotely=False)
 
 
 def test_blind_transfer_connects_the_far_end_to_the_target(
@@ -210,7 +179,7 @@ def test_blind_transfer_connects_the_far_end_to_the_target(
         peer(kamailio_server, tmp_path, "1002") as transferee,
         peer(kamailio_server, tmp_path, "1003") as target,
     ):
-        call = place_call(phone, "1002")
+        call = place_call(engine, events, "1002")
         transferee.wait_event("CALL_ESTABLISHED")
         engine.submit(Transfer(call.call_id, "1003"))
         established = target.wait_event("CALL_ESTABLISHED")
@@ -228,9 +197,9 @@ def test_only_configured_codecs_are_offered(
     # baresip prefers PCMU and G722: it can only pick PCMA if nothing else was offered.
     with (
         peer(kam, tmp_path, "1002", codecs="PCMU,G722/16000,PCMA") as far,
-        running_engine(config) as phone,
+        running_engine(config) as (engine, events),
     ):
-        confirmed = place_call(phone, "1002")
+        confirmed = place_call(engine, events, "1002")
         assert confirmed.codec == "PCMA"
         sdp = far.wait_event("CALL_REMOTE_SDP")
         assert sdp  # baresip saw our offer

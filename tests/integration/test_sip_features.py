@@ -16,29 +16,12 @@ from firmware.events import (
     MakeCall,
     Redirect,
 )
-from firmware.sip import SipEngine
-from tests.fixtures.baresip import BaresipPeer
-from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer, kamailio_server  # noqa: F401
-from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
+from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
+from tests.fixtures.sip_phone import account, phone_config, running_engine
 from tests.fixtures.tls import tls_certificates  # noqa: F401
+from tests.integration.sip_peers import peer, phone_and_two_peers, place_call
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def peer(kam: KamailioServer, tmp_path: Path, user: str, **kwargs: object) -> BaresipPeer:
-    return BaresipPeer(
-        tmp_path / f"baresip-{user}",
-        user=user,
-        password=DEFAULT_USERS[user],
-        registrar=kam.domain,
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
-def connect(engine: SipEngine, events: EventRecorder, target: str) -> int:
-    mark = events.mark()
-    engine.submit(MakeCall(0, target))
-    return events.wait_call_state(CallState.CONFIRMED, start=mark).call_id
 
 
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
@@ -50,7 +33,7 @@ def test_calls_both_ways_over_connection_transports(
     kam = kamailio_server
     config = phone_config(kam, [account(kam, "1001", transport)])
     with peer(kam, tmp_path, "1002") as far, running_engine(config) as (engine, events):
-        call_id = connect(engine, events, "1002")
+        call_id = place_call(engine, events, "1002").call_id
         engine.submit(Hangup(call_id))
         events.wait_call_state(CallState.DISCONNECTED, call_id)
         # Incoming: Kamailio opens a new connection to our Contact (our TLS listener's cert).
@@ -70,7 +53,7 @@ def test_mandatory_srtp_call_with_baresip(
         peer(kam, tmp_path, "1002", mediaenc="srtp-mand") as far,
         running_engine(config) as (engine, events),
     ):
-        connect(engine, events, "1002")
+        place_call(engine, events, "1002")
         far.wait_event("CALL_ESTABLISHED")
 
 
@@ -91,12 +74,7 @@ def test_redirect_answers_302_and_the_caller_follows_it(
     tmp_path: Path,
 ) -> None:
     kam = kamailio_server
-    config = phone_config(kam, [account(kam, "1001")])
-    with (
-        peer(kam, tmp_path, "1002") as caller,
-        peer(kam, tmp_path, "1003") as forward_to,
-        running_engine(config) as (engine, events),
-    ):
+    with phone_and_two_peers(kam, tmp_path) as (engine, events, caller, forward_to):
         caller.dial(f"sip:1001@{kam.domain}")
         incoming = events.wait_for(lambda e: isinstance(e, CallIncoming))
         engine.submit(Redirect(incoming.call_id, "1003"))
@@ -111,15 +89,9 @@ def test_attended_transfer_joins_the_two_far_ends(
     kamailio_server: KamailioServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    kam = kamailio_server
-    config = phone_config(kam, [account(kam, "1001")])
-    with (
-        peer(kam, tmp_path, "1002"),
-        peer(kam, tmp_path, "1003") as second,
-        running_engine(config) as (engine, events),
-    ):
-        first_call = connect(engine, events, "1002")
-        second_call = connect(engine, events, "1003")
+    with phone_and_two_peers(kamailio_server, tmp_path) as (engine, events, _first, second):
+        first_call = place_call(engine, events, "1002").call_id
+        second_call = place_call(engine, events, "1003").call_id
         engine.submit(AttendedTransfer(first_call, second_call))
         # The transferee accepted the REFER and now calls the target with Replaces.
         events.wait_call_state(CallState.DISCONNECTED, first_call)
@@ -132,13 +104,8 @@ def test_being_transferred_by_the_far_end_calls_the_new_target(
     tmp_path: Path,
 ) -> None:
     kam = kamailio_server
-    config = phone_config(kam, [account(kam, "1001")])
-    with (
-        peer(kam, tmp_path, "1002") as transferor,
-        peer(kam, tmp_path, "1003") as target,
-        running_engine(config) as (engine, events),
-    ):
-        first = connect(engine, events, "1002")
+    with phone_and_two_peers(kam, tmp_path) as (engine, events, transferor, target):
+        first = place_call(engine, events, "1002").call_id
         transferor.wait_event("CALL_ESTABLISHED")
         mark = events.mark()
         transferor.command("transfer", f"sip:1003@{kam.domain}")
