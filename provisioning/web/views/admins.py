@@ -52,6 +52,23 @@ def _load(db: Session, user_id: int) -> AdminUser:
     return user
 
 
+def _commit_audited(
+    request: Request,
+    db: Session,
+    admin: AdminUser,
+    user: AdminUser,
+    action: str,
+    before: dict[str, object] | None,
+    after: dict[str, object],
+) -> None:
+    """Record ``admin``'s change to ``user`` as ``admin_user.<action>`` and commit both."""
+    actor = actor_for(request, admin)
+    audit.record(
+        db, actor.name, f"admin_user.{action}", "admin_user", user.id, before, after, actor.ip
+    )
+    db.commit()
+
+
 @router.get("/admins")
 def admins_page(
     request: Request,
@@ -76,11 +93,7 @@ def admin_create(
         db.rollback()
         form = {"error": str(exc), "username": username, "role": role}
         return back_with_form(request, "/admins", form)
-    actor = actor_for(request, admin)
-    audit.record(
-        db, actor.name, "admin_user.create", "admin_user", user.id, None, _snapshot(user), actor.ip
-    )
-    db.commit()
+    _commit_audited(request, db, admin, user, "create", None, _snapshot(user))
     return done(request, "/admins", f"Admin user {user.username} created ({user.role}).")
 
 
@@ -101,11 +114,7 @@ def admin_role(
         return done(request, "/admins", "You cannot lower your own role.", "error")
     before = _snapshot(user)
     user.role = role
-    actor = actor_for(request, admin)
-    audit.record(
-        db, actor.name, "admin_user.role", "admin_user", user.id, before, _snapshot(user), actor.ip
-    )
-    db.commit()
+    _commit_audited(request, db, admin, user, "role", before, _snapshot(user))
     return done(request, "/admins", f"{user.username} is now {role}.")
 
 
@@ -129,11 +138,7 @@ def admin_state(
     else:
         user.disabled = action == "disable"
     after = _snapshot(user) | {"locked_until": user.locked_until and user.locked_until.isoformat()}
-    actor = actor_for(request, admin)
-    audit.record(
-        db, actor.name, f"admin_user.{action}", "admin_user", user.id, before, after, actor.ip
-    )
-    db.commit()
+    _commit_audited(request, db, admin, user, action, before, after)
     return done(request, "/admins", f"{user.username}: {action}d.")
 
 
@@ -151,17 +156,9 @@ def admin_password(
         set_password(db, user, password)
     except AdminError as exc:
         return done(request, "/admins", str(exc), "error")
-    actor = actor_for(request, admin)
     # The audit entry says that it changed, never what it is.
-    audit.record(
-        db,
-        actor.name,
-        "admin_user.password",
-        "admin_user",
-        user.id,
-        {"username": user.username},
-        {"username": user.username, "password_changed": True},
-        actor.ip,
+    before = {"username": user.username}
+    _commit_audited(
+        request, db, admin, user, "password", before, {**before, "password_changed": True}
     )
-    db.commit()
     return done(request, "/admins", f"New password set for {user.username}; their sessions ended.")
