@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -24,6 +25,7 @@ from firmware.events import (
     Unhold,
 )
 from firmware.sip import SipEngine
+from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
 from tests.fixtures.tls import tls_certificates  # noqa: F401
@@ -40,26 +42,39 @@ def phone(kamailio_server: KamailioServer) -> Iterator[Phone]:  # noqa: F811
         yield p
 
 
-def test_call_to_baresip_connects_and_hangs_up(
+class CallTo1002(NamedTuple):
+    engine: SipEngine
+    events: EventRecorder
+    far: BaresipPeer
+    confirmed: CallStateChanged
+
+
+@pytest.fixture
+def call_to_1002(
     phone: Phone,
     kamailio_server: KamailioServer,  # noqa: F811
     tmp_path: Path,
-) -> None:
+) -> Iterator[CallTo1002]:
+    """The engine's call to baresip 1002, confirmed on the engine's side."""
     engine, events = phone
     with peer(kamailio_server, tmp_path, "1002") as far:
-        confirmed = place_call(engine, events, "1002")
-        assert confirmed.status_code == 200
-        assert confirmed.codec in ("G722", "PCMU", "PCMA")
-        assert "1002@" in confirmed.remote_uri
-        far.wait_event("CALL_ESTABLISHED")
-        (info,) = engine.calls_info()
-        assert info["id"] == confirmed.call_id and info["state"] == "confirmed"
-        quality = events.wait_for(lambda e: isinstance(e, CallQuality), timeout=5)
-        assert quality.codec == confirmed.codec and 1.0 <= quality.mos <= 4.5
-        mark = events.mark()
-        engine.submit(Hangup(confirmed.call_id))
-        events.wait_call_state(CallState.DISCONNECTED, confirmed.call_id, start=mark)
-        far.wait_event("CALL_CLOSED")
+        yield CallTo1002(engine, events, far, place_call(engine, events, "1002"))
+
+
+def test_call_to_baresip_connects_and_hangs_up(call_to_1002: CallTo1002) -> None:
+    engine, events, far, confirmed = call_to_1002
+    assert confirmed.status_code == 200
+    assert confirmed.codec in ("G722", "PCMU", "PCMA")
+    assert "1002@" in confirmed.remote_uri
+    far.wait_event("CALL_ESTABLISHED")
+    (info,) = engine.calls_info()
+    assert info["id"] == confirmed.call_id and info["state"] == "confirmed"
+    quality = events.wait_for(lambda e: isinstance(e, CallQuality), timeout=5)
+    assert quality.codec == confirmed.codec and 1.0 <= quality.mos <= 4.5
+    mark = events.mark()
+    engine.submit(Hangup(confirmed.call_id))
+    events.wait_call_state(CallState.DISCONNECTED, confirmed.call_id, start=mark)
+    far.wait_event("CALL_CLOSED")
     assert engine.calls_info() == []
 
 
@@ -128,45 +143,32 @@ def test_unusable_dial_target_is_reported_without_a_call(phone: Phone) -> None:
     assert ended.call_id == -1
 
 
-def test_dtmf_digits_reach_baresip(
-    phone: Phone,
-    kamailio_server: KamailioServer,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    engine, events = phone
-    with peer(kamailio_server, tmp_path, "1002") as far:
-        call = place_call(engine, events, "1002")
-        far.wait_event("CALL_ESTABLISHED")
-        engine.submit(SendDtmf(call.call_id, "147*0#"))
-        deadline = time.monotonic() + 10
-        while far.received_dtmf() != "147*0#" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert far.received_dtmf() == "147*0#"
+def test_dtmf_digits_reach_baresip(call_to_1002: CallTo1002) -> None:
+    engine, _events, far, call = call_to_1002
+    far.wait_event("CALL_ESTABLISHED")
+    engine.submit(SendDtmf(call.call_id, "147*0#"))
+    deadline = time.monotonic() + 10
+    while far.received_dtmf() != "147*0#" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert far.received_dtmf() == "147*0#"
 
 
 @pytest.mark.parametrize("side", ["local", "far_end"])
-def test_hold_and_resume_renegotiate_media(
-    side: str,
-    phone: Phone,
-    kamailio_server: KamailioServer,  # noqa: F811
-    tmp_path: Path,
-) -> None:
+def test_hold_and_resume_renegotiate_media(side: str, call_to_1002: CallTo1002) -> None:
     """Hold then resume, from the engine (``local``) or by the far end: each is reported."""
-    engine, events = phone
-    with peer(kamailio_server, tmp_path, "1002") as far:
-        call = place_call(engine, events, "1002")
-        far.wait_event("CALL_ESTABLISHED")
-        if side == "local":
-            hold, resume = Hold(call.call_id), Unhold(call.call_id)
-            held = media_change_after(events, lambda: engine.submit(hold))
-            resumed = media_change_after(events, lambda: engine.submit(resume))
-        else:
-            held = media_change_after(events, lambda: far.command("hold"))
-            resumed = media_change_after(events, lambda: far.command("resume"))
-        local = side == "local"
-        assert held == CallMediaChanged(call.call_id, held_locally=local, held_remotely=not local)
-        assert resumed == CallMediaChanged(call.call_id, held_locally=False, held_remotely=False)
-        assert "CALL_CLOSED" not in far.event_types()
+    engine, events, far, call = call_to_1002
+    far.wait_event("CALL_ESTABLISHED")
+    if side == "local":
+        hold, resume = Hold(call.call_id), Unhold(call.call_id)
+        held = media_change_after(events, lambda: engine.submit(hold))
+        resumed = media_change_after(events, lambda: engine.submit(resume))
+    else:
+        held = media_change_after(events, lambda: far.command("hold"))
+        resumed = media_change_after(events, lambda: far.command("resume"))
+    local = side == "local"
+    assert held == CallMediaChanged(call.call_id, held_locally=local, held_remotely=not local)
+    assert resumed == CallMediaChanged(call.call_id, held_locally=False, held_remotely=False)
+    assert "CALL_CLOSED" not in far.event_types()
 
 
 def test_blind_transfer_connects_the_far_end_to_the_target(
