@@ -126,8 +126,9 @@ def config_reply_inline(
     of a rendered config are encoded once per revision."""
     services = fast_path.services
     reader = services.credential_reader
-    if reader is None:
-        return None
+    inflight = services.device_inflight
+    if reader is None or inflight.count >= inflight.limit:
+        return None  # PostgreSQL's awaited lookup, or the cap's 503: the ASGI path
     try:
         key = authenticate_device_key(services.database.engine, authorization, reader.fetch)
         rendered = services.render_cache.get(key.id, key.revision)
