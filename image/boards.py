@@ -15,7 +15,8 @@ class Board:
     recipe: Recipe
     console: str  # kernel console argument
     boot_size: int
-    needs_pjsua2_wheel: bool  # PyPI has pjsua2 wheels for x86_64 only
+    # PyPI has pjsua2 wheels for x86_64 only; others get one given, cached or compiled.
+    needs_pjsua2_wheel: bool
     firmware_extras: tuple[str, ...] = ()
 
 
