@@ -36,7 +36,7 @@ def apply_setting_form(
     db: Session,
     admin: AdminUser,
     scope: str,
-    ref: str | int,
+    ref: str | int | None,
     page: str,
     message: Message,
     *,
@@ -44,7 +44,8 @@ def apply_setting_form(
     value: str,
     unset: str,
 ) -> Response:
-    """One key of a group's or device's settings form set (``key``, ``value``) or ``unset``.
+    """One key of the fleet's (ref None), a group's or a device's settings form set (``key``,
+    ``value``) or ``unset``.
     A refusal goes back to the form with the error and what was typed."""
     try:
         changed = change_one_setting(db, actor_for(request, admin), scope, ref, key, value, unset)

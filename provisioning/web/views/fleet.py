@@ -11,13 +11,11 @@ from starlette.responses import Response
 from provisioning.admin_auth import role_allows
 from provisioning.db import DbSession
 from provisioning.models import ROLE_ADMIN
-from provisioning.operations import OperationError
 from provisioning.render import fleet_defaults
-from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from provisioning.web.core import Admin, Reader, WebRoute, render
-from provisioning.web.forms import change_one_setting
 from provisioning.web.queries import flatten, settable_defaults
 from provisioning.web.sessions import take_form
+from provisioning.web.views.changes import apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
 
@@ -59,12 +57,10 @@ def fleet_setting(
     value: Annotated[str, Form()] = "",
     unset: Annotated[str, Form()] = "",
 ) -> Response:
-    actor = actor_for(request, admin)
-    try:
-        changed = change_one_setting(db, actor, "fleet", None, key, value, unset)
-    except OperationError as exc:
-        db.rollback()
-        return back_with_form(request, "/fleet", {"error": str(exc), "key": key, "value": value})
-    commit_and_resync(request, db, changed)
-    what = f"{unset} back to the built-in default" if unset else f"{key.strip()} set fleet-wide"
-    return done(request, "/fleet", f"{what}; {len(changed)} device(s) will update.")
+    def message(changed: list[str]) -> str:
+        what = f"{unset} back to the built-in default" if unset else f"{key.strip()} set fleet-wide"
+        return f"{what}; {len(changed)} device(s) will update."
+
+    return apply_setting_form(
+        request, db, admin, "fleet", None, "/fleet", message, key=key, value=value, unset=unset
+    )
