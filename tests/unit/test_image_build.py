@@ -13,10 +13,16 @@ from image.manifest import ManifestError, verify_manifest, write_manifest
 from image.rootfs import Recipe
 
 
-def test_rpi_without_pjsua2_wheel_fails_before_any_work(tmp_path: Path) -> None:
+def test_rpi_without_pjsua2_wheel_or_source_fails_before_any_work(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on: the download is refused
+        probe.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{probe.getsockname()[1]}/pjproject.tar.gz"
     out = tmp_path / "out"
-    with pytest.raises(BuildError, match=r"needs a pjsua2 wheel.*--pjsua2-wheel"):
-        build(BuildOptions(board="rpi", out=out))
+    options = BuildOptions(board="rpi", out=out, cache=tmp_path / "cache", pjproject_url=refused)
+    with pytest.raises(BuildError, match=r"(?s)--pjsua2-wheel.*--pjproject-tarball"):
+        build(options)
     assert not out.exists()
 
 
