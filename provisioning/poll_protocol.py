@@ -14,6 +14,7 @@ This leans on uvicorn's ``HttpToolsProtocol`` internals (``cycle``, ``pipeline``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -67,10 +68,44 @@ class ConfigPollProtocol(HttpToolsProtocol):
     inline_answers = 0
     _fast_path: ConfigFastPath | None = None
     _scope_pending = False
+    # Keep-alive after inline answers: uvicorn arms and cancels a timer per request; a poll
+    # connection instead notes when it went idle and one timer per timeout period checks it.
+    _idle_since: float | None = None
+    _idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._fast_path = find_fast_path(self.app)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        super().connection_lost(exc)
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # data arrived: not idle
+        super()._unset_keepalive_if_required()
+
+    def _inline_response_complete(self) -> None:
+        """on_response_complete for an inline answer (no pipeline: _answer_inline checked)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._idle_since is None or self.transport.is_closing():
+            return  # busy: whatever answers the request arms the next check
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._idle_check)
+        else:
+            self.timeout_keep_alive_handler()
 
     def on_message_begin(self) -> None:
         # The ASGI scope (a dozen entries and a copy of the app state) is only built when the
@@ -123,5 +158,5 @@ class ConfigPollProtocol(HttpToolsProtocol):
         self.transport.write(b"".join(out))
         ConfigPollProtocol.inline_answers += 1
         self.cycle = _ANSWERED  # type: ignore[assignment]
-        self.on_response_complete()
+        self._inline_response_complete()
         return True

@@ -28,12 +28,18 @@ CONFIG = "/api/v1/device/config"
 
 
 class RunningServer:
-    def __init__(self, app: object, protocol: type) -> None:
+    def __init__(self, app: object, protocol: type, keep_alive_s: int = 5) -> None:
         with socket.socket() as probe:
             probe.bind((HOST, 0))
             self.port = probe.getsockname()[1]
         config = uvicorn.Config(
-            app, host=HOST, port=self.port, http=protocol, log_level="warning", lifespan="on"
+            app,
+            host=HOST,
+            port=self.port,
+            http=protocol,
+            log_level="warning",
+            lifespan="on",
+            timeout_keep_alive=keep_alive_s,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -196,3 +202,31 @@ def test_pipelined_requests_are_answered_in_order(fleet: tuple[object, dict[str,
     heads = [part.split(b"\r\n", 1)[0] for part in data.split(b"HTTP/1.1 ")[1:]]
     assert heads == [b"200 OK", b"200 OK", b"401 Unauthorized"]
     assert data.index(b'"101"') > data.index(b'"100"')  # first device's line, then the second's
+
+
+def test_idle_connection_is_closed_after_the_keep_alive_timeout(
+    fleet: tuple[object, dict[str, str]],
+) -> None:
+    app, auths = fleet
+    auth = next(iter(auths.values()))
+    request = f"GET {CONFIG} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n".encode()
+
+    async def poll_then_idle(port: int) -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        answers = 0
+        for _ in range(3):  # inline answers: the idle check, not uvicorn's timer, is armed
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await asyncio.wait_for(reader.readexactly(length), 10)
+            answers += 1
+        rest = await asyncio.wait_for(reader.read(), 20)  # b"" once the server closes
+        writer.close()
+        return answers, rest
+
+    with RunningServer(app, ConfigPollProtocol, keep_alive_s=1) as server, server.client() as c:
+        c.get(CONFIG, headers={"Authorization": auth})  # warm the render cache
+        before = ConfigPollProtocol.inline_answers
+        answers, rest = asyncio.run(poll_then_idle(server.port))
+    assert answers == 3 and rest == b""
+    assert ConfigPollProtocol.inline_answers == before + 3
