@@ -4,10 +4,12 @@ rendered configs as static files, both on loopback, same load generator, same ru
 Two request kinds per target: a full fetch (200 with the body) and a conditional poll
 (If-None-Match with the current ETag: 304), the fleet's steady state. The load generator is a
 small asyncio HTTP/1.1 keep-alive client (bounded by time), so the figures measure the servers,
-not an HTTP library. The server runs twice, once per HTTP engine (granian, uvicorn), and a
-constant-body raw ASGI app on each engine (same workers) shows the ceiling of any Python app on
-it. Environment: OFFHOOK_BENCH_SECONDS (per measurement, default 5), OFFHOOK_BENCH_DEVICES
-(default 200), OFFHOOK_BENCH_CONNECTIONS (32).
+not an HTTP library. Targets take turns in short rounds, so load from elsewhere on the machine
+falls on all of them alike; each row also gives the target's own CPU time per request (from
+/proc), which load elsewhere hardly changes. A constant-body ASGI app on plain uvicorn (same
+workers) shows what one ASGI request cycle costs, the path polls took before the inline answer
+of provisioning/poll_protocol.py. Environment: OFFHOOK_BENCH_SECONDS (per target, default 5),
+OFFHOOK_BENCH_ROUNDS (5), OFFHOOK_BENCH_DEVICES (200), OFFHOOK_BENCH_CONNECTIONS (32).
 """
 
 from __future__ import annotations
@@ -227,26 +229,15 @@ def seed_devices(db_url: str, data_dir: Path, count: int) -> list[tuple[str, str
     return [(ids[mac], secret) for mac, secret in creds]
 
 
-def granian_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("granian") is not None
-
-
-APP_FACTORY = "provisioning.app:create_app_from_env"
-
-
 def start_server(
     data_dir: Path,
     db_url: str,
     port: int,
     workers: int,
     extra_env: dict[str, str] | None = None,
-    engine: str = "uvicorn",
 ) -> subprocess.Popen[bytes]:
-    """The provisioning server on plain HTTP. "uvicorn" is `offhook server` itself; "granian"
-    runs the same app factory under granian with the environment `offhook server` hands its
-    workers (the database is already migrated and the key ring created by seed_devices)."""
+    """`offhook server` on plain HTTP (the database is already migrated and the key ring
+    created by seed_devices)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFHOOK_")}
     env.update(
         {
@@ -257,30 +248,12 @@ def start_server(
             **(extra_env or {}),
         }
     )
-    if engine == "uvicorn":
-        command = [
-            sys.executable, "-m", "firmware.cli", "server", "--db", db_url,
-            "--data-dir", str(data_dir), "--listen", f"{HOST}:{port}", "--insecure-http",
-            "--workers", str(workers), "--log-level", "warning",
-        ]  # fmt: skip
-    elif engine == "granian":
-        env.update(
-            {
-                "OFFHOOK_DATA_DIR": str(data_dir),
-                "OFFHOOK_DB_URL": db_url,
-                "OFFHOOK_KEY_FILE": env.get("OFFHOOK_KEY_FILE", str(data_dir / "secret.key")),
-                "OFFHOOK_MIGRATE_ON_START": "0",
-                "OFFHOOK_LOG_LEVEL": "warning",
-            }
-        )
-        command = [
-            sys.executable, "-m", "granian", "--interface", "asgi", "--factory", APP_FACTORY,
-            "--workers", str(workers), "--http", "1", "--host", HOST, "--port", str(port),
-            "--log-level", "warning",
-        ]  # fmt: skip
-    else:
-        raise ValueError(f"unknown HTTP engine {engine!r}: use uvicorn or granian")
-    log = open(data_dir / f"server-{engine}.log", "wb")  # noqa: SIM115 (lives as long as the server)
+    command = [
+        sys.executable, "-m", "firmware.cli", "server", "--db", db_url,
+        "--data-dir", str(data_dir), "--listen", f"{HOST}:{port}", "--insecure-http",
+        "--workers", str(workers), "--log-level", "warning",
+    ]  # fmt: skip
+    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (lives as long as the server)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     return answering(process, port, "/healthz")
 
@@ -362,51 +335,16 @@ async def app(scope, receive, send):
 """
 
 
-def start_bare_asgi(root: Path, port: int, body: bytes, engine: str) -> subprocess.Popen[bytes]:
-    """The ceiling for any app on an engine: a raw ASGI app that answers every request with a
-    constant body (no auth, no lookup), same workers and HTTP stack as the real server."""
+def start_bare_asgi(root: Path, port: int, body: bytes) -> subprocess.Popen[bytes]:
+    """A constant-body ASGI app (no auth, no lookup) on plain uvicorn, 2 workers: one ASGI
+    request cycle's cost, for comparison with the inline poll answer."""
     (root / "bare_asgi.py").write_text(BARE_ASGI.format(body=body))
-    command = {
-        "uvicorn": [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bare_asgi:app",
-            "--workers",
-            "2",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        "granian": [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "bare_asgi:app",
-            "--workers",
-            "2",
-            "--http",
-            "1",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-    }[engine]
-    process = subprocess.Popen(
-        command,
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    command = [
+        sys.executable, "-m", "uvicorn", "bare_asgi:app", "--workers", "2", "--host", HOST,
+        "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
     return answering(process, port, "/")
 
 
@@ -425,13 +363,9 @@ def main() -> int:
         data_dir.mkdir()
         db_url = f"sqlite:///{data_dir / 'provisioning.db'}"
         creds = seed_devices(db_url, data_dir, devices)
-        engines = ("granian", "uvicorn") if granian_available() else ("uvicorn",)
-        ports = {engine: free_port() for engine in engines}
-        servers = {}
-        for engine in engines:
-            servers[engine] = start_server(data_dir, db_url, ports[engine], 2, engine=engine)
-            processes.append(servers[engine])
-        port = ports["uvicorn"]
+        port = free_port()
+        server = start_server(data_dir, db_url, port, 2)
+        processes.append(server)
 
         static = root / "static" / "configs"
         static.mkdir(parents=True)
@@ -454,12 +388,9 @@ def main() -> int:
         nginx_port = free_port()
         nginx = start_nginx(root, nginx_port)
         processes.append(nginx)
-        body = (static / f"{creds[0][0]}.json").read_bytes()
-        bare_ports = {engine: free_port() for engine in engines}
-        bare = {}
-        for engine in engines:
-            bare[engine] = start_bare_asgi(root, bare_ports[engine], body, engine)
-            processes.append(bare[engine])
+        bare_port = free_port()
+        bare = start_bare_asgi(root, bare_port, (static / f"{creds[0][0]}.json").read_bytes())
+        processes.append(bare)
         bare_requests = [get_request("/", {"Authorization": "Basic " + "A" * 64})]
         with httpx.Client(base_url=f"http://{HOST}:{nginx_port}", timeout=30) as client:
             for device_id, _ in creds:
@@ -471,24 +402,18 @@ def main() -> int:
 
         print(
             f"{devices} devices, {connections} keep-alive connections, {seconds:.0f} s per target "
-            f"in {rounds} interleaved rounds; "
-            f"server: 2 workers on SQLite per engine ({', '.join(engines)}); nginx: 2 workers; "
-            "2 shared cores"
+            f"in {rounds} interleaved rounds; server: `offhook server`, 2 workers, SQLite; "
+            "nginx: 2 workers; 2 shared cores"
         )
-        if "granian" not in engines:
-            print("granian is not installed: its rows are skipped (pip install granian)")
-        for engine in engines:  # warm the render caches of both workers
-            run_load(ports[engine], full_server, 1, connections)
-        targets: list[tuple[str, int, list[bytes]]] = []
-        for kind, server_requests, nginx_requests in (
-            ("200", full_server, full_nginx),
-            ("304", cond_server, cond_nginx),
-        ):
-            targets += [(f"{e} server {kind}", ports[e], server_requests) for e in engines]
-            targets.append((f"nginx {kind}", nginx_port, nginx_requests))
-        targets += [(f"bare {e} 200", bare_ports[e], bare_requests) for e in engines]
-        pids = {f"{e} server": servers[e].pid for e in engines}
-        pids |= {f"bare {e}": bare[e].pid for e in engines} | {"nginx": nginx.pid}
+        run_load(port, full_server, 1, connections)  # warm the render caches of both workers
+        targets = [
+            ("server 200", port, full_server),
+            ("nginx 200", nginx_port, full_nginx),
+            ("server 304", port, cond_server),
+            ("nginx 304", nginx_port, cond_nginx),
+            ("plain ASGI app 200", bare_port, bare_requests),
+        ]
+        pids = {"server": server.pid, "nginx": nginx.pid, "plain ASGI app": bare.pid}
         results = measure_interleaved(targets, pids, seconds, rounds, connections)
         for name, result in results.items():
             expected = 304 if name.endswith("304") else 200
@@ -501,16 +426,15 @@ def main() -> int:
             )
             if bad:
                 return 1
-        for engine in engines:
-            for kind in ("200", "304"):
-                ratio = results[f"{engine} server {kind}"].rate / results[f"nginx {kind}"].rate
-                print(f"config fetch {kind} on {engine}: server/nginx = {ratio:.0%} (goal >= 50%)")
-            ceiling = results[f"bare {engine} 200"].rate
-            print(
-                f"ceiling on {engine} (constant body, no auth): bare/nginx = "
-                f"{ceiling / results['nginx 200'].rate:.0%}; server 200 / bare = "
-                f"{results[f'{engine} server 200'].rate / ceiling:.0%}"
-            )
+        for kind in ("200", "304"):
+            ratio = results[f"server {kind}"].rate / results[f"nginx {kind}"].rate
+            print(f"config fetch {kind}: server/nginx = {ratio:.0%} (goal >= 50%)")
+        plain = results["plain ASGI app 200"]
+        print(
+            f"one plain ASGI cycle on uvicorn (constant body, no auth, no lookup): "
+            f"{plain.rate / results['nginx 200'].rate:.0%} of nginx; the server's inline poll "
+            f"answer (auth + lookup + ETag) = {results['server 200'].rate / plain.rate:.0%} of it"
+        )
         return 0
     finally:
         for process in processes:
