@@ -5,19 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 console = Console(stderr=True)
 
@@ -31,20 +21,6 @@ def _size(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4G, 512M)") from None
-
-
-@contextmanager
-def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
 
 
 def _flash_parser() -> argparse.ArgumentParser:
@@ -65,6 +41,7 @@ def _flash_parser() -> argparse.ArgumentParser:
 
 def flash_main(argv: list[str]) -> int:
     from image.flash import Flasher, FlashError
+    from image.progress import byte_progress
     from image.seed import SeedError, load_batch, load_seed
 
     args = _flash_parser().parse_args(argv)
@@ -85,13 +62,13 @@ def flash_main(argv: list[str]) -> int:
                 raise SeedError("TARGET is required (or --batch with --targets)")
             jobs = [(args.target, base)]
         flasher = Flasher(args.image, args.bmap, verify=not args.no_verify)
-        with byte_progress("checking image", flasher.bmap.mapped_bytes) as advance:
+        with byte_progress(console, "checking image", flasher.bmap.mapped_bytes) as advance:
             flasher.check_image(advance)
         for target, _ in jobs:  # every target is checked before the first is written
             flasher.check_target(target, args.force)
         for target, seed in jobs:
             passes = 2 if flasher.verify else 1
-            with byte_progress(f"{target}", flasher.bmap.mapped_bytes * passes) as advance:
+            with byte_progress(console, f"{target}", flasher.bmap.mapped_bytes * passes) as advance:
                 result = flasher.flash(target, seed=seed, force=args.force, progress=advance)
             rate = result.bytes_written / max(result.seconds, 1e-6) / (1 << 20)
             console.print(

@@ -28,23 +28,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from image import rootfs
 from image.manifest import sha256_file
+from image.progress import byte_progress
 
 log = logging.getLogger(__name__)
 
@@ -170,25 +163,6 @@ def _cached(cache: Path, sha256: str) -> Path | None:
     return None
 
 
-@contextlib.contextmanager
-def _progress(
-    console: Console | None, description: str, total: int | None
-) -> Iterator[Callable[[int], None]]:
-    if console is None:
-        yield lambda n: None
-        return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
-
-
 def _check_url(url: str) -> None:
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
@@ -235,7 +209,7 @@ def fetch_source(
         try:
             with (
                 _verified_file(final, sha256, url) as sink,
-                _progress(console, f"downloading {name}", total) as advance,
+                byte_progress(console, f"downloading {name}", total, transient=True) as advance,
             ):
                 while chunk := response.read(CHUNK):
                     sink.write(chunk)
