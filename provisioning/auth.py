@@ -180,7 +180,7 @@ async def authenticate_device_key_async(
     return _checked_key(device_id, digest, await fetch(device_id))
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=20000)  # as many as the render cache holds
 def _parsed_credential(authorization: str) -> tuple[str, str] | None:
     """(device id, secret digest) of a Basic header. A phone sends the same header at every
     poll: remembering the decode and the hash saves a third of the lookup's own cost. Only
