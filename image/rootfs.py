@@ -370,5 +370,7 @@ def strip_tree(tree: Path) -> None:
         (tree / keep).mkdir(parents=True, exist_ok=True)
     (tree / "tmp").chmod(0o1777)
     (tree / "var/tmp").chmod(0o1777)
-    # Empty machine-id: systemd makes a fresh one per boot on a read-only root (never shared).
+    # Empty machine-id (never shared by cards): systemd makes a transient one at boot on the
+    # read-only root; offhook-firstboot keeps the first one on /data and pins it with
+    # systemd.machine_id= in cmdline.txt. Empty, not "uninitialized": no first-boot presets.
     (tree / "etc/machine-id").write_text("")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from firmware.config import load_config, parse_config, save_config
 from image.firstboot import main
@@ -64,3 +68,154 @@ def test_bad_seed_is_kept_and_nothing_written(tmp_path: Path) -> None:
     assert main(["--seed", str(seed), "--data", str(data)]) == 1
     assert seed.exists()
     assert not (data / "offhook/phone.toml").exists()
+
+
+# The first-boot script's machine-id step, run for real (sh) against a temporary root.
+
+FIRSTBOOT = Path(__file__).parents[2] / "image/overlay/common/usr/local/sbin/offhook-firstboot"
+CMDLINE = "console=ttyS0 root=PARTUUID=4f66686b-02 rootfstype=ext4 ro panic=-1"
+FIRST_ID = "0123456789abcdef0123456789abcdef"
+OTHER_ID = "fedcba9876543210fedcba9876543210"
+
+
+class Card:
+    """A temporary root: /etc/machine-id as systemd set it up, the FAT boot partition, /data."""
+
+    def __init__(self, root: Path, machine_id: str, cmdline: str | None = CMDLINE + "\n") -> None:
+        self.root = root
+        self.machine_id = root / "etc/machine-id"
+        self.boot = root / "boot/firmware"
+        self.data = root / "data"
+        for folder in (self.machine_id.parent, self.boot, self.data):
+            folder.mkdir(parents=True)
+        self.machine_id.write_text(machine_id + "\n")
+        if cmdline is not None:
+            self.cmdline.write_text(cmdline)
+
+    @property
+    def cmdline(self) -> Path:
+        return self.boot / "cmdline.txt"
+
+    @property
+    def kept(self) -> Path:
+        return self.data / "offhook/system/machine-id"
+
+    def boot_with(self, machine_id: str) -> None:
+        """Reboot: systemd gives this boot the id (the kernel command line's, else a new one)."""
+        self.machine_id.write_text(machine_id + "\n")
+
+    def firstboot(self, *steps: str) -> subprocess.CompletedProcess:
+        env = {
+            "PATH": os.environ["PATH"],
+            "OFFHOOK_FIRSTBOOT_DATA": str(self.data),
+            "OFFHOOK_FIRSTBOOT_BOOT": str(self.boot),
+            "OFFHOOK_FIRSTBOOT_MACHINE_ID": str(self.machine_id),
+        }
+        return subprocess.run(
+            ["sh", str(FIRSTBOOT), *(steps or ("keep_machine_id",))],
+            capture_output=True, text=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+
+    def files(self) -> dict[str, tuple[str, int]]:
+        """Content and inode of every file: a rewrite (temp file + rename) changes the inode."""
+        return {
+            str(path.relative_to(self.root)): (path.read_text(), path.stat().st_ino)
+            for path in sorted(self.root.rglob("*"))
+            if path.is_file()
+        }
+
+
+def machine_id_options(cmdline: str) -> list[str]:
+    return [word for word in cmdline.split() if word.startswith("systemd.machine_id=")]
+
+
+@pytest.fixture
+def card(tmp_path: Path) -> Card:
+    return Card(tmp_path / "card", FIRST_ID)
+
+
+def test_first_boot_keeps_the_id_and_pins_it_once(card: Card) -> None:
+    run = card.firstboot()
+    assert run.returncode == 0, run.stderr
+    assert card.kept.read_text() == FIRST_ID + "\n"
+    assert card.cmdline.read_text() == f"{CMDLINE} systemd.machine_id={FIRST_ID}\n"
+    assert f"running={FIRST_ID} kept={FIRST_ID}" in run.stdout
+    assert not list(card.root.rglob("*.offhook-new"))
+
+
+def test_second_boot_changes_nothing(card: Card) -> None:
+    assert card.firstboot().returncode == 0
+    before = card.files()
+    card.boot_with(FIRST_ID)  # the pinned id, as systemd.machine_id= gives it
+    run = card.firstboot()
+    assert run.returncode == 0, run.stderr
+    assert card.files() == before
+    assert "kept:" not in run.stdout and "pinned" not in run.stdout
+
+
+def test_later_boot_with_another_id_keeps_the_first(card: Card) -> None:
+    """The option was removed by hand: this boot ran with a new id; the kept one wins again."""
+    assert card.firstboot().returncode == 0
+    card.cmdline.write_text(CMDLINE + "\n")
+    card.boot_with(OTHER_ID)
+    run = card.firstboot()
+    assert run.returncode == 0, run.stderr
+    assert card.kept.read_text() == FIRST_ID + "\n"
+    assert machine_id_options(card.cmdline.read_text()) == [f"systemd.machine_id={FIRST_ID}"]
+    assert "differs from the kept one" in run.stdout
+
+
+def test_option_with_another_id_is_replaced_by_the_kept_one(card: Card) -> None:
+    card.kept.parent.mkdir(parents=True)
+    card.kept.write_text(FIRST_ID + "\n")
+    card.cmdline.write_text(
+        f"systemd.machine_id={OTHER_ID} {CMDLINE} systemd.machine_id={OTHER_ID} quiet\n"
+    )
+    card.boot_with(OTHER_ID)
+    run = card.firstboot()
+    assert run.returncode == 0, run.stderr
+    assert card.cmdline.read_text() == f"{CMDLINE} quiet systemd.machine_id={FIRST_ID}\n"
+    assert card.kept.read_text() == FIRST_ID + "\n"
+
+
+def test_cmdline_on_several_lines_becomes_one(tmp_path: Path) -> None:
+    card = Card(tmp_path / "card", FIRST_ID, cmdline="console=ttyS0\r\nroot=/dev/vda2  ro\n\n")
+    assert card.firstboot().returncode == 0
+    assert (
+        card.cmdline.read_text()
+        == f"console=ttyS0 root=/dev/vda2 ro systemd.machine_id={FIRST_ID}\n"
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "uninitialized", "0" * 32, FIRST_ID.upper(), FIRST_ID[:-1]])
+def test_no_valid_running_id_keeps_and_pins_nothing(tmp_path: Path, bad: str) -> None:
+    card = Card(tmp_path / "card", bad)
+    run = card.firstboot()
+    assert run.returncode == 0, run.stderr
+    assert "holds no valid machine-id" in run.stdout
+    assert not card.kept.exists()
+    assert card.cmdline.read_text() == CMDLINE + "\n"
+
+
+def test_damaged_kept_file_is_replaced_by_this_boots_id(card: Card) -> None:
+    card.kept.parent.mkdir(parents=True)
+    card.kept.write_text("0123\x00garbage\n")
+    run = card.firstboot()
+    assert run.returncode == 0, run.stderr
+    assert card.kept.read_text() == FIRST_ID + "\n"
+    assert "is not a valid id" in run.stdout
+
+
+def test_missing_cmdline_still_keeps_the_id(tmp_path: Path) -> None:
+    card = Card(tmp_path / "card", FIRST_ID, cmdline=None)
+    run = card.firstboot()
+    assert run.returncode == 0, run.stderr
+    assert card.kept.read_text() == FIRST_ID + "\n"
+    assert "not pinned: no" in run.stdout and not card.cmdline.exists()
+
+
+def test_unknown_step_is_refused_before_anything_runs(card: Card) -> None:
+    run = card.firstboot("keep_machine_id", "grow_everything")
+    assert run.returncode == 2
+    assert "unknown step 'grow_everything'" in run.stderr
+    assert not card.kept.exists()
