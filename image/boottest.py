@@ -7,7 +7,11 @@ with the disk on virtio, the serial console captured, and user networking forwar
 port on the host to the control API in the guest. Milestones, each with a bounded wait:
 first-boot script finished -> offhook.service started (sd_notify READY) -> control API answers ->
 (with Kamailio) the phone's REGISTER reached a Kamailio on the host (guest sees it as 10.0.2.2).
-QEMU and Kamailio are always killed on the way out.
+With ``reboots``, the card then loses power (QEMU killed) and boots again from the same disk, up to
+the first-boot marker and the first DHCP request, as often as asked. Every boot takes cmdline.txt
+from the boot partition afresh (as a Pi's firmware does) and records the machine-id the first-boot
+script reports and the DHCP client identifier seen on the wire. QEMU and Kamailio are always
+killed on the way out.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import re
 import secrets
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from image.flash import Flasher
-from image.layout import MIB, boot_partition_offset
+from image.layout import MIB, boot_partition_offset, read_partition_table
 from image.seed import Seed, load_seed, parse_seed
 
 log = logging.getLogger(__name__)
@@ -42,10 +47,23 @@ GROW_BY = 256 * MIB
 FIRSTBOOT_READY = re.compile(r"offhook-firstboot: ready hostname=(\S+)")
 SERVICE_STARTED = re.compile(r"Started .*offhook\.service|Started offhook desk phone")
 KERNEL_PANIC = re.compile(r"Kernel panic|end Kernel panic")
+MACHINE_ID_REPORT = re.compile(r"offhook-firstboot: machine-id running=(\S*) kept=(\S*)")
+KEPT_MACHINE_ID = "/offhook/system/machine-id"  # on the data partition
 
 
 class BootTestError(RuntimeError):
     """The image did not reach a milestone in time; the message names it and the console tail."""
+
+
+@dataclass
+class BootRecord:
+    """One boot of the card: what it booted with and the identity it showed."""
+
+    cmdline: str  # cmdline.txt on the boot partition before this boot
+    hostname: str = ""
+    machine_id: str = ""  # the id systemd ran with, as offhook-firstboot reported it
+    kept_machine_id: str = ""  # the id kept on /data, as offhook-firstboot reported it
+    dhcp_client_id: bytes = b""  # DHCP option 61 of the first request on the wire
 
 
 @dataclass
@@ -54,11 +72,16 @@ class BootResult:
     state: dict = field(default_factory=dict)
     hostname: str = ""
     registered_contact: str = ""
+    boots: list[BootRecord] = field(default_factory=list)
+    kept_machine_id_on_disk: str = ""  # read from the data partition after the last boot
 
     def summary(self) -> str:
         marks = ", ".join(f"{name} {secs:.1f}s" for name, secs in self.milestones.items())
-        return f"{marks}; hostname={self.hostname}" + (
-            f"; registered {self.registered_contact}" if self.registered_contact else ""
+        ids = ", ".join(boot.machine_id or "?" for boot in self.boots)
+        return (
+            f"{marks}; hostname={self.hostname}"
+            + (f"; registered {self.registered_contact}" if self.registered_contact else "")
+            + (f"; machine-id per boot: {ids}" if ids else "")
         )
 
 
@@ -216,6 +239,100 @@ def extract_boot_files(disk: Path, workdir: Path) -> tuple[Path, Path, str]:
     return out["vmlinuz"], out["initrd.img"], out["cmdline.txt"].read_text().strip()
 
 
+def read_data_file(disk: Path, path: str) -> str:
+    """A file from the card's data partition (the third), read with debugfs at its offset."""
+    data = read_partition_table(disk)[2]
+    proc = subprocess.run(
+        ["debugfs", "-R", f"cat {path}", f"{disk}?offset={data.start}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0 or "File not found" in proc.stderr:
+        raise BootTestError(f"{disk}: cannot read {path} on the data partition: {proc.stderr}")
+    return proc.stdout
+
+
+# systemd-networkd's DHCP identity (systemd 252, src/libsystemd-network/dhcp-identifier.c): with
+# the default DUIDType=vendor (networkd.conf(5)) the DUID is DUID-EN, enterprise number 43793,
+# identifier = SipHash-2-4 of the 16 machine-id bytes under a fixed key, little-endian; the DHCPv4
+# client identifier (default ClientIdentifier=duid, systemd.network(5)) is 0xff, IAID, DUID
+# (RFC 4361). The IAID comes from the interface, not from the machine-id.
+NETWORKD_DUID_HASH_KEY = bytes.fromhex("80118cc2fe4a03ee3ed60c6f36391409")
+SYSTEMD_ENTERPRISE_NUMBER = 43793
+DUID_TYPE_EN = 2
+_MASK64 = (1 << 64) - 1
+
+
+def siphash24(key: bytes, data: bytes) -> int:
+    """SipHash-2-4 (Aumasson and Bernstein), 16-byte key, 64-bit result."""
+
+    def rotl(x: int, bits: int) -> int:
+        return ((x << bits) | (x >> (64 - bits))) & _MASK64
+
+    k0, k1 = struct.unpack("<QQ", key)
+    v = [k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D,
+         k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573]  # fmt: skip
+
+    def rounds(count: int) -> None:
+        for _ in range(count):
+            v[0] = (v[0] + v[1]) & _MASK64
+            v[1] = rotl(v[1], 13) ^ v[0]
+            v[0] = rotl(v[0], 32)
+            v[2] = (v[2] + v[3]) & _MASK64
+            v[3] = rotl(v[3], 16) ^ v[2]
+            v[0] = (v[0] + v[3]) & _MASK64
+            v[3] = rotl(v[3], 21) ^ v[0]
+            v[2] = (v[2] + v[1]) & _MASK64
+            v[1] = rotl(v[1], 17) ^ v[2]
+            v[2] = rotl(v[2], 32)
+
+    whole = len(data) - len(data) % 8
+    last = ((len(data) & 0xFF) << 56) | int.from_bytes(data[whole:], "little")
+    for (word,) in [*struct.iter_unpack("<Q", data[:whole]), (last,)]:
+        v[3] ^= word
+        rounds(2)
+        v[0] ^= word
+    v[2] ^= 0xFF
+    rounds(4)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def networkd_duid(machine_id: str) -> bytes:
+    """The DUID systemd-networkd derives from a machine-id with its default DUIDType=vendor."""
+    digest = siphash24(NETWORKD_DUID_HASH_KEY, bytes.fromhex(machine_id))
+    return struct.pack(">HI", DUID_TYPE_EN, SYSTEMD_ENTERPRISE_NUMBER) + struct.pack("<Q", digest)
+
+
+def dhcp_client_ids(pcap: Path) -> list[bytes]:
+    """Option 61 of every DHCP request (client to server) in a pcap of Ethernet frames."""
+    raw = pcap.read_bytes() if pcap.exists() else b""
+    if len(raw) < 24:
+        return []
+    order = "<" if raw[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    found, pos = [], 24
+    while pos + 16 <= len(raw):
+        (length,) = struct.unpack(order + "I", raw[pos + 8 : pos + 12])
+        frame = raw[pos + 16 : pos + 16 + length]
+        pos += 16 + length
+        if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+            continue
+        udp = 14 + (frame[14] & 0x0F) * 4
+        bootp = frame[udp + 8 :]
+        if frame[udp + 2 : udp + 4] != b"\x00\x43" or len(bootp) < 240 or bootp[0] != 1:
+            continue
+        if bootp[236:240] != b"\x63\x82\x53\x63":
+            continue
+        options, at = bootp[240:], 0
+        while at + 1 < len(options) and options[at] != 0xFF:
+            if options[at] == 0:
+                at += 1
+                continue
+            size = options[at + 1]
+            if options[at] == 61:
+                found.append(bytes(options[at + 2 : at + 2 + size]))
+            at += 2 + size
+    return found
+
+
 def accelerator_args() -> list[str]:
     """KVM when usable, else TCG. A kvm_pvm host opens /dev/kvm fine but guests then fail with
     "emulation failure", so that case counts as unusable; OFFHOOK_QEMU_ACCEL overrides."""
@@ -228,8 +345,16 @@ def accelerator_args() -> list[str]:
 
 
 def qemu_command(
-    disk: Path, kernel: Path, initrd: Path, cmdline: str, host_port: int, memory_mb: int
+    disk: Path,
+    kernel: Path,
+    initrd: Path,
+    cmdline: str,
+    host_port: int,
+    memory_mb: int,
+    pcap: Path | None = None,
 ) -> list[str]:
+    # The guest's traffic on the user network, for its DHCP identity.
+    dump = ["-object", f"filter-dump,id=dump0,netdev=n0,file={pcap}"] if pcap else []
     return [
         "qemu-system-x86_64",
         *accelerator_args(),
@@ -241,6 +366,7 @@ def qemu_command(
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_CONTROL_PORT}",
         "-device", "virtio-net-pci,netdev=n0",
         "-device", "virtio-rng-pci",
+        *dump,
     ]  # fmt: skip
 
 
@@ -269,6 +395,52 @@ def _control_state(port: int, token: str) -> dict | None:
         return None
 
 
+class _Card:
+    """The scratch card in QEMU: each power-on takes cmdline.txt from the boot partition afresh."""
+
+    def __init__(
+        self, disk: Path, workdir: Path, stack: contextlib.ExitStack, memory_mb: int
+    ) -> None:
+        self.disk, self.workdir, self.stack, self.memory_mb = disk, workdir, stack, memory_mb
+        self.host_port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def power_on(self, number: int, console_log: Path) -> tuple[OutputWatcher, BootRecord, Path]:
+        kernel, initrd, cmdline = extract_boot_files(self.disk, self.workdir)
+        pcap = self.workdir / f"net-boot{number}.pcap"
+        pcap.unlink(missing_ok=True)
+        # The journal on the console: a failing service's own messages land in the log.
+        cmd = qemu_command(self.disk, kernel, initrd,
+                           cmdline + " systemd.journald.forward_to_console=1",
+                           self.host_port, self.memory_mb, pcap)  # fmt: skip
+        log.info("boot test starting qemu boot=%d port=%d disk=%s", number, self.host_port,
+                 self.disk)  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        console = OutputWatcher(self.proc.stdout, console_log)
+        self.stack.callback(console.close)
+        self.stack.callback(_stop, self.proc)
+        return console, BootRecord(cmdline=cmdline), pcap
+
+    def power_off(self) -> None:
+        """Pull the plug: QEMU is killed, the guest gets no shutdown (a desk phone's power cut)."""
+        if self.proc is not None:
+            _stop(self.proc)
+
+
+def _boot_log(console_log: Path, number: int) -> Path:
+    return console_log if number == 1 else console_log.with_suffix(f".boot{number}.log")
+
+
+def _first_boot_marks(record: BootRecord, console: OutputWatcher, wait) -> None:
+    match = wait("first boot to finish", lambda: FIRSTBOOT_READY.search(console.text))
+    record.hostname = match.group(1)
+    report = MACHINE_ID_REPORT.search(console.text)
+    if report:
+        record.machine_id, record.kept_machine_id = report.groups()
+
+
 def boot_test(
     image: Path,
     *,
@@ -278,61 +450,68 @@ def boot_test(
     console_log: Path | None = None,
     memory_mb: int = 768,
     workdir: Path | None = None,
+    reboots: int = 0,
 ) -> BootResult:
+    """Boot to the phone's milestones; then ``reboots`` power cuts and boots of the same card.
+
+    Console logs: ``console_log`` for the first boot, ``<stem>.bootN.log`` beside it for boot N.
+    """
     result = BootResult()
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="offhook-boottest-")) if own_workdir else workdir
+    console_log = console_log or workdir / "console.log"
     try:
         with contextlib.ExitStack() as stack:
             kamailio_port, kamailio_log = None, None
             if kamailio:
                 kamailio_port, kamailio_log = stack.enter_context(running_kamailio(workdir))
             seed = prepare_seed(seed_path, kamailio_port)
-            disk = scratch_copy(image, seed, workdir)
-            kernel, initrd, cmdline = extract_boot_files(disk, workdir)
-            host_port = free_port()
-            # The journal on the console: a failing service's own messages land in the log.
-            cmdline += " systemd.journald.forward_to_console=1"
-            cmd = qemu_command(disk, kernel, initrd, cmdline, host_port, memory_mb)
-            log.info("boot test starting qemu port=%d image=%s", host_port, image)
+            card = _Card(scratch_copy(image, seed, workdir), workdir, stack, memory_mb)
             started = time.monotonic()
             deadline = started + timeout
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
-            console = OutputWatcher(proc.stdout, console_log or workdir / "console.log")
-            stack.callback(console.close)
-            stack.callback(_stop, proc)
 
             def mark(name: str) -> None:
                 result.milestones[name] = round(time.monotonic() - started, 1)
 
-            match = _wait("first boot to finish", deadline,
-                          lambda: FIRSTBOOT_READY.search(console.text), console, proc)  # fmt: skip
-            result.hostname = match.group(1)
+            console, record, pcap = card.power_on(1, console_log)
+            result.boots.append(record)
+
+            def wait(what: str, check):
+                return _wait(what, deadline, check, console, card.proc)
+
+            _first_boot_marks(record, console, wait)
+            result.hostname = record.hostname
             mark("firstboot")
-            _wait("offhook.service to start (READY)", deadline,
-                  lambda: SERVICE_STARTED.search(console.text), console, proc)  # fmt: skip
+            wait("offhook.service to start (READY)", lambda: SERVICE_STARTED.search(console.text))
             mark("service")
-            result.state = _wait(
+            result.state = wait(
                 "the control API to answer",
-                deadline,
-                lambda: _control_state(host_port, seed.control.token),
-                console,
-                proc,
+                lambda: _control_state(card.host_port, seed.control.token),
             )
             mark("control_api")
             if kamailio_log is not None:
-                found = _wait(
+                found = wait(
                     "REGISTER at Kamailio",
-                    deadline,
                     lambda: re.search(r"offhook-registered aor=(\S+) contact=(\S+)",
                                       kamailio_log.text),
-                    console,
-                    proc,
                 )  # fmt: skip
                 result.registered_contact = found.group(2)
                 mark("registered")
+            record.dhcp_client_id = next(iter(dhcp_client_ids(pcap)), b"")
+            for number in range(2, reboots + 2):
+                card.power_off()
+                started = time.monotonic()
+                console, record, pcap = card.power_on(number, _boot_log(console_log, number))
+                result.boots.append(record)
+                _first_boot_marks(record, console, wait)
+                mark(f"boot{number}_firstboot")
+                ids = wait(f"a DHCP request in boot {number}",
+                           lambda pcap=pcap: dhcp_client_ids(pcap))  # fmt: skip
+                record.dhcp_client_id = ids[0]
+                mark(f"boot{number}_dhcp")
+            card.power_off()
+            if reboots:
+                result.kept_machine_id_on_disk = read_data_file(card.disk, KEPT_MACHINE_ID).strip()
         return result
     finally:
         if own_workdir:

@@ -374,3 +374,6 @@ def strip_tree(tree: Path) -> None:
     # read-only root; offhook-firstboot keeps the first one on /data and pins it with
     # systemd.machine_id= in cmdline.txt. Empty, not "uninitialized": no first-boot presets.
     (tree / "etc/machine-id").write_text("")
+    # dbus's tmpfiles.d entry makes this link at boot, which the read-only root refuses.
+    if (tree / "var/lib/dbus").is_dir():
+        (tree / "var/lib/dbus/machine-id").symlink_to("/etc/machine-id")

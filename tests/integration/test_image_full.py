@@ -1,7 +1,8 @@
-"""Full qemu-amd64 image: debootstrap build, then boot under QEMU to a registered, answering phone.
+"""Full qemu-amd64 image: debootstrap build, then boot under QEMU to a registered, answering phone,
+cut the power and boot the same card again: it keeps its machine-id and DHCP identity.
 
 Runs under `make image-test` only (about 4-5 minutes cold on 2 cores: debootstrap ~70 s, firmware
-venv ~40 s, assembly ~15 s, boot to READY ~100 s under TCG).
+venv ~40 s, assembly ~15 s, boot to READY ~45-100 s under TCG, second boot to DHCP ~20-40 s).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from image.boottest import boot_test
+from image.boottest import boot_test, networkd_duid
 from image.build import BuildOptions, build
 from image.layout import read_partition_table
 from image.manifest import verify_manifest
@@ -46,12 +47,34 @@ def test_build_outputs_and_manifest(built: Path) -> None:
     json.dumps(manifest)
 
 
-def test_boots_to_registered_phone(built: Path, tmp_path: Path) -> None:
+def test_boots_to_registered_phone_and_keeps_its_identity(built: Path, tmp_path: Path) -> None:
     console = tmp_path / "console.log"
     result = boot_test(
-        built / "offhook-qemu-amd64.img", kamailio=True, timeout=900, console_log=console
+        built / "offhook-qemu-amd64.img",
+        kamailio=True,
+        timeout=900,
+        console_log=console,
+        reboots=1,
     )
     assert result.hostname == "offhook-boottest"
-    assert list(result.milestones) == ["firstboot", "service", "control_api", "registered"]
+    assert list(result.milestones) == [
+        "firstboot", "service", "control_api", "registered", "boot2_firstboot", "boot2_dhcp",
+    ]  # fmt: skip
     assert result.registered_contact.startswith("<sip:1001@")
     assert "data partition grown" in console.read_text(errors="replace")
+
+    first, second = result.boots
+    kept = result.kept_machine_id_on_disk
+    assert len(kept) == 32, f"no machine-id kept on /data: {kept!r}"
+    # The first boot ran with the id systemd made and kept it; the power-cycled card boots with it.
+    assert first.machine_id == second.machine_id == kept
+    assert first.kept_machine_id == second.kept_machine_id == kept
+    assert "systemd.machine_id=" not in first.cmdline
+    pinned = [word for word in second.cmdline.split() if word.startswith("systemd.machine_id=")]
+    assert pinned == [f"systemd.machine_id={kept}"]
+    assert second.hostname == "offhook-boottest"
+    # systemd-networkd's DHCPv4 client identifier (0xff, IAID, DUID) is the same on both boots
+    # and its DUID is the one derived from the kept machine-id.
+    assert first.dhcp_client_id == second.dhcp_client_id
+    assert first.dhcp_client_id[:1] == b"\xff"
+    assert first.dhcp_client_id[5:] == networkd_duid(kept)

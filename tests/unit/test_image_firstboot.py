@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config import load_config, parse_config, save_config
+from image.boottest import networkd_duid, siphash24
 from image.firstboot import main
 
 SEED = """hostname = "desk-9"
@@ -219,3 +220,14 @@ def test_unknown_step_is_refused_before_anything_runs(card: Card) -> None:
     assert run.returncode == 2
     assert "unknown step 'grow_everything'" in run.stderr
     assert not card.kept.exists()
+
+
+def test_networkd_duid_derivation_matches_siphash_reference_vectors() -> None:
+    """The full image test compares the DHCP identity on the wire with networkd_duid()."""
+    key = bytes(range(16))  # the SipHash paper's reference key and messages 00, 00 01, ...
+    assert siphash24(key, b"") == 0x726FDB47DD0E0E31
+    assert siphash24(key, bytes(range(8))) == 0x93F5F5799A932462
+    assert siphash24(key, bytes(range(15))) == 0xA129CA6149BE45E5
+    duid = networkd_duid(FIRST_ID)
+    assert duid[:6] == bytes.fromhex("0002 0000ab11")  # DUID-EN, enterprise number 43793
+    assert duid != networkd_duid(OTHER_ID) and len(duid) == 14
