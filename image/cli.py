@@ -12,6 +12,16 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"not a count from 0 to 10: {text!r}")
+    return value
+
+
 def _size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     text = text.strip().upper().removesuffix("IB").removesuffix("B")
@@ -122,6 +132,12 @@ def _image_parser() -> argparse.ArgumentParser:
     t.add_argument("--kamailio", action="store_true", help="run Kamailio and wait for REGISTER")
     t.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for readiness")
     t.add_argument("--console-log", type=Path, help="write the serial console here")
+    t.add_argument(
+        "--reboots",
+        type=_count,
+        default=0,
+        help="then cut the power N times and boot the same card again (identity kept?)",
+    )
 
     m = sub.add_parser("bmap", help="write IMAGE.bmap for an image file")
     m.add_argument("image", type=Path)
@@ -169,6 +185,7 @@ def image_main(argv: list[str]) -> int:
                 kamailio=args.kamailio,
                 timeout=args.timeout,
                 console_log=args.console_log,
+                reboots=args.reboots,
             )
         except BootTestError as exc:
             console.print(f"[red]boot test failed:[/] {exc}")

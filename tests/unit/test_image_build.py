@@ -82,3 +82,14 @@ def test_overlay_ships_in_the_wheel_data_and_scripts_stay_executable(tmp_path) -
     copied = tree / "usr/local/sbin/offhook-firstboot"
     assert copied.stat().st_mode & 0o777 == 0o755
     assert (tree / "etc/systemd/system/offhook.service").is_file()
+
+
+def test_boot_test_reboots_flag_is_a_small_count() -> None:
+    from image.cli import _image_parser
+
+    parser = _image_parser()
+    assert parser.parse_args(["boot-test", "x.img"]).reboots == 0
+    assert parser.parse_args(["boot-test", "x.img", "--reboots", "2"]).reboots == 2
+    for bad in ("-1", "11", "two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["boot-test", "x.img", "--reboots", bad])
