@@ -25,8 +25,9 @@ from tests.fixtures.baresip import (
     rms,
 )
 from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer, kamailio_server  # noqa: F401
-from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
+from tests.fixtures.sip_phone import account, phone_config, running_engine
 from tests.fixtures.tls import tls_certificates  # noqa: F401
+from tests.integration.sip_peers import peer, place_call
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -35,16 +36,6 @@ MIC_HZ = 800
 PEER_HZ = 440
 TALK_S = 2.0
 TOLERANCE_HZ = 15
-
-
-def peer(kam: KamailioServer, tmp_path: Path, user: str, tone_hz: int) -> BaresipPeer:
-    return BaresipPeer(
-        tmp_path / f"baresip-{user}",
-        user=user,
-        password=DEFAULT_USERS[user],
-        registrar=kam.domain,
-        tone_hz=tone_hz,
-    )
 
 
 @pytest.fixture
@@ -85,7 +76,7 @@ def test_tones_cross_between_alsa_and_baresip(
 ) -> None:
     config = phone_config(kamailio_server, [account(kamailio_server, "1001")])
     with (
-        peer(kamailio_server, tmp_path, "1002", PEER_HZ) as far,
+        peer(kamailio_server, tmp_path, "1002", tone_hz=PEER_HZ) as far,
         running_engine(config, alsa_audio) as phone,
     ):
         talk(phone, "1002")
@@ -104,7 +95,7 @@ def test_mute_sends_silence(
 ) -> None:
     config = phone_config(kamailio_server, [account(kamailio_server, "1001")])
     with (
-        peer(kamailio_server, tmp_path, "1002", PEER_HZ) as far,
+        peer(kamailio_server, tmp_path, "1002", tone_hz=PEER_HZ) as far,
         running_engine(config, alsa_audio) as phone,
     ):
         phone[0].submit(SetMute(True))
@@ -118,11 +109,11 @@ def test_three_way_conference_bridges_both_far_ends(
 ) -> None:
     config = phone_config(kamailio_server, [account(kamailio_server, "1001")])
     with (
-        peer(kamailio_server, tmp_path, "1002", 440) as first,
-        peer(kamailio_server, tmp_path, "1003", 1300) as second,
+        peer(kamailio_server, tmp_path, "1002", tone_hz=440) as first,
+        peer(kamailio_server, tmp_path, "1003", tone_hz=1300) as second,
         running_engine(config) as (engine, events),
     ):
-        ids = [_connect(engine, events, target) for target in ("1002", "1003")]
+        ids = [place_call(engine, events, target).call_id for target in ("1002", "1003")]
         engine.submit(Conference(tuple(ids)))
         time.sleep(TALK_S)
         for call_id in ids:
@@ -132,9 +123,3 @@ def test_three_way_conference_bridges_both_far_ends(
     # Without a local audio device, each far end can only have heard the other one.
     assert abs(dominant_frequency(*heard(first)) - 1300) < TOLERANCE_HZ
     assert abs(dominant_frequency(*heard(second)) - 440) < TOLERANCE_HZ
-
-
-def _connect(engine: object, events: EventRecorder, target: str) -> int:
-    mark = events.mark()
-    engine.submit(MakeCall(0, target))  # type: ignore[attr-defined]
-    return events.wait_call_state(CallState.CONFIRMED, start=mark).call_id

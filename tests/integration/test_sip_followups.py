@@ -20,7 +20,6 @@ from firmware.events import (
     MessageWaiting,
 )
 from firmware.sip.sine import SineEndpoint
-from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.engine_process import EngineProcess
 from tests.fixtures.kamailio import (  # noqa: F401
     DEFAULT_REDIRECTS,
@@ -31,16 +30,11 @@ from tests.fixtures.kamailio import (  # noqa: F401
 from tests.fixtures.mwi_notifier import MwiNotifier
 from tests.fixtures.sip_phone import account, phone_config, running_engine
 from tests.fixtures.tls import CertificateSet, tls_certificates  # noqa: F401
+from tests.integration.sip_peers import peer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 MOVED = next(iter(DEFAULT_REDIRECTS))  # Kamailio answers INVITEs to it with 302 -> its target
-
-
-def peer(kam: KamailioServer, tmp_path: Path, user: str) -> BaresipPeer:
-    return BaresipPeer(
-        tmp_path / f"baresip-{user}", user=user, password=DEFAULT_USERS[user], registrar=kam.domain
-    )
 
 
 def test_outgoing_call_follows_a_302_to_the_contact(
