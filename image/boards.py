@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from image.layout import MIB
 from image.rootfs import INITRAMFS_MODULES, Recipe
 
+# Debian's kernel uses the upstream device trees (config.txt: upstream_kernel=1): the GPIO 14/15
+# UART is the mini UART, serial1 -> ttyS1, while serial0 (PL011, ttyAMA0) drives Bluetooth. The
+# firmware would rewrite "serial0" to the downstream kernel's ttyS0, so the name is given.
+PI_CONSOLES = "ttyS1,115200 tty1"
+
 
 @dataclass(frozen=True)
 class Board:
@@ -46,15 +51,16 @@ def board(name: str, mirror: str) -> Board:
                 components=("main", "non-free-firmware"),
                 mirror=mirror,
                 initramfs_modules=INITRAMFS_MODULES["arm64"],
-                # raspi-firmware's kernel hook writes cmdline.txt from these settings.
+                # raspi-firmware's kernel hook writes config.txt and cmdline.txt from these
+                # settings (the build then writes its own cmdline.txt, same consoles).
                 files={
                     "/etc/default/raspi-firmware": (
-                        'ROOTPART=LABEL=OFFHOOK-ROOT\nCONSOLES="serial0,115200 tty1"\n'
+                        f'ROOTPART=LABEL=OFFHOOK-ROOT\nCONSOLES="{PI_CONSOLES}"\n'
                     ),
                     "/etc/default/raspi-extra-cmdline": "ro fsck.repair=yes\n",
                 },
             ),
-            console="console=serial0,115200 console=tty1",
+            console=" ".join(f"console={c}" for c in PI_CONSOLES.split()),
             boot_size=256 * MIB,
             needs_pjsua2_wheel=True,
             firmware_extras=("pi",),

@@ -252,6 +252,32 @@ def configure(tree: Path, target: Board) -> None:
         )
 
 
+def pi_config_files(config_txt: str) -> dict[str, str]:
+    """The kernel= and initramfs file names a Raspberry Pi config.txt points at."""
+    named = {}
+    for line in config_txt.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("kernel="):
+            named["kernel"] = line.removeprefix("kernel=").strip()
+        elif line.startswith("initramfs "):
+            named["initramfs"] = line.split()[1]
+    return named
+
+
+def check_pi_config(boot: Path) -> None:
+    """config.txt from raspi-firmware's hook must exist and name a kernel and initramfs that are
+    in the boot tree: the firmware boots nothing otherwise, with no message on the card."""
+    config = boot / "config.txt"
+    if not config.is_file():
+        raise BuildError("raspi-firmware's hook wrote no config.txt to /boot/firmware")
+    named = pi_config_files(config.read_text())
+    for what in ("kernel", "initramfs"):
+        if what not in named:
+            raise BuildError(f"config.txt from raspi-firmware names no {what}")
+        if not (boot / named[what]).is_file():
+            raise BuildError(f"config.txt names {what} {named[what]!r}, not in /boot/firmware")
+
+
 def boot_files(tree: Path, target: Board, layout_root_partuuid: str, boot: Path) -> None:
     """Fill the FAT boot partition's tree."""
     if boot.exists():
@@ -259,17 +285,20 @@ def boot_files(tree: Path, target: Board, layout_root_partuuid: str, boot: Path)
     boot.mkdir(parents=True)
     firmware = tree / "boot/firmware"
     if target.name == "rpi":
-        # raspi-firmware's hooks filled /boot/firmware (start*.elf, DTBs, kernel, initrd).
+        # raspi-firmware's hooks filled /boot/firmware (start*.elf, DTBs, kernel, initrd and a
+        # config.txt naming the last two); the card boots from these, not from /boot.
         for item in sorted(firmware.iterdir()):
             shutil.move(str(item), boot / item.name)
+        check_pi_config(boot)
+        # net.ifnames=0 keeps wlan0 the name the wpa_supplicant@wlan0 unit is enabled for.
         (boot / "cmdline.txt").write_text(
             f"{target.console} root={layout_root_partuuid} rootfstype=ext4 ro fsck.repair=yes "
-            "rootwait quiet\n"
+            "net.ifnames=0 rootwait quiet\n"
         )
         config = boot / "config.txt"
-        text = config.read_text() if config.exists() else ""
-        config.write_text(text + "\n[all]\n# offhook: I2C for the OLED, UART console\n"
-                          "dtparam=i2c_arm=on\nenable_uart=1\n")  # fmt: skip
+        # The upstream DTBs already enable I2C1 on GPIO 2/3; the dtparam covers downstream ones.
+        config.write_text(config.read_text() + "\n[all]\n# offhook: I2C for the OLED, UART "
+                          "console\ndtparam=i2c_arm=on\nenable_uart=1\n")  # fmt: skip
         return
     kernels = sorted((tree / "boot").glob("vmlinuz-*"))
     initrds = sorted((tree / "boot").glob("initrd.img-*"))
@@ -312,6 +341,45 @@ class Steps:
         self.console.print(f"[green]done[/] {name} ({self.times[name]} s)")
 
 
+def root_partuuid(target: Board, id_seed: str) -> str:
+    """cmdline.txt's root=: the MBR disk id is derived from the seed alone, not from sizes."""
+    probe = plan_layout(boot_size=target.boot_size, root_size=MIB, data_size=MIB, id_seed=id_seed)
+    return f"PARTUUID={probe.disk_id[2:]}-02"
+
+
+def image_from_tree(
+    tree: Path,
+    boot: Path,
+    target: Board,
+    image: Path,
+    *,
+    size: int | None,
+    id_seed: str,
+    epoch: int,
+    workdir: Path,
+    steps: Steps,
+) -> Layout:
+    """Every step after the firmware venv up to the image file: overlay and configuration, boot
+    files, strip and normalise, assemble (root from ``tree``, an empty data partition)."""
+    partuuid = root_partuuid(target, id_seed)
+    steps.run("overlay and configuration", lambda: (copy_overlay(tree, target),
+                                                     configure(tree, target)))  # fmt: skip
+    steps.run("boot files", boot_files, tree, target, partuuid, boot)
+    steps.run("strip and normalise", lambda: (rootfs.strip_tree(tree),
+                                              normalise_mtimes(tree, epoch),
+                                              normalise_mtimes(boot, epoch)))  # fmt: skip
+    layout = plan_layout(
+        boot_size=target.boot_size,
+        root_size=ext4_size_for(tree, slack=0.10),
+        data_size=DATA_SIZE,
+        disk_size=size,
+        id_seed=id_seed,
+    )
+    contents = Contents(boot=boot, root=tree, data=None)
+    steps.run("assemble image", assemble, image, layout, contents, workdir, epoch=epoch)
+    return layout
+
+
 def build(options: BuildOptions, console: Console | None = None) -> dict:
     console = console or Console(stderr=True)
     try:
@@ -352,25 +420,11 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
             raise BuildError(f"{exc}\n(full log: {build_log})") from None
     packages = rootfs.package_versions(tree)
     python_packages = rootfs.python_packages(tree, VENV)
-    probe = plan_layout(boot_size=target.boot_size, root_size=MIB, data_size=MIB,
-                        id_seed=options.id_seed)  # fmt: skip
-    root_partuuid = f"PARTUUID={probe.disk_id[2:]}-02"
-    steps.run("overlay and configuration", lambda: (copy_overlay(tree, target),
-                                                     configure(tree, target)))  # fmt: skip
-    steps.run("boot files", boot_files, tree, target, root_partuuid, boot)
-    steps.run("strip and normalise", lambda: (rootfs.strip_tree(tree),
-                                              normalise_mtimes(tree, epoch),
-                                              normalise_mtimes(boot, epoch)))  # fmt: skip
-    layout: Layout = plan_layout(
-        boot_size=target.boot_size,
-        root_size=ext4_size_for(tree, slack=0.10),
-        data_size=DATA_SIZE,
-        disk_size=options.size,
-        id_seed=options.id_seed,
-    )
     image = out / f"offhook-{target.name}.img"
-    contents = Contents(boot=boot, root=tree, data=None)
-    steps.run("assemble image", assemble, image, layout, contents, work / "parts", epoch=epoch)
+    layout = image_from_tree(
+        tree, boot, target, image, size=options.size, id_seed=options.id_seed, epoch=epoch,
+        workdir=work / "parts", steps=steps,
+    )  # fmt: skip
     root = layout.partition("root")
     root_sha256 = hash_range(image, root.start, root.size)
     bmap_file = image.with_name(image.name + ".bmap")

@@ -34,9 +34,14 @@ BASE_PACKAGES = (
 BUILD_PACKAGES = ("gcc", "python3-dev", "libasound2-dev", "libc6-dev")  # purged after pip
 INITRAMFS_MODULES = {
     "amd64": ("virtio_pci", "virtio_blk", "virtio_net", "ext4", "vfat", "nls_cp437", "nls_ascii"),
+    # Raspberry Pi root on SD: bcm2835 (sdhost, Pi 3/Zero 2 W), sdhci_iproc (Pi 4 emmc2), whose
+    # supplies come from the "regulator-fixed"/"regulator-gpio" nodes: without those drivers the
+    # card never probes. Root on USB: dwc2 + phy_generic (Pi 3/Zero 2 W), xhci_pci behind
+    # PCIe with reset_raspberrypi loading the VL805's firmware (Pi 4). virtio for QEMU's virt.
     "arm64": (
-        "ext4", "vfat", "nls_cp437", "nls_ascii", "mmc_block", "sdhci_iproc", "bcm2835",
-        "bcm2835_dma", "virtio_mmio", "virtio_pci", "virtio_blk",
+        "ext4", "vfat", "nls_cp437", "nls_ascii", "mmc_block", "bcm2835", "sdhci_iproc",
+        "fixed", "gpio_regulator", "dwc2", "phy_generic", "reset_raspberrypi", "xhci_pci",
+        "usb_storage", "uas", "sd_mod", "virtio_mmio", "virtio_pci", "virtio_blk",
     ),
 }  # fmt: skip
 
