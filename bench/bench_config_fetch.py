@@ -9,7 +9,8 @@ falls on all of them alike; each row also gives the target's own CPU time per re
 /proc), which load elsewhere hardly changes. A constant-body ASGI app on plain uvicorn (same
 workers) shows what one ASGI request cycle costs, the path polls took before the inline answer
 of provisioning/poll_protocol.py. Environment: OFFHOOK_BENCH_SECONDS (per target, default 5),
-OFFHOOK_BENCH_ROUNDS (5), OFFHOOK_BENCH_DEVICES (200), OFFHOOK_BENCH_CONNECTIONS (32).
+OFFHOOK_BENCH_ROUNDS (5), OFFHOOK_BENCH_DEVICES (200), OFFHOOK_BENCH_CONNECTIONS (32),
+OFFHOOK_BENCH_TLS=1 (every target on HTTPS with one throwaway CA and certificate, as phones poll).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import base64
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,6 +29,23 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+class ClientTls:
+    """The load generator's TLS context: None for plain HTTP (OFFHOOK_BENCH_TLS unset)."""
+
+    context: ssl.SSLContext | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.context else "http"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return self.context or True
+
+
+CLIENT_TLS = ClientTls()
 
 
 def free_port() -> int:
@@ -72,7 +91,7 @@ async def _worker(
     statuses: dict[int, int],
     limit: int | None,
 ) -> int:
-    reader, writer = await asyncio.open_connection(HOST, port)
+    reader, writer = await asyncio.open_connection(HOST, port, ssl=CLIENT_TLS.context)
     done = 0
     try:
         index = offset
@@ -235,9 +254,10 @@ def start_server(
     port: int,
     workers: int,
     extra_env: dict[str, str] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`offhook server` on plain HTTP (the database is already migrated and the key ring
-    created by seed_devices)."""
+    """`offhook server` on plain HTTP, or HTTPS with ``tls`` = (certificate, key) (the
+    database is already migrated and the key ring created by seed_devices)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFHOOK_")}
     env.update(
         {
@@ -250,9 +270,10 @@ def start_server(
     )
     command = [
         sys.executable, "-m", "firmware.cli", "server", "--db", db_url,
-        "--data-dir", str(data_dir), "--listen", f"{HOST}:{port}", "--insecure-http",
+        "--data-dir", str(data_dir), "--listen", f"{HOST}:{port}",
         "--workers", str(workers), "--log-level", "warning",
     ]  # fmt: skip
+    command += ["--cert", str(tls[0]), "--key", str(tls[1])] if tls else ["--insecure-http"]
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (lives as long as the server)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     return answering(process, port, "/healthz")
@@ -266,7 +287,8 @@ def wait_http(port: int, path: str, process: subprocess.Popen[bytes] | None = No
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited rc={process.returncode}")
         try:
-            if httpx.get(f"http://{HOST}:{port}{path}", timeout=2).status_code < 500:
+            url = f"{CLIENT_TLS.scheme}://{HOST}:{port}{path}"
+            if httpx.get(url, timeout=2, verify=CLIENT_TLS.verify).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
@@ -294,8 +316,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def start_nginx(root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_nginx(
+    root: Path, port: int, tls: tuple[Path, Path] | None = None
+) -> subprocess.Popen[bytes]:
     conf = root / "nginx.conf"
+    ssl_lines = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};" if tls else ""
     user = "user root;\n" if os.geteuid() == 0 else ""
     conf.write_text(f"""{user}worker_processes 2;
 daemon off;
@@ -310,7 +335,8 @@ http {{
     etag on;
     keepalive_requests 1000000;
     server {{
-        listen {HOST}:{port};
+        listen {HOST}:{port}{" ssl" if tls else ""};
+        {ssl_lines}
         root {root}/static;
     }}
 }}
@@ -335,7 +361,9 @@ async def app(scope, receive, send):
 """
 
 
-def start_bare_asgi(root: Path, port: int, body: bytes) -> subprocess.Popen[bytes]:
+def start_bare_asgi(
+    root: Path, port: int, body: bytes, tls: tuple[Path, Path] | None = None
+) -> subprocess.Popen[bytes]:
     """A constant-body ASGI app (no auth, no lookup) on plain uvicorn, 2 workers: one ASGI
     request cycle's cost, for comparison with the inline poll answer."""
     (root / "bare_asgi.py").write_text(BARE_ASGI.format(body=body))
@@ -343,6 +371,8 @@ def start_bare_asgi(root: Path, port: int, body: bytes) -> subprocess.Popen[byte
         sys.executable, "-m", "uvicorn", "bare_asgi:app", "--workers", "2", "--host", HOST,
         "--port", str(port), "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
+    if tls:
+        command += ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])]
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     return answering(process, port, "/")
@@ -358,19 +388,31 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="offhook-bench-fetch-"))
     os.chmod(root, 0o755)
     processes: list[subprocess.Popen[bytes]] = []
+    tls = None
+    if os.environ.get("OFFHOOK_BENCH_TLS", "") not in ("", "0"):
+        from firmware.devtools.certs import make_certificates
+
+        certs = make_certificates(root / "tls")
+        tls = (certs.cert, certs.key)
+        for path in (root / "tls", *tls):
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)  # nginx workers read them
+        CLIENT_TLS.context = ssl.create_default_context(cafile=str(certs.ca_cert))
     try:
         data_dir = root / "server"
         data_dir.mkdir()
         db_url = f"sqlite:///{data_dir / 'provisioning.db'}"
         creds = seed_devices(db_url, data_dir, devices)
         port = free_port()
-        server = start_server(data_dir, db_url, port, 2)
+        server = start_server(data_dir, db_url, port, 2, tls=tls)
         processes.append(server)
 
         static = root / "static" / "configs"
         static.mkdir(parents=True)
         full_server, cond_server, full_nginx, cond_nginx = [], [], [], []
-        with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=30) as client:
+        scheme, verify = CLIENT_TLS.scheme, CLIENT_TLS.verify
+        with httpx.Client(
+            base_url=f"{scheme}://{HOST}:{port}", timeout=30, verify=verify
+        ) as client:
             for device_id, secret in creds:
                 auth = "Basic " + base64.b64encode(f"{device_id}:{secret}".encode()).decode()
                 reply = client.get("/api/v1/device/config", headers={"Authorization": auth})
@@ -386,13 +428,15 @@ def main() -> int:
         for path in (root / "static", static):
             os.chmod(path, 0o755)
         nginx_port = free_port()
-        nginx = start_nginx(root, nginx_port)
+        nginx = start_nginx(root, nginx_port, tls)
         processes.append(nginx)
         bare_port = free_port()
-        bare = start_bare_asgi(root, bare_port, (static / f"{creds[0][0]}.json").read_bytes())
+        bare = start_bare_asgi(root, bare_port, (static / f"{creds[0][0]}.json").read_bytes(), tls)
         processes.append(bare)
         bare_requests = [get_request("/", {"Authorization": "Basic " + "A" * 64})]
-        with httpx.Client(base_url=f"http://{HOST}:{nginx_port}", timeout=30) as client:
+        with httpx.Client(
+            base_url=f"{scheme}://{HOST}:{nginx_port}", timeout=30, verify=verify
+        ) as client:
             for device_id, _ in creds:
                 path = f"/configs/{device_id}.json"
                 reply = client.get(path)
@@ -403,7 +447,7 @@ def main() -> int:
         print(
             f"{devices} devices, {connections} keep-alive connections, {seconds:.0f} s per target "
             f"in {rounds} interleaved rounds; server: `offhook server`, 2 workers, SQLite; "
-            "nginx: 2 workers; 2 shared cores"
+            f"nginx: 2 workers; 2 shared cores; {'HTTPS (TLS)' if tls else 'plain HTTP'}"
         )
         run_load(port, full_server, 1, connections)  # warm the render caches of both workers
         targets = [
