@@ -1,0 +1,208 @@
+"""The Raspberry Pi recipe for real, up to the card image: arm64 debootstrap under qemu-user,
+Debian's arm64 kernel, raspi-firmware and its hooks, the initramfs; then overlay, configure(),
+boot_files(), strip and assembly exactly as ``offhook image build --board rpi`` runs them
+(image/build.py's image_from_tree), read back with mtools, debugfs, file and fsck.
+
+Only the firmware venv is left out: it needs a cp311 aarch64 pjsua2 wheel. Opt-in with
+OFFHOOK_TEST_RPI_ROOTFS=1 (about 9 minutes cold on 2 cores, mostly debootstrap and dpkg under
+qemu-user; about 2 minutes with the root filesystem cached in the image cache).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from image import rootfs
+from image.assemble import source_date_epoch
+from image.boards import board
+from image.build import (
+    ENABLED_UNITS,
+    BuildOptions,
+    Steps,
+    default_cache,
+    image_from_tree,
+    pi_config_files,
+)
+from image.layout import MIB, Layout
+
+pytestmark = [
+    pytest.mark.image,
+    pytest.mark.timeout(3600),
+    pytest.mark.skipif(
+        os.environ.get("OFFHOOK_TEST_RPI_ROOTFS") != "1",
+        reason="arm64 root filesystem under qemu-user takes minutes: OFFHOOK_TEST_RPI_ROOTFS=1",
+    ),
+]
+
+# What a Pi 3 / 3+ / Zero 2 W (start.elf, fixup.dat, bootcode.bin read by the boot ROM) and a
+# Pi 4 (start4.elf, fixup4.dat; its boot code is in EEPROM) need on the FAT partition.
+PI_FIRMWARE = ("bootcode.bin", "start.elf", "fixup.dat", "start4.elf", "fixup4.dat")
+# upstream_kernel=1 makes the firmware load the upstream names (bcm2837-*), which Debian's kernel
+# ships, instead of the Raspberry Pi kernel's bcm2710-* ones.
+PI_DTBS = {
+    "bcm2837-rpi-3-b.dtb": "raspberrypi,3-model-b",
+    "bcm2837-rpi-3-b-plus.dtb": "raspberrypi,3-model-b-plus",
+    "bcm2837-rpi-zero-2-w.dtb": "raspberrypi,model-zero-2-w",
+    "bcm2711-rpi-4-b.dtb": "raspberrypi,4-model-b",
+}
+# Drivers for a root file system on the SD card (Pi 3/Zero 2 W sdhost, Pi 4 emmc2 and its
+# regulators) and on USB (dwc2, xhci behind PCIe with the VL805 reset).
+INITRAMFS_DRIVERS = (
+    "ext4.ko", "vfat.ko", "bcm2835.ko", "sdhci-iproc.ko", "fixed.ko", "gpio-regulator.ko",
+    "dwc2.ko", "phy-generic.ko", "xhci-pci.ko", "reset-raspberrypi.ko", "usb-storage.ko",
+    "uas.ko", "sd_mod.ko",
+)  # fmt: skip
+EM_AARCH64 = 183
+MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+
+
+@dataclass(frozen=True)
+class Card:
+    image: Path
+    layout: Layout
+    boot: Path  # the FAT partition's files, copied out with mcopy
+    boot_fat: Path
+    root_ext4: Path
+    data_ext4: Path
+    etc: Path  # /etc of the root partition, dumped with debugfs
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, check=True, **kwargs)
+
+
+def extract(image: Path, start: int, size: int, dest: Path) -> Path:
+    run(["dd", f"if={image}", f"of={dest}", "bs=1M", f"skip={start // MIB}",
+         f"count={size // MIB}", "conv=sparse", "status=none"])  # fmt: skip
+    return dest
+
+
+def debugfs(part: Path, request: str) -> str:
+    return run(["debugfs", "-R", request, str(part)], text=True).stdout
+
+
+def cpio_names(archive: bytes) -> list[str]:
+    """Member names of a newc cpio archive (the initramfs format)."""
+    names, offset = [], 0
+    while archive.startswith(b"070701", offset):
+        header = archive[offset : offset + 110]
+        name_size, file_size = int(header[94:102], 16), int(header[54:62], 16)
+        name = archive[offset + 110 : offset + 110 + name_size - 1].decode()
+        if name == "TRAILER!!!":
+            break
+        names.append(name)
+        offset += -(-(110 + name_size) // 4) * 4 + -(-file_size // 4) * 4
+    return names
+
+
+@pytest.fixture(scope="module")
+def card(tmp_path_factory: pytest.TempPathFactory) -> Card:
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap and chroot need root")
+    work = tmp_path_factory.mktemp("rpi")
+    target = board("rpi", BuildOptions(board="rpi", out=work).mirror)
+    tree, boot = work / "root", work / "boot"
+    steps = Steps(Console(stderr=True))
+    with open(work / "rootfs.log", "w", encoding="utf-8") as log_to:
+        steps.run(
+            "root filesystem (debootstrap, kernel)",
+            rootfs.cached_bootstrap, target.recipe, tree, default_cache() / "rootfs", log_to,
+        )  # fmt: skip
+    image = work / "offhook-rpi.img"
+    layout = image_from_tree(
+        tree, boot, target, image, size=None, id_seed="offhook", epoch=source_date_epoch(),
+        workdir=work / "parts", steps=steps,
+    )  # fmt: skip
+    parts = {p.name: p for p in layout.partitions}
+    boot_fat = extract(image, parts["boot"].start, parts["boot"].size, work / "boot.fat")
+    root_ext4 = extract(image, parts["root"].start, parts["root"].size, work / "root.ext4")
+    data_ext4 = extract(image, parts["data"].start, parts["data"].size, work / "data.ext4")
+    copied = work / "boot-copy"
+    copied.mkdir()
+    run(["mcopy", "-s", "-n", "-i", str(boot_fat), "::/*", str(copied)], env=MTOOLS_ENV)
+    etc = work / "etc-copy"
+    etc.mkdir()
+    debugfs(root_ext4, f"rdump /etc {etc}")
+    return Card(image, layout, copied, boot_fat, root_ext4, data_ext4, etc / "etc")
+
+
+def test_boot_partition_holds_the_pi_boot_chain(card: Card, tmp_path: Path) -> None:
+    for name in PI_FIRMWARE:  # as shipped by the raspi-firmware package in the root
+        packaged = tmp_path / name
+        debugfs(card.root_ext4, f"dump /usr/lib/raspi-firmware/{name} {packaged}")
+        on_card = (card.boot / name).read_bytes()
+        assert on_card and on_card == packaged.read_bytes(), name
+    for name, compatible in PI_DTBS.items():
+        blob = (card.boot / name).read_bytes()
+        assert blob[:4] == b"\xd0\x0d\xfe\xed", name  # flattened device tree magic
+        assert compatible.encode() in blob, name
+
+
+def test_config_txt_boots_the_kernel_and_initramfs_on_the_card(card: Card) -> None:
+    config = (card.boot / "config.txt").read_text()
+    lines = {line.strip() for line in config.splitlines()}
+    assert {"arm_64bit=1", "upstream_kernel=1", "enable_uart=1", "dtparam=i2c_arm=on"} <= lines
+    named = pi_config_files(config)
+    kernel = (card.boot / named["kernel"]).read_bytes()
+    image = gzip.decompress(kernel) if kernel[:2] == b"\x1f\x8b" else kernel
+    assert image[56:60] == b"ARM\x64"  # arm64 Image header magic
+    initramfs = subprocess.run(
+        ["zstd", "-dc", str(card.boot / named["initramfs"])], capture_output=True, check=True
+    ).stdout
+    members = {Path(name).name for name in cpio_names(initramfs)}
+    assert "init" in members
+    missing = [driver for driver in INITRAMFS_DRIVERS if driver not in members]
+    assert not missing, f"initramfs lacks {missing}"
+
+
+def test_cmdline_names_the_root_partition_read_only(card: Card) -> None:
+    text = (card.boot / "cmdline.txt").read_text()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    args = text.split()
+    table = json.loads(run(["sfdisk", "--json", str(card.image)], text=True).stdout)
+    disk_id = table["partitiontable"]["id"].removeprefix("0x")
+    assert f"root=PARTUUID={disk_id}-02" in args
+    assert card.layout.partitions[1].name == "root"
+    assert "ro" in args and "rw" not in args
+    assert "console=ttyS1,115200" in args and "rootwait" in args
+
+
+def test_root_partition_is_the_configured_arm64_system(card: Card, tmp_path: Path) -> None:
+    fstab = (card.etc / "fstab").read_text()
+    fat_label = run(["mlabel", "-s", "-i", str(card.boot_fat), "::"], text=True, env=MTOOLS_ENV)
+    labels = {
+        "/": run(["e2label", str(card.root_ext4)], text=True).stdout.strip(),
+        "/data": run(["e2label", str(card.data_ext4)], text=True).stdout.strip(),
+        "/boot/firmware": fat_label.stdout.split()[-1],
+    }
+    for mountpoint, label in labels.items():
+        pattern = rf"^LABEL={re.escape(label)}\s+{re.escape(mountpoint)}\s"
+        assert re.search(pattern, fstab, re.MULTILINE), (mountpoint, label)
+    assert re.search(r"^LABEL=OFFHOOK-ROOT\s+/\s+ext4\s+ro,", fstab, re.MULTILINE)
+    wanted = {link.name for link in (card.etc / "systemd/system").glob("*.wants/*")}
+    for unit in (*ENABLED_UNITS, "wpa_supplicant@wlan0.service"):
+        assert unit in wanted, unit
+    assert (card.etc / "machine-id").read_bytes() == b""
+    assert "OFFHOOK_BOARD=rpi" in (card.etc / "default/offhook").read_text()
+    assert "ttyS1,115200" in (card.etc / "default/raspi-firmware").read_text()
+    assert "Type: directory" in debugfs(card.root_ext4, "stat /boot/firmware")
+    bash = tmp_path / "bash"
+    debugfs(card.root_ext4, f"dump /usr/bin/bash {bash}")
+    assert "ARM aarch64" in run(["file", "-b", str(bash)], text=True).stdout
+    header = bash.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == EM_AARCH64
+
+
+def test_every_partition_passes_fsck(card: Card) -> None:
+    run(["fsck.vfat", "-n", str(card.boot_fat)])
+    for part in (card.root_ext4, card.data_ext4):
+        run(["e2fsck", "-fn", str(part)])
