@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,10 @@ CONFIG = "/api/v1/device/config"
 
 
 class RunningServer:
-    def __init__(self, app: object, protocol: type, keep_alive_s: int = 5) -> None:
+    def __init__(
+        self, app: object, protocol: type, keep_alive_s: int = 5, tls: object | None = None
+    ) -> None:
+        self.tls = tls
         with socket.socket() as probe:
             probe.bind((HOST, 0))
             self.port = probe.getsockname()[1]
@@ -40,6 +44,8 @@ class RunningServer:
             log_level="warning",
             lifespan="on",
             timeout_keep_alive=keep_alive_s,
+            ssl_certfile=str(tls.cert) if tls else None,  # type: ignore[attr-defined]
+            ssl_keyfile=str(tls.key) if tls else None,  # type: ignore[attr-defined]
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -57,7 +63,10 @@ class RunningServer:
         self.thread.join(10)
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://{HOST}:{self.port}", timeout=10)
+        if self.tls is None:
+            return httpx.Client(base_url=f"http://{HOST}:{self.port}", timeout=10)
+        verify = ssl.create_default_context(cafile=str(self.tls.ca_cert))  # type: ignore[attr-defined]
+        return httpx.Client(base_url=f"https://{HOST}:{self.port}", timeout=10, verify=verify)
 
 
 @pytest.fixture
@@ -230,3 +239,17 @@ def test_idle_connection_is_closed_after_the_keep_alive_timeout(
         answers, rest = asyncio.run(poll_then_idle(server.port))
     assert answers == 3 and rest == b""
     assert ConfigPollProtocol.inline_answers == before + 3
+
+
+def test_inline_answers_over_tls(fleet: tuple[object, dict[str, str]], tmp_path: Path) -> None:
+    from firmware.devtools.certs import make_certificates
+
+    app, auths = fleet
+    tls = make_certificates(tmp_path / "tls")
+    reference = _run(app, HttpToolsProtocol, auths)
+    with RunningServer(app, ConfigPollProtocol, tls=tls) as server, server.client() as client:
+        before = ConfigPollProtocol.inline_answers
+        over_tls = _exchange(client, auths)
+        answered_inline = ConfigPollProtocol.inline_answers - before
+    assert over_tls == reference
+    assert answered_inline == 8
