@@ -246,10 +246,27 @@ def configure(tree: Path, target: Board) -> None:
     subprocess.run(["chroot", str(tree), "passwd", "-l", "root"], capture_output=True, check=False)
     rootfs.run(["systemctl", f"--root={tree}", "enable", *ENABLED_UNITS], what="systemctl enable")
     if target.name == "rpi":
-        rootfs.run(
-            ["systemctl", f"--root={tree}", "enable", "wpa_supplicant@wlan0.service"],
-            what="systemctl enable wpa_supplicant",
-        )
+        wifi_units(tree)
+
+
+WIFI_DEVICE = "sys-subsystem-net-devices-wlan0.device"
+
+
+def wifi_units(tree: Path) -> None:
+    """wpa_supplicant for wlan0, started by the interface's appearance.
+
+    Wanted by multi-user.target it would hold boot, and the phone (ordered after
+    network-online.target), for systemd's 90 s device timeout on a card whose Wi-Fi never shows
+    up (no NVRAM file for the chip, QEMU). Debian's D-Bus wpa_supplicant.service manages no
+    interface here: disabled.
+    """
+    rootfs.run(["systemctl", f"--root={tree}", "disable", "wpa_supplicant.service"],
+               what="systemctl disable wpa_supplicant")  # fmt: skip
+    wants = tree / "etc/systemd/system" / f"{WIFI_DEVICE}.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "wpa_supplicant@wlan0.service"
+    link.unlink(missing_ok=True)
+    link.symlink_to("/lib/systemd/system/wpa_supplicant@.service")
 
 
 def pi_config_files(config_txt: str) -> dict[str, str]:
@@ -290,7 +307,7 @@ def boot_files(tree: Path, target: Board, layout_root_partuuid: str, boot: Path)
         for item in sorted(firmware.iterdir()):
             shutil.move(str(item), boot / item.name)
         check_pi_config(boot)
-        # net.ifnames=0 keeps wlan0 the name the wpa_supplicant@wlan0 unit is enabled for.
+        # net.ifnames=0 keeps wlan0 the name wpa_supplicant@wlan0 is bound to.
         (boot / "cmdline.txt").write_text(
             f"{target.console} root={layout_root_partuuid} rootfstype=ext4 ro fsck.repair=yes "
             "net.ifnames=0 rootwait quiet\n"

@@ -26,6 +26,7 @@ from image.assemble import source_date_epoch
 from image.boards import board
 from image.build import (
     ENABLED_UNITS,
+    WIFI_DEVICE,
     BuildOptions,
     Steps,
     default_cache,
@@ -188,9 +189,14 @@ def test_root_partition_is_the_configured_arm64_system(card: Card, tmp_path: Pat
         pattern = rf"^LABEL={re.escape(label)}\s+{re.escape(mountpoint)}\s"
         assert re.search(pattern, fstab, re.MULTILINE), (mountpoint, label)
     assert re.search(r"^LABEL=OFFHOOK-ROOT\s+/\s+ext4\s+ro,", fstab, re.MULTILINE)
-    wanted = {link.name for link in (card.etc / "systemd/system").glob("*.wants/*")}
-    for unit in (*ENABLED_UNITS, "wpa_supplicant@wlan0.service"):
+    units = card.etc / "systemd/system"
+    wanted = {link.name for link in units.glob("*.wants/*")}
+    for unit in ENABLED_UNITS:
         assert unit in wanted, unit
+    # Wi-Fi comes up with wlan0 and holds nothing when there is none.
+    wifi = units / f"{WIFI_DEVICE}.wants/wpa_supplicant@wlan0.service"
+    assert os.readlink(wifi) == "/lib/systemd/system/wpa_supplicant@.service"
+    assert not list(units.glob("*.target.wants/wpa_supplicant*"))
     assert (card.etc / "machine-id").read_bytes() == b""
     assert "OFFHOOK_BOARD=rpi" in (card.etc / "default/offhook").read_text()
     assert "ttyS1,115200" in (card.etc / "default/raspi-firmware").read_text()
