@@ -47,7 +47,14 @@ def board(name: str, mirror: str) -> Board:
             recipe=Recipe(
                 arch="arm64",
                 kernel_packages=("linux-image-arm64", "raspi-firmware"),
-                extra_packages=("firmware-brcm80211", "wpasupplicant", "i2c-tools"),
+                # wireless-regdb: cfg80211's regulatory.db, without which the seed's Wi-Fi
+                # country cannot be applied (the kernel stays on the world domain).
+                extra_packages=(
+                    "firmware-brcm80211",
+                    "wireless-regdb",
+                    "wpasupplicant",
+                    "i2c-tools",
+                ),
                 components=("main", "non-free-firmware"),
                 mirror=mirror,
                 initramfs_modules=INITRAMFS_MODULES["arm64"],

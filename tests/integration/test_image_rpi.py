@@ -91,6 +91,16 @@ def debugfs(part: Path, request: str) -> str:
     return run(["debugfs", "-R", request, str(part)], text=True).stdout
 
 
+def resolve(card: Card, path: str, hops: int = 8) -> str:
+    """``path`` in the root partition with its symbolic links followed."""
+    for _ in range(hops):
+        found = re.search(r'link dest: "([^"]+)"', debugfs(card.root_ext4, f"stat {path}"))
+        if found is None:
+            return path
+        path = os.path.normpath(os.path.join(os.path.dirname(path), found[1]))
+    raise AssertionError(f"{path}: more than {hops} symbolic links")
+
+
 def cpio_names(archive: bytes) -> list[str]:
     """Member names of a newc cpio archive (the initramfs format)."""
     names, offset = [], 0
@@ -201,6 +211,9 @@ def test_root_partition_is_the_configured_arm64_system(card: Card, tmp_path: Pat
     assert "OFFHOOK_BOARD=rpi" in (card.etc / "default/offhook").read_text()
     assert "ttyS1,115200" in (card.etc / "default/raspi-firmware").read_text()
     assert "Type: directory" in debugfs(card.root_ext4, "stat /boot/firmware")
+    # cfg80211's regulatory.db and the Pi 4's Wi-Fi firmware, both reached through links
+    for wifi_file in ("/lib/firmware/regulatory.db", "/lib/firmware/brcm/brcmfmac43455-sdio.bin"):
+        assert "Type: regular" in debugfs(card.root_ext4, f"stat {resolve(card, wifi_file)}")
     bash = tmp_path / "bash"
     debugfs(card.root_ext4, f"dump /usr/bin/bash {bash}")
     assert "ARM aarch64" in run(["file", "-b", str(bash)], text=True).stdout
