@@ -23,7 +23,8 @@ MAX_LINE = 256
 
 
 def open_port(url: str, baudrate: int = 115200) -> serial.SerialBase:
-    """``/dev/ttyAMA0``, ``/dev/ttyGS0`` or any pyserial URL; reads time out so loops can stop."""
+    """``/dev/ttyS1`` (Pi header UART on Debian's kernel), ``/dev/ttyGS0`` or any pyserial URL;
+    reads time out so loops can stop."""
     try:
         return serial.serial_for_url(url, baudrate=baudrate, timeout=0.2)
     except (serial.SerialException, ValueError) as exc:
