@@ -1,8 +1,9 @@
 """Full qemu-amd64 image: debootstrap build, then boot under QEMU to a registered, answering phone,
 cut the power and boot the same card again: it keeps its machine-id and DHCP identity.
 
-Runs under `make image-test` only (about 4-5 minutes cold on 2 cores: debootstrap ~70 s, firmware
-venv ~40 s, assembly ~15 s, boot to READY ~45-100 s under TCG, second boot to DHCP ~20-40 s).
+Runs in `make test` (so CI) and `make image-test` (--run-image-full): about 3 minutes cold on 2
+cores (debootstrap ~70 s, firmware venv ~40 s, assembly ~15 s, boot to READY ~45-100 s under TCG,
+second boot to DHCP ~20-40 s). Skipped without root: debootstrap and chroot need it.
 """
 
 from __future__ import annotations
