@@ -6,8 +6,11 @@ ALSA (null PCM), the emulated board. The tests share one pair of phones (start-u
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +27,13 @@ def pair(sim_phones) -> tuple[SimPhone, SimPhone]:
     alice.wait_registered(30)
     bob.wait_registered(30)
     return alice, bob
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
 
 
 def calls_in(state: dict, wanted: str) -> bool:
@@ -70,6 +80,15 @@ def test_kill_9_of_the_phone_process_is_recovered(pair, phone_logs_on_failure) -
     registered = alice.wait_registered()
     before = registered["device"]["pid"]
     history_before = registered["history"]
+    assert history_before
+    # A finished call reaches the history file on a worker thread a few ms after the screen shows
+    # it; what must survive kill -9 is what was written, so wait for the write first.
+    history_file = alice.directory / "state" / "history.jsonl"
+    ids = {record["id"] for record in history_before}
+    deadline = time.monotonic() + 10
+    while not ids <= {json.loads(line)["id"] for line in _lines(history_file)}:
+        assert time.monotonic() < deadline, f"history not written to {history_file}"
+        time.sleep(0.02)
     os.kill(before, signal.SIGKILL)
     after = alice.wait_for(
         lambda s: s["device"]["pid"] != before and is_registered(s),
@@ -78,7 +97,7 @@ def test_kill_9_of_the_phone_process_is_recovered(pair, phone_logs_on_failure) -
     )
     assert after["device"]["pid"] != before
     assert after["hook"] == "on" and after["calls"] == []
-    assert history_before and after["history"] == history_before  # call history survives
+    assert after["history"] == history_before  # call history survives
     with pytest.raises(ProcessLookupError):
         os.kill(before, 0)
 
