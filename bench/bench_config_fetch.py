@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware.processes import stop_process
+
 HOST = "127.0.0.1"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -307,13 +309,7 @@ def answering(process: subprocess.Popen[bytes], port: int, path: str) -> subproc
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    stop_process(process, grace_s=20)
 
 
 def start_nginx(

@@ -24,6 +24,7 @@ from firmware.config import ConfigError, PhoneConfig, load_config, parse_config,
 from firmware.control import ControlClient, ControlError, check_exposure
 from firmware.logs import kv, setup_logging
 from firmware.phone_process import TEST_HOOKS_ENV, default_state_dir
+from firmware.processes import wait_or_kill
 from firmware.supervisor import Supervisor, install_signal_handlers, log, phone_argv
 
 
@@ -215,14 +216,8 @@ class SimPhone:
     def stop(self, timeout: float = 15.0) -> None:
         self.terminate()
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        if process is not None:  # terminate() above asked it already; do not ask twice
+            wait_or_kill(process, grace_s=timeout, group=True)
 
 
 def stop_all(phones: list[SimPhone]) -> None:

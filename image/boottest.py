@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware.processes import stop_process
 from image.flash import Flasher
 from image.layout import MIB, boot_partition_offset, read_partition_table
 from image.seed import Seed, load_seed, parse_seed
@@ -174,18 +175,8 @@ def running_kamailio(workdir: Path) -> Iterator[tuple[int, OutputWatcher]]:
             raise BootTestError(f"kamailio exited at start:\n{watcher.tail()}")
         yield port, watcher
     finally:
-        _stop(proc)
+        stop_process(proc)
         watcher.close()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def prepare_seed(seed_path: Path | None, kamailio_port: int | None) -> Seed:
@@ -420,13 +411,13 @@ class _Card:
         )
         console = OutputWatcher(self.proc.stdout, console_log)
         self.stack.callback(console.close)
-        self.stack.callback(_stop, self.proc)
+        self.stack.callback(stop_process, self.proc)
         return console, BootRecord(cmdline=cmdline), pcap
 
     def power_off(self) -> None:
         """Pull the plug: QEMU is killed, the guest gets no shutdown (a desk phone's power cut)."""
         if self.proc is not None:
-            _stop(self.proc)
+            stop_process(self.proc)
 
 
 def _boot_log(console_log: Path, number: int) -> Path:

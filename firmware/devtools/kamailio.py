@@ -15,20 +15,19 @@ Nothing here knows about offhook's config: it is plain paths, users and ports.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import logging
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 from firmware.devtools.certs import CertificateSet, make_certificates
+from firmware.processes import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -376,16 +375,8 @@ class KamailioServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        if process is not None:
+            stop_process(process, grace_s=5, group=True)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from firmware.processes import stop_process
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -171,14 +173,8 @@ class ProvisioningServerProcess:
             self._admin.close()
             self._admin = None
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
+        if process is not None:
+            stop_process(process, grace_s=STOP_TIMEOUT_S)
 
     def __enter__(self) -> ProvisioningServerProcess:
         self.start()
