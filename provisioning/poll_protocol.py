@@ -15,21 +15,13 @@ This leans on uvicorn's ``HttpToolsProtocol`` internals (``cycle``, ``pipeline``
 from __future__ import annotations
 
 import asyncio
-import logging
-from http import HTTPStatus
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from provisioning.api.config_path import CONFIG_PATH, ConfigFastPath, config_reply_inline
 
-log = logging.getLogger(__name__)
-
 _CONFIG_URL = CONFIG_PATH.encode("ascii")
-_STATUS_LINES = {
-    status: f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("ascii")
-    for status in (200, 304, 401, 403, 500, 503)
-}
 
 
 class _NoEvent:
@@ -151,7 +143,7 @@ class ConfigPollProtocol(HttpToolsProtocol):
         if reply is None:
             return False
         status, head, body = reply
-        out = [_STATUS_LINES[status]]
+        out = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             out += [name, b": ", value, b"\r\n"]
         out += [head, b"\r\n", body]
