@@ -10,7 +10,8 @@ DEB_PACKAGES=(
   kamailio kamailio-tls-modules baresip-core linphone-cli sip-tester
   postgresql nginx openssl ca-certificates
   chromium
-  qemu-system-x86 qemu-user-static binfmt-support debootstrap
+  qemu-system-x86 qemu-system-arm qemu-user-static binfmt-support debootstrap
+  gcc-aarch64-linux-gnu g++-aarch64-linux-gnu swig
   mtools dosfstools e2fsprogs fdisk bmap-tools xz-utils zstd util-linux socat kmod
 )
 
