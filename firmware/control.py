@@ -11,7 +11,9 @@ import io
 import ipaddress
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +28,9 @@ API = "/api/v1"
 MAX_BODY = 64 * 1024
 MAX_KEYS = 64  # keys per request: a dial string plus some function keys
 RUNTIME_TIMEOUT_S = 5.0
+# A request (and the wait for it on a kept-alive connection) must arrive whole within this; a
+# client that trickles bytes (slowloris) or goes quiet is cut off so it cannot pin a thread.
+REQUEST_TIMEOUT_S = 10.0
 
 
 class ControlError(Exception):
@@ -91,6 +96,27 @@ def check_exposure(listen: str, token: str) -> None:
             f"control.listen {listen!r} is not a loopback address and control.token is empty:"
             " set a token to expose the control API on the network"
         )
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that fail once the current request's deadline has passed.
+
+    A per-read socket timeout alone lets a client that sends a byte now and then hold the
+    connection for ever; the deadline bounds the whole request, however it is trickled."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.deadline = time.monotonic() + REQUEST_TIMEOUT_S
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not received in time")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
 
 
 class PhoneActions:
@@ -169,6 +195,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- plumbing -------------------------------------------------------------------------------
 
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        self._reader.deadline = time.monotonic() + self.server.request_timeout_s
+        self._body_pending = False
+        super().handle_one_request()
+        if self._body_pending:  # an unread body would be parsed as the next request
+            self.close_connection = True
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http " + format % args)
 
@@ -177,6 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if self._body_pending:
+            self.send_header("Connection", "close")
         if status == HTTPStatus.UNAUTHORIZED:
             self.send_header("WWW-Authenticate", 'Bearer realm="offhook"')
         self.end_headers()
@@ -199,14 +239,32 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return hmac.compare_digest(given.strip().encode(), token.encode())
 
-    def _body(self) -> dict:
-        length_text = self.headers.get("Content-Length", "0")
+    def _body_length(self) -> int:
+        """The announced body size, checked before any of the body is read."""
+        if "Transfer-Encoding" in self.headers:
+            self._body_pending = True
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
+        length_text = self.headers.get("Content-Length", "0").strip()
         if not length_text.isdigit():
+            self._body_pending = True
             raise RequestError(HTTPStatus.BAD_REQUEST, "Content-Length must be a number")
         length = int(length_text)
+        self._body_pending = length > 0
         if length > MAX_BODY:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
-        raw = self.rfile.read(length) if length else b""
+            too_large = f"request body too large (max {MAX_BODY} bytes)"
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, too_large)
+        return length
+
+    def _body(self) -> dict:
+        length = self._body_length()
+        try:
+            raw = self.rfile.read(length) if length else b""
+        except TimeoutError:
+            late = "request body not received in time"
+            raise RequestError(HTTPStatus.REQUEST_TIMEOUT, late) from None
+        if len(raw) < length:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "request body shorter than Content-Length")
+        self._body_pending = False
         if not raw:
             raise RequestError(HTTPStatus.BAD_REQUEST, "a JSON object body is required")
         try:
@@ -220,6 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
         try:
+            self._body_length()  # refuse an oversized or unframed body before anything else
             if not path.startswith(API + "/"):
                 raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}")
             if not self._authorized():
@@ -308,12 +367,22 @@ class ControlServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # a restarted phone must get its port back at once
 
-    def __init__(self, listen: str, token: str, actions: PhoneActions) -> None:
+    def __init__(
+        self,
+        listen: str,
+        token: str,
+        actions: PhoneActions,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
         check_exposure(listen, token)
         host, port = split_listen(listen)
         self.token = token
         self.actions = actions
-        super().__init__((host, port), _Handler)
+        self.request_timeout_s = request_timeout_s
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError as exc:  # e.g. another phone (or simulator) already listens there
+            raise ControlError(f"control.listen {listen}: cannot listen: {exc.strerror}") from None
         self._thread: threading.Thread | None = None
 
     @property
@@ -328,10 +397,12 @@ class ControlServer(ThreadingHTTPServer):
         log.info("control API listening", extra=kv(address=f"{self.server_address[0]}:{self.port}"))
 
     def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread:
+        # shutdown() waits for serve_forever() to return: without a serving thread (a phone
+        # that failed to start) it would wait for ever
+        if self._thread is not None:
+            self.shutdown()
             self._thread.join(2)
+        self.server_close()
 
 
 def png_of(image: Any) -> bytes:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import select
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -166,3 +169,101 @@ def test_screen_png_is_the_oled_image(phone_api) -> None:
 def test_parse_keys_mixes_digits_and_names() -> None:
     assert parse_keys(["hold", "12", "#"]) == ["hold", "1", "2", "#"]
     assert parse_keys("*9") == ["*", "9"]
+
+
+# --- hostile clients, over a raw socket ------------------------------------------------------
+
+
+@pytest.fixture
+def strict_api() -> Iterator[tuple[ControlServer, Runtime]]:
+    """A control server whose request deadline is short enough for a test to outlast."""
+    runtime = Runtime(Phone(parse_config({})))
+    runtime.start()
+    actions = PhoneActions(runtime, png_renderer(128, 64))
+    server = ControlServer("127.0.0.1:0", TOKEN, actions, request_timeout_s=1.0)
+    server.start()
+    yield server, runtime
+    server.stop()
+    runtime.stop()
+
+
+def read_until_closed(sock: socket.socket, limit_s: float = 15.0) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took;
+    fails if it is still open after ``limit_s``."""
+    started = time.monotonic()
+    sock.settimeout(limit_s)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail(f"connection still open after {limit_s}s; got {data!r}")
+    return data, time.monotonic() - started
+
+
+def test_a_half_sent_request_is_cut_off_at_the_deadline(strict_api) -> None:
+    server, _ = strict_api
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /api/v1/state HTTP/1.1\r\nHost: phone\r\n")
+        started = time.monotonic()
+        closed = False
+        # trickle a header one byte at a time, each well inside any per-read timeout
+        for byte in b"X-Slow: " + b"a" * 200:
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            ready, _, _ = select.select([sock], [], [], 0.2)
+            if ready:
+                closed = sock.recv(4096) == b""
+                break
+        assert closed, "the server kept a trickling request open past its deadline"
+        assert time.monotonic() - started >= 0.9  # not before the deadline
+    # and the server still answers a normal client
+    assert Client(server.port).get("/api/v1/state")[0] == 200
+
+
+def test_an_idle_connection_is_closed_at_the_deadline(strict_api) -> None:
+    server, _ = strict_api
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        data, _ = read_until_closed(sock)
+    assert data == b""
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"POST /api/v1/keys HTTP/1.1\r\nContent-Type: application/json\r\n",
+        b"GET /api/v1/state HTTP/1.1\r\n",
+        b"POST /api/v1/no-such-endpoint HTTP/1.1\r\n",
+    ],
+)
+def test_an_oversized_body_gets_413_without_being_read(strict_api, request_head: bytes) -> None:
+    server, _ = strict_api
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            request_head
+            + f"Host: phone\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
+            + b"Content-Length: 100000000\r\n\r\n"
+            + b'{"keys": "1'  # the start of a body the server must not wait for
+        )
+        data, _ = read_until_closed(sock, limit_s=0.9)  # answered before the read deadline
+    status_line, _, rest = data.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large", data
+    assert b"Connection: close" in rest
+    assert b"too large" in rest
+
+
+def test_a_chunked_body_is_refused_and_the_connection_closed(strict_api) -> None:
+    server, _ = strict_api
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/v1/keys HTTP/1.1\r\nHost: phone\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        data, _ = read_until_closed(sock, limit_s=0.9)
+    assert data.startswith(b"HTTP/1.1 411 "), data
