@@ -29,7 +29,16 @@ def normalise_url(url: str) -> str:
     return url
 
 
+# Execution option naming how a SQLite transaction starts: "IMMEDIATE" takes the write lock at
+# BEGIN (writers), anything else is a deferred BEGIN (readers).
+SQLITE_BEGIN = "sqlite_begin"
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling is off (SQLAlchemy's documented workaround): it would
+    # BEGIN only before DML, so a SAVEPOINT outside it started and RELEASE committed a
+    # transaction of its own, and every transaction began deferred. _sqlite_begin emits BEGIN.
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -39,6 +48,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # linger in free pages of the file.
     cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    """BEGIN for SQLite, IMMEDIATE for writers. A deferred transaction that reads and then
+    writes cannot wait for the write lock in WAL mode: once another writer committed after its
+    read, SQLite refuses the upgrade at once ("database is locked" in milliseconds, whatever
+    busy_timeout says). BEGIN IMMEDIATE waits for the lock (busy_timeout) before reading, so
+    concurrent writers queue instead of failing."""
+    options = conn.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        return
+    mode = "BEGIN IMMEDIATE" if options.get(SQLITE_BEGIN) == "IMMEDIATE" else "BEGIN"
+    conn.exec_driver_sql(mode)
 
 
 def make_engine(url: str) -> Engine:
@@ -51,6 +73,7 @@ def make_engine(url: str) -> Engine:
             url, connect_args={"check_same_thread": False, "timeout": 5}, pool_pre_ping=False
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
         # Short connect timeout so a dead database turns into a quick 503, not a hung request.
@@ -71,7 +94,12 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url)
-        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # Writers (requests that may change something, the CLI): BEGIN IMMEDIATE on SQLite.
+        writer = self.engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        self.sessionmaker = sessionmaker(writer, expire_on_commit=False)
+        # GET/HEAD requests: a deferred BEGIN, so reads do not queue behind a long write (an
+        # import) on SQLite.
+        self.deferred_sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         # Read-only work on the polling path (renders): on PostgreSQL in autocommit mode, which
         # saves the BEGIN and ROLLBACK round trips; same pool.
         reader = (
@@ -102,10 +130,13 @@ class Database:
         before an erase or a key rotation) do not stay in the WAL. No-op on PostgreSQL."""
         if not self.is_sqlite:
             return
-        from sqlalchemy import text
-
-        with self.engine.connect() as conn:
-            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        # On the DBAPI connection (no BEGIN: pysqlite's own is off): a checkpoint inside a
+        # transaction could not truncate the WAL past that transaction's snapshot.
+        conn = self.engine.raw_connection()
+        try:
+            conn.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        finally:
+            conn.close()
 
     def migrate(self) -> None:
         run_migrations(self.engine)
@@ -151,9 +182,15 @@ def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: one session per request, committed when the handler returns."""
-    db: Session = request.app.state.database.sessionmaker()
+    """FastAPI dependency: one session per request, committed when the handler returns. One
+    transaction type per request: GET/HEAD read (deferred), every other method writes."""
+    database: Database = request.app.state.database
+    maker = database.deferred_sessionmaker if request.method in READ_METHODS else None
+    db: Session = (maker or database.sessionmaker)()
     try:
         yield db
         db.commit()
