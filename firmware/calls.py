@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from firmware.events import CallRecord, CallState, Tone
 
@@ -35,6 +35,7 @@ class Call:
     held: bool = False  # held by us
     held_remotely: bool = False
     transferred: bool = False  # we sent REFER for it
+    transfer_to: int | None = None  # attended transfer: our call to the target
     forwarded_to: str = ""
 
     @property
@@ -88,6 +89,43 @@ def history_kind(record: CallRecord) -> str:
     return "received" if record.disposition == "answered" else "missed"
 
 
+# Calls refused without ringing: 486 (busy) or 480 (DND). A caller retrying while we are busy, or an
+# INVITE flood, would otherwise fill the history; calls that rang here stay one entry each.
+AUTO_REFUSED = frozenset({480, 486})
+
+
+def _auto_refused(record: CallRecord) -> bool:
+    return record.disposition == "rejected" and record.status_code in AUTO_REFUSED
+
+
+def same_missed_caller(earlier: CallRecord, later: CallRecord) -> bool:
+    """Two refused calls in a row from the same caller on the same line: one history entry."""
+    return (
+        _auto_refused(earlier)
+        and _auto_refused(later)
+        and earlier.account == later.account
+        and number_from_uri(earlier.remote_uri) == number_from_uri(later.remote_uri)
+        and earlier.remote_uri.split(";")[0] == later.remote_uri.split(";")[0]
+    )
+
+
+def merge_repeat(earlier: CallRecord, later: CallRecord) -> CallRecord:
+    """The entry for a run of missed calls: the newest call's details, counted."""
+    return replace(later, id=earlier.id, count=earlier.count + later.count)
+
+
+def collapse_repeats(newest_first: list[CallRecord]) -> list[CallRecord]:
+    """History as shown (newest first) with each run of missed calls from one caller merged."""
+    out: list[CallRecord] = []
+    for record in reversed(newest_first):  # oldest first, so each run merges forwards in time
+        if out and same_missed_caller(out[-1], record):
+            out[-1] = merge_repeat(out[-1], record)
+        else:
+            out.append(record)
+    out.reverse()
+    return out
+
+
 def format_duration(seconds: float) -> str:
     total = int(seconds)
     hours, rest = divmod(total, 3600)
@@ -105,9 +143,17 @@ def quality_bars(mos: float) -> int:
 
 def call_summary(call: Call, now: float) -> dict:
     """A live call as the control API's snapshot shows it (JSON-ready)."""
+    if call.held:
+        state = "held"
+    elif call.held_remotely and call.state is CallState.CONFIRMED:
+        state = "held_remotely"  # the far end holds us: the screen says "Held by remote"
+    else:
+        state = call.state.value
     return {
         "id": call.id if call.id is not None else -1,
-        "state": "held" if call.held else call.state.value,
+        "state": state,
+        "held": call.held,
+        "held_remotely": call.held_remotely,
         "direction": call.direction,
         "remote_uri": call.remote_uri,
         "remote_name": call.remote_name,
@@ -129,4 +175,6 @@ def record_summary(record: CallRecord) -> dict:
         "duration_s": round(record.end - record.answer, 3) if record.answer else 0.0,
         "disposition": record.disposition,
         "status": record.status_code,
+        "reason": record.reason,
+        "count": record.count,
     }

@@ -125,6 +125,8 @@ class FeatureSettings(_Section):
     forward_busy: str = ""
     forward_no_answer: str = ""
     forward_no_answer_s: Annotated[int, Field(ge=5, le=120)] = 20
+    # An incoming call nobody answers (and the caller never cancels) is refused with 480 after this.
+    ring_timeout_s: Annotated[int, Field(ge=5, le=600)] = 120
 
 
 class PhonebookEntry(_Section):

@@ -77,6 +77,27 @@ class CallStateChanged:
     remote_uri: str = ""
     remote_name: str = ""
     codec: str = ""  # negotiated codec once media is up, e.g. "G722"
+    # Who started the call, from the engine's SIP role; "" when unknown.
+    direction: str = ""  # "outgoing" | "incoming" | ""
+    account: int = 0
+    # A call pjsua started itself (following a REFER, or an INVITE with Replaces) names the call
+    # it takes over; -1 for calls the Phone placed or was offered with CallIncoming.
+    replaces: int = -1
+
+
+@dataclass(frozen=True)
+class TransferStatus:
+    """Progress of a REFER we sent for ``call_id`` (blind or attended transfer).
+
+    ``status_code`` 100 "Accepted" (not final) when the far end took the REFER; then the sipfrag
+    codes of its NOTIFYs; ``final`` with a non-2xx code when the REFER (after the engine's own
+    491 retries) or the transfer failed.
+    """
+
+    call_id: int
+    status_code: int
+    reason: str = ""
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +166,7 @@ Event = (
     | CallStateChanged
     | CallMediaChanged
     | CallQuality
+    | TransferStatus
     | RegistrationChanged
     | MessageWaiting
     | TimerFired
@@ -171,6 +193,14 @@ class StopTone:
 class MakeCall:
     account: int
     target: str  # dialled digits or a full SIP URI; the engine builds the URI from the account
+
+
+@dataclass(frozen=True)
+class Ringing:
+    """Tell the caller of an incoming call that it rings here (180). Sent only once the Phone
+    decided to alert: a call it rejects or forwards gets its final answer without a 180."""
+
+    call_id: int
 
 
 @dataclass(frozen=True)
@@ -285,6 +315,7 @@ Command = (
     PlayTone
     | StopTone
     | MakeCall
+    | Ringing
     | Answer
     | Reject
     | Redirect
@@ -338,3 +369,5 @@ class CallRecord:
     disposition: str  # "answered" | "no_answer" | "busy" | "failed" | "rejected" | "missed"
     status_code: int = 0
     call_id: int = -1  # the SIP engine's id of the call (-1: never got one); local use only
+    reason: str = ""  # the SIP reason phrase of status_code ("Busy Here", "Request Terminated")
+    count: int = 1  # missed calls from the same caller in a row, shown as one history entry

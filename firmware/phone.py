@@ -3,7 +3,8 @@
 The caller supplies ``now`` (epoch seconds) with every event, runs the returned commands in order,
 and feeds timers back as ``TimerFired(name)``. Contract with the SIP engine: after ``MakeCall`` the
 engine reports the new call with ``CallStateChanged(call_id, CALLING, ...)``; the first report of an
-unknown call id while a call is being placed binds that id to it. See docs/phone.md.
+unknown call id while a call is being placed binds that id to it; a call the engine started itself
+(a REFER, an INVITE with Replaces) is adopted like any other. See docs/phone.md.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from firmware.calls import (
     Call,
     Outcome,
     call_summary,
+    collapse_repeats,
     ended_outcome,
     history_kind,
+    merge_repeat,
     number_from_uri,
     record_summary,
+    same_missed_caller,
 )
 from firmware.config import PhoneConfig
 from firmware.dialplan import Decision, DigitMap
@@ -55,6 +59,7 @@ from firmware.events import (
     RegistrationChanged,
     Reject,
     Render,
+    Ringing,
     Screen,
     SendDtmf,
     SetLed,
@@ -66,6 +71,7 @@ from firmware.events import (
     TimerFired,
     Tone,
     Transfer,
+    TransferStatus,
     Unhold,
 )
 from firmware.screens.lists import browse_entries, status_menu_items
@@ -78,6 +84,18 @@ HISTORY_SIZE = 50
 DND_STATUS = 480  # Temporarily Unavailable
 BUSY_STATUS = 486  # Busy Here
 DECLINE_STATUS = 603  # Decline: the user pressed cancel on a ringing call
+RING_TIMEOUT_STATUS = 480  # nobody answered within features.ring_timeout_s
+# What the Phone's own endings put in the call record (status, reason): the final status of the
+# INVITE as pjsua reports it for a local hang-up (BYE after 200, CANCEL -> 487, and ours).
+REASONS = {
+    200: "OK",
+    302: "Moved Temporarily",
+    480: "Temporarily Unavailable",
+    486: "Busy Here",
+    487: "Request Terminated",
+    603: "Decline",
+}
+ENDING_KEPT = 64  # calls we ended whose engine DISCONNECTED has not arrived yet (bounded)
 
 SOFTKEY_ACTIONS = {
     "History": "history",
@@ -104,6 +122,11 @@ T_INTERDIGIT = "interdigit"
 T_HOWLER = "howler"  # after a call ended and the handset stays up
 T_NO_ANSWER = "no_answer:"  # + call id: forward on no answer
 T_VOLUME = "volume"  # the volume bar goes away
+T_RING = "ring_timeout:"  # + call id: nobody answered, give up with 480
+T_XFER = "xfer:"  # + call id: a REFER was accepted but the transfer never reported its end
+# Desk phones end the transferor's leg soon after the far end accepted the REFER, whether or not a
+# final NOTIFY arrives (a lost or unparseable NOTIFY must not keep the call "on hold" for ever).
+TRANSFER_GIVE_UP_S = 8.0
 
 VOLUME_STEP = 10
 VOLUME_BAR_S = 2.0
@@ -146,6 +169,9 @@ class Phone:
         self._digits = ""
         self._notice: tuple[str, str] = ("", "")
         self._calls: dict[int, Call] = {}
+        # Calls we ended (Hangup, Reject, Redirect): already recorded, kept until the engine's
+        # DISCONNECTED so its last reports for them are expected, not "unknown".
+        self._ending: dict[int, Call] = {}
         self._pending: Call | None = None  # placed, id not yet known
         self._orphans = 0  # placed calls abandoned before their id was known
         self._active: int | None = None  # the call the handset talks to (not held)
@@ -159,7 +185,9 @@ class Phone:
             i: (False, 0, "") for i in range(len(config.accounts))
         }
         self._mwi: dict[int, tuple[bool, int, int]] = {}
-        self._history: list[CallRecord] = list(reversed(list(history)))[:HISTORY_SIZE]
+        self._history: list[CallRecord] = collapse_repeats(list(reversed(list(history))))[
+            :HISTORY_SIZE
+        ]
         self._unseen_missed = 0
         self._last_dialled = ""
         self._line: int | None = None  # account picked with line1/line2 for the next call
@@ -455,6 +483,8 @@ class Phone:
                 # Attended: the held party is connected to the one we are talking to.
                 out.append(AttendedTransfer(held[-1].id, active.id))
                 held[-1].transferred = active.transferred = True
+                held[-1].transfer_to = active.id
+                self._notice = ("", "")
             else:
                 self._enter_transfer(active, out)
         elif key == "conference":
@@ -530,33 +560,46 @@ class Phone:
                 self._reject(call.id, BUSY_STATUS, out)
             return
         self._alerting = call.id
-        if feats.forward_no_answer:
-            self._start_timer(T_NO_ANSWER + str(call.id), feats.forward_no_answer_s, out)
-        if in_call:
-            out.append(PlayTone(Tone.CALL_WAITING))
-            return
-        self._mode = "calls"
-        if feats.auto_answer:
+        if feats.auto_answer and not in_call:
+            self._mode = "calls"
             self._answer(call.id, out)
             return
-        out += [PlayTone(Tone.RING), SetRinger(True)]
+        if in_call:
+            out.append(PlayTone(Tone.CALL_WAITING))
+        else:
+            self._mode = "calls"
+            out += [PlayTone(Tone.RING), SetRinger(True)]
+        # Only now, with the call going to ring or wait, does the caller hear 180 Ringing.
+        out.append(Ringing(call.id))
+        if feats.forward_no_answer:
+            self._start_timer(T_NO_ANSWER + str(call.id), feats.forward_no_answer_s, out)
+        self._start_timer(T_RING + str(call.id), feats.ring_timeout_s, out)
 
     def _on_call_state(self, ev: CallStateChanged, out: list[Command]) -> None:
         call = self._calls.get(ev.call_id)
-        if call is None and self._pending is None and self._orphans:
+        if call is None and ev.call_id in self._ending:
+            # A call we ended (and recorded): its last reports are expected.
+            if ev.state is CallState.DISCONNECTED:
+                del self._ending[ev.call_id]
+                log.info("call ended here call_id=%s status=%s", ev.call_id, ev.status_code)
+            return
+        placed_by_us = ev.replaces < 0 and ev.direction != "incoming"
+        if call is None and placed_by_us and self._pending is None and self._orphans:
             # A call we gave up on before the engine told us its id: end it now.
             self._orphans -= 1
             if ev.state is not CallState.DISCONNECTED:
                 out.append(Hangup(ev.call_id))
             return
-        if call is None:
-            if self._pending is None:
-                log.warning("state for unknown call call_id=%s state=%s", ev.call_id, ev.state)
-                return
+        if call is None and placed_by_us and self._pending is not None:
             call, self._pending = self._pending, None
             call.id = ev.call_id
             self._calls[call.id] = call
             self._active = call.id
+        if call is None:
+            if ev.call_id < 0:
+                log.warning("state for no call state=%s reason=%s", ev.state, ev.reason)
+                return
+            call = self._adopt(ev, out)
         previous, call.state = call.state, ev.state
         if ev.remote_uri:
             call.remote_uri = ev.remote_uri
@@ -577,6 +620,7 @@ class Phone:
 
     def _on_disconnected(self, call: Call, ev: CallStateChanged, out: list[Command]) -> None:
         del self._calls[call.id]
+        self._cancel_timer(T_XFER + str(call.id), out)
         if call.id in self._conference:
             self._conference.discard(call.id)
             if call.id == self._active:
@@ -590,7 +634,8 @@ class Phone:
             self._mode = "calls"
         if call.direction == "incoming":
             answered = call.answer is not None
-            self._record(call, "answered" if answered else "missed", ev.status_code, out)
+            disposition = "answered" if answered else "missed"
+            self._record(call, disposition, ev.status_code, out, ev.reason)
             if call.id == self._alerting:
                 self._stop_alerting(out)
                 if self._hook_off and not self._calls and self._pending is None:
@@ -598,7 +643,7 @@ class Phone:
                 return
         outcome = ended_outcome(call, ev.status_code, ev.reason)
         if call.direction == "outgoing":
-            self._record(call, outcome.disposition, ev.status_code, out)
+            self._record(call, outcome.disposition, ev.status_code, out, ev.reason)
         log.info(
             "call ended call_id=%s status=%s disposition=%s",
             call.id,
@@ -610,6 +655,100 @@ class Phone:
             self._after_active_gone(out, outcome)
         elif not self._calls and self._pending is None and self._alerting is None:
             self._after_active_gone(out, outcome)  # e.g. a held call we transferred
+
+    def _adopt(self, ev: CallStateChanged, out: list[Command]) -> Call:
+        """A call the Phone did not start: pjsua followed a REFER (we are being transferred), an
+        INVITE with Replaces took over one of ours, or it is a call we have not heard of. It is
+        shown, ended by the handset and recorded like any other."""
+        direction = ev.direction or "outgoing"
+        call = Call(
+            id=ev.call_id,
+            direction=direction,
+            account=ev.account,
+            number=number_from_uri(ev.remote_uri),
+            remote_uri=ev.remote_uri,
+            remote_name=ev.remote_name or self._phonebook_name(number_from_uri(ev.remote_uri)),
+            state=CallState.CALLING if direction == "outgoing" else CallState.INCOMING,
+            start=self._now,
+        )
+        self._calls[ev.call_id] = call
+        log.info(
+            "call adopted call_id=%s direction=%s replaces=%s remote=%s",
+            ev.call_id,
+            direction,
+            ev.replaces,
+            ev.remote_uri,
+        )
+        replaced = self._calls.get(ev.replaces) if ev.replaces >= 0 else None
+        takes_over = replaced is not None and replaced.id == self._active
+        idle_handset = self._active is None and self._alerting is None and self._pending is None
+        if takes_over or idle_handset:
+            # The new call is the one the handset talks to now (the old leg ends by itself).
+            self._active = call.id
+            self._notice = ("", "")
+            if self._mode not in ("calls", "browse", "menu"):
+                out.append(StopTone())
+                for name in (T_OFFHOOK, T_INTERDIGIT, T_HOWLER):
+                    self._cancel_timer(name, out)
+                self._digits = ""
+                self._mode = "calls"
+        elif ev.state is not CallState.DISCONNECTED:
+            self._put_on_hold(call, out)  # the handset is busy with another call
+        return call
+
+    def _on_transfer_status(self, ev: TransferStatus, out: list[Command]) -> None:
+        call = self._calls.get(ev.call_id)
+        if call is None or not call.transferred:
+            return
+        timer = T_XFER + str(call.id)
+        if not ev.final:
+            if ev.status_code == 100 and timer not in self._timers:
+                # REFER accepted: the far end now calls the target; our leg ends on its final
+                # NOTIFY, or on this timer if that never comes (or cannot be parsed).
+                self._start_timer(timer, TRANSFER_GIVE_UP_S, out)
+            return
+        self._cancel_timer(timer, out)
+        if 200 <= ev.status_code < 300:
+            return  # the engine ends the leg (and the consultation call) on success
+        log.info(
+            "transfer failed call_id=%s status=%s reason=%s",
+            call.id,
+            ev.status_code,
+            ev.reason,
+        )
+        partner = self._calls.get(call.transfer_to) if call.transfer_to is not None else None
+        for leg in (call, partner):
+            if leg is not None:
+                leg.transferred = False
+                leg.transfer_to = None
+        self._notice = ("Transfer failed", f"{ev.status_code} {ev.reason}".strip())
+        if self._mode == "transfer":
+            self._digits = ""
+            self._transfer_target = None
+        self._mode = "calls" if self._mode in ("transfer", "calls") else self._mode
+
+    def _transfer_gave_up(self, call_id: int, out: list[Command]) -> None:
+        """No final NOTIFY after the REFER was accepted: end our leg(s) as if it had come."""
+        call = self._calls.get(call_id)
+        if call is None or not call.transferred:
+            return
+        log.info("transfer final notify missing: ending our leg call_id=%s", call_id)
+        partner = self._calls.get(call.transfer_to) if call.transfer_to is not None else None
+        legs = [leg for leg in (call, partner) if leg is not None]
+        was_active = self._active in {leg.id for leg in legs}
+        for leg in legs:
+            out.append(Hangup(leg.id))
+            self._finish_local(leg, out)
+            self._conference.discard(leg.id)
+        if was_active:
+            self._active = None
+        if was_active or (not self._calls and self._pending is None and self._alerting is None):
+            self._after_active_gone(out, ended_outcome(call, 0, ""))
+
+    def _ring_timeout(self, call_id: int, out: list[Command]) -> None:
+        if call_id == self._alerting and call_id in self._calls:
+            log.info("ring timeout call_id=%s", call_id)
+            self._reject(call_id, RING_TIMEOUT_STATUS, out, disposition="missed")
 
     def _on_media(self, ev: CallMediaChanged, out: list[Command]) -> None:
         call = self._calls.get(ev.call_id)
@@ -646,6 +785,10 @@ class Phone:
             self._howler(out)
         elif ev.name == T_VOLUME:
             self._volume_bar = None
+        elif ev.name.startswith(T_RING):
+            self._ring_timeout(int(ev.name.removeprefix(T_RING)), out)
+        elif ev.name.startswith(T_XFER):
+            self._transfer_gave_up(int(ev.name.removeprefix(T_XFER)), out)
         elif ev.name.startswith(T_NO_ANSWER):
             call_id = int(ev.name.removeprefix(T_NO_ANSWER))
             if call_id == self._alerting and call_id in self._calls:
@@ -701,6 +844,7 @@ class Phone:
         CallStateChanged: _on_call_state,
         CallMediaChanged: _on_media,
         CallQuality: _on_quality,
+        TransferStatus: _on_transfer_status,
         RegistrationChanged: _on_registration,
         MessageWaiting: _on_mwi,
         TimerFired: _on_timer,
@@ -791,20 +935,25 @@ class Phone:
         if not self._hook_off or self._active is None:
             out.append(SetRinger(False))
         self._cancel_timer(T_NO_ANSWER + str(call_id), out)
+        self._cancel_timer(T_RING + str(call_id), out)
         self._alerting = None
         self._active = call_id
         self._mode = "calls"
 
-    def _reject(self, call_id: int, status: int, out: list[Command]) -> None:
+    def _reject(
+        self, call_id: int, status: int, out: list[Command], disposition: str = "rejected"
+    ) -> None:
         out.append(Reject(call_id, status))
-        call = self._calls.pop(call_id)
-        self._record(call, "rejected", status, out)
+        call = self._calls[call_id]
+        self._ended_here(call)
+        self._record(call, disposition, status, out)
         if call_id == self._alerting:
             self._stop_alerting(out)
 
     def _stop_alerting(self, out: list[Command]) -> None:
         """The unanswered call is gone: silence the ringer or the call-waiting beep."""
         self._cancel_timer(T_NO_ANSWER + str(self._alerting), out)
+        self._cancel_timer(T_RING + str(self._alerting), out)
         self._alerting = None
         out.append(StopTone())
         if self._active is None and not self._held_calls() and self._pending is None:
@@ -816,7 +965,7 @@ class Phone:
         out.append(Redirect(call.id, target))
         call.forwarded_to = target
         was_alerting = call.id == self._alerting
-        del self._calls[call.id]
+        self._ended_here(call)
         self._record(call, disposition, 302, out)
         if was_alerting:
             self._stop_alerting(out)
@@ -905,16 +1054,30 @@ class Phone:
             self._orphans += 1
 
     def _finish_local(self, call: Call, out: list[Command]) -> None:
-        """We hung up: record the call now (the engine's DISCONNECTED for it is then ignored)."""
-        if call.id is not None:
-            self._calls.pop(call.id, None)
-        if call.direction == "incoming":
-            disposition = "answered" if call.answer is not None else "missed"
+        """We hung up: record the call now with the status the hang-up gives it (pjsua's own:
+        200 after a BYE, 487 for a CANCEL, 603 for an incoming call not answered)."""
+        self._ended_here(call)
+        if call.answer is not None:
+            disposition, status = "answered", 200
+        elif call.direction == "incoming":
+            disposition, status = "missed", DECLINE_STATUS
         else:
-            disposition = "answered" if call.answer is not None else "no_answer"
-        self._record(call, disposition, 0, out)
+            disposition, status = "no_answer", 487
+        self._record(call, disposition, status, out)
 
-    def _record(self, call: Call, disposition: str, status: int, out: list[Command]) -> None:
+    def _ended_here(self, call: Call) -> None:
+        """We ended the call: it leaves the live calls, and its id is remembered until the engine
+        reports it DISCONNECTED (so those last reports are expected, not unknown)."""
+        if call.id is None:
+            return
+        self._calls.pop(call.id, None)
+        self._ending[call.id] = call
+        while len(self._ending) > ENDING_KEPT:
+            del self._ending[next(iter(self._ending))]
+
+    def _record(
+        self, call: Call, disposition: str, status: int, out: list[Command], reason: str = ""
+    ) -> None:
         accounts = self._config.accounts
         acc = accounts[call.account] if call.account < len(accounts) else None
         record = CallRecord(
@@ -930,11 +1093,17 @@ class Phone:
             disposition=disposition,
             status_code=status,
             call_id=call.id if call.id is not None else -1,
+            reason=reason or REASONS.get(status, ""),
         )
-        self._history.insert(0, record)
-        del self._history[HISTORY_SIZE:]
-        if history_kind(record) == "missed":
-            self._unseen_missed += 1
+        head = self._history[0] if self._history else None
+        if head is not None and self._unseen_missed and same_missed_caller(head, record):
+            # A caller trying again and again (or an INVITE flood while busy): one entry, counted.
+            self._history[0] = merge_repeat(head, record)
+        else:
+            self._history.insert(0, record)
+            del self._history[HISTORY_SIZE:]
+            if history_kind(record) == "missed":
+                self._unseen_missed += 1
         out.append(RecordCall(record))
 
     # --- queries -------------------------------------------------------------------------------

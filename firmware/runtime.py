@@ -31,6 +31,7 @@ log = logging.getLogger("offhook.runtime")
 
 SIP_COMMANDS = (
     ev.MakeCall,
+    ev.Ringing,
     ev.Answer,
     ev.Reject,
     ev.Redirect,

@@ -220,9 +220,12 @@ def _calls_screen(view: PhoneView, status: dict[str, str]) -> Screen:
         lines = ("Conference", *names, format_duration(active.duration(now)))
         return Screen("conference", lines, status, ("", "", "End"))
     if active is not None:
-        return _talking_screen(active, alerting, held, now, status)
+        return _talking_screen(active, alerting, held, now, status, view.notice)
     if held:
         rows = ["On hold", held[-1].label, format_duration(held[-1].duration(now))]
+        if view.notice[0] == "Transfer failed":
+            # The REFER was refused or the transfer failed: the call is still ours, on hold.
+            rows = ["Transfer failed", view.notice[1], f"Hold: {held[-1].label}"]
         if alerting is not None:
             rows.append(f"Waiting: {alerting.label}")
         elif view.notice[0] == "Transferring":
@@ -232,7 +235,12 @@ def _calls_screen(view: PhoneView, status: dict[str, str]) -> Screen:
 
 
 def _talking_screen(
-    active: Call, alerting: Call | None, held: list[Call], now: float, status: dict[str, str]
+    active: Call,
+    alerting: Call | None,
+    held: list[Call],
+    now: float,
+    status: dict[str, str],
+    notice: tuple[str, str] = ("", ""),
 ) -> Screen:
     """The call the handset talks to (still ringing out, or connected)."""
     if active.state in (CallState.CALLING, CallState.EARLY):
@@ -249,6 +257,8 @@ def _talking_screen(
     lines = [active.label, active.number if active.remote_name else "", third]
     if alerting is not None:
         lines.append(f"Waiting: {alerting.label}")
+    elif held and notice[0] == "Transfer failed":
+        lines.append("Transfer failed")
     elif held:
         lines.append(f"Hold: {held[-1].label}")
     softkeys = ("Swap", "Xfer", "Conf") if held else ("Hold", "Xfer", "End")

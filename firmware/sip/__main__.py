@@ -3,7 +3,8 @@
 Prints every engine event as one key=value line on stdout and reads commands from stdin, one per
 line: ``call <target>``, ``answer <id>``, ``hangup <id>``, ``dtmf <id> <digits>``,
 ``transfer <id> <target>`` (REFER), ``replace <id> <other id>`` (attended transfer: REFER with
-Replaces of the other call), ``calls``, ``quit``. Useful for diagnostics on a phone, and for
+Replaces of the other call), ``calls``, ``quit``. Incoming calls are answered 180 Ringing at once
+(the engine leaves that decision to its user). Useful for diagnostics on a phone, and for
 benchmarks and tests that need the engine in its own process (pjsua2 allows one per process).
 """
 
@@ -18,7 +19,16 @@ import sys
 import threading
 
 from firmware.config import load_config
-from firmware.events import Answer, AttendedTransfer, Hangup, MakeCall, SendDtmf, Transfer
+from firmware.events import (
+    Answer,
+    AttendedTransfer,
+    CallIncoming,
+    Hangup,
+    MakeCall,
+    Ringing,
+    SendDtmf,
+    Transfer,
+)
 from firmware.sip.engine import SipEngine
 from firmware.sip.sine import SineEndpoint
 
@@ -75,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     logging.basicConfig(level=config.logging.level.upper(), stream=sys.stderr)
     audio = SineEndpoint(args.tone, config.audio.sample_rate) if args.tone else None
-    engine = SipEngine(config, _print_event, audio)
+    engine: SipEngine | None = None
+
+    def on_event(event: object) -> None:
+        _print_event(event)
+        if isinstance(event, CallIncoming) and engine is not None:
+            engine.submit(Ringing(event.call_id))
+
+    engine = SipEngine(config, on_event, audio)
     engine.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pjsua2 as pj
 
@@ -49,6 +49,11 @@ class EngineCall(pj.Call):
         self.last_state = CallState.CALLING
         self.last_status = 0
         self.replaced_call_id = -1  # attended transfer: our call to the target, ended on success
+        self.replaces = -1  # a call pjsua made itself: the call it takes over (REFER, Replaces)
+        self.reinvite_pending = False  # our hold/unhold re-INVITE has no final answer yet
+        self.deferred: list[Any] = []  # REFERs waiting for that re-INVITE to finish
+        self.refer: Any = None  # the last Transfer/AttendedTransfer sent (to send it again)
+        self.refer_491s = 0  # how often that REFER was answered 491 Request Pending
         self.setup_ms: float | None = None
         self.quality: QualitySample | None = None
 
@@ -58,16 +63,21 @@ class EngineCall(pj.Call):
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         self.core.on_call_media_state(self)
 
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        event = prm.e
+        if event.type == pj.PJSIP_EVENT_TSX_STATE:
+            self.core.on_tsx_state(self, event.body.tsxState.tsx)
+
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         self.core.on_transfer_status(self, prm.statusCode, prm.reason, prm.finalNotify)
 
     def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
         # The far end asks us to call someone else (REFER): track that call like our own.
-        prm.newCall = self.core.adopt_new_call(self.account_index)
+        prm.newCall = self.core.adopt_new_call(self.account_index, self.getId())
 
     def onCallReplaced(self, prm: pj.OnCallReplacedParam) -> None:
         # An INVITE with Replaces took this call's place (we are an attended-transfer target).
-        prm.newCall = self.core.adopt_new_call(self.account_index, prm.newCallId)
+        prm.newCall = self.core.adopt_new_call(self.account_index, self.getId(), prm.newCallId)
 
     def onCallRedirected(self, prm: pj.OnCallRedirectedParam) -> int:
         # Follow 3xx like a desk phone does; pjsip bounds the number of redirects.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import queue
+import random
 import socket
 import threading
 import time
@@ -38,9 +39,11 @@ from firmware.events import (
     Redirect,
     RegistrationChanged,
     Reject,
+    Ringing,
     SendDtmf,
     SetMute,
     Transfer,
+    TransferStatus,
     Unhold,
 )
 from firmware.sip.accounts import EngineAccount, account_config, account_settings
@@ -78,6 +81,7 @@ _RETRY_ATTEMPTS = 40  # two seconds
 QUALITY_INTERVAL_S = 5.0
 _DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 _TEARDOWN_WAIT_S = 2.0
+_REFER_491_RETRIES = 3  # REFERs answered 491 Request Pending are sent again this often
 
 
 class SipEngineError(RuntimeError):
@@ -341,6 +345,11 @@ class _Core:
         self.setup_started[call_id] = started
         log.info("call made call_id=%d account=%d uri=%s", call_id, cmd.account, uri)
 
+    def do_ringing(self, cmd: Ringing) -> None:
+        prm = pj.CallOpParam(True)
+        prm.statusCode = 180
+        self.call(cmd.call_id).answer(prm)
+
     def do_answer(self, cmd: Answer) -> None:
         prm = pj.CallOpParam(True)
         prm.statusCode = 200
@@ -368,22 +377,50 @@ class _Core:
         self.call(cmd.call_id).hangup(pj.CallOpParam(True))
 
     def do_hold(self, cmd: Hold) -> None:
-        self.call(cmd.call_id).setHold(pj.CallOpParam(True))
+        call = self.call(cmd.call_id)
+        call.setHold(pj.CallOpParam(True))
+        call.reinvite_pending = True
 
     def do_unhold(self, cmd: Unhold) -> None:
         prm = pj.CallOpParam(True)
         prm.opt.flag = pj.PJSUA_CALL_UNHOLD
-        self.call(cmd.call_id).reinvite(prm)
+        call = self.call(cmd.call_id)
+        call.reinvite(prm)
+        call.reinvite_pending = True
 
     def do_transfer(self, cmd: Transfer) -> None:
         call = self.call(cmd.call_id)
+        if self.defer_refer(call, cmd):
+            return
         uri = target_uri(self.config.accounts[call.account_index], cmd.target)
         call.xfer(uri, pj.CallOpParam(True))
+        call.refer = cmd
+        log.info("refer sent call_id=%d target=%s", cmd.call_id, uri)
 
     def do_attended_transfer(self, cmd: AttendedTransfer) -> None:
         call = self.call(cmd.call_id)
+        if self.defer_refer(call, cmd):
+            return
         call.xferReplaces(self.call(cmd.to_call_id), pj.CallOpParam(True))
         call.replaced_call_id = cmd.to_call_id
+        call.refer = cmd
+        log.info("refer sent call_id=%d replaces=%d", cmd.call_id, cmd.to_call_id)
+
+    def defer_refer(self, call: EngineCall, cmd: Transfer | AttendedTransfer) -> bool:
+        """A REFER sent while our hold re-INVITE is still pending is answered 491 by many UAs
+        (linphone): keep it until that transaction ends (on_invite_done sends it)."""
+        if not call.reinvite_pending:
+            return False
+        log.info("refer waits for the re-INVITE to finish call_id=%d", call.getId())
+        call.deferred.append(cmd)
+        return True
+
+    def on_invite_done(self, call: EngineCall) -> None:
+        """Our re-INVITE got its final answer: run the commands that waited for it."""
+        call.reinvite_pending = False
+        waiting, call.deferred = call.deferred, []
+        for command in waiting:
+            self.retries.append((time.monotonic(), command, 0))
 
     def do_conference(self, cmd: Conference) -> None:
         if len(set(cmd.call_ids)) < 2:
@@ -462,14 +499,17 @@ class _Core:
         call.last_state = CallState.INCOMING
         log.info("incoming call call_id=%d account=%d from=%s", call_id, acc.index, uri)
         self.publish()
+        # No 180 here: the Phone decides first (DND and busy are refused without ringing) and
+        # sends Ringing for a call that will ring or wait. pjsua has answered 100 Trying.
         self.emit(CallIncoming(call_id, acc.index, uri, name))
-        prm = pj.CallOpParam(True)
-        prm.statusCode = 180
-        call.answer(prm)
 
-    def adopt_new_call(self, account_index: int, call_id: int = pj.PJSUA_INVALID_ID) -> EngineCall:
-        """A Call wrapper for a call pjsua creates itself (REFER, Replaces)."""
+    def adopt_new_call(
+        self, account_index: int, replaces: int, call_id: int = pj.PJSUA_INVALID_ID
+    ) -> EngineCall:
+        """A Call wrapper for a call pjsua creates itself: following a REFER that arrived on
+        call ``replaces``, or an INVITE with Replaces taking over call ``replaces``."""
         call = EngineCall(self, self.accounts[account_index], account_index, call_id)
+        call.replaces = replaces
         self.unborn.append(call)  # pjsua holds only a C++ pointer: keep the wrapper alive
         return call
 
@@ -498,7 +538,13 @@ class _Core:
             self.setup_started.pop(call_id, None)
             self.graveyard.append(call)
         self.publish()  # before the event, so calls_info() already agrees with it
-        self.emit(CallStateChanged(call_id, state, code, info.lastReason, uri, name, call.codec))
+        direction = "outgoing" if info.role == pj.PJSIP_ROLE_UAC else "incoming"
+        self.emit(
+            CallStateChanged(
+                call_id, state, code, info.lastReason, uri, name, call.codec,
+                direction, call.account_index, call.replaces,
+            )
+        )  # fmt: skip
 
     def on_call_media_state(self, call: EngineCall) -> None:
         info = call.getInfo()
@@ -521,9 +567,25 @@ class _Core:
         if changed:
             self.emit(CallMediaChanged(info.id, held_locally, held_remotely))
 
+    def on_tsx_state(self, call: EngineCall, tsx: pj.SipTransaction) -> None:
+        ours = tsx.role == pj.PJSIP_ROLE_UAC and tsx.method == "INVITE"
+        if ours and call.reinvite_pending and tsx.statusCode >= 200:
+            self.on_invite_done(call)
+
     def on_transfer_status(self, call: EngineCall, code: int, reason: str, final: bool) -> None:
+        call_id = call.getId()
         log.info("transfer status call_id=%d code=%d reason=%s final=%s",
-                 call.getId(), code, reason, final)  # fmt: skip
+                 call_id, code, reason, final)  # fmt: skip
+        retry = final and code == 491 and call.refer is not None
+        if retry and call.refer_491s < _REFER_491_RETRIES:
+            call.refer_491s += 1
+            delay = self.glare_backoff_s(call)
+            log.info("refer 491: sending it again call_id=%d in_s=%.2f", call_id, delay)
+            self.retries.append((time.monotonic() + delay, call.refer, 0))
+            return
+        if final and not 200 <= code < 300:
+            call.refer, call.refer_491s = None, 0
+        self.emit(TransferStatus(call_id, code, reason, final))
         if final and 200 <= code < 300:
             # The far end now talks to the transfer target; our leg is done.
             self.hangup_quietly(call)
@@ -532,6 +594,17 @@ class _Core:
             replaced = self.calls.get(call.replaced_call_id)
             if replaced is not None:
                 self.hangup_quietly(replaced)
+
+    @staticmethod
+    def glare_backoff_s(call: EngineCall) -> float:
+        """RFC 3261 14.1: a random wait in 10 ms steps, 2.1-4 s if we own the dialog's Call-ID
+        (we sent the INVITE), else 0-2 s."""
+        try:
+            caller = call.getInfo().role == pj.PJSIP_ROLE_UAC
+        except pj.Error:
+            caller = False
+        steps = random.randint(210, 400) if caller else random.randint(0, 200)
+        return steps / 100.0
 
     def on_mwi(self, index: int, summary: MessageSummary) -> None:
         log.info("mwi account=%d waiting=%s new=%d old=%d",
@@ -598,6 +671,7 @@ _RETRIABLE = (Hold, Unhold, Transfer, AttendedTransfer, SendDtmf)
 
 _HANDLERS: dict[type, Callable[[_Core, object], None]] = {
     MakeCall: _Core.do_make_call,
+    Ringing: _Core.do_ringing,
     Answer: _Core.do_answer,
     Reject: _Core.do_reject,
     Redirect: _Core.do_redirect,

@@ -20,6 +20,7 @@ from firmware.events import (
     Hold,
     MakeCall,
     Reject,
+    Ringing,
     SendDtmf,
     Transfer,
     Unhold,
@@ -90,7 +91,8 @@ def test_incoming_call_shows_caller_and_can_be_answered(
         assert incoming.remote_name == "Bob Builder"
         assert incoming.remote_uri.startswith("sip:1002@")
         assert incoming.account == 0
-        far.wait_event("CALL_RINGING")  # the engine alerts with 180 on its own
+        engine.submit(Ringing(incoming.call_id))  # the Phone's decision: this call rings
+        far.wait_event("CALL_RINGING")
         engine.submit(Answer(incoming.call_id))
         events.wait_call_state(CallState.CONFIRMED, incoming.call_id)
         far.wait_event("CALL_ESTABLISHED")
