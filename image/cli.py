@@ -50,7 +50,7 @@ def _flash_parser() -> argparse.ArgumentParser:
 
 
 def flash_main(argv: list[str]) -> int:
-    from image.flash import Flasher, FlashError
+    from image.flash import Flasher, FlashError, describe_image
     from image.progress import byte_progress
     from image.seed import SeedError, load_batch, load_seed
 
@@ -72,6 +72,7 @@ def flash_main(argv: list[str]) -> int:
                 raise SeedError("TARGET is required (or --batch with --targets)")
             jobs = [(args.target, base)]
         flasher = Flasher(args.image, args.bmap, verify=not args.no_verify)
+        console.print(f"image {args.image}: {describe_image(args.image)}")
         with byte_progress(console, "checking image", flasher.bmap.mapped_bytes) as advance:
             flasher.check_image(advance)
         for target, _ in jobs:  # every target is checked before the first is written

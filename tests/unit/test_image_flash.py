@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,81 @@ def test_image_changed_after_check_is_caught_while_writing(image: Path, tmp_path
         fh.write(b"\x01changed")
     with pytest.raises(FlashError, match="image changed while writing"):
         flasher.flash(tmp_path / "card.img")
+
+
+def _compress(image: Path, kind: str) -> Path:
+    """The image compressed as the build does (zstd --sparse) or as xz; its bmap stays beside it
+    under the uncompressed name (X.img.bmap), as the build leaves it."""
+    out = image.with_name(image.name + (".zst" if kind == "zstd" else ".xz"))
+    cmd = ["zstd", "-q", "-f", "--sparse", str(image), "-o", str(out)] if kind == "zstd" else [
+        "xz", "-0", "-q", "-k", "-f", "-T1", str(image)]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["zstd", "xz"])
+def test_compressed_image_flashes_directly(image: Path, tmp_path: Path, kind: str) -> None:
+    """The .img.zst the build writes (and an .img.xz) flash as they are, streamed: the card equals
+    the uncompressed image, stays sparse, is verified and seeded."""
+    compressed = _compress(image, kind)
+    expected = sha(image)
+    image.unlink()  # only the compressed file and the bmap are left
+    seed_file = tmp_path / "seed.toml"
+    seed_file.write_text(SEED)
+    target = tmp_path / "card.img"
+    assert flash_main([str(compressed), str(target), "--seed", str(seed_file)]) == 0
+    assert read_seed(target, 4 * MIB).hostname == "desk-7"
+    plain = tmp_path / "plain.img"
+    result = Flasher(compressed).flash(plain)
+    assert result.verified
+    assert sha(plain) == expected
+    assert os.stat(plain).st_blocks * 512 < plain.stat().st_size // 2
+
+
+@pytest.mark.parametrize("kind", ["zstd", "xz"])
+def test_corrupt_compressed_image_is_rejected_before_writing(
+    image: Path, tmp_path: Path, kind: str
+) -> None:
+    """Checksums of the bmap are checked on the decompressed stream before the first write."""
+    flasher = Flasher(image)
+    offset, _ = flasher.bmap.byte_span(flasher.bmap.ranges[-1])
+    with open(image, "r+b") as fh:
+        fh.seek(offset + 17)
+        fh.write(b"\x00corrupt")
+    compressed = _compress(image, kind)
+    target = tmp_path / "card.img"
+    target.write_bytes(b"keep")
+    with pytest.raises(FlashError, match=r"nothing written.*checksum mismatch"):
+        Flasher(compressed).flash(target)
+    assert target.read_bytes() == b"keep"
+
+
+def test_truncated_compressed_image_is_rejected_before_writing(image: Path, tmp_path: Path) -> None:
+    compressed = _compress(image, "zstd")
+    os.truncate(compressed, compressed.stat().st_size // 2)
+    target = tmp_path / "card.img"
+    with pytest.raises(FlashError, match=r"nothing written.*(truncated|ended)"):
+        Flasher(compressed).flash(target)
+    assert not target.exists()
+
+
+def test_missing_image_says_not_found(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "nowhere" / "offhook-qemu-amd64.img.zst"
+    with pytest.raises(FlashError, match="not found"):
+        Flasher(missing)
+    assert flash_main([str(missing), str(tmp_path / "card.img")]) == 1
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "card.img").exists()
+
+
+def test_flash_shows_board_and_version_before_writing(
+    image: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from image.manifest import write_manifest
+
+    write_manifest(image.with_name("offhook-qemu-amd64.manifest.json"), outputs=[image],
+                   board="qemu-amd64", offhook_version="1.2.3")  # fmt: skip
+    assert flash_main([str(image), str(tmp_path / "card.img")]) == 0
+    err = capsys.readouterr().err
+    assert "board qemu-amd64" in err and "offhook 1.2.3" in err
+    assert err.index("offhook 1.2.3") < err.index("wrote")
