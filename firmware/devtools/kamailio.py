@@ -129,6 +129,11 @@ loadmodule "auth.so"
 modparam("tls", "config", "{tls_cfg}")
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", 3600)
+# Kamailio builds a GRUU from the To host alone, without its port (registrar build_contact):
+# on a proxy that is not on 5060 such a GRUU leads nowhere, and a client that uses it as its
+# dialog Contact (linphone by default) never gets in-dialog requests. Grant none: clients
+# fall back to their registered Contact.
+modparam("registrar", "gruu_enabled", 0)
 modparam("ctl", "binrpc", "unix:{ctl_socket}")
 modparam("htable", "htable", "users=>size=6;")
 modparam("tm", "fr_timer", 4000)
@@ -275,16 +280,26 @@ class KamailioServer:
         self._users[user] = password
         if self._process is not None:
             # "s:" keeps kamcmd from sending digit-only users as integers
-            rpc = ["htable.sets", "users", f"s:{user}", f"s:{password}"]
-            result = subprocess.run(
-                [_binary("kamcmd"), "-s", f"unix:{self._ctl_socket}", *rpc],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"kamcmd htable.sets failed: {result.stderr.strip()}")
+            self.rpc("htable.sets", "users", f"s:{user}", f"s:{password}")
+
+    def rpc(self, *command: str) -> str:
+        """Run one RPC command through kamcmd on the running server; its output as text."""
+        if self._process is None:
+            raise RuntimeError("kamailio is not running")
+        result = subprocess.run(
+            [_binary("kamcmd"), "-s", f"unix:{self._ctl_socket}", *command],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"kamcmd {command[0]} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def registered_contacts(self, user: str) -> str:
+        """usrloc's record for ``user`` (contacts, instance ids...), as kamcmd prints it."""
+        return self.rpc("ul.lookup", "location", f"s:{user}")
 
     def _redirect_lines(self) -> str:
         lines = []
