@@ -472,6 +472,17 @@ class ImportResult:
     errors: list[str] = field(default_factory=list)
 
 
+class ImportRefused(OperationError):
+    """A CSV import with bad rows: nothing was imported. ``errors``: one message per bad row."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        shown = "; ".join(errors[:20])
+        if len(errors) > 20:
+            shown += f"; and {len(errors) - 20} more"
+        super().__init__(f"nothing imported, {len(errors)} bad row(s): {shown}")
+
+
 IMPORT_COLUMNS = ("mac", "serial", "model", "name", "group")
 
 
@@ -482,21 +493,33 @@ def import_devices_csv(
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """CSV with a header row: mac (required), serial, model, name, group. Existing MACs are
-    updated; each bad row is reported by line number and skipped, the rest is imported."""
+    updated. All or nothing: when any row is bad (a MAC twice in the file included), nothing is
+    imported and ImportRefused names every bad row by line number."""
+    if "\x00" in text:
+        raise OperationError("CSV contains a NUL character: not a text file")
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or "mac" not in [f.strip().lower() for f in reader.fieldnames]:
+    try:
+        fieldnames = reader.fieldnames
+        rows = list(reader)
+    except csv.Error as exc:
+        raise OperationError(f"CSV is malformed: {exc}") from None
+    if fieldnames is None or "mac" not in [f.strip().lower() for f in fieldnames]:
         raise OperationError("CSV needs a header row with at least a 'mac' column")
-    unknown = [f for f in reader.fieldnames if f.strip().lower() not in IMPORT_COLUMNS]
+    unknown = [f for f in fieldnames if f.strip().lower() not in IMPORT_COLUMNS]
     if unknown:
         raise OperationError(f"unknown CSV column(s) {unknown}; known: {', '.join(IMPORT_COLUMNS)}")
-    rows = list(reader)
     result = ImportResult()
     groups: dict[str, int] = {}
+    seen: dict[str, int] = {}  # MAC -> the line it first appeared on
+    whole = db.begin_nested()  # rolled back when any row is bad
     for number, raw in enumerate(rows, start=2):
         row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
         try:
             with db.begin_nested():
                 mac = normalise_mac(row.get("mac", ""))
+                if mac in seen:
+                    raise OperationError(f"MAC {mac} is also on line {seen[mac]}")
+                seen[mac] = number
                 group_name = row.get("group", "")
                 group_id = None
                 if group_name:
@@ -530,6 +553,10 @@ def import_devices_csv(
             result.errors.append(f"line {number}: {exc}")
         if progress:
             progress(number - 1, len(rows))
+    if result.errors:
+        whole.rollback()
+        raise ImportRefused(result.errors)
+    whole.commit()
     audit.record(
         db,
         actor.name,
@@ -537,11 +564,7 @@ def import_devices_csv(
         "device",
         "",
         None,
-        {
-            "created": len(result.created),
-            "updated": len(result.updated),
-            "errors": result.errors[:50],
-        },
+        {"created": len(result.created), "updated": len(result.updated)},
         actor.ip,
     )
     return result

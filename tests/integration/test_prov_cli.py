@@ -91,8 +91,15 @@ def test_fleet_cli_end_to_end(
         "b8:27:eb:00:00:23,,b,\nnot-a-mac,,c,\nb8:27:eb:00:00:24,,d,nowhere\n"
     )
     rc, out, err = fleet("import", str(csv_file))
-    assert rc == 1 and "created 2, updated 0, errors 2" in out
+    # All or nothing: the bad rows are named and the good ones are not imported either.
+    assert rc == 1 and "nothing imported, 2 bad row(s)" in err
     assert "line 4:" in err and "line 5: group 'nowhere' not found" in err
+    assert server.admin.get("/devices/b8:27:eb:00:00:22").status_code == 404
+    csv_file.write_text(
+        "mac,serial,name,group\nb8:27:eb:00:00:22,0000abcd,a,hq\nb8:27:eb:00:00:23,,b,\n"
+    )
+    rc, out, err = fleet("import", str(csv_file))
+    assert rc == 0 and "created 2, updated 0, errors 0" in out, err
 
     assert server.enroll_request("b8:27:eb:00:00:25", token).status_code == 202
     rc, out, _ = fleet("status", "--status", "pending")

@@ -71,3 +71,40 @@ def test_concurrent_admin_writes_queue_instead_of_failing(
     assert all(code in (200, 201) for code in codes), sorted(codes)
     devices = server.admin.get("/devices", params={"group": "hq", "limit": 5000}).json()
     assert len(devices) == 4 * 60
+
+
+def test_csv_import_is_all_or_nothing_and_refuses_a_mac_twice(
+    provisioning_server: ProvisioningServer,
+) -> None:
+    server = provisioning_server
+    api = server.admin
+    api.post("/groups", json={"name": "hq"}).raise_for_status()
+    good = _macs(0xC0, 5)
+
+    def post(text: str) -> httpx.Response:
+        return api.post("/devices/import", content=text, headers={"Content-Type": "text/csv"})
+
+    # A bad row in the middle: nothing at all is imported, the bad row is named.
+    rows = _csv(good, "hq").splitlines()
+    rows.insert(3, "b8:27:c0:99:99:99,SN1,offhook-pi4,desk,nowhere")
+    refused = post("\n".join(rows) + "\n")
+    assert refused.status_code == 422
+    assert "nothing imported" in refused.json()["detail"]
+    assert "line 4: group 'nowhere' not found" in refused.json()["detail"]
+    assert api.get("/devices", params={"limit": 5000}).json() == []
+    audit = api.get("/audit", params={"action": "device.create"}).json()
+    assert audit == []
+
+    # The same MAC twice in one file (any spelling): an error naming both lines, not an update.
+    twice = _csv([*good, good[1].upper().replace(":", "-")])
+    dup = post(twice)
+    assert dup.status_code == 422
+    detail = dup.json()["detail"]
+    assert f"line 7: MAC {good[1]} is also on line 3" in detail, detail
+    assert api.get("/devices", params={"limit": 5000}).json() == []
+
+    # A clean file imports every row.
+    imported = post(_csv(good, "hq"))
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["created"] == 5
+    assert len(api.get("/devices", params={"limit": 5000}).json()) == 5
