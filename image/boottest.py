@@ -1,8 +1,10 @@
-"""``offhook image boot-test``: boot a qemu-amd64 image and wait until the phone is up.
+"""``offhook image boot-test``: boot an image under QEMU and wait until the phone is up.
 
 The image is flashed (sparse, verified, seeded) to a scratch copy one data-partition-growth larger,
 so the first boot really grows the data partition and consumes the seed. QEMU boots the kernel and
-initramfs taken from the copy's boot partition (direct kernel boot: no bootloader in the image),
+initramfs taken from the copy's boot partition (direct kernel boot: no bootloader in the image;
+a Raspberry Pi card boots the kernel and initramfs its config.txt names, under
+``qemu-system-aarch64 -M virt``, the phone on the emulated board),
 with the disk on virtio, the serial console captured, and user networking forwarding a loopback
 port on the host to the control API in the guest. Milestones, each with a bounded wait:
 first-boot script finished -> offhook.service started (sd_notify READY) -> control API answers ->
@@ -20,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -211,23 +214,46 @@ def scratch_copy(image: Path, seed: Seed, workdir: Path) -> Path:
     return disk
 
 
-def extract_boot_files(disk: Path, workdir: Path) -> tuple[Path, Path, str]:
-    offset = boot_partition_offset(disk)
+def _mcopy(disk: Path, offset: int, name: str, dest: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    return subprocess.run(
+        ["mcopy", "-n", "-i", f"{disk}@@{offset}", f"::/{name}", str(dest)],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+
+
+def card_arch(disk: Path) -> str:
+    """arm64 for a Raspberry Pi card (config.txt on its boot partition), else amd64."""
+    probe = Path(tempfile.mkdtemp(prefix="offhook-probe-"))
+    try:
+        found = _mcopy(disk, boot_partition_offset(disk), "config.txt", probe / "config.txt")
+        return "arm64" if found.returncode == 0 else "amd64"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def extract_boot_files(disk: Path, workdir: Path) -> tuple[Path, Path, str]:
+    """Kernel, initramfs and cmdline.txt from the boot partition. A Pi card's are the files its
+    config.txt names (what the Pi firmware would load); a qemu-amd64 card's are fixed names."""
+    offset = boot_partition_offset(disk)
+    names = {"kernel": "vmlinuz", "initramfs": "initrd.img"}
+    config = workdir / "config.txt"
+    if _mcopy(disk, offset, "config.txt", config).returncode == 0:
+        from image.build import pi_config_files
+
+        names = pi_config_files(config.read_text())
     out = {}
-    for name in ("vmlinuz", "initrd.img", "cmdline.txt"):
+    for name in (names.get("kernel", "?"), names.get("initramfs", "?"), "cmdline.txt"):
         dest = workdir / name
-        proc = subprocess.run(
-            ["mcopy", "-n", "-i", f"{disk}@@{offset}", f"::/{name}", str(dest)],
-            capture_output=True, text=True, env=env, check=False,
-        )  # fmt: skip
+        proc = _mcopy(disk, offset, name, dest)
         if proc.returncode != 0:
             raise BootTestError(
-                f"{disk}: no {name} on the boot partition (is this a qemu-amd64 image?): "
+                f"{disk}: no {name} on the boot partition (is this an offhook image?): "
                 f"{proc.stderr.strip()}"
             )
         out[name] = dest
-    return out["vmlinuz"], out["initrd.img"], out["cmdline.txt"].read_text().strip()
+    kernel, initrd, cmdline = out.values()
+    return kernel, initrd, cmdline.read_text().strip()
 
 
 def read_data_file(disk: Path, path: str) -> str:
@@ -335,6 +361,29 @@ def accelerator_args() -> list[str]:
     return ["-accel", "kvm", "-accel", "tcg"] if usable else ["-accel", "tcg"]
 
 
+QEMU_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def guest_cmdline(cmdline: str, arch: str) -> str:
+    """cmdline.txt as QEMU's machine needs it. A Pi card under ``-M virt``: the console is QEMU's
+    PL011 (ttyAMA0; the card names the Pi header's ttyS1) and offhook.board=emulated runs the
+    phone without Pi hardware (the rpi overlay's offhook-board-override reads it)."""
+    if arch != "arm64":
+        return cmdline
+    kept = [arg for arg in cmdline.split() if not arg.startswith("console=") and arg != "quiet"]
+    return " ".join([*kept, "console=ttyAMA0,115200", "offhook.board=emulated"])
+
+
+def machine_args(arch: str) -> list[str]:
+    """The QEMU binary, machine and accelerator: KVM only for the host's own architecture."""
+    native = QEMU_ARCH[arch] == platform.machine()
+    accel = accelerator_args() if native else ["-accel", "tcg"]
+    if arch == "arm64":
+        # Multi-threaded TCG: two vCPUs roughly halve the emulated boot on two host cores.
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53", *accel, "-smp", "2"]
+    return ["qemu-system-x86_64", *accel, "-smp", "1"]
+
+
 def qemu_command(
     disk: Path,
     kernel: Path,
@@ -343,13 +392,13 @@ def qemu_command(
     host_port: int,
     memory_mb: int,
     pcap: Path | None = None,
+    arch: str = "amd64",
 ) -> list[str]:
     # The guest's traffic on the user network, for its DHCP identity.
     dump = ["-object", f"filter-dump,id=dump0,netdev=n0,file={pcap}"] if pcap else []
     return [
-        "qemu-system-x86_64",
-        *accelerator_args(),
-        "-m", str(memory_mb), "-smp", "1",
+        *machine_args(arch),
+        "-m", str(memory_mb),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", "stdio", "-monitor", "none",
         "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
@@ -395,6 +444,7 @@ class _Card:
         self.disk, self.workdir, self.stack, self.memory_mb = disk, workdir, stack, memory_mb
         self.host_port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.arch = card_arch(disk)
 
     def power_on(self, number: int, console_log: Path) -> tuple[OutputWatcher, BootRecord, Path]:
         kernel, initrd, cmdline = extract_boot_files(self.disk, self.workdir)
@@ -402,8 +452,9 @@ class _Card:
         pcap.unlink(missing_ok=True)
         # The journal on the console: a failing service's own messages land in the log.
         cmd = qemu_command(self.disk, kernel, initrd,
-                           cmdline + " systemd.journald.forward_to_console=1",
-                           self.host_port, self.memory_mb, pcap)  # fmt: skip
+                           guest_cmdline(cmdline, self.arch)
+                           + " systemd.journald.forward_to_console=1",
+                           self.host_port, self.memory_mb, pcap, self.arch)  # fmt: skip
         log.info("boot test starting qemu boot=%d port=%d disk=%s", number, self.host_port,
                  self.disk)  # fmt: skip
         self.proc = subprocess.Popen(
