@@ -121,7 +121,8 @@ def create_transports(ep: pj.Endpoint, config: PhoneConfig) -> Transports:
         try:
             tid = ep.transportCreate(_TRANSPORT_TYPES[kind], _transport_config(config, kind, port))
         except pj.Error as exc:
-            raise TransportError(f"sip {kind} transport on port {port}: {exc.info()}") from None
+            where = f"{config.sip.bind_address or '0.0.0.0'}:{port}"  # the address at fault
+            raise TransportError(f"sip {kind} transport on {where}: {exc.info()}") from None
         result.ids[kind] = tid
         local = ep.transportGetInfo(tid).localName  # "host:port"
         result.ports[kind] = int(local.rsplit(":", 1)[1])
