@@ -32,6 +32,10 @@ TEST_HOOKS_ENV = "OFFHOOK_TEST_HOOKS"
 APPLY_POLL_S = 0.1
 DEVICE_INFO_EVERY_S = 30.0  # addresses change with DHCP; the status menu should follow
 APPLY_TIMEOUT_S = 15.0
+# Exit status of a phone that could not be set up or started (sysexits' EX_CONFIG): a missing
+# sound card, a port in use, a bad pin profile. Restarting at once would fail the same way, so the
+# supervisor backs off (and the simulator stops, showing the reason).
+EXIT_START_FAILED = 78
 
 
 class Heartbeat:
@@ -426,6 +430,12 @@ def _display_size(device: Any) -> tuple[int, int]:
     return int(getattr(device, "width", 128)), int(getattr(device, "height", 64))
 
 
+def start_failed(exc: Exception) -> int:
+    """Say why on stderr too: under ``offhook sim`` that is the terminal (the log is a file)."""
+    print(f"offhook phone: cannot start: {exc}", file=sys.stderr, flush=True)
+    return EXIT_START_FAILED
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="offhook phone", description="run one phone process")
     parser.add_argument("--config", required=True, type=Path)
@@ -456,7 +466,7 @@ def main(argv: list[str]) -> int:
             identity = DeviceIdentity.from_pi() if pi else sim_identity(args.config)
         except Exception as exc:
             log.error("cannot read the device identity", extra=kv(error=exc))
-            return 1
+            return start_failed(exc)
     try:
         phone = PhoneProcess(
             config,
@@ -466,10 +476,10 @@ def main(argv: list[str]) -> int:
             test_hooks=test_hooks,
             identity=identity,
         )
-    except Exception as exc:  # missing hardware, bad profile, unusable ALSA device...
+    except Exception as exc:  # missing hardware, bad profile, a busy control address...
         log.error("cannot set up the phone", extra=kv(error=exc, board=args.board))
         log.debug("set-up failure", exc_info=True)
-        return 1
+        return start_failed(exc)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("stopping", extra=kv(signal=signal.Signals(signum).name))
@@ -479,11 +489,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         phone.start(args.heartbeat_fd)
-    except Exception as exc:
+    except Exception as exc:  # an unusable ALSA device, a busy SIP port...
         log.error("phone failed to start", extra=kv(error=exc))
         log.debug("start failure", exc_info=True)
         phone.stop()
-        return 1
+        return start_failed(exc)
     try:
         phone.wait()
     finally:

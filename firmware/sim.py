@@ -58,7 +58,8 @@ def main(argv: list[str]) -> int:
         env[TEST_HOOKS_ENV] = "1"
     setup_logging(config.logging.level)
     extra = ["--state-dir", str(state_dir)]
-    supervisor = Supervisor(phone_argv(args.config, "emulated", args.headless, extra), env=env)
+    argv = phone_argv(args.config, "emulated", args.headless, extra)
+    supervisor = Supervisor(argv, env=env, stop_on_start_failure=True)
     install_signal_handlers(supervisor)
     log.info(
         "simulator started",
@@ -70,7 +71,11 @@ def main(argv: list[str]) -> int:
             f" log in {env['OFFHOOK_LOG_FILE']}",
             file=sys.stderr,
         )
-    return supervisor.run()
+    code = supervisor.run()
+    if code:  # the phone printed its reason above
+        where = f"; log in {env['OFFHOOK_LOG_FILE']}" if "OFFHOOK_LOG_FILE" in env else ""
+        print(f"offhook sim: the phone could not start{where}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ from firmware.systemd import Notifier
 log = logging.getLogger("offhook.supervisor")
 
 ChildArgv = Callable[[int], list[str]]  # heartbeat fd -> the command line of the child
+# The phone's exit statuses for "could not start": a config it refuses (2) or a set-up/start
+# failure (firmware.phone_process.EXIT_START_FAILED); the phone printed the reason on stderr.
+START_FAILED_CODES = (2, 78)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class RestartPolicy:
     stable_after_s: float = 5.0  # healthy this long: the next failure restarts at once
     heartbeat_timeout_s: float = 5.0  # no heartbeat for this long: the phone is hung
     startup_timeout_s: float = 30.0  # the first heartbeat must arrive within this
+    start_failure_delay_s: float = 2.0  # a phone that could not start is not retried at once
 
     def delay(self, quick_failures: int) -> float:
         """Wait before the next start, given how many starts in a row failed quickly (>= 1)."""
@@ -58,7 +62,7 @@ class ChildRun:
     started: float
     healthy: bool = False
     ended: float | None = None
-    reason: str = ""  # "exited", "hung", "no_heartbeat_at_start", "stopped"
+    reason: str = ""  # "exited", "start_failed", "hung", "no_heartbeat_at_start", "stopped"
     returncode: int | None = None
 
 
@@ -78,8 +82,12 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         notifier: Notifier | None = None,
         env: dict[str, str] | None = None,
+        stop_on_start_failure: bool = False,
     ) -> None:
         self.child_argv = child_argv
+        # The simulator stops when its phone cannot start (the reason is on the terminal); on a
+        # phone the supervisor keeps trying with backoff (a USB sound card may yet appear).
+        self.stop_on_start_failure = stop_on_start_failure
         self.policy = policy or RestartPolicy()
         self.notifier = notifier or Notifier()
         self.env = env
@@ -102,6 +110,8 @@ class Supervisor:
             os.write(self._wake_w, b"x")
 
     def run(self) -> int:
+        """Supervise until stopped: 0, or 1 when the phone could not start and
+        ``stop_on_start_failure`` is set."""
         quick_failures = 0
         try:
             while not self._stopping:
@@ -115,6 +125,14 @@ class Supervisor:
                     else (quick_failures + 1)
                 )
                 delay = self.policy.delay(quick_failures)
+                if run.reason == "start_failed":
+                    if self.stop_on_start_failure:
+                        log.error(
+                            "phone process could not start; stopping",
+                            extra=kv(pid=run.pid, returncode=run.returncode),
+                        )
+                        return 1
+                    delay = max(delay, self.policy.start_failure_delay_s)
                 log.warning(
                     "phone process ended; restarting",
                     extra=kv(
@@ -182,7 +200,8 @@ class Supervisor:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(timeout=1.0)
             if proc.poll() is not None:
-                run.reason = "exited"
+                failed = not run.healthy and proc.returncode in START_FAILED_CODES
+                run.reason = "start_failed" if failed else "exited"
                 return
             if last_beat is None and now - run.started > self.policy.startup_timeout_s:
                 run.reason = "no_heartbeat_at_start"

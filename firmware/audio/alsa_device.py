@@ -10,7 +10,10 @@ in at once, then one per period.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -27,6 +30,59 @@ _CLOCKED_AFTER = 5
 
 class AlsaDeviceError(RuntimeError):
     """An ALSA PCM that cannot be opened or used; the message names the device."""
+
+
+# alsa-lib prints every failed lookup to stderr ("ALSA lib pcm.c:2666:(snd_pcm_open_noupdate)
+# Unknown PCM default" and a dozen like it), over the simulator's terminal and before our own
+# message. Its error handler is replaced once per process by one that logs at debug level; the
+# error that matters reaches the caller as an AlsaDeviceError.
+_ErrorHandler = ctypes.CFUNCTYPE(
+    None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+)
+_handler_lock = threading.Lock()
+_installed_handler: object = None
+
+
+def _log_alsa_lib_error(file: bytes, line: int, function: bytes, err: int, fmt: bytes) -> None:
+    # The message's arguments are C varargs, out of reach here; the format names the problem.
+    log.debug(
+        "alsa-lib error at %s:%d (%s) err=%d %s",
+        (file or b"").decode(errors="replace"), line, (function or b"").decode(errors="replace"),
+        err, (fmt or b"").decode(errors="replace").strip(),
+    )  # fmt: skip
+
+
+def route_alsa_lib_errors_to_log() -> None:
+    """Send alsa-lib's own error messages to the log instead of stderr (idempotent)."""
+    global _installed_handler
+    with _handler_lock:
+        if _installed_handler is not None:
+            return
+        name = ctypes.util.find_library("asound")
+        if name is None:
+            return
+        try:
+            library = ctypes.CDLL(name)  # the copy pyalsaaudio already loaded
+            handler = _ErrorHandler(_log_alsa_lib_error)
+            library.snd_lib_error_set_handler(handler)
+        except (OSError, AttributeError) as exc:
+            log.debug("alsa-lib error handler not set error=%r", str(exc))
+            return
+        _installed_handler = handler  # must outlive every call alsa-lib makes to it
+
+
+def open_failure_hint() -> str:
+    """What to add to a failed open when the cause is plain: no sound card at all."""
+    try:
+        cards = alsaaudio.cards()
+    except alsaaudio.ALSAAudioError:
+        cards = []
+    if cards:
+        return ""
+    return (
+        '; this machine has no sound card: set [audio] playback and capture to "null"'
+        " to run without audio"
+    )
 
 
 class PcmStream:
@@ -66,6 +122,7 @@ class PcmStream:
         return "capture" if self.capture else "playback"
 
     def _open(self) -> alsaaudio.PCM:
+        route_alsa_lib_errors_to_log()
         kind = alsaaudio.PCM_CAPTURE if self.capture else alsaaudio.PCM_PLAYBACK
         try:
             pcm = alsaaudio.PCM(
@@ -81,6 +138,7 @@ class PcmStream:
         except alsaaudio.ALSAAudioError as exc:
             raise AlsaDeviceError(
                 f"cannot open ALSA {self.direction} PCM {self.device!r}: {exc}"
+                + open_failure_hint()
             ) from None
         info = pcm.info()
         if info.get("rate") != self.sample_rate or info.get("channels") != 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import sys
@@ -199,3 +200,46 @@ def test_open_control_api_on_the_network_is_refused(module: str, tmp_path: Path,
     config.write_text('[control]\nlisten = "0.0.0.0:8080"\ntoken = ""\n')
     assert importlib.import_module(module).main(["--config", str(config)]) == 2
     assert "control.token is empty" in capsys.readouterr().err
+
+
+def start_failing(tmp_path: Path, stop_on_start_failure: bool, policy: RestartPolicy = FAST):
+    """A child that exits as a phone that cannot start does: no heartbeat, status 78."""
+    from firmware.phone_process import EXIT_START_FAILED
+
+    marker = tmp_path / "starts"
+    marker.touch()
+    code = (
+        f"import sys, time; open({str(marker)!r}, 'a').write(f'{{time.monotonic()}}\\n');"
+        f" sys.exit({EXIT_START_FAILED})"
+    )
+    sup = Supervisor(
+        lambda _fd: [sys.executable, "-c", code],
+        policy,
+        Notifier(environ={}),
+        stop_on_start_failure=stop_on_start_failure,
+    )
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)
+    thread.start()
+    return sup, thread, result, marker
+
+
+def test_simulator_supervisor_stops_when_the_phone_cannot_start(tmp_path: Path) -> None:
+    sup, thread, result, marker = start_failing(tmp_path, stop_on_start_failure=True)
+    thread.join(20)
+    assert not thread.is_alive() and result == [1]
+    assert len(marker.read_text().split()) == 1  # started once, not again
+    assert sup.state.runs[0].reason == "start_failed"
+
+
+def test_phone_that_cannot_start_is_retried_with_a_pause(tmp_path: Path) -> None:
+    policy = RestartPolicy(
+        first_delay_s=0.0, base_delay_s=0.05, max_delay_s=0.2, start_failure_delay_s=0.5
+    )
+    sup, thread, result, marker = start_failing(tmp_path, False, policy)
+    wait_for(lambda: len(marker.read_text().split()) >= 3)
+    stop(sup, thread, result)
+    starts = [float(t) for t in marker.read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(gap >= 0.5 for gap in gaps), gaps  # never the immediate first restart
+    assert {r.reason for r in sup.state.runs if r.ended} == {"start_failed"}
