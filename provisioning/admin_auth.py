@@ -2,9 +2,11 @@
 
 Shared by the REST API (bearer tokens) and the web UI (password login + its own sessions):
 - ``authenticate_password(db, username, password, ip)`` -> AdminUser, raises LoginError
-- ``role_allows(role, required)`` / ``require_role(user, required)``
-- ``require_admin(required_role)`` FastAPI dependency: bearer token, or the web session through
-  ``app.state.session_user`` (a callable ``(request, db) -> AdminUser | None`` the web UI sets).
+- ``require_permission(action)`` FastAPI dependency (actions and roles: provisioning.permissions):
+  bearer token, or the web session through ``app.state.session_user`` (a callable
+  ``(request, db) -> AdminUser | None`` the web UI sets).
+- API tokens: ``create_api_token`` (always expiring, within the role's maximum),
+  ``list_api_tokens``, ``revoke_api_token``; a new password or a disabled account ends them all.
 """
 
 from __future__ import annotations
@@ -21,9 +23,18 @@ from fastapi import HTTPException, Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from provisioning import audit
 from provisioning.crypto import sha256_hex
 from provisioning.db import DbSession
 from provisioning.models import ROLES, AdminUser, ApiToken, LoginAttempt, utcnow
+from provisioning.permissions import (
+    DEFAULT_API_TOKEN_DAYS,
+    MAX_API_TOKEN_DAYS,
+    allowed,
+    max_api_token_days,
+    required_role,
+    role_allows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +45,7 @@ TOKEN_PREFIX = "ohk_"
 MIN_PASSWORD_LENGTH = 10
 DEFAULT_LOCKOUT_THRESHOLD = 5
 DEFAULT_LOCKOUT_MINUTES = 15
+MAX_DAYS_ANY_ROLE = max(MAX_API_TOKEN_DAYS.values())
 
 
 class LoginError(Exception):
@@ -66,16 +78,15 @@ def check_role(role: str) -> str:
     return role
 
 
-def role_allows(role: str, required: str) -> bool:
-    """read-only < operator < admin."""
-    if role not in ROLES or required not in ROLES:
-        return False
-    return ROLES.index(role) >= ROLES.index(required)
+__all__ = ["role_allows"]  # re-exported: callers compare roles through the permission table
 
 
-def require_role(user: AdminUser, required: str) -> None:
-    if not role_allows(user.role, required):
-        raise HTTPException(403, detail=f"role {required} required", headers=None)
+def require_allowed(user: AdminUser, action: str) -> None:
+    """403 unless ``user``'s role may do ``action``."""
+    if not allowed(user.role, action):
+        raise HTTPException(
+            403, detail=f"{action} needs the {required_role(action)} role; you are {user.role}"
+        )
 
 
 def create_admin(db: Session, username: str, password: str, role: str = "admin") -> AdminUser:
@@ -99,6 +110,15 @@ def set_password(db: Session, user: AdminUser, password: str) -> None:
     user.password_hash = hash_password(password)
     user.failed_attempts = 0
     user.locked_until = None
+    # Whoever knew the old password may have minted tokens with it.
+    revoke_user_api_tokens(db, user)
+
+
+def set_disabled(db: Session, user: AdminUser, disabled: bool) -> None:
+    """Disable (its API tokens end for good, even if it is enabled again) or enable a user."""
+    user.disabled = disabled
+    if disabled:
+        revoke_user_api_tokens(db, user)
 
 
 def _log_attempt(db: Session, username: str, ip: str, success: bool, reason: str) -> None:
@@ -157,21 +177,106 @@ def authenticate_password(
     return user
 
 
+def _token_expiry(user: AdminUser, expires_at: datetime | None) -> datetime:
+    """The default lifetime when none is asked for; never longer than the role may have."""
+    now = utcnow()
+    if expires_at is None:
+        return now + timedelta(days=min(DEFAULT_API_TOKEN_DAYS, max_api_token_days(user.role)))
+    longest = max_api_token_days(user.role)
+    if expires_at > now + timedelta(days=longest, minutes=1):
+        raise AdminError(f"an API token of a {user.role} may last at most {longest} days")
+    return expires_at
+
+
 def create_api_token(
     db: Session, user: AdminUser, name: str = "", expires_at: datetime | None = None
 ) -> tuple[str, ApiToken]:
-    """Returns (plaintext token shown once, row). Only the SHA-256 is stored."""
+    """Returns (plaintext token shown once, row). Only the SHA-256 is stored. Every token
+    expires: by default after DEFAULT_API_TOKEN_DAYS, at most after the role's maximum."""
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         user_id=user.id,
-        name=name,
+        name=name[:128],
         token_hash=sha256_hex(plain),
         prefix=plain[:10],
-        expires_at=expires_at,
+        expires_at=_token_expiry(user, expires_at),
     )
     db.add(row)
     db.flush()
     return plain, row
+
+
+def token_snapshot(row: ApiToken) -> dict[str, object]:
+    """What may be shown or audited about a token (never its hash)."""
+    return {
+        "id": row.id,
+        "user": row.user.username,
+        "name": row.name,
+        "prefix": row.prefix,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+        "revoked": row.revoked,
+    }
+
+
+def issue_api_token(
+    db: Session,
+    actor: str,
+    ip: str,
+    user: AdminUser,
+    name: str = "",
+    ttl_days: float | None = None,
+) -> tuple[str, ApiToken]:
+    """create_api_token for ``user`` with an audit entry (REST, web UI and CLI)."""
+    if ttl_days is not None and ttl_days <= 0:
+        raise AdminError("an API token must last more than 0 days")
+    expires = utcnow() + timedelta(days=ttl_days) if ttl_days is not None else None
+    plain, row = create_api_token(db, user, name, expires)
+    audit.record(db, actor, "api_token.create", "api_token", row.id, None, token_snapshot(row), ip)
+    return plain, row
+
+
+def list_api_tokens(db: Session, user: AdminUser | None = None) -> list[ApiToken]:
+    """``user``'s tokens, or every user's (None), newest first."""
+    query = select(ApiToken).order_by(ApiToken.id.desc())
+    if user is not None:
+        query = query.where(ApiToken.user_id == user.id)
+    return list(db.scalars(query))
+
+
+def revoke_api_token(
+    db: Session, actor: str, ip: str, caller: AdminUser | None, token_id: int
+) -> ApiToken:
+    """Revoke one token: the caller's own, or anyone's when the caller may ``api_token.any``
+    (``caller`` None: the CLI, which has the database itself). Someone else's token the caller
+    may not touch is reported as not found, like a missing one."""
+    row = db.get(ApiToken, token_id)
+    if row is None or (
+        caller is not None
+        and row.user_id != caller.id
+        and not allowed(caller.role, "api_token.any")
+    ):
+        raise AdminError(f"API token {token_id} not found")
+    before = token_snapshot(row)
+    row.revoked = True
+    after = token_snapshot(row)
+    audit.record(db, actor, "api_token.revoke", "api_token", row.id, before, after, ip)
+    return row
+
+
+def revoke_user_api_tokens(db: Session, user: AdminUser) -> int:
+    """End every live token of ``user`` (new password, disabled account)."""
+    result = db.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked.is_(False))
+        .values(revoked=True)
+        .execution_options(synchronize_session="fetch")
+    )
+    count = result.rowcount or 0
+    if count:
+        log.info("api tokens revoked user=%s count=%d", user.username, count)
+    return count
 
 
 def authenticate_token(db: Session, token: str) -> AdminUser | None:
@@ -182,7 +287,9 @@ def authenticate_token(db: Session, token: str) -> AdminUser | None:
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked:
         return None
     now = utcnow()
-    if row.expires_at is not None and row.expires_at <= now:
+    # Rows from before tokens always expired have none: they last the longest a token may.
+    expires_at = row.expires_at or row.created_at + timedelta(days=max(MAX_DAYS_ANY_ROLE, 1))
+    if expires_at <= now:
         return None
     if row.user.disabled:
         return None
@@ -210,9 +317,9 @@ def current_admin(request: Request, db: Session) -> AdminUser | None:
     return None
 
 
-def require_admin(required_role: str = "read-only") -> Callable[..., AdminUser]:
-    """FastAPI dependency factory: the authenticated admin with at least ``required_role``."""
-    check_role(required_role)
+def require_permission(action: str) -> Callable[..., AdminUser]:
+    """FastAPI dependency factory: the authenticated admin whose role may do ``action``."""
+    required_role(action)  # an unknown action fails at import, not on the first request
 
     def dependency(request: Request, db: DbSession) -> AdminUser:
         user = current_admin(request, db)
@@ -222,7 +329,7 @@ def require_admin(required_role: str = "read-only") -> Callable[..., AdminUser]:
                 detail="admin authentication required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        require_role(user, required_role)
+        require_allowed(user, action)
         request.state.admin = user
         return user
 

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provisioning.auth import SqliteCredentialReader
 from provisioning.crypto import KeyRing, load_key_ring
@@ -29,6 +29,7 @@ from provisioning.db import Database
 from provisioning.errors import ApiError
 from provisioning.notify import Notifier
 from provisioning.pg_credentials import PgCredentialReader
+from provisioning.private_files import private_directory
 from provisioning.render import InheritedCache, RenderCache
 from provisioning.settings import ServerSettings, settings_from_env
 
@@ -148,6 +149,37 @@ class DeviceApiLimiter:
             self.inflight.count -= 1
 
 
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+class StrictTransportSecurity:
+    """Pure ASGI middleware: every answer of the web UI, the admin API and /docs given over
+    HTTPS says to use nothing else for a year (``Strict-Transport-Security``), so a browser
+    that once reached the server over TLS never falls back to plain HTTP. Over plain HTTP the
+    header means nothing and is left out. The device API is left out too: phones are no
+    browsers (they pin the CA), and its answers stay the same on the inline poll path, which
+    never reaches this middleware."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("scheme") != "https"
+            or scope["path"].startswith(DEVICE_PREFIX)
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), HSTS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_hsts)
+
+
 async def _purge_periodically(services: Services) -> None:
     from provisioning.retention import purge_expired
 
@@ -172,7 +204,7 @@ def _sqlite_reader(database: Database) -> SqliteCredentialReader | None:
 
 def create_app(settings: ServerSettings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or settings_from_env()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)  # key ring, TLS key and SQLite live here
     database = database or Database(settings.database_url)
     if settings.migrate_on_start:
         database.migrate()
@@ -213,6 +245,10 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
         version="1",
         description="Device API (phones) and admin REST API for an offhook phone fleet.",
         lifespan=lifespan,
+        # /docs is provisioning.api_docs (Swagger UI from the package, strict CSP); ReDoc
+        # would load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.database = database
@@ -220,9 +256,11 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
 
     from provisioning.api.admin import router as admin_router
     from provisioning.api.device import router as device_router
+    from provisioning.api_docs import docs_router
 
     app.include_router(device_router, prefix=DEVICE_PREFIX)
     app.include_router(admin_router, prefix="/api/v1/admin")
+    app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.web_ui:
         _mount_web(app)
 
@@ -231,6 +269,7 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
         return {"status": "ok"}
 
     _install_error_handlers(app, settings)
+    app.add_middleware(StrictTransportSecurity)
     app.add_middleware(
         DeviceApiLimiter,
         inflight=services.device_inflight,

@@ -28,11 +28,22 @@ from provisioning.settings import (
 log = logging.getLogger(__name__)
 
 
-def _common_db_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", help="database URL (default: SQLite file in the data dir)")
-    parser.add_argument("--data-dir", type=Path, help="server data dir (key, TLS, SQLite)")
+def _common_db_args(parser: argparse.ArgumentParser, *, on_subcommand: bool = False) -> None:
+    """--db, --data-dir, --key-file. Also given to every ``offhook fleet`` subcommand, so they
+    work after it too (``offhook fleet status --data-dir D``); there they default to
+    SUPPRESS, so a subcommand without them keeps what was given before it."""
+    default: Any = argparse.SUPPRESS if on_subcommand else None
     parser.add_argument(
-        "--key-file", type=Path, help="secret key file (default DATA_DIR/secret.key)"
+        "--db", default=default, help="database URL (default: SQLite file in the data dir)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=default, help="server data dir (key, TLS, SQLite)"
+    )
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        default=default,
+        help="secret key file (default DATA_DIR/secret.key)",
     )
 
 
@@ -113,10 +124,11 @@ def server_main(argv: list[str]) -> int:
     from firmware.logs import setup_logging
     from provisioning.crypto import load_key_ring
     from provisioning.db import Database
+    from provisioning.private_files import private_directory
 
     setup_logging(args.log_level, identifier="offhook-provisioning")
     settings = _settings_from_args(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     database = Database(settings.database_url)
     database.migrate()  # once here, so workers starting together do not race
     database.dispose()
@@ -180,15 +192,58 @@ def server_main(argv: list[str]) -> int:
 # --- offhook fleet ------------------------------------------------------------------------------
 
 
+class FleetSetupError(Exception):
+    """No fleet where the options point (a mistyped --data-dir or --db): nothing was created."""
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _check_existing_fleet(database: Any, url: str) -> None:
+    """Only ``init`` creates a fleet: anything else needs the schema to be there already."""
+    from sqlalchemy import inspect
+
+    if not inspect(database.engine).has_table("alembic_version"):
+        raise FleetSetupError(
+            f"{database.engine.url.render_as_string()} holds no offhook fleet: check --db, "
+            "or create one with 'offhook fleet init'"
+        )
+
+
 class FleetContext:
     def __init__(self, args: argparse.Namespace) -> None:
         from provisioning.crypto import load_key_ring
         from provisioning.db import Database
 
         self.settings = _settings_from_args(args)
-        self.database = Database(self.settings.database_url)
-        self.database.migrate()
-        self.keys = load_key_ring(self.settings.resolved_key_file, create=True)
+        url = self.settings.database_url
+        create = args.command == "init"
+        sqlite_file = _sqlite_file(url)
+        if not create and sqlite_file is not None and not sqlite_file.is_file():
+            # Checked before connecting: SQLite would create an empty file (and its directory).
+            raise FleetSetupError(
+                f"no fleet database at {sqlite_file}: check --data-dir (or --db), or create "
+                "one with 'offhook fleet init'"
+            )
+        if create:
+            from provisioning.private_files import private_directory
+
+            private_directory(self.settings.data_dir)  # the key file goes here
+        self.database = Database(url)
+        try:
+            if not create:
+                _check_existing_fleet(self.database, url)
+            self.database.migrate()
+            self.keys = load_key_ring(self.settings.resolved_key_file, create=create)
+        except BaseException:
+            self.database.dispose()
+            raise
         user = os.environ.get("SUDO_USER") or getpass.getuser()
         from provisioning.operations import Actor
 
@@ -241,12 +296,19 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        _common_db_args(command, on_subcommand=True)
+        return command
 
-    p = cmd("init", "create the schema and key; optionally the first admin")
+    p = cmd(
+        "init",
+        "create the database (the only command that may), schema and key; optionally the "
+        "first admin",
+    )
     p.add_argument("--admin", help="username of an admin to create")
     p.add_argument("--password-env")
     p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("--api-token", action="store_true", help="also create and print an API token")
     p = cmd("create-admin", "create an admin user (and optionally an API token)")
     p.add_argument("username")
     p.add_argument("--role", default="admin", choices=["admin", "operator", "read-only"])
@@ -290,6 +352,16 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="")
     p.add_argument("--ttl-hours", type=float, default=24 * 7)
     p.add_argument("--max-uses", type=int, default=1)
+    p = cmd("api-tokens", "admin API tokens: list, create (for a user), revoke")
+    p.add_argument("action", choices=["list", "create", "revoke"])
+    p.add_argument("--user", help="list/create: this user's tokens (list default: everyone's)")
+    p.add_argument("--id", type=int, help="revoke: the token id (from list)")
+    p.add_argument("--name", default="")
+    p.add_argument(
+        "--days",
+        type=float,
+        help="create: lifetime in days (default 30; at most 90, for admins 365)",
+    )
     p = cmd("status", "fleet status table")
     p.add_argument("--status", choices=["pending", "approved", "rejected", "revoked"])
     p.add_argument("--json", action="store_true")
@@ -324,7 +396,7 @@ def fleet_main(argv: list[str]) -> int:
             return _run_fleet(ctx, args)
         finally:
             ctx.database.dispose()
-    except (OperationError, AdminError, CryptoError) as exc:
+    except (OperationError, AdminError, CryptoError, FleetSetupError) as exc:
         print(f"offhook fleet {args.command}: {exc}", file=sys.stderr)
         return 1
     except SystemExit as exc:  # usage problems found after parsing
@@ -337,7 +409,7 @@ def fleet_main(argv: list[str]) -> int:
 def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
     from provisioning import operations as ops
     from provisioning import retention
-    from provisioning.admin_auth import create_admin, create_api_token
+    from provisioning.admin_auth import create_admin, issue_api_token
 
     command = args.command
     with ctx.database.session() as db:
@@ -359,8 +431,9 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
                 )
                 print(f"created {user.role} {user.username}")
                 if getattr(args, "api_token", False):
-                    token, _ = create_api_token(db, user, "cli")
+                    token, row = issue_api_token(db, ctx.actor.name, "", user, "cli")
                     print(f"api token: {token}")
+                    print(f"api token expires: {row.expires_at.isoformat(timespec='seconds')}")
             print(f"database ready: {ctx.database.engine.url.render_as_string()}")
             return 0
         if command == "add-device":
@@ -425,29 +498,17 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
         if command == "status":
             return _status(db, args)
         if command == "resync":
-            from sqlalchemy import select
-
-            from provisioning.models import Device
-            from provisioning.render import subtree_group_ids
-
-            if args.all:
-                ids = list(db.scalars(select(Device.id)))
-            elif args.group:
-                group = ops.get_group(db, args.group)
-                ids = list(
-                    db.scalars(
-                        select(Device.id).where(
-                            Device.group_id.in_(subtree_group_ids(db, group.id))
-                        )
-                    )
-                )
-            elif args.devices:
-                ids = [ops.get_device(db, ref).id for ref in args.devices]
-            else:
+            if not (args.all or args.group or args.devices):
                 raise SystemExit("name devices, --group or --all")
+            ids = ops.request_resync(
+                db, ctx.actor, devices=args.devices, group=args.group, all_devices=args.all
+            )
+            db.commit()  # the audit entry stands even if no phone answers
             answered = _resync(ctx, db, ids)
             print(f"resync: {len(ids)} device(s), {answered} answered the NOTIFY")
             return 0
+        if command == "api-tokens":
+            return _api_tokens(ctx, db, args)
         if command == "purge":
             counts = retention.purge_session(db, ctx.settings.retention, ctx.actor.name)
             for name, count in counts.items():
@@ -576,6 +637,53 @@ def _tokens(ctx: FleetContext, db: Any, args: argparse.Namespace) -> int:
             t.name,
             t.expires_at.isoformat(timespec="seconds"),
             f"{t.uses}/{t.max_uses}",
+            "yes" if t.revoked else "",
+        )
+    Console().print(table)
+    return 0
+
+
+def _api_tokens(ctx: FleetContext, db: Any, args: argparse.Namespace) -> int:
+    """The CLI acts for the named user: a token gets that user's role and lifetime limits."""
+    from rich.console import Console
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from provisioning.admin_auth import (
+        AdminError,
+        issue_api_token,
+        list_api_tokens,
+        revoke_api_token,
+    )
+    from provisioning.models import AdminUser
+
+    user = None
+    if args.user:
+        user = db.scalar(select(AdminUser).where(AdminUser.username == args.user))
+        if user is None:
+            raise AdminError(f"admin user {args.user!r} not found")
+    if args.action == "create":
+        if user is None:
+            raise SystemExit("api-tokens create needs --user")
+        plain, row = issue_api_token(db, ctx.actor.name, "", user, args.name, args.days)
+        expires = row.expires_at.isoformat(timespec="seconds")
+        print(f"api token id={row.id} user={user.username} expires={expires}\n{plain}")
+        return 0
+    if args.action == "revoke":
+        if args.id is None:
+            raise SystemExit("api-tokens revoke needs --id")
+        row = revoke_api_token(db, ctx.actor.name, "", None, args.id)
+        print(f"api token {row.id} of {row.user.username} revoked")
+        return 0
+    table = Table("id", "user", "name", "prefix", "expires", "last used", "revoked")
+    for t in list_api_tokens(db, user):
+        table.add_row(
+            str(t.id),
+            t.user.username,
+            t.name,
+            t.prefix,
+            t.expires_at.isoformat(timespec="seconds") if t.expires_at else "",
+            t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never",
             "yes" if t.revoked else "",
         )
     Console().print(table)

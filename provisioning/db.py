@@ -17,6 +17,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from provisioning.private_files import private_directory, private_sqlite_files
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -68,7 +70,9 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            private_directory(path.parent)
+            private_sqlite_files(path)  # before SQLite creates it 0644 (and its WAL with it)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 5}, pool_pre_ping=False
         )

@@ -43,6 +43,7 @@ from provisioning.render import (
     fleet_defaults,
     group_chain,
     set_dotted,
+    subtree_group_ids,
     unset_dotted,
     validate_settings,
 )
@@ -670,6 +671,42 @@ def delete_line(db: Session, actor: Actor, line_id: int) -> list[str]:
     db.flush()
     audit.record(db, actor.name, "line.delete", "line", line_id, before, None, actor.ip)
     return bump_devices(db, [device_id])
+
+
+# --- resync -------------------------------------------------------------------------------------
+
+
+def request_resync(
+    db: Session,
+    actor: Actor,
+    *,
+    devices: list[str] | tuple[str, ...] = (),
+    group: str | int | None = None,
+    all_devices: bool = False,
+) -> list[str]:
+    """The ids of the devices a resync asks for (every device, a group with its subgroups, or
+    devices by id or MAC), with the audit entry: ``device.resync`` on the device when exactly one
+    is named, else ``resync`` with the count. No revision changes; the caller commits and then
+    sends the NOTIFYs (resync.resync, or notify.send_batch in the CLI)."""
+    target_type, target, detail = "devices", "", {}
+    if all_devices:
+        ids = list(db.scalars(select(Device.id).order_by(Device.id)))
+        detail = {"all": True}
+    elif group not in (None, ""):
+        found = get_group(db, group)
+        subtree = subtree_group_ids(db, found.id)
+        ids = list(db.scalars(select(Device.id).where(Device.group_id.in_(subtree))))
+        target_type, target, detail = "group", str(found.id), {"group": found.name}
+    elif devices:
+        ids = list(dict.fromkeys(get_device(db, ref).id for ref in devices))
+    else:
+        raise OperationError("name devices, a group or all devices to resync")
+    if len(ids) == 1 and devices and not all_devices and group in (None, ""):
+        audit.record(db, actor.name, "device.resync", "device", ids[0], None, None, actor.ip)
+    else:
+        after = {**detail, "devices": len(ids)}
+        audit.record(db, actor.name, "resync", target_type, target, None, after, actor.ip)
+    return ids
 
 
 # --- enrollment tokens --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The provisioning server for the demo: ``offhook server`` as a subprocess on loopback (SQLite).
 
-The admin user and its API token come from ``offhook fleet create-admin --api-token``; readiness
+The database, the admin user and its API token come from ``offhook fleet init --admin NAME
+--api-token`` (only ``init`` may create a fleet); readiness
 is polled on ``/healthz``. Everything then goes through the admin HTTP API, as an operator's
 tooling would. Plain HTTP by default (loopback only); ``tls=True`` serves HTTPS with the
 server's own generated CA, which the admin client then trusts.
@@ -131,7 +132,13 @@ class ProvisioningServerProcess:
     def _create_admin(self) -> str:
         env = {**self._env(), _PASSWORD_ENV: self.admin_password}
         command = self._cli(
-            "fleet", "create-admin", self.admin_user, "--password-env", _PASSWORD_ENV, "--api-token"
+            "fleet",
+            "init",
+            "--admin",
+            self.admin_user,
+            "--password-env",
+            _PASSWORD_ENV,
+            "--api-token",
         )
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=120, env=env, check=False
@@ -139,7 +146,7 @@ class ProvisioningServerProcess:
         match = _TOKEN_LINE.search(result.stdout)
         if result.returncode != 0 or match is None:
             raise ServerStartError(
-                f"offhook fleet create-admin failed rc={result.returncode}: "
+                f"offhook fleet init failed rc={result.returncode}: "
                 f"{(result.stderr or result.stdout).strip()[-1000:]}"
             )
         return match.group(1)

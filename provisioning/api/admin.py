@@ -1,7 +1,9 @@
 """Admin REST API (/api/v1/admin). Bearer API token or the web UI session.
 
-Roles: read-only may GET; operator may change devices, lines, settings, tokens and trigger
-resyncs; admin may also manage admin users and erase personal data.
+Each route names its action from ``provisioning.permissions.PERMISSIONS`` (the one table of who
+may do what, shared with the web UI): e.g. read-only may GET, operators change devices, lines,
+groups and device/group settings, admins also fleet defaults, device deletion, privacy requests
+and admin users. A role below the action's gets 403.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,16 +23,17 @@ from provisioning.admin_auth import (
     AdminError,
     client_ip,
     create_admin,
-    create_api_token,
-    require_admin,
+    issue_api_token,
+    list_api_tokens,
+    require_allowed,
+    require_permission,
+    revoke_api_token,
+    token_snapshot,
 )
 from provisioning.app import ServicesDep
 from provisioning.db import DbSession
 from provisioning.errors import ApiError
 from provisioning.models import (
-    ROLE_ADMIN,
-    ROLE_OPERATOR,
-    ROLE_READ_ONLY,
     AdminUser,
     AuditEntry,
     CallRecordRow,
@@ -49,9 +52,28 @@ from provisioning.resync import resync
 
 router = APIRouter(tags=["admin"])
 
-Reader = Annotated[AdminUser, Depends(require_admin(ROLE_READ_ONLY))]
-Operator = Annotated[AdminUser, Depends(require_admin(ROLE_OPERATOR))]
-Admin = Annotated[AdminUser, Depends(require_admin(ROLE_ADMIN))]
+# The caller, once its role may do the action (provisioning.permissions).
+Reader = Annotated[AdminUser, Depends(require_permission("fleet.read"))]
+DeviceWriter = Annotated[AdminUser, Depends(require_permission("device.write"))]
+DeviceStatus = Annotated[AdminUser, Depends(require_permission("device.status"))]
+DeviceResync = Annotated[AdminUser, Depends(require_permission("device.resync"))]
+DeviceDeleter = Annotated[AdminUser, Depends(require_permission("device.delete"))]
+LineWriter = Annotated[AdminUser, Depends(require_permission("line.write"))]
+GroupWriter = Annotated[AdminUser, Depends(require_permission("group.write"))]
+TemplateWriter = Annotated[AdminUser, Depends(require_permission("template.write"))]
+FleetSettings = Annotated[AdminUser, Depends(require_permission("settings.fleet"))]
+TokenWriter = Annotated[AdminUser, Depends(require_permission("enrollment_token.write"))]
+PrivacyExport = Annotated[AdminUser, Depends(require_permission("privacy.export"))]
+PrivacyErase = Annotated[AdminUser, Depends(require_permission("privacy.erase"))]
+Purger = Annotated[AdminUser, Depends(require_permission("retention.purge"))]
+UserManager = Annotated[AdminUser, Depends(require_permission("admin_user.manage"))]
+TokenOwner = Annotated[AdminUser, Depends(require_permission("api_token.own"))]
+# The scoped settings routes check settings.<scope> themselves (one handler per scope).
+SCOPED_SETTINGS = {
+    "group": Depends(require_permission("settings.group")),
+    "device": Depends(require_permission("settings.device")),
+}
+NO_STORE = {"cache-control": "no-store"}  # answers carrying a secret shown once
 Limit = Annotated[int, Query(ge=1, le=5000)]
 
 
@@ -231,7 +253,7 @@ def list_devices(
 
 @router.post("/devices", status_code=201)
 def create_device(
-    body: DeviceCreate, request: Request, db: DbSession, user: Operator
+    body: DeviceCreate, request: Request, db: DbSession, user: DeviceWriter
 ) -> dict[str, Any]:
     with _api_errors():
         device = operations.add_device(
@@ -251,7 +273,7 @@ def create_device(
 def import_devices(
     request: Request,
     db: DbSession,
-    user: Operator,
+    user: DeviceWriter,
     csv_text: Annotated[str, Body(media_type="text/csv")],
 ) -> dict[str, Any]:
     """CSV with header: mac, serial, model, name, group (only mac required)."""
@@ -275,7 +297,7 @@ def patch_device(
     body: DeviceUpdate,
     request: Request,
     db: DbSession,
-    user: Operator,
+    user: DeviceWriter,
     services: ServicesDep,
 ) -> dict[str, Any]:
     with _api_errors():
@@ -294,13 +316,13 @@ def patch_device(
 
 
 @router.delete("/devices/{ref}", status_code=204)
-def remove_device(ref: str, request: Request, db: DbSession, user: Operator) -> None:
+def remove_device(ref: str, request: Request, db: DbSession, user: DeviceDeleter) -> None:
     with _api_errors():
         operations.delete_device(db, _actor(user, request), ref)
 
 
 def _device_action_route(action: str) -> None:
-    def handler(ref: str, request: Request, db: DbSession, user: Operator) -> dict[str, Any]:
+    def handler(ref: str, request: Request, db: DbSession, user: DeviceStatus) -> dict[str, Any]:
         with _api_errors():
             device = operations.set_device_status(db, _actor(user, request), ref, action)
         return _device_out(device)
@@ -386,7 +408,11 @@ def read_fleet_settings(db: DbSession, _user: Reader) -> dict[str, Any]:
 
 @router.patch("/settings/fleet")
 def change_fleet_settings(
-    body: SettingsChange, request: Request, db: DbSession, user: Operator, services: ServicesDep
+    body: SettingsChange,
+    request: Request,
+    db: DbSession,
+    user: FleetSettings,
+    services: ServicesDep,
 ) -> dict[str, Any]:
     return _change(db, services, user, request, "fleet", None, body)
 
@@ -397,8 +423,8 @@ def _scoped_settings_route(scope: str) -> None:
         body: SettingsChange,
         request: Request,
         db: DbSession,
-        user: Operator,
         services: ServicesDep,
+        user: AdminUser = SCOPED_SETTINGS[scope],
     ) -> dict[str, Any]:
         return _change(db, services, user, request, scope, ref, body)
 
@@ -423,7 +449,7 @@ def list_groups(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
 
 
 @router.post("/groups", status_code=201)
-def create_group(body: GroupCreate, request: Request, db: DbSession, user: Operator) -> Any:
+def create_group(body: GroupCreate, request: Request, db: DbSession, user: GroupWriter) -> Any:
     with _api_errors():
         group = operations.create_group(
             db, _actor(user, request), body.name, body.kind, body.parent, body.settings
@@ -443,7 +469,7 @@ def patch_group(
     body: GroupUpdate,
     request: Request,
     db: DbSession,
-    user: Operator,
+    user: GroupWriter,
     services: ServicesDep,
 ) -> Any:
     with _api_errors():
@@ -462,7 +488,7 @@ def patch_group(
 
 @router.delete("/groups/{ref}", status_code=204)
 def remove_group(
-    ref: str, request: Request, db: DbSession, user: Operator, services: ServicesDep
+    ref: str, request: Request, db: DbSession, user: GroupWriter, services: ServicesDep
 ) -> None:
     with _api_errors():
         changed = operations.delete_group(db, _actor(user, request), ref)
@@ -483,7 +509,7 @@ def _template_link_route(method: str, attached: bool) -> None:
         template: str,
         request: Request,
         db: DbSession,
-        user: Operator,
+        user: GroupWriter,
         services: ServicesDep,
     ) -> dict[str, Any]:
         return _set_template(db, services, _actor(user, request), ref, template, attached)
@@ -504,7 +530,9 @@ def list_templates(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
 
 
 @router.post("/templates", status_code=201)
-def create_template(body: TemplateCreate, request: Request, db: DbSession, user: Operator) -> Any:
+def create_template(
+    body: TemplateCreate, request: Request, db: DbSession, user: TemplateWriter
+) -> Any:
     with _api_errors():
         template = operations.create_template(
             db, _actor(user, request), body.name, body.settings, body.description
@@ -518,7 +546,7 @@ def patch_template(
     body: TemplateUpdate,
     request: Request,
     db: DbSession,
-    user: Operator,
+    user: TemplateWriter,
     services: ServicesDep,
 ) -> dict[str, Any]:
     with _api_errors():
@@ -530,7 +558,7 @@ def patch_template(
 
 @router.delete("/templates/{ref}", status_code=204)
 def remove_template(
-    ref: str, request: Request, db: DbSession, user: Operator, services: ServicesDep
+    ref: str, request: Request, db: DbSession, user: TemplateWriter, services: ServicesDep
 ) -> None:
     with _api_errors():
         changed = operations.delete_template(db, _actor(user, request), ref)
@@ -556,7 +584,7 @@ def create_line(
     body: LineCreate,
     request: Request,
     db: DbSession,
-    user: Operator,
+    user: LineWriter,
     services: ServicesDep,
 ) -> dict[str, Any]:
     with _api_errors():
@@ -574,7 +602,7 @@ def patch_line(
     body: LineUpdate,
     request: Request,
     db: DbSession,
-    user: Operator,
+    user: LineWriter,
     services: ServicesDep,
 ) -> dict[str, Any]:
     with _api_errors():
@@ -591,7 +619,7 @@ def patch_line(
 
 @router.delete("/lines/{line_id}", status_code=204)
 def remove_line(
-    line_id: int, request: Request, db: DbSession, user: Operator, services: ServicesDep
+    line_id: int, request: Request, db: DbSession, user: LineWriter, services: ServicesDep
 ) -> None:
     with _api_errors():
         changed = operations.delete_line(db, _actor(user, request), line_id)
@@ -613,7 +641,12 @@ def list_tokens(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
 
 @router.post("/enrollment-tokens", status_code=201)
 def create_token(
-    body: TokenCreate, request: Request, db: DbSession, user: Operator, services: ServicesDep
+    body: TokenCreate,
+    request: Request,
+    response: Response,
+    db: DbSession,
+    user: TokenWriter,
+    services: ServicesDep,
 ) -> dict[str, Any]:
     """The token text is returned once; the database keeps it encrypted."""
     with _api_errors():
@@ -625,11 +658,12 @@ def create_token(
             ttl=timedelta(hours=body.ttl_hours),
             max_uses=body.max_uses,
         )
+    response.headers.update(NO_STORE)
     return {**_token_out(token), "token": plain}
 
 
 @router.delete("/enrollment-tokens/{token_id}")
-def revoke_token(token_id: int, request: Request, db: DbSession, user: Operator) -> Any:
+def revoke_token(token_id: int, request: Request, db: DbSession, user: TokenWriter) -> Any:
     with _api_errors():
         return _token_out(operations.revoke_enrollment_token(db, _actor(user, request), token_id))
 
@@ -685,33 +719,21 @@ def list_audit(
 
 @router.post("/resync")
 def resync_devices(
-    body: ResyncRequest, request: Request, db: DbSession, user: Operator, services: ServicesDep
+    body: ResyncRequest,
+    request: Request,
+    db: DbSession,
+    user: DeviceResync,
+    services: ServicesDep,
 ) -> dict[str, Any]:
     """Send NOTIFY check-sync now (no revision change): devices by id, a group, or all."""
-    if body.all:
-        ids = list(db.scalars(select(Device.id)))
-    elif body.group is not None:
-        with _api_errors():
-            group = operations.get_group(db, body.group)
-        from provisioning.render import subtree_group_ids
-
-        ids = list(
-            db.scalars(
-                select(Device.id).where(Device.group_id.in_(subtree_group_ids(db, group.id)))
-            )
+    with _api_errors():
+        ids = operations.request_resync(
+            db,
+            _actor(user, request),
+            devices=body.device_ids,
+            group=body.group,
+            all_devices=body.all,
         )
-    else:
-        ids = [operations.get_device(db, ref).id for ref in body.device_ids]
-    audit.record(
-        db,
-        f"admin:{user.username}",
-        "resync",
-        "devices",
-        "",
-        None,
-        {"devices": len(ids)},
-        client_ip(request),
-    )
     return {"devices": len(ids), "notified": _commit_and_resync(db, services, ids)}
 
 
@@ -719,7 +741,7 @@ def resync_devices(
 
 
 @router.post("/privacy/export")
-def privacy_export(body: Subject, request: Request, db: DbSession, user: Operator) -> Any:
+def privacy_export(body: Subject, request: Request, db: DbSession, user: PrivacyExport) -> Any:
     with _api_errors():
         return retention.export_subject(
             db, _actor(user, request), device=body.device, extension=body.extension
@@ -727,7 +749,7 @@ def privacy_export(body: Subject, request: Request, db: DbSession, user: Operato
 
 
 @router.post("/privacy/erase")
-def privacy_erase(body: Subject, request: Request, db: DbSession, user: Admin) -> Any:
+def privacy_erase(body: Subject, request: Request, db: DbSession, user: PrivacyErase) -> Any:
     with _api_errors():
         return retention.erase_subject(
             db, _actor(user, request), device=body.device, extension=body.extension
@@ -735,7 +757,7 @@ def privacy_erase(body: Subject, request: Request, db: DbSession, user: Admin) -
 
 
 @router.post("/purge")
-def purge(request: Request, db: DbSession, user: Admin, services: ServicesDep) -> dict[str, int]:
+def purge(request: Request, db: DbSession, user: Purger, services: ServicesDep) -> dict[str, int]:
     """Run the retention purge now (it also runs periodically in the server)."""
     return retention.purge_session(db, services.settings.retention, f"admin:{user.username}")
 
@@ -749,7 +771,7 @@ def whoami(user: Reader) -> dict[str, Any]:
 
 
 @router.post("/users", status_code=201)
-def add_admin(body: AdminCreate, request: Request, db: DbSession, user: Admin) -> Any:
+def add_admin(body: AdminCreate, request: Request, db: DbSession, user: UserManager) -> Any:
     with _api_errors(AdminError):
         new = create_admin(db, body.username, body.password, body.role)
     audit.record(
@@ -765,21 +787,44 @@ def add_admin(body: AdminCreate, request: Request, db: DbSession, user: Admin) -
     return {"id": new.id, "username": new.username, "role": new.role}
 
 
-@router.post("/api-tokens", status_code=201)
-def add_api_token(body: ApiTokenCreate, request: Request, db: DbSession, user: Reader) -> Any:
-    """A bearer token for the calling user (same role); shown once."""
-    from provisioning.models import utcnow
+def _own_or_all(user: AdminUser, everyone: bool) -> AdminUser | None:
+    if everyone:
+        require_allowed(user, "api_token.any")
+        return None
+    return user
 
-    expires = utcnow() + timedelta(days=body.ttl_days) if body.ttl_days else None
-    plain, row = create_api_token(db, user, body.name, expires)
-    audit.record(
-        db,
-        f"admin:{user.username}",
-        "api_token.create",
-        "api_token",
-        row.id,
-        None,
-        {"name": body.name, "prefix": row.prefix},
-        client_ip(request),
-    )
-    return {"id": row.id, "token": plain, "expires_at": expires.isoformat() if expires else None}
+
+@router.get("/api-tokens")
+def api_tokens(
+    db: DbSession,
+    user: TokenOwner,
+    everyone: Annotated[bool, Query(alias="all")] = False,
+) -> list[dict[str, Any]]:
+    """The caller's API tokens (``?all=true``: every user's, for admins). Never the token."""
+    return [token_snapshot(t) for t in list_api_tokens(db, _own_or_all(user, everyone))]
+
+
+@router.post("/api-tokens", status_code=201)
+def add_api_token(
+    body: ApiTokenCreate, request: Request, response: Response, db: DbSession, user: TokenOwner
+) -> Any:
+    """A bearer token for the calling user (same role), shown once. It expires after
+    ``ttl_days`` (default 30; at most 90, admins 365)."""
+    with _api_errors(AdminError):
+        plain, row = issue_api_token(
+            db, f"admin:{user.username}", client_ip(request), user, body.name, body.ttl_days
+        )
+    response.headers.update(NO_STORE)
+    return {**token_snapshot(row), "token": plain}
+
+
+@router.delete("/api-tokens/{token_id}")
+def remove_api_token(
+    token_id: int, request: Request, db: DbSession, user: TokenOwner
+) -> dict[str, Any]:
+    """Revoke one of the caller's tokens (admins: anyone's)."""
+    try:
+        row = revoke_api_token(db, f"admin:{user.username}", client_ip(request), user, token_id)
+    except AdminError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    return token_snapshot(row)

@@ -109,7 +109,9 @@ def _rendered_reply(rendered: Rendered, if_none_match: str) -> tuple[int, dict[s
     headers = {
         "ETag": rendered.etag,
         "X-Config-Revision": str(rendered.revision),
-        "Cache-Control": "no-cache",
+        # The body carries SIP passwords: no cache may keep it (the phone revalidates with
+        # If-None-Match by itself).
+        "Cache-Control": "no-store",
     }
     if etag_matches(if_none_match, rendered.etag):
         return 304, headers, b""

@@ -15,6 +15,7 @@ from provisioning.web.liveness import not_seen_after, poll_interval_from_env
 from provisioning.web.not_found import install_html_404
 from provisioning.web.views import (
     admins,
+    api_tokens,
     approvals,
     audit_log,
     dashboard,
@@ -43,6 +44,7 @@ for _module in (
     records,
     audit_log,
     privacy,
+    api_tokens,
     admins,
 ):
     router.include_router(_module.router)

@@ -20,9 +20,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from provisioning.admin_auth import client_ip, role_allows
+from provisioning.admin_auth import client_ip
 from provisioning.db import DbSession
-from provisioning.models import ROLE_ADMIN, ROLE_OPERATOR, ROLE_READ_ONLY, AdminUser
+from provisioning.models import AdminUser
+from provisioning.permissions import allowed, required_role
 from provisioning.web.queries import STALE_AFTER
 from provisioning.web.revocation import session_revoked
 from provisioning.web.sessions import (
@@ -44,19 +45,20 @@ log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-# (href, label, section key, minimum role)
+# (href, label, section key, the action the page needs: provisioning.permissions)
 NAV: list[tuple[str, str, str, str]] = [
-    ("/", "Dashboard", "dashboard", ROLE_READ_ONLY),
-    ("/devices", "Devices", "devices", ROLE_READ_ONLY),
-    ("/approvals", "Approvals", "approvals", ROLE_READ_ONLY),
-    ("/groups", "Groups", "groups", ROLE_READ_ONLY),
-    ("/templates", "Templates", "templates", ROLE_READ_ONLY),
-    ("/tokens", "Enrollment", "tokens", ROLE_READ_ONLY),
-    ("/cdrs", "Calls", "cdrs", ROLE_READ_ONLY),
-    ("/quality", "Quality", "quality", ROLE_READ_ONLY),
-    ("/audit", "Audit log", "audit", ROLE_READ_ONLY),
-    ("/privacy", "Privacy", "privacy", ROLE_ADMIN),
-    ("/admins", "Admins", "admins", ROLE_ADMIN),
+    ("/", "Dashboard", "dashboard", "fleet.read"),
+    ("/devices", "Devices", "devices", "fleet.read"),
+    ("/approvals", "Approvals", "approvals", "fleet.read"),
+    ("/groups", "Groups", "groups", "fleet.read"),
+    ("/templates", "Templates", "templates", "fleet.read"),
+    ("/tokens", "Enrollment", "tokens", "fleet.read"),
+    ("/cdrs", "Calls", "cdrs", "fleet.read"),
+    ("/quality", "Quality", "quality", "fleet.read"),
+    ("/audit", "Audit log", "audit", "fleet.read"),
+    ("/api-tokens", "API tokens", "api-tokens", "api_token.own"),
+    ("/privacy", "Privacy", "privacy", "privacy.export"),
+    ("/admins", "Admins", "admins", "admin_user.manage"),
 ]
 
 
@@ -137,21 +139,23 @@ def render(
     admin = admin if admin is not None else getattr(request.state, "web_admin", None)
     session = ensure_session(request)
     flashes = [] if fragment else read_flashes(request)
-    nav = []
-    if admin is not None:
-        nav = [
-            (href, label, key) for href, label, key, role in NAV if role_allows(admin.role, role)
-        ]
+
+    def can(action: str) -> bool:
+        return admin is not None and allowed(admin.role, action)
+
+    nav = [(href, label, key) for href, label, key, action in NAV if can(action)]
     values: dict[str, Any] = {
         "request": request,
         "admin": admin,
         "nav": nav,
         "csrf_token": csrf_token(request, session),
         "flashes": flashes,
-        "can_operate": admin is not None and role_allows(admin.role, ROLE_OPERATOR),
-        "is_admin": admin is not None and role_allows(admin.role, ROLE_ADMIN),
+        # Templates ask the permission table: can("device.delete"). ``can_operate`` is the
+        # operator-level controls of a page (a page may narrow it: fleet defaults).
+        "can": can,
+        "can_operate": can("device.write"),
     }
-    values.update(context)  # a page may narrow can_operate (e.g. fleet defaults: admins only)
+    values.update(context)
     body = TEMPLATES.get_template(template).render(**values)
     response = HTMLResponse(body, status_code=status_code, headers=SECURITY_HEADERS)
     response.headers["cache-control"] = "no-store"
@@ -209,31 +213,37 @@ def api_session_user(request: Request, db: Session) -> AdminUser | None:
     return user if csrf_valid(request, session, request.headers.get(CSRF_HEADER, "")) else None
 
 
-def require(role: str) -> Callable[..., AdminUser]:
-    """Dependency: the logged-in admin with at least ``role`` (else login page / 403 page)."""
+def require(action: str) -> Callable[..., AdminUser]:
+    """Dependency: the logged-in admin whose role may do ``action`` (provisioning.permissions),
+    else the login page / a 403 page."""
+    needed = required_role(action)  # an unknown action fails at import
 
     def dependency(request: Request, db: DbSession) -> AdminUser:
         user = session_admin(request, db)
         if user is None:
             raise LoginRequired()
         request.state.web_admin = user
-        if not role_allows(user.role, role):
+        if not allowed(user.role, action):
             log.warning(
-                "web forbidden user=%s role=%s needed=%s path=%s",
+                "web forbidden user=%s role=%s action=%s needed=%s path=%s",
                 user.username,
                 user.role,
-                role,
+                action,
+                needed,
                 request.url.path,
             )
-            raise Forbidden(f"This needs the {role} role; you are {user.role}.")
+            raise Forbidden(f"This needs the {needed} role; you are {user.role}.")
         return user
 
     return dependency
 
 
-Reader = Annotated[AdminUser, Depends(require(ROLE_READ_ONLY))]
-Operator = Annotated[AdminUser, Depends(require(ROLE_OPERATOR))]
-Admin = Annotated[AdminUser, Depends(require(ROLE_ADMIN))]
+def permitted(action: str) -> Any:
+    """A view parameter type: ``admin: permitted("device.delete")`` via a module-level alias."""
+    return Annotated[AdminUser, Depends(require(action))]
+
+
+Reader = permitted("fleet.read")
 
 
 async def _csrf_ok(request: Request) -> bool:

@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import sqlite3
+import subprocess
+import sys
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -208,3 +213,132 @@ def test_database_outage_and_overload_answer_503(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert purges and purges[0]["actor"] == "system:purge"
+
+
+def _console(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The ``offhook`` console entry point in a fresh interpreter, without OFFHOOK_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OFFHOOK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "firmware.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **(env or {})},
+    )
+
+
+def test_data_dir_works_after_the_subcommand(
+    sqlite_provisioning_server: ProvisioningServer,
+) -> None:
+    server = sqlite_provisioning_server
+    server.add_device("b8:27:eb:00:00:41")
+    after = _console("fleet", "status", "--json", "--data-dir", str(server.data_dir))
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["devices"][0]["mac"] == "b8:27:eb:00:00:41"
+    # Before the subcommand as well, and the one after it wins when both are given.
+    elsewhere = server.directory / "elsewhere"
+    both = _console(
+        "fleet",
+        "--data-dir",
+        str(elsewhere),
+        "status",
+        "--json",
+        "--data-dir",
+        str(server.data_dir),
+    )
+    assert both.returncode == 0, both.stderr
+    assert not elsewhere.exists()
+
+
+def test_only_init_creates_a_fleet(tmp_path: Path) -> None:
+    typo = tmp_path / "srv" / "offhok-data"
+    for args in (("status",), ("add-device", "b8:27:eb:00:00:42"), ("tokens", "list")):
+        refused = _console("fleet", "--data-dir", str(typo), *args)
+        assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
+        assert f"no fleet database at {typo / 'provisioning.db'}" in refused.stderr
+        assert "offhook fleet init" in refused.stderr
+    assert not typo.exists() and not (tmp_path / "srv").exists()
+    # A database URL without the schema is refused too (and left as it was).
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    refused = _console("fleet", "status", "--db", f"sqlite:///{empty}", "--data-dir", str(typo))
+    assert refused.returncode == 1 and "holds no offhook fleet" in refused.stderr
+    with sqlite3.connect(empty) as conn:
+        assert conn.execute("select count(*) from sqlite_master").fetchone() == (0,)
+
+    made = _console(
+        "fleet",
+        "init",
+        "--data-dir",
+        str(typo),
+        "--admin",
+        "root-admin",
+        "--password-env",
+        "PW",
+        env={"PW": "init-password-1"},
+    )
+    assert made.returncode == 0, made.stderr
+    assert (typo / "provisioning.db").is_file() and (typo / "secret.key").is_file()
+    listed = _console("fleet", "status", "--json", "--data-dir", str(typo))
+    assert listed.returncode == 0 and json.loads(listed.stdout)["devices"] == []
+
+
+def test_fleet_resync_is_audited_like_the_api(
+    sqlite_provisioning_server: ProvisioningServer, fleet
+) -> None:  # type: ignore[no-untyped-def]
+    server = sqlite_provisioning_server
+    server.admin.post("/groups", json={"name": "resync-site", "kind": "site"}).raise_for_status()
+    server.add_device("b8:27:eb:00:00:51", group="resync-site")
+    server.add_device("b8:27:eb:00:00:52")
+    assert fleet("resync", "--all")[0] == 0
+    assert fleet("resync", "--group", "resync-site")[0] == 0
+    assert fleet("resync", "b8:27:eb:00:00:52")[0] == 0
+    rc, _, err = fleet("resync", "b8:27:eb:00:00:99")
+    assert rc == 1 and "not found" in err
+    entries = server.admin.get("/audit", params={"limit": 50}).json()
+    mine = [
+        (e["action"], e["target_type"], e["after"])
+        for e in entries
+        if e["actor"].startswith("cli:") and e["action"] in ("resync", "device.resync")
+    ]
+    device = server.admin.get("/devices/b8:27:eb:00:00:52").json()
+    group = server.admin.get("/groups/resync-site").json()
+    assert mine == [
+        ("device.resync", "device", None),
+        ("resync", "group", {"group": "resync-site", "devices": 1}),
+        ("resync", "devices", {"all": True, "devices": 2}),
+    ]
+    single = next(e for e in entries if e["action"] == "device.resync")
+    assert single["target_id"] == device["id"]
+    assert next(e for e in entries if e["target_type"] == "group")["target_id"] == str(group["id"])
+    # The REST API writes the same entries through the same function.
+    server.admin.post("/resync", json={"group": "resync-site"}).raise_for_status()
+    newest = server.admin.get("/audit", params={"limit": 1}).json()[0]
+    assert (newest["action"], newest["actor"], newest["after"]) == (
+        "resync",
+        "admin:fixture-admin",
+        {"group": "resync-site", "devices": 1},
+    )
+
+
+def test_api_tokens_from_the_cli(sqlite_provisioning_server: ProvisioningServer, fleet) -> None:  # type: ignore[no-untyped-def]
+    server = sqlite_provisioning_server
+    server.admin.post(
+        "/users", json={"username": "vera", "password": "vera-password-1", "role": "read-only"}
+    ).raise_for_status()
+    rc, _, err = fleet("api-tokens", "create", "--user", "vera", "--days", "400")
+    assert rc == 1 and "at most 90 days" in err
+    rc, out, _ = fleet("api-tokens", "create", "--user", "vera", "--name", "dash")
+    assert rc == 0, out
+    token_id = int(re.search(r"api token id=(\d+)", out).group(1))  # type: ignore[union-attr]
+    token = out.strip().splitlines()[-1]
+    expires = datetime.fromisoformat(re.search(r"expires=(\S+)", out).group(1))  # type: ignore[union-attr]
+    assert timedelta(days=29) < expires - utcnow() <= timedelta(days=30)
+    with server.device_client(headers={"Authorization": f"Bearer {token}"}) as vera:
+        assert vera.get("/api/v1/admin/me").json() == {"username": "vera", "role": "read-only"}
+        rc, out, _ = fleet("api-tokens", "list", "--user", "vera")
+        assert rc == 0 and "dash" in out and token not in out
+        assert fleet("api-tokens", "revoke", "--id", str(token_id))[0] == 0
+        assert vera.get("/api/v1/admin/me").status_code == 401
+    actions = [e["action"] for e in server.admin.get("/audit", params={"limit": 5}).json()]
+    assert actions[:2] == ["api_token.revoke", "api_token.create"]

@@ -10,14 +10,21 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from provisioning import audit
-from provisioning.admin_auth import AdminError, check_role, create_admin, set_password
+from provisioning.admin_auth import (
+    AdminError,
+    check_role,
+    create_admin,
+    set_disabled,
+    set_password,
+)
 from provisioning.db import DbSession
 from provisioning.models import ROLE_ADMIN, ROLES, AdminUser, LoginAttempt, utcnow
 from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import Admin, NotFound, WebRoute, render
+from provisioning.web.core import NotFound, WebRoute, permitted, render
 from provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
+UserManager = permitted("admin_user.manage")
 USER_ACTIONS = ("disable", "enable", "unlock")
 
 
@@ -72,7 +79,7 @@ def _commit_audited(
 @router.get("/admins")
 def admins_page(
     request: Request,
-    admin: Admin,
+    admin: UserManager,
     db: DbSession,
 ) -> Response:
     return _page(request, db)
@@ -81,7 +88,7 @@ def admins_page(
 @router.post("/admins")
 def admin_create(
     request: Request,
-    admin: Admin,
+    admin: UserManager,
     db: DbSession,
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
@@ -101,7 +108,7 @@ def admin_create(
 def admin_role(
     request: Request,
     user_id: int,
-    admin: Admin,
+    admin: UserManager,
     db: DbSession,
     role: Annotated[str, Form()] = "",
 ) -> Response:
@@ -122,7 +129,7 @@ def admin_role(
 def admin_state(
     request: Request,
     user_id: int,
-    admin: Admin,
+    admin: UserManager,
     db: DbSession,
     action: Annotated[str, Form()] = "",
 ) -> Response:
@@ -136,7 +143,7 @@ def admin_state(
         user.locked_until = None
         user.failed_attempts = 0
     else:
-        user.disabled = action == "disable"
+        set_disabled(db, user, action == "disable")  # disabling ends the user's API tokens
     after = _snapshot(user) | {"locked_until": user.locked_until and user.locked_until.isoformat()}
     _commit_audited(request, db, admin, user, action, before, after)
     return done(request, "/admins", f"{user.username}: {action}d.")
@@ -146,7 +153,7 @@ def admin_state(
 def admin_password(
     request: Request,
     user_id: int,
-    admin: Admin,
+    admin: UserManager,
     db: DbSession,
     password: Annotated[str, Form()] = "",
 ) -> Response:

@@ -30,6 +30,7 @@ from provisioning.operations import (
     delete_line,
     get_device,
     import_devices_csv,
+    request_resync,
     set_device_status,
     update_device,
     update_line,
@@ -38,12 +39,11 @@ from provisioning.render import render_device
 from provisioning.resync import resync
 from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from provisioning.web.core import (
-    Admin,
     NotFound,
-    Operator,
     Reader,
     WebRoute,
     not_seen_threshold,
+    permitted,
     render,
 )
 from provisioning.web.liveness import describe
@@ -59,6 +59,12 @@ from provisioning.web.sessions import add_flash, take_form
 from provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
+DeviceWriter = permitted("device.write")
+DeviceStatus = permitted("device.status")
+DeviceResync = permitted("device.resync")
+DeviceDeleter = permitted("device.delete")
+DeviceSettings = permitted("settings.device")
+LineWriter = permitted("line.write")
 LINE_TRANSPORTS = ("udp", "tcp", "tls")
 DEVICE_ACTIONS = {
     "approve": "approved",
@@ -140,7 +146,7 @@ MAX_IMPORT_BYTES = 2_000_000
 @router.post("/devices")
 def device_add(
     request: Request,
-    admin: Operator,
+    admin: DeviceWriter,
     db: DbSession,
     mac: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "",
@@ -167,7 +173,7 @@ def device_add(
 @router.post("/devices/import")
 def device_import(
     request: Request,
-    admin: Operator,
+    admin: DeviceWriter,
     db: DbSession,
     csv_text: Annotated[str, Form()] = "",
     csv_file: Annotated[UploadFile | None, File()] = None,
@@ -204,7 +210,7 @@ def device_import(
 def device_rename(
     request: Request,
     device_id: str,
-    admin: Operator,
+    admin: DeviceWriter,
     db: DbSession,
     name: Annotated[str, Form()] = "",
 ) -> Response:
@@ -290,7 +296,7 @@ def device_status(
     request: Request,
     device_id: str,
     action: Annotated[str, Form()],
-    admin: Operator,
+    admin: DeviceStatus,
     db: DbSession,
     back: Annotated[str, Form()] = "",
     group: Annotated[str, Form()] = "",
@@ -319,12 +325,11 @@ def device_status(
 def device_resync(
     request: Request,
     device_id: str,
-    admin: Operator,
+    admin: DeviceResync,
     db: DbSession,
 ) -> Response:
     device = _load(db, device_id)
-    actor = actor_for(request, admin)
-    audit.record(db, actor.name, "device.resync", "device", device.id, None, None, actor.ip)
+    request_resync(db, actor_for(request, admin), devices=[device.id])  # audited there
     db.commit()
     services = request.app.state.services
     queued = resync(db, services.keys, services.notifier, [device.id])
@@ -341,7 +346,7 @@ def device_resync(
 def device_group(
     request: Request,
     device_id: str,
-    admin: Operator,
+    admin: DeviceWriter,
     db: DbSession,
     group: Annotated[str, Form()] = "",
 ) -> Response:
@@ -355,7 +360,7 @@ def device_group(
 def device_setting(
     request: Request,
     device_id: str,
-    admin: Operator,
+    admin: DeviceSettings,
     db: DbSession,
     key: Annotated[str, Form()] = "",
     value: Annotated[str, Form()] = "",
@@ -381,7 +386,7 @@ def device_setting(
 def line_add(
     request: Request,
     device_id: str,
-    admin: Operator,
+    admin: LineWriter,
     db: DbSession,
     extension: Annotated[str, Form()] = "",
     registrar: Annotated[str, Form()] = "",
@@ -411,7 +416,7 @@ def line_add(
 
 @router.post("/devices/{device_id}/lines/{line_id}/delete")
 def line_delete(
-    request: Request, device_id: str, line_id: int, admin: Operator, db: DbSession
+    request: Request, device_id: str, line_id: int, admin: LineWriter, db: DbSession
 ) -> Response:
     device = _load(db, device_id)
     line = db.get(Line, line_id)
@@ -427,7 +432,7 @@ def line_edit(
     request: Request,
     device_id: str,
     line_id: int,
-    admin: Operator,
+    admin: LineWriter,
     db: DbSession,
     extension: Annotated[str, Form()] = "",
     registrar: Annotated[str, Form()] = "",
@@ -471,7 +476,7 @@ def line_edit(
 def device_delete(
     request: Request,
     device_id: str,
-    admin: Admin,
+    admin: DeviceDeleter,
     db: DbSession,
     confirm: Annotated[str, Form()] = "",
 ) -> Response:

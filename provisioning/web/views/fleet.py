@@ -1,4 +1,5 @@
-"""Fleet defaults: the settings every phone starts from (admin only: they reach every phone)."""
+"""Fleet defaults: the settings every phone starts from (``settings.fleet``: they reach every
+phone, so admins only)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ from fastapi import APIRouter, Form, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning.admin_auth import role_allows
 from provisioning.db import DbSession
-from provisioning.models import ROLE_ADMIN
+from provisioning.permissions import allowed
 from provisioning.render import fleet_defaults
-from provisioning.web.core import Admin, Reader, WebRoute, render
+from provisioning.web.core import Reader, WebRoute, permitted, render
 from provisioning.web.queries import flatten, settable_defaults
 from provisioning.web.sessions import take_form
 from provisioning.web.views.changes import apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
+FleetSettings = permitted("settings.fleet")
 
 
 def _page(request: Request, db: Session) -> Response:
@@ -37,8 +38,8 @@ def _page(request: Request, db: Session) -> Response:
             "form_error": form.get("error", ""),
             "form_key": form.get("key", ""),
             "form_value": form.get("value", ""),
-            # The shared editor shows its controls to operators; fleet changes need an admin.
-            "can_operate": role_allows(admin.role, ROLE_ADMIN),
+            # The shared editor shows its controls to operators; fleet changes need more.
+            "can_operate": allowed(admin.role, "settings.fleet"),
         },
     )
 
@@ -51,7 +52,7 @@ def fleet_page(request: Request, admin: Reader, db: DbSession) -> Response:
 @router.post("/fleet/settings")
 def fleet_setting(
     request: Request,
-    admin: Admin,
+    admin: FleetSettings,
     db: DbSession,
     key: Annotated[str, Form()] = "",
     value: Annotated[str, Form()] = "",

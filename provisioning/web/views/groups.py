@@ -21,12 +21,14 @@ from provisioning.operations import (
     update_group,
 )
 from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
+from provisioning.web.core import NotFound, Reader, WebRoute, permitted, render
 from provisioning.web.queries import flatten, settable_defaults
 from provisioning.web.sessions import take_form
 from provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
+GroupWriter = permitted("group.write")
+GroupSettings = permitted("settings.group")
 
 
 def _load(db: Session, group_id: int) -> Group:
@@ -68,7 +70,7 @@ def groups_page(
 @router.post("/groups")
 def group_create(
     request: Request,
-    admin: Operator,
+    admin: GroupWriter,
     db: DbSession,
     name: Annotated[str, Form()] = "",
     kind: Annotated[str, Form()] = "group",
@@ -132,7 +134,7 @@ def group_page(
 def group_setting(
     request: Request,
     group_id: int,
-    admin: Operator,
+    admin: GroupSettings,
     db: DbSession,
     key: Annotated[str, Form()] = "",
     value: Annotated[str, Form()] = "",
@@ -163,7 +165,7 @@ def group_setting(
 def group_template(
     request: Request,
     group_id: int,
-    admin: Operator,
+    admin: GroupWriter,
     db: DbSession,
     template: Annotated[str, Form()] = "",
     attach: Annotated[str, Form()] = "1",
@@ -184,7 +186,7 @@ def group_template(
 def group_edit(
     request: Request,
     group_id: int,
-    admin: Operator,
+    admin: GroupWriter,
     db: DbSession,
     name: Annotated[str, Form()] = "",
     parent: Annotated[str, Form()] = "",
@@ -206,7 +208,7 @@ def group_edit(
 def group_delete(
     request: Request,
     group_id: int,
-    admin: Operator,
+    admin: GroupWriter,
     db: DbSession,
 ) -> Response:
     group = _load(db, group_id)

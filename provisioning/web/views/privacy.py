@@ -13,10 +13,12 @@ from provisioning import retention
 from provisioning.db import DbSession
 from provisioning.operations import OperationError
 from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import Admin, WebRoute, render
+from provisioning.web.core import WebRoute, permitted, render
 from provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
+PrivacyExport = permitted("privacy.export")
+PrivacyErase = permitted("privacy.erase")
 SUBJECT_KINDS = ("device", "extension")
 
 
@@ -44,14 +46,14 @@ def _subject(kind: str, subject: str) -> dict[str, str]:
 
 
 @router.get("/privacy")
-def privacy_page(request: Request, admin: Admin) -> Response:
+def privacy_page(request: Request, admin: PrivacyExport) -> Response:
     return _page(request)
 
 
 @router.post("/privacy/export")
 def privacy_export(
     request: Request,
-    admin: Admin,
+    admin: PrivacyExport,
     db: DbSession,
     kind: Annotated[str, Form()] = "device",
     subject: Annotated[str, Form()] = "",
@@ -78,7 +80,7 @@ def privacy_export(
 @router.post("/privacy/erase")
 def privacy_erase(
     request: Request,
-    admin: Admin,
+    admin: PrivacyErase,
     db: DbSession,
     kind: Annotated[str, Form()] = "device",
     subject: Annotated[str, Form()] = "",

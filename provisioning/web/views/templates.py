@@ -21,10 +21,11 @@ from provisioning.operations import (
     update_template,
 )
 from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
-from provisioning.web.core import NotFound, Operator, Reader, WebRoute, render
+from provisioning.web.core import NotFound, Reader, WebRoute, permitted, render
 from provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
+TemplateWriter = permitted("template.write")
 EXAMPLE = '{"audio": {"tone_plan": "uk"}, "features": {"call_waiting": false}}'
 
 
@@ -76,7 +77,7 @@ def templates_page(
 @router.post("/templates")
 def template_create(
     request: Request,
-    admin: Operator,
+    admin: TemplateWriter,
     db: DbSession,
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
@@ -127,7 +128,7 @@ def template_page(
 def template_update(
     request: Request,
     template_id: int,
-    admin: Operator,
+    admin: TemplateWriter,
     db: DbSession,
     description: Annotated[str, Form()] = "",
     settings: Annotated[str, Form()] = "",
@@ -157,7 +158,7 @@ def template_update(
 def template_delete(
     request: Request,
     template_id: int,
-    admin: Operator,
+    admin: TemplateWriter,
     db: DbSession,
 ) -> Response:
     template = _load(db, template_id)

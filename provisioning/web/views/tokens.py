@@ -19,10 +19,11 @@ from provisioning.operations import (
     revoke_enrollment_token,
 )
 from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import Operator, Reader, WebRoute, render
+from provisioning.web.core import Reader, WebRoute, permitted, render
 from provisioning.web.sessions import add_flash, take_form
 
 router = APIRouter(route_class=WebRoute)
+TokenWriter = permitted("enrollment_token.write")
 MAX_TTL_DAYS = 365
 TOKEN_PURPOSE = "enrollment_tokens.token"  # the sealing purpose operations uses
 
@@ -65,7 +66,7 @@ def tokens_page(
 @router.post("/tokens")
 def token_create(
     request: Request,
-    admin: Operator,
+    admin: TokenWriter,
     db: DbSession,
     name: Annotated[str, Form()] = "",
     days: Annotated[str, Form()] = "7",
@@ -100,7 +101,7 @@ def token_create(
 def token_revoke(
     request: Request,
     token_id: int,
-    admin: Operator,
+    admin: TokenWriter,
     db: DbSession,
 ) -> Response:
     try:
