@@ -409,9 +409,17 @@ class _Core:
     def defer_refer(self, call: EngineCall, cmd: Transfer | AttendedTransfer) -> bool:
         """A REFER sent while our hold re-INVITE is still pending is answered 491 by many UAs
         (linphone): keep it until that transaction ends (on_invite_done sends it)."""
+        call_id = call.getId()
+        hold_queued = any(
+            isinstance(c, (Hold, Unhold)) and c.call_id == call_id for _, c, _ in self.retries
+        )
+        if hold_queued:
+            # The hold itself still waits for a transaction of the far end: come back after it.
+            self.retries.append((time.monotonic() + _RETRY_S, cmd, 0))
+            return True
         if not call.reinvite_pending:
             return False
-        log.info("refer waits for the re-INVITE to finish call_id=%d", call.getId())
+        log.info("refer waits for the re-INVITE to finish call_id=%d", call_id)
         call.deferred.append(cmd)
         return True
 

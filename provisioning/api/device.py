@@ -177,13 +177,38 @@ def _consume(db: Session, token: EnrollmentToken) -> None:
         raise ApiError(403, "bad_token", "invalid, expired or exhausted enrollment token")
 
 
+def nonce_digest(nonce: str) -> str:
+    """What is stored of an enrollment nonce: its SHA-256, like the secret itself. The nonce
+    lets a phone fetch its secret again after a lost response, so it is a credential."""
+    return sha256_hex("enroll-nonce:" + nonce)
+
+
 def _issue_secret(services: Services, device: Device, nonce: str) -> dict[str, str]:
     secret = new_device_secret()
     device.secret_hash = secret_digest(secret)
     device.secret_enc = services.keys.encrypt(secret, "devices.secret")
-    device.enroll_nonce = nonce
+    device.enroll_nonce = nonce_digest(nonce)
     device.enrolled_at = utcnow()
     return {"status": "approved", "device_id": device.id, "secret": secret}
+
+
+def _refuse_enrollment(
+    db: Session, device: Device, ip: str, code: str, detail: str, reported: dict[str, str]
+) -> ApiError:
+    """Audit a refused enrolment of a known device (who tried what), then the error to raise."""
+    audit.record(
+        db,
+        f"device:{device.mac}",
+        "device.enroll_refused",
+        "device",
+        device.id,
+        None,
+        {"reason": code, **reported},
+        ip,
+    )
+    db.commit()  # the refusal is raised: the request's own commit would roll it back
+    log.warning("enrollment refused device=%s mac=%s reason=%s", device.id, device.mac, code)
+    return ApiError(409 if code == "already_enrolled" else 403, code, detail)
 
 
 @router.post(
@@ -197,6 +222,7 @@ def enroll(
     db: DbSession,
     services: ServicesDep,
 ) -> dict[str, str]:
+    response.headers["Cache-Control"] = "no-store"  # the approved answer carries the secret
     device = db.scalar(select(Device).where(Device.mac == body.mac))
     token = _usable_token(db, body.enrollment_token, device)
     ip = request.client.host if request.client else ""
@@ -238,22 +264,55 @@ def enroll(
         response.headers["Retry-After"] = str(services.settings.enroll_retry_after_s)
         return {"status": "pending"}
 
-    # Approved (by an admin, or pre-registered).
-    if device.enrollment_token_id != token.id and device.secret_hash is None:
+    reported = {"serial": body.serial, "model": body.model}
+    # Approved (by an admin, or pre-registered). A serial the admin registered must match (a
+    # MAC alone is easy to copy), and so must the serial of the enrolment a nonce replays.
+    check_serial = device.pre_registered or device.secret_hash is not None
+    if check_serial and device.serial and not hmac.compare_digest(device.serial, body.serial):
+        raise _refuse_enrollment(
+            db,
+            device,
+            ip,
+            "serial_mismatch",
+            "the serial number does not match the one registered for this MAC",
+            reported,
+        )
+    if device.secret_hash is not None:
+        # A retry after a lost response: the same nonce gets the same secret back, and changes
+        # nothing (a replay must not rewrite the device's identity).
+        if device.enroll_nonce and hmac.compare_digest(
+            device.enroll_nonce, nonce_digest(body.nonce)
+        ):
+            secret = services.keys.decrypt(device.secret_enc or "", "devices.secret")
+            return {"status": "approved", "device_id": device.id, "secret": secret}
+        raise _refuse_enrollment(
+            db,
+            device,
+            ip,
+            "already_enrolled",
+            "device already enrolled; an admin must reset it",
+            reported,
+        )
+    if device.enrollment_token_id != token.id:
         _consume(db, token)  # a pre-registered device claimed with this token
         device.enrollment_token_id = token.id
+    before = audit.device_snapshot(device)
     device.serial = body.serial or device.serial
     device.model = body.model or device.model
     device.firmware_version = body.firmware_version or device.firmware_version
-    if device.secret_hash is None:
-        result = _issue_secret(services, device, body.nonce)
-        audit.record(db, f"device:{device.mac}", "device.enrolled", "device", device.id, ip=ip)
-        log.info("device enrolled device=%s mac=%s", device.id, device.mac)
-        return result
-    if device.enroll_nonce and hmac.compare_digest(device.enroll_nonce, body.nonce):
-        secret = services.keys.decrypt(device.secret_enc or "", "devices.secret")
-        return {"status": "approved", "device_id": device.id, "secret": secret}
-    raise ApiError(409, "already_enrolled", "device already enrolled; an admin must reset it")
+    result = _issue_secret(services, device, body.nonce)
+    audit.record(
+        db,
+        f"device:{device.mac}",
+        "device.enrolled",
+        "device",
+        device.id,
+        before,
+        audit.device_snapshot(device),
+        ip,
+    )
+    log.info("device enrolled device=%s mac=%s", device.id, device.mac)
+    return result
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -308,7 +367,9 @@ def post_status(
     db: DbSession,
 ) -> Accepted:
     row = body.model_dump(exclude={"poll_interval_s"})  # held on the device, not per report
-    row["time"] = _utc(body.time)
+    # A phone's clock can be wrong: a report dated in the future would hold last_seen there
+    # and every later report would look older than it. Server time is the ceiling.
+    row["time"] = min(_utc(body.time), utcnow())
     row["lines"] = [line.model_dump() for line in body.lines]
     accepted = _store_idempotent(db, device, StatusReport, [row])
     if device.last_seen is None or row["time"] >= device.last_seen:

@@ -5,13 +5,17 @@ is a 4xx with a specific message, never a 5xx."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import select
 
-from provisioning.models import utcnow
+from provisioning.db import Database
+from provisioning.models import Device, utcnow
 from tests.fixtures.postgres import postgres_cluster  # noqa: F401 (fixture)
 from tests.fixtures.provisioning_server import (  # noqa: F401 (fixture)
     ProvisioningServer,
@@ -108,3 +112,63 @@ def test_csv_import_is_all_or_nothing_and_refuses_a_mac_twice(
     assert imported.status_code == 200, imported.text
     assert imported.json()["created"] == 5
     assert len(api.get("/devices", params={"limit": 5000}).json()) == 5
+
+
+def test_enrollment_checks_the_registered_serial_and_replays_change_nothing(
+    provisioning_server: ProvisioningServer,
+) -> None:
+    server = provisioning_server
+    mac = "b8:27:eb:00:0e:01"
+    server.add_device(mac, serial="SERIAL-A1")
+    token = server.enrollment_token(max_uses=5)
+    nonce = secrets.token_urlsafe(32)
+
+    def enroll(serial: str, nonce: str, model: str = "offhook-pi4") -> httpx.Response:
+        body = {"mac": mac, "serial": serial, "model": model, "enrollment_token": token}
+        with server.device_client() as client:
+            return client.post("/api/v1/device/enroll", json={**body, "nonce": nonce})
+
+    wrong = enroll("SERIAL-B2", nonce)
+    assert (wrong.status_code, wrong.json()["code"]) == (403, "serial_mismatch")
+    refused = server.admin.get("/audit", params={"action": "device.enroll_refused"}).json()
+    assert [e["after"]["serial"] for e in refused] == ["SERIAL-B2"]
+    assert server.admin.get(f"/devices/{mac}").json()["enrolled"] is False
+
+    first = enroll("SERIAL-A1", nonce)
+    assert first.status_code == 200, first.text
+    # A replay of the nonce with another serial or model rewrites nothing.
+    assert enroll("SERIAL-C3", nonce, model="evil").json()["code"] == "serial_mismatch"
+    assert enroll("SERIAL-A1", nonce, model="evil").json() == first.json()
+    device = server.admin.get(f"/devices/{mac}").json()
+    assert (device["serial"], device["model"]) == ("SERIAL-A1", "offhook-pi4")
+    refused = server.admin.get("/audit", params={"action": "device.enroll_refused"}).json()
+    assert sorted(e["after"]["serial"] for e in refused) == ["SERIAL-B2", "SERIAL-C3"]
+
+    # Only a digest of the nonce is stored.
+    database = Database(server.db_url)
+    try:
+        with database.session() as db:
+            stored = db.scalar(select(Device.enroll_nonce).where(Device.mac == mac))
+    finally:
+        database.dispose()
+    assert stored and nonce not in stored and len(stored) == 64
+
+
+def test_status_dated_in_the_future_does_not_freeze_last_seen(
+    provisioning_server: ProvisioningServer,
+) -> None:
+    server = provisioning_server
+    cred = server.enroll("b8:27:eb:00:0f:01")
+
+    def report(when: datetime, ip: str) -> None:
+        body = {"id": uuid.uuid4().hex, "time": when.isoformat(), "ip": ip}
+        with cred.client() as client:
+            client.post("/api/v1/device/status", json=body).raise_for_status()
+
+    report(utcnow() + timedelta(days=365), "10.0.0.1")
+    seen = datetime.fromisoformat(server.admin.get(f"/devices/{cred.mac}").json()["last_seen"])
+    assert seen <= utcnow()
+    report(utcnow(), "10.0.0.2")  # the next honest report still counts
+    device = server.admin.get(f"/devices/{cred.mac}").json()
+    assert device["last_ip"] == "10.0.0.2"
+    assert datetime.fromisoformat(device["last_seen"]) >= seen

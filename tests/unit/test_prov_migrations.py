@@ -28,3 +28,26 @@ def test_migrations_match_models_and_are_idempotent(tmp_path: Path) -> None:
             assert journal == "wal"
     finally:
         database.dispose()
+
+
+def test_enroll_nonces_stored_before_0004_become_digests(tmp_path: Path) -> None:
+    from provisioning.api.device import nonce_digest
+    from provisioning.db import run_migrations
+
+    database = Database(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        run_migrations(database.engine, "0003")
+        with database.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO devices (id, mac, serial, model, name, status, pre_registered,"
+                " settings, revision, secret_hash, enroll_nonce, firmware_version, last_ip,"
+                " sip_contact, created_at, updated_at) VALUES ('d1', 'b8:27:eb:00:00:01', 's',"
+                " '', '', 'approved', 0, '{}', 1, 'h', 'plain-nonce-0123456789', '', '', '',"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        database.migrate()
+        with database.engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT enroll_nonce FROM devices").scalar()
+        assert stored == nonce_digest("plain-nonce-0123456789")
+    finally:
+        database.dispose()
