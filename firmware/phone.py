@@ -173,7 +173,7 @@ class Phone:
         # DISCONNECTED so its last reports for them are expected, not "unknown".
         self._ending: dict[int, Call] = {}
         self._pending: Call | None = None  # placed, id not yet known
-        self._orphans = 0  # placed calls abandoned before their id was known
+        self._orphans: list[Call] = []  # placed calls abandoned before their id was known
         self._active: int | None = None  # the call the handset talks to (not held)
         self._alerting: int | None = None  # unanswered incoming call (ringing or waiting)
         self._conference: set[int] = set()
@@ -532,6 +532,9 @@ class Phone:
         if ev.call_id in self._calls:
             log.warning("incoming call reuses a live call id call_id=%s", ev.call_id)
             return
+        if self._ending.pop(ev.call_id, None) is not None:
+            # pjsua reuses a slot only after the call in it is gone: that end report was lost.
+            log.info("call id reused before its end was reported call_id=%s", ev.call_id)
         call = Call(
             id=ev.call_id,
             direction="incoming",
@@ -585,10 +588,13 @@ class Phone:
             return
         placed_by_us = ev.replaces < 0 and ev.direction != "incoming"
         if call is None and placed_by_us and self._pending is None and self._orphans:
-            # A call we gave up on before the engine told us its id: end it now.
-            self._orphans -= 1
-            if ev.state is not CallState.DISCONNECTED:
+            # A call we gave up on before the engine told us its id: end it now. It was
+            # recorded then; its further reports are expected until its DISCONNECTED.
+            orphan = self._orphans.pop(0)
+            if ev.state is not CallState.DISCONNECTED and ev.call_id >= 0:
                 out.append(Hangup(ev.call_id))
+                orphan.id = ev.call_id
+                self._ended_here(orphan)
             return
         if call is None and placed_by_us and self._pending is not None:
             call, self._pending = self._pending, None
@@ -956,10 +962,11 @@ class Phone:
         self._cancel_timer(T_RING + str(self._alerting), out)
         self._alerting = None
         out.append(StopTone())
-        if self._active is None and not self._held_calls() and self._pending is None:
-            out.append(SetRinger(False))
-            if not self._hook_off:
-                self._mode = "idle"
+        nothing_else = self._active is None and not self._held_calls() and self._pending is None
+        if nothing_else or not self._hook_off:
+            out.append(SetRinger(False))  # on-hook, only the alerting call can have rung it
+        if nothing_else and not self._hook_off:
+            self._mode = "idle"
 
     def _forward(self, call: Call, target: str, disposition: str, out: list[Command]) -> None:
         out.append(Redirect(call.id, target))
@@ -1050,8 +1057,8 @@ class Phone:
     def _abandon_pending(self, out: list[Command]) -> None:
         if self._pending is not None:
             self._finish_local(self._pending, out)
+            self._orphans.append(self._pending)
             self._pending = None
-            self._orphans += 1
 
     def _finish_local(self, call: Call, out: list[Command]) -> None:
         """We hung up: record the call now with the status the hang-up gives it (pjsua's own:

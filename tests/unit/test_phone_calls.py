@@ -3,9 +3,12 @@ and how calls are recorded (issue 8, calls): events in, commands out."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from firmware.events import (
     Answer,
@@ -16,6 +19,7 @@ from firmware.events import (
     Hold,
     HookChanged,
     KeyPressed,
+    RecordCall,
     Redirect,
     Reject,
     Ringing,
@@ -28,6 +32,7 @@ from firmware.events import (
 )
 from firmware.phone import TRANSFER_GIVE_UP_S, Phone
 from tests.unit.test_phone import Driver, make_config, ring, talk
+from tests.unit.test_phone_properties import CALL_IDS, CONFIG, EVENTS
 
 
 @pytest.fixture
@@ -319,3 +324,57 @@ def test_a_repeat_after_the_history_was_read_is_a_new_entry() -> None:
     d(KeyPressed("cancel"))
     ring(d, call_id=3, uri="sip:6666@pbx.example")
     assert [h["count"] for h in d.phone.snapshot(d.now)["history"]] == [1, 2]
+
+
+# --- any sequence, with adopted calls, transfer progress and the new timers -----------------------
+
+ADOPTED_AND_TRANSFERS = st.one_of(
+    EVENTS,
+    st.builds(
+        CallStateChanged,
+        CALL_IDS,
+        st.sampled_from(list(CallState)),
+        st.sampled_from([0, 180, 200, 487]),
+        st.just(""),
+        st.just("sip:3005@pbx"),
+        st.just(""),
+        st.just(""),
+        st.sampled_from(["outgoing", "incoming", ""]),
+        st.just(0),
+        st.integers(min_value=-1, max_value=3),
+    ),
+    st.builds(
+        TransferStatus, CALL_IDS, st.sampled_from([100, 180, 200, 491, 603]), st.just(""),
+        st.booleans(),
+    ),
+    st.builds(TimerFired, st.sampled_from([f"{p}{i}" for p in ("ring_timeout:", "xfer:")
+                                           for i in range(4)])),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ADOPTED_AND_TRANSFERS, max_size=40))
+def test_any_sequence_with_adopted_calls_and_transfers_stays_consistent(events) -> None:
+    phone = Phone(CONFIG)
+    now = 1_700_000_000.0
+    phone.start(now)
+    record_ids: set[str] = set()
+    ringer = False
+    for event in events:
+        now += 1.0
+        out = phone.handle(event, now)
+        for command in out:
+            if isinstance(command, RecordCall):
+                assert command.record.id not in record_ids, "each call is recorded once"
+                record_ids.add(command.record.id)
+            if isinstance(command, SetRinger):
+                ringer = command.on
+        snap = phone.snapshot(now)
+        json.dumps(snap)
+        ids = [c["id"] for c in snap["calls"]]
+        assert len(ids) == len(set(ids)), "a call is listed once"
+        if ringer:
+            assert snap["hook"] == "on"
+            assert any(c["direction"] == "incoming" for c in snap["calls"])
+        if not snap["calls"] and snap["hook"] == "on":
+            assert phone.screen.kind in ("idle", "history", "phonebook", "volume", "menu")
