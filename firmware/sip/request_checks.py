@@ -432,6 +432,8 @@ class RequestChecks:
             if method in ("ACK", "CANCEL"):
                 return 0
             required = [t for h in self._headers(msg, _H_REQUIRE) for t in option_tags(h)]
+            if not required:
+                return 0
             # Read each time: pjsua adds tags (trickle-ice) after libStart.
             supported = set(option_tags(self._capability_text(_H_SUPPORTED)))
             unsupported = [t for t in dict.fromkeys(required) if t not in supported]
