@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from firmware.events import CallState, CallStateChanged
+from tests.fixtures.engine_process import EngineProcess
 from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.phone_rig import PhoneRig, running_phone
 from tests.fixtures.sip_phone import account, phone_config
@@ -166,4 +167,50 @@ def test_calls_we_hang_up_are_recorded_with_the_status_pjsua_reports(
     ]
     # the same codes pjsua itself gives these calls once they are over
     assert (first_end.status_code, ended.status_code) == (200, 487)
+    assert [r.getMessage() for r in caplog.records if r.name == "firmware.phone"] == []
+
+
+def test_target_of_an_attended_transfer_shows_and_ends_the_replacing_call(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """We talk to A (1002); A transfers B (1003) to us attended: B's INVITE with Replaces, which
+    pjsua answers by itself, becomes the call on the handset."""
+    caplog.set_level(logging.WARNING, logger="firmware.phone")
+    kam = kamailio_server
+    with (
+        EngineProcess(tmp_path / "a", phone_config(kam, [account(kam, "1002")])) as a,
+        EngineProcess(tmp_path / "b", phone_config(kam, [account(kam, "1003")])) as b,
+        running_phone(config_for(kam), tmp_path) as rig,
+    ):
+        a.wait_event("RegistrationChanged", registered="True")
+        b.wait_event("RegistrationChanged", registered="True")
+        a.send("call 1001")
+        rig.wait_until(lambda s: s["screen"][:1] == ["Incoming call"], what="ringing")
+        rig.hook(True)
+        rig.wait_until(talking_to("1002"), what="talking to A")
+        to_us = a.wait_event("CallStateChanged", state="confirmed")["call_id"]
+        mark = a.mark()
+        a.send("call 1003")
+        b.send(f"answer {b.wait_event('CallIncoming')['call_id']}")
+        to_b = a.wait_event("CallStateChanged", state="confirmed", start=mark)["call_id"]
+        b_mark = b.mark()
+        a.send(f"replace {to_b} {to_us}")
+        snap = rig.wait_until(talking_to("1003"), what="talking to B")
+        assert snap["calls"][0]["direction"] == "incoming"
+        assert snap["screen"][0] == "1003" and snap["hook"] == "off"
+        rig.hook(False)  # the handset ends the call pjsua answered by itself
+        b.wait_event(
+            "CallStateChanged",
+            state="disconnected",
+            start=b_mark,
+            where=lambda e: "1001@" in e["remote_uri"],
+        )
+        records = rig.wait_history(2)
+        assert [(r["direction"], r["disposition"]) for r in records] == [
+            ("incoming", "answered"),
+            ("incoming", "answered"),
+        ]
+        assert "1003@" in records[1]["remote_uri"]
     assert [r.getMessage() for r in caplog.records if r.name == "firmware.phone"] == []
