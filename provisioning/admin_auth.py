@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import HTTPException, Request
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from provisioning import audit
@@ -137,36 +137,44 @@ def authenticate_password(
 ) -> AdminUser:
     """Check a password login; every attempt is logged. ``threshold`` consecutive failures lock
     the account for ``lockout_minutes`` (a correct password during the lock is refused too).
-    The caller commits the session (the attempt log and counters must persist on failure)."""
+
+    At most ``threshold`` passwords are checked per lockout window however many attempts run at
+    once, in this process or others: each check first claims an attempt from the account's
+    counter (one conditional UPDATE, committed before the slow hash check so that every other
+    request sees it) and an attempt that finds no attempt left is refused unchecked. Unknown
+    users, locked accounts and wrong passwords all cost one hash check. Commits the session
+    once (the claim); the caller commits the rest (the attempt log must persist on failure)."""
     user = db.scalar(select(AdminUser).where(AdminUser.username == username))
     now = utcnow()
     if user is None:
         verify_password(_DUMMY_HASH, password)
         _log_attempt(db, username, ip, False, "unknown_user")
         raise LoginError("bad_credentials")
-    if user.locked_until is not None and user.locked_until > now:
+    claimed = db.execute(
+        update(AdminUser)
+        .where(
+            AdminUser.id == user.id,
+            AdminUser.failed_attempts < threshold,
+            or_(AdminUser.locked_until.is_(None), AdminUser.locked_until <= now),
+        )
+        .values(failed_attempts=AdminUser.failed_attempts + 1)
+        .returning(AdminUser.failed_attempts)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    db.commit()
+    if claimed is None:
+        verify_password(_DUMMY_HASH, password)  # the same cost as a checked attempt
+        until = _lock(db, user, now, lockout_minutes, only_if_saturated=threshold)
         _log_attempt(db, username, ip, False, "locked")
-        raise LoginError("locked", user.locked_until)
+        raise LoginError("locked", until)
     if not verify_password(user.password_hash, password):
-        # Atomic increment: parallel guesses must not overwrite each other's count.
-        db.execute(
-            update(AdminUser)
-            .where(AdminUser.id == user.id)
-            .values(failed_attempts=AdminUser.failed_attempts + 1)
-            .execution_options(synchronize_session=False)
-        )
-        db.refresh(user, ["failed_attempts"])
-        reason = "bad_password"
-        if user.failed_attempts >= threshold:
-            user.locked_until = now + timedelta(minutes=lockout_minutes)
-            user.failed_attempts = 0
-            reason = "bad_password_locked"
-            log.warning("admin locked out user=%s until=%s", username, user.locked_until)
-        _log_attempt(db, username, ip, False, reason)
-        raise LoginError(
-            "locked" if user.locked_until and user.locked_until > now else "bad_credentials",
-            user.locked_until,
-        )
+        if claimed < threshold:
+            _log_attempt(db, username, ip, False, "bad_password")
+            raise LoginError("bad_credentials")
+        until = _lock(db, user, now, lockout_minutes)
+        log.warning("admin locked out user=%s until=%s", username, until)
+        _log_attempt(db, username, ip, False, "bad_password_locked")
+        raise LoginError("locked", until)
     if user.disabled:
         _log_attempt(db, username, ip, False, "disabled")
         raise LoginError("disabled")
@@ -175,6 +183,32 @@ def authenticate_password(
     user.last_login_at = now
     _log_attempt(db, username, ip, True, "ok")
     return user
+
+
+def _lock(
+    db: Session,
+    user: AdminUser,
+    now: datetime,
+    lockout_minutes: int,
+    only_if_saturated: int | None = None,
+) -> datetime | None:
+    """Start the lockout window (the counter starts again from zero when it ends). With
+    ``only_if_saturated``: only when every attempt is claimed and no window is running, i.e.
+    the attempt that claimed the last one has not locked yet (still checking, or it died)."""
+    until = now + timedelta(minutes=lockout_minutes)
+    query = update(AdminUser).where(AdminUser.id == user.id)
+    if only_if_saturated is not None:
+        query = query.where(
+            AdminUser.failed_attempts >= only_if_saturated,
+            or_(AdminUser.locked_until.is_(None), AdminUser.locked_until <= now),
+        )
+    db.execute(
+        query.values(locked_until=until, failed_attempts=0).execution_options(
+            synchronize_session=False
+        )
+    )
+    db.refresh(user, ["locked_until", "failed_attempts"])
+    return user.locked_until
 
 
 def _token_expiry(user: AdminUser, expires_at: datetime | None) -> datetime:

@@ -5,17 +5,20 @@ is a 4xx with a specific message, never a 5xx."""
 
 from __future__ import annotations
 
+import re
 import secrets
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from provisioning.db import Database
-from provisioning.models import Device, utcnow
+from provisioning.models import Device, LoginAttempt, utcnow
 from tests.fixtures.postgres import postgres_cluster  # noqa: F401 (fixture)
 from tests.fixtures.provisioning_server import (  # noqa: F401 (fixture)
     ProvisioningServer,
@@ -172,3 +175,62 @@ def test_status_dated_in_the_future_does_not_freeze_last_seen(
     device = server.admin.get(f"/devices/{cred.mac}").json()
     assert device["last_ip"] == "10.0.0.2"
     assert datetime.fromisoformat(device["last_seen"]) >= seen
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_parallel_logins_check_at_most_threshold_passwords(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """24 logins at once, the right password among them: at most OFFHOOK_LOCKOUT_THRESHOLD
+    passwords are checked per window (on PostgreSQL across two server processes), and a known
+    user's refusal reads exactly like an unknown user's."""
+    db_url = ""
+    if backend == "postgres":
+        db_url = request.getfixturevalue("postgres_cluster").create_database()
+    workers = 2 if backend == "postgres" else 1
+    server = ProvisioningServer(tmp_path, db_url, workers=workers)
+    server.start()
+    try:
+        threshold = 5
+        clients = [httpx.Client(base_url=server.base_url, timeout=60) for _ in range(24)]
+        tokens = [_csrf(c.get("/login").text) for c in clients]
+        start = threading.Barrier(len(clients))
+
+        def attempt(i: int) -> int:
+            password = server.admin_password if i == 17 else f"wrong-password-{i}"
+            form = {"username": server.admin_user, "password": password, "csrf_token": tokens[i]}
+            start.wait(timeout=60)
+            return clients[i].post("/login", data=form, follow_redirects=False).status_code
+
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+            codes = list(pool.map(attempt, range(len(clients))))
+        assert all(code == 303 for code in codes), codes
+        database = Database(server.db_url)
+        try:
+            with database.session() as db:
+                reasons = list(db.scalars(select(LoginAttempt.reason)))
+        finally:
+            database.dispose()
+        checked = [r for r in reasons if r != "locked"]
+        assert len(reasons) == 24 and len(checked) <= threshold, reasons
+
+        # Refused known user (locked now) and unknown user: the same page.
+        pages = []
+        for username in (server.admin_user, "no-such-admin"):
+            with httpx.Client(base_url=server.base_url, timeout=60) as client:
+                form = {"username": username, "password": "x" * 12}
+                form["csrf_token"] = _csrf(client.get("/login").text)
+                client.post("/login", data=form, follow_redirects=False)
+                page = client.get("/login").text
+                pages.append(re.sub(r'value="[^"]*"', "", page))
+        assert pages[0] == pages[1]
+        for client in clients:
+            client.close()
+    finally:
+        server.stop()
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "page has no CSRF token"
+    return match.group(1)

@@ -99,3 +99,26 @@ def test_api_tokens_and_roles(db: Session) -> None:
     assert role_allows("admin", "operator") and role_allows("operator", "read-only")
     assert not role_allows("read-only", "operator") and not role_allows("operator", "admin")
     assert not role_allows("root", "read-only")
+
+
+def test_every_refusal_costs_one_hash_check(db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unknown user, wrong password, locked account, right password: one argon2 verification
+    each, so response times do not tell which usernames exist or which accounts are locked."""
+    import provisioning.admin_auth as admin_auth
+
+    checks: list[str] = []
+    real_verify = admin_auth.verify_password
+
+    def counting_verify(password_hash: str, password: str) -> bool:
+        checks.append(password)
+        return real_verify(password_hash, password)
+
+    monkeypatch.setattr(admin_auth, "verify_password", counting_verify)
+    create_admin(db, "alice", PASSWORD, "admin")
+    attempts = [("nobody", "guess-1"), ("alice", "guess-2"), ("alice", "guess-3")]
+    attempts += [("alice", PASSWORD), ("nobody", "guess-4")]  # alice is locked by then
+    for username, password in attempts:
+        before = len(checks)
+        with pytest.raises(LoginError):
+            authenticate_password(db, username, password, "ip", threshold=2)
+        assert len(checks) == before + 1, (username, password)

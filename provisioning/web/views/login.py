@@ -26,9 +26,12 @@ from provisioning.web.sessions import (
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=WebRoute)
 
+# A wrong password and a locked account get the same answer: "locked" would tell which
+# usernames exist (unknown names never lock). The security log says which it was.
+_REFUSED = "Wrong username or password."
 LOGIN_MESSAGES = {
-    "bad_credentials": "Wrong username or password.",
-    "locked": "Too many failed attempts: this account is locked. Try again later.",
+    "bad_credentials": _REFUSED,
+    "locked": _REFUSED,
     "disabled": "This account is disabled.",
 }
 
