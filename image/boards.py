@@ -13,6 +13,24 @@ from image.rootfs import INITRAMFS_MODULES, Recipe
 PI_CONSOLES = "ttyS1,115200 tty1"
 
 
+# The generic amd64 kernel's modules are ~390 MB; a QEMU guest needs virtio, ext4/vfat, netfilter
+# and sound. dpkg leaves these directories out (written before apt installs the kernel, so depmod
+# in its postinst sees only what is there): ~200 MB less on the card.
+QEMU_MODULE_EXCLUDES = "/etc/dpkg/dpkg.cfg.d/offhook-kernel-modules"
+QEMU_UNNEEDED_MODULE_DIRS = (
+    "drivers/gpu", "drivers/media", "drivers/infiniband", "drivers/net/wireless",
+    "drivers/net/ethernet", "drivers/isdn", "drivers/staging", "drivers/iio", "drivers/comedi",
+    "drivers/bluetooth", "drivers/target", "drivers/mtd", "drivers/net/can",
+    "net/bluetooth", "net/mac80211", "net/wireless", "sound/soc", "sound/firewire", "sound/usb",
+    "fs/xfs", "fs/btrfs", "fs/ocfs2", "fs/nfs", "fs/nfsd", "fs/smb", "fs/gfs2", "fs/f2fs",
+    "fs/jfs", "fs/ceph",
+)  # fmt: skip
+
+
+def qemu_module_excludes() -> str:
+    return "".join(f"path-exclude=/lib/modules/*/kernel/{d}/*\n" for d in QEMU_UNNEEDED_MODULE_DIRS)
+
+
 @dataclass(frozen=True)
 class Board:
     name: str
@@ -32,9 +50,12 @@ def board(name: str, mirror: str) -> Board:
             arch="amd64",
             recipe=Recipe(
                 arch="amd64",
-                kernel_packages=("linux-image-cloud-amd64",),
+                # Not the cloud kernel: it is built without sound (CONFIG_SOUND unset), and the
+                # phone under QEMU plays and captures through a real kernel driver (intel-hda).
+                kernel_packages=("linux-image-amd64",),
                 mirror=mirror,
                 initramfs_modules=INITRAMFS_MODULES["amd64"],
+                files={QEMU_MODULE_EXCLUDES: qemu_module_excludes()},
             ),
             console="console=ttyS0,115200",
             boot_size=128 * MIB,

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -34,19 +33,35 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware.control import ControlClient
 from firmware.processes import stop_process
+from image import bootcall
 from image.flash import Flasher
 from image.layout import MIB, boot_partition_offset, read_partition_table
+from image.qemu import (
+    AUDIO_RATE,
+    GUEST_CONTROL_PORT,
+    HOST_FROM_GUEST,
+    QEMU_ARCH,
+    accelerator_args,
+    asoundrc,
+    guest_cmdline,
+    machine_args,
+    qemu_command,
+)
 from image.seed import Seed, load_seed, parse_seed
 
 log = logging.getLogger(__name__)
 
-GUEST_CONTROL_PORT = 8080
-HOST_FROM_GUEST = "10.0.2.2"  # QEMU user networking's address for the host
+# Re-exported: the QEMU machine setup lives in image/qemu.py.
+__all__ = [
+    "QEMU_ARCH", "BootResult", "BootTestError", "accelerator_args", "boot_test", "guest_cmdline",
+    "machine_args", "qemu_command",
+]  # fmt: skip
 GROW_BY = 256 * MIB
 FIRSTBOOT_READY = re.compile(r"offhook-firstboot: ready hostname=(\S+)")
 SERVICE_STARTED = re.compile(r"Started .*offhook\.service|Started offhook desk phone")
@@ -78,6 +93,7 @@ class BootResult:
     registered_contact: str = ""
     boots: list[BootRecord] = field(default_factory=list)
     kept_machine_id_on_disk: str = ""  # read from the data partition after the last boot
+    call: bootcall.CallResult | None = None  # with call=True
 
     def summary(self) -> str:
         marks = ", ".join(f"{name} {secs:.1f}s" for name, secs in self.milestones.items())
@@ -86,6 +102,13 @@ class BootResult:
             f"{marks}; hostname={self.hostname}"
             + (f"; registered {self.registered_contact}" if self.registered_contact else "")
             + (f"; machine-id per boot: {ids}" if ids else "")
+            + (
+                f"; call {self.call.codec}, phone's tone at the peer "
+                f"{self.call.phone_tone_share:.0%}, peer's tone at the line out "
+                f"{self.call.peer_tone_share:.0%}"
+                if self.call
+                else ""
+            )
         )
 
 
@@ -161,10 +184,13 @@ request_route {{
 
 
 @contextlib.contextmanager
-def running_kamailio(workdir: Path) -> Iterator[tuple[int, OutputWatcher]]:
+def running_kamailio(
+    workdir: Path, config: Callable[[int], str] | None = None
+) -> Iterator[tuple[int, OutputWatcher]]:
+    """Kamailio on a free loopback UDP port; ``config(port)`` (default: registrar only)."""
     port = free_port(socket.SOCK_DGRAM)
     cfg = workdir / "kamailio.cfg"
-    cfg.write_text(KAMAILIO_CFG.format(port=port))
+    cfg.write_text(config(port) if config else KAMAILIO_CFG.format(port=port))
     rundir = workdir / "kamailio-run"
     rundir.mkdir()
     proc = subprocess.Popen(
@@ -350,66 +376,6 @@ def dhcp_client_ids(pcap: Path) -> list[bytes]:
     return found
 
 
-def accelerator_args() -> list[str]:
-    """KVM when usable, else TCG. A kvm_pvm host opens /dev/kvm fine but guests then fail with
-    "emulation failure", so that case counts as unusable; OFFHOOK_QEMU_ACCEL overrides."""
-    forced = os.environ.get("OFFHOOK_QEMU_ACCEL", "")
-    if forced:
-        return ["-accel", forced]
-    usable = os.access("/dev/kvm", os.R_OK | os.W_OK) and not Path("/sys/module/kvm_pvm").exists()
-    # With both, QEMU falls back to TCG when KVM cannot start.
-    return ["-accel", "kvm", "-accel", "tcg"] if usable else ["-accel", "tcg"]
-
-
-QEMU_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
-
-
-def guest_cmdline(cmdline: str, arch: str) -> str:
-    """cmdline.txt as QEMU's machine needs it. A Pi card under ``-M virt``: the console is QEMU's
-    PL011 (ttyAMA0; the card names the Pi header's ttyS1) and offhook.board=emulated runs the
-    phone without Pi hardware (the rpi overlay's offhook-board-override reads it)."""
-    if arch != "arm64":
-        return cmdline
-    kept = [arg for arg in cmdline.split() if not arg.startswith("console=") and arg != "quiet"]
-    return " ".join([*kept, "console=ttyAMA0,115200", "offhook.board=emulated"])
-
-
-def machine_args(arch: str) -> list[str]:
-    """The QEMU binary, machine and accelerator: KVM only for the host's own architecture."""
-    native = QEMU_ARCH[arch] == platform.machine()
-    accel = accelerator_args() if native else ["-accel", "tcg"]
-    if arch == "arm64":
-        # Multi-threaded TCG: two vCPUs roughly halve the emulated boot on two host cores.
-        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53", *accel, "-smp", "2"]
-    return ["qemu-system-x86_64", *accel, "-smp", "1"]
-
-
-def qemu_command(
-    disk: Path,
-    kernel: Path,
-    initrd: Path,
-    cmdline: str,
-    host_port: int,
-    memory_mb: int,
-    pcap: Path | None = None,
-    arch: str = "amd64",
-) -> list[str]:
-    # The guest's traffic on the user network, for its DHCP identity.
-    dump = ["-object", f"filter-dump,id=dump0,netdev=n0,file={pcap}"] if pcap else []
-    return [
-        *machine_args(arch),
-        "-m", str(memory_mb),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-serial", "stdio", "-monitor", "none",
-        "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
-        "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
-        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_CONTROL_PORT}",
-        "-device", "virtio-net-pci,netdev=n0",
-        "-device", "virtio-rng-pci",
-        *dump,
-    ]  # fmt: skip
-
-
 def _wait(what: str, deadline: float, check, console: OutputWatcher, proc: subprocess.Popen):
     while time.monotonic() < deadline:
         found = check()
@@ -436,30 +402,47 @@ def _control_state(port: int, token: str) -> dict | None:
 
 
 class _Card:
-    """The scratch card in QEMU: each power-on takes cmdline.txt from the boot partition afresh."""
+    """The scratch card in QEMU: each power-on takes cmdline.txt from the boot partition afresh.
+
+    The machine has its sound card: QEMU's audio backend plays into ``played`` (raw) and records
+    from ``mic`` (raw, written before power-on), through alsa-lib PCMs set up in a private HOME.
+    """
 
     def __init__(
-        self, disk: Path, workdir: Path, stack: contextlib.ExitStack, memory_mb: int
-    ) -> None:
+        self, disk: Path, workdir: Path, stack: contextlib.ExitStack, memory_mb: int,
+        mic_seconds: float = 60.0,
+    ) -> None:  # fmt: skip
         self.disk, self.workdir, self.stack, self.memory_mb = disk, workdir, stack, memory_mb
         self.host_port = free_port()
-        self.proc: subprocess.Popen | None = None
         self.arch = card_arch(disk)
+        self.monitor = workdir / "qemu-monitor.sock"
+        self.played = workdir / "played.raw"
+        self.mic = workdir / "mic.raw"
+        self.alsa_home = workdir / "alsa-home"
+        self.alsa_home.mkdir(exist_ok=True)
+        (self.alsa_home / ".asoundrc").write_text(asoundrc(self.played, self.mic))
+        # The line in hears the phone's test tone for as long as the test may run.
+        self.mic.write_bytes(bootcall.tone_pcm(bootcall.PHONE_TONE_HZ, mic_seconds, AUDIO_RATE))
+        self.proc: subprocess.Popen | None = None
 
-    def power_on(self, number: int, console_log: Path) -> tuple[OutputWatcher, BootRecord, Path]:
+    def power_on(
+        self, number: int, console_log: Path, extra_cmdline: str = ""
+    ) -> tuple[OutputWatcher, BootRecord, Path]:
         kernel, initrd, cmdline = extract_boot_files(self.disk, self.workdir)
         pcap = self.workdir / f"net-boot{number}.pcap"
         pcap.unlink(missing_ok=True)
+        self.monitor.unlink(missing_ok=True)
         # The journal on the console: a failing service's own messages land in the log.
-        cmd = qemu_command(self.disk, kernel, initrd,
-                           guest_cmdline(cmdline, self.arch)
-                           + " systemd.journald.forward_to_console=1",
-                           self.host_port, self.memory_mb, pcap, self.arch)  # fmt: skip
+        args = f"{guest_cmdline(cmdline, self.arch)} systemd.journald.forward_to_console=1"
+        cmd = qemu_command(self.disk, kernel, initrd, f"{args} {extra_cmdline}".strip(),
+                           self.host_port, self.memory_mb, pcap, self.arch,
+                           monitor=self.monitor)  # fmt: skip
         log.info("boot test starting qemu boot=%d port=%d disk=%s", number, self.host_port,
                  self.disk)  # fmt: skip
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, "HOME": str(self.alsa_home)},
+        )  # fmt: skip
         console = OutputWatcher(self.proc.stdout, console_log)
         self.stack.callback(console.close)
         self.stack.callback(stop_process, self.proc)
@@ -483,21 +466,32 @@ def _first_boot_marks(record: BootRecord, console: OutputWatcher, wait) -> None:
         record.machine_id, record.kept_machine_id = report.groups()
 
 
+MULTI_USER = re.compile(r"Reached target .*Multi-User System|Reached target multi-user\.target")
+
+
 def boot_test(
     image: Path,
     *,
     seed_path: Path | None = None,
     kamailio: bool = False,
+    call: bool = False,
+    phone: bool = True,
     timeout: float = 600.0,
     console_log: Path | None = None,
     memory_mb: int = 768,
     workdir: Path | None = None,
     reboots: int = 0,
+    on_milestone: Callable[[str, float], None] | None = None,
 ) -> BootResult:
     """Boot to the phone's milestones; then ``reboots`` power cuts and boots of the same card.
 
+    ``call`` (implies ``kamailio``): once registered, the phone calls a baresip on the host and
+    audio is checked both ways (``image.bootcall``). ``phone=False`` boots the same image with
+    offhook.service masked, up to multi-user.target: the operating system alone, for comparison.
+    ``on_milestone(name, seconds)`` is called as each milestone is reached.
     Console logs: ``console_log`` for the first boot, ``<stem>.bootN.log`` beside it for boot N.
     """
+    kamailio = kamailio or call
     result = BootResult()
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="offhook-boottest-")) if own_workdir else workdir
@@ -505,17 +499,32 @@ def boot_test(
     try:
         with contextlib.ExitStack() as stack:
             kamailio_port, kamailio_log = None, None
+            rtp_host_port = bootcall.free_udp_port()
             if kamailio:
-                kamailio_port, kamailio_log = stack.enter_context(running_kamailio(workdir))
+                config = (
+                    (lambda port: bootcall.kamailio_config(port, rtp_host_port)) if call else None
+                )
+                kamailio_port, kamailio_log = stack.enter_context(running_kamailio(workdir, config))
+            peer = None
+            if call:
+                assert kamailio_port is not None and kamailio_log is not None
+                peer = stack.enter_context(
+                    bootcall.running_baresip(workdir / "baresip", kamailio_port)
+                )
             seed = prepare_seed(seed_path, kamailio_port)
-            card = _Card(scratch_copy(image, seed, workdir), workdir, stack, memory_mb)
+            card = _Card(scratch_copy(image, seed, workdir), workdir, stack, memory_mb,
+                         mic_seconds=timeout + 60)  # fmt: skip
             started = time.monotonic()
             deadline = started + timeout
 
             def mark(name: str) -> None:
                 result.milestones[name] = round(time.monotonic() - started, 1)
+                if on_milestone is not None:
+                    on_milestone(name, result.milestones[name])
 
-            console, record, pcap = card.power_on(1, console_log)
+            console, record, pcap = card.power_on(
+                1, console_log, "" if phone else "systemd.mask=offhook.service"
+            )
             result.boots.append(record)
 
             def wait(what: str, check):
@@ -524,6 +533,11 @@ def boot_test(
             _first_boot_marks(record, console, wait)
             result.hostname = record.hostname
             mark("firstboot")
+            if not phone:
+                wait("multi-user.target", lambda: MULTI_USER.search(console.text))
+                mark("multi_user")
+                card.power_off()
+                return result
             wait("offhook.service to start (READY)", lambda: SERVICE_STARTED.search(console.text))
             mark("service")
             result.state = wait(
@@ -534,11 +548,26 @@ def boot_test(
             if kamailio_log is not None:
                 found = wait(
                     "REGISTER at Kamailio",
-                    lambda: re.search(r"offhook-registered aor=(\S+) contact=(\S+)",
+                    lambda: re.search(r"offhook-registered aor=sip:1001@\S+ contact=(\S+)",
                                       kamailio_log.text),
                 )  # fmt: skip
-                result.registered_contact = found.group(2)
+                result.registered_contact = found.group(1)
                 mark("registered")
+            if peer is not None and kamailio_log is not None:
+                wait("baresip to register",
+                     lambda: f"aor=sip:{bootcall.PEER_USER}@" in kamailio_log.text)  # fmt: skip
+                client = ControlClient(f"127.0.0.1:{card.host_port}", seed.control.token)
+                setup = bootcall.CallSetup(
+                    monitor=card.monitor, rtp_host_port=rtp_host_port, played=card.played,
+                    peer=peer, kamailio_text=lambda: kamailio_log.text,
+                )  # fmt: skip
+                try:
+                    result.call = bootcall.place_call(client, setup, wait, mark)
+                except bootcall.CallError as exc:
+                    raise BootTestError(
+                        f"{exc}\nbaresip log:\n{peer.log_text()[-1500:]}\n"
+                        f"kamailio:\n{kamailio_log.tail(15)}\nconsole:\n{console.tail()}"
+                    ) from None
             record.dhcp_client_id = next(iter(dhcp_client_ids(pcap)), b"")
             for number in range(2, reboots + 2):
                 card.power_off()

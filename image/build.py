@@ -29,6 +29,7 @@ from image.bmap import create_bmap, hash_span, write_bmap
 from image.boards import Board, board
 from image.layout import MIB, Layout, plan_layout
 from image.manifest import write_manifest
+from image.progress import StepBar
 
 log = logging.getLogger(__name__)
 
@@ -339,14 +340,16 @@ def hash_range(path: Path, start: int, size: int) -> str:
 
 
 class Steps:
-    """Step display: a rich status line per step and its time when done."""
+    """Step display: an overall bar (step N of ``total``, elapsed time) while a step runs, and a
+    line with its time when done."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, total: int | None = None) -> None:
         self.console = console
         self.times: dict[str, float] = {}
+        self.bar = StepBar(console, total)
 
     def run(self, name: str, func, *args, **kwargs):
-        with self.console.status(f"[bold]{name}[/] ..."), self.timed(name):
+        with self.bar.live(name), self.timed(name):
             return func(*args, **kwargs)
 
     @contextlib.contextmanager
@@ -355,7 +358,17 @@ class Steps:
         started = time.monotonic()
         yield
         self.times[name] = round(time.monotonic() - started, 1)
-        self.console.print(f"[green]done[/] {name} ({self.times[name]} s)")
+        self.bar.done(name, self.times[name])
+
+
+def step_count(options: BuildOptions, pjsua2: Pjsua2Wheel | None) -> int:
+    """How many steps build() shows, for the overall bar."""
+    count = 8  # root filesystem, venv, overlay, boot files, strip, assemble, block map + wheel
+    count -= options.wheel is not None
+    count += options.compress
+    if pjsua2 is not None:
+        count += 1 + (2 if pjsua2.wheel is None else 0)  # self-test; builder tree and compile
+    return count
 
 
 def root_partuuid(target: Board, id_seed: str) -> str:
@@ -412,7 +425,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
     work = out / f".work-{target.name}"
     tree, boot = work / "root", work / "boot"
     epoch = source_date_epoch()
-    steps = Steps(console)
+    steps = Steps(console, step_count(options, pjsua2))
     started = time.monotonic()
     build_log = out / f"offhook-{target.name}.build.log"
     with open(build_log, "w", encoding="utf-8") as log_to:
@@ -482,4 +495,16 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
         f"[green]built[/] {image} ({layout.disk_size // MIB} MiB, "
         f"{block_map.mapped_bytes // MIB} MiB mapped) in {manifest['build_seconds']} s"
     )
+    console.print(next_command(target, image, outputs))
     return manifest
+
+
+def next_command(target: Board, image: Path, outputs: list[Path]) -> str:
+    """What to run next with the image just built."""
+    card = outputs[-1] if outputs[-1].suffix == ".zst" else image
+    if target.name == "qemu-amd64":
+        return (
+            f"next: offhook image boot-test {image} --call   "
+            "(boots it under QEMU and places a call)"
+        )
+    return f"next: offhook flash {card} /dev/sdX --seed seed.toml   (write it to an SD card)"

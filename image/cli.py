@@ -131,6 +131,12 @@ def _image_parser() -> argparse.ArgumentParser:
     t.add_argument("image", type=Path)
     t.add_argument("--seed", type=Path, help="seed TOML for the data partition")
     t.add_argument("--kamailio", action="store_true", help="run Kamailio and wait for REGISTER")
+    t.add_argument(
+        "--call",
+        action="store_true",
+        help="then call a baresip on the host from the phone and check audio both ways "
+        "(implies --kamailio)",
+    )
     t.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for readiness")
     t.add_argument("--console-log", type=Path, help="write the serial console here")
     t.add_argument(
@@ -179,14 +185,19 @@ def image_main(argv: list[str]) -> int:
     if args.command == "boot-test":
         from image.boottest import BootTestError, boot_test
 
+        def milestone(name: str, seconds: float) -> None:
+            console.print(f"[green]{seconds:6.1f} s[/] {name.replace('_', ' ')}")
+
         try:
             result = boot_test(
                 args.image,
                 seed_path=args.seed,
                 kamailio=args.kamailio,
+                call=args.call,
                 timeout=args.timeout,
                 console_log=args.console_log,
                 reboots=args.reboots,
+                on_milestone=milestone,
             )
         except BootTestError as exc:
             console.print(f"[red]boot test failed:[/] {exc}")

@@ -1,5 +1,7 @@
-"""Full qemu-amd64 image: debootstrap build, then boot under QEMU to a registered, answering phone,
-cut the power and boot the same card again: it keeps its machine-id and DHCP identity.
+"""Full qemu-amd64 image: debootstrap build, then boot under QEMU to a registered, answering phone
+that calls a baresip on the host with audio both ways through the guest's kernel sound driver
+(QEMU's intel-hda), cut the power and boot the same card again: it keeps its machine-id and DHCP
+identity. The build's own .img.zst flashes directly.
 
 Runs in `make test` (so CI) and `make image-test` (--run-image-full): about 3 minutes cold on 2
 cores (debootstrap ~70 s, firmware venv ~40 s, assembly ~15 s, boot to READY ~45-100 s under TCG,
@@ -53,16 +55,25 @@ def test_boots_to_registered_phone_and_keeps_its_identity(built: Path, tmp_path:
     result = boot_test(
         built / "offhook-qemu-amd64.img",
         kamailio=True,
+        call=True,
         timeout=900,
         console_log=console,
         reboots=1,
     )
     assert result.hostname == "offhook-boottest"
     assert list(result.milestones) == [
-        "firstboot", "service", "control_api", "registered", "boot2_firstboot", "boot2_dhcp",
+        "firstboot", "service", "control_api", "registered",
+        "call_connected", "audio", "hung_up",
+        "boot2_firstboot", "boot2_dhcp",
     ]  # fmt: skip
     assert result.registered_contact.startswith("<sip:1001@")
     assert "data partition grown" in console.read_text(errors="replace")
+    # The call: audio both ways through snd-hda-intel in the guest.
+    call = result.call
+    assert call is not None and call.codec
+    assert call.phone_tone_share >= 0.5, "baresip did not hear the phone's microphone tone"
+    assert call.peer_tone_share >= 0.5, "the phone's line out did not play the far end"
+    assert "snd_hda_codec_generic" in console.read_text(errors="replace")
 
     first, second = result.boots
     kept = result.kept_machine_id_on_disk
@@ -79,3 +90,13 @@ def test_boots_to_registered_phone_and_keeps_its_identity(built: Path, tmp_path:
     assert first.dhcp_client_id == second.dhcp_client_id
     assert first.dhcp_client_id[:1] == b"\xff"
     assert first.dhcp_client_id[5:] == networkd_duid(kept)
+
+
+def test_build_writes_a_zst_that_flashes_directly(built: Path, tmp_path: Path) -> None:
+    """`offhook flash offhook-qemu-amd64.img.zst` (the build's own output) writes the image."""
+    from image.cli import flash_main
+    from image.manifest import sha256_file
+
+    card = tmp_path / "card.img"
+    assert flash_main([str(built / "offhook-qemu-amd64.img.zst"), str(card)]) == 0
+    assert sha256_file(card) == sha256_file(built / "offhook-qemu-amd64.img")
