@@ -1,5 +1,6 @@
-"""Blind transfers from the Phone (real engine) to a scripted transferee (SIPp): the final NOTIFY
-cannot be parsed, the REFER crosses the hold re-INVITE and is answered 491, the REFER is refused."""
+"""The Phone (real engine) against scripted SIPp far ends: blind transfers where the final NOTIFY
+cannot be parsed, the REFER crosses the hold re-INVITE and is answered 491, or the REFER is
+refused; and an INVITE flood while busy."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from tests.fixtures.phone_rig import PhoneRig, running_phone
 from tests.fixtures.sip_phone import account, phone_config
 from tests.fixtures.sipp_peer import SippPeer
 from tests.fixtures.tls import tls_certificates  # noqa: F401
+from tests.integration.sip_peers import peer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
 SPEED_DIAL = "77"
+FLOOD = 100  # INVITEs from one caller while the phone is busy
 
 
 def config_calling(kam: KamailioServer, sipp: SippPeer):
@@ -95,3 +98,38 @@ def test_refused_refer_shows_transfer_failed_and_the_call_can_be_resumed(
         assert sipp.wait() == 0, sipp.report()
         (record,) = rig.wait_history(1)
         assert record["disposition"] == "answered"
+
+
+def test_invite_flood_while_busy_is_refused_without_ringing_and_is_one_history_entry(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    config = phone_config(kam, [account(kam, "1001")])
+    config = config.model_copy(
+        update={"features": config.features.model_copy(update={"call_waiting": False})}
+    )
+    with peer(kam, tmp_path, "1002") as far, running_phone(config, tmp_path) as rig:
+        rig.hook(True)
+        rig.dial("1002")
+        rig.wait_until(lambda s: s["calls"] and s["calls"][0]["state"] == "confirmed")
+        far.wait_event("CALL_ESTABLISHED")
+        flood = SippPeer(
+            tmp_path / "flood",
+            "invite_flood_refused",
+            calls=FLOOD,
+            rate=50,
+            remote=f"127.0.0.1:{rig.engine.ports['udp']}",
+            service="1001",
+        )
+        with flood:
+            assert flood.wait() == 0, flood.report()  # every INVITE: 486, no 180 before it
+        snap = rig.wait_until(
+            lambda s: s["history"] and s["history"][0]["count"] == FLOOD, what="one entry"
+        )
+        assert len(snap["history"]) == 1
+        assert (snap["history"][0]["number"], snap["history"][0]["status"]) == ("6666", 486)
+        assert len(snap["calls"]) == 1  # the call in progress went on
+        rig.wait_history(FLOOD)  # each refused call is still a record (CDR) of its own
+        rig.hook(False)
+        rig.wait_until(lambda s: s["calls"] == [] and s["screen"][2:3] == ["1 missed call"])
