@@ -1,14 +1,20 @@
-"""``/docs``: Swagger UI for the REST API, served from the ``swagger-ui-bundle`` package.
+"""``/docs``: Swagger UI for the REST API, served from the ``swagger-ui-py`` package.
 
 Nothing comes from a CDN, so the page works on a network without Internet access, and its
 Content-Security-Policy allows only this server (Swagger UI's CSS draws its icons from data:
 URLs). FastAPI's own ``/docs`` page loads Swagger UI from a CDN and starts it with an inline
 script, which such a policy forbids, so it is turned off and this router replaces it.
+
+Why swagger-ui-py: it ships Swagger UI 5, which reads the OpenAPI 3.1 documents FastAPI writes.
+The ``swagger-ui-bundle`` package ships Swagger UI 4.15, which refuses them ("Unable to render
+this definition"). Only the package's static files are used; its framework glue is not
+imported.
 """
 
 from __future__ import annotations
 
 import html
+import importlib.util
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
@@ -32,15 +38,19 @@ _INIT_JS = """window.addEventListener("load", function () {
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
+    validatorUrl: null, // the default badge asks validator.swagger.io
   });
 });
 """
 
 
 def _assets_dir() -> Path:
-    import swagger_ui_bundle
-
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    spec = importlib.util.find_spec("swagger_ui")  # located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the swagger-ui-py package is not installed (pip install offhook[server])"
+        )
+    return Path(spec.submodule_search_locations[0]) / "static"
 
 
 def _headers(cache: str) -> dict[str, str]:

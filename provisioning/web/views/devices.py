@@ -37,6 +37,7 @@ from provisioning.operations import (
 )
 from provisioning.render import render_device
 from provisioning.resync import resync
+from provisioning.web import confirm
 from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from provisioning.web.core import (
     NotFound,
@@ -44,6 +45,7 @@ from provisioning.web.core import (
     WebRoute,
     not_seen_threshold,
     permitted,
+    redirect,
     render,
 )
 from provisioning.web.liveness import describe
@@ -414,14 +416,36 @@ def line_add(
     return done(request, f"/devices/{device.id}#lines", f"Line {extension.strip()} added.")
 
 
-@router.post("/devices/{device_id}/lines/{line_id}/delete")
-def line_delete(
-    request: Request, device_id: str, line_id: int, admin: LineWriter, db: DbSession
-) -> Response:
-    device = _load(db, device_id)
+def _line(db: Session, device: Device, line_id: int) -> Line:
     line = db.get(Line, line_id)
     if line is None or line.device_id != device.id:
         raise NotFound(f"No line {line_id} on this device.")
+    return line
+
+
+@router.get("/devices/{device_id}/lines/{line_id}/delete")
+def line_delete_confirm(
+    request: Request, device_id: str, line_id: int, admin: LineWriter, db: DbSession
+) -> Response:
+    device = _load(db, device_id)
+    return confirm.show(
+        request, confirm.line_removal(device, _line(db, device, line_id)), "devices"
+    )
+
+
+@router.post("/devices/{device_id}/lines/{line_id}/delete")
+def line_delete(
+    request: Request,
+    device_id: str,
+    line_id: int,
+    admin: LineWriter,
+    db: DbSession,
+    confirmation: Annotated[str, Form(alias="confirm")] = "",
+) -> Response:
+    device = _load(db, device_id)
+    line = _line(db, device, line_id)
+    if not confirm.confirmed(confirmation):
+        return redirect(f"/devices/{device.id}/lines/{line.id}/delete")
     changed = delete_line(db, actor_for(request, admin), line.id)
     commit_and_resync(request, db, changed)
     return done(request, f"/devices/{device.id}#lines", "Line removed.")

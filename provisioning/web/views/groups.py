@@ -20,8 +20,9 @@ from provisioning.operations import (
     get_group,
     update_group,
 )
+from provisioning.web import confirm
 from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import NotFound, Reader, WebRoute, permitted, render
+from provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
 from provisioning.web.queries import flatten, settable_defaults
 from provisioning.web.sessions import take_form
 from provisioning.web.views.changes import apply_change, apply_setting_form
@@ -204,14 +205,28 @@ def group_edit(
     )
 
 
+@router.get("/groups/{group_id}/delete")
+def group_delete_confirm(
+    request: Request,
+    group_id: int,
+    admin: GroupWriter,
+    db: DbSession,
+) -> Response:
+    """What deleting the group takes with it, and the button that does it."""
+    return confirm.show(request, confirm.group_deletion(db, _load(db, group_id)), "groups")
+
+
 @router.post("/groups/{group_id}/delete")
 def group_delete(
     request: Request,
     group_id: int,
     admin: GroupWriter,
     db: DbSession,
+    confirmation: Annotated[str, Form(alias="confirm")] = "",
 ) -> Response:
     group = _load(db, group_id)
+    if not confirm.confirmed(confirmation):
+        return redirect(f"/groups/{group.id}/delete")  # nothing happens without the second step
     name = group.name
     actor = actor_for(request, admin)
     return apply_change(
@@ -219,6 +234,6 @@ def group_delete(
         db,
         f"/groups/{group_id}",
         lambda: delete_group(db, actor, group.id),
-        lambda _changed: f"Group {name} deleted.",
+        lambda changed: f"Group {name} deleted; {len(changed)} device(s) will update.",
         then="/groups",
     )

@@ -20,8 +20,9 @@ from provisioning.operations import (
     get_template,
     update_template,
 )
+from provisioning.web import confirm
 from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
-from provisioning.web.core import NotFound, Reader, WebRoute, permitted, render
+from provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
 from provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
@@ -154,14 +155,28 @@ def template_update(
     )
 
 
-@router.post("/templates/{template_id}/delete")
-def template_delete(
+@router.get("/templates/{template_id}/delete")
+def template_delete_confirm(
     request: Request,
     template_id: int,
     admin: TemplateWriter,
     db: DbSession,
 ) -> Response:
     template = _load(db, template_id)
+    return confirm.show(request, confirm.template_deletion(db, template), "templates")
+
+
+@router.post("/templates/{template_id}/delete")
+def template_delete(
+    request: Request,
+    template_id: int,
+    admin: TemplateWriter,
+    db: DbSession,
+    confirmation: Annotated[str, Form(alias="confirm")] = "",
+) -> Response:
+    template = _load(db, template_id)
+    if not confirm.confirmed(confirmation):
+        return redirect(f"/templates/{template.id}/delete")
     name = template.name
     changed = delete_template(db, actor_for(request, admin), template.id)
     commit_and_resync(request, db, changed)
