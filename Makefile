@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test lint unit demo bench image image-test clean
+.PHONY: setup test lint unit demo bench image image-test image-test-rpi clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,15 @@ image: setup
 
 image-test: setup
 	$(PY) -m pytest -q -m image --run-image-full tests
+
+# The arm64 side, opt-in (root; never part of make test): the pjsua2 cross-compile and its
+# self-test under qemu-user, the rpi card's recipe, the rpi image with the phone inside and its
+# boot to a call under qemu-system-aarch64 -M virt. Each step's time is printed. Offline, point
+# OFFHOOK_PJPROJECT_URL at the release tarball (file:///.../pjproject-2.15.1.tar.gz).
+image-test-rpi: setup
+	OFFHOOK_TEST_PJPROJECT_COMPILE=1 OFFHOOK_TEST_RPI_ROOTFS=1 OFFHOOK_TEST_RPI_IMAGE=1 \
+	$(PY) -m pytest -q -s --durations=0 -m image \
+		tests/unit/test_image_pjproject.py tests/integration/test_image_rpi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build var

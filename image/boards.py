@@ -75,6 +75,8 @@ def board(name: str, mirror: str) -> Board:
                     "wireless-regdb",
                     "wpasupplicant",
                     "i2c-tools",
+                    # Opus in the compiled pjsua2 links against it.
+                    "libopus0",
                 ),
                 components=("main", "non-free-firmware"),
                 mirror=mirror,

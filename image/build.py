@@ -1,9 +1,9 @@
 """``offhook image build``: Debian packages + our firmware -> .img, .bmap, .img.zst, manifest.
 
-Steps (each shown with rich): pjsua2 wheel (arm64: given, cached or compiled from the pinned
-pjproject) -> wheel -> root filesystem (cached debootstrap) -> firmware venv -> overlay and board
-configuration -> boot files -> strip and normalise -> assemble -> block map -> compress ->
-manifest.
+Steps (each shown with rich): pjsua2 wheel (arm64: given, cached or cross-compiled from the
+pinned pjproject and self-tested) -> wheel -> root filesystem (cached debootstrap) -> firmware
+venv (arm64: pjsua2 self-tested again in it) -> overlay and board configuration -> boot files ->
+strip and normalise -> assemble -> block map -> compress -> manifest.
 """
 
 from __future__ import annotations
@@ -165,19 +165,24 @@ def compile_pjsua2(
     steps: Steps,
     log_to,
 ) -> Pjsua2Wheel:
-    """Compile in a builder tree of its own (compilers never touch the image tree); cache it."""
+    """Cross-compile against a builder tree of its own (the target's headers and libraries; the
+    image tree never sees them), self-test the module there, then cache the wheel."""
     assert plan.tarball is not None
     recipe = pjproject.builder_recipe(target.arch, mirror)
     builder = work / "pjproject-builder"
     steps.run(
-        "pjproject builder tree (debootstrap, compilers)",
+        "pjproject builder tree (debootstrap, target libraries)",
         rootfs.cached_bootstrap, recipe, builder, cache / "pjproject-builder", log_to,
     )  # fmt: skip
+    compile_times: dict[str, float] = {}
     with steps.timed(f"compile pjproject {plan.pin.version} and the pjsua2 wheel"):
         built = pjproject.compile_wheel(
             plan.tarball, builder, work / "pjsua2-wheel", pin=plan.pin, arch=target.arch,
-            log_to=log_to, console=steps.console,
+            work=work / "pjproject-src", log_to=log_to, console=steps.console,
+            times=compile_times,
         )  # fmt: skip
+    for what, seconds in compile_times.items():
+        steps.times[f"pjproject: {what}"] = seconds
     wheel = pjproject.store_wheel(cache / "pjsua2", plan.cache_key, built)
     shutil.rmtree(builder, ignore_errors=True)
     log.info("pjsua2 wheel compiled wheel=%s key=%s", wheel.name, plan.cache_key)
@@ -446,6 +451,13 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
                 rootfs.install_firmware,
                 tree, wheels, target.arch, VENV, log_to, target.firmware_extras,
             )  # fmt: skip
+            if pjsua2 is not None:
+                # The same self-test as before caching, now with the image's own libraries
+                # (libssl3, libopus0) and the firmware venv's interpreter.
+                steps.run(
+                    "pjsua2 self-test in the image (qemu-user)",
+                    pjproject.run_self_test, tree, f"{VENV}/bin/python", "", log_to,
+                )  # fmt: skip
         except (rootfs.RootfsError, pjproject.PjprojectError) as exc:
             raise BuildError(f"{exc}\n(full log: {build_log})") from None
     packages = rootfs.package_versions(tree)

@@ -14,6 +14,7 @@ Three jobs, kept apart so each can be tested on its own:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.client
@@ -22,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -252,15 +254,28 @@ def source_url(flag: str | None, pin: Pin = PJPROJECT) -> str:
 
 
 # --- compile plan -------------------------------------------------------------------------------
+#
+# A cross-compile: Debian's aarch64 toolchain on the host, the builder tree as its sysroot (target
+# headers and libraries, no compilers). Compiling under qemu-user instead was measured at a
+# multiple of this (docs/image.md). The result is then imported and exercised inside the builder
+# tree under qemu-user before it is cached.
 
 # Debian bookworm packages of the builder tree (never installed in the image).
 BUILD_DEPS = (
-    "build-essential", "swig", "python3-dev", "python3-setuptools", "python3-wheel",
-    "libssl-dev", "uuid-dev", "pkg-config",
+    "libssl-dev", "uuid-dev", "python3-dev", "libopus-dev", "libstdc++-12-dev", "libc6-dev",
 )  # fmt: skip
+CROSS_TRIPLET = {"arm64": "aarch64-linux-gnu"}
+# Host tools (scripts/setup.sh installs them) and the Debian packages that provide them.
+HOST_TOOLS = {
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
+    "swig": "swig",
+    "make": "make",
+}
 # The firmware plays audio through pjsua2's null device and its own ALSA bridge: no sound or
-# video backends. G.711, G.722, SRTP (bundled libsrtp) and TLS (OpenSSL, found by configure)
-# stay at pjproject's defaults.
+# video backends. G.711, G.722 and SRTP (bundled libsrtp) stay at pjproject's defaults; TLS
+# (OpenSSL) and Opus come from the sysroot. configure turns both off when cross-compiling unless
+# given a prefix: an empty one, since --sysroot already finds headers and libraries.
 CONFIGURE_FLAGS = (
     "--disable-sound",
     "--disable-video",
@@ -272,45 +287,83 @@ CONFIGURE_FLAGS = (
     "--disable-ffmpeg",
     "--disable-openh264",
     "--disable-vpx",
-    # -fPIC: the static libraries are linked into the _pjsua2 extension module.
-    "CFLAGS=-O2 -fPIC",
-    "CXXFLAGS=-O2 -fPIC",
 )
-PLAN_VERSION = "1"  # bump when the plan below changes what ends up in the wheel
-SRC_ROOT = "/usr/src"
-WHEEL_DIR = "/usr/src/pjsua2-dist"
+# What configure must have found (pjproject's generated headers), or the wheel is not built.
+REQUIRED_FEATURES = {
+    "TLS (OpenSSL)": ("pjlib/include/pj/compat/os_auto.h", "#define PJ_HAS_SSL_SOCK 1"),
+    "Opus": ("pjmedia/include/pjmedia-codec/config_auto.h", "#define PJMEDIA_HAS_OPUS_CODEC 1"),
+}
+# Codecs the self-test must list (the firmware's priority order, then Opus).
+REQUIRED_CODECS = ("G722/16000/1", "PCMU/8000/1", "PCMA/8000/1", "opus/48000/2")
+# SRTP (RFC 4568 SDES): the suite every SRTP peer offers must be there.
+REQUIRED_SRTP = ("AES_CM_128_HMAC_SHA1_80",)
+PLAN_VERSION = "2"  # bump when the plan below changes what ends up in the wheel
+SWIG_DIR = "pjsip-apps/src/swig/python"
+WHEEL_TAG = "cp311-cp311-linux_aarch64"
+EXTENSION = "_pjsua2.cpython-311-aarch64-linux-gnu.so"
+SELF_TEST_DIR = "/usr/src/pjsua2-selftest"
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# bdist_wheel through setuptools even though pjproject's setup.py imports distutils.
-BDIST_WHEEL = (
-    "import runpy, sys, setuptools; "
-    "sys.argv = ['setup.py', 'bdist_wheel', '--dist-dir', sys.argv[1]]; "
-    "runpy.run_path('setup.py', run_name='__main__')"
-)
 
 
 @dataclass(frozen=True)
 class Command:
     what: str
-    cwd: str  # inside the builder tree
+    cwd: str  # relative to the unpacked source tree
     argv: tuple[str, ...]
 
 
-def compile_plan(pin: Pin = PJPROJECT, jobs: int = 2) -> list[Command]:
-    """configure, make, SWIG binding, wheel: run in this order inside the builder tree."""
-    src = f"{SRC_ROOT}/{pin.top_dir}"
-    swig = f"{src}/pjsip-apps/src/swig/python"
+def compile_plan(sysroot: Path, prefix: Path, arch: str = "arm64", jobs: int = 2) -> list[Command]:
+    """configure, make, SWIG: run in this order on the host in the unpacked source."""
+    triplet = CROSS_TRIPLET[arch]
+    sysroot_flag = f"--sysroot={sysroot}"
+    # -fPIC: the static libraries are linked into the _pjsua2 extension module.
+    configure = (
+        "./configure", f"--host={triplet}", f"--with-ssl={prefix}", f"--with-opus={prefix}",
+        *CONFIGURE_FLAGS, f"CC={triplet}-gcc", f"CXX={triplet}-g++",
+        f"CFLAGS={sysroot_flag} -O2 -fPIC", f"CXXFLAGS={sysroot_flag} -O2 -fPIC",
+        f"LDFLAGS={sysroot_flag}",
+    )  # fmt: skip
     return [
-        Command("configure", src, ("./configure", *CONFIGURE_FLAGS)),
-        Command("make dep", src, ("make", "dep")),
-        # Libraries only: the sample apps and test programs would double the emulated compile.
-        Command("make", src, ("make", f"-j{max(1, jobs)}", "lib")),
-        Command("SWIG binding", swig, ("make",)),
-        Command("wheel", swig, ("python3", "-c", BDIST_WHEEL, WHEEL_DIR)),
+        Command("configure", ".", configure),
+        Command("make dep", ".", ("make", "dep")),
+        # Libraries only: the sample apps and test programs are not shipped.
+        Command("make", ".", ("make", f"-j{max(1, jobs)}", "lib")),
+        Command("SWIG binding", SWIG_DIR, ("make", "pjsua2_wrap.cpp")),
     ]
 
 
+def extension_argv(
+    sysroot: Path, arch: str, cflags: list[str], ldflags: list[str], libs: list[str], out: str
+) -> list[str]:
+    """The _pjsua2 extension: SWIG's C++ against the target's Python headers and the static
+    pjproject libraries (flags as pjproject's helper.mak gives them to its own setup.py)."""
+    triplet = CROSS_TRIPLET[arch]
+    return [
+        f"{triplet}-g++", f"--sysroot={sysroot}", "-shared", "-fPIC", "-O2",
+        f"-I{sysroot}/usr/include/python3.11", *cflags, "pjsua2_wrap.cpp", "-o", out,
+        *ldflags, *(f"-l{lib}" for lib in libs),
+    ]  # fmt: skip
+
+
+def check_features(src: Path) -> None:
+    """configure silently drops TLS or Opus when it cannot find them: refuse such a tree."""
+    for feature, (header, line) in REQUIRED_FEATURES.items():
+        path = src / header
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        if line not in text.splitlines():
+            raise CompileError(
+                f"configure did not enable {feature} ({header} lacks {line!r}): are its -dev "
+                "packages in the builder tree?"
+            )
+
+
+def missing_host_tools() -> list[str]:
+    """Debian packages to install for the cross-compile, empty when all tools are present."""
+    return sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
+
+
 def builder_recipe(arch: str, mirror: str) -> rootfs.Recipe:
-    """The builder tree: base system plus compilers, no kernel; cached like an image rootfs."""
+    """The builder tree: base system plus target libraries, no kernel; cached like a rootfs."""
     return rootfs.Recipe(arch=arch, kernel_packages=(), extra_packages=BUILD_DEPS, mirror=mirror)
 
 
@@ -322,6 +375,8 @@ def wheel_cache_key(pin: Pin, arch: str, recipe_key: str) -> str:
         "recipe": recipe_key,
         "plan": PLAN_VERSION,
         "configure": CONFIGURE_FLAGS,
+        "codecs": REQUIRED_CODECS,
+        "srtp": REQUIRED_SRTP,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -359,13 +414,156 @@ def store_wheel(cache: Path, key: str, wheel: Path) -> Path:
     return final
 
 
-def chroot_argv(step: Command) -> list[str]:
-    """The step as run by chroot: a clean environment (no host venv, PYTHONPATH or locale)."""
-    return [
-        # env's options (-i, -C) must precede the assignments, or "-C" is taken as the command
-        "env", "-i", "-C", step.cwd, f"PATH={CHROOT_PATH}", "HOME=/root", "LC_ALL=C.UTF-8",
-        *step.argv,
-    ]  # fmt: skip
+# --- wheel --------------------------------------------------------------------------------------
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed: the same inputs give the same wheel bytes
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def write_wheel(dist: Path, version: str, files: dict[str, bytes], tag: str = WHEEL_TAG) -> Path:
+    """A wheel (PEP 427) of ``files`` (name in the wheel -> bytes), with its dist-info."""
+    info = f"pjsua2-{version}.dist-info"
+    members = dict(sorted(files.items()))
+    members[f"{info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: pjsua2\nVersion: {version}\n"
+        "Summary: pjproject's pjsua2 SWIG binding (cross-compiled by offhook image)\n"
+        "Home-page: https://www.pjsip.org\nLicense: GPL-2.0-or-later\n"
+    ).encode()
+    members[f"{info}/WHEEL"] = (
+        f"Wheel-Version: 1.0\nGenerator: offhook-image\nRoot-Is-Purelib: false\nTag: {tag}\n"
+    ).encode()
+    members[f"{info}/top_level.txt"] = b"_pjsua2\npjsua2\n"
+    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in members.items())
+    members[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    dist.mkdir(parents=True, exist_ok=True)
+    path = dist / f"pjsua2-{version}-{tag}.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for name, data in members.items():
+            entry = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            entry.external_attr = (0o755 if name.endswith(".so") else 0o644) << 16
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            wheel.writestr(entry, data)
+    return path
+
+
+# --- self-test in the target tree ---------------------------------------------------------------
+
+# Run by the target's python3 (under qemu-user off arm64): what the firmware relies on at start.
+SELF_TEST = """
+import json, sys
+import pjsua2 as pj
+ep = pj.Endpoint()
+ep.libCreate()
+cfg = pj.EpConfig()
+cfg.uaConfig.threadCnt = 0
+cfg.uaConfig.mainThreadOnly = True
+cfg.logConfig.level = 1
+cfg.logConfig.consoleLevel = 1
+ep.libInit(cfg)
+ep.audDevManager().setNullDev()
+codecs = sorted(c.codecId for c in ep.codecEnum2())
+srtp = sorted(ep.srtpCryptoEnum())
+transports = {}
+for name, kind in (("udp", pj.PJSIP_TRANSPORT_UDP), ("tls", pj.PJSIP_TRANSPORT_TLS)):
+    tc = pj.TransportConfig()
+    tc.port = 0
+    tc.boundAddress = "127.0.0.1"
+    tid = ep.transportCreate(kind, tc)
+    transports[name] = ep.transportGetInfo(tid).localName
+ep.libStart()
+version = ep.libVersion().full
+ep.libDestroy()
+with open(sys.argv[1], "w") as out:
+    json.dump({"version": version, "codecs": codecs, "srtp": srtp, "transports": transports}, out)
+"""
+
+
+def check_self_test(result: dict, pin: Pin = PJPROJECT) -> None:
+    """The self-test's report: the pinned version, the required codecs, SRTP, both transports."""
+    if result.get("version") != pin.version:
+        raise CompileError(f"self-test: pjsua2 reports version {result.get('version')!r}, "
+                           f"not {pin.version}")  # fmt: skip
+    missing = [c for c in REQUIRED_CODECS if c not in result.get("codecs", [])]
+    if missing:
+        raise CompileError(f"self-test: codecs {', '.join(missing)} missing from "
+                           f"{', '.join(result.get('codecs', [])) or 'an empty list'}")  # fmt: skip
+    srtp = [s for s in REQUIRED_SRTP if s not in result.get("srtp", [])]
+    if srtp:
+        raise CompileError(f"self-test: SRTP crypto {', '.join(srtp)} missing (SRTP suites: "
+                           f"{', '.join(result.get('srtp', [])) or 'none'})")  # fmt: skip
+    for kind in ("udp", "tls"):
+        if not result.get("transports", {}).get(kind):
+            raise CompileError(f"self-test: no {kind.upper()} transport was created")
+
+
+def run_self_test(
+    tree: Path, python: str = "python3", pythonpath: str = "", log_to: TextIO | None = None
+) -> dict:
+    """SELF_TEST by ``python`` of ``tree`` (chroot; qemu-user off arm64), its report checked."""
+    rootfs.ensure_foreign_arch("arm64")
+    where = tree / SELF_TEST_DIR.lstrip("/")
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "selftest.py").write_text(SELF_TEST)
+    env = [f"PYTHONPATH={pythonpath}"] if pythonpath else []
+    argv = ["env", "-i", f"PATH={CHROOT_PATH}", "LC_ALL=C.UTF-8", *env,
+            python, f"{SELF_TEST_DIR}/selftest.py", f"{SELF_TEST_DIR}/result.json"]  # fmt: skip
+    try:
+        with rootfs.chroot_mounts(tree):
+            rootfs.chroot(tree, argv, what="pjsua2 self-test", log_to=log_to)
+        result = json.loads((where / "result.json").read_text())
+    except (rootfs.RootfsError, OSError, ValueError) as exc:
+        raise CompileError(f"pjsua2 self-test in {tree.name} failed: {exc}") from None
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    log.info("pjsua2 self-test passed tree=%s codecs=%d transports=%s", tree.name,
+             len(result.get("codecs", [])), result.get("transports"))  # fmt: skip
+    check_self_test(result)
+    return result
+
+
+def self_test(builder: Path, wheel: Path, log_to: TextIO | None = None) -> dict:
+    """Import the wheel's module in the builder tree (the target's python3) and exercise it:
+    null audio device, codec list, SRTP suites, a UDP and a TLS transport, libDestroy."""
+    modules = builder / SELF_TEST_DIR.lstrip("/") / "modules"
+    shutil.rmtree(modules.parent, ignore_errors=True)
+    modules.mkdir(parents=True)
+    with zipfile.ZipFile(wheel) as whl:
+        for name in whl.namelist():
+            if "/" not in name:  # the modules, not the dist-info
+                whl.extract(name, modules)
+    return run_self_test(builder, pythonpath=f"{SELF_TEST_DIR}/modules", log_to=log_to)
+
+
+# --- the compile --------------------------------------------------------------------------------
+
+
+def _helper_flags(swig: Path, target: str, log_to: TextIO | None) -> list[str]:
+    """cflags / ldflags / libs exactly as pjproject's helper.mak hands them to its setup.py."""
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-f", "helper.mak", target],
+        cwd=swig, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if log_to is not None:
+        log_to.write(f"$ make -f helper.mak {target}\n{proc.stdout}{proc.stderr}\n")
+    if proc.returncode != 0:
+        raise CompileError(f"helper.mak {target} failed: {proc.stderr.strip()[-500:]}")
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def _run(argv: list[str] | tuple[str, ...], cwd: Path, what: str, log_to: TextIO | None) -> None:
+    proc = subprocess.run(
+        list(argv), cwd=cwd, capture_output=True, text=True, check=False,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )  # fmt: skip
+    if log_to is not None:
+        log_to.write(f"$ (cd {cwd}) {' '.join(argv)}\n{proc.stdout}{proc.stderr}\n")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise CompileError(f"{what} failed (exit {proc.returncode}):\n{tail}")
 
 
 def compile_wheel(
@@ -376,47 +574,73 @@ def compile_wheel(
     pin: Pin = PJPROJECT,
     arch: str = "arm64",
     jobs: int | None = None,
+    work: Path | None = None,
     log_to: TextIO | None = None,
     console: Console | None = None,
+    times: dict[str, float] | None = None,
 ) -> Path:
-    """Unpack ``tarball`` in the (already bootstrapped) ``builder`` tree, run the plan there and
-    copy the resulting wheel into ``out``. Needs root (chroot) and, off arm64, qemu-user."""
+    """Unpack ``tarball`` on the host, cross-compile it against the (already bootstrapped)
+    ``builder`` tree, build the wheel into ``out`` and self-test it in ``builder``.
+
+    Needs the host tools of HOST_TOOLS and, off arm64, qemu-user for the self-test (root: chroot).
+    """
     jobs = jobs or os.cpu_count() or 1
-    src_root = builder / SRC_ROOT.lstrip("/")
-    shutil.rmtree(src_root / pin.top_dir, ignore_errors=True)
-    shutil.rmtree(builder / WHEEL_DIR.lstrip("/"), ignore_errors=True)
-    src_root.mkdir(parents=True, exist_ok=True)
+    work = work or out.parent / "pjproject-src"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     try:
-        rootfs.run(
-            ["tar", "-xzf", str(tarball), "-C", str(src_root), "--no-same-owner"],
-            what="unpacking pjproject",
-            log_to=log_to,
-        )
+        rootfs.run(["tar", "-xzf", str(tarball), "-C", str(work), "--no-same-owner"],
+                   what="unpacking pjproject", log_to=log_to)  # fmt: skip
     except rootfs.RootfsError as exc:
         raise CompileError(str(exc)) from None
-    if not (src_root / pin.top_dir / "configure").is_file():
+    src = work / pin.top_dir
+    if not (src / "configure").is_file():
         raise CompileError(f"{tarball.name} did not unpack to {pin.top_dir}/ with a configure")
-    plan = compile_plan(pin, jobs)
+    missing = missing_host_tools()
+    if missing:
+        raise CompileError(f"cross-compiling pjproject needs {', '.join(missing)} "
+                           "(Debian packages; scripts/setup.sh installs them)")  # fmt: skip
+    sysroot = builder.resolve()
+    prefix = work / "empty-prefix"
+    for sub in ("include", "lib"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    times = times if times is not None else {}
     status = console.status("pjproject ...") if console else contextlib.nullcontext()
-    with status as shown, rootfs.chroot_mounts(builder):
-        for number, step in enumerate(plan, 1):
-            if shown is not None:
-                shown.update(
-                    f"[bold]pjproject {pin.version}[/]: {step.what} ({number}/{len(plan)})"
-                )
-            started = time.monotonic()
-            try:
-                rootfs.chroot(builder, chroot_argv(step), what=step.what, log_to=log_to)
-            except rootfs.RootfsError as exc:
-                raise CompileError(f"pjproject {pin.version}: {exc}") from None
-            log.info(
-                "pjproject step done step=%r seconds=%.1f", step.what, time.monotonic() - started
-            )
-    wheels = sorted((builder / WHEEL_DIR.lstrip("/")).glob("pjsua2-*.whl"))
-    if len(wheels) != 1:
-        raise CompileError(f"pjproject {pin.version}: expected one wheel, found {len(wheels)}")
-    out.mkdir(parents=True, exist_ok=True)
-    wheel = out / wheels[0].name
-    shutil.copy(wheels[0], wheel)
-    check_wheel(wheel, arch)
+
+    @contextlib.contextmanager
+    def step(what: str, number: int, total: int) -> Iterator[None]:
+        if shown is not None:
+            shown.update(f"[bold]pjproject {pin.version}[/]: {what} ({number}/{total})")
+        started = time.monotonic()
+        yield
+        times[what] = round(time.monotonic() - started, 1)
+        log.info("pjproject step done step=%r seconds=%.1f", what, times[what])
+
+    plan = compile_plan(sysroot, prefix, arch, jobs)
+    total = len(plan) + 3
+    swig = src / SWIG_DIR
+    with status as shown:
+        for number, command in enumerate(plan, 1):
+            with step(command.what, number, total):
+                _run(command.argv, src / command.cwd, f"pjproject {command.what}", log_to)
+            if command.what == "configure":
+                check_features(src)
+        with step("extension", len(plan) + 1, total):
+            flags = {t: _helper_flags(swig, t, log_to) for t in ("cflags", "ldflags", "libs")}
+            argv = extension_argv(sysroot, arch, flags["cflags"], flags["ldflags"],
+                                  flags["libs"], EXTENSION)  # fmt: skip
+            _run(argv, swig, "compiling the _pjsua2 extension", log_to)
+            _run([f"{CROSS_TRIPLET[arch]}-strip", "--strip-unneeded", EXTENSION], swig,
+                 "strip", log_to)  # fmt: skip
+        with step("wheel", len(plan) + 2, total):
+            files = {
+                "pjsua2.py": (swig / "pjsua2.py").read_bytes(),
+                EXTENSION: (swig / EXTENSION).read_bytes(),
+            }
+            shutil.rmtree(out, ignore_errors=True)
+            wheel = write_wheel(out, pin.version, files)
+            check_wheel(wheel, arch)
+        with step("self-test in the target tree", len(plan) + 3, total):
+            self_test(builder, wheel, log_to)
+    shutil.rmtree(work, ignore_errors=True)
     return wheel

@@ -249,3 +249,53 @@ def test_a_boot_tree_the_firmware_cannot_boot_is_refused(
         "kernel=vmlinuz # Image\ninitramfs initrd.img followkernel\n"
     )
     check_pi_config(tmp_path)
+
+
+# --- opt-in: the whole rpi image with the phone inside, booted to a call ------------------------
+
+
+@pytest.fixture(scope="module")
+def rpi_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """``offhook image build --board rpi`` as a user runs it: the pjsua2 wheel cached (the
+    compile test before this file caches it) or compiled from the pinned release."""
+    if os.environ.get("OFFHOOK_TEST_RPI_IMAGE") != "1":
+        pytest.skip("the rpi image build and its emulated boot take many minutes: "
+                    "OFFHOOK_TEST_RPI_IMAGE=1 (make image-test-rpi)")  # fmt: skip
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap and chroot need root")
+    from image.build import build
+
+    out = tmp_path_factory.mktemp("rpi-image")
+    manifest = build(BuildOptions(board="rpi", out=out, compress=False), Console(stderr=True))
+    print("rpi image build steps:", manifest["step_seconds"], "total", manifest["build_seconds"])
+    return out / "offhook-rpi.img", manifest
+
+
+def test_rpi_image_holds_the_firmware_venv_with_the_compiled_pjsua2(
+    rpi_image: tuple[Path, dict],
+) -> None:
+    image, manifest = rpi_image
+    assert manifest["board"] == "rpi" and manifest["arch"] == "arm64"
+    assert manifest["pjsua2"]["origin"] in ("cache", "compile")
+    assert manifest["pjsua2"]["wheel"] == "pjsua2-2.15.1-cp311-cp311-linux_aarch64.whl"
+    packages = manifest["python_packages"]
+    assert packages["pjsua2"] == "2.15.1" and "offhook" in packages
+    assert "rpi-gpio" in {re.sub(r"[-_.]+", "-", name).lower() for name in packages}
+    # The self-test ran again in the image tree (its own libssl3, libopus0, the venv's python).
+    assert "pjsua2 self-test in the image (qemu-user)" in manifest["step_seconds"]
+    assert "libopus0" in manifest["debian_packages"]
+    assert image.stat().st_size == manifest["layout"]["disk_size"]
+
+
+def test_rpi_image_boots_under_qemu_virt_and_registers(rpi_image: tuple[Path, dict]) -> None:
+    """The card's own kernel and initramfs (named by its config.txt) and root filesystem under
+    qemu-system-aarch64 -M virt; the phone (emulated board, offhook.board=emulated) registers
+    with a Kamailio on the host."""
+    from image.boottest import boot_test
+
+    image, _ = rpi_image
+    result = boot_test(image, kamailio=True, timeout=1800, memory_mb=1024)
+    print("rpi boot under qemu-system-aarch64 -M virt:", result.summary())
+    assert result.hostname == "offhook-boottest"
+    assert result.registered_contact
+    assert list(result.milestones) == ["firstboot", "service", "control_api", "registered"]
