@@ -6,6 +6,10 @@ ahead of real time, so the device paces itself by the wall clock until a transfe
 proves the device has a clock of its own; from then on it is left to the device. The pacing
 models a card with ``periods`` periods of buffer: after opening (or a drop) that many periods go
 in at once, then one per period.
+
+A PCM with a sound card behind it (alsa-lib reports the card, through ``plug`` or ``dmix`` too)
+is clocked from the start and stays so: a writer too starved to ever wait on it is no reason
+to pace it by the wall clock.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class PcmStream:
         self._clock = clock
         self._sleep = sleep
         self.clocked = False  # True while transfers block: the device paces us
+        self.on_card = False  # a sound card behind the PCM: clocked for good
         self._blocking_streak = 0
         self._free_streak = 0
         self.xruns_recovered = 0
@@ -152,6 +157,14 @@ class PcmStream:
                 "alsa period adjusted device=%s direction=%s wanted=%d got=%s",
                 self.device, self.direction, self.period_samples, info.get("period_size"),
             )  # fmt: skip
+        # alsa-lib names the sound card behind a PCM (through plug, dmix...), -1 for none (null,
+        # file): a card has its own clock, so it paces us from the first transfer, even while a
+        # starved writer never waits on it. Guessing from blocking is only for card-less PCMs.
+        self.on_card = int(info.get("card_no", -1)) >= 0
+        if self.on_card and not self.clocked:
+            self.clocked = True
+            log.info("audio device clocked device=%s direction=%s card=%s", self.device,
+                     self.direction, info.get("card_no"))  # fmt: skip
         self._anchor = self._clock()
         self._transferred = 0
         return pcm
@@ -185,7 +198,7 @@ class PcmStream:
         if not self.clocked and self._blocking_streak >= _CLOCKED_AFTER:
             self.clocked = True
             log.info("audio device clocked device=%s direction=%s", self.device, self.direction)
-        elif self.clocked and self._free_streak > 2 * self.periods + 2:
+        elif self.clocked and not self.on_card and self._free_streak > 2 * self.periods + 2:
             # A clocked device never accepts more than its buffer without blocking.
             self.clocked = False
             self._anchor, self._transferred = now, 0

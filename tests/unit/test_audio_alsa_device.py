@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import alsaaudio
 import pytest
 
 from firmware.audio.alsa_device import AlsaDeviceError, PcmStream
@@ -103,3 +104,45 @@ def test_capture_is_paced_and_returns_whole_periods(alsa_home: object, fake: Fak
 def test_unknown_pcm_is_named(alsa_home: object) -> None:  # noqa: F811
     with pytest.raises(AlsaDeviceError, match="cannot open ALSA capture PCM 'offhook_nope'"):
         PcmStream("offhook_nope", True, RATE, PERIOD, periods=3)
+
+
+class _CardPcm:
+    """alsa-lib's real ``null`` PCM reporting a sound card behind it (``card_no`` 0), as ``plug``
+    over ``hw:0,0`` does; this host has no sound card (the QEMU guest's snd-hda-intel is the real
+    one, tests/integration/test_image_full.py)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._pcm = _REAL_PCM(*args, **kwargs)
+
+    def info(self) -> dict:
+        return self._pcm.info() | {"card_no": 0}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._pcm, name)
+
+
+_REAL_PCM = alsaaudio.PCM
+
+
+def test_a_pcm_on_a_sound_card_is_clocked_from_the_start_and_stays_so(
+    alsa_home: object,
+    fake: FakeTime,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """Seen on snd-hda-intel in the QEMU guest: the playback stream was paced by the wall clock
+    (it never blocked long enough to count as clocked), counted 'stalled' xruns and dropped the
+    card's queue on top of the card's own xruns. A card has its own clock; alsa-lib says so."""
+    import firmware.audio.alsa_device as alsa_device
+
+    monkeypatch.setattr(alsa_device.alsaaudio, "PCM", _CardPcm)
+    stream = PcmStream("null", False, RATE, PERIOD, periods=3, clock=fake.clock, sleep=fake.sleep)
+    try:
+        assert stream.clocked
+        for _ in range(20):  # writes that do not block: a starved writer, the card underrunning
+            stream.write(FRAME)
+            fake.now += 0.05
+        assert stream.clocked  # not demoted to wall-clock pacing
+        assert fake.sleeps == []
+        assert stream.xruns_recovered == 0  # no 'stalled' xruns invented on top of the card's
+    finally:
+        stream.close()
