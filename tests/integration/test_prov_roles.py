@@ -360,3 +360,28 @@ def test_someone_elses_api_token_is_not_found_unless_admin(
     }
     assert everyone[mine]["user"] == "role-operator" and not everyone[mine]["revoked"]
     assert clients["admin"].delete(f"/api-tokens/{mine}").json()["revoked"] is True
+
+
+def test_api_tokens_always_expire_within_the_roles_limit(
+    clients: dict[str, httpx.Client],
+) -> None:
+    from datetime import datetime, timedelta
+
+    from provisioning.models import utcnow
+
+    def lifetime(reply: httpx.Response) -> timedelta:
+        assert reply.status_code == 201, reply.text
+        return datetime.fromisoformat(reply.json()["expires_at"]) - utcnow()
+
+    for role, longest in (("read-only", 90), ("operator", 90), ("admin", 365)):
+        api = clients[role]
+        default = lifetime(api.post("/api-tokens", json={"name": "default"}))
+        assert timedelta(days=29) < default <= timedelta(days=30)
+        assert lifetime(api.post("/api-tokens", json={"ttl_days": longest})) > timedelta(
+            days=longest - 1
+        )
+        too_long = api.post("/api-tokens", json={"ttl_days": longest + 1})
+        assert too_long.status_code == 422
+        assert f"at most {longest} days" in too_long.json()["detail"]
+        never = api.post("/api-tokens", json={"ttl_days": None})  # no way to ask for "never"
+        assert timedelta(days=29) < lifetime(never) <= timedelta(days=30)

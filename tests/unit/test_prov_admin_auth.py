@@ -122,3 +122,38 @@ def test_every_refusal_costs_one_hash_check(db: Session, monkeypatch: pytest.Mon
         with pytest.raises(LoginError):
             authenticate_password(db, username, password, "ip", threshold=2)
         assert len(checks) == before + 1, (username, password)
+
+
+def test_new_password_or_disabling_revokes_every_api_token(db: Session) -> None:
+    from provisioning.admin_auth import list_api_tokens, set_disabled, set_password
+
+    alice = create_admin(db, "alice", PASSWORD, "operator")
+    bob = create_admin(db, "bob", PASSWORD, "read-only")
+    first, _ = create_api_token(db, alice, "one")
+    second, _ = create_api_token(db, alice, "two")
+    bobs, _ = create_api_token(db, bob, "bob")
+    set_password(db, alice, "another-long-password")
+    assert authenticate_token(db, first) is None and authenticate_token(db, second) is None
+    assert authenticate_token(db, bobs) is bob  # only that user's tokens
+    assert all(t.revoked for t in list_api_tokens(db, alice))
+    set_disabled(db, bob, True)
+    set_disabled(db, bob, False)
+    assert authenticate_token(db, bobs) is None  # enabling again does not bring it back
+
+
+def test_api_token_lifetime_is_bounded_by_role(db: Session) -> None:
+    viewer = create_admin(db, "viewer", PASSWORD, "read-only")
+    admin = create_admin(db, "boss", PASSWORD, "admin")
+    _, row = create_api_token(db, viewer)
+    assert timedelta(days=29) < row.expires_at - utcnow() <= timedelta(days=30)
+    with pytest.raises(AdminError, match="at most 90 days"):
+        create_api_token(db, viewer, "", utcnow() + timedelta(days=91))
+    create_api_token(db, admin, "", utcnow() + timedelta(days=365))
+    with pytest.raises(AdminError, match="at most 365 days"):
+        create_api_token(db, admin, "", utcnow() + timedelta(days=366))
+    # A row from before expiry was mandatory (NULL) counts as 365 days from its creation.
+    old, old_row = create_api_token(db, admin, "old")
+    old_row.expires_at = None
+    assert authenticate_token(db, old) is admin
+    old_row.created_at = utcnow() - timedelta(days=366)
+    assert authenticate_token(db, old) is None
