@@ -22,6 +22,11 @@ KNOWN_CODECS = ("G722", "PCMU", "PCMA", "GSM", "iLBC", "speex", "L16")
 TONE_PLANS = ("us", "eu", "uk")
 
 
+REDACTED = "(set, not shown)"
+# Secrets outside the accounts' passwords, as (section, key).
+SECRET_KEYS = (("control", "token"), ("provisioning", "enrollment_token"))
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names each offending key."""
 
@@ -215,6 +220,16 @@ class PhoneConfig(_Section):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def redacted_json(self) -> str:
+        """JSON for logs: every secret (SIP passwords, tokens) replaced by whether it is set."""
+        data = self.model_dump(mode="json")
+        for account in data["accounts"]:
+            account["password"] = REDACTED if account["password"] else ""
+        for section, key in SECRET_KEYS:
+            if data[section][key]:
+                data[section][key] = REDACTED
+        return json.dumps(data, sort_keys=True)
 
 
 def format_validation_errors(exc: ValidationError, unknown: str = "unknown key") -> list[str]:

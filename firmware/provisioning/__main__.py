@@ -55,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         identity = DeviceIdentity.from_pi()
 
-    def apply(config: PhoneConfig) -> None:
-        log.info("config to apply: %s", config.to_json())
+    def apply(config: PhoneConfig | None) -> None:
+        if config is None:
+            log.info("config to apply: the phone's own (rollback before any provisioned config)")
+            return
+        # the log is no place for SIP passwords (journald keeps it, bug reports carry it)
+        log.info("config to apply: %s", config.redacted_json())
 
     client = ProvisioningClient(
         settings, args.state_dir, identity, apply, dict, notify_host=args.notify_host

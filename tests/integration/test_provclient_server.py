@@ -342,3 +342,34 @@ def test_record_the_server_refuses_is_set_aside_without_blocking_the_queue(
     assert held == {r["id"] for r in good}
     [refused] = list((tmp_path / "state" / "outbox" / "cdrs").glob("*.refused"))
     assert json.loads(refused.read_text())["id"] == bad["id"]
+
+
+def test_runner_logs_the_config_without_sip_passwords(tmp_path: Path) -> None:
+    """``python -m firmware.provisioning`` logs each config it would apply: never the secrets."""
+    mac = new_mac()
+    password = "pw-" + uuid.uuid4().hex  # unmistakable in any log line
+    log_path = tmp_path / "runner.log"
+    with ProvisioningServer(tmp_path / "srv") as server, log_path.open("w") as log:
+        server.add_device(mac, name="log check")
+        server.add_line(mac, extension="1004", registrar="127.0.0.1", password=password)
+        token = server.enrollment_token()
+        child = subprocess.Popen(
+            [
+                sys.executable, "-m", "firmware.provisioning", "--state-dir", str(tmp_path / "st"),
+                "--url", server.base_url, "--token", token, "--mac", mac,
+                "--serial", "00000000cafe0002", "--notify-host", "127.0.0.1",
+            ],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+            env={**os.environ, "OFFHOOK_LOG": "stderr"},
+        )  # fmt: skip
+        try:
+            wait_until(lambda: "config to apply" in log_path.read_text(), "the config logged")
+            wait_until(lambda: device(server, mac).get("reported_revision"), "a status report")
+        finally:
+            child.terminate()
+            child.wait(timeout=30)
+    text = log_path.read_text()
+    assert '"user": "1004"' in text  # the config is there...
+    assert password not in text  # ...its password is not
+    assert token not in text
+    assert "(set, not shown)" in text
