@@ -232,6 +232,57 @@ class PhoneConfig(_Section):
         return json.dumps(data, sort_keys=True)
 
 
+# --- what a provisioning server may set ------------------------------------------------------
+
+# Sections that belong to the phone alone: how it is reached and how it finds its server.
+PHONE_LOCAL_SECTIONS = ("provisioning", "control")
+# Keys that name the phone's own addresses, devices or files. A server that could set them could
+# open a way into the phone (a ``socket://`` serial console dials out and hands over a console; an
+# ALSA ``file`` PCM writes wherever it is told), and only the phone knows what exists on it. The
+# server refuses them; a phone applying a provisioned config keeps its own values.
+PHONE_LOCAL_KEYS: tuple[tuple[str, str], ...] = (
+    ("sip", "bind_address"),
+    ("sip", "tls_ca_file"),
+    ("sip", "tls_cert_file"),
+    ("sip", "tls_key_file"),
+    ("audio", "capture"),
+    ("audio", "playback"),
+    ("board", "profile"),
+    ("board", "serial_console"),
+)
+# On a simulator several phones share one PC, so the SIP port is the PC's to choose as well.
+SIM_LOCAL_KEYS: tuple[tuple[str, str], ...] = (("sip", "port"),)
+
+
+def phone_local_keys(simulated: bool = False) -> tuple[tuple[str, str], ...]:
+    return PHONE_LOCAL_KEYS + (SIM_LOCAL_KEYS if simulated else ())
+
+
+def provisioned_local_keys(provisioned: PhoneConfig, simulated: bool = False) -> list[str]:
+    """Dotted names of the phone-local keys a provisioned config sets (to other than the
+    default): a server that sends them is misconfigured, or worse."""
+    defaults = PhoneConfig()
+    return [
+        f"{section}.{key}"
+        for section, key in phone_local_keys(simulated)
+        if getattr(getattr(provisioned, section), key) != getattr(getattr(defaults, section), key)
+    ]
+
+
+def with_local_settings(
+    local: PhoneConfig, provisioned: PhoneConfig, simulated: bool = False
+) -> tuple[PhoneConfig, list[str]]:
+    """``provisioned`` with the phone's own local sections and keys put back, and the local keys
+    it tried to set (ignored)."""
+    data = provisioned.model_dump(mode="json")
+    mine = local.model_dump(mode="json")
+    for section in PHONE_LOCAL_SECTIONS:
+        data[section] = mine[section]
+    for section, key in phone_local_keys(simulated):
+        data[section][key] = mine[section][key]
+    return PhoneConfig.model_validate(data), provisioned_local_keys(provisioned, simulated)
+
+
 def format_validation_errors(exc: ValidationError, unknown: str = "unknown key") -> list[str]:
     """One ``path: problem`` line per pydantic error, paths written as ``accounts[0].transport``.
 

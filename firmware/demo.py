@@ -131,7 +131,8 @@ class Demo:
         config = sim_config(person.name, "", "", "", provisioning=provisioning)
         phone = SimPhone(self.root / person.name.lower(), config)
         local = config.model_dump(mode="json")
-        settings = {k: local[k] for k in ("sip", "audio", "dialplan")}
+        # SIP address and port and the ALSA devices stay the simulator's own (phone-local)
+        settings = {"dialplan": local["dialplan"]}
         settings["features"] = {"call_waiting": person.call_waiting}
         mac = sim_identity(phone.config_path).mac
         server.add_device(mac, name=person.name, settings=settings)

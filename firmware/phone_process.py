@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,18 +183,27 @@ def registration_outcome(state: dict, config: PhoneConfig) -> str | None:
 
 
 def apply_and_wait_registered(
-    runtime: Any, config: PhoneConfig, timeout_s: float = APPLY_TIMEOUT_S
+    runtime: Any,
+    config: PhoneConfig,
+    timeout_s: float = APPLY_TIMEOUT_S,
+    transports: Callable[[PhoneConfig], str | None] | None = None,
 ) -> str | None:
     """Apply ``config`` and judge it by registration: None once every enabled line is registered,
     else why not. The Phone forgets the registration state of every line whose account changed
     (and the snapshot is taken on the loop after ConfigApplied), so a changed line counts only
     once a fresh RegistrationChanged for the new settings has arrived: a 401/403 after a password
-    change fails the apply instead of passing on the old registration."""
+    change fails the apply instead of passing on the old registration.
+
+    ``transports(config)`` (optional) judges the SIP engine the same way: "pending" until its
+    sockets are bound as configured, an error text once it has failed (a port in use ends the
+    engine: that is the cause to report, not the restart that follows)."""
     runtime.post(ev.ConfigApplied(config))
     deadline = time.monotonic() + timeout_s
     outcome: str | None = "pending"
     while time.monotonic() < deadline:
-        outcome = registration_outcome(runtime.snapshot(), config)
+        outcome = transports(config) if transports is not None else None
+        if outcome is None:
+            outcome = registration_outcome(runtime.snapshot(), config)
         if outcome != "pending":
             break
         time.sleep(APPLY_POLL_S)
@@ -261,6 +271,7 @@ class PhoneProcess:
         from firmware.sip.engine import SipEngine
 
         self.local_config = config
+        self.simulated = board_kind == "emulated"  # keeps its SIP port local (see config.py)
         self.provisioning: Any = None
         if config.provisioning.url:
             from firmware.provisioning import ProvisioningClient, effective_config
@@ -275,7 +286,7 @@ class PhoneProcess:
                 notify_host=config.sip.bind_address or "0.0.0.0",
             )
             # boot with the last config the server gave us (accounts etc.), if any
-            config = effective_config(config, self.provisioning.cached_config())
+            config = effective_config(config, self.provisioning.cached_config(), self.simulated)
         self.config = config
         self.interactive = board_kind == "emulated" and not headless and sys.stdin.isatty()
         self.stopped = threading.Event()
@@ -322,13 +333,23 @@ class PhoneProcess:
         self.heartbeat: Heartbeat | None = None
         self.started_at = time.time()
 
-    def apply_provisioned(self, provisioned: PhoneConfig) -> str | None:
-        """The provisioning client's apply callback (its thread): None once registered."""
+    def apply_provisioned(self, provisioned: PhoneConfig | None) -> str | None:
+        """The provisioning client's apply callback (its thread): None once registered.
+        ``None`` goes back to the phone's own config (a refused first config's rollback)."""
         from firmware.provisioning import effective_config
 
-        config = effective_config(self.local_config, provisioned)
+        config = effective_config(self.local_config, provisioned, self.simulated)
         self.config = config
-        return apply_and_wait_registered(self.runtime, config)
+        return apply_and_wait_registered(self.runtime, config, transports=self.transports_outcome)
+
+    def transports_outcome(self, config: PhoneConfig) -> str | None:
+        """None once the SIP engine listens as ``config`` says, "pending" before, else why not."""
+        if not self.engine.running:
+            return f"sip engine stopped: {self.engine.failure or 'not running'}"
+        wanted = config.sip.port
+        if wanted and self.engine.ports.get("udp") != wanted:
+            return "pending"
+        return None
 
     def status_report(self) -> dict:
         return {"lines": self.runtime.snapshot()["registration"]}

@@ -133,8 +133,9 @@ def sim_config(
 
 
 def sim_settings(audio: dict[str, str] | None = None) -> dict[str, dict]:
-    """The sections that keep a simulated phone on loopback and off the sound card; a
-    provisioning server must hand these out too (its config replaces the phone's)."""
+    """The sections that keep a simulated phone on loopback and off the sound card. A provisioned
+    config leaves the SIP address and port and the ALSA devices alone (phone-local settings; see
+    firmware.config.PHONE_LOCAL_KEYS); only the dial plan is the server's to hand out."""
     return {
         # Codecs and rate stay the product defaults (G722 > PCMU > PCMA, 16 kHz): the simulator
         # should show what a desk phone negotiates, not a cheaper test setting.

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from firmware.config import ConfigError, PhoneConfig, ProvisioningSettings
+from firmware.config import (
+    ConfigError,
+    PhoneConfig,
+    ProvisioningSettings,
+    provisioned_local_keys,
+    with_local_settings,
+)
 from firmware.logs import kv
 from firmware.provisioning.backoff import Backoff, PollSchedule
 from firmware.provisioning.checksync import CheckSyncListener
@@ -50,17 +56,23 @@ MAX_RETRY_AFTER_S = 3600.0  # a broken or hostile Retry-After must not silence a
 MAX_DETAIL_CHARS = 4000  # the server's limit for an event's detail
 
 
-def effective_config(local: PhoneConfig, provisioned: PhoneConfig | None) -> PhoneConfig:
-    """The provisioned settings with the phone's own [provisioning] and [control] sections."""
+def effective_config(
+    local: PhoneConfig, provisioned: PhoneConfig | None, simulated: bool = False
+) -> PhoneConfig:
+    """The provisioned settings with the phone's own local sections and keys
+    (firmware.config.PHONE_LOCAL_KEYS; on a simulator also the SIP port). None: the local config."""
     if provisioned is None:
         return local
-    return provisioned.model_copy(
-        update={
-            "provisioning": local.provisioning.model_copy(deep=True),
-            "control": local.control.model_copy(deep=True),
-        },
-        deep=True,
-    )
+    config, ignored = with_local_settings(local, provisioned, simulated)
+    if ignored:
+        log.warning("provisioned phone-local settings ignored", extra=kv(keys=",".join(ignored)))
+    return config
+
+
+def ignored_local_settings(provisioned: PhoneConfig) -> str:
+    """The event detail naming phone-local keys a provisioned config tried to set ("" if none)."""
+    keys = provisioned_local_keys(provisioned)
+    return f"ignored phone-local settings: {', '.join(keys)}" if keys else ""
 
 
 def now_rfc3339() -> str:
@@ -91,7 +103,7 @@ class ProvisioningClient:
         settings: ProvisioningSettings,
         state_dir: Path,
         identity: DeviceIdentity,
-        apply: Callable[[PhoneConfig], str | None],
+        apply: Callable[[PhoneConfig | None], str | None],
         status: Callable[[], dict],
         *,
         notify_host: str = "0.0.0.0",
@@ -353,22 +365,22 @@ class ProvisioningClient:
             self.store.finish_apply(stored)
             self.config_revision = stored.revision
             log.info("config applied", extra=kv(revision=stored.revision))
-            self._event("config_applied", stored.revision, "")
+            self._event("config_applied", stored.revision, ignored_local_settings(stored.config))
             return
         self.store.reject(stored.etag)
         lkg = self.store.last_known_good()
-        restored = "no earlier config to restore"
-        if lkg is not None:
-            again = self._safe_apply(lkg.config)
-            restored = f"restored revision {lkg.revision}" + (
-                f" (which also failed: {again})" if again else ""
-            )
+        # Apply what ran before, so nothing of the refused config (its SIP sockets, say) stays:
+        # the last good provisioned config, or before the first one the phone's own config.
+        again = self._safe_apply(lkg.config if lkg is not None else None)
+        restored = f"restored revision {lkg.revision}" if lkg else "restored the phone's own config"
+        if again:
+            restored += f" (which also failed: {again})"
         log.error(
             "config apply failed, rolled back", extra=kv(revision=stored.revision, error=error)
         )
         self._event("config_rolled_back", stored.revision, f"apply failed: {error}; {restored}")
 
-    def _safe_apply(self, config: PhoneConfig) -> str | None:
+    def _safe_apply(self, config: PhoneConfig | None) -> str | None:
         try:
             return self._apply(config)
         except Exception as exc:  # the runtime's failure is a failed apply, not our crash

@@ -53,10 +53,10 @@ class Runtime:
         self.applied: list[PhoneConfig] = []
         self.event = threading.Event()
 
-    def apply(self, config: PhoneConfig) -> str | None:
-        self.applied.append(config)
+    def apply(self, config: PhoneConfig | None) -> str | None:
+        self.applied.append(config)  # None: back to the phone's own config
         self.event.set()
-        if config.accounts and config.accounts[0].user == "bad":
+        if config is not None and config.accounts and config.accounts[0].user == "bad":
             return "registration rejected: 403 Forbidden"
         return None
 
@@ -199,3 +199,60 @@ def test_bad_settings_are_refused(tmp_path: Path, runtime: Runtime) -> None:
         ProvisioningClient(https, tmp_path, IDENTITY, runtime.apply, dict)
     with pytest.raises(ValueError, match="unknown record kind"):
         make_client(tmp_path, runtime).enqueue("calls", {})
+
+
+def test_a_refused_first_config_goes_back_to_the_phones_own(
+    tmp_path: Path, runtime: Runtime
+) -> None:
+    client = make_client(tmp_path, runtime)  # nothing provisioned yet: no last known good
+    client.handle_config(ConfigReply(False, '"1-bad"', 1, provisioned("bad", 1)))
+    # tried, then the phone's own config applied again: nothing of the refused one (its SIP
+    # sockets, say) may stay in force
+    assert [c.accounts[0].user if c else None for c in runtime.applied] == ["bad", None]
+    assert client.store.last_known_good() is None
+    [event] = events(client)
+    assert event["type"] == "config_rolled_back"
+    assert "registration rejected" in event["detail"]
+    assert "restored the phone's own config" in event["detail"]
+
+
+HOSTILE = {
+    "board": {"serial_console": "socket://203.0.113.7:4444", "profile": "/tmp/evil.toml"},
+    "sip": {
+        "port": 5060,
+        "bind_address": "0.0.0.0",
+        "tls_key_file": "/data/offhook/provisioning/credential.json",
+        "tls_cert_file": "/etc/shadow",
+        "tls_ca_file": "/dev/zero",
+    },
+    "audio": {"playback": "file:'/data/offhook/phone.toml'", "capture": "file:'/dev/urandom'"},
+}
+LOCAL = {
+    "board": {"serial_console": "", "profile": "offhook-v1"},
+    "sip": {"port": 5071, "bind_address": "127.0.0.1"},
+    "audio": {"playback": "null", "capture": "null"},
+}
+
+
+def test_phone_local_settings_from_a_server_are_ignored() -> None:
+    local = parse_config(LOCAL)
+    server = parse_config(provisioned("1001", 2) | HOSTILE)
+    phone = effective_config(local, server)
+    assert phone.board.serial_console == "" and phone.board.profile == "offhook-v1"
+    assert phone.sip.bind_address == "127.0.0.1"
+    assert (phone.sip.tls_key_file, phone.sip.tls_cert_file, phone.sip.tls_ca_file) == ("", "", "")
+    assert (phone.audio.playback, phone.audio.capture) == ("null", "null")
+    assert phone.sip.port == 5060  # a phone's SIP port is the server's to set...
+    assert phone.accounts[0].user == "1001"  # and so is everything else
+    sim = effective_config(local, server, simulated=True)
+    assert sim.sip.port == 5071  # ...but several simulators share one PC
+
+
+def test_ignored_phone_local_settings_are_reported(tmp_path: Path, runtime: Runtime) -> None:
+    client = make_client(tmp_path, runtime)
+    client.handle_config(ConfigReply(False, '"2-h"', 2, provisioned("1001", 2) | HOSTILE))
+    [event] = events(client)
+    assert event["type"] == "config_applied"
+    for key in ("board.serial_console", "sip.tls_key_file", "audio.playback", "sip.bind_address"):
+        assert key in event["detail"], event
+    assert "sip.port" not in event["detail"]
