@@ -20,11 +20,19 @@ from typing import Any
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
-from firmware.config import ConfigError, PhoneConfig, parse_config
+from firmware.config import (
+    PHONE_LOCAL_KEYS,
+    PHONE_LOCAL_SECTIONS,
+    ConfigError,
+    PhoneConfig,
+    parse_config,
+)
 from provisioning.crypto import KeyRing
 from provisioning.models import Device, FleetDefaults, Group, Line, Template
 
-LOCAL_SECTIONS = ("provisioning", "control")
+LOCAL_SECTIONS = PHONE_LOCAL_SECTIONS
+# Keys naming the phone's own addresses, devices and files (firmware.config.PHONE_LOCAL_KEYS).
+LOCAL_KEYS = PHONE_LOCAL_KEYS
 # Set through lines (passwords encrypted), never through settings.
 SERVER_MANAGED = ("accounts",)
 MAX_GROUP_DEPTH = 32
@@ -53,6 +61,12 @@ def validate_settings(partial: dict[str, Any], where: str = "settings") -> dict[
         if key in partial:
             hint = "manage SIP accounts as lines" if key == "accounts" else "it stays on the phone"
             raise SettingsError(f"{where}.{key}: cannot be set by the server ({hint})")
+    for section, key in LOCAL_KEYS:
+        if isinstance(partial.get(section), dict) and key in partial[section]:
+            raise SettingsError(
+                f"{where}.{section}.{key}: cannot be set by the server (it names the phone's own"
+                " address, device or file; it stays on the phone)"
+            )
     try:
         parse_config(partial, where)
     except ConfigError as exc:
@@ -234,6 +248,9 @@ def render_device(
     settings["accounts"] = [line_account(line, keys) for line in lines]
     for section in LOCAL_SECTIONS:
         settings.pop(section, None)
+    for section, key in LOCAL_KEYS:  # stored before the server refused them: never served
+        if isinstance(settings.get(section), dict):
+            settings[section].pop(key, None)
     config: PhoneConfig = parse_config(settings, f"device {device.id}")
     data = config.model_dump(mode="json", exclude=set(LOCAL_SECTIONS))
     body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")

@@ -21,7 +21,13 @@ from provisioning.models import (
     StatusReport,
     utcnow,
 )
-from provisioning.render import LOCAL_SECTIONS, SERVER_MANAGED, fleet_defaults, group_chain
+from provisioning.render import (
+    LOCAL_KEYS,
+    LOCAL_SECTIONS,
+    SERVER_MANAGED,
+    fleet_defaults,
+    group_chain,
+)
 from provisioning.web.liveness import (
     DEFAULT_POLL_INTERVAL_S,
     device_not_seen_after,
@@ -213,6 +219,8 @@ def settable_defaults() -> dict[str, Any]:
     defaults = PhoneConfig().model_dump(mode="json")
     for section in (*LOCAL_SECTIONS, *SERVER_MANAGED):
         defaults.pop(section, None)
+    for section, key in LOCAL_KEYS:
+        defaults[section].pop(key, None)
     return flatten(defaults)
 
 

@@ -176,3 +176,20 @@ def test_inherited_settings_cache_follows_every_change(db: Session, keys: KeyRin
         ]
         == "eu"
     )
+
+
+def test_phone_local_keys_stored_before_are_never_rendered(db: Session, keys: KeyRing) -> None:
+    device = ops.add_device(db, ACTOR, "b8:27:eb:00:00:02")
+    # stored by a server that did not refuse them yet (or a hand-edited database)
+    device.settings = {
+        "board": {"serial_console": "socket://203.0.113.7:4444", "display_rotate": 2},
+        "sip": {"tls_key_file": "/etc/shadow", "codecs": ["PCMU"]},
+        "audio": {"playback": "file:'/data/offhook/phone.toml'"},
+    }
+    db.flush()
+    body = json.loads(render_device(db, device, keys).body)
+    assert body["board"]["serial_console"] == "" and body["board"]["display_rotate"] == 2
+    assert body["sip"]["tls_key_file"] == "" and body["sip"]["codecs"] == ["PCMU"]
+    assert body["audio"]["playback"] == "default"
+    with pytest.raises(SettingsError, match=r"board\.serial_console.*stays on the phone"):
+        validate_settings({"board": {"serial_console": "/dev/ttyS1"}})
