@@ -27,6 +27,7 @@ from provisioning.auth import SqliteCredentialReader
 from provisioning.crypto import KeyRing, load_key_ring
 from provisioning.db import Database
 from provisioning.errors import ApiError
+from provisioning.limits import BodyLimit
 from provisioning.notify import Notifier
 from provisioning.pg_credentials import PgCredentialReader
 from provisioning.private_files import private_directory
@@ -275,6 +276,8 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
         inflight=services.device_inflight,
         retry_after_s=settings.retry_after_s,
     )
+    # Outermost of ours: an oversized body is refused before anything else reads it.
+    app.add_middleware(BodyLimit)
     return app
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from provisioning.api.config_path import CONFIG_PATH, ConfigFastPath, config_reply_inline
+from provisioning.limits import body_limit, declared_length, too_large_body
 
 _CONFIG_URL = CONFIG_PATH.encode("ascii")
 
@@ -40,6 +41,8 @@ class _AnsweredInline:
 
 
 _ANSWERED = _AnsweredInline()
+_TIMEOUT_BODY = b'{"detail": "request not received in time", "code": "timeout"}'
+DEFAULT_READ_TIMEOUT_S = 60.0
 
 
 def find_fast_path(app: Any) -> ConfigFastPath | None:
@@ -55,11 +58,22 @@ def find_fast_path(app: Any) -> ConfigFastPath | None:
 
 class ConfigPollProtocol(HttpToolsProtocol):
     """Pass to uvicorn as ``http=`` (``offhook server`` does). Counts its inline answers in
-    ``inline_answers`` (per process), which tests and the benchmark read."""
+    ``inline_answers`` (per process), which tests and the benchmark read.
+
+    It also guards every request, inline or not: a body above the route's cap
+    (provisioning.limits) is refused with 413 from the headers (Content-Length) or as it streams
+    in (chunked), and a request whose headers and body have not all arrived within the read
+    timeout of its first byte gets 408; both close the connection. uvicorn itself only times
+    out idle keep-alive connections."""
 
     inline_answers = 0
     _fast_path: ConfigFastPath | None = None
     _scope_pending = False
+    _read_timeout_s = DEFAULT_READ_TIMEOUT_S
+    _deadline: asyncio.TimerHandle | None = None
+    _body_cap = 0
+    _body_seen = 0
+    _reading = False  # between a request's first byte and its last
     # Keep-alive after inline answers: uvicorn arms and cancels a timer per request; a poll
     # connection instead notes when it went idle and one timer per timeout period checks it.
     _idle_since: float | None = None
@@ -68,12 +82,86 @@ class ConfigPollProtocol(HttpToolsProtocol):
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._fast_path = find_fast_path(self.app)
+        if self._fast_path is not None:
+            self._read_timeout_s = float(self._fast_path.services.settings.request_read_timeout_s)
+        self._arm_deadline()  # the first request must arrive in time too
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        self._cancel_deadline()
         super().connection_lost(exc)
+
+    # --- read deadline and body caps ------------------------------------------------------------
+
+    def _arm_deadline(self) -> None:
+        if self._deadline is None and self._read_timeout_s > 0:
+            self._deadline = self.loop.call_later(self._read_timeout_s, self._read_timed_out)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _read_timed_out(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if not self._reading:  # nothing of a request arrived: no one to answer
+            self.transport.close()
+            return
+        self.logger.info("request not received within %.0f s: closing", self._read_timeout_s)
+        self._refuse(408, _TIMEOUT_BODY)
+
+    def _refuse(self, status: int, body: bytes) -> None:
+        """Answer ``status`` unless a response has begun, then close: the rest of the request
+        is never read, and the app (if it has the request) sees a disconnect."""
+        cycle = self.cycle
+        started = cycle is not None and getattr(cycle, "response_started", True)
+        if not started and not self.transport.is_closing():
+            out = [STATUS_LINE[status]]
+            for name, value in self.server_state.default_headers:
+                out += [name, b": ", value, b"\r\n"]
+            out += [
+                b"content-type: application/json\r\ncontent-length: ",
+                str(len(body)).encode(),
+                b"\r\nconnection: close\r\n\r\n",
+                body,
+            ]
+            self.transport.write(b"".join(out))
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._cancel_deadline()
+        self.transport.close()
+
+    def _body_too_large(self) -> bool:
+        """From the headers: the declared length above the route's cap (a route without a body
+        refuses chunked ones too). Sets the cap for on_body's count."""
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        self._body_cap = body_limit(path)
+        self._body_seen = 0
+        declared = declared_length(self.headers)
+        if declared is not None:
+            return declared > self._body_cap
+        chunked = any(name == b"transfer-encoding" for name, _ in self.headers)
+        return chunked and self._body_cap == 0
+
+    def on_body(self, body: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused: the parser still hands over what it had buffered
+        self._body_seen += len(body)
+        if self._body_seen > self._body_cap:
+            self._refuse(413, too_large_body(self._body_cap))
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._reading = False
+        self._cancel_deadline()
+        if not self.transport.is_closing():
+            super().on_message_complete()
 
     def _unset_keepalive_if_required(self) -> None:
         self._idle_since = None  # data arrived: not idle
@@ -106,8 +194,13 @@ class ConfigPollProtocol(HttpToolsProtocol):
         self.expect_100_continue = False
         self.headers = []
         self._scope_pending = True
+        self._reading = True
+        self._arm_deadline()
 
     def on_headers_complete(self) -> None:
+        if self._body_too_large():
+            self._refuse(413, too_large_body(self._body_cap))
+            return
         if self._answer_inline():
             return
         if self._scope_pending:

@@ -46,6 +46,9 @@ class ServerSettings:
     web_ui: bool = True  # mount provisioning.web (False: device + REST API only)
     # The fleet's poll interval: the "not seen" threshold for phones that do not report theirs.
     poll_interval_s: int = DEFAULT_POLL_INTERVAL_S
+    # A request's headers and body must arrive within this many seconds of its first byte (of
+    # the connection, for the first request): a client trickling bytes (slowloris) is cut off.
+    request_read_timeout_s: int = 60
     retention: RetentionDays = field(default_factory=RetentionDays)
 
     @property
@@ -111,5 +114,6 @@ def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
         migrate_on_start=env.get("OFFHOOK_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
         web_ui=env.get("OFFHOOK_WEB_UI", "1") not in ("0", "false", "no"),
         poll_interval_s=poll_interval_from_env(env),
+        request_read_timeout_s=_env_int(env, "OFFHOOK_REQUEST_READ_TIMEOUT_S", 60),
         retention=retention,
     )

@@ -253,3 +253,26 @@ def test_inline_answers_over_tls(fleet: tuple[object, dict[str, str]], tmp_path:
         answered_inline = ConfigPollProtocol.inline_answers - before
     assert over_tls == reference
     assert answered_inline == 8
+
+
+@pytest.mark.parametrize("protocol", [HttpToolsProtocol, ConfigPollProtocol])
+def test_oversized_bodies_get_413_on_the_asgi_path_and_in_the_parser(
+    fleet: tuple[object, dict[str, str]], protocol: type
+) -> None:
+    """uvicorn's own protocol (the ASGI path: provisioning.limits.BodyLimit) and ours (in the
+    parser): a declared or streamed body above the route's cap is refused with 413."""
+    app, _ = fleet
+    too_big = b"{" + b" " * (64 * 1024) + b"}"
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b" " * 4096
+
+    with RunningServer(app, protocol) as server, server.client() as client:
+        declared = client.post("/api/v1/device/enroll", content=too_big)
+        assert declared.status_code == 413 and declared.json()["code"] == "too_large"
+        assert declared.headers["connection"] == "close"
+        streamed = client.post("/api/v1/device/enroll", content=chunks())
+        assert streamed.status_code == 413 and streamed.json()["code"] == "too_large"
+        small = client.post("/api/v1/device/enroll", json={"mac": "nope"})
+        assert small.status_code == 422

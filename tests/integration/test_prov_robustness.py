@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from tests.fixtures.postgres import postgres_cluster  # noqa: F401 (fixture)
 from tests.fixtures.provisioning_server import (  # noqa: F401 (fixture)
     ProvisioningServer,
     provisioning_server,
+    sqlite_provisioning_server,
 )
 
 pytestmark = pytest.mark.integration
@@ -234,3 +236,75 @@ def _csrf(html: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert match, "page has no CSRF token"
     return match.group(1)
+
+
+def _raw_exchange(server: ProvisioningServer, head: bytes, body_chunks: int = 0) -> bytes:
+    """Send ``head``, then up to ``body_chunks`` 64 KiB chunks while the server reads; return
+    everything it answered before closing the connection."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(head)
+        chunk = b"x" * 65536
+        for _ in range(body_chunks):
+            try:
+                sock.sendall(b"10000\r\n" + chunk + b"\r\n" if b"chunked" in head else chunk)
+            except OSError:  # the server closed the connection: it stopped reading
+                break
+        received = b""
+        while True:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            received += data
+        return received
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(
+    sqlite_provisioning_server: ProvisioningServer,
+) -> None:
+    """A 200 MB enrolment body used to be read whole (the server grew by 600 MB). Declared or
+    chunked, a body above the route's cap gets 413 and the connection is closed; the server's
+    memory does not grow with what the client sends."""
+    server = sqlite_provisioning_server
+    rss_before = _rss_kib(server)
+    enroll = b"POST /api/v1/device/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    declared = _raw_exchange(server, enroll + b"Content-Length: 209715200\r\n\r\n", body_chunks=8)
+    assert declared.startswith(b"HTTP/1.1 413 "), declared[:200]
+    assert b"too_large" in declared and b"connection: close" in declared.lower()
+    chunked = _raw_exchange(server, enroll + b"Transfer-Encoding: chunked\r\n\r\n", 3200)
+    assert chunked.startswith(b"HTTP/1.1 413 "), chunked[:200]
+    config = b"GET /api/v1/device/config HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert _raw_exchange(server, config, 1600).startswith(b"HTTP/1.1 413 ")
+    assert _rss_kib(server) - rss_before < 50 * 1024  # far below the 200 MB offered
+    # Within the cap, the same route still works.
+    token = server.enrollment_token()
+    assert server.enroll_request("b8:27:eb:00:10:01", token).status_code == 202
+
+
+def test_half_sent_requests_time_out(tmp_path: Path) -> None:
+    """Headers or body trickled in (slowloris), or nothing sent at all: the server answers 408
+    (or just closes an empty connection) once the read timeout has passed."""
+    server = ProvisioningServer(tmp_path, env={"OFFHOOK_REQUEST_READ_TIMEOUT_S": "2"})
+    server.start()
+    try:
+        partial_head = b"POST /api/v1/device/enroll HTTP/1.1\r\nHost: x\r\nContent-Le"
+        partial_body = (
+            b"POST /api/v1/device/enroll HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"mac": '
+        )
+        for head in (partial_head, partial_body):
+            answer = _raw_exchange(server, head)  # returns when the server closes
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert _raw_exchange(server, b"") == b""  # an idle connection is closed too
+        token = server.enrollment_token()  # complete requests are unaffected
+        assert server.enroll_request("b8:27:eb:00:11:01", token).status_code == 202
+    finally:
+        server.stop()
+
+
+def _rss_kib(server: ProvisioningServer) -> int:
+    assert server._process is not None
+    status = Path(f"/proc/{server._process.pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
