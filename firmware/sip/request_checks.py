@@ -160,6 +160,11 @@ def _library() -> ctypes.CDLL:
              c_void_p, c_void_p],
         ),
         "pj_sockaddr_in_init": (c_int, [c_void_p, c_void_p, c_uint16]),
+        "pjsip_tpmgr_acquire_transport": (
+            c_int, [c_void_p, c_int, c_void_p, c_int, c_void_p, POINTER(c_void_p)],
+        ),
+        "pjsip_transport_dec_ref": (c_int, [c_void_p]),
+        "pjsip_transport_shutdown": (c_int, [c_void_p]),
     }  # fmt: skip
     for name, (restype, argtypes) in signatures.items():
         function = getattr(lib, name)
@@ -274,6 +279,7 @@ class RequestChecks:
         self._tpmgr = 0
         self._msg_info_offset: int | None = None  # offset of msg_info in pjsip_rx_data
         self._layout_failed = False
+        self._udp_transport = 0  # never shut down: it is the phone's SIP socket
         self._keep: list[object] = []  # ctypes objects pjsip points at
         self._modules: list[_PjsipModule] = []
         self._drop_callback = _DROP_CALLBACK(self._on_dropped)
@@ -298,11 +304,29 @@ class RequestChecks:
                 raise RuntimeError(f"request checks: module registration failed status={status}")
             self._modules.append(module)
         self._tpmgr = self._lib.pjsip_endpt_get_tpmgr(self._endpt) or 0
+        self._udp_transport = self._find_udp_transport()
         if self._tpmgr:
             self._lib.pjsip_tpmgr_set_drop_data_cb(
                 self._tpmgr, ctypes.cast(self._drop_callback, c_void_p)
             )
         log.info("request checks installed")
+
+    def _find_udp_transport(self) -> int:
+        """The UDP transport, as pjsip hands it out for any destination (0 if none)."""
+        if not self._tpmgr:
+            return 0
+        address = ctypes.create_string_buffer(32)
+        host, host_buffer = _pj_str(b"127.0.0.1")
+        self._lib.pj_sockaddr_in_init(address, ctypes.byref(host), 9)
+        transport = c_void_p()
+        status = self._lib.pjsip_tpmgr_acquire_transport(
+            self._tpmgr, _TRANSPORT_TYPES["UDP"], address, 16, None, ctypes.byref(transport)
+        )
+        del host_buffer
+        if status != 0 or not transport.value:
+            return 0
+        self._lib.pjsip_transport_dec_ref(transport)
+        return transport.value
 
     def uninstall(self) -> None:
         """Unregister before libDestroy (pjsip would otherwise call into freed objects)."""
@@ -417,10 +441,18 @@ class RequestChecks:
             if not msg:
                 return 0
             method = self._method(msg)
-            if len(self._headers(msg, _H_CONTENT_LENGTH)) > 1:
+            lengths = self._headers(msg, _H_CONTENT_LENGTH)
+            if len(lengths) > 1:
                 if method != "ACK":
                     self._respond(rdata, 400, "Bad Request: more than one Content-Length")
                 log.info("request refused method=%s code=400 why=duplicate-content-length", method)
+                transport = _read_pointer(rdata + 8)  # rdata->tp_info.transport
+                values = {h.partition(":")[2].strip() for h in lengths}
+                if len(values) > 1 and transport and transport != self._udp_transport:
+                    # On a stream, differing lengths leave the framing of what follows unknown
+                    # (pjsip frames with the first, parses with the last): close it.
+                    self._lib.pjsip_transport_shutdown(transport)
+                    log.info("connection closed why=conflicting-content-length")
                 return 1
             cseq = self._headers(msg, _H_CSEQ)
             cseq_method = cseq[0].split()[-1].upper() if cseq and cseq[0].split() else ""

@@ -114,7 +114,13 @@ CASES = {
     ),
     "sip-version-505": Case(sipp_request("OPTIONS", version="SIP/3.0"), 505),
 }
-TCP_CASES = ["register-405", "unknown-method-501", "cseq-not-a-number-400"]
+TCP_CASES = [
+    "register-405",
+    "unknown-method-501",
+    "options-require-420",
+    "invite-two-content-lengths-400",
+    "cseq-not-a-number-400",
+]
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -193,6 +199,32 @@ def test_tcp_request_without_content_length_gets_400_and_connection_stays(phone:
         assert sock.recv(65535).decode().startswith("SIP/2.0 400 ")
         sock.sendall(raw_request(port, local, "TCP"))  # the same connection still serves
         assert sock.recv(65535).decode().startswith("SIP/2.0 200 ")
+
+
+def test_conflicting_content_lengths_close_a_tcp_connection_but_not_udp(phone: Phone) -> None:
+    # On a stream the framing after two different lengths is unknown: the connection goes.
+    engine, _ = phone
+    conflicting = "Content-Length: 5\r\nContent-Length: 0"
+    port = engine.ports["tcp"]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        local = sock.getsockname()[1]
+        sock.sendall(raw_request(port, local, "TCP", cl=False).replace(
+            b"\r\n\r\n", f"\r\n{conflicting}\r\n\r\nhello".encode()))  # fmt: skip
+        received = b""
+        while chunk := sock.recv(65535):  # until the phone closes the connection
+            received += chunk
+    assert received.decode().startswith("SIP/2.0 400 ")
+    port = engine.ports["udp"]  # the UDP socket is the phone's own: it must stay
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(10)
+        local = udp.getsockname()[1]
+        bad = raw_request(port, local, "UDP", cl=False).replace(
+            b"\r\n\r\n", f"\r\n{conflicting}\r\n\r\nhello".encode())  # fmt: skip
+        udp.sendto(bad, ("127.0.0.1", port))
+        assert udp.recv(65535).decode().startswith("SIP/2.0 400 ")
+        udp.sendto(raw_request(port, local, "UDP"), ("127.0.0.1", port))
+        assert udp.recv(65535).decode().startswith("SIP/2.0 200 ")
 
 
 def test_phone_registers_and_calls_after_the_torture(
