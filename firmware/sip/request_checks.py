@@ -399,7 +399,7 @@ class RequestChecks:
     # --- answering -----------------------------------------------------------------------------
 
     def _respond(self, rdata: int, code: int, reason: str = "", **headers: str) -> None:
-        """A stateless response with extra headers (name -> value; "" copies the capability)."""
+        """A stateless response, with extra headers given as name=value."""
         pool = self._lib.pjsip_endpt_create_pool(self._endpt, b"offhook-checks", 512, 512)
         if not pool:
             return
@@ -532,10 +532,14 @@ class RequestChecks:
 def install_request_checks() -> RequestChecks | None:
     """Install on the running library; None (logged) if pjsip refuses: the phone still works,
     it only leaves those requests unanswered as pjsip alone does."""
-    checks = RequestChecks()
+    try:
+        checks = RequestChecks()  # AttributeError: a pjsip function the library lacks
+    except (OSError, AttributeError) as exc:
+        log.error("request checks not installed error=%s", exc)
+        return None
     try:
         checks.install()
-    except (OSError, AttributeError, RuntimeError) as exc:
+    except RuntimeError as exc:
         log.error("request checks not installed error=%s", exc)
         checks.uninstall()
         return None
