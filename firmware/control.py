@@ -211,6 +211,9 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http " + format % args)
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        # reads left the socket with what remained of the request's deadline: give the answer
+        # a full period of its own (a client that never reads it is cut off then)
+        self.connection.settimeout(self.server.request_timeout_s)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
