@@ -31,6 +31,15 @@ RUNTIME_TIMEOUT_S = 5.0
 # A request (and the wait for it on a kept-alive connection) must arrive whole within this; a
 # client that trickles bytes (slowloris) or goes quiet is cut off so it cannot pin a thread.
 REQUEST_TIMEOUT_S = 10.0
+# Connections served at once (a thread each); more are answered 503 at once and closed, so a
+# flood of slow clients cannot make the phone start thread after thread.
+MAX_CONNECTIONS = 32
+_BUSY_BODY = b'{"error": "too many connections; try again", "status": 503}'
+_BUSY_REPLY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
+    % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 class ControlError(Exception):
@@ -376,12 +385,14 @@ class ControlServer(ThreadingHTTPServer):
         token: str,
         actions: PhoneActions,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         check_exposure(listen, token)
         host, port = split_listen(listen)
         self.token = token
         self.actions = actions
         self.request_timeout_s = request_timeout_s
+        self._slots = threading.BoundedSemaphore(max_connections)
         try:
             super().__init__((host, port), _Handler)
         except OSError as exc:  # e.g. another phone (or simulator) already listens there
@@ -391,6 +402,28 @@ class ControlServer(ThreadingHTTPServer):
     @property
     def port(self) -> int:
         return int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("control API busy; connection refused", extra=kv(client=client_address[0]))
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY_REPLY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def start(self) -> None:
         self._thread = threading.Thread(

@@ -267,3 +267,25 @@ def test_a_chunked_body_is_refused_and_the_connection_closed(strict_api) -> None
         )
         data, _ = read_until_closed(sock, limit_s=0.9)
     assert data.startswith(b"HTTP/1.1 411 "), data
+
+
+def test_connections_beyond_the_limit_get_503_at_once() -> None:
+    runtime = Runtime(Phone(parse_config({})))
+    runtime.start()
+    actions = PhoneActions(runtime, png_renderer(128, 64))
+    server = ControlServer("127.0.0.1:0", TOKEN, actions, max_connections=3)
+    server.start()
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+    try:
+        # each idle connection holds a slot until the request deadline; the next one is refused
+        status, body = Client(server.port).get("/api/v1/state")
+        assert status == 503 and "too many connections" in body["error"]
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while (status := Client(server.port).get("/api/v1/state")[0]) != 200:  # slots come back
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    server.stop()
+    runtime.stop()
