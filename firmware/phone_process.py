@@ -24,6 +24,7 @@ from typing import Any
 from firmware import events as ev
 from firmware.config import ConfigError, PhoneConfig, load_config
 from firmware.logs import kv, setup_logging
+from firmware.supervisor import PREVIOUS_EXIT_ENV
 
 log = logging.getLogger("offhook.phone")
 
@@ -271,6 +272,8 @@ class PhoneProcess:
         from firmware.sip.engine import SipEngine
 
         self.local_config = config
+        # how the phone process before this one ended, as the supervisor saw it ("" if first)
+        self.previous_exit = os.environ.get(PREVIOUS_EXIT_ENV, "")
         self.simulated = board_kind == "emulated"  # keeps its SIP port local (see config.py)
         self.provisioning: Any = None
         if config.provisioning.url:
@@ -284,6 +287,7 @@ class PhoneProcess:
                 status=self.status_report,
                 # the check-sync NOTIFY listener lives where SIP does
                 notify_host=config.sip.bind_address or "0.0.0.0",
+                previous_exit=self.previous_exit,
             )
             # boot with the last config the server gave us (accounts etc.), if any
             config = effective_config(config, self.provisioning.cached_config(), self.simulated)
@@ -364,6 +368,7 @@ class PhoneProcess:
             "name": self.config.device.name,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 1),
+            "previous_exit": self.previous_exit,
             "sip_ports": self.engine.ports,
             "audio": self.audio.stats,
         }
@@ -411,6 +416,7 @@ class PhoneProcess:
                 accounts=len(self.config.accounts),
                 control=self.config.control.listen,
                 sip_ports=self.engine.ports,
+                previous_exit=self.previous_exit,
             ),
         )
 

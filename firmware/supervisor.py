@@ -32,6 +32,9 @@ ChildArgv = Callable[[int], list[str]]  # heartbeat fd -> the command line of th
 # The phone's exit statuses for "could not start": a config it refuses (2) or a set-up/start
 # failure (firmware.phone_process.EXIT_START_FAILED); the phone printed the reason on stderr.
 START_FAILED_CODES = (2, 78)
+# Tells a restarted phone how its predecessor ended ("hung, returncode -9"), so a config whose
+# apply it interrupted can be reported to the server with that cause.
+PREVIOUS_EXIT_ENV = "OFFHOOK_PREVIOUS_EXIT"
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class Supervisor:
         beat_r, beat_w = os.pipe()
         try:
             argv = self.child_argv(beat_w)
-            proc = subprocess.Popen(argv, pass_fds=(beat_w,), env=self.env)
+            proc = subprocess.Popen(argv, pass_fds=(beat_w,), env=self._child_env())
         finally:
             os.close(beat_w)
         self._proc = proc
@@ -173,6 +176,14 @@ class Supervisor:
         run.ended = time.monotonic()
         run.returncode = proc.returncode
         return run
+
+    def _child_env(self) -> dict[str, str] | None:
+        previous = self.state.runs[-1] if self.state.runs else None
+        if previous is None:
+            return self.env
+        env = dict(os.environ if self.env is None else self.env)
+        env[PREVIOUS_EXIT_ENV] = describe_exit(previous)
+        return env
 
     def _watch(self, proc: subprocess.Popen[bytes], run: ChildRun, beat_r: int) -> None:
         last_beat: float | None = None
@@ -260,6 +271,25 @@ class Supervisor:
         if self._tty_attrs is not None:
             with contextlib.suppress(termios.error, OSError):
                 termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, self._tty_attrs)
+
+
+def describe_exit(run: ChildRun) -> str:
+    """How a phone process ended, in words for a log line or a report to the server."""
+    code = run.returncode
+    how = {
+        "hung": "was killed after its heartbeats stopped (a hung loop)",
+        "no_heartbeat_at_start": "was killed: no heartbeat within the start-up limit",
+        "start_failed": f"could not start (exit {code})",
+        "stopped": "was stopped",
+    }.get(run.reason)
+    if how is not None:
+        return how
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def _save_tty() -> list | None:

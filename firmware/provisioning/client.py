@@ -108,6 +108,7 @@ class ProvisioningClient:
         *,
         notify_host: str = "0.0.0.0",
         backoff: Backoff | None = None,
+        previous_exit: str = "",
     ) -> None:
         if not settings.url:
             raise ValueError("provisioning.url is empty: nothing to provision from")
@@ -133,6 +134,7 @@ class ProvisioningClient:
             settings.poll_interval_s, credential.device_id if credential else identity.mac
         )
         self._notify_host = notify_host
+        self._previous_exit = previous_exit  # how the last phone process ended, if known
         self.listener: CheckSyncListener | None = None
         self.state = "enrolled" if credential else "unenrolled"
         self.last_error = ""
@@ -232,11 +234,10 @@ class ProvisioningClient:
         interrupted = self.store.interrupted_apply()
         if interrupted and interrupted.attempts >= MAX_APPLY_ATTEMPTS:
             self.store.reject(interrupted.etag)
-            self._event(
-                "config_rolled_back",
-                interrupted.revision,
-                f"apply interrupted {interrupted.attempts} times (phone restarted meanwhile)",
-            )
+            detail = f"apply interrupted {interrupted.attempts} times (phone restarted meanwhile)"
+            if self._previous_exit:
+                detail += f"; the last phone process {self._previous_exit}"
+            self._event("config_rolled_back", interrupted.revision, detail)
         lkg = self.store.last_known_good()
         if lkg is None:
             log.info("no cached provisioned config yet")

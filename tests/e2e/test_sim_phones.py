@@ -154,3 +154,14 @@ def test_incoming_call_from_baresip_rings_with_caller_id(
         alice.client.hook(False)
         peer.wait_event("CALL_CLOSED", timeout=15)
     alice.wait_for(idle, what="idle")
+
+
+def test_a_restarted_phone_says_how_the_one_before_ended(pair, phone_logs_on_failure) -> None:
+    alice, _ = pair
+    phone_logs_on_failure.append(alice)
+    before = alice.wait_registered()["device"]["pid"]
+    os.kill(before, signal.SIGKILL)
+    after = alice.wait_for(
+        lambda s: s["device"]["pid"] != before, timeout=30, what="a new phone process"
+    )
+    assert after["device"]["previous_exit"] == "was killed by SIGKILL"

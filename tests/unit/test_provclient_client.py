@@ -256,3 +256,31 @@ def test_ignored_phone_local_settings_are_reported(tmp_path: Path, runtime: Runt
     for key in ("board.serial_console", "sip.tls_key_file", "audio.playback", "sip.bind_address"):
         assert key in event["detail"], event
     assert "sip.port" not in event["detail"]
+
+
+def test_an_interrupted_apply_is_reported_with_how_the_phone_died(
+    tmp_path: Path, runtime: Runtime, started: list
+) -> None:
+    seed_lkg(tmp_path)
+    store = ConfigStore(tmp_path / "state" / "config")
+    crashy = StoredConfig('"4-crash"', 4, parse_config(provisioned("1004", 4)))
+    store.begin_apply(crashy)
+    store.begin_apply(crashy)
+    settings = ProvisioningSettings(url=f"http://127.0.0.1:{closed_port()}", poll_interval_s=10)
+    client = ProvisioningClient(
+        settings,
+        tmp_path / "state",
+        IDENTITY,
+        runtime.apply,
+        lambda: {"lines": []},
+        notify_host="127.0.0.1",
+        previous_exit="was killed by SIGSEGV",  # what the supervisor saw
+    )
+    started.append(client)
+    client.start()
+    assert runtime.event.wait(10)
+    client.stop()
+    [event] = events(client)
+    assert event["type"] == "config_rolled_back"
+    assert "interrupted 2 times" in event["detail"]
+    assert "the last phone process was killed by SIGSEGV" in event["detail"]

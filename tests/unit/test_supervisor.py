@@ -243,3 +243,25 @@ def test_phone_that_cannot_start_is_retried_with_a_pause(tmp_path: Path) -> None
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(gap >= 0.5 for gap in gaps), gaps  # never the immediate first restart
     assert {r.reason for r in sup.state.runs[:2]} == {"start_failed"}  # the last one: stopped
+
+
+def test_a_restarted_phone_learns_how_its_predecessor_ended(tmp_path: Path) -> None:
+    from firmware.supervisor import PREVIOUS_EXIT_ENV
+
+    seen = tmp_path / "seen"
+    seen.touch()
+    code = (
+        "import os, signal\n"
+        f"with open({str(seen)!r}, 'a') as fh:\n"
+        f"    fh.write(os.environ.get({PREVIOUS_EXIT_ENV!r}, '-') + '\\n')\n"
+        "os.kill(os.getpid(), signal.SIGSEGV)\n"  # as a crash in the C library would
+    )
+    sup = Supervisor(lambda _fd: [sys.executable, "-c", code], FAST, Notifier(environ={}))
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)
+    thread.start()
+    wait_for(lambda: len(seen.read_text().splitlines()) >= 2)
+    stop(sup, thread, result)
+    first, second = seen.read_text().splitlines()[:2]
+    assert first == "-"  # the first phone has no predecessor
+    assert second == "was killed by SIGSEGV"
