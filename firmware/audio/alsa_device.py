@@ -14,6 +14,7 @@ to pace it by the wall clock.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import logging
@@ -73,6 +74,8 @@ def route_alsa_lib_errors_to_log() -> None:
             log.debug("alsa-lib error handler not set error=%r", str(exc))
             return
         _installed_handler = handler  # must outlive every call alsa-lib makes to it
+        # and alsa-lib must not call into Python once the interpreter is going away
+        atexit.register(library.snd_lib_error_set_handler, None)
 
 
 def open_failure_hint() -> str:
