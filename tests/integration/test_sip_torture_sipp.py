@@ -83,6 +83,9 @@ class Case:
 CASES = {
     "register-405": Case(sipp_request("REGISTER"), 405, "Allow", r"\bINVITE\b"),
     "publish-405": Case(sipp_request("PUBLISH", "Event: presence"), 405, "Allow", r"\bBYE\b"),
+    "info-405": Case(sipp_request("INFO"), 405, "Allow", r"\bINVITE\b"),
+    "refer-405": Case(sipp_request("REFER", "Refer-To: <sip:1002@[remote_ip]>"), 405),
+    "bye-outside-a-dialog-481": Case(sipp_request("BYE"), 481),
     "unknown-method-501": Case(sipp_request("FROB"), 501),
     "notify-unknown-event-489": Case(sipp_request("NOTIFY", "Event: x-offhook-none"), 489),
     "options-require-420": Case(
