@@ -230,7 +230,11 @@ class _Core:
         assert self.ep is not None
         self.ep.libHandleEvents(ms)
         if self.graveyard:
-            self.graveyard.clear()
+            # pjsua2's ~Call clears the user data of its call slot and hangs up whatever call is
+            # active there. pjsua may already have given the slot of a call that just ended to
+            # a new one (a burst of INVITEs reuses its few slots at once): such a wrapper waits
+            # until that slot is idle, or it would hang up and orphan the new call.
+            self.graveyard = [call for call in self.graveyard if call.isActive()]
         if self.clock_on and not self.calls:
             self.stop_clock()
         if self.port is not None and not self.clock_on:
