@@ -36,6 +36,7 @@ class Call:
     held_remotely: bool = False
     transferred: bool = False  # we sent REFER for it
     transfer_to: int | None = None  # attended transfer: our call to the target
+    takes_over: int | None = None  # adopted call that replaces this call once answered
     forwarded_to: str = ""
 
     @property

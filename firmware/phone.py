@@ -619,6 +619,8 @@ class Phone:
         elif ev.state is CallState.CONFIRMED:
             if call.answer is None:
                 call.answer = self._now
+            if call.takes_over is not None and call.takes_over == self._active:
+                self._take_over(call, out)
             if call.id == self._active:
                 out.append(StopTone())
         elif ev.state is CallState.DISCONNECTED:
@@ -656,7 +658,10 @@ class Phone:
             ev.status_code,
             outcome.disposition,
         )
-        if call.id == self._active:
+        successor = next((c for c in self._calls.values() if c.takes_over == call.id), None)
+        if call.id == self._active and successor is not None:
+            self._take_over(successor, out)  # the transferor hung up before the target answered
+        elif call.id == self._active:
             self._active = None
             self._after_active_gone(out, outcome)
         elif not self._calls and self._pending is None and self._alerting is None:
@@ -686,21 +691,30 @@ class Phone:
             ev.remote_uri,
         )
         replaced = self._calls.get(ev.replaces) if ev.replaces >= 0 else None
-        takes_over = replaced is not None and replaced.id == self._active
         idle_handset = self._active is None and self._alerting is None and self._pending is None
-        if takes_over or idle_handset:
-            # The new call is the one the handset talks to now (the old leg ends by itself).
-            self._active = call.id
-            self._notice = ("", "")
-            if self._mode not in ("calls", "browse", "menu"):
-                out.append(StopTone())
-                for name in (T_OFFHOOK, T_INTERDIGIT, T_HOWLER):
-                    self._cancel_timer(name, out)
-                self._digits = ""
-                self._mode = "calls"
+        if replaced is not None and replaced.id == self._active:
+            # It takes the handset over from the call it came from once it is answered (or that
+            # call ends first); if it fails, the old call is still there.
+            call.takes_over = replaced.id
+        elif idle_handset:
+            self._take_over(call, out)
         elif ev.state is not CallState.DISCONNECTED:
             self._put_on_hold(call, out)  # the handset is busy with another call
         return call
+
+    def _take_over(self, call: Call, out: list[Command]) -> None:
+        """An adopted call becomes the one the handset talks to."""
+        call.takes_over = None
+        self._active = call.id
+        self._notice = ("", "")
+        if self._mode not in ("calls", "browse", "menu"):
+            out.append(StopTone())
+            for name in (T_OFFHOOK, T_INTERDIGIT, T_HOWLER):
+                self._cancel_timer(name, out)
+            self._digits = ""
+            self._mode = "calls"
+        if call.state is CallState.EARLY and call.direction == "outgoing":
+            out.append(PlayTone(Tone.RINGBACK))
 
     def _on_transfer_status(self, ev: TransferStatus, out: list[Command]) -> None:
         call = self._calls.get(ev.call_id)

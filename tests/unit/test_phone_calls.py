@@ -19,6 +19,7 @@ from firmware.events import (
     Hold,
     HookChanged,
     KeyPressed,
+    PlayTone,
     RecordCall,
     Redirect,
     Reject,
@@ -26,6 +27,7 @@ from firmware.events import (
     SetRinger,
     StartTimer,
     TimerFired,
+    Tone,
     Transfer,
     TransferStatus,
     Unhold,
@@ -72,6 +74,36 @@ def test_call_started_by_a_refer_is_adopted_shown_ended_by_the_handset_and_recor
     ]
     d(CallStateChanged(1, CallState.DISCONNECTED, 200))
     assert warnings_of(phone_warnings) == []
+
+
+def refer_call(call_id: int, state: CallState, status: int = 0) -> CallStateChanged:
+    """pjsua's report of the call it places for a REFER that arrived on call 0."""
+    return CallStateChanged(call_id, state, status, "", "sip:3005@pbx.example",
+                            direction="outgoing", replaces=0)  # fmt: skip
+
+
+def test_refer_call_that_fails_leaves_the_transferor_call_on_the_handset() -> None:
+    d = Driver()
+    talk(d, "2001", call_id=0)
+    d(refer_call(1, CallState.CALLING))
+    d(refer_call(1, CallState.EARLY, 180))
+    assert d.lines[0] == "2001"  # still the call we talk on until the new one is answered
+    d(refer_call(1, CallState.DISCONNECTED, 486))
+    assert d.phone.screen.kind == "talking" and d.lines[0] == "2001"
+    assert not d.of(PlayTone)
+    d(HookChanged(False))
+    assert Hangup(0) in d.out
+    assert [(r.call_id, r.disposition) for r in d.recorded] == [(1, "busy"), (0, "answered")]
+
+
+def test_transferor_hanging_up_first_hands_the_handset_to_the_ringing_refer_call() -> None:
+    d = Driver()
+    talk(d, "2001", call_id=0)
+    d(refer_call(1, CallState.EARLY, 180))
+    d(CallStateChanged(0, CallState.DISCONNECTED, 200))
+    assert PlayTone(Tone.RINGBACK) in d.out and d.lines[:2] == ("Ringing", "3005")
+    d(refer_call(1, CallState.CONFIRMED, 200))
+    assert d.phone.screen.kind == "talking" and d.lines[0] == "3005"
 
 
 def test_incoming_call_with_replaces_takes_over_the_call_it_replaces() -> None:
