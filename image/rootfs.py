@@ -325,16 +325,29 @@ def install_firmware(
             what="apt-get purge build packages",
             log_to=log_to,
         )
-        # Byte code with hash-based invalidation: reproducible, and valid on a read-only root.
-        # -f: venv creation already left timestamp-based .pyc files for pip and setuptools.
-        chroot(
-            tree,
-            ["python3", "-m", "compileall", "-q", "-f", "-j", "0",
-             "--invalidation-mode", "unchecked-hash", venv],
-            what="compileall",
-            log_to=log_to,
-        )  # fmt: skip
+        if not host_can_compile_for(tree):
+            chroot(tree, [*COMPILEALL, venv], what="compileall", log_to=log_to)
+    if host_can_compile_for(tree):
+        # Same byte code as the tree's own interpreter writes (same Python minor version, hash
+        # based: no mtimes), without emulating it: 9 s instead of 96 s for the rpi venv.
+        run([sys.executable, "-m", *COMPILEALL[2:], "-s", str(tree), "-p", "/",
+             str(tree / venv.lstrip("/"))], what="compileall (host)", log_to=log_to)  # fmt: skip
     shutil.rmtree(stage)
+
+
+# Byte code with hash-based invalidation: reproducible, and valid on a read-only root.
+# -f: venv creation already left timestamp-based .pyc files for pip and setuptools.
+COMPILEALL = ("python3", "-m", "compileall", "-q", "-f", "-j", "0",
+              "--invalidation-mode", "unchecked-hash")  # fmt: skip
+
+
+def host_can_compile_for(tree: Path) -> bool:
+    """True when the host's CPython writes the byte code the tree's python3 reads: .pyc files
+    depend on the Python minor version (magic number, marshal format), not on the CPU."""
+    target = tree / "usr/bin/python3"
+    if sys.implementation.name != "cpython" or not target.is_symlink():
+        return False
+    return os.readlink(target) == f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def package_versions(tree: Path) -> dict[str, str]:
