@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import CallIncoming, TransferStatus
+from firmware.events import CallIncoming, CallMediaChanged, TransferStatus
 from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.phone_rig import PhoneRig, running_phone
 from tests.fixtures.sip_phone import account, phone_config
@@ -90,9 +90,14 @@ def test_refused_refer_shows_transfer_failed_and_the_call_can_be_resumed(
         )
         assert snap["screen"][1] == "603 Decline"
         assert snap["calls"][0]["state"] == "held"
+        mark = rig.events.mark()
         rig.press("hold")  # resume: a re-INVITE SIPp expects
         rig.wait_until(
             lambda s: s["calls"] and s["calls"][0]["state"] == "confirmed", what="resumed"
+        )
+        # the re-INVITE is answered (SIPp wants its ACK before the BYE)
+        rig.events.wait_for(
+            lambda e: isinstance(e, CallMediaChanged) and not e.held_locally, start=mark
         )
         rig.hook(False)
         assert sipp.wait() == 0, sipp.report()
