@@ -73,7 +73,12 @@ def test_boots_to_registered_phone_and_keeps_its_identity(built: Path, tmp_path:
     assert call is not None and call.codec
     assert call.phone_tone_share >= 0.5, "baresip did not hear the phone's microphone tone"
     assert call.peer_tone_share >= 0.5, "the phone's line out did not play the far end"
-    assert "snd_hda_codec_generic" in console.read_text(errors="replace")
+    text = console.read_text(errors="replace")
+    assert "snd_hda_codec_generic" in text
+    # The card paces both streams (alsa-lib reports it): no wall-clock pacing, no 'stalled' xruns.
+    for direction in ("playback", "capture"):
+        assert f"audio device clocked device=default direction={direction}" in text
+    assert "reason='stalled" not in text
 
     first, second = result.boots
     kept = result.kept_machine_id_on_disk
