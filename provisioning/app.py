@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provisioning.auth import SqliteCredentialReader
 from provisioning.crypto import KeyRing, load_key_ring
-from provisioning.db import Database
+from provisioning.db import Database, TextWithNul
 from provisioning.errors import ApiError
 from provisioning.limits import BodyLimit
 from provisioning.notify import Notifier
@@ -116,6 +116,10 @@ def _install_error_handlers(app: FastAPI, settings: ServerSettings) -> None:
             headers={"Retry-After": str(settings.retry_after_s)},
         )
 
+    async def text_with_nul(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "code": "invalid"}, 422)
+
+    app.add_exception_handler(TextWithNul, text_with_nul)
     app.add_exception_handler(OperationalError, unavailable)
     app.add_exception_handler(PoolTimeoutError, unavailable)
     app.add_exception_handler(DBAPIError, unavailable)

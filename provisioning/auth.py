@@ -57,8 +57,8 @@ def parse_basic(header: str) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     device_id, sep, secret = decoded.partition(":")
-    if not sep or not device_id or not secret:
-        return None
+    if not sep or not device_id or not secret or "\x00" in decoded:
+        return None  # a NUL would reach the database query (PostgreSQL refuses it: a 503)
     return device_id, secret
 
 

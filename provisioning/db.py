@@ -65,6 +65,26 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql(mode)
 
 
+class TextWithNul(ValueError):
+    """A statement parameter holds a NUL character: PostgreSQL refuses it (a DataError, which
+    would read as an outage), SQLite stores it but C strings end there. Bad input, on both."""
+
+
+def _refuse_nul(
+    _conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, executemany: bool
+) -> None:
+    """The last line of defence for text from every front end (REST, web forms, CLI): request
+    bodies already refuse NUL characters with a message naming the field."""
+    for row in parameters if executemany else (parameters,):
+        if isinstance(row, dict):
+            values: Any = row.values()
+        else:
+            values = row if isinstance(row, list | tuple) else (row,)
+        for value in values:
+            if isinstance(value, str) and "\x00" in value:
+                raise TextWithNul("text must not contain a NUL character (\\u0000)")
+
+
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     parsed = make_url(url)
@@ -78,19 +98,22 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "before_cursor_execute", _refuse_nul)
         return engine
     if parsed.get_backend_name() == "postgresql":
         # Short connect timeout so a dead database turns into a quick 503, not a hung request.
         # No pre-ping (a round trip per checkout on the polling hot path): a connection that
         # died with a database restart fails once (503, phone retries) and SQLAlchemy then
         # invalidates the whole pool.
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=10,
             max_overflow=10,
             pool_timeout=5,
             connect_args={"connect_timeout": 5},
         )
+        event.listen(engine, "before_cursor_execute", _refuse_nul)
+        return engine
     raise ValueError(f"unsupported database URL {parsed.render_as_string()!r}: use sqlite or pg")
 
 

@@ -5,6 +5,7 @@ route's cap with 413 before the app reads a byte, and counts a chunked body as i
 answering 413 once the cap is passed. ``provisioning.poll_protocol.ConfigPollProtocol`` does the
 same in the HTTP parser (``offhook server``), so an oversized request never reaches the ASGI
 cycle. Either way the connection is closed after the 413: the rest of the body is not read.
+``BodyLimit`` also refuses a NUL character in the path or query string (422).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"].lower():
+            await _answer(send, 422, _NUL_IN_URL)  # no database can store it: bad input
+            return
         limit = body_limit(scope["path"])
         declared = declared_length(scope["headers"])
         if declared is not None and declared > limit:
@@ -104,12 +108,16 @@ class BodyLimit:
             await _refuse(send, limit)
 
 
+_NUL_IN_URL = b'{"detail": "the URL must not contain a NUL character (%00)", "code": "invalid"}'
+
+
 async def _refuse(send: Send, limit: int) -> None:
-    body = too_large_body(limit)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await _answer(send, 413, too_large_body(limit), close=True)
+
+
+async def _answer(send: Send, status: int, body: bytes, close: bool = False) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

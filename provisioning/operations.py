@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -92,9 +93,25 @@ def get_device(db: Session, ref: str) -> Device:
 _Named = TypeVar("_Named", Group, Template)
 
 
+MAX_ID = 2**31 - 1  # INTEGER primary keys (PostgreSQL int4)
+MAX_SETTINGS_BYTES = 64 * 1024  # one level's partial config, as stored JSON
+
+
+def _as_id(ref: int | str) -> int | None:
+    """A numeric id within the column's range, else None (a name). ``str.isdigit`` alone
+    accepts '¹' or '٣', which int() refuses."""
+    if isinstance(ref, int):
+        return ref if 0 < ref <= MAX_ID else None
+    text = str(ref)
+    if text.isascii() and text.isdigit() and len(text) <= 10 and 0 < int(text) <= MAX_ID:
+        return int(text)
+    return None
+
+
 def _get_by_id_or_name(db: Session, model: type[_Named], ref: int | str) -> _Named:
     """A group or template by numeric id or, failing that, by its unique name."""
-    found = db.get(model, int(ref)) if isinstance(ref, int) or str(ref).isdigit() else None
+    number = _as_id(ref)
+    found = db.get(model, number) if number is not None else None
     if found is None:
         found = db.scalar(select(model).where(model.name == str(ref)))
     if found is None:
@@ -112,9 +129,17 @@ def get_template(db: Session, ref: int | str) -> Template:
 
 def _settings(value: dict[str, Any] | None, where: str) -> dict[str, Any]:
     try:
-        return validate_settings(value or {}, where)
+        checked = validate_settings(value or {}, where)
     except SettingsError as exc:
         raise OperationError(str(exc)) from None
+    _check_settings_size(checked, where)
+    return checked
+
+
+def _check_settings_size(value: dict[str, Any], where: str) -> None:
+    size = len(json.dumps(value, separators=(",", ":")))
+    if size > MAX_SETTINGS_BYTES:
+        raise OperationError(f"{where}: {size} bytes of settings, at most {MAX_SETTINGS_BYTES}")
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -151,6 +176,7 @@ def change_settings(
         raise OperationError(str(exc)) from None
     if new == before:
         return []
+    _check_settings_size(new, "settings")
     row.settings = new
     target = "fleet" if scope == "fleet" else str(getattr(row, "id", ""))
     audit.record(db, actor.name, f"settings.{scope}", scope, target, before, new, actor.ip)

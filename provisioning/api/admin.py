@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,13 @@ from provisioning.admin_auth import (
     require_permission,
     revoke_api_token,
     token_snapshot,
+)
+from provisioning.api.bodies import (
+    INT32_MAX,
+    Count32,
+    Id32,
+    RequestBody,
+    error_responses,
 )
 from provisioning.app import ServicesDep
 from provisioning.db import DbSession
@@ -50,7 +57,7 @@ from provisioning.operations import Actor, OperationError
 from provisioning.render import fleet_defaults, render_device
 from provisioning.resync import resync
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], responses=error_responses(401, 403, 404, 409, 413, 422, 503))
 
 # The caller, once its role may do the action (provisioning.permissions).
 Reader = Annotated[AdminUser, Depends(require_permission("fleet.read"))]
@@ -130,105 +137,112 @@ def _row(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 # --- bodies -------------------------------------------------------------------------------------
 
+# Text sizes as the columns hold them (PostgreSQL refuses longer ones; the API says so first).
+Short = Annotated[str, Field(max_length=64)]
+Name = Annotated[str, Field(max_length=128)]
+Host = Annotated[str, Field(max_length=255)]
+Long = Annotated[str, Field(max_length=4000)]
+Ref = Name | Annotated[int, Field(ge=0, le=INT32_MAX)]  # a group or template: id or name
 
-class DeviceCreate(BaseModel):
-    mac: str
-    serial: str = ""
-    model: str = ""
-    name: str = ""
-    group: str | int | None = None
+
+class DeviceCreate(RequestBody):
+    mac: Short
+    serial: Short = ""
+    model: Short = ""
+    name: Name = ""
+    group: Ref | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class DeviceUpdate(BaseModel):
-    name: str | None = None
-    serial: str | None = None
-    model: str | None = None
-    group: str | int | None = None
+class DeviceUpdate(RequestBody):
+    name: Name | None = None
+    serial: Short | None = None
+    model: Short | None = None
+    group: Ref | None = None
     clear_group: bool = False
 
 
-class SettingsChange(BaseModel):
+class SettingsChange(RequestBody):
     """``set``: dotted keys -> values (``{"audio.tone_plan": "uk"}``); ``unset``: dotted keys;
     ``replace``: the whole partial config (applied first)."""
 
     set: dict[str, Any] = Field(default_factory=dict)
-    unset: list[str] = Field(default_factory=list)
+    unset: list[Name] = Field(default_factory=list)
     replace: dict[str, Any] | None = None
 
 
-class GroupCreate(BaseModel):
-    name: str
+class GroupCreate(RequestBody):
+    name: Name
     kind: Literal["site", "group"] = "group"
-    parent: str | int | None = None
+    parent: Ref | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class GroupUpdate(BaseModel):
-    name: str | None = None
-    parent: str | int | None = None
+class GroupUpdate(RequestBody):
+    name: Name | None = None
+    parent: Ref | None = None
     clear_parent: bool = False
 
 
-class TemplateCreate(BaseModel):
-    name: str
-    description: str = ""
+class TemplateCreate(RequestBody):
+    name: Name
+    description: Long = ""
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class TemplateUpdate(BaseModel):
-    description: str | None = None
+class TemplateUpdate(RequestBody):
+    description: Long | None = None
     settings: dict[str, Any] | None = None
 
 
-class LineCreate(BaseModel):
-    extension: str
-    registrar: str
-    password: str = ""
-    display_name: str = ""
-    auth_user: str = ""
+class LineCreate(RequestBody):
+    extension: Short
+    registrar: Host
+    password: Host = ""
+    display_name: Name = ""
+    auth_user: Short = ""
     transport: Literal["udp", "tcp", "tls"] = "udp"
-    outbound_proxy: str = ""
-    position: int | None = None
+    outbound_proxy: Host = ""
+    position: Count32 | None = None
 
 
-class LineUpdate(BaseModel):
-    extension: str | None = None
-    registrar: str | None = None
-    password: str | None = None
-    display_name: str | None = None
-    auth_user: str | None = None
+class LineUpdate(RequestBody):
+    extension: Short | None = None
+    registrar: Host | None = None
+    password: Host | None = None
+    display_name: Name | None = None
+    auth_user: Short | None = None
     transport: Literal["udp", "tcp", "tls"] | None = None
-    outbound_proxy: str | None = None
+    outbound_proxy: Host | None = None
     enabled: bool | None = None
 
 
-class TokenCreate(BaseModel):
-    name: str = ""
+class TokenCreate(RequestBody):
+    name: Name = ""
     ttl_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 24 * 7
     max_uses: Annotated[int, Field(ge=1, le=1_000_000)] = 1
 
 
-class ResyncRequest(BaseModel):
-    device_ids: list[str] = Field(default_factory=list)
-    group: str | int | None = None
+class ResyncRequest(RequestBody):
+    device_ids: list[Short] = Field(default_factory=list)
+    group: Ref | None = None
     all: bool = False
 
 
-class Subject(BaseModel):
-    device: str | None = None
-    extension: str | None = None
+class Subject(RequestBody):
+    device: Short | None = None
+    extension: Short | None = None
 
 
-class AdminCreate(BaseModel):
-    username: str
-    password: str
+class AdminCreate(RequestBody):
+    username: Short
+    password: Annotated[str, Field(max_length=1024)]
     role: Literal["admin", "operator", "read-only"] = "read-only"
 
 
-class ApiTokenCreate(BaseModel):
-    name: str = ""
-    ttl_days: Annotated[float | None, Field(gt=0)] = None
+class ApiTokenCreate(RequestBody):
+    name: Name = ""
+    ttl_days: Annotated[float | None, Field(gt=0, le=3650)] = None
 
 
 # --- devices ------------------------------------------------------------------------------------
@@ -241,13 +255,14 @@ def list_devices(
     status: str | None = None,
     group: str | None = None,
     limit: Limit = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> list[dict[str, Any]]:
     query = select(Device).order_by(Device.created_at, Device.id)
     if status:
         query = query.where(Device.status == status)
     if group:
-        query = query.where(Device.group_id == operations.get_group(db, group).id)
+        with _api_errors():
+            query = query.where(Device.group_id == operations.get_group(db, group).id)
     return [_device_out(d) for d in db.scalars(query.limit(limit).offset(offset))]
 
 
@@ -598,7 +613,7 @@ def create_line(
 
 @router.patch("/lines/{line_id}")
 def patch_line(
-    line_id: int,
+    line_id: Id32,
     body: LineUpdate,
     request: Request,
     db: DbSession,
@@ -619,7 +634,7 @@ def patch_line(
 
 @router.delete("/lines/{line_id}", status_code=204)
 def remove_line(
-    line_id: int, request: Request, db: DbSession, user: LineWriter, services: ServicesDep
+    line_id: Id32, request: Request, db: DbSession, user: LineWriter, services: ServicesDep
 ) -> None:
     with _api_errors():
         changed = operations.delete_line(db, _actor(user, request), line_id)
@@ -663,7 +678,7 @@ def create_token(
 
 
 @router.delete("/enrollment-tokens/{token_id}")
-def revoke_token(token_id: int, request: Request, db: DbSession, user: TokenWriter) -> Any:
+def revoke_token(token_id: Id32, request: Request, db: DbSession, user: TokenWriter) -> Any:
     with _api_errors():
         return _token_out(operations.revoke_enrollment_token(db, _actor(user, request), token_id))
 
@@ -820,7 +835,7 @@ def add_api_token(
 
 @router.delete("/api-tokens/{token_id}")
 def remove_api_token(
-    token_id: int, request: Request, db: DbSession, user: TokenOwner
+    token_id: Id32, request: Request, db: DbSession, user: TokenOwner
 ) -> dict[str, Any]:
     """Revoke one of the caller's tokens (admins: anyone's)."""
     try:

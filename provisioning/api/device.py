@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from provisioning import audit
+from provisioning.api.bodies import Count32, RequestBody, error_responses
 from provisioning.api.config_path import config_reply
 from provisioning.app import Services, ServicesDep
 from provisioning.auth import (
@@ -41,13 +42,14 @@ from provisioning.models import (
 from provisioning.settings import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["device"])
+router = APIRouter(tags=["device"], responses=error_responses(401, 403, 409, 413, 422, 503))
 
 MAX_RECORDS = 1000
+MAX_LINES = 32  # line status entries in one report (a phone has a handful of accounts)
 RecordId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-class _Body(BaseModel):
+class _Body(RequestBody):
     model_config = ConfigDict(extra="ignore")
 
 
@@ -71,10 +73,10 @@ class EnrollRequest(_Body):
 
 
 class LineStatus(_Body):
-    account: int = 0
-    user: str = ""
+    account: Annotated[int, Field(ge=0, le=MAX_LINES)] = 0
+    user: Annotated[str, Field(max_length=64)] = ""
     registered: bool = False
-    status: int = 0
+    status: Annotated[int, Field(ge=0, le=999)] = 0
 
 
 class StatusBody(_Body):
@@ -83,18 +85,18 @@ class StatusBody(_Body):
     firmware_version: Annotated[str, Field(max_length=64)] = ""
     ip: Annotated[str, Field(max_length=64)] = ""
     uptime_s: float = 0.0
-    config_revision: int | None = None
+    config_revision: Count32 | None = None
     sip_contact: Annotated[str, Field(max_length=128)] = ""
     poll_interval_s: Annotated[
         int | None, Field(ge=MIN_POLL_INTERVAL_S, le=MAX_POLL_INTERVAL_S)
     ] = None
-    lines: list[LineStatus] = Field(default_factory=list)
+    lines: Annotated[list[LineStatus], Field(max_length=MAX_LINES)] = Field(default_factory=list)
 
 
 class CallRecordBody(_Body):
     id: RecordId
     direction: Literal["outgoing", "incoming"]
-    account: int = 0
+    account: Annotated[int, Field(ge=0, le=MAX_LINES)] = 0
     local_uri: Annotated[str, Field(max_length=255)] = ""
     remote_uri: Annotated[str, Field(max_length=255)] = ""
     remote_name: Annotated[str, Field(max_length=255)] = ""
@@ -102,7 +104,7 @@ class CallRecordBody(_Body):
     answer: float | None = None
     end: float
     disposition: Literal["answered", "no_answer", "busy", "failed", "rejected", "missed"]
-    status_code: int = 0
+    status_code: Annotated[int, Field(ge=0, le=999)] = 0
 
 
 class QualityBody(_Body):
@@ -120,7 +122,7 @@ class EventBody(_Body):
     id: RecordId
     time: datetime
     type: Literal["config_rejected", "config_rolled_back", "config_applied"]
-    config_revision: int | None = None
+    config_revision: Count32 | None = None
     detail: Annotated[str, Field(max_length=4000)] = ""
 
 

@@ -5,6 +5,7 @@ is a 4xx with a specific message, never a 5xx."""
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import socket
@@ -308,3 +309,53 @@ def _rss_kib(server: ProvisioningServer) -> int:
     assert server._process is not None
     status = Path(f"/proc/{server._process.pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+def test_nul_characters_huge_integers_and_odd_digits_are_bad_input(
+    provisioning_server: ProvisioningServer,
+) -> None:
+    """PostgreSQL refuses NUL in text: that used to be a 503 (and a phone retried the batch for
+    ever). Integers beyond the columns and '¹' (str.isdigit, but not int()) were 500s. All of
+    it is a 422 (or a 404 for a reference to nothing) on both databases."""
+    server = provisioning_server
+    api = server.admin
+    cred = server.enroll("b8:27:eb:00:12:01")
+    report = {"id": uuid.uuid4().hex, "time": utcnow().isoformat(), "sip_contact": "sip:a\x00b"}
+    with cred.client() as client:
+        refused = client.post("/api/v1/device/status", json=report)
+        assert refused.status_code == 422 and "NUL" in refused.json()["detail"]
+        event = {"id": "e1", "time": utcnow().isoformat(), "type": "config_applied"}
+        bad_event = {**event, "detail": "x\x00"}
+        assert (
+            client.post("/api/v1/device/events", json={"records": [bad_event]}).status_code == 422
+        )
+        # The good batch of the same records is taken afterwards: nothing lost.
+        assert client.post("/api/v1/device/events", json={"records": [event]}).json() == {
+            "accepted": ["e1"]
+        }
+        huge = {**report, "sip_contact": "", "config_revision": 2**70}
+        assert client.post("/api/v1/device/status", json=huge).status_code == 422
+    nul_basic = "Basic " + base64.b64encode(f"{cred.device_id}\x00:{cred.secret}".encode()).decode()
+    with server.device_client(headers={"Authorization": nul_basic}) as client:
+        assert client.get("/api/v1/device/config").status_code == 401
+        assert client.post("/api/v1/device/status", json=report).status_code in (401, 422)
+
+    assert api.post("/groups", json={"name": "a\x00b"}).status_code == 422
+    nested = {"set": {"audio.tone_plan": "uk\x00"}}
+    assert api.patch("/settings/fleet", json=nested).status_code == 422
+    assert api.get("/devices/b8:27:eb:00:12:01%00").status_code == 422
+    assert api.get("/devices", params={"group": "a\x00"}).status_code == 422
+    csv_reply = api.post(
+        "/devices/import",
+        content="mac\nb8:27:eb:00:12:02\x00\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert csv_reply.status_code == 422
+    assert api.get("/groups/¹").status_code == 404
+    assert api.get("/devices", params={"group": "²"}).status_code == 404
+    assert api.delete(f"/enrollment-tokens/{2**70}").status_code == 422
+    assert api.delete(f"/lines/{2**40}").status_code == 422
+    assert api.post("/api-tokens", json={"ttl_days": 1e300}).status_code == 422
+    long_name = {"mac": "b8:27:eb:00:12:03", "model": "m" * 65}
+    assert api.post("/devices", json=long_name).status_code == 422
+    assert api.get("/groups").json() == []
