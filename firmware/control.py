@@ -216,6 +216,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self._body_pending:  # an unread body would be parsed as the next request
             self.close_connection = True
 
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue``: refuse an oversized body before inviting the client to send."""
+        try:
+            self._body_length()
+        except RequestError as exc:
+            self._error(exc.status, exc.message)
+            return False
+        return super().handle_expect_100()
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http " + format % args)
 

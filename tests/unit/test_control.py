@@ -289,3 +289,16 @@ def test_connections_beyond_the_limit_get_503_at_once() -> None:
         time.sleep(0.05)
     server.stop()
     runtime.stop()
+
+
+def test_expect_100_continue_with_an_oversized_body_gets_413_not_100(strict_api) -> None:
+    server, _ = strict_api
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/v1/keys HTTP/1.1\r\nHost: phone\r\nExpect: 100-continue\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + b"Content-Length: 100000000\r\n\r\n"
+        )
+        data, _ = read_until_closed(sock, limit_s=0.9)
+    assert data.startswith(b"HTTP/1.1 413 "), data
+    assert b"100 Continue" not in data
