@@ -72,6 +72,8 @@ def _phone_startup_on_host() -> float:
 def bench_arch(label: str, image: Path, work: Path) -> dict[str, float]:
     """Both boots of one image; prints and returns the figures."""
     print(f"--- {label}: {image}")
+    for name in ("os", "phone"):
+        (work / f"{label}-{name}").mkdir()
     base = boot_test(image, phone=False, timeout=900, workdir=work / f"{label}-os")
     os_only = base.milestones["multi_user"]
     print(f"peer (offhook.service masked): power-on to multi-user.target {os_only:.1f} s")
@@ -86,6 +88,12 @@ def bench_arch(label: str, image: Path, work: Path) -> dict[str, float]:
     print(f"  phone on top of the OS: registered - multi-user(peer) = "
           f"{marks['registered'] - os_only:+.1f} s "
           f"(ratio {marks['registered'] / os_only:.2f}x); whole run {total:.0f} s")  # fmt: skip
+    if result.call is not None and result.call.audio_stats:
+        stats = result.call.audio_stats
+        print(f"  call {result.call.codec}: audio since the phone started: xruns recovered "
+              f"{stats.get('xruns_recovered')}, ring underruns {stats.get('underruns')}, "
+              f"overruns {stats.get('overruns')}, drift corrections "
+              f"{stats.get('drift_corrections')}")  # fmt: skip
     startup = _phone_startup_in_guest(console_log.read_text(errors="replace"))
     figures = dict(marks, os_multi_user=os_only)
     if startup is not None:
