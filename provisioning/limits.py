@@ -10,6 +10,7 @@ cycle. Either way the connection is closed after the 413: the rest of the body i
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -32,10 +33,13 @@ BODY_LIMITS: tuple[tuple[str, int], ...] = (
 DEFAULT_BODY_LIMIT = 1 * MIB  # admin JSON, web forms
 
 
-def body_limit(path: str) -> int:
+@functools.lru_cache(maxsize=512)
+def body_limit(path: str | bytes) -> int:
+    """The cap for a request path (str from ASGI, bytes from the HTTP parser)."""
+    text = path.decode("latin-1") if isinstance(path, bytes) else path
     best, limit = -1, DEFAULT_BODY_LIMIT
     for prefix, cap in BODY_LIMITS:
-        if path.startswith(prefix) and len(prefix) > best:
+        if text.startswith(prefix) and len(prefix) > best:
             best, limit = len(prefix), cap
     return limit
 

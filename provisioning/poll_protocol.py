@@ -74,6 +74,7 @@ class ConfigPollProtocol(HttpToolsProtocol):
     _body_cap = 0
     _body_seen = 0
     _reading = False  # between a request's first byte and its last
+    _read_started: float | None = None  # when the request being read began (None: not reading)
     # Keep-alive after inline answers: uvicorn arms and cancels a timer per request; a poll
     # connection instead notes when it went idle and one timer per timeout period checks it.
     _idle_since: float | None = None
@@ -84,7 +85,8 @@ class ConfigPollProtocol(HttpToolsProtocol):
         self._fast_path = find_fast_path(self.app)
         if self._fast_path is not None:
             self._read_timeout_s = float(self._fast_path.services.settings.request_read_timeout_s)
-        self._arm_deadline()  # the first request must arrive in time too
+        self._read_started = self.loop.time()  # the first request must arrive in time too
+        self._arm_deadline(self._read_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
@@ -95,24 +97,30 @@ class ConfigPollProtocol(HttpToolsProtocol):
 
     # --- read deadline and body caps ------------------------------------------------------------
 
-    def _arm_deadline(self) -> None:
+    # Like the keep-alive timer above, one timer per read timeout period rather than one per
+    # request: the poll path must not arm and cancel a timer for every request.
+    def _arm_deadline(self, delay: float) -> None:
         if self._deadline is None and self._read_timeout_s > 0:
-            self._deadline = self.loop.call_later(self._read_timeout_s, self._read_timed_out)
+            self._deadline = self.loop.call_later(delay, self._check_deadline)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _read_timed_out(self) -> None:
+    def _check_deadline(self) -> None:
         self._deadline = None
-        if self.transport.is_closing():
-            return
-        if not self._reading:  # nothing of a request arrived: no one to answer
+        started = self._read_started
+        if started is None or self.transport.is_closing():
+            return  # not reading: the next request's first byte arms the next check
+        left = started + self._read_timeout_s - self.loop.time()
+        if left > 0:
+            self._arm_deadline(left)
+        elif not self._reading:  # nothing of a request arrived: no one to answer
             self.transport.close()
-            return
-        self.logger.info("request not received within %.0f s: closing", self._read_timeout_s)
-        self._refuse(408, _TIMEOUT_BODY)
+        else:
+            self.logger.info("request not received within %.0f s: closing", self._read_timeout_s)
+            self._refuse(408, _TIMEOUT_BODY)
 
     def _refuse(self, status: int, body: bytes) -> None:
         """Answer ``status`` unless a response has begun, then close: the rest of the request
@@ -139,14 +147,15 @@ class ConfigPollProtocol(HttpToolsProtocol):
     def _body_too_large(self) -> bool:
         """From the headers: the declared length above the route's cap (a route without a body
         refuses chunked ones too). Sets the cap for on_body's count."""
-        path = self.url.split(b"?", 1)[0].decode("latin-1")
-        self._body_cap = body_limit(path)
+        url = self.url
+        self._body_cap = 0 if url == _CONFIG_URL else body_limit(url.split(b"?", 1)[0])
         self._body_seen = 0
-        declared = declared_length(self.headers)
-        if declared is not None:
-            return declared > self._body_cap
-        chunked = any(name == b"transfer-encoding" for name, _ in self.headers)
-        return chunked and self._body_cap == 0
+        for name, value in self.headers:
+            if name == b"content-length":
+                return declared_length([(name, value)]) > self._body_cap  # type: ignore[operator]
+            if name == b"transfer-encoding" and self._body_cap == 0:
+                return True
+        return False
 
     def on_body(self, body: bytes) -> None:
         if self.transport.is_closing():
@@ -159,7 +168,7 @@ class ConfigPollProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._reading = False
-        self._cancel_deadline()
+        self._read_started = None
         if not self.transport.is_closing():
             super().on_message_complete()
 
@@ -195,7 +204,9 @@ class ConfigPollProtocol(HttpToolsProtocol):
         self.headers = []
         self._scope_pending = True
         self._reading = True
-        self._arm_deadline()
+        if self._read_started is None:
+            self._read_started = self.loop.time()
+        self._arm_deadline(self._read_timeout_s)
 
     def on_headers_complete(self) -> None:
         if self._body_too_large():
