@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import HTTPException, Request
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from provisioning import audit
@@ -329,8 +330,24 @@ def authenticate_token(db: Session, token: str) -> AdminUser | None:
         return None
     # Coarse last-use stamp: avoid a write on every API call.
     if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
-        row.last_used_at = now
+        _stamp_last_use(db, row.id, now)
     return row.user
+
+
+def _stamp_last_use(db: Session, token_id: int, now: datetime) -> None:
+    """Best effort, in a savepoint: a GET runs in a read transaction, and on SQLite turning it
+    into a write fails at once ("database is locked") when another writer committed meanwhile.
+    The request must not fail (503) for a statistic; the next use stamps it."""
+    try:
+        with db.begin_nested():
+            db.execute(
+                update(ApiToken)
+                .where(ApiToken.id == token_id)
+                .values(last_used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    except OperationalError as exc:
+        log.info("api token last use not stamped token=%s error=%s", token_id, exc.orig)
 
 
 def client_ip(request: Request) -> str:

@@ -157,3 +157,30 @@ def test_api_token_lifetime_is_bounded_by_role(db: Session) -> None:
     assert authenticate_token(db, old) is admin
     old_row.created_at = utcnow() - timedelta(days=366)
     assert authenticate_token(db, old) is None
+
+
+def test_token_use_in_a_read_transaction_survives_a_concurrent_writer(tmp_path: Path) -> None:
+    """A GET's deferred SQLite transaction cannot become a write once another writer has
+    committed since it read ("database is locked" at once): the last-use stamp is skipped
+    rather than failing the request."""
+    from provisioning.models import AdminUser
+
+    database = Database(f"sqlite:///{tmp_path / 'p.db'}")
+    database.migrate()
+    try:
+        with database.session() as setup:
+            token, _ = create_api_token(setup, create_admin(setup, "alice", PASSWORD), "ci")
+        # As a GET request and a write request get them (provisioning.db.get_session).
+        reader, writer = database.deferred_sessionmaker(), database.sessionmaker()
+        try:
+            reader.execute(select(AdminUser.id)).all()  # the read snapshot starts here
+            create_admin(writer, "bob", PASSWORD)
+            writer.commit()
+            user = authenticate_token(reader, token)
+            assert user is not None and user.username == "alice"
+            reader.commit()
+        finally:
+            reader.close()
+            writer.close()
+    finally:
+        database.dispose()
