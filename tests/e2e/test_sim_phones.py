@@ -165,3 +165,38 @@ def test_a_restarted_phone_says_how_the_one_before_ended(pair, phone_logs_on_fai
         lambda s: s["device"]["pid"] != before, timeout=30, what="a new phone process"
     )
     assert after["device"]["previous_exit"] == "was killed by SIGKILL"
+
+
+def test_blind_transfer_the_transferred_phone_shows_and_ends_the_new_call(
+    pair, kamailio_server, tmp_path, phone_logs_on_failure
+) -> None:
+    """Bob transfers Alice to 1003 (baresip): Alice's pjsua places the REFER'd call, and Alice's
+    phone must show it, end it with the handset and record it."""
+    alice, bob = pair
+    phone_logs_on_failure += [alice, bob]
+    alice.wait_registered()
+    bob.wait_registered()
+    with BaresipPeer(
+        tmp_path / "baresip", user="1003", password="pw1003", registrar=kamailio_server.domain
+    ) as target:
+        alice.client.hook(True)
+        alice.client.keys("1002")
+        bob.wait_for(lambda s: calls_in(s, "incoming"), what="incoming call at bob")
+        bob.client.hook(True)
+        alice.wait_for(lambda s: calls_in(s, "confirmed"), what="alice talks to bob")
+        bob.client.keys(["transfer", "1003", "#"])
+        target.wait_event("CALL_ESTABLISHED", timeout=20, peer="sip:1001@")
+        state = alice.wait_for(
+            lambda s: calls_in(s, "confirmed") and "1003" in s["calls"][0]["remote_uri"],
+            timeout=20,
+            what="alice talks to the transfer target",
+        )
+        assert "Call ended" not in state["screen"]
+        done = bob.wait_for(lambda s: s["calls"] == [], what="bob's leg ended")
+        assert done["screen"][0] == "Call transferred"
+        bob.client.hook(False)
+        alice.client.hook(False)
+        target.wait_event("CALL_CLOSED", timeout=15)
+    state = alice.wait_for(idle, what="alice idle")
+    assert "1003" in state["history"][0]["remote_uri"]
+    assert state["history"][0]["disposition"] == "answered"
