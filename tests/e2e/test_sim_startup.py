@@ -8,6 +8,8 @@ fails to open here, as it does on a PC without one.
 from __future__ import annotations
 
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -72,12 +74,63 @@ def run(cmd: list[str], tmp_path: Path, timeout: float = 90.0) -> tuple[int, str
     return proc.returncode, err.decode(errors="replace"), time.monotonic() - started
 
 
+def run_in_terminal(cmd: list[str], tmp_path: Path, timeout: float = 90.0) -> tuple[int, str]:
+    """Run a command on a pseudo-terminal, as a person at a PC does: (returncode, what the
+    terminal showed). The simulator draws there and puts it in raw mode for the keyboard."""
+    env = {**os.environ}
+    env.pop("OFFHOOK_LOG", None)
+    env.pop("OFFHOOK_LOG_FILE", None)  # the simulator picks its log file itself
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        cmd, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True
+    )
+    os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every process holding the terminal has gone
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif proc.poll() is not None:
+                break
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"still running after {timeout}s; the terminal showed {shown!r}")
+        return proc.wait(timeout=30), shown.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def log_text(tmp_path: Path) -> str:
     return (tmp_path / "offhook.log").read_text(errors="replace")
 
 
 @pytest.mark.skipif(has_sound_card(), reason="needs a machine without a sound card")
-@pytest.mark.parametrize("headless", [False, True], ids=["terminal", "headless"])
+def test_sim_in_a_terminal_without_a_sound_card_says_why_and_stops(tmp_path: Path) -> None:
+    config = docs_config(tmp_path)
+    cmd = [sys.executable, "-m", "firmware.cli", "sim", "--config", str(config)]
+    code, shown = run_in_terminal([*cmd, "--state-dir", str(tmp_path / "state")], tmp_path)
+    assert code != 0
+    assert "cannot open ALSA playback PCM 'default'" in shown, shown
+    assert "no sound card" in shown and '"null"' in shown, shown
+    assert "ALSA lib" not in shown, shown
+    assert "the phone could not start" in shown, shown
+    log = (tmp_path / "state" / "offhook.log").read_text(errors="replace")
+    assert log.count("phone process started") == 1
+
+
+@pytest.mark.skipif(has_sound_card(), reason="needs a machine without a sound card")
+@pytest.mark.parametrize("headless", [False, True], ids=["piped", "headless"])
 def test_sim_without_a_sound_card_says_why_and_stops(tmp_path: Path, headless: bool) -> None:
     config = docs_config(tmp_path)
     cmd = [sys.executable, "-m", "firmware.cli", "sim", "--config", str(config)]
