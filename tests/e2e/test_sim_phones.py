@@ -161,8 +161,10 @@ def test_a_restarted_phone_says_how_the_one_before_ended(pair, phone_logs_on_fai
     phone_logs_on_failure.append(alice)
     before = alice.wait_registered()["device"]["pid"]
     os.kill(before, signal.SIGKILL)
-    after = alice.wait_for(
-        lambda s: s["device"]["pid"] != before, timeout=30, what="a new phone process"
+    after = alice.wait_for(  # registered again: the tests after this one use the phone
+        lambda s: s["device"]["pid"] != before and is_registered(s),
+        timeout=30,
+        what="a new phone process registered again",
     )
     assert after["device"]["previous_exit"] == "was killed by SIGKILL"
 
