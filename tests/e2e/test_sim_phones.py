@@ -202,3 +202,24 @@ def test_blind_transfer_the_transferred_phone_shows_and_ends_the_new_call(
     state = alice.wait_for(idle, what="alice idle")
     assert "1003" in state["history"][0]["remote_uri"]
     assert state["history"][0]["disposition"] == "answered"
+
+
+def test_state_api_says_held_remotely_when_the_far_end_holds(
+    pair, kamailio_server, tmp_path, phone_logs_on_failure
+) -> None:
+    alice, _ = pair
+    phone_logs_on_failure.append(alice)
+    alice.wait_registered()
+    with BaresipPeer(
+        tmp_path / "baresip", user="1003", password="pw1003", registrar=kamailio_server.domain
+    ) as far:
+        alice.client.hook(True)
+        alice.client.keys("1003")
+        far.wait_event("CALL_ESTABLISHED", timeout=15)
+        alice.wait_for(lambda s: calls_in(s, "confirmed"), what="confirmed call")
+        far.command("hold")
+        state = alice.wait_for(lambda s: calls_in(s, "held_remotely"), what="held_remotely")
+        assert state["calls"][0]["held_remotely"] is True and "Held by remote" in state["screen"]
+        alice.client.hook(False)
+        far.wait_event("CALL_CLOSED", timeout=15)
+    alice.wait_for(idle, what="idle")
