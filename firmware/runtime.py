@@ -161,10 +161,28 @@ class CallHistoryFile:
 
     def append(self, record: ev.CallRecord) -> None:
         from firmware.atomic import atomic_write_text
+        from firmware.calls import merge_repeat, same_missed_caller
 
-        lines = self.read_lines()[-(HISTORY_KEEP - 1) :]
-        lines.append(json.dumps(asdict(record), sort_keys=True))
+        lines = self.read_lines()
+        last = self._parse(lines[-1]) if lines else None
+        if last is not None and same_missed_caller(last, record):
+            # A caller refused again and again (an INVITE flood while busy): one line, counted,
+            # so the flood cannot push the rest of the history out of the file. Each call is
+            # still a CDR of its own in the outbox.
+            lines[-1] = json.dumps(asdict(merge_repeat(last, record)), sort_keys=True)
+        else:
+            lines = lines[-(HISTORY_KEEP - 1) :]
+            lines.append(json.dumps(asdict(record), sort_keys=True))
         atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+    @staticmethod
+    def _parse(line: str) -> ev.CallRecord | None:
+        known = {f.name for f in fields(ev.CallRecord)}
+        try:
+            data = json.loads(line)
+            return ev.CallRecord(**{k: v for k, v in data.items() if k in known})
+        except (json.JSONDecodeError, TypeError, AttributeError):
+            return None
 
     def read_lines(self) -> list[str]:
         try:

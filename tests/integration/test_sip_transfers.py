@@ -138,6 +138,8 @@ def test_invite_flood_while_busy_is_refused_without_ringing_and_is_one_history_e
         assert len(snap["history"]) == 1
         assert (snap["history"][0]["number"], snap["history"][0]["status"]) == ("6666", 486)
         assert len(snap["calls"]) == 1  # the call in progress went on
-        rig.wait_history(offered)  # each refused call is still a record (CDR) of its own
+        # the history file holds them as one line too (each call is still a CDR of its own)
+        (line,) = rig.wait_history(where=lambda records: records[-1]["count"] == offered)
+        assert (line["remote_uri"], line["status_code"]) == (snap["history"][0]["remote_uri"], 486)
         rig.hook(False)
         rig.wait_until(lambda s: s["calls"] == [] and s["screen"][2:3] == ["1 missed call"])
