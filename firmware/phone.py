@@ -1117,9 +1117,11 @@ class Phone:
             reason=reason or REASONS.get(status, ""),
         )
         head = self._history[0] if self._history else None
-        if head is not None and self._unseen_missed and same_missed_caller(head, record):
-            # A caller trying again and again (or an INVITE flood while busy): one entry, counted.
+        if head is not None and same_missed_caller(head, record):
+            # A caller refused again and again (an INVITE flood while busy): one entry, counted,
+            # as the history file keeps it. Seen already? Then it counts as missed again.
             self._history[0] = merge_repeat(head, record)
+            self._unseen_missed = max(self._unseen_missed, 1)
         else:
             self._history.insert(0, record)
             del self._history[HISTORY_SIZE:]

@@ -348,14 +348,18 @@ def test_refusals_from_one_caller_while_busy_are_one_counted_history_entry() -> 
     assert counts == [1, 1, 300]
 
 
-def test_a_repeat_after_the_history_was_read_is_a_new_entry() -> None:
+def test_a_repeat_after_the_history_was_read_counts_as_missed_again() -> None:
     d = Driver(make_config(features={"dnd": True}))
     ring(d, call_id=1, uri="sip:6666@pbx.example")
     ring(d, call_id=2, uri="sip:6666@pbx.example")
     d(KeyPressed("history"))
     d(KeyPressed("cancel"))
+    assert not any("missed" in line for line in d.lines)
     ring(d, call_id=3, uri="sip:6666@pbx.example")
-    assert [h["count"] for h in d.phone.snapshot(d.now)["history"]] == [1, 2]
+    assert [h["count"] for h in d.phone.snapshot(d.now)["history"]] == [3]
+    assert "1 missed call" in d.lines
+    ring(d, call_id=4, uri="sip:2002@pbx.example")  # another caller: an entry of its own
+    assert [h["count"] for h in d.phone.snapshot(d.now)["history"]] == [1, 3]
 
 
 # --- any sequence, with adopted calls, transfer progress and the new timers -----------------------
