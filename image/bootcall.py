@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import re
 import socket
 import statistics
 import struct
 import subprocess
+import time
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,6 +108,8 @@ onreply_route[TO_GUEST] {{
     subst_hf("Contact", "/@127\\.0\\.0\\.1:/@{guest_host}:/", "a");
 }}
 """
+
+log = logging.getLogger(__name__)
 
 INVITE_MEDIA = re.compile(r"offhook-invite from=\S+ m=audio (\d+) ")
 
@@ -193,7 +197,15 @@ def monitor_command(monitor: Path, command: str, timeout: float = 10.0) -> str:
     """One HMP command through QEMU's QMP socket (``human-monitor-command``); its output."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
-        sock.connect(str(monitor))
+        deadline = time.monotonic() + timeout
+        while True:  # the socket file appears a moment before QEMU listens on it
+            try:
+                sock.connect(str(monitor))
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         reader = sock.makefile("rb")
 
         def reply() -> dict:
@@ -304,6 +316,26 @@ class CallResult:
     audio_stats: dict | None = None  # the phone's audio counters (xruns...) after the call
 
 
+def _state(client) -> dict:
+    """The phone's state; {} while the control API does not answer (a loaded guest: a 503 or a
+    timeout), so a wait simply tries again."""
+    try:
+        return client.state()
+    except (RuntimeError, OSError, ValueError) as exc:
+        log.info("boot call: state not read: %s", exc)
+        return {}
+
+
+def _press(action, argument) -> None:
+    """Hook or keys. A 503 (the phone's loop answered late) or a timeout still leaves the input
+    queued in the phone, so it is not sent again: the next wait sees whether it took effect."""
+    try:
+        action(argument)
+    except (RuntimeError, OSError) as exc:
+        log.warning("boot call: %s(%r) not confirmed by the phone: %s", action.__name__, argument,
+                    exc)  # fmt: skip
+
+
 def place_call(
     client,
     setup: CallSetup,
@@ -312,15 +344,15 @@ def place_call(
 ) -> CallResult:
     """Lift the handset, dial the peer, check audio both ways, hang up; ``mark`` each step."""
     result = CallResult()
-    client.hook(True)
-    client.keys(PEER_USER)
+    _press(client.hook, True)
+    _press(client.keys, PEER_USER)
     media = wait("the phone's INVITE at Kamailio",
                  lambda: INVITE_MEDIA.search(setup.kamailio_text()))  # fmt: skip
     result.guest_rtp_port = int(media.group(1))
     forward_udp(setup.monitor, setup.rtp_host_port, result.guest_rtp_port)
 
     def confirmed() -> dict | None:
-        calls = client.state().get("calls", [])
+        calls = _state(client).get("calls", [])
         return calls[0] if calls and calls[0].get("state") == "confirmed" else None
 
     call = wait("the call to connect (baresip answers)", confirmed)
@@ -350,8 +382,8 @@ def place_call(
             f"line out: {result.peer_tone_share:.2f} (need {TONE_SHARE})"
         ) from None
     mark("audio")
-    client.hook(False)
-    wait("the call to end", lambda: not client.state().get("calls"))
-    result.audio_stats = (client.state().get("device") or {}).get("audio")
+    _press(client.hook, False)
+    wait("the call to end", lambda: _state(client).get("calls") == [])
+    result.audio_stats = (_state(client).get("device") or {}).get("audio")
     mark("hung_up")
     return result
