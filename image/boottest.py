@@ -8,12 +8,14 @@ a Raspberry Pi card boots the kernel and initramfs its config.txt names, under
 with the disk on virtio, the serial console captured, and user networking forwarding a loopback
 port on the host to the control API in the guest. Milestones, each with a bounded wait:
 first-boot script finished -> offhook.service started (sd_notify READY) -> control API answers ->
-(with Kamailio) the phone's REGISTER reached a Kamailio on the host (guest sees it as 10.0.2.2).
-With ``reboots``, the card then loses power (QEMU killed) and boots again from the same disk, up to
-the first-boot marker and the first DHCP request, as often as asked. Every boot takes cmdline.txt
-from the boot partition afresh (as a Pi's firmware does) and records the machine-id the first-boot
-script reports and the DHCP client identifier seen on the wire. QEMU and Kamailio are always
-killed on the way out.
+(with Kamailio) the phone's REGISTER reached a Kamailio on the host (guest sees it as 10.0.2.2)
+-> (with ``call``) the phone calls a baresip on the host, audio is checked both ways through the
+guest's kernel sound driver, and it hangs up (``image/bootcall.py``). The QEMU machine per card
+architecture, sound card included, is ``image/qemu.py``. With ``reboots``, the card then loses
+power (QEMU killed) and boots again from the same disk, up to the first-boot marker and the first
+DHCP request, as often as asked. Every boot takes cmdline.txt from the boot partition afresh (as
+a Pi's firmware does) and records the machine-id the first-boot script reports and the DHCP
+client identifier seen on the wire. QEMU, Kamailio and baresip are always stopped on the way out.
 """
 
 from __future__ import annotations
