@@ -49,12 +49,17 @@ def too_large_body(limit: int) -> bytes:
     return json.dumps({"detail": detail, "code": "too_large"}).encode()
 
 
+def parse_length(value: bytes) -> int:
+    """A Content-Length value; a malformed one counts as too large (the parser refuses most)."""
+    text = value.strip()
+    return int(text) if text.isdigit() and len(text) < 19 else 1 << 62
+
+
 def declared_length(headers: list[tuple[bytes, bytes]] | Any) -> int | None:
-    """Content-Length as an int; None when absent. A malformed value counts as too large."""
+    """Content-Length as an int; None when absent."""
     for name, value in headers:
         if name.lower() == b"content-length":
-            text = value.strip()
-            return int(text) if text.isdigit() and len(text) < 19 else 1 << 62
+            return parse_length(value)
     return None
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from provisioning.api.config_path import CONFIG_PATH, ConfigFastPath, config_reply_inline
-from provisioning.limits import body_limit, declared_length, too_large_body
+from provisioning.limits import body_limit, parse_length, too_large_body
 
 _CONFIG_URL = CONFIG_PATH.encode("ascii")
 
@@ -144,19 +144,6 @@ class ConfigPollProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         self.transport.close()
 
-    def _body_too_large(self) -> bool:
-        """From the headers: the declared length above the route's cap (a route without a body
-        refuses chunked ones too). Sets the cap for on_body's count."""
-        url = self.url
-        self._body_cap = 0 if url == _CONFIG_URL else body_limit(url.split(b"?", 1)[0])
-        self._body_seen = 0
-        for name, value in self.headers:
-            if name == b"content-length":
-                return declared_length([(name, value)]) > self._body_cap  # type: ignore[operator]
-            if name == b"transfer-encoding" and self._body_cap == 0:
-                return True
-        return False
-
     def on_body(self, body: bytes) -> None:
         if self.transport.is_closing():
             return  # refused: the parser still hands over what it had buffered
@@ -206,13 +193,29 @@ class ConfigPollProtocol(HttpToolsProtocol):
         self._reading = True
         if self._read_started is None:
             self._read_started = self.loop.time()
-        self._arm_deadline(self._read_timeout_s)
+        if self._deadline is None:
+            self._arm_deadline(self._read_timeout_s)
 
     def on_headers_complete(self) -> None:
-        if self._body_too_large():
-            self._refuse(413, too_large_body(self._body_cap))
+        # One pass over the headers for both the body cap and the inline answer.
+        authorization = if_none_match = length = b""
+        chunked = False
+        for name, value in self.headers:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"if-none-match":
+                if_none_match = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        url = self.url
+        cap = 0 if url == _CONFIG_URL else body_limit(url.split(b"?", 1)[0])
+        self._body_cap, self._body_seen = cap, 0
+        if (length and parse_length(length) > cap) or (chunked and cap == 0):
+            self._refuse(413, too_large_body(cap))  # a route without a body refuses chunked
             return
-        if self._answer_inline():
+        if self._answer_inline(authorization, if_none_match):
             return
         if self._scope_pending:
             url, headers, expect = self.url, self.headers, self.expect_100_continue
@@ -222,7 +225,7 @@ class ConfigPollProtocol(HttpToolsProtocol):
             self._scope_pending = False
         super().on_headers_complete()
 
-    def _answer_inline(self) -> bool:
+    def _answer_inline(self, authorization: bytes, if_none_match: bytes) -> bool:
         parser = self.parser
         if (
             self.url != _CONFIG_URL
@@ -237,13 +240,9 @@ class ConfigPollProtocol(HttpToolsProtocol):
         fast_path = self._fast_path
         if fast_path is None:
             return False
-        authorization = if_none_match = ""
-        for name, value in self.headers:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"if-none-match":
-                if_none_match = value.decode("latin-1")
-        reply = config_reply_inline(fast_path, authorization, if_none_match)
+        reply = config_reply_inline(
+            fast_path, authorization.decode("latin-1"), if_none_match.decode("latin-1")
+        )
         if reply is None:
             return False
         status, head, body = reply
