@@ -56,6 +56,7 @@ from firmware.sip.calls import (
     stream_codec,
 )
 from firmware.sip.mwi import MessageSummary
+from firmware.sip.request_checks import RequestChecks, install_request_checks
 from firmware.sip.transports import (
     Transports,
     apply_codec_priorities,
@@ -128,6 +129,7 @@ class _Core:
         self.setup_started: dict[int, float] = {}
         self.closing = False  # set by teardown: new incoming calls are refused
         self.retries: list[tuple[float, object, int]] = []  # (due, command, attempt)
+        self.checks: RequestChecks | None = None  # answers pjsip leaves out (400/405/420...)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -144,6 +146,7 @@ class _Core:
         self.transports = create_transports(ep, self.config)
         apply_codec_priorities(ep, self.config.sip.codecs)
         ep.libStart()
+        self.checks = install_request_checks()
         for index, account in enumerate(self.config.accounts):
             if account.enabled:
                 self.create_account(index)
@@ -205,6 +208,9 @@ class _Core:
                 log.warning("account shutdown failed account=%d error=%s", acc.index, exc.info())
         self.accounts.clear()
         gc.collect()  # no stray wrapper may reach libDestroy
+        if self.checks is not None:  # pjsip must not call into them once they are freed
+            self.checks.uninstall()
+            self.checks = None
         # Unregistration is already done: skip pjsua's fixed one-second wait for network replies.
         ep.libDestroy(pj.PJSUA_DESTROY_NO_RX_MSG)
         self.ep = None
