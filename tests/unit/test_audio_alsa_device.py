@@ -125,9 +125,9 @@ _REAL_PCM = alsaaudio.PCM
 
 
 def test_a_pcm_on_a_sound_card_is_clocked_from_the_start_and_stays_so(
-    alsa_home: object,
+    alsa_home: object,  # noqa: F811
     fake: FakeTime,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Seen on snd-hda-intel in the QEMU guest: the playback stream was paced by the wall clock
     (it never blocked long enough to count as clocked), counted 'stalled' xruns and dropped the
