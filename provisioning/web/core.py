@@ -150,8 +150,8 @@ def render(
         "nav": nav,
         "csrf_token": csrf_token(request, session),
         "flashes": flashes,
-        # Templates ask the permission table: can("device.delete"). ``can_operate`` is the
-        # operator-level controls of a page (a page may narrow it: fleet defaults).
+        # Templates ask the permission table: can("device.delete"). ``can_operate`` is for the
+        # shared settings editor; the page including it sets it from its own action.
         "can": can,
         "can_operate": can("device.write"),
     }
