@@ -287,15 +287,17 @@ def test_rpi_image_holds_the_firmware_venv_with_the_compiled_pjsua2(
     assert image.stat().st_size == manifest["layout"]["disk_size"]
 
 
-def test_rpi_image_boots_under_qemu_virt_and_registers(rpi_image: tuple[Path, dict]) -> None:
+def test_rpi_image_boots_under_qemu_virt_to_a_call(rpi_image: tuple[Path, dict]) -> None:
     """The card's own kernel and initramfs (named by its config.txt) and root filesystem under
     qemu-system-aarch64 -M virt; the phone (emulated board, offhook.board=emulated) registers
-    with a Kamailio on the host."""
+    with a Kamailio on the host and calls a baresip there, audio checked both ways."""
     from image.boottest import boot_test
 
     image, _ = rpi_image
-    result = boot_test(image, kamailio=True, timeout=1800, memory_mb=1024)
+    result = boot_test(image, call=True, timeout=2400, memory_mb=1024)
     print("rpi boot under qemu-system-aarch64 -M virt:", result.summary())
     assert result.hostname == "offhook-boottest"
     assert result.registered_contact
-    assert list(result.milestones) == ["firstboot", "service", "control_api", "registered"]
+    assert {"firstboot", "service", "control_api", "registered"} <= set(result.milestones)
+    assert result.call is not None
+    assert {"call_connected", "audio", "hung_up"} <= set(result.milestones)
