@@ -268,8 +268,9 @@ class PhoneProcess:
         from firmware.audio.bridge import AlsaAudio
         from firmware.control import ControlServer, PhoneActions
         from firmware.phone import Phone
-        from firmware.runtime import CallHistoryFile, Runtime, VolumeFile
+        from firmware.runtime import Runtime
         from firmware.sip.engine import SipEngine
+        from firmware.state_files import CallHistoryFile, VolumeFile
 
         self.local_config = config
         # how the phone process before this one ended, as the supervisor saw it ("" if first)

@@ -18,7 +18,6 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
 from firmware.audio import pcm
 from firmware.audio.alsa_device import PcmStream
@@ -32,22 +31,6 @@ log = logging.getLogger(__name__)
 
 FRAME_MS = 20  # the SIP side's frame (ptime)
 RING_FRAMES = 6  # ring capacity in network frames: bounds the added latency to 120 ms
-
-
-@runtime_checkable
-class AudioEndpoint(Protocol):
-    """What the SIP engine's AudioMediaPort talks to: 16-bit signed mono LE PCM, 20 ms frames."""
-
-    sample_rate: int
-    frame_samples: int
-
-    def read_capture_frame(self) -> bytes:
-        """Mic to network: always ``frame_samples * 2`` bytes; never blocks."""
-        ...
-
-    def write_playback_frame(self, pcm: bytes) -> None:
-        """Network to speaker; never blocks."""
-        ...
 
 
 class AlsaAudio:

@@ -6,9 +6,10 @@ import ctypes
 import logging
 import struct
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
 import pjsua2 as pj
+
+from firmware.ports import AudioEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +46,6 @@ def _pick_vector_copier() -> Callable[[pj.ByteVector], bytes]:
 
 
 copy_byte_vector = _pick_vector_copier()
-
-
-@runtime_checkable
-class AudioEndpoint(Protocol):
-    """16-bit signed mono little-endian PCM in 20 ms frames; neither method may block."""
-
-    sample_rate: int
-    frame_samples: int
-
-    def read_capture_frame(self) -> bytes:
-        """Mic -> network: always frame_samples * 2 bytes (silence if nothing was captured)."""
-        ...
-
-    def write_playback_frame(self, pcm: bytes) -> None:
-        """Network -> speaker."""
-        ...
 
 
 class EndpointPort(pj.AudioMediaPort):

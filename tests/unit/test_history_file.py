@@ -3,7 +3,7 @@ from pathlib import Path
 from firmware.config import PhoneConfig
 from firmware.events import CallRecord
 from firmware.phone import Phone
-from firmware.runtime import CallHistoryFile
+from firmware.state_files import CallHistoryFile
 
 
 def _record(n: int) -> CallRecord:

@@ -14,7 +14,9 @@ from firmware import events as ev
 from firmware.audio.bridge import AlsaAudio
 from firmware.config import parse_config
 from firmware.phone import Phone
-from firmware.runtime import CallHistoryFile, Runtime, TimerWheel, VolumeFile
+from firmware.runtime import Runtime
+from firmware.state_files import CallHistoryFile, VolumeFile
+from firmware.timers import TimerWheel
 from tests.fixtures.alsa import AlsaFiles, alsa_files, alsa_home  # noqa: F401 (fixtures)
 
 ACCOUNT = {"user": "1001", "domain": "127.0.0.1", "password": "x"}
