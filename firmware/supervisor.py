@@ -57,6 +57,25 @@ class RestartPolicy:
         return min(self.max_delay_s, self.base_delay_s * self.factor ** (quick_failures - 2))
 
 
+STARTUP_TIMEOUT_ENV = "OFFHOOK_STARTUP_TIMEOUT_S"
+
+
+def policy_from_env(env: dict[str, str] | None = None) -> RestartPolicy:
+    """The default policy, with the start-up limit from $OFFHOOK_STARTUP_TIMEOUT_S when set: a
+    phone on an emulated CPU (the Pi image under QEMU TCG) needs 25-40 s to its first heartbeat,
+    and was killed at 30 s and restarted for ever."""
+    raw = (os.environ if env is None else env).get(STARTUP_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return RestartPolicy()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= 600.0:
+        raise ValueError(f"{STARTUP_TIMEOUT_ENV}={raw!r}: need seconds from 1 to 600")
+    return RestartPolicy(startup_timeout_s=value)
+
+
 @dataclass
 class ChildRun:
     """What happened to one child: for logs, status and tests."""
@@ -336,8 +355,13 @@ def supervise(config: Path, board: str, headless: bool, log_level: str) -> int:
     except (ConfigError, ControlError) as exc:
         print(f"offhook: {exc}", file=sys.stderr)
         return 2
+    try:
+        policy = policy_from_env()
+    except ValueError as exc:
+        print(f"offhook: {exc}", file=sys.stderr)
+        return 2
     setup_logging(log_level or cfg.logging.level)
-    supervisor = Supervisor(phone_argv(config, board, headless))
+    supervisor = Supervisor(phone_argv(config, board, headless), policy=policy)
     install_signal_handlers(supervisor)
     log.info("supervisor started", extra=kv(config=config, board=board, headless=headless))
     return supervisor.run()

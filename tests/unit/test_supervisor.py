@@ -265,3 +265,14 @@ def test_a_restarted_phone_learns_how_its_predecessor_ended(tmp_path: Path) -> N
     first, second = seen.read_text().splitlines()[:2]
     assert first == "-"  # the first phone has no predecessor
     assert second == "was killed by SIGSEGV"
+
+
+def test_startup_limit_comes_from_the_environment_when_set() -> None:
+    from firmware.supervisor import STARTUP_TIMEOUT_ENV, policy_from_env
+
+    assert policy_from_env({}) == RestartPolicy()
+    assert policy_from_env({STARTUP_TIMEOUT_ENV: "180"}).startup_timeout_s == 180.0
+    assert policy_from_env({STARTUP_TIMEOUT_ENV: " "}).startup_timeout_s == 30.0
+    for bad in ("soon", "0", "601", "nan"):
+        with pytest.raises(ValueError, match=rf"{STARTUP_TIMEOUT_ENV}='{bad}': need seconds"):
+            policy_from_env({STARTUP_TIMEOUT_ENV: bad})
