@@ -50,8 +50,13 @@ class EngineCall(pj.Call):
         self.last_status = 0
         self.replaced_call_id = -1  # attended transfer: our call to the target, ended on success
         self.replaces = -1  # a call pjsua made itself: the call it takes over (REFER, Replaces)
-        self.reinvite_pending = False  # our hold/unhold re-INVITE has no final answer yet
-        self.deferred: list[Any] = []  # REFERs waiting for that re-INVITE to finish
+        # An offer of ours (hold/unhold re-INVITE, pjsua's codec-locking UPDATE or re-INVITE)
+        # has no final answer yet: pjsip would drop a new offer made now, so hold, unhold and
+        # REFER wait in ``deferred`` until it is answered.
+        self.offer_pending = False
+        self.deferred: list[Any] = []
+        self.hold_sent: Any = None  # the Hold/Unhold whose re-INVITE is pending (to resend on 491)
+        self.hold_491s = 0  # how often that re-INVITE was answered 491 Request Pending
         self.refer: Any = None  # the last Transfer/AttendedTransfer sent (to send it again)
         self.refer_491s = 0  # how often that REFER was answered 491 Request Pending
         self.setup_ms: float | None = None
