@@ -119,7 +119,7 @@ class Demo:
 
     def provisioned_phone(self, person: Person) -> SimPhone:
         """A phone with no account: it enrolls and the server hands it its line."""
-        from firmware.phone_process import sim_identity
+        from firmware.provisioning.identity import sim_identity
 
         server, kamailio = self.server, self.kamailio
         assert server is not None and kamailio is not None

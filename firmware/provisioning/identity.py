@@ -6,6 +6,7 @@ first wired interface; the simulator and tests pass an identity explicitly.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -85,3 +86,10 @@ def _read_model(root: Path) -> str:
     model = model_file.read_bytes().rstrip(b"\x00").decode("ascii", "replace").lower()
     match = re.search(r"raspberry pi (\d+|zero 2 w|zero)", model)
     return "offhook-pi" + (match.group(1).replace(" ", "") if match else "")
+
+
+def sim_identity(config_path: Path) -> DeviceIdentity:
+    """A stable made-up MAC and serial for a simulated phone (derived from its config path)."""
+    digest = hashlib.sha256(str(config_path.resolve()).encode()).hexdigest()
+    mac = "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))  # locally administered
+    return DeviceIdentity(mac=mac, serial=digest[:16], model="offhook-sim")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config import parse_config
-from firmware.phone_process import sim_identity
+from firmware.provisioning.identity import sim_identity
 from firmware.provisioning.store import ConfigStore, StoredConfig
 from firmware.sim import SimPhone, free_port, is_registered, sim_config, stop_all
 from tests.fixtures.kamailio import DEFAULT_USERS

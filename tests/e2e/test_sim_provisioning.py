@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from firmware.phone_process import sim_identity
+from firmware.provisioning.identity import sim_identity
 from firmware.sim import SimPhone, is_registered, sim_config
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.provisioning_server import ProvisioningServer

@@ -191,7 +191,7 @@ def test_quality_goes_to_the_record_of_its_own_call_not_another_from_the_same_ca
 
 
 def test_password_change_is_judged_by_a_fresh_registration(tmp_path: Path) -> None:
-    from firmware.phone_process import apply_and_wait_registered
+    from firmware.provisioned_apply import apply_and_wait_registered
 
     rt = make_runtime(tmp_path)
     rt.start()

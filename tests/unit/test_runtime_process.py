@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 from firmware.config import parse_config
-from firmware.phone_process import Heartbeat, registration_outcome, sim_identity
+from firmware.heartbeat import Heartbeat
+from firmware.provisioned_apply import registration_outcome
+from firmware.provisioning.identity import sim_identity
 
 TWO_ACCOUNTS = parse_config(
     {

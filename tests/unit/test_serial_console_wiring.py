@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from firmware.bench_console import open_serial_console
 from firmware.config import parse_config
 from firmware.control import PhoneActions
 from firmware.phone import Phone
-from firmware.phone_process import open_serial_console
 from firmware.runtime import Runtime
 
 

@@ -1,0 +1,33 @@
+"""The bench console on a serial port, wired to the phone (board/serial_console.py speaks it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from firmware import events as ev
+
+if TYPE_CHECKING:
+    import serial
+
+    from board.serial_console import SerialConsole
+    from firmware.control import PhoneActions
+
+
+def open_serial_console(url: str, actions: PhoneActions) -> tuple[SerialConsole, serial.SerialBase]:
+    """The bench console on a serial port: ``key``, ``hook``, ``screen``, ``state``, ``help``.
+
+    Inputs go through the same PhoneActions as the control API (so an emulated board's own hook
+    state follows). Returns (console, port); the caller starts the console and closes the port."""
+    from board.serial_console import SerialConsole, open_port, phone_commands
+
+    def press(key: str) -> None:
+        if key not in ev.DIGIT_KEYS and key not in ev.FUNCTION_KEYS:
+            valid = "0-9 * # " + " ".join(sorted(ev.FUNCTION_KEYS))
+            raise ValueError(f"unknown key {key!r}; valid keys: {valid}")
+        actions.press([key])
+
+    def set_hook(offhook: bool) -> None:
+        actions.set_hook(offhook)
+
+    port = open_port(url)
+    return SerialConsole(port, phone_commands(press, set_hook, actions.state)), port
