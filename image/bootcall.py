@@ -128,6 +128,22 @@ def free_udp_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_sip_port() -> int:
+    """A loopback port free for UDP and TCP, with the next one free for TCP: baresip listens on
+    UDP and TCP at its SIP port and for TLS one above."""
+    for _ in range(50):
+        port = free_udp_port()
+        probes = [(socket.SOCK_STREAM, port), (socket.SOCK_STREAM, port + 1)]
+        try:
+            for kind, number in probes:
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    sock.bind(("127.0.0.1", number))
+        except OSError:
+            continue
+        return port
+    raise CallError("no free SIP port pair on loopback for baresip")
+
+
 # --- audio ---------------------------------------------------------------------------------------
 
 
@@ -251,13 +267,17 @@ class Peer:
         log = self.directory / "baresip.log"
         return log.read_text(errors="replace") if log.exists() else ""
 
+    def check_running(self) -> None:
+        if self.proc.poll() is not None:
+            raise CallError(f"baresip exited ({self.proc.returncode}):\n{self.log_text()[-1500:]}")
+
 
 @contextlib.contextmanager
 def running_baresip(directory: Path, kamailio_port: int) -> Iterator[Peer]:
     """baresip registered as PEER_USER at the Kamailio, answering at once with its sine."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "recordings").mkdir(exist_ok=True)
-    sip_port = free_udp_port()
+    sip_port = free_sip_port()
     modules = ["g711.so", "g722.so", "ausine.so", "aubridge.so", "sndfile.so"]
     config = [
         "poll_method epoll",

@@ -556,8 +556,15 @@ def boot_test(
                 result.registered_contact = found.group(1)
                 mark("registered")
             if peer is not None and kamailio_log is not None:
-                wait("baresip to register",
-                     lambda: f"aor=sip:{bootcall.PEER_USER}@" in kamailio_log.text)  # fmt: skip
+
+                def peer_registered() -> bool:
+                    peer.check_running()  # a baresip that died says so, not a timeout
+                    return f"aor=sip:{bootcall.PEER_USER}@" in kamailio_log.text
+
+                try:
+                    wait("baresip to register", peer_registered)
+                except bootcall.CallError as exc:
+                    raise BootTestError(str(exc)) from None
                 client = ControlClient(f"127.0.0.1:{card.host_port}", seed.control.token)
                 setup = bootcall.CallSetup(
                     monitor=card.monitor, rtp_host_port=rtp_host_port, played=card.played,

@@ -135,3 +135,24 @@ def test_every_machine_gets_the_sound_card_and_its_own_setup(tmp_path: Path) -> 
     assert amd64[0] == "qemu-system-x86_64" and arm64[0] == "qemu-system-aarch64"
     assert arm64[arm64.index("-M") + 1] == "virt"
     assert amd64[amd64.index("-qmp") + 1].startswith("unix:")
+
+
+@pytest.mark.skipif(not os.path.exists(KAMAILIO), reason="kamailio not installed")
+def test_peer_registers_at_the_call_kamailio_and_a_dead_peer_says_so(tmp_path: Path) -> None:
+    """The host side of the call as the boot test starts it: Kamailio with the call config and
+    baresip registered there as the peer."""
+    from image.boottest import running_kamailio
+
+    rtp = bootcall.free_udp_port()
+    with running_kamailio(tmp_path, lambda port: bootcall.kamailio_config(port, rtp)) as (
+        port, kamailio_log,
+    ), bootcall.running_baresip(tmp_path / "baresip", port) as peer:  # fmt: skip
+        deadline = time.monotonic() + 60
+        while f"aor=sip:{bootcall.PEER_USER}@" not in kamailio_log.text:
+            peer.check_running()
+            assert time.monotonic() < deadline, kamailio_log.tail()
+            time.sleep(0.1)
+        peer.proc.kill()
+        peer.proc.wait()
+        with pytest.raises(bootcall.CallError, match="baresip exited"):
+            peer.check_running()
