@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import serial
 
     from board.serial_console import SerialConsole
-    from firmware.control import PhoneActions
+    from firmware.control.actions import PhoneActions
 
 
 def open_serial_console(url: str, actions: PhoneActions) -> tuple[SerialConsole, serial.SerialBase]:

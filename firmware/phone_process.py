@@ -82,7 +82,7 @@ def png_renderer(width: int = 128, height: int = 64) -> Callable[[ev.Screen | No
     """Screen -> PNG of what the OLED shows (drawn on a private image, not the panel)."""
     from PIL import Image
 
-    from firmware.control import png_of
+    from firmware.control.png import png_of
     from firmware.screens import render_image
 
     def png(screen: ev.Screen | None) -> bytes:
@@ -125,7 +125,8 @@ class PhoneProcess:
         identity: DeviceIdentity | None = None,
     ) -> None:
         from firmware.audio.bridge import AlsaAudio
-        from firmware.control import ControlServer, PhoneActions
+        from firmware.control.actions import PhoneActions
+        from firmware.control.server import ControlServer
         from firmware.phone import Phone
         from firmware.runtime import Runtime
         from firmware.sip.engine import SipEngine

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware.config import ConfigError, PhoneConfig, load_config, parse_config, save_config
-from firmware.control import ControlClient, ControlError, check_exposure
+from firmware.control.client import ControlClient
+from firmware.control.protocol import ControlError, check_exposure
 from firmware.logs import kv, setup_logging
 from firmware.phone_process import TEST_HOOKS_ENV, default_state_dir
 from firmware.processes import wait_or_kill

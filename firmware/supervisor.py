@@ -347,7 +347,7 @@ def install_signal_handlers(supervisor: Supervisor) -> None:
 
 def supervise(config: Path, board: str, headless: bool, log_level: str) -> int:
     from firmware.config import ConfigError, load_config
-    from firmware.control import ControlError, check_exposure
+    from firmware.control.protocol import ControlError, check_exposure
 
     try:
         cfg = load_config(config)

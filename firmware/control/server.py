@@ -1,4 +1,4 @@
-"""The phone's local control API: HTTP + JSON, like a desk phone's action URI.
+"""The control API's HTTP server: routes, bearer token, body limits and deadlines.
 
 Helpdesks and the end-to-end tests lift the handset, press keys, read the state and the screen
 through it. Stdlib only (the phone carries no web framework). See docs/control-api.md.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import io
-import ipaddress
 import json
 import logging
 import socket
@@ -19,15 +18,20 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from firmware import events as ev
+from firmware.control.actions import PhoneActions
+from firmware.control.protocol import (
+    API,
+    ControlError,
+    RequestError,
+    check_exposure,
+    parse_keys,
+    split_listen,
+)
 from firmware.logs import kv
 
 log = logging.getLogger("offhook.control")
 
-API = "/api/v1"
 MAX_BODY = 64 * 1024
-MAX_KEYS = 64  # keys per request: a dial string plus some function keys
-RUNTIME_TIMEOUT_S = 5.0
 # A request (and the wait for it on a kept-alive connection) must arrive whole within this; a
 # client that trickles bytes (slowloris) or goes quiet is cut off so it cannot pin a thread.
 REQUEST_TIMEOUT_S = 10.0
@@ -40,71 +44,6 @@ _BUSY_REPLY = (
     b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
     % (len(_BUSY_BODY), _BUSY_BODY)
 )
-
-
-class ControlError(Exception):
-    """The control API cannot start with this configuration."""
-
-
-class RequestError(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def parse_keys(value: Any) -> list[str]:
-    """``"123#"`` -> digits; ``["hold", "12", "#"]`` -> function key names and digit strings."""
-    if isinstance(value, str):
-        items = [value]
-        allow_names = False
-    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-        items = value
-        allow_names = True
-    else:
-        raise RequestError(HTTPStatus.BAD_REQUEST, '"keys" must be a string or a list of strings')
-    keys: list[str] = []
-    for item in items:
-        if allow_names and item in ev.FUNCTION_KEYS:
-            keys.append(item)
-            continue
-        if item == "":
-            raise RequestError(HTTPStatus.BAD_REQUEST, "empty key name")
-        bad = [c for c in item if c not in ev.DIGIT_KEYS]
-        if bad:
-            what = f"unknown key {item!r}" if allow_names else f"unknown key {bad[0]!r} in {item!r}"
-            hint = "digits 0-9 * #" + ("; function keys: " + ", ".join(sorted(ev.FUNCTION_KEYS)))
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"{what}; valid keys are {hint}")
-        keys.extend(item)
-    if not keys:
-        raise RequestError(HTTPStatus.BAD_REQUEST, '"keys" is empty')
-    if len(keys) > MAX_KEYS:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"at most {MAX_KEYS} keys per request")
-    return keys
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(listen: str, token: str) -> None:
-    """Refuse an unauthenticated control API on anything but loopback."""
-    host, _ = split_listen(listen)
-    if not token and not is_loopback(host):
-        raise ControlError(
-            f"control.listen {listen!r} is not a loopback address and control.token is empty:"
-            " set a token to expose the control API on the network"
-        )
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -126,75 +65,6 @@ class _DeadlineReader(io.RawIOBase):
             raise TimeoutError("request not received in time")
         self._sock.settimeout(left)
         return self._sock.recv_into(buffer)
-
-
-class PhoneActions:
-    """What the API can do to a phone, carried out through its Runtime (events, never shortcuts)."""
-
-    def __init__(
-        self,
-        runtime: Any,
-        screen_png: Callable[[ev.Screen | None], bytes],
-        inputs: Any = None,
-        resync: Callable[[], str] | None = None,
-        test_hooks: dict[str, Callable[[], str]] | None = None,
-        device_info: Callable[[], dict] | None = None,
-    ) -> None:
-        self.runtime = runtime
-        self.inputs = inputs  # a board with press()/set_hook() (emulated), else events go direct
-        self._device_info = device_info
-        self._screen_png = screen_png
-        self._resync = resync
-        self.test_hooks = test_hooks or {}
-
-    def _barrier(self) -> list[str]:
-        """Wait until the loop handled everything posted so far; return the screen lines then."""
-
-        def lines() -> list[str]:
-            screen = self.runtime.screen
-            return list(screen.lines) if screen else []
-
-        return self.runtime.call(lines, RUNTIME_TIMEOUT_S)
-
-    def set_hook(self, offhook: bool) -> dict:
-        if self.inputs is not None:
-            self.inputs.set_hook(offhook)
-        else:
-            self.runtime.post(ev.HookChanged(offhook))
-        return {"hook": "off" if offhook else "on", "screen": self._barrier()}
-
-    def press(self, keys: list[str]) -> dict:
-        for key in keys:
-            if self.inputs is not None:
-                self.inputs.press(key)
-            else:
-                self.runtime.post(ev.KeyPressed(key))
-        return {"pressed": keys, "screen": self._barrier()}
-
-    def state(self) -> dict:
-        state = dict(self.runtime.snapshot(RUNTIME_TIMEOUT_S))
-        if self._device_info is not None:
-            state["device"] = self._device_info()
-        return state
-
-    def screen(self) -> dict:
-        screen = self.runtime.screen
-        if screen is None:
-            return {"kind": "", "lines": [], "status": {}, "softkeys": []}
-        return {
-            "kind": screen.kind,
-            "lines": list(screen.lines),
-            "status": dict(screen.status),
-            "softkeys": list(screen.softkeys),
-        }
-
-    def screen_png(self) -> bytes:
-        return self._screen_png(self.runtime.screen)
-
-    def resync(self) -> dict:
-        if self._resync is None:
-            raise RequestError(HTTPStatus.CONFLICT, "provisioning is not configured on this phone")
-        return {"resync": self._resync()}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -439,7 +309,9 @@ class ControlServer(ThreadingHTTPServer):
             target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="control", daemon=True
         )
         self._thread.start()
-        log.info("control API listening", extra=kv(address=f"{self.server_address[0]}:{self.port}"))
+        host = self.server_address[0]  # typed str | bytes (AF_UNIX); always str for AF_INET
+        address = f"{host.decode() if isinstance(host, bytes) else host}:{self.port}"
+        log.info("control API listening", extra=kv(address=address))
 
     def stop(self) -> None:
         # shutdown() waits for serve_forever() to return: without a serving thread (a phone
@@ -448,64 +320,3 @@ class ControlServer(ThreadingHTTPServer):
             self.shutdown()
             self._thread.join(2)
         self.server_close()
-
-
-def png_of(image: Any) -> bytes:
-    buf = io.BytesIO()
-    image.convert("1" if image.mode == "1" else "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-class ControlClient:
-    """A small client for the control API (the demo, the tests and helpdesk scripts use it)."""
-
-    def __init__(self, listen: str, token: str = "", timeout: float = 10.0) -> None:
-        self.host, self.port = split_listen(listen)
-        self.token = token
-        self.timeout = timeout
-
-    def request(self, method: str, path: str, data: Any = None) -> tuple[int, Any]:
-        import http.client
-
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        body = None if data is None else json.dumps(data).encode()
-        try:
-            conn.request(method, API + path, body=body, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        if "json" in (resp.getheader("Content-Type") or ""):
-            return resp.status, json.loads(raw)
-        return resp.status, raw
-
-    def _ok(self, method: str, path: str, data: Any = None) -> Any:
-        status, body = self.request(method, path, data)
-        if status >= 300:
-            message = body.get("error") if isinstance(body, dict) else body
-            raise RuntimeError(f"{method} {path}: {status} {message}")
-        return body
-
-    def state(self) -> dict:
-        return self._ok("GET", "/state")
-
-    def hook(self, offhook: bool) -> dict:
-        return self._ok("POST", "/hook", {"offhook": offhook})
-
-    def keys(self, keys: str | list[str]) -> dict:
-        return self._ok("POST", "/keys", {"keys": keys})
-
-    def screen(self) -> dict:
-        return self._ok("GET", "/screen")
-
-    def screen_png(self) -> bytes:
-        return self._ok("GET", "/screen.png")
-
-    def resync(self) -> dict:
-        return self._ok("POST", "/resync", {})
-
-    def test_hook(self, name: str) -> dict:
-        return self._ok("POST", f"/test/{name}", {})
