@@ -19,6 +19,7 @@ from typing import Any
 
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 SYSLOG_IDENTIFIER = "offhook"
+_OURS = "offhook_handler"  # attribute marking the handler setup_logging installed
 _FIELD_BAD_CHARS = re.compile(r"[^A-Z0-9_]")
 # syslog priorities by logging level
 _PRIORITY = {
@@ -149,10 +150,10 @@ def setup_logging(
         handler.setFormatter(KeyValueFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "offhook_handler", False):  # replace ours only (keep e.g. pytest's)
+        if getattr(old, _OURS, False):  # replace ours only (keep e.g. pytest's)
             root.removeHandler(old)
             old.close()
-    handler.offhook_handler = True  # type: ignore[attr-defined]
+    setattr(handler, _OURS, True)  # a mark on a stdlib handler: no typed attribute for it
     root.addHandler(handler)
     root.setLevel(LEVELS[level])
     return handler
