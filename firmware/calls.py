@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Any
 
 from firmware.events import CallRecord, CallState, Tone
 
 _URI_USER = re.compile(r"^(?:sips?:|tel:)?([^@;>]+)")
+UNPLACED = -1  # a call's id until the engine reports it (the engine's ids are never negative)
 
 
 def number_from_uri(uri: str) -> str:
@@ -19,9 +21,9 @@ def number_from_uri(uri: str) -> str:
 
 @dataclass
 class Call:
-    """What the Phone knows about one call. ``id`` is None until the engine reports it."""
+    """What the Phone knows about one call. ``id`` is UNPLACED until the engine reports it."""
 
-    id: int | None
+    id: int
     direction: str  # "outgoing" | "incoming"
     account: int
     number: str  # what was dialled, or the caller's user part
@@ -142,7 +144,7 @@ def quality_bars(mos: float) -> int:
     return 0
 
 
-def call_summary(call: Call, now: float) -> dict:
+def call_summary(call: Call, now: float) -> dict[str, Any]:
     """A live call as the control API's snapshot shows it (JSON-ready)."""
     if call.held:
         state = "held"
@@ -151,7 +153,7 @@ def call_summary(call: Call, now: float) -> dict:
     else:
         state = call.state.value
     return {
-        "id": call.id if call.id is not None else -1,
+        "id": call.id,
         "state": state,
         "held": call.held,
         "held_remotely": call.held_remotely,
@@ -163,7 +165,7 @@ def call_summary(call: Call, now: float) -> dict:
     }
 
 
-def record_summary(record: CallRecord) -> dict:
+def record_summary(record: CallRecord) -> dict[str, Any]:
     """A history entry as the control API's snapshot shows it (JSON-ready)."""
     return {
         "id": record.id,

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: this module imports nothing of the firmware at run time
+    from firmware.config import PhoneConfig
 
 # --- keys ------------------------------------------------------------------------------------
 
@@ -147,7 +151,19 @@ class ClockTick:
 
 @dataclass(frozen=True)
 class ConfigApplied:
-    config: object  # firmware.config.PhoneConfig (typed loosely to keep this module import-free)
+    config: PhoneConfig  # the Phone checks it at run time too (a TypeError for anything else)
+    # Non-zero: the Phone reports how this apply turned out with ConfigOutcome(request, ...) once
+    # every enabled line registered with the new settings, one was refused, or the engine failed.
+    request: int = 0
+
+
+@dataclass(frozen=True)
+class SipEngineStatus:
+    """The SIP engine's transports: bound once it listens, or the reason its loop ended."""
+
+    running: bool
+    ports: tuple[tuple[str, int], ...] = ()  # (transport, bound port) pairs
+    failure: str = ""  # why it stopped ("" while running)
 
 
 @dataclass(frozen=True)
@@ -172,6 +188,7 @@ Event = (
     | TimerFired
     | ClockTick
     | ConfigApplied
+    | SipEngineStatus
     | DeviceInfo
 )
 
@@ -305,6 +322,27 @@ class Render:
 
 
 @dataclass(frozen=True)
+class ReconfigureEngine:
+    """Give the SIP engine a new config: it re-creates only the accounts and transports that
+    changed (and reports their registration again)."""
+
+    config: PhoneConfig
+
+
+@dataclass(frozen=True)
+class SetTonePlan:
+    plan: str  # a tone plan name of audio.tone_plan ("us", "eu", ...)
+
+
+@dataclass(frozen=True)
+class ConfigOutcome:
+    """How the apply of ``ConfigApplied(config, request)`` turned out."""
+
+    request: int
+    error: str | None  # None: every enabled line registered and the engine listens as configured
+
+
+@dataclass(frozen=True)
 class RecordCall:
     """A finished call, for history and the CDR queue."""
 
@@ -333,6 +371,9 @@ Command = (
     | SetRinger
     | SetLed
     | Render
+    | ReconfigureEngine
+    | SetTonePlan
+    | ConfigOutcome
     | RecordCall
 )
 

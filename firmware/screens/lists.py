@@ -5,20 +5,22 @@ The Phone moves a cursor over these rows (and dials a browsed number); the views
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from firmware.calls import history_kind, number_from_uri
 from firmware.config import PhoneConfig
-from firmware.events import CallRecord, DeviceInfo
+from firmware.events import CallRecord
+from firmware.phone_state import BrowseList, PhoneState, VolumeTarget
 
 HISTORY_MARKS = {"missed": "!", "received": "<", "dialled": ">"}
 
 
 def browse_entries(
-    which: str, history: Sequence[CallRecord], config: PhoneConfig
+    which: BrowseList, history: Sequence[CallRecord], config: PhoneConfig
 ) -> list[tuple[str, str]]:
-    """(label, number) pairs of the list being browsed: "phonebook" or "history" (newest first)."""
-    if which == "phonebook":
+    """(label, number) pairs of the list being browsed: the phonebook or the history (newest
+    first)."""
+    if which is BrowseList.PHONEBOOK:
         return [(e.name, e.number) for e in config.phonebook]
     entries = []
     for r in history:
@@ -27,20 +29,17 @@ def browse_entries(
     return entries
 
 
-def status_menu_items(
-    device: DeviceInfo,
-    config: PhoneConfig,
-    registration: Mapping[int, tuple[bool, int, str]],
-    volume: Mapping[str, int],
-) -> list[tuple[str, str]]:
+def status_menu_items(phone: PhoneState) -> list[tuple[str, str]]:
     """The status menu: (list label, full text when opened) per row."""
+    device, config = phone.device, phone.config
     items = [(f"IP {a}", f"IP address: {a}") for a in device.addresses]
     if not items:
         items.append(("IP none", "IP address: none (no network)"))
     version = device.firmware_version or "unknown"
     items.append((f"Version {version}", f"Firmware version: {version}"))
     for i, acc in enumerate(config.accounts):
-        registered, code, reason = registration.get(i, (False, 0, ""))
+        reg = phone.registration_of(i)
+        registered, code, reason = reg.registered, reg.status_code, reg.reason
         if not acc.enabled:
             state = "disabled"
         elif registered:
@@ -58,7 +57,7 @@ def status_menu_items(
     items.append((f"SIP {ports}", f"SIP port: {ports}"))
     server = config.provisioning.url or "none"
     items.append((f"Prov {server}", f"Provisioning server: {server}"))
-    speaker, ring = volume["speaker"], volume["ring"]
+    speaker, ring = phone.volume[VolumeTarget.SPEAKER], phone.volume[VolumeTarget.RING]
     items.append((f"Vol spk {speaker} ring {ring}", f"Volume: speaker {speaker}, ring {ring}"))
     return items
 

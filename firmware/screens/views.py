@@ -1,64 +1,21 @@
 """Phone state -> what the user sees: the Screen to draw and the LED states.
 
-Pure functions over ``PhoneView``, a read-only picture of the Phone taken after every event; the
-Phone decides behaviour, this module only composes text (see docs/phone.md).
+Pure functions over the Phone's own ``PhoneState`` (firmware/phone_state.py), read after every
+event and never changed here; the Phone decides behaviour, this module only composes text (see
+docs/phone.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime
 
 from firmware.calls import Call, format_duration, quality_bars
-from firmware.config import PhoneConfig
-from firmware.events import CallRecord, CallState, DeviceInfo, Screen
+from firmware.events import CallState, Screen
+from firmware.phone_state import NO_NOTICE, BrowseList, Mode, Notice, PhoneState
 from firmware.screens.lists import browse_entries, status_menu_items, window
 
 MENU_TEXT_WIDTH = 21  # characters per line of the 6x11 font on a 128-pixel panel
 BAR_CELL_PERCENT = 10  # one cell of the volume bar: one press of a volume key
-
-
-@dataclass(frozen=True)
-class PhoneView:
-    """What the screen and LEDs are made from. The Phone builds one; nothing here changes it."""
-
-    now: float
-    tz: tzinfo
-    config: PhoneConfig
-    mode: str  # the Phone's mode: "idle" | "dialing" | "ended" | "howler" | "calls" | ...
-    digits: str
-    notice: tuple[str, str]  # (title, detail) of the end screen, or a transfer in progress
-    calls: Mapping[int, Call]
-    pending: Call | None  # placed, id not yet known
-    active: int | None
-    alerting: int | None
-    conference: frozenset[int]
-    line: int  # the account the next call goes out on
-    registration: Mapping[int, tuple[bool, int, str]]
-    mwi: Mapping[int, tuple[bool, int, int]]
-    dnd: bool
-    muted: bool
-    handsfree: bool
-    unseen_missed: int
-    history: Sequence[CallRecord]
-    browse: tuple[str, int, str]  # list, index, return mode
-    menu: tuple[int, bool, str]  # index, item open, return mode
-    device: DeviceInfo
-    volume: Mapping[str, int]
-    volume_bar: str | None  # "speaker" | "ring" while the bar shows
-
-    @property
-    def held_calls(self) -> list[Call]:
-        return [c for c in self.calls.values() if c.held]
-
-    @property
-    def message_waiting(self) -> bool:
-        return any(w for w, _, _ in self.mwi.values())
-
-    @property
-    def new_messages(self) -> int:
-        return sum(n for _, n, _ in self.mwi.values())
 
 
 def wrap(text: str, width: int, max_lines: int) -> tuple[str, ...]:
@@ -76,7 +33,7 @@ def wrap(text: str, width: int, max_lines: int) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def led_states(view: PhoneView) -> dict[str, str]:
+def led_states(view: PhoneState) -> dict[str, str]:
     if view.alerting is not None:
         line = "fast_blink"
     elif view.active is not None or view.pending is not None:
@@ -94,12 +51,13 @@ def led_states(view: PhoneView) -> dict[str, str]:
     }
 
 
-def status_bar(view: PhoneView) -> dict[str, str]:
+def status_bar(view: PhoneState) -> dict[str, str]:
     status = {"time": datetime.fromtimestamp(view.now, view.tz).strftime("%H:%M")}
     accounts = view.config.accounts
     if accounts:
-        registered, code, _ = view.registration.get(view.line, (False, 0, ""))
-        acc = accounts[view.line]
+        reg = view.registration_of(view.next_line)
+        registered, code = reg.registered, reg.status_code
+        acc = accounts[view.next_line]
         status["line"] = acc.display_name or acc.user
         status["reg"] = "ok" if registered else (f"fail {code}" if code else "none")
     else:
@@ -111,7 +69,7 @@ def status_bar(view: PhoneView) -> dict[str, str]:
         status["mwi"] = str(view.new_messages)
     if view.muted:
         status["mute"] = "on"
-    active = view.calls.get(view.active) if view.active is not None else None
+    active = view.call(view.active)
     if active is not None and active.codec:
         status["codec"] = active.codec
     if active is not None and active.mos is not None:
@@ -119,47 +77,48 @@ def status_bar(view: PhoneView) -> dict[str, str]:
     return status
 
 
-def compose_screen(view: PhoneView) -> Screen:
+def compose_screen(view: PhoneState) -> Screen:
     status = status_bar(view)
     mode = view.mode
     if view.volume_bar is not None:
         return _volume_screen(view, status)
-    if mode == "browse":
+    if mode is Mode.BROWSE:
         return _browse_screen(view, status)
-    if mode == "menu":
+    if mode is Mode.MENU:
         return _menu_screen(view, status)
-    if mode == "dialing":
+    if mode is Mode.DIALING:
         lines = ("Enter number", view.digits or "_")
         held = view.held_calls
         if held:
             lines = (f"Hold: {held[-1].label}", view.digits or "_")
         return Screen("dialing", lines, status, ("Back", "Redial", "Send"))
-    if mode in ("ended", "howler"):
-        title, detail = view.notice
-        lines = (title, detail) if detail else (title,)
+    if mode in (Mode.ENDED, Mode.HOWLER):
+        title, detail = view.notice.title, view.notice.detail
+        told: tuple[str, ...] = (title, detail) if detail else (title,)
         held = view.held_calls
+        kind = mode.value
         if held:
-            return Screen(mode, (*lines, f"Hold: {held[-1].label}"), status, ("Resume", "", ""))
-        return Screen(mode, lines, status, ("", "", ""))
-    if mode == "transfer":
+            return Screen(kind, (*told, f"Hold: {held[-1].label}"), status, ("Resume", "", ""))
+        return Screen(kind, told, status, ("", "", ""))
+    if mode is Mode.TRANSFER:
         return Screen(
             "transfer", ("Transfer to:", view.digits or "_"), status, ("Cancel", "", "Send")
         )
-    if mode == "calls":
+    if mode is Mode.CALLS:
         return _calls_screen(view, status)
     return _idle_screen(view, status)
 
 
-def _volume_screen(view: PhoneView, status: dict[str, str]) -> Screen:
-    target = view.volume_bar or "speaker"
-    level = view.volume[target]
+def _volume_screen(view: PhoneState, status: dict[str, str]) -> Screen:
+    target = view.volume_bar
+    level = view.volume[target] if target is not None else 0
     filled = level // BAR_CELL_PERCENT
     bar = "#" * filled + "-" * (100 // BAR_CELL_PERCENT - filled)
     title = "Speaker volume" if target == "speaker" else "Ring volume"
     return Screen("volume", (title, f"[{bar}]", f"{level}%"), status)
 
 
-def _idle_screen(view: PhoneView, status: dict[str, str]) -> Screen:
+def _idle_screen(view: PhoneState, status: dict[str, str]) -> Screen:
     reg = status["reg"]
     if reg == "ok":
         state = "Registered"
@@ -167,7 +126,7 @@ def _idle_screen(view: PhoneView, status: dict[str, str]) -> Screen:
         state = "Not registered"
     else:
         code = reg.split()[1]
-        reason = view.registration.get(view.line, (False, 0, ""))[2]
+        reason = view.registration_of(view.next_line).reason
         state = f"No service {code} {reason}".strip()
     lines = [status["line"], state]
     missed = view.unseen_missed
@@ -181,32 +140,31 @@ def _idle_screen(view: PhoneView, status: dict[str, str]) -> Screen:
     return Screen("idle", tuple(lines), status, ("History", "Contacts", "DND"))
 
 
-def _menu_screen(view: PhoneView, status: dict[str, str]) -> Screen:
-    index, opened, _ = view.menu
-    items = status_menu_items(view.device, view.config, view.registration, view.volume)
-    index = min(index, len(items) - 1)
-    if opened:
+def _menu_screen(view: PhoneState, status: dict[str, str]) -> Screen:
+    items = status_menu_items(view)
+    index = min(view.menu.index, len(items) - 1)
+    if view.menu.opened:
         return Screen("menu", wrap(items[index][1], MENU_TEXT_WIDTH, 4), status)
     lines = ["Status", *window([label for label, _ in items], index)]
     return Screen("menu", tuple(lines), status, ("Back", "", "Open"))
 
 
-def _browse_screen(view: PhoneView, status: dict[str, str]) -> Screen:
-    which, index, _ = view.browse
+def _browse_screen(view: PhoneState, status: dict[str, str]) -> Screen:
+    which, index = view.browse.which, view.browse.index
     entries = browse_entries(which, view.history, view.config)
-    title = "History" if which == "history" else "Contacts"
+    title = "History" if which is BrowseList.HISTORY else "Contacts"
     if not entries:
-        return Screen(which, (title, "(empty)"), status, ("Back", "", ""))
+        return Screen(which.value, (title, "(empty)"), status, ("Back", "", ""))
     lines = [title, *window([label for label, _ in entries], index)]
-    return Screen(which, tuple(lines), status, ("Back", "", "Dial"))
+    return Screen(which.value, tuple(lines), status, ("Back", "", "Dial"))
 
 
-def _calls_screen(view: PhoneView, status: dict[str, str]) -> Screen:
+def _calls_screen(view: PhoneState, status: dict[str, str]) -> Screen:
     now = view.now
     if view.pending is not None:
         return Screen("calling", ("Calling", view.pending.label), status, ("", "", "End"))
-    active = view.calls.get(view.active) if view.active is not None else None
-    alerting = view.calls.get(view.alerting) if view.alerting is not None else None
+    active = view.call(view.active)
+    alerting = view.call(view.alerting)
     held = view.held_calls
     if active is None and alerting is not None and not held:
         who = alerting.remote_name or alerting.number
@@ -223,13 +181,13 @@ def _calls_screen(view: PhoneView, status: dict[str, str]) -> Screen:
         return _talking_screen(active, alerting, held, now, status, view.notice)
     if held:
         rows = ["On hold", held[-1].label, format_duration(held[-1].duration(now))]
-        if view.notice[0] == "Transfer failed":
+        if view.notice.title == "Transfer failed":
             # The REFER was refused or the transfer failed: the call is still ours, on hold.
-            rows = ["Transfer failed", view.notice[1], f"Hold: {held[-1].label}"]
+            rows = ["Transfer failed", view.notice.detail, f"Hold: {held[-1].label}"]
         if alerting is not None:
             rows.append(f"Waiting: {alerting.label}")
-        elif view.notice[0] == "Transferring":
-            rows.append(f"Xfer to {view.notice[1]}")
+        elif view.notice.title == "Transferring":
+            rows.append(f"Xfer to {view.notice.detail}")
         return Screen("held", tuple(rows), status, ("Resume", "Xfer", ""))
     return _idle_screen(view, status)
 
@@ -240,7 +198,7 @@ def _talking_screen(
     held: list[Call],
     now: float,
     status: dict[str, str],
-    notice: tuple[str, str] = ("", ""),
+    notice: Notice = NO_NOTICE,
 ) -> Screen:
     """The call the handset talks to (still ringing out, or connected)."""
     if active.state in (CallState.CALLING, CallState.EARLY):
@@ -257,7 +215,7 @@ def _talking_screen(
     lines = [active.label, active.number if active.remote_name else "", third]
     if alerting is not None:
         lines.append(f"Waiting: {alerting.label}")
-    elif held and notice[0] == "Transfer failed":
+    elif held and notice.title == "Transfer failed":
         lines.append("Transfer failed")
     elif held:
         lines.append(f"Hold: {held[-1].label}")
