@@ -17,7 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from itertools import count
+from typing import TYPE_CHECKING, Any, Protocol
 
 from firmware import events as ev
 from firmware.logs import kv
@@ -108,6 +109,9 @@ class Runtime:
         self._thread = threading.Thread(target=self._loop, name="runtime", daemon=True)
         self._running = False
         self._quality: dict[int, list[dict]] = {}  # engine call id -> samples not yet sent
+        # provisioned applies waiting for the Phone's ConfigOutcome, by request number
+        self._applies: dict[int, Future[str | None]] = {}
+        self._apply_numbers = count(1)
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -143,6 +147,16 @@ class Runtime:
         self._queue.put(_Call(fn, future))
         return future.result(timeout)
 
+    def apply_config(self, config: PhoneConfig) -> Future[str | None]:
+        """Post ``config`` as ConfigApplied; the future gets the Phone's verdict (its
+        ConfigOutcome): None once every enabled line registered with it, else why not."""
+        future: Future[str | None] = Future()
+        request = next(self._apply_numbers)
+        self._applies[request] = future
+        future.add_done_callback(lambda _: self._applies.pop(request, None))
+        self.post(ev.ConfigApplied(config, request))
+        return future
+
     def snapshot(self, timeout: float = 5.0) -> dict:
         snapshot: dict = self.call(lambda: self.phone.snapshot(self.clock()), timeout)
         return snapshot
@@ -177,8 +191,6 @@ class Runtime:
         if not isinstance(event, ev.ClockTick):
             log.debug("event", extra=kv(event=event))
         self._track_quality(event)
-        if isinstance(event, ev.ConfigApplied):
-            self._apply_config_side_effects(cast("PhoneConfig", event.config))
         try:
             commands = self.phone.handle(event, self.clock())
         except Exception:
@@ -228,15 +240,18 @@ class Runtime:
             record = command.record
             samples = self._quality_for(record)
             self._io.put(lambda: self._record_call(record, samples))
+        elif isinstance(command, ev.ReconfigureEngine):
+            if self.engine is not None:
+                self.engine.apply_config(command.config)
+        elif isinstance(command, ev.SetTonePlan):
+            if self.audio is not None:
+                self.audio.set_tone_plan(command.plan)
+        elif isinstance(command, ev.ConfigOutcome):
+            waiting = self._applies.get(command.request)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(command.error)
         else:
             log.warning("unknown command ignored", extra=kv(command=command))
-
-    def _apply_config_side_effects(self, config: PhoneConfig) -> None:
-        if self.engine is not None:
-            self.engine.apply_config(config)
-        if self.audio is not None:
-            self.audio.set_tone_plan(config.audio.tone_plan)
-        # volumes: the Phone sends SetVolume when the config changes them
 
     def _set_volume(self, command: ev.SetVolume) -> None:
         if self.audio is not None:

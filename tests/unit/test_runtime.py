@@ -256,3 +256,22 @@ def test_volume_file_ignores_garbage(tmp_path: Path) -> None:
     assert VolumeFile(path).levels() == {"ring": 30}
     path.write_text("not json")
     assert VolumeFile(path).levels() == {}
+
+
+def test_apply_config_future_gets_the_phones_verdict(tmp_path: Path) -> None:
+    rt = make_runtime(tmp_path)
+    rt.start()
+    try:
+        rt.post(ev.RegistrationChanged(0, True, 200))
+        unchanged = parse_config({"accounts": [ACCOUNT], "features": {"dnd": True}})
+        assert rt.apply_config(unchanged).result(10) is None
+
+        changed = parse_config({"accounts": [{**ACCOUNT, "password": "new"}]})
+        verdict = rt.apply_config(changed)
+        wait_for(lambda: rt.snapshot()["registration"][0]["status"] == 0)
+        assert not verdict.done()  # the old registration no longer counts
+        rt.post(ev.RegistrationChanged(0, False, 403, "Forbidden"))
+        error = verdict.result(10)
+        assert error is not None and "registration failed 403" in error
+    finally:
+        rt.stop()
