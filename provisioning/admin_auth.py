@@ -149,7 +149,12 @@ def authenticate_password(
     now = utcnow()
     if user is None:
         verify_password(_DUMMY_HASH, password)
-        _log_attempt(db, username, ip, False, "unknown_user")
+        during_lock, until = _unknown_user_lock(db, username[:64], now, threshold, lockout_minutes)
+        _log_attempt(
+            db, username, ip, False, "unknown_user_locked" if during_lock else "unknown_user"
+        )
+        if until is not None:
+            raise LoginError("locked", until)
         raise LoginError("bad_credentials")
     claimed = db.execute(
         update(AdminUser)
@@ -184,6 +189,38 @@ def authenticate_password(
     user.last_login_at = now
     _log_attempt(db, username, ip, True, "ok")
     return user
+
+
+def _unknown_user_lock(
+    db: Session, username: str, now: datetime, threshold: int, lockout_minutes: int
+) -> tuple[bool, datetime | None]:
+    """An unknown username answers like an account would: "locked" after ``threshold``
+    failures, for ``lockout_minutes``; otherwise "locked" would tell which usernames exist.
+    Replays this name's logged attempts (the last two windows) through the account's rule:
+    attempts during a lock do not count, the ``threshold``-th failure locks. Returns whether
+    this attempt falls in a lock (it does not count either) and the lock's end, None when not
+    locked. No password is at stake, so no claim is needed."""
+    window = timedelta(minutes=lockout_minutes)
+    rows = db.scalars(
+        select(LoginAttempt.time)
+        .where(
+            LoginAttempt.username == username,
+            LoginAttempt.reason == "unknown_user",
+            LoginAttempt.time > now - 2 * window,
+        )
+        .order_by(LoginAttempt.time)
+        .limit(10_000)
+    )
+    failures, locked_until = 0, None
+    for at in (*rows, now):  # this attempt last
+        during_lock = locked_until is not None and at < locked_until
+        if during_lock:
+            continue
+        failures += 1
+        if failures >= threshold:
+            failures, locked_until = 0, at + window
+    locked = locked_until is not None and locked_until > now
+    return during_lock, locked_until if locked else None
 
 
 def _lock(

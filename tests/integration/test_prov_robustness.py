@@ -217,16 +217,18 @@ def test_parallel_logins_check_at_most_threshold_passwords(
         checked = [r for r in reasons if r != "locked"]
         assert len(reasons) == 24 and len(checked) <= threshold, reasons
 
-        # Refused known user (locked now) and unknown user: the same page.
-        pages = []
-        for username in (server.admin_user, "no-such-admin"):
+        # A known user (locked now) and an unknown one after as many failures: the same page.
+        def refused_page(username: str) -> str:
             with httpx.Client(base_url=server.base_url, timeout=60) as client:
                 form = {"username": username, "password": "x" * 12}
                 form["csrf_token"] = _csrf(client.get("/login").text)
                 client.post("/login", data=form, follow_redirects=False)
-                page = client.get("/login").text
-                pages.append(re.sub(r'value="[^"]*"', "", page))
-        assert pages[0] == pages[1]
+                return re.sub(r'value="[^"]*"', "", client.get("/login").text)
+
+        unknown = [refused_page("no-such-admin") for _ in range(threshold)]
+        assert unknown[0] == refused_page("another-unknown-admin")  # a first failure
+        assert unknown[0] != unknown[-1]  # the threshold-th failure locks, as for an account
+        assert refused_page(server.admin_user) == refused_page("no-such-admin") == unknown[-1]
         for client in clients:
             client.close()
     finally:

@@ -184,3 +184,19 @@ def test_token_use_in_a_read_transaction_survives_a_concurrent_writer(tmp_path: 
             writer.close()
     finally:
         database.dispose()
+
+
+def test_unknown_usernames_lock_like_accounts(db: Session) -> None:
+    """After ``threshold`` failures an unknown name answers "locked" too, for the same window:
+    "locked" alone must not tell that an account exists."""
+    create_admin(db, "alice", PASSWORD, "admin")
+    for username in ("alice", "nobody"):
+        reasons = []
+        for _ in range(4):
+            with pytest.raises(LoginError) as info:
+                authenticate_password(db, username, "wrong", "ip", threshold=3)
+            reasons.append(info.value.reason)
+        assert reasons == ["bad_credentials", "bad_credentials", "locked", "locked"], username
+    logged = [a.reason for a in db.scalars(select(LoginAttempt).order_by(LoginAttempt.id))]
+    # The failure that locks counts; the one during the lock does not (as for an account).
+    assert logged[-4:] == ["unknown_user"] * 3 + ["unknown_user_locked"]

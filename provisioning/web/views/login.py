@@ -26,12 +26,10 @@ from provisioning.web.sessions import (
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=WebRoute)
 
-# A wrong password and a locked account get the same answer: "locked" would tell which
-# usernames exist (unknown names never lock). The security log says which it was.
-_REFUSED = "Wrong username or password."
+# Unknown usernames get these same answers (they lock like accounts do: admin_auth).
 LOGIN_MESSAGES = {
-    "bad_credentials": _REFUSED,
-    "locked": _REFUSED,
+    "bad_credentials": "Wrong username or password.",
+    "locked": "Too many failed attempts: this account is locked. Try again later.",
     "disabled": "This account is disabled.",
 }
 
