@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import MessageWaiting, RegistrationChanged
+from firmware.events import MessageWaiting, RegistrationChanged, SipEngineStatus
 from firmware.sip import SipEngine, SipEngineError
 from tests.fixtures.kamailio import HOST, KamailioServer, kamailio_server, sip_options_ping  # noqa: F401
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
@@ -32,6 +32,16 @@ def test_registers_over_udp_tcp_and_tls_with_digest(kamailio_server: KamailioSer
             assert event.registered and event.status_code == 200, event
         assert set(engine.ports) == {"udp", "tcp", "tls"}
         assert all(port > 0 for port in engine.ports.values())
+
+
+def test_engine_reports_its_bound_ports_as_an_event(kamailio_server: KamailioServer) -> None:  # noqa: F811
+    """The Phone judges a provisioned apply by SipEngineStatus events, not by reading the engine."""
+    kam = kamailio_server
+    config = phone_config(kam, [account(kam, "1001", "udp")])
+    with running_engine(config, register=False) as (engine, events):
+        status = events.wait_for(lambda e: isinstance(e, SipEngineStatus))
+        assert status == SipEngineStatus(True, tuple(sorted(engine.ports.items())))
+        assert dict(status.ports)["udp"] > 0
 
 
 def test_tls_server_verification_against_the_configured_ca(
@@ -218,8 +228,8 @@ def test_engine_runner_process_registers_and_quits(
     )
     try:
         assert process.stdout is not None and process.stdin is not None
-        # "ready" and the registration event may come in either order
-        lines = [process.stdout.readline() for _ in range(2)]
+        # "ready", the engine's status event and the registration event may come in any order
+        lines = [process.stdout.readline() for _ in range(3)]
         assert any(line.startswith("ready ports=") for line in lines), lines
         assert any("event=RegistrationChanged" in ln and "registered=True" in ln for ln in lines)
         process.stdin.write("calls\nquit\n")
