@@ -85,6 +85,7 @@ QUALITY_INTERVAL_S = 5.0
 _DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 _TEARDOWN_WAIT_S = 2.0
 _REFER_491_RETRIES = 3  # REFERs answered 491 Request Pending are sent again this often
+_GLARE_RETRIES = 3  # so are hold/unhold re-INVITEs
 
 
 class SipEngineError(RuntimeError):
@@ -390,19 +391,30 @@ class _Core:
 
     def do_hold(self, cmd: Hold) -> None:
         call = self.call(cmd.call_id)
+        if self.wait_for_offer(call, cmd):
+            return
         call.setHold(pj.CallOpParam(True))
-        call.offer_pending = True
+        self.hold_sent(call, cmd)
 
     def do_unhold(self, cmd: Unhold) -> None:
+        call = self.call(cmd.call_id)
+        if self.wait_for_offer(call, cmd):
+            return
         prm = pj.CallOpParam(True)
         prm.opt.flag = pj.PJSUA_CALL_UNHOLD
-        call = self.call(cmd.call_id)
         call.reinvite(prm)
+        self.hold_sent(call, cmd)
+
+    @staticmethod
+    def hold_sent(call: EngineCall, cmd: Hold | Unhold) -> None:
         call.offer_pending = True
+        if call.hold_sent is not cmd:  # a new command, not the one sent again after a 491
+            call.hold_sent, call.hold_491s = cmd, 0
+        log.info("%s sent call_id=%d", type(cmd).__name__.lower(), cmd.call_id)
 
     def do_transfer(self, cmd: Transfer) -> None:
         call = self.call(cmd.call_id)
-        if self.defer_refer(call, cmd):
+        if self.wait_for_offer(call, cmd):
             return
         uri = target_uri(self.config.accounts[call.account_index], cmd.target)
         call.xfer(uri, pj.CallOpParam(True))
@@ -411,33 +423,45 @@ class _Core:
 
     def do_attended_transfer(self, cmd: AttendedTransfer) -> None:
         call = self.call(cmd.call_id)
-        if self.defer_refer(call, cmd):
+        if self.wait_for_offer(call, cmd):
             return
         call.xferReplaces(self.call(cmd.to_call_id), pj.CallOpParam(True))
         call.replaced_call_id = cmd.to_call_id
         call.refer = cmd
         log.info("refer sent call_id=%d replaces=%d", cmd.call_id, cmd.to_call_id)
 
-    def defer_refer(self, call: EngineCall, cmd: Transfer | AttendedTransfer) -> bool:
-        """A REFER sent while our hold re-INVITE is still pending is answered 491 by many UAs
-        (linphone): keep it until that transaction ends (on_invite_done sends it)."""
+    def wait_for_offer(self, call: EngineCall, cmd: _Deferrable) -> bool:
+        """Keep a hold, unhold or REFER while an offer of ours is unanswered (on_offer_done
+        sends it, in order). A REFER sent then is answered 491 by many UAs (linphone); a hold or
+        unhold would be lost: pjsip sends a re-INVITE with the pending offer instead ("already
+        have an offer, new offer is ignored") and pjsua still flips its hold flag."""
         call_id = call.getId()
-        hold_queued = any(
+        if isinstance(cmd, (Transfer, AttendedTransfer)) and any(
             isinstance(c, (Hold, Unhold)) and c.call_id == call_id for _, c, _ in self.retries
-        )
-        if hold_queued:
+        ):
             # The hold itself still waits for a transaction of the far end: come back after it.
             self.retries.append((time.monotonic() + _RETRY_S, cmd, 0))
             return True
-        if not call.offer_pending:
+        if not call.offer_pending or cmd is call.hold_sent:
             return False
-        log.info("refer waits for the re-INVITE to finish call_id=%d", call_id)
+        log.info("%s waits for the pending offer to be answered call_id=%d",
+                 type(cmd).__name__.lower(), call_id)  # fmt: skip
         call.deferred.append(cmd)
         return True
 
-    def on_invite_done(self, call: EngineCall) -> None:
-        """Our re-INVITE got its final answer: run the commands that waited for it."""
+    def on_offer_done(self, call: EngineCall, code: int) -> None:
+        """Our INVITE or UPDATE got its final answer: run the commands that waited for it.
+        A hold re-INVITE answered 491 (its offer crossed one of the far end's) is sent again
+        after the RFC 3261 back-off; what waits, waits for that one."""
+        hold = call.hold_sent
+        if code == 491 and hold is not None and call.hold_491s < _GLARE_RETRIES:
+            call.hold_491s += 1
+            delay = self.glare_backoff_s(call)
+            log.info("hold 491: sending it again call_id=%d in_s=%.2f", call.getId(), delay)
+            self.retries.append((time.monotonic() + delay, hold, 0))
+            return
         call.offer_pending = False
+        call.hold_sent, call.hold_491s = None, 0
         waiting, call.deferred = call.deferred, []
         for command in waiting:
             self.retries.append((time.monotonic(), command, 0))
@@ -571,16 +595,20 @@ class _Core:
         call.audio_index = audio_media_index(info)
         if call.audio_index < 0:
             return
-        status = info.media[call.audio_index].status
-        held_locally = status == pj.PJSUA_CALL_MEDIA_LOCAL_HOLD
+        media = info.media[call.audio_index]
+        status = media.status
+        # pjsua's LOCAL_HOLD is its own flag, set when a hold re-INVITE is sent and cleared with
+        # an unhold, whatever offer that re-INVITE then carried: held locally is what was
+        # negotiated, a stream we made sendonly or inactive (one that does not receive).
+        held_locally = status in _OWN_MEDIA and not media.dir & pj.PJMEDIA_DIR_DECODING
         held_remotely = status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
         call.codec = stream_codec(call) or call.codec
-        if status in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
-            self.ensure_clock()
-            self.connect_handset(call, call.getAudioMedia(call.audio_index))
-        elif held_locally:
+        if held_locally:
             # A call we hold still sends (sendonly): the handset must not be what it sends.
             self.disconnect_handset(call, call.getAudioMedia(call.audio_index))
+        elif status in (*_OWN_MEDIA, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+            self.ensure_clock()
+            self.connect_handset(call, call.getAudioMedia(call.audio_index))
         changed = (held_locally, held_remotely) != (call.held_locally, call.held_remotely)
         call.held_locally, call.held_remotely = held_locally, held_remotely
         self.publish()
@@ -588,9 +616,14 @@ class _Core:
             self.emit(CallMediaChanged(info.id, held_locally, held_remotely))
 
     def on_tsx_state(self, call: EngineCall, tsx: pj.SipTransaction) -> None:
-        ours = tsx.role == pj.PJSIP_ROLE_UAC and tsx.method == "INVITE"
-        if ours and call.offer_pending and tsx.statusCode >= 200:
-            self.on_invite_done(call)
+        # Every INVITE or UPDATE we send carries an offer, pjsua's own included (after an answer
+        # with several codecs it locks one with an UPDATE, or a re-INVITE).
+        if tsx.role != pj.PJSIP_ROLE_UAC or tsx.method not in ("INVITE", "UPDATE"):
+            return
+        if tsx.statusCode < 200:
+            call.offer_pending = True
+        elif call.offer_pending:
+            self.on_offer_done(call, tsx.statusCode)
 
     def on_transfer_status(self, call: EngineCall, code: int, reason: str, final: bool) -> None:
         call_id = call.getId()
@@ -688,6 +721,9 @@ def _log_failure(message: str) -> None:
 
 
 _RETRIABLE = (Hold, Unhold, Transfer, AttendedTransfer, SendDtmf)
+_Deferrable = Hold | Unhold | Transfer | AttendedTransfer
+# Media states in which our own hold flag, not the far end's, decides the direction.
+_OWN_MEDIA = (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_LOCAL_HOLD)
 
 # each handler takes the _Core and a command of its key's type
 _HANDLERS: dict[type, Callable[..., None]] = {
