@@ -725,8 +725,7 @@ _Deferrable = Hold | Unhold | Transfer | AttendedTransfer
 # Media states in which our own hold flag, not the far end's, decides the direction.
 _OWN_MEDIA = (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_LOCAL_HOLD)
 
-# each handler takes the _Core and a command of its key's type
-_HANDLERS: dict[type, Callable[..., None]] = {
+_HANDLERS: dict[type, Callable[[_Core, object], None]] = {
     MakeCall: _Core.do_make_call,
     Ringing: _Core.do_ringing,
     Answer: _Core.do_answer,
@@ -741,7 +740,7 @@ _HANDLERS: dict[type, Callable[..., None]] = {
     SendDtmf: _Core.do_send_dtmf,
     SetMute: _Core.do_set_mute,
     _ApplyConfig: _Core.do_apply_config,
-}
+}  # type: ignore[dict-item]
 
 
 class SipEngine:
