@@ -725,7 +725,8 @@ _Deferrable = Hold | Unhold | Transfer | AttendedTransfer
 # Media states in which our own hold flag, not the far end's, decides the direction.
 _OWN_MEDIA = (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_LOCAL_HOLD)
 
-_HANDLERS: dict[type, Callable[[_Core, object], None]] = {
+# each handler takes the _Core and a command of its key's type
+_HANDLERS: dict[type, Callable[..., None]] = {
     MakeCall: _Core.do_make_call,
     Ringing: _Core.do_ringing,
     Answer: _Core.do_answer,
@@ -740,7 +741,7 @@ _HANDLERS: dict[type, Callable[[_Core, object], None]] = {
     SendDtmf: _Core.do_send_dtmf,
     SetMute: _Core.do_set_mute,
     _ApplyConfig: _Core.do_apply_config,
-}  # type: ignore[dict-item]
+}
 
 
 class SipEngine:
