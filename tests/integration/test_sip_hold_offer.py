@@ -1,4 +1,5 @@
-"""Hold and unhold while the engine's own offer is unanswered, against a scripted SIPp far end.
+"""Hold and unhold against scripted SIPp far ends: while the engine's own offer is unanswered,
+and when the hold re-INVITE is answered 491.
 
 SIPp answers the phone's INVITE with two codecs, so pjsua locks one with an UPDATE straight after
 the ACK; SIPp answers that UPDATE only after 1.5 s. A hold submitted meanwhile used to leave as a
@@ -54,3 +55,25 @@ def test_hold_and_unhold_wait_for_the_codec_locking_update(
         events.wait_call_state(CallState.DISCONNECTED, call_id, timeout=15, start=mark)
         assert sipp.wait() == 0, sipp.report()
     assert sipp.requests_received("INVITE") == 3, sipp.report()  # call, hold, unhold
+
+
+def test_hold_answered_491_is_sent_again_after_the_back_off(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    config = phone_config(kamailio_server, [account(kamailio_server, "1001")])
+    sipp = SippPeer(tmp_path / "sipp", "hold_491_then_accept")
+    with sipp, running_engine(config) as (engine, events):
+        mark = events.mark()
+        engine.submit(MakeCall(0, sipp.uri))
+        call_id = events.wait_call_state(CallState.CONFIRMED, timeout=15, start=mark).call_id
+        engine.submit(Hold(call_id))
+        held = events.wait_for(
+            lambda e: isinstance(e, CallMediaChanged) and e.held_locally, timeout=20, start=mark
+        )
+        assert held.call_id == call_id
+        assert [c["held_locally"] for c in engine.calls_info()] == [True]
+        engine.submit(Hangup(call_id))
+        events.wait_call_state(CallState.DISCONNECTED, call_id, timeout=15, start=mark)
+        assert sipp.wait() == 0, sipp.report()
+    assert sipp.requests_received("INVITE") == 3, sipp.report()  # call, hold, hold again
