@@ -14,9 +14,11 @@ lint: setup
 
 # pytest exits 5 when it collected nothing; make treats any non-zero exit as failure.
 # The whole suite, including the full qemu-amd64 image build and QEMU boot test (about 3 min
-# with a cold image cache); the emulated-arm64 runs stay opt-in (docs/image.md).
+# with a cold image cache); the emulated-arm64 runs stay opt-in (docs/image.md). mypy checks
+# firmware/ and board/ (settings in pyproject.toml); provisioning/ and image/ join once clean.
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy firmware board
 	$(PY) -m pytest -q --run-image-full tests
 
 unit: setup

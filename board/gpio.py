@@ -40,4 +40,4 @@ def load_gpio() -> GpioApi:
             "RPi.GPIO is not installed: install offhook[pi] (on a Pi 5: the rpi-lgpio package)"
         ) from exc
     module.setwarnings(False)
-    return module  # type: ignore[return-value]
+    return module

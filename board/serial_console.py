@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 import serial
 
@@ -22,17 +22,33 @@ Command = Callable[[list[str]], str]
 MAX_LINE = 256
 
 
-def open_port(url: str, baudrate: int = 115200) -> serial.SerialBase:
+class Port(Protocol):
+    """What the console needs of a pyserial port (a UART, a USB gadget, ``loop://``)."""
+
+    @property
+    def in_waiting(self) -> int: ...
+
+    def read(self, size: int = 1) -> bytes: ...
+
+    def write(self, data: bytes, /) -> int | None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_port(url: str, baudrate: int = 115200) -> Port:
     """``/dev/ttyS1`` (Pi header UART on Debian's kernel), ``/dev/ttyGS0`` or any pyserial URL;
     reads time out so loops can stop."""
     try:
-        return serial.serial_for_url(url, baudrate=baudrate, timeout=0.2)
+        # every port class serial_for_url makes has in_waiting; SerialBase does not declare it
+        return cast(Port, serial.serial_for_url(url, baudrate=baudrate, timeout=0.2))
     except (serial.SerialException, ValueError) as exc:
         raise RuntimeError(f"cannot open serial console {url!r}: {exc}") from exc
 
 
 class SerialConsole:
-    def __init__(self, port: serial.SerialBase, commands: dict[str, Command] | None = None) -> None:
+    def __init__(self, port: Port, commands: dict[str, Command] | None = None) -> None:
         self._port = port
         self._commands: dict[str, Command] = dict(commands or {})
         self._buffer = b""

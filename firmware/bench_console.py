@@ -7,13 +7,11 @@ from typing import TYPE_CHECKING
 from firmware import events as ev
 
 if TYPE_CHECKING:
-    import serial
-
-    from board.serial_console import SerialConsole
+    from board.serial_console import Port, SerialConsole
     from firmware.control.actions import PhoneActions
 
 
-def open_serial_console(url: str, actions: PhoneActions) -> tuple[SerialConsole, serial.SerialBase]:
+def open_serial_console(url: str, actions: PhoneActions) -> tuple[SerialConsole, Port]:
     """The bench console on a serial port: ``key``, ``hook``, ``screen``, ``state``, ``help``.
 
     Inputs go through the same PhoneActions as the control API (so an emulated board's own hook

@@ -287,6 +287,7 @@ def oled_text(png: bytes) -> Text:
     image = Image.open(io.BytesIO(png)).convert("1")
     width, height = image.size
     pixel = image.load()
+    assert pixel is not None  # load() is None only for an image without data
     glyphs = {(True, True): "█", (True, False): "▀", (False, True): "▄", (False, False): " "}
     rows = []
     for y in range(0, height - 1, 2):

@@ -32,10 +32,8 @@ from firmware.provisioning.identity import sim_identity
 from firmware.supervisor import PREVIOUS_EXIT_ENV
 
 if TYPE_CHECKING:
-    import serial
-
     from board.emulated import EmulatedBoard
-    from board.serial_console import SerialConsole
+    from board.serial_console import Port, SerialConsole
     from firmware.provisioning import DeviceIdentity, ProvisioningClient
 
 log = logging.getLogger("offhook.phone")
@@ -190,7 +188,7 @@ class PhoneProcess:
         )
         self.control = ControlServer(config.control.listen, config.control.token, actions)
         self.console: SerialConsole | None = None
-        self.console_port: serial.SerialBase | None = None
+        self.console_port: Port | None = None
         if config.board.serial_console:
             try:
                 self.console, self.console_port = open_serial_console(

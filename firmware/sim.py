@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from firmware.config import ConfigError, PhoneConfig, load_config, parse_config, save_config
 from firmware.control.client import ControlClient
@@ -59,8 +60,8 @@ def main(argv: list[str]) -> int:
         env[TEST_HOOKS_ENV] = "1"
     setup_logging(config.logging.level)
     extra = ["--state-dir", str(state_dir)]
-    argv = phone_argv(args.config, "emulated", args.headless, extra)
-    supervisor = Supervisor(argv, env=env, stop_on_start_failure=True)
+    command = phone_argv(args.config, "emulated", args.headless, extra)
+    supervisor = Supervisor(command, env=env, stop_on_start_failure=True)
     install_signal_handlers(supervisor)
     log.info(
         "simulator started",
@@ -117,7 +118,7 @@ def sim_config(
     """A config for a simulated phone on loopback: fixed free SIP and control ports.
 
     With ``user`` empty the phone has no account of its own (it gets them by provisioning)."""
-    data = {
+    data: dict[str, Any] = {
         "device": {"name": name},
         "accounts": [],
         "control": {

@@ -287,7 +287,8 @@ class FakeGPIO:
 
     def _age_noise(self) -> None:
         bouncing = False
-        for part in (*self._switches.values(), *self._pins.values()):
+        parts: list[_Switch | _Pin] = [*self._switches.values(), *self._pins.values()]
+        for part in parts:
             if part.noise > 0:
                 part.noise -= 1
                 bouncing |= part.noise > 0

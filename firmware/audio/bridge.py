@@ -64,7 +64,7 @@ class AlsaAudio:
         self._ring_gain = software_gain(settings.ring_volume)
         self._ring_volume = settings.ring_volume
         self._lock = threading.Lock()
-        self._plan = settings.tone_plan
+        self._plan: str = settings.tone_plan
         self._tone: Tone | None = None
         self._tone_version = 0  # bumped on every change; the playback thread compares
         self._muted = False

@@ -101,9 +101,10 @@ def build_response(headers: dict[str, list[str]], code: int, reason: str, to_tag
     for via in headers.get("via", []):
         lines.append(f"Via: {via}")
     for name, label in (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq")):
-        value = (headers.get(name) or [None])[0]
-        if value is None:
+        values = headers.get(name)
+        if not values:
             continue
+        value = values[0]
         if name == "to" and ";tag=" not in value.replace(" ", "").lower():
             value += f";tag={to_tag}"
         lines.append(f"{label}: {value}")

@@ -55,7 +55,7 @@ def _unverified_chain(tls: ssl.SSLSocket) -> list[bytes]:
     if public is not None:
         return [bytes(c) for c in public()]
     # Python 3.10-3.12 have the same call on the C-level object only
-    certs = tls._sslobj.get_unverified_chain()  # type: ignore[union-attr]
+    certs = tls._sslobj.get_unverified_chain()  # type: ignore[attr-defined]
     return [c.public_bytes(_DER) for c in certs or []]
 
 

@@ -36,7 +36,9 @@ _print_lock = threading.Lock()
 
 
 def _print_event(event: object) -> None:
-    fields = dataclasses.asdict(event) if dataclasses.is_dataclass(event) else {}
+    fields: dict[str, object] = {}
+    if dataclasses.is_dataclass(event) and not isinstance(event, type):
+        fields = dataclasses.asdict(event)
     parts = [f"event={type(event).__name__}"]
     for key, value in fields.items():
         value = getattr(value, "value", value)  # enums

@@ -388,7 +388,8 @@ class RequestChecks:
         return ctypes.string_at(name.ptr, name.slen).decode("ascii", errors="replace").upper()
 
     def _headers(self, msg: int, header_type: int) -> list[str]:
-        found, start = [], None
+        found: list[str] = []
+        start: int | None = None
         while True:
             hdr = self._lib.pjsip_msg_find_hdr(msg, header_type, start)
             if not hdr:
