@@ -206,16 +206,7 @@ class PhoneProcess:
 
         config = effective_config(self.local_config, provisioned, self.simulated)
         self.config = config
-        return apply_and_wait_registered(self.runtime, config, transports=self.transports_outcome)
-
-    def transports_outcome(self, config: PhoneConfig) -> str | None:
-        """None once the SIP engine listens as ``config`` says, "pending" before, else why not."""
-        if not self.engine.running:
-            return f"sip engine stopped: {self.engine.failure or 'not running'}"
-        wanted = config.sip.port
-        if wanted and self.engine.ports.get("udp") != wanted:
-            return "pending"
-        return None
+        return apply_and_wait_registered(self.runtime, config)
 
     def status_report(self) -> dict:
         return {"lines": self.runtime.snapshot()["registration"]}

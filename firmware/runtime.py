@@ -248,7 +248,8 @@ class Runtime:
                 self.audio.set_tone_plan(command.plan)
         elif isinstance(command, ev.ConfigOutcome):
             waiting = self._applies.get(command.request)
-            if waiting is not None and not waiting.done():
+            # False when the waiter gave up (cancelled): the verdict came too late
+            if waiting is not None and waiting.set_running_or_notify_cancel():
                 waiting.set_result(command.error)
         else:
             log.warning("unknown command ignored", extra=kv(command=command))

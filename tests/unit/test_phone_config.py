@@ -12,8 +12,6 @@ from firmware.events import (
     SetVolume,
     SipEngineStatus,
 )
-from firmware.phone import APPLY_PENDING, registration_outcome
-from firmware.phone_state import LineRegistration
 from tests.unit.test_phone import Driver, make_config
 
 ACCOUNT = {"user": "1001", "domain": "pbx.example", "password": "old"}
@@ -75,18 +73,3 @@ def test_a_newer_config_supersedes_the_pending_verdict() -> None:
     assert outcomes(d) == [ConfigOutcome(5, "superseded by a newer config")]
     d(RegistrationChanged(0, True, 200))
     assert outcomes(d) == [ConfigOutcome(6, None)]
-
-
-def test_registration_outcome_waits_then_reports_refusal_or_success() -> None:
-    config = make_config(
-        accounts=[
-            {"user": "1001", "domain": "127.0.0.1"},
-            {"user": "1002", "domain": "127.0.0.1"},
-            {"user": "1003", "domain": "127.0.0.1", "enabled": False},
-        ]
-    )
-    ok, none = LineRegistration(True, 200), LineRegistration()
-    assert registration_outcome({0: ok, 1: none, 2: none}, config) == APPLY_PENDING
-    error = registration_outcome({0: ok, 1: LineRegistration(False, 403), 2: none}, config)
-    assert error is not None and "accounts[1]" in error and "403" in error
-    assert registration_outcome({0: ok, 1: ok, 2: none}, config) is None

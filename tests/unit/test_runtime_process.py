@@ -9,7 +9,8 @@ from pathlib import Path
 
 from firmware.config import parse_config
 from firmware.heartbeat import Heartbeat
-from firmware.provisioned_apply import registration_outcome
+from firmware.phone import registration_outcome
+from firmware.phone_state import LineRegistration
 from firmware.provisioning.identity import sim_identity
 
 TWO_ACCOUNTS = parse_config(
@@ -23,17 +24,17 @@ TWO_ACCOUNTS = parse_config(
 )
 
 
-def row(account: int, registered: bool, status: int) -> dict:
-    return {"account": account, "registered": registered, "status": status}
+def row(account: int, registered: bool, status: int) -> tuple[int, LineRegistration]:
+    return account, LineRegistration(registered, status)
 
 
 def test_apply_outcome_waits_then_reports_refusal_or_success() -> None:
-    pending = {"registration": [row(0, True, 200), row(1, False, 0), row(2, False, 0)]}
+    pending = dict([row(0, True, 200), row(1, False, 0), row(2, False, 0)])
     assert registration_outcome(pending, TWO_ACCOUNTS) == "pending"
-    refused = {"registration": [row(0, True, 200), row(1, False, 403), row(2, False, 0)]}
+    refused = dict([row(0, True, 200), row(1, False, 403), row(2, False, 0)])
     error = registration_outcome(refused, TWO_ACCOUNTS)
     assert error is not None and "accounts[1]" in error and "403" in error
-    done = {"registration": [row(0, True, 200), row(1, True, 200), row(2, False, 0)]}
+    done = dict([row(0, True, 200), row(1, True, 200), row(2, False, 0)])
     assert registration_outcome(done, TWO_ACCOUNTS) is None  # the disabled one does not count
 
 
