@@ -112,11 +112,56 @@ def _restart_key(config: PhoneConfig) -> tuple:
     )  # fmt: skip
 
 
+class _Published:
+    """What the owner thread hands to the engine's other threads: the bound ports (and the wake-up
+    address they give), a snapshot of the calls, whether the handset port is on the bridge, and
+    the events for the engine's consumer. The only part of the engine that _Core writes to."""
+
+    def __init__(self, on_event: Callable[[Event], None], quality_interval_s: float) -> None:
+        self.quality_interval_s = quality_interval_s
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._ports: dict[str, int] = {}
+        self._wake_address: tuple[str, int] | None = None
+        self._calls: dict[int, dict] = {}
+        self.port_active = False  # a bool: written by the owner thread only, read anywhere
+
+    def emit(self, event: Event) -> None:
+        try:
+            self._on_event(event)
+        except Exception:  # a consumer's bug must not take the SIP stack down
+            _log_failure(f"on_event handler failed event={event!r}")
+
+    def publish_calls(self, snapshot: dict[int, dict]) -> None:
+        with self._lock:
+            self._calls = snapshot
+
+    def calls(self) -> list[dict]:
+        with self._lock:
+            return [dict(info) for info in self._calls.values()]
+
+    def set_ports(self, ports: dict[str, int], address: str) -> None:
+        with self._lock:
+            self._ports = ports
+            self._wake_address = (address, ports["udp"]) if "udp" in ports else None
+        self.emit(SipEngineStatus(True, tuple(sorted(ports.items()))))
+
+    def ports(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._ports)
+
+    def wake_address(self) -> tuple[str, int] | None:
+        with self._lock:
+            return self._wake_address
+
+
 class _Core:
     """Everything that touches pjsua2. Lives in, and is only ever called from, the owner thread."""
 
-    def __init__(self, engine: SipEngine, config: PhoneConfig, audio: AudioEndpoint | None) -> None:
-        self.engine = engine
+    def __init__(
+        self, published: _Published, config: PhoneConfig, audio: AudioEndpoint | None
+    ) -> None:
+        self.published = published
         self.config = config
         self.audio = audio
         self.ep: pj.Endpoint | None = None
@@ -154,7 +199,7 @@ class _Core:
             if account.enabled:
                 self.create_account(index)
         bound = self.config.sip.bind_address or "127.0.0.1"
-        self.engine._set_ports(dict(self.transports.ports), bound)
+        self.published.set_ports(dict(self.transports.ports), bound)
 
     def create_account(self, index: int) -> None:
         account = self.config.accounts[index]
@@ -198,7 +243,7 @@ class _Core:
         self.closing = True
         self.retries.clear()
         self.port = None
-        self.engine._port_active = False
+        self.published.port_active = False
         self.unregister_all()
         # Wrappers go now, in this thread; one still alive at libDestroy aborts the process.
         self.calls.clear()
@@ -217,7 +262,7 @@ class _Core:
         # Unregistration is already done: skip pjsua's fixed one-second wait for network replies.
         ep.libDestroy(pj.PJSUA_DESTROY_NO_RX_MSG)
         self.ep = None
-        self.engine._publish_calls({})
+        self.published.publish_calls({})
 
     def unregister_all(self) -> None:
         """Send un-REGISTERs and wait (bounded) for the answers, so the registrar forgets us."""
@@ -259,13 +304,13 @@ class _Core:
         if self.port is None and self.audio is not None:
             self.port = EndpointPort(self.audio)
             self.port.muted = self.muted
-            self.engine._port_active = True
+            self.published.port_active = True
             log.info("handset port on the bridge")
         return self.port
 
     def release_port(self) -> None:
         self.port = None  # the C++ destructor takes it off the bridge
-        self.engine._port_active = False
+        self.published.port_active = False
         log.info("handset port off the bridge")
 
     def ensure_clock(self) -> None:
@@ -523,7 +568,7 @@ class _Core:
     # --- callbacks (from pjsua2, in the owner thread) ---------------------------------------
 
     def emit(self, event: Event) -> None:
-        self.engine._emit(event)
+        self.published.emit(event)
 
     def on_registration(self, index: int, registered: bool, code: int, reason: str) -> None:
         log.info("registration account=%d registered=%s code=%d", index, registered, code)
@@ -670,7 +715,7 @@ class _Core:
         now = time.monotonic()
         if now < self.next_quality:
             return
-        self.next_quality = now + self.engine.quality_interval_s
+        self.next_quality = now + self.published.quality_interval_s
         samples = []
         for call_id, call in list(self.calls.items()):
             if call.last_state is not CallState.CONFIRMED:
@@ -700,7 +745,7 @@ class _Core:
                 "setup_ms": call.setup_ms,
                 "stats": None if quality is None else quality.__dict__.copy(),
             }
-        self.engine._publish_calls(snapshot)
+        self.published.publish_calls(snapshot)
 
     @staticmethod
     def _remote_uri(call: EngineCall) -> str:
@@ -757,21 +802,15 @@ class SipEngine:
         if audio is not None and audio.sample_rate not in (8000, 16000, 32000, 48000):
             raise SipEngineError(f"audio endpoint sample rate {audio.sample_rate} unsupported")
         self._config = config
-        self._on_event = on_event
         self._audio = audio
-        self.quality_interval_s = quality_interval_s
+        self._published = _Published(on_event, quality_interval_s)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: str | None = None
         self._heartbeat = 0.0
-        self._lock = threading.Lock()
-        self._wake_address: tuple[str, int] | None = None
         self._wake_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._wake_socket.setblocking(False)
-        self._calls: dict[int, dict] = {}
-        self._ports: dict[str, int] = {}
-        self._port_active = False
         self.failure = ""  # why the owner loop ended, when it failed (say, a port in use)
 
     # --- public API -------------------------------------------------------------------------
@@ -824,22 +863,24 @@ class SipEngine:
     @property
     def ports(self) -> dict[str, int]:
         """Bound SIP ports by transport ("udp", "tcp", "tls"), known once start() returned."""
-        with self._lock:
-            return dict(self._ports)
+        return self._published.ports()
 
     @property
     def handset_port_active(self) -> bool:
         """True while the audio endpoint's port is on pjsua's bridge (only during call media)."""
-        return self._port_active
+        return self._published.port_active
+
+    @property
+    def quality_interval_s(self) -> float:
+        return self._published.quality_interval_s
 
     def calls_info(self) -> list[dict]:
-        with self._lock:
-            return [dict(info) for info in self._calls.values()]
+        return self._published.calls()
 
     # --- owner thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        core = _Core(self, self._config, self._audio)
+        core = _Core(self._published, self._config, self._audio)
         try:
             core.setup()
         except BaseException as exc:  # reported to start(); the thread must still clean up
@@ -862,7 +903,8 @@ class SipEngine:
             self.failure = f"{type(exc).__name__}: {exc}"  # text only (see _log_failure)
             del exc
             _log_failure("sip engine loop failed")
-            self._emit(SipEngineStatus(False, failure=self.failure))  # fails a pending apply
+            # the status fails a pending apply
+            self._published.emit(SipEngineStatus(False, failure=self.failure))
         finally:
             self._safe_teardown(core)
             del core
@@ -891,26 +933,9 @@ class SipEngine:
         except Exception:
             _log_failure("sip engine teardown failed")
 
-    def _emit(self, event: Event) -> None:
-        try:
-            self._on_event(event)
-        except Exception:  # a consumer's bug must not take the SIP stack down
-            _log_failure(f"on_event handler failed event={event!r}")
-
-    def _publish_calls(self, snapshot: dict[int, dict]) -> None:
-        with self._lock:
-            self._calls = snapshot
-
-    def _set_ports(self, ports: dict[str, int], address: str) -> None:
-        with self._lock:
-            self._ports = ports
-            self._wake_address = (address, ports["udp"]) if "udp" in ports else None
-        self._emit(SipEngineStatus(True, tuple(sorted(ports.items()))))
-
     def _wake(self) -> None:
         """Make the owner thread's libHandleEvents return now (a datagram to its UDP socket)."""
-        with self._lock:
-            address = self._wake_address
+        address = self._published.wake_address()
         if address is None:
             return
         try:
