@@ -25,7 +25,7 @@ unit: setup
 	$(PY) -m pytest -q tests/unit
 
 demo: setup
-	$(PY) -m firmware.demo
+	$(PY) -m offhook.firmware.demo
 
 bench: setup
 	$(PY) -m bench

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from image.boottest import BootTestError, boot_test
+from offhook.image.boottest import BootTestError, boot_test
 
 PI4_VS_HOST = 4.0  # assumed per-core slowdown of a Pi 4 against this host, natively
 STARTING = re.compile(r"\[\s*([0-9.]+)\] systemd\[1\]: Starting offhook\.service")
@@ -37,7 +37,7 @@ KERNEL_DONE = re.compile(r"\[\s*([0-9.]+)\] Run /init as init process")
 HOST_STARTUP = """
 import time
 t = time.monotonic()
-import firmware.phone_process, firmware.sip.engine, pjsua2 as pj
+import offhook.firmware.phone_process, offhook.firmware.sip.engine, pjsua2 as pj
 ep = pj.Endpoint(); ep.libCreate(); cfg = pj.EpConfig(); cfg.uaConfig.threadCnt = 0
 cfg.uaConfig.mainThreadOnly = True; ep.libInit(cfg); ep.audDevManager().setNullDev()
 ep.libStart(); ep.libDestroy()
@@ -49,7 +49,7 @@ def _image() -> tuple[Path, tempfile.TemporaryDirectory | None]:
     given = os.environ.get("OFFHOOK_BENCH_IMAGE", "")
     if given:
         return Path(given), None
-    from image.build import BuildOptions, build
+    from offhook.image.build import BuildOptions, build
 
     tmp = tempfile.TemporaryDirectory(prefix="offhook-bench-boot-", dir="/var/tmp")
     build(BuildOptions(board="qemu-amd64", out=Path(tmp.name), compress=False))

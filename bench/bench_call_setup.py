@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from firmware.events import CallState, Hangup, MakeCall
-from firmware.sip import SipEngine
+from offhook.firmware.events import CallState, Hangup, MakeCall
+from offhook.firmware.sip import SipEngine
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware.processes import stop_process
+from offhook.firmware.processes import stop_process
 
 HOST = "127.0.0.1"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -206,11 +206,11 @@ def get_request(path: str, headers: dict[str, str]) -> bytes:
 
 def seed_devices(db_url: str, data_dir: Path, count: int) -> list[tuple[str, str]]:
     """Approved devices with credentials and a line each, written straight to the database."""
-    from provisioning import operations as ops
-    from provisioning.auth import new_device_secret, secret_digest
-    from provisioning.crypto import load_key_ring
-    from provisioning.db import Database
-    from provisioning.models import Device, utcnow
+    from offhook.provisioning import operations as ops
+    from offhook.provisioning.auth import new_device_secret, secret_digest
+    from offhook.provisioning.crypto import load_key_ring
+    from offhook.provisioning.db import Database
+    from offhook.provisioning.models import Device, utcnow
 
     database = Database(db_url)
     database.migrate()
@@ -271,7 +271,7 @@ def start_server(
         }
     )
     command = [
-        sys.executable, "-m", "firmware.cli", "server", "--db", db_url,
+        sys.executable, "-m", "offhook.firmware.cli", "server", "--db", db_url,
         "--data-dir", str(data_dir), "--listen", f"{HOST}:{port}",
         "--workers", str(workers), "--log-level", "warning",
     ]  # fmt: skip
@@ -386,7 +386,7 @@ def main() -> int:
     processes: list[subprocess.Popen[bytes]] = []
     tls = None
     if os.environ.get("OFFHOOK_BENCH_TLS", "") not in ("", "0"):
-        from firmware.devtools.certs import make_certificates
+        from offhook.firmware.devtools.certs import make_certificates
 
         certs = make_certificates(root / "tls")
         tls = (certs.cert, certs.key)

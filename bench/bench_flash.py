@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from image.flash import Flasher
-from image.layout import MIB
-from image.sample import make_sample_image
+from offhook.image.flash import Flasher
+from offhook.image.layout import MIB
+from offhook.image.sample import make_sample_image
 
 GIB = 1 << 30
 

@@ -75,10 +75,10 @@ def seed_fleet(db_url: str, data_dir: Path, phones: int) -> list[tuple[str, str]
     """Bulk insert approved, enrolled phones with one line each (as after a mass roll-out)."""
     from sqlalchemy import insert
 
-    from provisioning.auth import new_device_secret, secret_digest
-    from provisioning.crypto import load_key_ring
-    from provisioning.db import Database
-    from provisioning.models import Device, Group, Line, new_uuid, utcnow
+    from offhook.provisioning.auth import new_device_secret, secret_digest
+    from offhook.provisioning.crypto import load_key_ring
+    from offhook.provisioning.db import Database
+    from offhook.provisioning.models import Device, Group, Line, new_uuid, utcnow
 
     database = Database(db_url)
     database.migrate()
@@ -175,8 +175,8 @@ def main() -> int:
         creds = seed_fleet(db_url, data_dir, phones)
         print(f"seeded {phones} phones in {time.monotonic() - t0:.1f} s (PostgreSQL 15)")
 
-        from provisioning.admin_auth import create_admin, create_api_token
-        from provisioning.db import Database
+        from offhook.provisioning.admin_auth import create_admin, create_api_token
+        from offhook.provisioning.db import Database
 
         database = Database(db_url)
         with database.session() as db:

@@ -13,11 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from image.assemble import Contents, assemble, ext4_size_for
-from image.bmap import create_bmap, write_bmap
-from image.build import BuildOptions, build
-from image.layout import MIB, plan_layout
-from image.sample import make_tree
+from offhook.image.assemble import Contents, assemble, ext4_size_for
+from offhook.image.bmap import create_bmap, write_bmap
+from offhook.image.build import BuildOptions, build
+from offhook.image.layout import MIB, plan_layout
+from offhook.image.sample import make_tree
 
 
 def assembly_vs_mke2fs(work: Path) -> None:

@@ -18,14 +18,14 @@ import time
 from luma.core.render import canvas
 from PIL import ImageFont
 
-from board.display import make_dummy_display
-from board.fake import FakeGPIO
-from board.keypad import MatrixKeypad
-from board.profile import load_profile
-from firmware.config import parse_config
-from firmware.events import HookChanged, KeyPressed, Render
-from firmware.phone import Phone
-from firmware.screens import render_to_device
+from offhook.board.display import make_dummy_display
+from offhook.board.fake import FakeGPIO
+from offhook.board.keypad import MatrixKeypad
+from offhook.board.profile import load_profile
+from offhook.contract.config import parse_config
+from offhook.firmware.events import HookChanged, KeyPressed, Render
+from offhook.firmware.phone import Phone
+from offhook.firmware.screens import render_to_device
 
 PRESSES = 400
 GOAL_MS = 30.0

@@ -27,12 +27,12 @@ import wave
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware.audio.bridge import AlsaAudio
-from firmware.audio.pcm import to_bytes
-from firmware.audio.tones import ToneGenerator, tone_spec
-from firmware.audio.virtual import mic_pcm, speaker_pcm, use_private_config
-from firmware.config import AudioSettings
-from firmware.events import Tone
+from offhook.contract.config import AudioSettings
+from offhook.firmware.audio.bridge import AlsaAudio
+from offhook.firmware.audio.pcm import to_bytes
+from offhook.firmware.audio.tones import ToneGenerator, tone_spec
+from offhook.firmware.audio.virtual import mic_pcm, speaker_pcm, use_private_config
+from offhook.firmware.events import Tone
 
 RATE = 16000
 PERIOD_MS = 10

@@ -23,11 +23,11 @@ from typing import Any
 
 import httpx
 
-from firmware.config import PhoneConfig, ProvisioningSettings
-from firmware.provisioning import DeviceIdentity, ProvisioningClient
-from firmware.provisioning.client import BATCH_SIZE
-from firmware.provisioning.outbox import Outbox
-from firmware.provisioning.pinning import PinnedCA
+from offhook.contract.config import PhoneConfig, ProvisioningSettings
+from offhook.firmware.provisioning import DeviceIdentity, ProvisioningClient
+from offhook.firmware.provisioning.client import BATCH_SIZE
+from offhook.firmware.provisioning.outbox import Outbox
+from offhook.firmware.provisioning.pinning import PinnedCA
 from tests.fixtures.provisioning_server import ProvisioningServer
 
 CHANGES = 10

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from firmware.sim import SimPhone, free_port, is_registered, sim_config
+from offhook.firmware.sim import SimPhone, free_port, is_registered, sim_config
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.kamailio import KamailioServer
 

@@ -8,7 +8,7 @@
   has loaded at idle;
 - CPU seconds per call-minute: a real call through Kamailio to an auto-answering baresip, both
   callers sending a 1 kHz sine (ours through the Python AudioMediaPort), PCMU, scaled to 60 s.
-The engine runs as ``python -m firmware.sip`` in its own process, as on the phone.
+The engine runs as ``python -m offhook.firmware.sip`` in its own process, as on the phone.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-from firmware.devtools.kamailio import KamailioServer
-from firmware.sim import SimPhone, sim_config
+from offhook.firmware.devtools.kamailio import KamailioServer
+from offhook.firmware.sim import SimPhone, sim_config
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.kamailio import DEFAULT_USERS
 from tests.fixtures.sip_phone import account, phone_config
@@ -46,11 +46,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 class EngineProcess:
-    """``python -m firmware.sip`` with a line reader on its stdout."""
+    """``python -m offhook.firmware.sip`` with a line reader on its stdout."""
 
     def __init__(self, config_path: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "firmware.sip", str(config_path), "--tone", "1000"],
+            [sys.executable, "-m", "offhook.firmware.sip", str(config_path), "--tone", "1000"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
@@ -101,7 +101,7 @@ def phone_process_pid(sim: SimPhone) -> int:
     while pending:
         pid = pending.pop()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if b"firmware.phone_process" in cmdline:
+        if b"offhook.firmware.phone_process" in cmdline:
             return pid
         pending += child_pids(pid)
     raise RuntimeError("no phone process under the simulator")

@@ -24,8 +24,8 @@ PASSWORD = "bench-web-password"
 
 
 def _populate(database: object) -> None:
-    from provisioning.admin_auth import create_admin
-    from provisioning.models import DEVICE_APPROVED, Device, Group, StatusReport, utcnow
+    from offhook.provisioning.admin_auth import create_admin
+    from offhook.provisioning.models import DEVICE_APPROVED, Device, Group, StatusReport, utcnow
 
     now = utcnow()
     with database.session() as db:  # type: ignore[attr-defined]
@@ -74,8 +74,8 @@ def _median_ms(client: object, path: str) -> float:
 def main() -> int:
     from fastapi.testclient import TestClient
 
-    from provisioning.app import create_app
-    from provisioning.settings import ServerSettings
+    from offhook.provisioning.app import create_app
+    from offhook.provisioning.settings import ServerSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = ServerSettings(data_dir=Path(tmp), purge_interval_s=0, notify_enabled=False)

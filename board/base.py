@@ -2,7 +2,7 @@
 one both fit ``Board``; the OLED (a luma device, real, emulated or dummy) fits ``Display``.
 
 Inputs arrive through callbacks (called from the board's own thread): ``on_key(cb)`` with key
-names from firmware.events (digits, ``*``, ``#`` and FUNCTION_KEYS), ``on_hook(cb)`` with True
+names from contract/keys.py (digits, ``*``, ``#`` and FUNCTION_KEYS), ``on_hook(cb)`` with True
 when the handset is lifted. Outputs: ``set_led(name, state)`` (Phone's SetLed),
 ``set_ringer(on)`` (Phone's SetRinger) and ``display``, a Display (or None) to render on.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from board.profile import DisplayWiring
+from offhook.board.profile import DisplayWiring
 
 log = logging.getLogger(__name__)
 

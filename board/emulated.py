@@ -26,9 +26,9 @@ import tty
 from collections.abc import Callable
 from typing import Any
 
-from board.display import make_dummy_display
-from board.worker import Worker
-from firmware.events import DIGIT_KEYS, FUNCTION_KEYS
+from offhook.board.display import make_dummy_display
+from offhook.board.worker import Worker
+from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from board.gpio import GpioApi
+from offhook.board.gpio import GpioApi
 
 log = logging.getLogger(__name__)
 

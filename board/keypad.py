@@ -15,8 +15,8 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from board.gpio import GpioApi
-from board.worker import Worker
+from offhook.board.gpio import GpioApi
+from offhook.board.worker import Worker
 
 log = logging.getLogger(__name__)
 

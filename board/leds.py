@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Mapping
 
-from board.gpio import GpioApi
+from offhook.board.gpio import GpioApi
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from board.gpio import GpioApi, load_gpio
-from board.hook import HookSwitch
-from board.keypad import MatrixKeypad
-from board.leds import Leds
-from board.profile import BoardProfile
-from board.ringer import Ringer
-from board.worker import Worker
+from offhook.board.gpio import GpioApi, load_gpio
+from offhook.board.hook import HookSwitch
+from offhook.board.keypad import MatrixKeypad
+from offhook.board.leds import Leds
+from offhook.board.profile import BoardProfile
+from offhook.board.ringer import Ringer
+from offhook.board.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from firmware.config import format_validation_errors
-from firmware.events import DIGIT_KEYS, FUNCTION_KEYS
+from offhook.contract.config import format_validation_errors
+from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 KNOWN_KEYS = DIGIT_KEYS | FUNCTION_KEYS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from board.gpio import GpioApi
+from offhook.board.gpio import GpioApi
 
 
 class Ringer:

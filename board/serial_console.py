@@ -14,7 +14,7 @@ from typing import Any, Protocol, cast
 
 import serial
 
-from board.worker import Worker
+from offhook.board.worker import Worker
 
 log = logging.getLogger(__name__)
 

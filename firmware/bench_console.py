@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from firmware import events as ev
+from offhook.firmware import events as ev
 
 if TYPE_CHECKING:
-    from board.serial_console import Port, SerialConsole
-    from firmware.control.actions import PhoneActions
+    from offhook.board.serial_console import Port, SerialConsole
+    from offhook.firmware.control.actions import PhoneActions
 
 
 def open_serial_console(url: str, actions: PhoneActions) -> tuple[SerialConsole, Port]:
@@ -16,7 +16,7 @@ def open_serial_console(url: str, actions: PhoneActions) -> tuple[SerialConsole,
 
     Inputs go through the same PhoneActions as the control API (so an emulated board's own hook
     state follows). Returns (console, port); the caller starts the console and closes the port."""
-    from board.serial_console import SerialConsole, open_port, phone_commands
+    from offhook.board.serial_console import SerialConsole, open_port, phone_commands
 
     def press(key: str) -> None:
         if key not in ev.DIGIT_KEYS and key not in ev.FUNCTION_KEYS:

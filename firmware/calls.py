@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from firmware.events import CallRecord, CallState, Tone
+from offhook.firmware.events import CallRecord, CallState, Tone
 
 _URI_USER = re.compile(r"^(?:sips?:|tel:)?([^@;>]+)")
 UNPLACED = -1  # a call's id until the engine reports it (the engine's ids are never negative)

@@ -10,14 +10,26 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "sim": ("firmware.sim:main", "run a simulated phone (emulated board) on this PC"),
-    "run": ("firmware.supervisor:main", "run the phone under its supervisor (on a Raspberry Pi)"),
-    "phone": ("firmware.phone_process:main", "run one phone process (used by the supervisor)"),
-    "server": ("provisioning.cli:server_main", "run the provisioning server"),
-    "fleet": ("provisioning.cli:fleet_main", "manage the fleet: devices, groups, approvals"),
-    "image": ("image.cli:image_main", "build or boot-test an SD card image"),
-    "flash": ("image.cli:flash_main", "flash an image onto an SD card or image file"),
-    "demo": ("firmware.demo:main", "provisioning server and simulated phones calling each other"),
+    "sim": ("offhook.firmware.sim:main", "run a simulated phone (emulated board) on this PC"),
+    "run": (
+        "offhook.firmware.supervisor:main",
+        "run the phone under its supervisor (on a Raspberry Pi)",
+    ),
+    "phone": (
+        "offhook.firmware.phone_process:main",
+        "run one phone process (used by the supervisor)",
+    ),
+    "server": ("offhook.provisioning.cli:server_main", "run the provisioning server"),
+    "fleet": (
+        "offhook.provisioning.cli:fleet_main",
+        "manage the fleet: devices, groups, approvals",
+    ),
+    "image": ("offhook.image.cli:image_main", "build or boot-test an SD card image"),
+    "flash": ("offhook.image.cli:flash_main", "flash an image onto an SD card or image file"),
+    "demo": (
+        "offhook.firmware.demo:main",
+        "provisioning server and simulated phones calling each other",
+    ),
 }
 
 

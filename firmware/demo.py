@@ -29,9 +29,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
-from firmware.devtools.kamailio import KamailioServer
-from firmware.devtools.provisioning_server import ProvisioningServerProcess
-from firmware.sim import SimPhone, is_registered, sim_config, stop_all
+from offhook.firmware.devtools.kamailio import KamailioServer
+from offhook.firmware.devtools.provisioning_server import ProvisioningServerProcess
+from offhook.firmware.sim import SimPhone, is_registered, sim_config, stop_all
 
 STEP_TIMEOUT_S = 20.0
 OLED_WIDTH = 128
@@ -119,7 +119,7 @@ class Demo:
 
     def provisioned_phone(self, person: Person) -> SimPhone:
         """A phone with no account: it enrolls and the server hands it its line."""
-        from firmware.provisioning.identity import sim_identity
+        from offhook.firmware.provisioning.identity import sim_identity
 
         server, kamailio = self.server, self.kamailio
         assert server is not None and kamailio is not None

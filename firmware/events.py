@@ -11,21 +11,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: this module imports nothing of the firmware at run time
-    from firmware.config import PhoneConfig
+    from offhook.contract.config import PhoneConfig
 
-# --- keys ------------------------------------------------------------------------------------
-
-DIGIT_KEYS = frozenset("0123456789*#")
-# Function keys a desk phone has besides the digits. Board profiles map matrix positions to these.
-FUNCTION_KEYS = frozenset(
-    {
-        "hold", "transfer", "conference", "redial", "dnd", "voicemail", "mute", "speaker",
-        "headset", "vol_up", "vol_down", "up", "down", "left", "right", "ok", "cancel",
-        "history", "phonebook", "menu", "line1", "line2", "softkey1", "softkey2", "softkey3",
-        "softkey4",
-    }
-)  # fmt: skip
-
+# Key names are part of the shared contract (board profiles and the server use them too).
+from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS  # noqa: F401 (re-exported)
 
 # --- shared enums --------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from firmware import events as ev
-from firmware.ports import SipPort
+from offhook.firmware import events as ev
+from offhook.firmware.ports import SipPort
 
 log = logging.getLogger("offhook.phone")
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from firmware.logs import kv
+from offhook.contract.logs import kv
 
 log = logging.getLogger("offhook.phone")
 

@@ -17,7 +17,10 @@ from datetime import UTC, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from firmware.calls import (
+from offhook.contract.config import PhoneConfig
+from offhook.contract.dialplan import Decision, DigitMap
+from offhook.contract.logs import kv
+from offhook.firmware.calls import (
     UNPLACED,
     Call,
     Outcome,
@@ -30,9 +33,7 @@ from firmware.calls import (
     record_summary,
     same_missed_caller,
 )
-from firmware.config import PhoneConfig
-from firmware.dialplan import Decision, DigitMap
-from firmware.events import (
+from offhook.firmware.events import (
     DIGIT_KEYS,
     Answer,
     AttendedTransfer,
@@ -80,8 +81,7 @@ from firmware.events import (
     TransferStatus,
     Unhold,
 )
-from firmware.logs import kv
-from firmware.phone_state import (
+from offhook.firmware.phone_state import (
     NO_NOTICE,
     NO_REGISTRATION,
     Browse,
@@ -94,8 +94,8 @@ from firmware.phone_state import (
     PhoneState,
     VolumeTarget,
 )
-from firmware.screens.lists import browse_entries, status_menu_items
-from firmware.screens.views import compose_screen, led_states
+from offhook.firmware.screens.lists import browse_entries, status_menu_items
+from offhook.firmware.screens.views import compose_screen, led_states
 
 log = logging.getLogger(__name__)
 

@@ -20,21 +20,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from board.base import Board, Display
-from firmware import events as ev
-from firmware.bench_console import open_serial_console
-from firmware.config import ConfigError, PhoneConfig, load_config
-from firmware.fault_hooks import EngineHangHook
-from firmware.heartbeat import Heartbeat
-from firmware.logs import kv, setup_logging
-from firmware.provisioned_apply import apply_and_wait_registered
-from firmware.provisioning.identity import sim_identity
-from firmware.supervisor import PREVIOUS_EXIT_ENV
+from offhook.board.base import Board, Display
+from offhook.contract.config import ConfigError, PhoneConfig, load_config
+from offhook.contract.logs import kv, setup_logging
+from offhook.firmware import events as ev
+from offhook.firmware.bench_console import open_serial_console
+from offhook.firmware.fault_hooks import EngineHangHook
+from offhook.firmware.heartbeat import Heartbeat
+from offhook.firmware.provisioned_apply import apply_and_wait_registered
+from offhook.firmware.provisioning.identity import sim_identity
+from offhook.firmware.supervisor import PREVIOUS_EXIT_ENV
 
 if TYPE_CHECKING:
-    from board.emulated import EmulatedBoard
-    from board.serial_console import Port, SerialConsole
-    from firmware.provisioning import DeviceIdentity, ProvisioningClient
+    from offhook.board.emulated import EmulatedBoard
+    from offhook.board.serial_console import Port, SerialConsole
+    from offhook.firmware.provisioning import DeviceIdentity, ProvisioningClient
 
 log = logging.getLogger("offhook.phone")
 
@@ -48,7 +48,7 @@ EXIT_START_FAILED = 78
 
 def make_emulated_board(headless: bool) -> EmulatedBoard:
     """The emulated board: luma's dummy display headless, else the terminal."""
-    from board.emulated import EmulatedBoard
+    from offhook.board.emulated import EmulatedBoard
 
     return EmulatedBoard(display="dummy" if headless else "asciiblock")
 
@@ -57,9 +57,9 @@ def make_board(kind: str, config: PhoneConfig, headless: bool) -> Board:
     """The emulated board (terminal or headless) or the real Pi board from its pin profile."""
     if kind == "emulated":
         return make_emulated_board(headless)
-    from board.display import apply_settings, make_display
-    from board.pi import PiBoard
-    from board.profile import load_profile
+    from offhook.board.display import apply_settings, make_display
+    from offhook.board.pi import PiBoard
+    from offhook.board.profile import load_profile
 
     profile = load_profile(config.board.profile)
     display = None if headless else make_display(apply_settings(profile.display, config.board))
@@ -68,7 +68,7 @@ def make_board(kind: str, config: PhoneConfig, headless: bool) -> Board:
 
 def screen_renderer(device: Display) -> Callable[[ev.Screen], None]:
     """Draw a Screen on a luma device (the board's OLED or the terminal)."""
-    from firmware.screens import render_to_device
+    from offhook.firmware.screens import render_to_device
 
     def draw(screen: ev.Screen) -> None:
         render_to_device(screen, device)
@@ -80,8 +80,8 @@ def png_renderer(width: int = 128, height: int = 64) -> Callable[[ev.Screen | No
     """Screen -> PNG of what the OLED shows (drawn on a private image, not the panel)."""
     from PIL import Image
 
-    from firmware.control.png import png_of
-    from firmware.screens import render_image
+    from offhook.firmware.control.png import png_of
+    from offhook.firmware.screens import render_image
 
     def png(screen: ev.Screen | None) -> bytes:
         if screen is None:
@@ -93,8 +93,8 @@ def png_renderer(width: int = 128, height: int = 64) -> Callable[[ev.Screen | No
 
 def gather_device_info(sip_ports: dict[str, int]) -> ev.DeviceInfo:
     """What the Phone's status menu shows about this device (addresses, version, SIP ports)."""
-    from firmware.netinfo import ip_addresses
-    from firmware.provisioning.identity import firmware_version
+    from offhook.firmware.netinfo import ip_addresses
+    from offhook.firmware.provisioning.identity import firmware_version
 
     return ev.DeviceInfo(
         addresses=ip_addresses(),
@@ -122,13 +122,13 @@ class PhoneProcess:
         test_hooks: bool,
         identity: DeviceIdentity | None = None,
     ) -> None:
-        from firmware.audio.bridge import AlsaAudio
-        from firmware.control.actions import PhoneActions
-        from firmware.control.server import ControlServer
-        from firmware.phone import Phone
-        from firmware.runtime import Runtime
-        from firmware.sip.engine import SipEngine
-        from firmware.state_files import CallHistoryFile, VolumeFile
+        from offhook.firmware.audio.bridge import AlsaAudio
+        from offhook.firmware.control.actions import PhoneActions
+        from offhook.firmware.control.server import ControlServer
+        from offhook.firmware.phone import Phone
+        from offhook.firmware.runtime import Runtime
+        from offhook.firmware.sip.engine import SipEngine
+        from offhook.firmware.state_files import CallHistoryFile, VolumeFile
 
         self.local_config = config
         # how the phone process before this one ended, as the supervisor saw it ("" if first)
@@ -136,7 +136,7 @@ class PhoneProcess:
         self.simulated = board_kind == "emulated"  # keeps its SIP port local (see config.py)
         self.provisioning: ProvisioningClient | None = None
         if config.provisioning.url:
-            from firmware.provisioning import ProvisioningClient, effective_config
+            from offhook.firmware.provisioning import ProvisioningClient, effective_config
 
             if identity is None:
                 raise ValueError("provisioning.url is set but the device identity is unknown")
@@ -202,7 +202,7 @@ class PhoneProcess:
     def apply_provisioned(self, provisioned: PhoneConfig | None) -> str | None:
         """The provisioning client's apply callback (its thread): None once registered.
         ``None`` goes back to the phone's own config (a refused first config's rollback)."""
-        from firmware.provisioning import effective_config
+        from offhook.firmware.provisioning import effective_config
 
         config = effective_config(self.local_config, provisioned, self.simulated)
         self.config = config
@@ -342,7 +342,7 @@ def main(argv: list[str]) -> int:
     state_dir = args.state_dir or default_state_dir(config, args.config)
     identity: DeviceIdentity | None = None
     if config.provisioning.url:
-        from firmware.provisioning import DeviceIdentity
+        from offhook.firmware.provisioning import DeviceIdentity
 
         pi = args.board == "rpi"
         try:

@@ -11,9 +11,9 @@ import enum
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
-from firmware.calls import Call
-from firmware.config import PhoneConfig
-from firmware.events import CallRecord, DeviceInfo, Screen, SipEngineStatus
+from offhook.contract.config import PhoneConfig
+from offhook.firmware.calls import Call
+from offhook.firmware.events import CallRecord, DeviceInfo, Screen, SipEngineStatus
 
 
 class Mode(enum.Enum):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from board.base import Board, Display
+from offhook.board.base import Board, Display
 
 if TYPE_CHECKING:
-    from firmware import events as ev
-    from firmware.config import PhoneConfig
+    from offhook.contract.config import PhoneConfig
+    from offhook.firmware import events as ev
 
 __all__ = ["AudioEndpoint", "AudioPort", "Board", "Display", "Indicators", "Outbox", "SipPort"]
 

@@ -9,8 +9,8 @@ import logging
 from concurrent.futures import Future
 from typing import Protocol
 
-from firmware.config import PhoneConfig
-from firmware.logs import kv
+from offhook.contract.config import PhoneConfig
+from offhook.contract.logs import kv
 
 log = logging.getLogger("offhook.phone")
 

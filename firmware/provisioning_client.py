@@ -1,5 +1,5 @@
 """Import path named in the architecture; the code lives in the firmware.provisioning package."""
 
-from firmware.provisioning import DeviceIdentity, ProvisioningClient, effective_config
+from offhook.firmware.provisioning import DeviceIdentity, ProvisioningClient, effective_config
 
 __all__ = ["DeviceIdentity", "ProvisioningClient", "effective_config"]

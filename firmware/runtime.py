@@ -20,15 +20,15 @@ from datetime import UTC, datetime
 from itertools import count
 from typing import TYPE_CHECKING, Any, Protocol
 
-from firmware import events as ev
-from firmware.logs import kv
-from firmware.ports import AudioPort, Indicators, Outbox, SipPort
-from firmware.state_files import CallHistoryFile, VolumeFile
-from firmware.timers import TimerWheel
-from firmware.workers import LatestWorker
+from offhook.contract.logs import kv
+from offhook.firmware import events as ev
+from offhook.firmware.ports import AudioPort, Indicators, Outbox, SipPort
+from offhook.firmware.state_files import CallHistoryFile, VolumeFile
+from offhook.firmware.timers import TimerWheel
+from offhook.firmware.workers import LatestWorker
 
 if TYPE_CHECKING:
-    from firmware.config import PhoneConfig
+    from offhook.contract.config import PhoneConfig
 
 log = logging.getLogger("offhook.runtime")
 

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from firmware.config import ConfigError, PhoneConfig, load_config, parse_config, save_config
-from firmware.control.client import ControlClient
-from firmware.control.protocol import ControlError, check_exposure
-from firmware.logs import kv, setup_logging
-from firmware.phone_process import TEST_HOOKS_ENV, default_state_dir
-from firmware.processes import wait_or_kill
-from firmware.supervisor import Supervisor, install_signal_handlers, log, phone_argv
+from offhook.contract.config import ConfigError, PhoneConfig, load_config, parse_config, save_config
+from offhook.contract.logs import kv, setup_logging
+from offhook.firmware.control.client import ControlClient
+from offhook.firmware.control.protocol import ControlError, check_exposure
+from offhook.firmware.phone_process import TEST_HOOKS_ENV, default_state_dir
+from offhook.firmware.processes import wait_or_kill
+from offhook.firmware.supervisor import Supervisor, install_signal_handlers, log, phone_argv
 
 
 def main(argv: list[str]) -> int:
@@ -171,7 +171,7 @@ class SimPhone:
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.config_path)
-        cmd = [sys.executable, "-m", "firmware.cli", "sim", "--headless"]
+        cmd = [sys.executable, "-m", "offhook.firmware.cli", "sim", "--headless"]
         cmd += ["--config", str(self.config_path)]
         if self.test_hooks:
             cmd.append("--test-hooks")

@@ -1,5 +1,5 @@
 """The phone's two state files: the call history (JSON lines) and the user's volume levels (JSON).
-Both are written atomically (firmware/atomic.py), off the Runtime's loop thread."""
+Both are written atomically (contract/atomic.py), off the Runtime's loop thread."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import logging
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from firmware import events as ev
-from firmware.atomic import atomic_write_text
-from firmware.calls import merge_repeat, same_missed_caller
-from firmware.logs import kv
+from offhook.contract.atomic import atomic_write_text
+from offhook.contract.logs import kv
+from offhook.firmware import events as ev
+from offhook.firmware.calls import merge_repeat, same_missed_caller
 
 log = logging.getLogger("offhook.runtime")
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware.logs import kv, setup_logging
-from firmware.systemd import Notifier
+from offhook.contract.logs import kv, setup_logging
+from offhook.firmware.systemd import Notifier
 
 log = logging.getLogger("offhook.supervisor")
 
@@ -326,7 +326,7 @@ def phone_argv(
     """The child command line for ``offhook phone`` with the heartbeat fd filled in."""
 
     def argv(fd: int) -> list[str]:
-        cmd = [sys.executable, "-m", "firmware.phone_process", "--config", str(config)]
+        cmd = [sys.executable, "-m", "offhook.firmware.phone_process", "--config", str(config)]
         cmd += ["--board", board, "--heartbeat-fd", str(fd)]
         if headless:
             cmd.append("--headless")
@@ -346,8 +346,8 @@ def install_signal_handlers(supervisor: Supervisor) -> None:
 
 
 def supervise(config: Path, board: str, headless: bool, log_level: str) -> int:
-    from firmware.config import ConfigError, load_config
-    from firmware.control.protocol import ControlError, check_exposure
+    from offhook.contract.config import ConfigError, load_config
+    from offhook.firmware.control.protocol import ControlError, check_exposure
 
     try:
         cfg = load_config(config)

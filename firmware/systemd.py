@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 
-from firmware.logs import kv
+from offhook.contract.logs import kv
 
 log = logging.getLogger("offhook.systemd")
 

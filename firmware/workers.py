@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from firmware.logs import kv
+from offhook.contract.logs import kv
 
 log = logging.getLogger("offhook.runtime")
 

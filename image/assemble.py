@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from image.layout import MIB, Layout, Partition
+from offhook.image.layout import MIB, Layout, Partition
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from image.layout import MIB
-from image.rootfs import INITRAMFS_MODULES, Recipe
+from offhook.image.layout import MIB
+from offhook.image.rootfs import INITRAMFS_MODULES, Recipe
 
 # Debian's kernel uses the upstream device trees (config.txt: upstream_kernel=1): the GPIO 14/15
 # UART is the mini UART, serial1 -> ttyS1, while serial0 (PL011, ttyAMA0) drives Bluetooth. The

@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.audio.pcm import rms, tone_power
-from firmware.processes import stop_process
-from image.qemu import AUDIO_RATE, HOST_FROM_GUEST
+from offhook.firmware.audio.pcm import rms, tone_power
+from offhook.firmware.processes import stop_process
+from offhook.image.qemu import AUDIO_RATE, HOST_FROM_GUEST
 
 PHONE_USER, PEER_USER = "1001", "2002"  # 2002: the default dial plan sends 4 digits at once
 PHONE_TONE_HZ = 800  # what the phone's microphone hears (20 samples a cycle at 16 kHz)

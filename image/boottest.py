@@ -39,12 +39,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware.control import ControlClient
-from firmware.processes import stop_process
-from image import bootcall
-from image.flash import Flasher
-from image.layout import MIB, boot_partition_offset, read_partition_table
-from image.qemu import (
+from offhook.firmware.control import ControlClient
+from offhook.firmware.processes import stop_process
+from offhook.image import bootcall
+from offhook.image.flash import Flasher
+from offhook.image.layout import MIB, boot_partition_offset, read_partition_table
+from offhook.image.qemu import (
     AUDIO_RATE,
     GUEST_CONTROL_PORT,
     HOST_FROM_GUEST,
@@ -55,7 +55,7 @@ from image.qemu import (
     machine_args,
     qemu_command,
 )
-from image.seed import Seed, load_seed, parse_seed
+from offhook.image.seed import Seed, load_seed, parse_seed
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def extract_boot_files(disk: Path, workdir: Path) -> tuple[Path, Path, str]:
     names = {"kernel": "vmlinuz", "initramfs": "initrd.img"}
     config = workdir / "config.txt"
     if _mcopy(disk, offset, "config.txt", config).returncode == 0:
-        from image.build import pi_config_files
+        from offhook.image.build import pi_config_files
 
         names = pi_config_files(config.read_text())
     out = {}

@@ -23,13 +23,19 @@ from pathlib import Path
 
 from rich.console import Console
 
-from image import pjproject, rootfs
-from image.assemble import Contents, assemble, ext4_size_for, normalise_mtimes, source_date_epoch
-from image.bmap import create_bmap, hash_span, write_bmap
-from image.boards import Board, board
-from image.layout import MIB, Layout, plan_layout
-from image.manifest import write_manifest
-from image.progress import StepBar
+from offhook.image import pjproject, rootfs
+from offhook.image.assemble import (
+    Contents,
+    assemble,
+    ext4_size_for,
+    normalise_mtimes,
+    source_date_epoch,
+)
+from offhook.image.bmap import create_bmap, hash_span, write_bmap
+from offhook.image.boards import Board, board
+from offhook.image.layout import MIB, Layout, plan_layout
+from offhook.image.manifest import write_manifest
+from offhook.image.progress import StepBar
 
 log = logging.getLogger(__name__)
 

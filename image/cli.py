@@ -50,9 +50,9 @@ def _flash_parser() -> argparse.ArgumentParser:
 
 
 def flash_main(argv: list[str]) -> int:
-    from image.flash import Flasher, FlashError, describe_image
-    from image.progress import byte_progress
-    from image.seed import SeedError, load_batch, load_seed
+    from offhook.image.flash import Flasher, FlashError, describe_image
+    from offhook.image.progress import byte_progress
+    from offhook.image.seed import SeedError, load_batch, load_seed
 
     args = _flash_parser().parse_args(argv)
     try:
@@ -159,7 +159,7 @@ def image_main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     args = _image_parser().parse_args(argv)
     if args.command == "build":
-        from image.build import BuildError, BuildOptions, build
+        from offhook.image.build import BuildError, BuildOptions, build
 
         try:
             build(
@@ -183,7 +183,7 @@ def image_main(argv: list[str]) -> int:
             return 1
         return 0
     if args.command == "boot-test":
-        from image.boottest import BootTestError, boot_test
+        from offhook.image.boottest import BootTestError, boot_test
 
         def milestone(name: str, seconds: float) -> None:
             console.print(f"[green]{seconds:6.1f} s[/] {name.replace('_', ' ')}")
@@ -205,15 +205,15 @@ def image_main(argv: list[str]) -> int:
         console.print(f"[green]boot test passed[/]: {result.summary()}")
         return 0
     if args.command == "bmap":
-        from image.bmap import create_bmap, write_bmap
+        from offhook.image.bmap import create_bmap, write_bmap
 
         out = args.image.with_name(args.image.name + ".bmap")
         write_bmap(create_bmap(args.image), out)
         console.print(f"wrote {out}")
         return 0
     if args.command == "seed":
-        from image.layout import LayoutError, boot_partition_offset
-        from image.seed import SeedError, load_seed, write_seed
+        from offhook.image.layout import LayoutError, boot_partition_offset
+        from offhook.image.seed import SeedError, load_seed, write_seed
 
         try:
             write_seed(args.target, boot_partition_offset(args.target), load_seed(args.seed))

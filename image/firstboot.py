@@ -1,6 +1,6 @@
 """First boot, on the phone: turn the seed on the boot partition into state on the data partition.
 
-Called by /usr/local/sbin/offhook-firstboot as ``python -m image.firstboot --seed F --data D``.
+Run by /usr/local/sbin/offhook-firstboot as ``python -m offhook.image.firstboot --seed F --data D``.
 Everything is written with atomic writes before the seed is deleted, so a power cut at any point
 leaves either the seed (applied again on the next boot) or the finished state.
 """
@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from firmware.atomic import atomic_write_text
-from firmware.config import ConfigError, PhoneConfig, load_config, save_config
-from image.seed import Seed, SeedError, load_seed
+from offhook.contract.atomic import atomic_write_text
+from offhook.contract.config import ConfigError, PhoneConfig, load_config, save_config
+from offhook.image.seed import Seed, SeedError, load_seed
 
 log = logging.getLogger("offhook.firstboot")
 
@@ -70,7 +70,7 @@ def remove_seed(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m image.firstboot")
+    parser = argparse.ArgumentParser(prog="python -m offhook.image.firstboot")
     parser.add_argument("--seed", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=Path("/data"))
     parser.add_argument("--keep-seed", action="store_true", help="do not delete the seed")

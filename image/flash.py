@@ -24,10 +24,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from image.bmap import CHUNK, BlockMap, BlockRange, BmapError, hash_span, load_bmap, verify_image
-from image.layout import LayoutError, check_offhook_table
-from image.safety import SystemView, Target, UnsafeTarget, check_target
-from image.seed import Seed, write_seed
+from offhook.image.bmap import (
+    CHUNK,
+    BlockMap,
+    BlockRange,
+    BmapError,
+    hash_span,
+    load_bmap,
+    verify_image,
+)
+from offhook.image.layout import LayoutError, check_offhook_table
+from offhook.image.safety import SystemView, Target, UnsafeTarget, check_target
+from offhook.image.seed import Seed, write_seed
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from firmware.atomic import atomic_write_text
+from offhook.contract.atomic import atomic_write_text
 
 MANIFEST_VERSION = 1
 

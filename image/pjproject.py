@@ -37,9 +37,9 @@ from typing import BinaryIO, TextIO
 
 from rich.console import Console
 
-from image import rootfs
-from image.manifest import sha256_file
-from image.progress import byte_progress
+from offhook.image import rootfs
+from offhook.image.manifest import sha256_file
+from offhook.image.progress import byte_progress
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from image.assemble import Contents, assemble, ext4_size_for
-from image.bmap import create_bmap, write_bmap
-from image.layout import MIB, Layout, plan_layout
+from offhook.image.assemble import Contents, assemble, ext4_size_for
+from offhook.image.bmap import create_bmap, write_bmap
+from offhook.image.layout import MIB, Layout, plan_layout
 
 
 def make_tree(root: Path, payload_bytes: int, files: int = 8, seed: int = 1) -> None:

@@ -43,7 +43,7 @@ from typing import Annotated, Any
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from firmware.config import (
+from offhook.contract.config import (
     Account,
     ControlSettings,
     DeviceSettings,

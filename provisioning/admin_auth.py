@@ -24,11 +24,11 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from provisioning import audit
-from provisioning.crypto import sha256_hex
-from provisioning.db import DbSession
-from provisioning.models import ROLES, AdminUser, ApiToken, LoginAttempt, utcnow
-from provisioning.permissions import (
+from offhook.provisioning import audit
+from offhook.provisioning.crypto import sha256_hex
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import ROLES, AdminUser, ApiToken, LoginAttempt, utcnow
+from offhook.provisioning.permissions import (
     DEFAULT_API_TOKEN_DAYS,
     MAX_API_TOKEN_DAYS,
     allowed,

@@ -23,16 +23,16 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from provisioning.auth import SqliteCredentialReader
-from provisioning.crypto import KeyRing, load_key_ring
-from provisioning.db import Database, TextWithNul
-from provisioning.errors import ApiError
-from provisioning.limits import BodyLimit
-from provisioning.notify import Notifier
-from provisioning.pg_credentials import PgCredentialReader
-from provisioning.private_files import private_directory
-from provisioning.render import InheritedCache, RenderCache
-from provisioning.settings import ServerSettings, settings_from_env
+from offhook.provisioning.auth import SqliteCredentialReader
+from offhook.provisioning.crypto import KeyRing, load_key_ring
+from offhook.provisioning.db import Database, TextWithNul
+from offhook.provisioning.errors import ApiError
+from offhook.provisioning.limits import BodyLimit
+from offhook.provisioning.notify import Notifier
+from offhook.provisioning.pg_credentials import PgCredentialReader
+from offhook.provisioning.private_files import private_directory
+from offhook.provisioning.render import InheritedCache, RenderCache
+from offhook.provisioning.settings import ServerSettings, settings_from_env
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class StrictTransportSecurity:
 
 
 async def _purge_periodically(services: Services) -> None:
-    from provisioning.retention import purge_expired
+    from offhook.provisioning.retention import purge_expired
 
     interval = services.settings.purge_interval_s
     while True:
@@ -259,9 +259,9 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
     app.state.database = database
     app.state.settings = settings
 
-    from provisioning.api.admin import router as admin_router
-    from provisioning.api.device import router as device_router
-    from provisioning.api_docs import docs_router
+    from offhook.provisioning.api.admin import router as admin_router
+    from offhook.provisioning.api.device import router as device_router
+    from offhook.provisioning.api_docs import docs_router
 
     app.include_router(device_router, prefix=DEVICE_PREFIX)
     app.include_router(admin_router, prefix="/api/v1/admin")
@@ -288,7 +288,7 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
 def with_config_fast_path(app: FastAPI) -> ASGIApp:
     """``app`` behind ConfigFastPath: the config poll is answered before FastAPI's own stack
     (telemetry check, error middleware, routing), everything else passes through unchanged."""
-    from provisioning.api.config_path import ConfigFastPath
+    from offhook.provisioning.api.config_path import ConfigFastPath
 
     services: Services = app.state.services
     return ConfigFastPath(app, services, services.settings.retry_after_s)
@@ -296,10 +296,10 @@ def with_config_fast_path(app: FastAPI) -> ASGIApp:
 
 def _mount_web(app: FastAPI) -> None:
     try:
-        import provisioning.web as web
+        import offhook.provisioning.web as web
     except ImportError as exc:
         # Only a missing provisioning.web itself is tolerated; its own broken imports surface.
-        if exc.name not in ("provisioning.web",):
+        if exc.name not in ("offhook.provisioning.web",):
             raise
         return
     router = getattr(web, "router", None)
@@ -314,7 +314,7 @@ def create_app_from_env() -> ASGIApp:
     """uvicorn factory (``--factory``) for multi-worker runs: the app behind the fast path."""
     import os
 
-    from firmware.logs import setup_logging
+    from offhook.contract.logs import setup_logging
 
     setup_logging(os.environ.get("OFFHOOK_LOG_LEVEL", "info"), identifier="offhook-provisioning")
     return with_config_fast_path(create_app(settings_from_env()))

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from provisioning.models import AuditEntry, Device, Group, Line, Template
+from offhook.provisioning.models import AuditEntry, Device, Group, Line, Template
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from provisioning.crypto import sha256_hex
-from provisioning.errors import ApiError
-from provisioning.models import DEVICE_APPROVED, DEVICE_REVOKED, Device
+from offhook.provisioning.crypto import sha256_hex
+from offhook.provisioning.errors import ApiError
+from offhook.provisioning.models import DEVICE_APPROVED, DEVICE_REVOKED, Device
 
 MAC_RE = re.compile(r"^[0-9a-f]{12}$")
 SERIAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from provisioning.settings import (
+from offhook.provisioning.settings import (
     POLL_INTERVAL_ENV,
     ServerSettings,
     check_poll_interval,
@@ -121,10 +121,10 @@ def server_main(argv: list[str]) -> int:
             parser.error(str(exc))
         os.environ[POLL_INTERVAL_ENV] = str(args.poll_interval)  # workers read the environment
 
-    from firmware.logs import setup_logging
-    from provisioning.crypto import load_key_ring
-    from provisioning.db import Database
-    from provisioning.private_files import private_directory
+    from offhook.contract.logs import setup_logging
+    from offhook.provisioning.crypto import load_key_ring
+    from offhook.provisioning.db import Database
+    from offhook.provisioning.private_files import private_directory
 
     setup_logging(args.log_level, identifier="offhook-provisioning")
     settings = _settings_from_args(args)
@@ -140,7 +140,7 @@ def server_main(argv: list[str]) -> int:
     ssl: dict[str, str] = {}
     if not args.insecure_http:
         if args.cert:
-            from provisioning.tls import fingerprint_of
+            from offhook.provisioning.tls import fingerprint_of
 
             chain = args.cert.read_bytes()
             last = chain[chain.rfind(b"-----BEGIN CERTIFICATE-----") :]
@@ -151,7 +151,7 @@ def server_main(argv: list[str]) -> int:
                 flush=True,
             )
         else:
-            from provisioning.tls import ensure_tls
+            from offhook.provisioning.tls import ensure_tls
 
             files = ensure_tls(settings.data_dir, [args.listen[0], *args.hostname])
             ssl = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
@@ -176,14 +176,14 @@ def server_main(argv: list[str]) -> int:
     scheme = "http" if args.insecure_http else "https"
     print(f"listening on {scheme}://{host}:{port} workers={args.workers}", flush=True)
     uvicorn.run(
-        "provisioning.app:create_app_from_env",
+        "offhook.provisioning.app:create_app_from_env",
         factory=True,
         host=host,
         port=port,
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
-        http="provisioning.poll_protocol:ConfigPollProtocol",
+        http="offhook.provisioning.poll_protocol:ConfigPollProtocol",
         **ssl,  # type: ignore[arg-type]
     )
     return 0
@@ -218,8 +218,8 @@ def _check_existing_fleet(database: Any, url: str) -> None:
 
 class FleetContext:
     def __init__(self, args: argparse.Namespace) -> None:
-        from provisioning.crypto import load_key_ring
-        from provisioning.db import Database
+        from offhook.provisioning.crypto import load_key_ring
+        from offhook.provisioning.db import Database
 
         self.settings = _settings_from_args(args)
         url = self.settings.database_url
@@ -232,7 +232,7 @@ class FleetContext:
                 "one with 'offhook fleet init'"
             )
         if create:
-            from provisioning.private_files import private_directory
+            from offhook.provisioning.private_files import private_directory
 
             private_directory(self.settings.data_dir)  # the key file goes here
         self.database = Database(url)
@@ -245,7 +245,7 @@ class FleetContext:
             self.database.dispose()
             raise
         user = os.environ.get("SUDO_USER") or getpass.getuser()
-        from provisioning.operations import Actor
+        from offhook.provisioning.operations import Actor
 
         self.actor = Actor(f"cli:{user}")
 
@@ -386,9 +386,9 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
 def fleet_main(argv: list[str]) -> int:
     args = _build_fleet_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-    from provisioning.admin_auth import AdminError
-    from provisioning.crypto import CryptoError
-    from provisioning.operations import OperationError
+    from offhook.provisioning.admin_auth import AdminError
+    from offhook.provisioning.crypto import CryptoError
+    from offhook.provisioning.operations import OperationError
 
     try:
         ctx = FleetContext(args)
@@ -407,9 +407,9 @@ def fleet_main(argv: list[str]) -> int:
 
 
 def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
-    from provisioning import operations as ops
-    from provisioning import retention
-    from provisioning.admin_auth import create_admin, issue_api_token
+    from offhook.provisioning import operations as ops
+    from offhook.provisioning import retention
+    from offhook.provisioning.admin_auth import create_admin, issue_api_token
 
     command = args.command
     with ctx.database.session() as db:
@@ -418,7 +418,7 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
             if username:
                 password = _secret_arg(args, "password", f"password for {username}: ")
                 user = create_admin(db, username, password, getattr(args, "role", "admin"))
-                from provisioning import audit
+                from offhook.provisioning import audit
 
                 audit.record(
                     db,
@@ -520,7 +520,7 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
             )
             text = json.dumps(data, indent=2, sort_keys=True, default=str)
             if args.out:
-                from firmware.atomic import atomic_write_text
+                from offhook.contract.atomic import atomic_write_text
 
                 atomic_write_text(args.out, text + "\n")
                 print(f"exported to {args.out}")
@@ -544,8 +544,8 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
 
 def _resync(ctx: FleetContext, db: Any, device_ids: list[str]) -> int:
     """Send the NOTIFYs from this process and wait for the batch (bounded)."""
-    from provisioning.notify import send_batch
-    from provisioning.resync import notify_targets
+    from offhook.provisioning.notify import send_batch
+    from offhook.provisioning.resync import notify_targets
 
     if not device_ids or not ctx.settings.notify_enabled:
         return 0
@@ -557,7 +557,7 @@ def _resync(ctx: FleetContext, db: Any, device_ids: list[str]) -> int:
 def _import(ctx: FleetContext, db: Any, path: Path) -> int:
     from rich.progress import Progress
 
-    from provisioning.operations import import_devices_csv
+    from offhook.provisioning.operations import import_devices_csv
 
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -579,7 +579,7 @@ def _import(ctx: FleetContext, db: Any, path: Path) -> int:
 
 
 def _template(ctx: FleetContext, db: Any, args: argparse.Namespace) -> int:
-    from provisioning import operations as ops
+    from offhook.provisioning import operations as ops
 
     settings = None
     if args.file:
@@ -607,8 +607,8 @@ def _tokens(ctx: FleetContext, db: Any, args: argparse.Namespace) -> int:
     from rich.table import Table
     from sqlalchemy import select
 
-    from provisioning import operations as ops
-    from provisioning.models import EnrollmentToken
+    from offhook.provisioning import operations as ops
+    from offhook.provisioning.models import EnrollmentToken
 
     if args.action == "create":
         plain, token = ops.create_enrollment_token(
@@ -649,13 +649,13 @@ def _api_tokens(ctx: FleetContext, db: Any, args: argparse.Namespace) -> int:
     from rich.table import Table
     from sqlalchemy import select
 
-    from provisioning.admin_auth import (
+    from offhook.provisioning.admin_auth import (
         AdminError,
         issue_api_token,
         list_api_tokens,
         revoke_api_token,
     )
-    from provisioning.models import AdminUser
+    from offhook.provisioning.models import AdminUser
 
     user = None
     if args.user:
@@ -695,8 +695,8 @@ def _status(db: Any, args: argparse.Namespace) -> int:
     from rich.table import Table
     from sqlalchemy import select
 
-    from provisioning.models import Device, Group
-    from provisioning.operations import fleet_summary
+    from offhook.provisioning.models import Device, Group
+    from offhook.provisioning.operations import fleet_summary
 
     query = select(Device).order_by(Device.mac)
     if args.status:
@@ -750,9 +750,9 @@ def _rotate_key(ctx: FleetContext, db: Any, drop_old: bool) -> int:
     from rich.progress import Progress
     from sqlalchemy import select
 
-    from provisioning import audit
-    from provisioning.crypto import KEY_ENV, add_key, write_key_ring
-    from provisioning.models import Device, EnrollmentToken, Line
+    from offhook.provisioning import audit
+    from offhook.provisioning.crypto import KEY_ENV, add_key, write_key_ring
+    from offhook.provisioning.models import Device, EnrollmentToken, Line
 
     if os.environ.get(KEY_ENV):
         raise SystemExit(

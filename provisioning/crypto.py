@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from firmware.atomic import atomic_write_text
+from offhook.contract.atomic import atomic_write_text
 
 PREFIX = "v1"
 KEY_ENV = "OFFHOOK_SECRET_KEY"

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from provisioning.private_files import private_directory, private_sqlite_files
+from offhook.provisioning.private_files import private_directory, private_sqlite_files
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from provisioning import audit
-from provisioning.auth import check_serial, normalise_mac
-from provisioning.crypto import KeyRing, sha256_hex
-from provisioning.models import (
+from offhook.provisioning import audit
+from offhook.provisioning.auth import check_serial, normalise_mac
+from offhook.provisioning.crypto import KeyRing, sha256_hex
+from offhook.provisioning.models import (
     DEVICE_APPROVED,
     DEVICE_PENDING,
     DEVICE_REJECTED,
@@ -36,7 +36,7 @@ from provisioning.models import (
     Template,
     utcnow,
 )
-from provisioning.render import (
+from offhook.provisioning.render import (
     SettingsError,
     bump_all,
     bump_devices,
@@ -601,7 +601,7 @@ def import_devices_csv(
 
 
 def _check_line(extension: str, registrar: str, transport: str, keys: KeyRing) -> None:
-    from firmware.config import ConfigError, parse_config
+    from offhook.contract.config import ConfigError, parse_config
 
     if transport not in TRANSPORTS:
         raise OperationError(f"transport must be one of {', '.join(TRANSPORTS)}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from provisioning.models import ROLE_ADMIN, ROLE_OPERATOR, ROLE_READ_ONLY, ROLES
+from offhook.provisioning.models import ROLE_ADMIN, ROLE_OPERATOR, ROLE_READ_ONLY, ROLES
 
 # action -> the least role allowed to do it
 PERMISSIONS: Mapping[str, str] = MappingProxyType(

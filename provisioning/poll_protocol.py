@@ -19,8 +19,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from provisioning.api.config_path import CONFIG_PATH, ConfigFastPath, config_reply_inline
-from provisioning.limits import body_limit, parse_length, too_large_body
+from offhook.provisioning.api.config_path import CONFIG_PATH, ConfigFastPath, config_reply_inline
+from offhook.provisioning.limits import body_limit, parse_length, too_large_body
 
 _CONFIG_URL = CONFIG_PATH.encode("ascii")
 

@@ -3,7 +3,7 @@
 Order (later wins): fleet defaults -> each group from the root site down to the device's group
 (per group: its templates by name, then the group's own settings) -> the device's name -> the
 device's own settings -> the device's lines as ``accounts``. The result is validated with
-``firmware.config.parse_config`` - the phone's own validator - so the server never serves a config
+``contract.config.parse_config`` - the phone's own validator - so the server never serves a config
 the phone would reject. ``provisioning`` and ``control`` stay local to the phone.
 """
 
@@ -20,15 +20,15 @@ from typing import Any
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
-from firmware.config import (
+from offhook.contract.config import (
     PHONE_LOCAL_KEYS,
     PHONE_LOCAL_SECTIONS,
     ConfigError,
     PhoneConfig,
     parse_config,
 )
-from provisioning.crypto import KeyRing
-from provisioning.models import Device, FleetDefaults, Group, Line, Template
+from offhook.provisioning.crypto import KeyRing
+from offhook.provisioning.models import Device, FleetDefaults, Group, Line, Template
 
 LOCAL_SECTIONS = PHONE_LOCAL_SECTIONS
 # Keys naming the phone's own addresses, devices and files (firmware.config.PHONE_LOCAL_KEYS).

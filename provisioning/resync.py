@@ -8,9 +8,9 @@ import threading
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning.crypto import CryptoError, KeyRing
-from provisioning.models import DEVICE_APPROVED, Device
-from provisioning.notify import Notifier, NotifyTarget
+from offhook.provisioning.crypto import CryptoError, KeyRing
+from offhook.provisioning.models import DEVICE_APPROVED, Device
+from offhook.provisioning.notify import Notifier, NotifyTarget
 
 log = logging.getLogger(__name__)
 CHUNK = 1000  # ids per IN (...) query: well under SQLite's bound-parameter limit

@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from provisioning import audit
-from provisioning.db import Database
-from provisioning.models import (
+from offhook.provisioning import audit
+from offhook.provisioning.db import Database
+from offhook.provisioning.models import (
     DEVICE_REJECTED,
     DEVICE_REVOKED,
     AuditEntry,
@@ -34,8 +34,8 @@ from provisioning.models import (
     StatusReport,
     utcnow,
 )
-from provisioning.operations import Actor, OperationError, get_device
-from provisioning.settings import RetentionDays
+from offhook.provisioning.operations import Actor, OperationError, get_device
+from offhook.provisioning.settings import RetentionDays
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def erase_subject(
             if cdr_ids
             else 0
         )
-        from provisioning.render import bump_devices
+        from offhook.provisioning.render import bump_devices
 
         bump_devices(db, list({line.device_id for line in lines}))
         for line in lines:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = "/var/lib/offhook-provisioning"
 POLL_INTERVAL_ENV = "OFFHOOK_POLL_INTERVAL_S"
-# The phone schema's default and bounds for provisioning.poll_interval_s (firmware/config.py).
+# The phone schema's default and bounds for provisioning.poll_interval_s (contract/config.py).
 DEFAULT_POLL_INTERVAL_S = 3600
 MIN_POLL_INTERVAL_S = 10
 MAX_POLL_INTERVAL_S = 7 * 86400

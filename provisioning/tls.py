@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firmware.atomic import atomic_write_bytes
-from firmware.x509_issue import issue_ca, issue_leaf
+from offhook.contract.atomic import atomic_write_bytes
+from offhook.contract.x509 import issue_ca, issue_leaf
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Fakes for hardware: they model the electrics so the real board code runs in tests."""
 
-from board.fake.gpio import FakeGPIO
+from offhook.board.fake.gpio import FakeGPIO
 
 __all__ = ["FakeGPIO"]

@@ -19,13 +19,13 @@ import time
 from array import array
 from collections.abc import Callable
 
-from firmware.audio import pcm
-from firmware.audio.alsa_device import PcmStream
-from firmware.audio.mixer import SpeakerVolume, check_volume, software_gain
-from firmware.audio.ringbuffer import RingBuffer
-from firmware.audio.tones import TONE_PLANS, ToneGenerator, TonePlanError, tone_spec
-from firmware.config import AudioSettings
-from firmware.events import Tone
+from offhook.contract.config import AudioSettings
+from offhook.firmware.audio import pcm
+from offhook.firmware.audio.alsa_device import PcmStream
+from offhook.firmware.audio.mixer import SpeakerVolume, check_volume, software_gain
+from offhook.firmware.audio.ringbuffer import RingBuffer
+from offhook.firmware.audio.tones import TONE_PLANS, ToneGenerator, TonePlanError, tone_spec
+from offhook.firmware.events import Tone
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from firmware.audio.pcm import SAMPLE_BYTES, silence
+from offhook.firmware.audio.pcm import SAMPLE_BYTES, silence
 
 # A side that has not touched the ring for this long is idle: nothing is counted against it.
 IDLE_AFTER_S = 0.2

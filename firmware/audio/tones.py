@@ -14,7 +14,7 @@ import math
 from array import array
 from dataclasses import dataclass
 
-from firmware.events import Tone
+from offhook.firmware.events import Tone
 
 FULL_SCALE_DBM0 = 3.14
 # Attack/release ramp at every on/off edge: an instant cut of a sine mid-cycle is an audible click.

@@ -2,10 +2,10 @@
 docs/control-api.md). The server (server.py), what it can do to a phone (actions.py), the client
 (client.py) and what both sides share (protocol.py)."""
 
-from firmware.control.actions import PhoneActions
-from firmware.control.client import ControlClient
-from firmware.control.png import png_of
-from firmware.control.protocol import (
+from offhook.firmware.control.actions import PhoneActions
+from offhook.firmware.control.client import ControlClient
+from offhook.firmware.control.png import png_of
+from offhook.firmware.control.protocol import (
     ControlError,
     RequestError,
     check_exposure,
@@ -13,7 +13,7 @@ from firmware.control.protocol import (
     parse_keys,
     split_listen,
 )
-from firmware.control.server import ControlServer
+from offhook.firmware.control.server import ControlServer
 
 __all__ = [
     "ControlClient",

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from firmware import events as ev
-from firmware.control.protocol import RequestError
+from offhook.firmware import events as ev
+from offhook.firmware.control.protocol import RequestError
 
 RUNTIME_TIMEOUT_S = 5.0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from firmware.control.protocol import API, split_listen
+from offhook.firmware.control.protocol import API, split_listen
 
 
 class ControlClient:

@@ -7,7 +7,7 @@ import ipaddress
 from http import HTTPStatus
 from typing import Any
 
-from firmware import events as ev
+from offhook.firmware import events as ev
 
 API = "/api/v1"
 MAX_KEYS = 64  # keys per request: a dial string plus some function keys

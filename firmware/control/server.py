@@ -18,8 +18,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from firmware.control.actions import PhoneActions
-from firmware.control.protocol import (
+from offhook.contract.logs import kv
+from offhook.firmware.control.actions import PhoneActions
+from offhook.firmware.control.protocol import (
     API,
     ControlError,
     RequestError,
@@ -27,7 +28,6 @@ from firmware.control.protocol import (
     parse_keys,
     split_listen,
 )
-from firmware.logs import kv
 
 log = logging.getLogger("offhook.control")
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firmware.x509_issue import issue_ca, issue_leaf
+from offhook.contract.x509 import issue_ca, issue_leaf
 
 
 @dataclass(frozen=True)

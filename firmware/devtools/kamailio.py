@@ -26,8 +26,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from firmware.devtools.certs import CertificateSet, make_certificates
-from firmware.processes import stop_process
+from offhook.firmware.devtools.certs import CertificateSet, make_certificates
+from offhook.firmware.processes import stop_process
 
 log = logging.getLogger(__name__)
 

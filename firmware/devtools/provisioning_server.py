@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from firmware.processes import stop_process
+from offhook.firmware.processes import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class ProvisioningServerProcess:
 
     def _cli(self, *args: str) -> list[str]:
         db = ["--db", self.db_url, "--data-dir", str(self.data_dir)]
-        return [sys.executable, "-m", "firmware.cli", args[0], *db, *args[1:]]
+        return [sys.executable, "-m", "offhook.firmware.cli", args[0], *db, *args[1:]]
 
     def _env(self) -> dict[str, str]:
         # A developer's own OFFHOOK_* settings must not leak into the demo's server.

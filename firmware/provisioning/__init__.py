@@ -4,7 +4,7 @@
 provisioned config with the phone's local-only sections.
 """
 
-from firmware.provisioning.client import ProvisioningClient, effective_config
-from firmware.provisioning.identity import DeviceIdentity
+from offhook.firmware.provisioning.client import ProvisioningClient, effective_config
+from offhook.firmware.provisioning.identity import DeviceIdentity
 
 __all__ = ["DeviceIdentity", "ProvisioningClient", "effective_config"]

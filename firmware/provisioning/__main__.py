@@ -1,4 +1,4 @@
-"""Run the provisioning client alone: ``python -m firmware.provisioning --state-dir DIR ...``.
+"""The provisioning client alone: ``python -m offhook.firmware.provisioning --state-dir DIR ...``.
 
 For bring-up and field debugging (does this phone enroll, pin, fetch and report?) without the SIP
 engine: applied configs are logged, not applied. Records to queue may be fed on stdin, one JSON
@@ -16,16 +16,16 @@ import sys
 import threading
 from pathlib import Path
 
-from firmware.config import PhoneConfig, ProvisioningSettings
-from firmware.logs import setup_logging
-from firmware.provisioning.client import ProvisioningClient
-from firmware.provisioning.identity import DeviceIdentity
+from offhook.contract.config import PhoneConfig, ProvisioningSettings
+from offhook.contract.logs import setup_logging
+from offhook.firmware.provisioning.client import ProvisioningClient
+from offhook.firmware.provisioning.identity import DeviceIdentity
 
-log = logging.getLogger("firmware.provisioning")
+log = logging.getLogger("offhook.firmware.provisioning")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m firmware.provisioning", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m offhook.firmware.provisioning", description=__doc__)
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--url", required=True)
     p.add_argument("--ca-fingerprint", default="")

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from firmware.logs import kv
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 

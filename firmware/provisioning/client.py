@@ -23,21 +23,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from firmware.config import (
+from offhook.contract.config import (
     ConfigError,
     PhoneConfig,
     ProvisioningSettings,
     provisioned_local_keys,
     with_local_settings,
 )
-from firmware.logs import kv
-from firmware.provisioning.backoff import Backoff, PollSchedule
-from firmware.provisioning.checksync import CheckSyncListener
-from firmware.provisioning.enroll import Credential, EnrollmentStore, enroll_request
-from firmware.provisioning.identity import DeviceIdentity
-from firmware.provisioning.outbox import KINDS, Outbox
-from firmware.provisioning.pinning import PinnedCA
-from firmware.provisioning.server_api import (
+from offhook.contract.logs import kv
+from offhook.firmware.provisioning.backoff import Backoff, PollSchedule
+from offhook.firmware.provisioning.checksync import CheckSyncListener
+from offhook.firmware.provisioning.enroll import Credential, EnrollmentStore, enroll_request
+from offhook.firmware.provisioning.identity import DeviceIdentity
+from offhook.firmware.provisioning.outbox import KINDS, Outbox
+from offhook.firmware.provisioning.pinning import PinnedCA
+from offhook.firmware.provisioning.server_api import (
     ConfigReply,
     ProtocolError,
     Refused,
@@ -46,7 +46,7 @@ from firmware.provisioning.server_api import (
     ServerUnavailable,
     basic_auth,
 )
-from firmware.provisioning.store import MAX_APPLY_ATTEMPTS, ConfigStore, StoredConfig
+from offhook.firmware.provisioning.store import MAX_APPLY_ATTEMPTS, ConfigStore, StoredConfig
 
 log = logging.getLogger(__name__)
 

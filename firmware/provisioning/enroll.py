@@ -14,9 +14,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.atomic import atomic_write_text
-from firmware.logs import kv
-from firmware.provisioning.identity import DeviceIdentity
+from offhook.contract.atomic import atomic_write_text
+from offhook.contract.logs import kv
+from offhook.firmware.provisioning.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
 

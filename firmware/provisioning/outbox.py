@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from firmware.atomic import atomic_write_text
-from firmware.logs import kv
+from offhook.contract.atomic import atomic_write_text
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import socket
 import ssl
 from pathlib import Path
 
-from firmware.atomic import atomic_write_bytes
-from firmware.logs import kv
+from offhook.contract.atomic import atomic_write_bytes
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 

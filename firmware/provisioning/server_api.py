@@ -19,7 +19,7 @@ from email.message import Message
 from typing import Any
 from urllib.parse import urlsplit
 
-from firmware.provisioning.pinning import PinnedCA
+from offhook.firmware.provisioning.pinning import PinnedCA
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware.atomic import atomic_write_text
-from firmware.config import ConfigError, PhoneConfig, parse_config
-from firmware.logs import kv
+from offhook.contract.atomic import atomic_write_text
+from offhook.contract.config import ConfigError, PhoneConfig, parse_config
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 

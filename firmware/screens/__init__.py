@@ -9,12 +9,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from firmware.screens.oled import render, render_image, render_to_device
+    from offhook.firmware.screens.oled import render, render_image, render_to_device
 
 __all__ = ["render", "render_image", "render_to_device"]
 
 
 def __getattr__(name: str) -> object:
     if name in __all__:
-        return getattr(import_module("firmware.screens.oled"), name)
+        return getattr(import_module("offhook.firmware.screens.oled"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

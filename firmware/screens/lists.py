@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from firmware.calls import history_kind, number_from_uri
-from firmware.config import PhoneConfig
-from firmware.events import CallRecord
-from firmware.phone_state import BrowseList, PhoneState, VolumeTarget
+from offhook.contract.config import PhoneConfig
+from offhook.firmware.calls import history_kind, number_from_uri
+from offhook.firmware.events import CallRecord
+from offhook.firmware.phone_state import BrowseList, PhoneState, VolumeTarget
 
 HISTORY_MARKS = {"missed": "!", "received": "<", "dialled": ">"}
 

@@ -13,7 +13,7 @@ from functools import cache
 from luma.core.render import canvas
 from PIL import Image, ImageDraw, ImageFont
 
-from firmware.events import Screen
+from offhook.firmware.events import Screen
 
 BITMAP_LINE_PX = 11  # cell height of Pillow's built-in bitmap font (glyphs use rows 2-10)
 BIG_TEXT_KINDS = frozenset({"dialing", "transfer"})

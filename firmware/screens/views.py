@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from firmware.calls import Call, format_duration, quality_bars
-from firmware.events import CallState, Screen
-from firmware.phone_state import NO_NOTICE, BrowseList, Mode, Notice, PhoneState
-from firmware.screens.lists import browse_entries, status_menu_items, window
+from offhook.firmware.calls import Call, format_duration, quality_bars
+from offhook.firmware.events import CallState, Screen
+from offhook.firmware.phone_state import NO_NOTICE, BrowseList, Mode, Notice, PhoneState
+from offhook.firmware.screens.lists import browse_entries, status_menu_items, window
 
 MENU_TEXT_WIDTH = 21  # characters per line of the 6x11 font on a 128-pixel panel
 BAR_CELL_PERCENT = 10  # one cell of the volume bar: one press of a volume key

@@ -1,4 +1,4 @@
-"""Run the SIP engine alone: ``python -m firmware.sip CONFIG.toml [--tone HZ]``.
+"""Run the SIP engine alone: ``python -m offhook.firmware.sip CONFIG.toml [--tone HZ]``.
 
 Prints every engine event as one key=value line on stdout and reads commands from stdin, one per
 line: ``call <target>``, ``answer <id>``, ``hangup <id>``, ``dtmf <id> <digits>``,
@@ -18,8 +18,8 @@ import signal
 import sys
 import threading
 
-from firmware.config import load_config
-from firmware.events import (
+from offhook.contract.config import load_config
+from offhook.firmware.events import (
     Answer,
     AttendedTransfer,
     CallIncoming,
@@ -29,8 +29,8 @@ from firmware.events import (
     SendDtmf,
     Transfer,
 )
-from firmware.sip.engine import SipEngine
-from firmware.sip.sine import SineEndpoint
+from offhook.firmware.sip.engine import SipEngine
+from offhook.firmware.sip.sine import SineEndpoint
 
 _print_lock = threading.Lock()
 
@@ -80,7 +80,7 @@ def _command(engine: SipEngine, line: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m firmware.sip", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m offhook.firmware.sip", description=__doc__)
     parser.add_argument("config", help="phone config (TOML)")
     parser.add_argument("--tone", type=float, default=0.0, help="send a sine of this frequency")
     args = parser.parse_args(argv)

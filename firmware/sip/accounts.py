@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import pjsua2 as pj
 
-from firmware.config import Account, PhoneConfig
-from firmware.sip.mwi import parse_message_summary
-from firmware.sip.uri import transport_param
+from offhook.contract.config import Account, PhoneConfig
+from offhook.firmware.sip.mwi import parse_message_summary
+from offhook.firmware.sip.uri import transport_param
 
 if TYPE_CHECKING:
-    from firmware.sip.engine import _Core
+    from offhook.firmware.sip.engine import _Core
 
 log = logging.getLogger(__name__)
 

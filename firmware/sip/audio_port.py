@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pjsua2 as pj
 
-from firmware.ports import AudioEndpoint
+from offhook.firmware.ports import AudioEndpoint
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import pjsua2 as pj
 
-from firmware.events import CallState
-from firmware.sip.quality import QualitySample, estimate_mos
+from offhook.firmware.events import CallState
+from offhook.firmware.sip.quality import QualitySample, estimate_mos
 
 if TYPE_CHECKING:
-    from firmware.sip.engine import _Core
+    from offhook.firmware.sip.engine import _Core
 
 log = logging.getLogger(__name__)
 

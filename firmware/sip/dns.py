@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from firmware.config import PhoneConfig
+from offhook.contract.config import PhoneConfig
 
 RESOLV_CONF = Path("/etc/resolv.conf")
 MAX_NAMESERVERS = 3  # pjsip's resolver takes up to this many in practice

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import pjsua2 as pj
 
-from firmware.config import PhoneConfig
-from firmware.events import (
+from offhook.contract.config import PhoneConfig
+from offhook.firmware.events import (
     Answer,
     AttendedTransfer,
     CallIncoming,
@@ -47,19 +47,19 @@ from firmware.events import (
     TransferStatus,
     Unhold,
 )
-from firmware.ports import AudioEndpoint
-from firmware.sip.accounts import EngineAccount, account_config, account_settings
-from firmware.sip.audio_port import EndpointPort
-from firmware.sip.calls import (
+from offhook.firmware.ports import AudioEndpoint
+from offhook.firmware.sip.accounts import EngineAccount, account_config, account_settings
+from offhook.firmware.sip.audio_port import EndpointPort
+from offhook.firmware.sip.calls import (
     EngineCall,
     audio_media_index,
     phone_state,
     quality_sample,
     stream_codec,
 )
-from firmware.sip.mwi import MessageSummary
-from firmware.sip.request_checks import RequestChecks, install_request_checks
-from firmware.sip.transports import (
+from offhook.firmware.sip.mwi import MessageSummary
+from offhook.firmware.sip.request_checks import RequestChecks, install_request_checks
+from offhook.firmware.sip.transports import (
     Transports,
     apply_codec_priorities,
     create_transports,
@@ -68,7 +68,7 @@ from firmware.sip.transports import (
     set_startup_log_level,
     wanted_transports,
 )
-from firmware.sip.uri import split_name_addr, target_uri
+from offhook.firmware.sip.uri import split_name_addr, target_uri
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pjsua2 as pj
 
-from firmware.config import PhoneConfig
-from firmware.sip.dns import nameservers, needs_resolver
+from offhook.contract.config import PhoneConfig
+from offhook.firmware.sip.dns import nameservers, needs_resolver
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from firmware.config import Account
+from offhook.contract.config import Account
 
 # Dialled strings the engine turns into sip:<target>@<domain>: digits, * and #, and SIP user chars.
 _DIALLABLE = re.compile(r"^[A-Za-z0-9*#+._~\-!$&'()]+$")

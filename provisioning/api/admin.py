@@ -18,8 +18,8 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning import audit, operations, retention
-from provisioning.admin_auth import (
+from offhook.provisioning import audit, operations, retention
+from offhook.provisioning.admin_auth import (
     AdminError,
     client_ip,
     create_admin,
@@ -30,17 +30,17 @@ from provisioning.admin_auth import (
     revoke_api_token,
     token_snapshot,
 )
-from provisioning.api.bodies import (
+from offhook.provisioning.api.bodies import (
     INT32_MAX,
     Count32,
     Id32,
     RequestBody,
     error_responses,
 )
-from provisioning.app import ServicesDep
-from provisioning.db import DbSession
-from provisioning.errors import ApiError
-from provisioning.models import (
+from offhook.provisioning.app import ServicesDep
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.errors import ApiError
+from offhook.provisioning.models import (
     AdminUser,
     AuditEntry,
     CallRecordRow,
@@ -53,9 +53,9 @@ from provisioning.models import (
     StatusReport,
     Template,
 )
-from provisioning.operations import Actor, OperationError
-from provisioning.render import fleet_defaults, render_device
-from provisioning.resync import resync
+from offhook.provisioning.operations import Actor, OperationError
+from offhook.provisioning.render import fleet_defaults, render_device
+from offhook.provisioning.resync import resync
 
 router = APIRouter(tags=["admin"], responses=error_responses(401, 403, 404, 409, 413, 422, 503))
 
@@ -361,7 +361,7 @@ for _action in DEVICE_ACTIONS:
 @router.get("/devices/{ref}/config")
 def preview_config(ref: str, db: DbSession, _user: Reader, services: ServicesDep) -> Any:
     """The config this device would receive (SIP passwords masked)."""
-    from firmware.config import ConfigError
+    from offhook.contract.config import ConfigError
 
     try:
         device = operations.get_device(db, ref)

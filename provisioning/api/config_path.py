@@ -17,11 +17,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import joinedload
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from firmware.config import ConfigError
-from provisioning.auth import DeviceKey, authenticate_device_key, authenticate_device_key_async
-from provisioning.errors import ApiError
-from provisioning.models import Device, FleetDefaults
-from provisioning.render import Rendered, render_device
+from offhook.contract.config import ConfigError
+from offhook.provisioning.auth import (
+    DeviceKey,
+    authenticate_device_key,
+    authenticate_device_key_async,
+)
+from offhook.provisioning.errors import ApiError
+from offhook.provisioning.models import Device, FleetDefaults
+from offhook.provisioning.render import Rendered, render_device
 
 log = logging.getLogger(__name__)
 

@@ -13,21 +13,21 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from provisioning import audit
-from provisioning.api.bodies import Count32, RequestBody, error_responses
-from provisioning.api.config_path import config_reply
-from provisioning.app import Services, ServicesDep
-from provisioning.auth import (
+from offhook.provisioning import audit
+from offhook.provisioning.api.bodies import Count32, RequestBody, error_responses
+from offhook.provisioning.api.config_path import config_reply
+from offhook.provisioning.app import Services, ServicesDep
+from offhook.provisioning.auth import (
     authenticate_device,
     check_serial,
     new_device_secret,
     normalise_mac,
     secret_digest,
 )
-from provisioning.crypto import sha256_hex
-from provisioning.db import DbSession
-from provisioning.errors import ApiError
-from provisioning.models import (
+from offhook.provisioning.crypto import sha256_hex
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.errors import ApiError
+from offhook.provisioning.models import (
     DEVICE_PENDING,
     DEVICE_REJECTED,
     DEVICE_REVOKED,
@@ -39,7 +39,7 @@ from provisioning.models import (
     StatusReport,
     utcnow,
 )
-from provisioning.settings import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S
+from offhook.provisioning.settings import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["device"], responses=error_responses(401, 403, 409, 413, 422, 503))

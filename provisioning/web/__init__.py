@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from provisioning.web.core import api_session_user
-from provisioning.web.liveness import not_seen_after, poll_interval_from_env
-from provisioning.web.not_found import install_html_404
-from provisioning.web.views import (
+from offhook.provisioning.web.core import api_session_user
+from offhook.provisioning.web.liveness import not_seen_after, poll_interval_from_env
+from offhook.provisioning.web.not_found import install_html_404
+from offhook.provisioning.web.views import (
     admins,
     api_tokens,
     approvals,

@@ -9,12 +9,12 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse
 
-from provisioning.admin_auth import client_ip
-from provisioning.models import AdminUser
-from provisioning.operations import Actor
-from provisioning.resync import resync
-from provisioning.web.core import redirect
-from provisioning.web.sessions import add_flash, stash_form
+from offhook.provisioning.admin_auth import client_ip
+from offhook.provisioning.models import AdminUser
+from offhook.provisioning.operations import Actor
+from offhook.provisioning.resync import resync
+from offhook.provisioning.web.core import redirect
+from offhook.provisioning.web.sessions import add_flash, stash_form
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning.models import Device, Group, Line, Template
-from provisioning.render import subtree_group_ids
-from provisioning.web.core import render
+from offhook.provisioning.models import Device, Group, Line, Template
+from offhook.provisioning.render import subtree_group_ids
+from offhook.provisioning.web.core import render
 
 CONFIRM_VALUE = "yes"
 

@@ -20,13 +20,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from provisioning.admin_auth import client_ip
-from provisioning.db import DbSession
-from provisioning.models import AdminUser
-from provisioning.permissions import allowed, required_role
-from provisioning.web.queries import STALE_AFTER
-from provisioning.web.revocation import session_revoked
-from provisioning.web.sessions import (
+from offhook.provisioning.admin_auth import client_ip
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import AdminUser
+from offhook.provisioning.permissions import allowed, required_role
+from offhook.provisioning.web.queries import STALE_AFTER
+from offhook.provisioning.web.revocation import session_revoked
+from offhook.provisioning.web.sessions import (
     CSRF_FIELD,
     CSRF_HEADER,
     WebSession,

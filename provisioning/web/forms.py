@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from provisioning.operations import Actor, OperationError, change_settings
+from offhook.provisioning.operations import Actor, OperationError, change_settings
 
 
 def parse_form_value(text: str) -> Any:

@@ -14,9 +14,9 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
-from firmware.config import ProvisioningSettings
-from provisioning import settings as server_settings
-from provisioning.settings import (
+from offhook.contract.config import ProvisioningSettings
+from offhook.provisioning import settings as server_settings
+from offhook.provisioning.settings import (
     MAX_POLL_INTERVAL_S,
     MIN_POLL_INTERVAL_S,
     POLL_INTERVAL_ENV,

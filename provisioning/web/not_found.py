@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from provisioning.web.core import SECURITY_HEADERS, TEMPLATES
+from offhook.provisioning.web.core import SECURITY_HEADERS, TEMPLATES
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from firmware.config import PhoneConfig
-from provisioning.models import (
+from offhook.contract.config import PhoneConfig
+from offhook.provisioning.models import (
     DEVICE_APPROVED,
     DEVICE_PENDING,
     CallRecordRow,
@@ -21,14 +21,14 @@ from provisioning.models import (
     StatusReport,
     utcnow,
 )
-from provisioning.render import (
+from offhook.provisioning.render import (
     LOCAL_KEYS,
     LOCAL_SECTIONS,
     SERVER_MANAGED,
     fleet_defaults,
     group_chain,
 )
-from provisioning.web.liveness import (
+from offhook.provisioning.web.liveness import (
     DEFAULT_POLL_INTERVAL_S,
     device_not_seen_after,
     not_seen_after,

@@ -15,7 +15,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning.models import LoginAttempt
+from offhook.provisioning.models import LoginAttempt
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from starlette.responses import Response
 
-from provisioning.web.signing import Signer
+from offhook.provisioning.web.signing import Signer
 
 SESSION_COOKIE = "offhook_session"
 FLASH_COOKIE = "offhook_flash"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from firmware.sim import SimPhone, sim_config, stop_all
+from offhook.firmware.sim import SimPhone, sim_config, stop_all
 from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.tls import tls_certificates  # noqa: F401
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_runs_its_scenario_without_a_tty() -> None:
     demo = subprocess.Popen(
-        [sys.executable, "-m", "firmware.demo", "--once"],
+        [sys.executable, "-m", "offhook.firmware.demo", "--once"],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

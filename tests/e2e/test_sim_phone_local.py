@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import parse_config
-from firmware.provisioning.identity import sim_identity
-from firmware.provisioning.store import ConfigStore, StoredConfig
-from firmware.sim import SimPhone, free_port, is_registered, sim_config, stop_all
+from offhook.contract.config import parse_config
+from offhook.firmware.provisioning.identity import sim_identity
+from offhook.firmware.provisioning.store import ConfigStore, StoredConfig
+from offhook.firmware.sim import SimPhone, free_port, is_registered, sim_config, stop_all
 from tests.fixtures.kamailio import DEFAULT_USERS
 from tests.fixtures.provisioning_server import ProvisioningServer
 

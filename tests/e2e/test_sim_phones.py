@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.sim import SimPhone, is_registered
+from offhook.firmware.sim import SimPhone, is_registered
 from tests.fixtures.baresip import BaresipPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from firmware.provisioning.identity import sim_identity
-from firmware.sim import SimPhone, is_registered, sim_config
+from offhook.firmware.provisioning.identity import sim_identity
+from offhook.firmware.sim import SimPhone, is_registered, sim_config
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.provisioning_server import ProvisioningServer
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import parse_config, save_config
-from firmware.phone_process import EXIT_START_FAILED
-from firmware.sim import free_port
+from offhook.contract.config import parse_config, save_config
+from offhook.firmware.phone_process import EXIT_START_FAILED
+from offhook.firmware.sim import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -118,7 +118,7 @@ def log_text(tmp_path: Path) -> str:
 @pytest.mark.skipif(has_sound_card(), reason="needs a machine without a sound card")
 def test_sim_in_a_terminal_without_a_sound_card_says_why_and_stops(tmp_path: Path) -> None:
     config = docs_config(tmp_path)
-    cmd = [sys.executable, "-m", "firmware.cli", "sim", "--config", str(config)]
+    cmd = [sys.executable, "-m", "offhook.firmware.cli", "sim", "--config", str(config)]
     code, shown = run_in_terminal([*cmd, "--state-dir", str(tmp_path / "state")], tmp_path)
     assert code != 0
     assert "cannot open ALSA playback PCM 'default'" in shown, shown
@@ -133,7 +133,7 @@ def test_sim_in_a_terminal_without_a_sound_card_says_why_and_stops(tmp_path: Pat
 @pytest.mark.parametrize("headless", [False, True], ids=["piped", "headless"])
 def test_sim_without_a_sound_card_says_why_and_stops(tmp_path: Path, headless: bool) -> None:
     config = docs_config(tmp_path)
-    cmd = [sys.executable, "-m", "firmware.cli", "sim", "--config", str(config)]
+    cmd = [sys.executable, "-m", "offhook.firmware.cli", "sim", "--config", str(config)]
     cmd += ["--state-dir", str(tmp_path / "state")] + (["--headless"] if headless else [])
     code, err, _ = run(cmd, tmp_path)
     assert code != 0
@@ -148,7 +148,7 @@ def test_sim_without_a_sound_card_says_why_and_stops(tmp_path: Path, headless: b
 @pytest.mark.skipif(has_sound_card(), reason="needs a machine without a sound card")
 def test_phone_process_that_cannot_start_exits_at_once(tmp_path: Path) -> None:
     config = docs_config(tmp_path)
-    cmd = [sys.executable, "-m", "firmware.phone_process", "--config", str(config)]
+    cmd = [sys.executable, "-m", "offhook.firmware.phone_process", "--config", str(config)]
     cmd += ["--board", "emulated", "--headless", "--state-dir", str(tmp_path / "state")]
     code, err, seconds = run(cmd, tmp_path, timeout=60)
     assert code == EXIT_START_FAILED
@@ -163,7 +163,15 @@ def test_a_busy_control_address_is_named_and_the_sim_stops(tmp_path: Path) -> No
     with socket.socket() as taken:
         taken.bind((host, int(port)))
         taken.listen()
-        cmd = [sys.executable, "-m", "firmware.cli", "sim", "--headless", "--config", str(config)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "offhook.firmware.cli",
+            "sim",
+            "--headless",
+            "--config",
+            str(config),
+        ]
         code, err, _ = run([*cmd, "--state-dir", str(tmp_path / "state")], tmp_path)
     assert code != 0
     assert f"control.listen {listen}: cannot listen: Address already in use" in err, err
@@ -175,7 +183,15 @@ def test_a_busy_sip_port_is_named_and_the_sim_stops(tmp_path: Path) -> None:
     sip_port = parse_config_file(config).sip.port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", sip_port))
-        cmd = [sys.executable, "-m", "firmware.cli", "sim", "--headless", "--config", str(config)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "offhook.firmware.cli",
+            "sim",
+            "--headless",
+            "--config",
+            str(config),
+        ]
         code, err, _ = run([*cmd, "--state-dir", str(tmp_path / "state")], tmp_path)
     assert code != 0
     assert f"127.0.0.1:{sip_port}" in err and "Address already in use" in err, err
@@ -183,6 +199,6 @@ def test_a_busy_sip_port_is_named_and_the_sim_stops(tmp_path: Path) -> None:
 
 
 def parse_config_file(path: Path):
-    from firmware.config import load_config
+    from offhook.contract.config import load_config
 
     return load_config(path)

@@ -19,9 +19,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from provisioning.admin_auth import create_admin
-from provisioning.app import create_app
-from provisioning.models import (
+from offhook.provisioning.admin_auth import create_admin
+from offhook.provisioning.app import create_app
+from offhook.provisioning.models import (
     DEVICE_APPROVED,
     AuditEntry,
     CallRecordRow,
@@ -30,9 +30,9 @@ from provisioning.models import (
     QualityRecord,
     StatusReport,
 )
-from provisioning.settings import ServerSettings
-from provisioning.web.liveness import POLL_INTERVAL_ENV, poll_interval_from_env
-from provisioning.web.sessions import SESSION_COOKIE
+from offhook.provisioning.settings import ServerSettings
+from offhook.provisioning.web.liveness import POLL_INTERVAL_ENV, poll_interval_from_env
+from offhook.provisioning.web.sessions import SESSION_COOKIE
 from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -426,7 +426,7 @@ def _web_routes(routes: list[Any]) -> Iterator[tuple[str, str]]:
 
 
 def test_every_web_route_has_a_case() -> None:
-    import provisioning.web
+    import offhook.provisioning.web as web
 
-    served = set(_web_routes(provisioning.web.router.routes)) - PUBLIC
+    served = set(_web_routes(web.router.routes)) - PUBLIC
     assert served == {(method, path) for method, path, _least, _make in ROUTES}

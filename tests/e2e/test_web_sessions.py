@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from provisioning.admin_auth import create_admin, set_password
-from provisioning.app import create_app
-from provisioning.models import AdminUser
-from provisioning.settings import ServerSettings
-from provisioning.web.sessions import SESSION_COOKIE
-from provisioning.web.signing import Signer
+from offhook.provisioning.admin_auth import create_admin, set_password
+from offhook.provisioning.app import create_app
+from offhook.provisioning.models import AdminUser
+from offhook.provisioning.settings import ServerSettings
+from offhook.provisioning.web.sessions import SESSION_COOKIE
+from offhook.provisioning.web.signing import Signer
 
 PASSWORD = "session-test-password"
 KEY_A = b"a" * 32

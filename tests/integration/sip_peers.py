@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from firmware.events import CallMediaChanged, CallState, CallStateChanged, MakeCall
-from firmware.sip import SipEngine
+from offhook.firmware.events import CallMediaChanged, CallState, CallStateChanged, MakeCall
+from offhook.firmware.sip import SipEngine
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from firmware.audio import AlsaAudio, AlsaDeviceError, TonePlanError
-from firmware.audio.pcm import rms, to_bytes, to_samples, tone_power
-from firmware.audio.ringbuffer import IDLE_AFTER_S
-from firmware.audio.tones import EDGE_RAMP_S, tone_spec
-from firmware.config import AudioSettings
-from firmware.events import Tone
+from offhook.contract.config import AudioSettings
+from offhook.firmware.audio import AlsaAudio, AlsaDeviceError, TonePlanError
+from offhook.firmware.audio.pcm import rms, to_bytes, to_samples, tone_power
+from offhook.firmware.audio.ringbuffer import IDLE_AFTER_S
+from offhook.firmware.audio.tones import EDGE_RAMP_S, tone_spec
+from offhook.firmware.events import Tone
 from tests.fixtures.alsa import AlsaFiles, alsa_files, alsa_home  # noqa: F401  (fixtures)
 
 RATE = 16000

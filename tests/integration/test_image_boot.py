@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from image.flash import Flasher
-from image.layout import MIB
-from image.miniboot import MinibootError, build_minisystem, miniboot
-from image.sample import make_sample_image
-from image.seed import parse_seed
+from offhook.image.flash import Flasher
+from offhook.image.layout import MIB
+from offhook.image.miniboot import MinibootError, build_minisystem, miniboot
+from offhook.image.sample import make_sample_image
+from offhook.image.seed import parse_seed
 
 pytestmark = [pytest.mark.image, pytest.mark.integration, pytest.mark.timeout(600)]
 

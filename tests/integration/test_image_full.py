@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from image.boottest import boot_test, networkd_duid
-from image.build import BuildOptions, build
-from image.layout import read_partition_table
-from image.manifest import verify_manifest
+from offhook.image.boottest import boot_test, networkd_duid
+from offhook.image.build import BuildOptions, build
+from offhook.image.layout import read_partition_table
+from offhook.image.manifest import verify_manifest
 
 pytestmark = [pytest.mark.image, pytest.mark.image_full, pytest.mark.timeout(1800)]
 
@@ -99,8 +99,8 @@ def test_boots_to_registered_phone_and_keeps_its_identity(built: Path, tmp_path:
 
 def test_build_writes_a_zst_that_flashes_directly(built: Path, tmp_path: Path) -> None:
     """`offhook flash offhook-qemu-amd64.img.zst` (the build's own output) writes the image."""
-    from image.cli import flash_main
-    from image.manifest import sha256_file
+    from offhook.image.cli import flash_main
+    from offhook.image.manifest import sha256_file
 
     card = tmp_path / "card.img"
     assert flash_main([str(built / "offhook-qemu-amd64.img.zst"), str(card)]) == 0

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from image import rootfs
-from image.assemble import source_date_epoch
-from image.boards import board
-from image.build import (
+from offhook.image import rootfs
+from offhook.image.assemble import source_date_epoch
+from offhook.image.boards import board
+from offhook.image.build import (
     ENABLED_UNITS,
     WIFI_DEVICE,
     BuildError,
@@ -36,7 +36,7 @@ from image.build import (
     image_from_tree,
     pi_config_files,
 )
-from image.layout import MIB, Layout
+from offhook.image.layout import MIB, Layout
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]
 
@@ -263,7 +263,7 @@ def rpi_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
                     "OFFHOOK_TEST_RPI_IMAGE=1 (make image-test-rpi)")  # fmt: skip
     if os.geteuid() != 0:
         pytest.skip("debootstrap and chroot need root")
-    from image.build import build
+    from offhook.image.build import build
 
     out = tmp_path_factory.mktemp("rpi-image")
     manifest = build(BuildOptions(board="rpi", out=out, compress=False), Console(stderr=True))
@@ -291,7 +291,7 @@ def test_rpi_image_boots_under_qemu_virt_to_a_call(rpi_image: tuple[Path, dict])
     """The card's own kernel and initramfs (named by its config.txt) and root filesystem under
     qemu-system-aarch64 -M virt; the phone (emulated board, offhook.board=emulated) registers
     with a Kamailio on the host and calls a baresip there, audio checked both ways."""
-    from image.boottest import boot_test
+    from offhook.image.boottest import boot_test
 
     image, _ = rpi_image
     result = boot_test(image, call=True, timeout=2400, memory_mb=1024)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import parse_config
-from firmware.phone_process import PhoneProcess
-from firmware.sim import free_port
+from offhook.contract.config import parse_config
+from offhook.firmware.phone_process import PhoneProcess
+from offhook.firmware.sim import free_port
 
 pytestmark = pytest.mark.integration
 

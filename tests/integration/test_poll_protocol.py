@@ -17,12 +17,12 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from provisioning import operations as ops
-from provisioning.app import create_app, with_config_fast_path
-from provisioning.auth import new_device_secret, secret_digest
-from provisioning.models import Device, utcnow
-from provisioning.poll_protocol import ConfigPollProtocol
-from provisioning.settings import ServerSettings
+from offhook.provisioning import operations as ops
+from offhook.provisioning.app import create_app, with_config_fast_path
+from offhook.provisioning.auth import new_device_secret, secret_digest
+from offhook.provisioning.models import Device, utcnow
+from offhook.provisioning.poll_protocol import ConfigPollProtocol
+from offhook.provisioning.settings import ServerSettings
 
 HOST = "127.0.0.1"
 CONFIG = "/api/v1/device/config"
@@ -242,7 +242,7 @@ def test_idle_connection_is_closed_after_the_keep_alive_timeout(
 
 
 def test_inline_answers_over_tls(fleet: tuple[object, dict[str, str]], tmp_path: Path) -> None:
-    from firmware.devtools.certs import make_certificates
+    from offhook.firmware.devtools.certs import make_certificates
 
     app, auths = fleet
     tls = make_certificates(tmp_path / "tls")

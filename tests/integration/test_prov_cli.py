@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.cli import fleet_main
-from provisioning.models import utcnow
+from offhook.provisioning.cli import fleet_main
+from offhook.provisioning.models import utcnow
 from tests.fixtures.postgres import PostgresCluster
 from tests.fixtures.provisioning_server import (  # noqa: F401 (fixture)
     DeviceCredential,
@@ -219,7 +219,7 @@ def _console(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     """The ``offhook`` console entry point in a fresh interpreter, without OFFHOOK_* settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OFFHOOK_")}
     return subprocess.run(
-        [sys.executable, "-m", "firmware.cli", *args],
+        [sys.executable, "-m", "offhook.firmware.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -56,7 +56,15 @@ def test_files_of_an_older_release_are_tightened_on_start(tmp_path: Path) -> Non
     assert _mode(database) == 0o644
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFHOOK_")}
     migrated = subprocess.run(
-        [sys.executable, "-m", "firmware.cli", "server", "migrate", "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "offhook.firmware.cli",
+            "server",
+            "migrate",
+            "--data-dir",
+            str(data_dir),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -72,7 +80,15 @@ def test_fleet_init_creates_a_private_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "new" / "fleet"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFHOOK_")}
     made = subprocess.run(
-        [sys.executable, "-m", "firmware.cli", "fleet", "init", "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "offhook.firmware.cli",
+            "fleet",
+            "init",
+            "--data-dir",
+            str(data_dir),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

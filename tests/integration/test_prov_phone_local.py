@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.config import PHONE_LOCAL_KEYS
+from offhook.contract.config import PHONE_LOCAL_KEYS
 from tests.fixtures.provisioning_server import (  # noqa: F401 (fixture)
     ProvisioningServer,
     sqlite_provisioning_server,

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from provisioning.db import Database
-from provisioning.models import Device, LoginAttempt, utcnow
+from offhook.provisioning.db import Database
+from offhook.provisioning.models import Device, LoginAttempt, utcnow
 from tests.fixtures.postgres import postgres_cluster  # noqa: F401 (fixture)
 from tests.fixtures.provisioning_server import (  # noqa: F401 (fixture)
     ProvisioningServer,

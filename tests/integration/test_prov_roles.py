@@ -367,7 +367,7 @@ def test_api_tokens_always_expire_within_the_roles_limit(
 ) -> None:
     from datetime import datetime, timedelta
 
-    from provisioning.models import utcnow
+    from offhook.provisioning.models import utcnow
 
     def lifetime(reply: httpx.Response) -> timedelta:
         assert reply.status_code == 201, reply.text

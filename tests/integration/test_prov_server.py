@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from provisioning.db import Database
-from provisioning.models import EnrollmentToken, utcnow
+from offhook.provisioning.db import Database
+from offhook.provisioning.models import EnrollmentToken, utcnow
 from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401 (fixture)
 from tests.fixtures.provisioning_server import (  # noqa: F401 (fixture)
     DeviceCredential,
@@ -195,7 +195,7 @@ def test_config_inheritance_etag_and_revisions(provisioning_server: Provisioning
         assert config["device"]["name"] == "sales desk"
         assert config["accounts"][0]["password"] == "pw-1001-secret"
         assert "provisioning" not in config and "control" not in config
-        from firmware.config import parse_config
+        from offhook.contract.config import parse_config
 
         parse_config(config)  # the phone's own validator accepts it
         etag = first.headers["ETag"]
@@ -452,7 +452,7 @@ def test_admin_api_requires_token_and_role(provisioning_server: ProvisioningServ
 
 def test_https_with_generated_ca(tmp_path: Path) -> None:
     with ProvisioningServer(tmp_path, tls=True) as server:
-        from provisioning.tls import fingerprint_of
+        from offhook.provisioning.tls import fingerprint_of
 
         ca_pem = (server.data_dir / "tls" / "ca.pem").read_bytes()
         assert server.ca_fingerprint == fingerprint_of(ca_pem)

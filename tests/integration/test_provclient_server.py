@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from firmware.config import PhoneConfig, ProvisioningSettings
-from firmware.provisioning import DeviceIdentity, ProvisioningClient
-from firmware.provisioning.backoff import Backoff
-from firmware.provisioning.outbox import Outbox
+from offhook.contract.config import PhoneConfig, ProvisioningSettings
+from offhook.firmware.provisioning import DeviceIdentity, ProvisioningClient
+from offhook.firmware.provisioning.backoff import Backoff
+from offhook.firmware.provisioning.outbox import Outbox
 from tests.fixtures.provisioning_server import ProvisioningServer
 
 pytestmark = pytest.mark.integration
@@ -251,7 +251,8 @@ def test_cdrs_queued_during_outage_are_delivered_exactly_once(tmp_path: Path) ->
         token = server.enrollment_token()
         child = subprocess.Popen(
             [
-                sys.executable, "-m", "firmware.provisioning", "--state-dir", str(state_dir),
+                sys.executable, "-m", "offhook.firmware.provisioning",
+                "--state-dir", str(state_dir),
                 "--url", server.base_url, "--ca-fingerprint", server.ca_fingerprint,
                 "--token", token, "--mac", mac, "--serial", "00000000cafe0001",
                 "--notify-host", "127.0.0.1",
@@ -304,8 +305,8 @@ def test_cdrs_queued_during_outage_are_delivered_exactly_once(tmp_path: Path) ->
 def test_overloaded_server_503_keeps_cached_config_and_honours_retry_after(
     tmp_path: Path,
 ) -> None:
-    from firmware.config import parse_config
-    from firmware.provisioning.store import ConfigStore, StoredConfig
+    from offhook.contract.config import parse_config
+    from offhook.firmware.provisioning.store import ConfigStore, StoredConfig
 
     state = tmp_path / "state"
     cached = parse_config({"device": {"name": "cached desk"}})
@@ -345,7 +346,7 @@ def test_record_the_server_refuses_is_set_aside_without_blocking_the_queue(
 
 
 def test_runner_logs_the_config_without_sip_passwords(tmp_path: Path) -> None:
-    """``python -m firmware.provisioning`` logs each config it would apply: never the secrets."""
+    """The provisioning runner logs each config it would apply: never the secrets."""
     mac = new_mac()
     password = "pw-" + uuid.uuid4().hex  # unmistakable in any log line
     log_path = tmp_path / "runner.log"
@@ -355,7 +356,8 @@ def test_runner_logs_the_config_without_sip_passwords(tmp_path: Path) -> None:
         token = server.enrollment_token()
         child = subprocess.Popen(
             [
-                sys.executable, "-m", "firmware.provisioning", "--state-dir", str(tmp_path / "st"),
+                sys.executable, "-m", "offhook.firmware.provisioning",
+                "--state-dir", str(tmp_path / "st"),
                 "--url", server.base_url, "--token", token, "--mac", mac,
                 "--serial", "00000000cafe0002", "--notify-host", "127.0.0.1",
             ],

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.audio import AlsaAudio
-from firmware.config import AudioSettings
-from firmware.events import CallState, Conference, Hangup, MakeCall, SetMute
+from offhook.contract.config import AudioSettings
+from offhook.firmware.audio import AlsaAudio
+from offhook.firmware.events import CallState, Conference, Hangup, MakeCall, SetMute
 from tests.fixtures.alsa import AlsaFiles, alsa_files, alsa_home  # noqa: F401
 from tests.fixtures.baresip import (
     BaresipPeer,

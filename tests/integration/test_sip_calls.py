@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import pytest
 
-from firmware.events import (
+from offhook.firmware.events import (
     Answer,
     CallIncoming,
     CallMediaChanged,
@@ -25,7 +25,7 @@ from firmware.events import (
     Transfer,
     Unhold,
 )
-from firmware.sip import SipEngine
+from offhook.firmware.sip import SipEngine
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine

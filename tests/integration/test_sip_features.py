@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import (
+from offhook.firmware.events import (
     Answer,
     AttendedTransfer,
     CallIncoming,

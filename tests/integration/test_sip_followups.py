@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import PhoneConfig
-from firmware.events import (
+from offhook.contract.config import PhoneConfig
+from offhook.firmware.events import (
     Answer,
     CallIncoming,
     CallState,
@@ -19,7 +19,7 @@ from firmware.events import (
     MakeCall,
     MessageWaiting,
 )
-from firmware.sip.sine import SineEndpoint
+from offhook.firmware.sip.sine import SineEndpoint
 from tests.fixtures.engine_process import EngineProcess
 from tests.fixtures.kamailio import (  # noqa: F401
     DEFAULT_REDIRECTS,

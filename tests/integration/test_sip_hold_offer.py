@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import CallMediaChanged, CallState, Hangup, Hold, MakeCall, Unhold
+from offhook.firmware.events import CallMediaChanged, CallState, Hangup, Hold, MakeCall, Unhold
 from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.sip_phone import account, phone_config, running_engine
 from tests.fixtures.sipp_peer import SippPeer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import (
+from offhook.firmware.events import (
     Answer,
     CallIncoming,
     CallMediaChanged,
@@ -26,7 +26,7 @@ from firmware.events import (
     MakeCall,
     Unhold,
 )
-from firmware.sip import SipEngine
+from offhook.firmware.sip import SipEngine
 from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.linphone import LinphonePeer
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine

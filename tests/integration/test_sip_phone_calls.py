@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import CallState, CallStateChanged
+from offhook.firmware.events import CallState, CallStateChanged
 from tests.fixtures.engine_process import EngineProcess
 from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.phone_rig import PhoneRig, running_phone
@@ -48,7 +48,7 @@ def test_being_transferred_the_phone_shows_the_new_call_and_the_handset_ends_it(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="firmware.phone")
+    caplog.set_level(logging.WARNING, logger="offhook.firmware.phone")
     kam = kamailio_server
     with (
         peer(kam, tmp_path, "1002") as transferor,
@@ -70,7 +70,7 @@ def test_being_transferred_the_phone_shows_the_new_call_and_the_handset_ends_it(
             ("outgoing", "answered"),
         ]
         assert "1002@" in records[0]["remote_uri"] and "1003@" in records[1]["remote_uri"]
-    assert [r.getMessage() for r in caplog.records if r.name == "firmware.phone"] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "offhook.firmware.phone"] == []
 
 
 @pytest.mark.parametrize("why", ["dnd", "busy"])
@@ -135,7 +135,7 @@ def test_calls_we_hang_up_are_recorded_with_the_status_pjsua_reports(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="firmware.phone")
+    caplog.set_level(logging.WARNING, logger="offhook.firmware.phone")
     kam = kamailio_server
     with (
         peer(kam, tmp_path, "1002") as far,
@@ -167,7 +167,7 @@ def test_calls_we_hang_up_are_recorded_with_the_status_pjsua_reports(
     ]
     # the same codes pjsua itself gives these calls once they are over
     assert (first_end.status_code, ended.status_code) == (200, 487)
-    assert [r.getMessage() for r in caplog.records if r.name == "firmware.phone"] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "offhook.firmware.phone"] == []
 
 
 def test_target_of_an_attended_transfer_shows_and_ends_the_replacing_call(
@@ -177,7 +177,7 @@ def test_target_of_an_attended_transfer_shows_and_ends_the_replacing_call(
 ) -> None:
     """We talk to A (1002); A transfers B (1003) to us attended: B's INVITE with Replaces, which
     pjsua answers by itself, becomes the call on the handset."""
-    caplog.set_level(logging.WARNING, logger="firmware.phone")
+    caplog.set_level(logging.WARNING, logger="offhook.firmware.phone")
     kam = kamailio_server
     with (
         EngineProcess(tmp_path / "a", phone_config(kam, [account(kam, "1002")])) as a,
@@ -213,4 +213,4 @@ def test_target_of_an_attended_transfer_shows_and_ends_the_replacing_call(
             ("incoming", "answered"),
         ]
         assert "1003@" in records[1]["remote_uri"]
-    assert [r.getMessage() for r in caplog.records if r.name == "firmware.phone"] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "offhook.firmware.phone"] == []

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import MessageWaiting, RegistrationChanged, SipEngineStatus
-from firmware.sip import SipEngine, SipEngineError
+from offhook.firmware.events import MessageWaiting, RegistrationChanged, SipEngineStatus
+from offhook.firmware.sip import SipEngine, SipEngineError
 from tests.fixtures.kamailio import HOST, KamailioServer, kamailio_server, sip_options_ping  # noqa: F401
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
 from tests.fixtures.tls import make_certificates, tls_certificates  # noqa: F401
@@ -179,7 +179,7 @@ def test_start_fails_clearly_when_the_port_is_taken() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind((HOST, 0))
         port = taken.getsockname()[1]
-        from firmware.config import PhoneConfig
+        from offhook.contract.config import PhoneConfig
 
         config = PhoneConfig.model_validate({"sip": {"port": port, "bind_address": HOST}})
         engine = SipEngine(config, EventRecorder())
@@ -220,7 +220,7 @@ def test_engine_runner_process_registers_and_quits(
         phone_config(kamailio_server, [account(kamailio_server, "1005")]).to_toml()
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "firmware.sip", str(config_path)],
+        [sys.executable, "-m", "offhook.firmware.sip", str(config_path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

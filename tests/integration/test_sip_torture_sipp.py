@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import CallState, Hangup, RegistrationChanged
-from firmware.sip import SipEngine
+from offhook.firmware.events import CallState, Hangup, RegistrationChanged
+from offhook.firmware.sip import SipEngine
 from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.sip_phone import EventRecorder, account, phone_config, running_engine
 from tests.fixtures.sipp import request_scenario, run_sipp

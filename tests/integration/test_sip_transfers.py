@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.events import CallIncoming, CallMediaChanged, TransferStatus
+from offhook.firmware.events import CallIncoming, CallMediaChanged, TransferStatus
 from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.phone_rig import PhoneRig, running_phone
 from tests.fixtures.sip_phone import account, phone_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import alsaaudio
 import pytest
 
-from firmware.audio.alsa_device import AlsaDeviceError, PcmStream
+from offhook.firmware.audio.alsa_device import AlsaDeviceError, PcmStream
 from tests.fixtures.alsa import alsa_home  # noqa: F401  (fixture)
 
 RATE = 16000
@@ -132,7 +132,7 @@ def test_a_pcm_on_a_sound_card_is_clocked_from_the_start_and_stays_so(
     """Seen on snd-hda-intel in the QEMU guest: the playback stream was paced by the wall clock
     (it never blocked long enough to count as clocked), counted 'stalled' xruns and dropped the
     card's queue on top of the card's own xruns. A card has its own clock; alsa-lib says so."""
-    import firmware.audio.alsa_device as alsa_device
+    import offhook.firmware.audio.alsa_device as alsa_device
 
     monkeypatch.setattr(alsa_device.alsaaudio, "PCM", _CardPcm)
     stream = PcmStream("null", False, RATE, PERIOD, periods=3, clock=fake.clock, sleep=fake.sleep)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.audio.mixer import SpeakerVolume, software_gain
+from offhook.firmware.audio.mixer import SpeakerVolume, software_gain
 from tests.fixtures.alsa import alsa_home  # noqa: F401  (fixture)
 
 

@@ -7,7 +7,7 @@ from array import array
 
 import pytest
 
-from firmware.audio.pcm import (
+from offhook.firmware.audio.pcm import (
     INT16_MAX,
     INT16_MIN,
     clip,

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from firmware.audio.ringbuffer import IDLE_AFTER_S, RingBuffer
+from offhook.firmware.audio.ringbuffer import IDLE_AFTER_S, RingBuffer
 
 
 class FakeClock:

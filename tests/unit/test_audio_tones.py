@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from firmware.audio.pcm import rms, tone_power
-from firmware.audio.tones import (
+from offhook.firmware.audio.pcm import rms, tone_power
+from offhook.firmware.audio.tones import (
     EDGE_RAMP_S,
     TONE_PLANS,
     Step,
@@ -17,7 +17,7 @@ from firmware.audio.tones import (
     ToneSpec,
     tone_spec,
 )
-from firmware.events import Tone
+from offhook.firmware.events import Tone
 
 RATE = 16000
 PLANS = sorted(TONE_PLANS)

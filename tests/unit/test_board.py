@@ -9,18 +9,24 @@ from pathlib import Path
 import pytest
 import serial
 
-from board.display import DisplayError, apply_settings, make_display, make_dummy_display
-from board.emulated import EmulatedBoard, make_emulator_display
-from board.fake import FakeGPIO
-from board.gpio import load_gpio
-from board.leds import Leds
-from board.pi import PiBoard
-from board.profile import PROFILES_DIR, DisplayWiring, ProfileError, load_profile, parse_profile
-from board.ringer import Ringer
-from board.serial_console import SerialConsole, open_port, phone_commands
-from firmware.config import BoardSettings
-from firmware.events import DIGIT_KEYS, Screen
-from firmware.screens import render_to_device
+from offhook.board.display import DisplayError, apply_settings, make_display, make_dummy_display
+from offhook.board.emulated import EmulatedBoard, make_emulator_display
+from offhook.board.fake import FakeGPIO
+from offhook.board.gpio import load_gpio
+from offhook.board.leds import Leds
+from offhook.board.pi import PiBoard
+from offhook.board.profile import (
+    PROFILES_DIR,
+    DisplayWiring,
+    ProfileError,
+    load_profile,
+    parse_profile,
+)
+from offhook.board.ringer import Ringer
+from offhook.board.serial_console import SerialConsole, open_port, phone_commands
+from offhook.contract.config import BoardSettings
+from offhook.firmware.events import DIGIT_KEYS, Screen
+from offhook.firmware.screens import render_to_device
 
 V1 = (PROFILES_DIR / "offhook-v1.toml").read_text()
 

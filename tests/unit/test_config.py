@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import ConfigError, PhoneConfig, load_config, parse_toml, save_config
+from offhook.contract.config import ConfigError, PhoneConfig, load_config, parse_toml, save_config
 
 GOOD = """
 [[accounts]]

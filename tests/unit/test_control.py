@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from firmware.config import parse_config
-from firmware.control import ControlError, ControlServer, PhoneActions, parse_keys
-from firmware.phone import Phone
-from firmware.phone_process import png_renderer
-from firmware.runtime import Runtime
+from offhook.contract.config import parse_config
+from offhook.firmware.control import ControlError, ControlServer, PhoneActions, parse_keys
+from offhook.firmware.phone import Phone
+from offhook.firmware.phone_process import png_renderer
+from offhook.firmware.runtime import Runtime
 
 TOKEN = "s3cret-token"
 

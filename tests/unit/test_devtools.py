@@ -1,4 +1,4 @@
-"""firmware.devtools: product code that must not need the tests, and a Kamailio config that
+"""offhook.firmware.devtools: product code that must not need the tests, and a Kamailio config that
 Kamailio itself accepts (``kamailio -c``) with every option turned on."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.devtools.certs import make_certificates
-from firmware.devtools.kamailio import KamailioServer
+from offhook.firmware.devtools.certs import make_certificates
+from offhook.firmware.devtools.kamailio import KamailioServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 import pytest
 
-from firmware.dialplan import Decision, DigitMap, DigitMapError
+from offhook.contract.dialplan import Decision, DigitMap, DigitMapError
 
 US = "[2-9]xxx|0|00|911|1[2-9]xx[2-9]xxxxxx|011x.T|x.T"
 

@@ -1,9 +1,9 @@
 from pathlib import Path
 
-from firmware.config import PhoneConfig
-from firmware.events import CallRecord
-from firmware.phone import Phone
-from firmware.state_files import CallHistoryFile
+from offhook.contract.config import PhoneConfig
+from offhook.firmware.events import CallRecord
+from offhook.firmware.phone import Phone
+from offhook.firmware.state_files import CallHistoryFile
 
 
 def _record(n: int) -> CallRecord:

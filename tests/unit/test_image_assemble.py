@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from image.assemble import Contents, assemble, ext4_size_for, normalise_mtimes
-from image.layout import (
+from offhook.image.assemble import Contents, assemble, ext4_size_for, normalise_mtimes
+from offhook.image.layout import (
     ALIGN,
     MIB,
     LayoutError,
@@ -19,7 +19,7 @@ from image.layout import (
     plan_layout,
     read_partition_table,
 )
-from image.sample import make_sample_image, make_tree
+from offhook.image.sample import make_sample_image, make_tree
 
 
 def extract(image: Path, start: int, size: int, out: Path) -> Path:

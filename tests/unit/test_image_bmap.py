@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from image.bmap import (
+from offhook.image.bmap import (
     BmapError,
     create_bmap,
     load_bmap,
@@ -18,7 +18,7 @@ from image.bmap import (
     verify_image,
     write_bmap,
 )
-from image.sample import make_sample_image
+from offhook.image.sample import make_sample_image
 
 BS = 4096
 

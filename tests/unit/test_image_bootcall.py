@@ -17,8 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from image import bootcall
-from image.qemu import AUDIO_CAPTURE_PCM, AUDIO_PLAYBACK_PCM, AUDIO_RATE, asoundrc, qemu_command
+from offhook.image import bootcall
+from offhook.image.qemu import (
+    AUDIO_CAPTURE_PCM,
+    AUDIO_PLAYBACK_PCM,
+    AUDIO_RATE,
+    asoundrc,
+    qemu_command,
+)
 
 KAMAILIO = "/usr/sbin/kamailio"
 
@@ -141,7 +147,7 @@ def test_every_machine_gets_the_sound_card_and_its_own_setup(tmp_path: Path) -> 
 def test_peer_registers_at_the_call_kamailio_and_a_dead_peer_says_so(tmp_path: Path) -> None:
     """The host side of the call as the boot test starts it: Kamailio with the call config and
     baresip registered there as the peer."""
-    from image.boottest import running_kamailio
+    from offhook.image.boottest import running_kamailio
 
     rtp = bootcall.free_udp_port()
     with running_kamailio(tmp_path, lambda port: bootcall.kamailio_config(port, rtp)) as (

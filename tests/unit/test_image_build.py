@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from image.boards import board
-from image.build import BuildError, BuildOptions, build, check_pjsua2_wheel
-from image.manifest import ManifestError, verify_manifest, write_manifest
-from image.rootfs import Recipe
+from offhook.image.boards import board
+from offhook.image.build import BuildError, BuildOptions, build, check_pjsua2_wheel
+from offhook.image.manifest import ManifestError, verify_manifest, write_manifest
+from offhook.image.rootfs import Recipe
 
 
 def test_rpi_without_pjsua2_wheel_or_source_fails_before_any_work(tmp_path: Path) -> None:
@@ -66,8 +66,8 @@ def test_manifest_lists_and_verifies_outputs(tmp_path: Path) -> None:
 
 
 def test_overlay_ships_in_the_wheel_data_and_scripts_stay_executable(tmp_path) -> None:
-    from image.boards import board
-    from image.build import OVERLAY, copy_overlay
+    from offhook.image.boards import board
+    from offhook.image.build import OVERLAY, copy_overlay
 
     script = OVERLAY / "common/usr/local/sbin/offhook-firstboot"
     assert script.is_file()
@@ -85,7 +85,7 @@ def test_overlay_ships_in_the_wheel_data_and_scripts_stay_executable(tmp_path) -
 
 
 def test_boot_test_reboots_flag_is_a_small_count() -> None:
-    from image.cli import _image_parser
+    from offhook.image.cli import _image_parser
 
     parser = _image_parser()
     assert parser.parse_args(["boot-test", "x.img"]).reboots == 0

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import load_config, parse_config, save_config
-from image.boottest import networkd_duid, siphash24
-from image.firstboot import main
+from offhook.contract.config import load_config, parse_config, save_config
+from offhook.image.boottest import networkd_duid, siphash24
+from offhook.image.firstboot import main
 
 SEED = """hostname = "desk-9"
 

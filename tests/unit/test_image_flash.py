@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from image.cli import flash_main
-from image.flash import Flasher, FlashError
-from image.layout import MIB
-from image.sample import make_sample_image
-from image.seed import read_seed
+from offhook.image.cli import flash_main
+from offhook.image.flash import Flasher, FlashError
+from offhook.image.layout import MIB
+from offhook.image.sample import make_sample_image
+from offhook.image.seed import read_seed
 
 SEED = """hostname = "desk-7"
 
@@ -54,7 +54,7 @@ def image(built: Path, tmp_path: Path) -> Path:
 
 
 def _extents(fd: int, size: int):
-    from image.bmap import mapped_extents
+    from offhook.image.bmap import mapped_extents
 
     return mapped_extents(fd, size)
 
@@ -136,7 +136,7 @@ def test_truncated_image_is_rejected_before_writing(image: Path, tmp_path: Path)
 
 
 def test_bad_partition_table_is_rejected_before_writing(image: Path, tmp_path: Path) -> None:
-    from image.bmap import create_bmap, write_bmap
+    from offhook.image.bmap import create_bmap, write_bmap
 
     with open(image, "r+b") as fh:  # wipe the MBR signature, then make a matching bmap
         fh.seek(510)
@@ -164,7 +164,7 @@ def test_refuses_to_flash_image_onto_itself(image: Path) -> None:
 
 
 def test_cli_bmap_and_seed_subcommands(image: Path, tmp_path: Path) -> None:
-    from image.cli import image_main
+    from offhook.image.cli import image_main
 
     bmap = image.with_name(image.name + ".bmap")
     bmap.unlink()
@@ -259,7 +259,7 @@ def test_missing_image_says_not_found(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_flash_shows_board_and_version_before_writing(
     image: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from image.manifest import write_manifest
+    from offhook.image.manifest import write_manifest
 
     write_manifest(image.with_name("offhook-qemu-amd64.manifest.json"), outputs=[image],
                    board="qemu-amd64", offhook_version="1.2.3")  # fmt: skip

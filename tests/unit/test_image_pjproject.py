@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from image import cli, pjproject
-from image.boards import board
-from image.build import BuildError, BuildOptions, resolve_pjsua2_wheel
-from image.pjproject import (
+from offhook.image import cli, pjproject
+from offhook.image.boards import board
+from offhook.image.build import BuildError, BuildOptions, resolve_pjsua2_wheel
+from offhook.image.pjproject import (
     PJPROJECT,
     ChecksumMismatch,
     CompileError,
@@ -520,8 +520,8 @@ def test_pinned_release_cross_compiles_to_a_self_tested_aarch64_wheel(tmp_path: 
     file:// copy, or the release URL), the builder tree, the cross-compile, the self-test of the
     module under qemu-user, the cache. A wheel already cached for this key is self-tested again
     instead of compiled."""
-    from image import build, rootfs
-    from image.build import default_cache
+    from offhook.image import build, rootfs
+    from offhook.image.build import default_cache
 
     if os.geteuid() != 0:
         pytest.skip("debootstrap and chroot need root")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from image.boards import board
-from image.build import BuildOptions, Pjsua2Wheel, Steps, next_command, step_count
+from offhook.image.boards import board
+from offhook.image.build import BuildOptions, Pjsua2Wheel, Steps, next_command, step_count
 
 
 def _console() -> tuple[Console, io.StringIO]:

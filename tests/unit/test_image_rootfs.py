@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from image import rootfs
+from offhook.image import rootfs
 
 HOST_PYTHON = f"python{sys.version_info.major}.{sys.version_info.minor}"
 

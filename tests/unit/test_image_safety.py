@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from image.flash import Flasher, FlashError
-from image.layout import MIB
-from image.safety import SystemView, UnsafeTarget, check_block_device, check_target
-from image.sample import make_sample_image
+from offhook.image.flash import Flasher, FlashError
+from offhook.image.layout import MIB
+from offhook.image.safety import SystemView, UnsafeTarget, check_block_device, check_target
+from offhook.image.sample import make_sample_image
 
 GIB = 1 << 30
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import parse_toml
-from image.seed import SeedError, load_batch, parse_seed_toml
+from offhook.contract.config import parse_toml
+from offhook.image.seed import SeedError, load_batch, parse_seed_toml
 
 FINGERPRINT = ":".join(["AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99"] * 2)
 FULL = f"""hostname = "desk-1"

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from board.fake import FakeGPIO
-from board.hook import HookSwitch
-from board.keypad import MatrixKeypad
+from offhook.board.fake import FakeGPIO
+from offhook.board.hook import HookSwitch
+from offhook.board.keypad import MatrixKeypad
 
 ROWS = [5, 6, 13, 19]
 COLS = [12, 16, 20]

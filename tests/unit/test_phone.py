@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from firmware.config import parse_config
-from firmware.events import (
+from offhook.contract.config import parse_config
+from offhook.firmware.events import (
     Answer,
     AttendedTransfer,
     CallIncoming,
@@ -45,7 +45,7 @@ from firmware.events import (
     Transfer,
     Unhold,
 )
-from firmware.phone import Phone
+from offhook.firmware.phone import Phone
 
 T0 = 1_700_000_000.0
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware.events import (
+from offhook.firmware.events import (
     Answer,
     CallMediaChanged,
     CallState,
@@ -32,19 +32,19 @@ from firmware.events import (
     TransferStatus,
     Unhold,
 )
-from firmware.phone import TRANSFER_GIVE_UP_S, Phone
+from offhook.firmware.phone import TRANSFER_GIVE_UP_S, Phone
 from tests.unit.test_phone import Driver, make_config, ring, talk
 from tests.unit.test_phone_properties import CALL_IDS, CONFIG, EVENTS
 
 
 @pytest.fixture
 def phone_warnings(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.WARNING, logger="firmware.phone")
+    caplog.set_level(logging.WARNING, logger="offhook.firmware.phone")
     return caplog
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "firmware.phone"]
+    return [r.getMessage() for r in caplog.records if r.name == "offhook.firmware.phone"]
 
 
 # --- calls pjsua started itself ----------------------------------------------------------------

@@ -3,7 +3,7 @@ on a provisioned apply (registered / refused / engine failed) reported as Config
 
 from __future__ import annotations
 
-from firmware.events import (
+from offhook.firmware.events import (
     ConfigApplied,
     ConfigOutcome,
     ReconfigureEngine,

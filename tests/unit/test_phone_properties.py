@@ -7,8 +7,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware.config import parse_config
-from firmware.events import (
+from offhook.contract.config import parse_config
+from offhook.firmware.events import (
     DIGIT_KEYS,
     FUNCTION_KEYS,
     CallIncoming,
@@ -27,7 +27,7 @@ from firmware.events import (
     SetRinger,
     TimerFired,
 )
-from firmware.phone import Phone
+from offhook.firmware.phone import Phone
 
 CALL_IDS = st.integers(min_value=0, max_value=3)
 EVENTS = st.one_of(

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from firmware.processes import stop_process, wait_or_kill
+from offhook.firmware.processes import stop_process, wait_or_kill
 
 IGNORES_TERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

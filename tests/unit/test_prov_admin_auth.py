@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning.admin_auth import (
+from offhook.provisioning.admin_auth import (
     AdminError,
     LoginError,
     authenticate_password,
@@ -19,8 +19,8 @@ from provisioning.admin_auth import (
     create_api_token,
     role_allows,
 )
-from provisioning.db import Database
-from provisioning.models import ApiToken, LoginAttempt, utcnow
+from offhook.provisioning.db import Database
+from offhook.provisioning.models import ApiToken, LoginAttempt, utcnow
 
 PASSWORD = "a-long-enough-password"
 
@@ -74,7 +74,7 @@ def test_lockout_after_threshold_failures(db: Session) -> None:
     assert reasons == ["bad_password", "bad_password", "bad_password_locked", "locked"]
     # When the lock expires, the right password works again and the counter is reset.
     user = db.scalar(select(LoginAttempt.username))
-    from provisioning.models import AdminUser
+    from offhook.provisioning.models import AdminUser
 
     alice = db.scalar(select(AdminUser).where(AdminUser.username == user))
     alice.locked_until = utcnow() - timedelta(seconds=1)
@@ -104,7 +104,7 @@ def test_api_tokens_and_roles(db: Session) -> None:
 def test_every_refusal_costs_one_hash_check(db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unknown user, wrong password, locked account, right password: one argon2 verification
     each, so response times do not tell which usernames exist or which accounts are locked."""
-    import provisioning.admin_auth as admin_auth
+    import offhook.provisioning.admin_auth as admin_auth
 
     checks: list[str] = []
     real_verify = admin_auth.verify_password
@@ -125,7 +125,7 @@ def test_every_refusal_costs_one_hash_check(db: Session, monkeypatch: pytest.Mon
 
 
 def test_new_password_or_disabling_revokes_every_api_token(db: Session) -> None:
-    from provisioning.admin_auth import list_api_tokens, set_disabled, set_password
+    from offhook.provisioning.admin_auth import list_api_tokens, set_disabled, set_password
 
     alice = create_admin(db, "alice", PASSWORD, "operator")
     bob = create_admin(db, "bob", PASSWORD, "read-only")
@@ -163,7 +163,7 @@ def test_token_use_in_a_read_transaction_survives_a_concurrent_writer(tmp_path: 
     """A GET's deferred SQLite transaction cannot become a write once another writer has
     committed since it read ("database is locked" at once): the last-use stamp is skipped
     rather than failing the request."""
-    from provisioning.models import AdminUser
+    from offhook.provisioning.models import AdminUser
 
     database = Database(f"sqlite:///{tmp_path / 'p.db'}")
     database.migrate()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.crypto import (
+from offhook.provisioning.crypto import (
     KEY_ENV,
     CryptoError,
     KeyRing,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioning.api.config_path import etag_matches
+from offhook.provisioning.api.config_path import etag_matches
 
 ETAG = '"7-0123456789abcdef"'
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from provisioning.models import Device, utcnow
-from provisioning.settings import POLL_INTERVAL_ENV, settings_from_env
-from provisioning.web.liveness import device_not_seen_after, not_seen_after
-from provisioning.web.queries import is_online
+from offhook.provisioning.models import Device, utcnow
+from offhook.provisioning.settings import POLL_INTERVAL_ENV, settings_from_env
+from offhook.provisioning.web.liveness import device_not_seen_after, not_seen_after
+from offhook.provisioning.web.queries import is_online
 
 FLEET = not_seen_after(3600)  # 2 h 24 min
 

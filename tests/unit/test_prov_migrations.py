@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
 
-from provisioning.db import Database
-from provisioning.models import Base, FleetDefaults
+from offhook.provisioning.db import Database
+from offhook.provisioning.models import Base, FleetDefaults
 
 
 def test_migrations_match_models_and_are_idempotent(tmp_path: Path) -> None:
@@ -31,8 +31,8 @@ def test_migrations_match_models_and_are_idempotent(tmp_path: Path) -> None:
 
 
 def test_enroll_nonces_stored_before_0004_become_digests(tmp_path: Path) -> None:
-    from provisioning.api.device import nonce_digest
-    from provisioning.db import run_migrations
+    from offhook.provisioning.api.device import nonce_digest
+    from offhook.provisioning.db import run_migrations
 
     database = Database(f"sqlite:///{tmp_path / 'p.db'}")
     try:

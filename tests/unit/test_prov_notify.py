@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from provisioning.notify import (
+from offhook.provisioning.notify import (
     NotifyTarget,
     build_notify,
     parse_contact,

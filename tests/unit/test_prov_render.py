@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from firmware.config import ConfigError, parse_config
-from provisioning import operations as ops
-from provisioning.crypto import KeyRing, new_key_line
-from provisioning.db import Database
-from provisioning.models import Device
-from provisioning.render import (
+from offhook.contract.config import ConfigError, parse_config
+from offhook.provisioning import operations as ops
+from offhook.provisioning.crypto import KeyRing, new_key_line
+from offhook.provisioning.db import Database
+from offhook.provisioning.models import Device
+from offhook.provisioning.render import (
     SettingsError,
     deep_merge,
     render_device,
@@ -143,7 +143,7 @@ def test_invalid_merged_config_is_caught_on_the_server(db: Session, keys: KeyRin
 
 
 def test_inherited_settings_cache_follows_every_change(db: Session, keys: KeyRing) -> None:
-    from provisioning.render import InheritedCache
+    from offhook.provisioning.render import InheritedCache
 
     cache = InheritedCache()
     ops.create_group(db, ACTOR, "site", "site", settings={"audio": {"ring_volume": 10}})

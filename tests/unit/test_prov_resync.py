@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from provisioning.crypto import KeyRing, load_key_ring
-from provisioning.db import Database
-from provisioning.models import Device
-from provisioning.resync import SecretCache, notify_targets
+from offhook.provisioning.crypto import KeyRing, load_key_ring
+from offhook.provisioning.db import Database
+from offhook.provisioning.models import Device
+from offhook.provisioning.resync import SecretCache, notify_targets
 
 
 class CountingKeyRing(KeyRing):

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from provisioning import operations as ops
-from provisioning.db import Database
-from provisioning.models import (
+from offhook.provisioning import operations as ops
+from offhook.provisioning.db import Database
+from offhook.provisioning.models import (
     AuditEntry,
     CallRecordRow,
     Device,
@@ -23,8 +23,8 @@ from provisioning.models import (
     StatusReport,
     utcnow,
 )
-from provisioning.retention import purge_session
-from provisioning.settings import RetentionDays
+from offhook.provisioning.retention import purge_session
+from offhook.provisioning.settings import RetentionDays
 
 ACTOR = ops.Actor("test:retention")
 

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from firmware.provisioning.backoff import Backoff, PollSchedule
+from offhook.firmware.provisioning.backoff import Backoff, PollSchedule
 
 
 def test_full_jitter_stays_under_a_doubling_ceiling_capped_at_ten_minutes() -> None:

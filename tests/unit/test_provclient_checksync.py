@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.provisioning.checksync import (
+from offhook.firmware.provisioning.checksync import (
     CheckSyncListener,
     SipParseError,
     parse_request,

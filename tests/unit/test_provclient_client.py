@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import PhoneConfig, ProvisioningSettings, parse_config
-from firmware.provisioning import DeviceIdentity, ProvisioningClient, effective_config
-from firmware.provisioning.backoff import Backoff
-from firmware.provisioning.server_api import ConfigReply
-from firmware.provisioning.store import ConfigStore, StoredConfig
+from offhook.contract.config import PhoneConfig, ProvisioningSettings, parse_config
+from offhook.firmware.provisioning import DeviceIdentity, ProvisioningClient, effective_config
+from offhook.firmware.provisioning.backoff import Backoff
+from offhook.firmware.provisioning.server_api import ConfigReply
+from offhook.firmware.provisioning.store import ConfigStore, StoredConfig
 
 IDENTITY = DeviceIdentity(mac="b8:27:eb:00:00:01", serial="00000000abcdef01", model="offhook-pi4")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firmware.provisioning.enroll import Credential, EnrollmentStore, enroll_request
-from firmware.provisioning.identity import DeviceIdentity
+from offhook.firmware.provisioning.enroll import Credential, EnrollmentStore, enroll_request
+from offhook.firmware.provisioning.identity import DeviceIdentity
 
 
 def test_nonce_survives_restarts_until_enrolled(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.provisioning.identity import DeviceIdentity, IdentityError, normalise_mac
+from offhook.firmware.provisioning.identity import DeviceIdentity, IdentityError, normalise_mac
 
 
 def test_mac_forms_are_normalised() -> None:

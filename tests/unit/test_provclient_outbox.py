@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.provisioning.outbox import Outbox, OutboxError
+from offhook.firmware.provisioning.outbox import Outbox, OutboxError
 
 
 def test_records_queue_in_order_and_are_deleted_only_when_accepted(tmp_path: Path) -> None:

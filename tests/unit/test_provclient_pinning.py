@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from firmware.provisioning.pinning import (
+from offhook.firmware.provisioning.pinning import (
     PinnedCA,
     PinningError,
     fetch_presented_chain,

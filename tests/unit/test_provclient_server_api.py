@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from firmware.provisioning.pinning import PinnedCA, sha256_fingerprint
-from firmware.provisioning.server_api import (
+from offhook.firmware.provisioning.pinning import PinnedCA, sha256_fingerprint
+from offhook.firmware.provisioning.server_api import (
     ProtocolError,
     Refused,
     ServerApi,

@@ -9,8 +9,8 @@ import signal
 import time
 from pathlib import Path
 
-from firmware.config import parse_config
-from firmware.provisioning.store import ConfigStore, StoredConfig
+from offhook.contract.config import parse_config
+from offhook.firmware.provisioning.store import ConfigStore, StoredConfig
 
 TRIALS = 100
 

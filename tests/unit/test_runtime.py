@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from firmware import events as ev
-from firmware.audio.bridge import AlsaAudio
-from firmware.config import parse_config
-from firmware.phone import Phone
-from firmware.runtime import Runtime
-from firmware.state_files import CallHistoryFile, VolumeFile
-from firmware.timers import TimerWheel
+from offhook.contract.config import parse_config
+from offhook.firmware import events as ev
+from offhook.firmware.audio.bridge import AlsaAudio
+from offhook.firmware.phone import Phone
+from offhook.firmware.runtime import Runtime
+from offhook.firmware.state_files import CallHistoryFile, VolumeFile
+from offhook.firmware.timers import TimerWheel
 from tests.fixtures.alsa import AlsaFiles, alsa_files, alsa_home  # noqa: F401 (fixtures)
 
 ACCOUNT = {"user": "1001", "domain": "127.0.0.1", "password": "x"}
@@ -127,7 +127,7 @@ class OutboxSink:
     """The runtime hands records to ``enqueue``; the real durable Outbox keeps them."""
 
     def __init__(self, directory: Path) -> None:
-        from firmware.provisioning.outbox import Outbox
+        from offhook.firmware.provisioning.outbox import Outbox
 
         self.outbox = Outbox(directory)
 
@@ -191,7 +191,7 @@ def test_quality_goes_to_the_record_of_its_own_call_not_another_from_the_same_ca
 
 
 def test_password_change_is_judged_by_a_fresh_registration(tmp_path: Path) -> None:
-    from firmware.provisioned_apply import apply_and_wait_registered
+    from offhook.firmware.provisioned_apply import apply_and_wait_registered
 
     rt = make_runtime(tmp_path)
     rt.start()

@@ -7,11 +7,11 @@ import select
 import time
 from pathlib import Path
 
-from firmware.config import parse_config
-from firmware.heartbeat import Heartbeat
-from firmware.phone import registration_outcome
-from firmware.phone_state import LineRegistration
-from firmware.provisioning.identity import sim_identity
+from offhook.contract.config import parse_config
+from offhook.firmware.heartbeat import Heartbeat
+from offhook.firmware.phone import registration_outcome
+from offhook.firmware.phone_state import LineRegistration
+from offhook.firmware.provisioning.identity import sim_identity
 
 TWO_ACCOUNTS = parse_config(
     {
@@ -96,9 +96,9 @@ def test_device_info_has_this_machines_addresses_version_and_ports() -> None:
     import shutil
     import subprocess
 
-    from firmware.netinfo import ipv4_addresses
-    from firmware.phone_process import gather_device_info
-    from firmware.provisioning.identity import firmware_version
+    from offhook.firmware.netinfo import ipv4_addresses
+    from offhook.firmware.phone_process import gather_device_info
+    from offhook.firmware.provisioning.identity import firmware_version
 
     info = gather_device_info({"udp": 5071, "tcp": 5072})
     assert info.sip_ports == (("tcp", 5072), ("udp", 5071))
@@ -115,7 +115,7 @@ def test_device_info_has_this_machines_addresses_version_and_ports() -> None:
 
 
 def test_if_inet6_parsing_keeps_global_addresses_only() -> None:
-    from firmware.netinfo import parse_if_inet6
+    from offhook.firmware.netinfo import parse_if_inet6
 
     text = (
         "00000000000000000000000000000001 01 80 10 80       lo\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from luma.core.device import dummy
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
-from firmware.events import Screen
-from firmware.screens import render_image, render_to_device
-from firmware.screens.oled import fit
+from offhook.firmware.events import Screen
+from offhook.firmware.screens import render_image, render_to_device
+from offhook.firmware.screens.oled import fit
 
 STATUS = {"time": "12:34", "line": "1001", "reg": "ok"}
 

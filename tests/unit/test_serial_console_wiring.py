@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from firmware.bench_console import open_serial_console
-from firmware.config import parse_config
-from firmware.control import PhoneActions
-from firmware.phone import Phone
-from firmware.runtime import Runtime
+from offhook.contract.config import parse_config
+from offhook.firmware.bench_console import open_serial_console
+from offhook.firmware.control import PhoneActions
+from offhook.firmware.phone import Phone
+from offhook.firmware.runtime import Runtime
 
 
 class Terminal:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pjsua2 as pj
 import pytest
 
-from firmware.config import Account, PhoneConfig
-from firmware.sip.audio_port import _copy_by_iteration, _copy_from_storage, copy_byte_vector
-from firmware.sip.dns import nameservers, parse_resolv_conf
-from firmware.sip.mwi import MessageSummary, parse_message_summary
-from firmware.sip.quality import delay_impairment, estimate_mos, mos_from_r, r_factor
-from firmware.sip.uri import TargetError, split_name_addr, target_uri, user_part
+from offhook.contract.config import Account, PhoneConfig
+from offhook.firmware.sip.audio_port import _copy_by_iteration, _copy_from_storage, copy_byte_vector
+from offhook.firmware.sip.dns import nameservers, parse_resolv_conf
+from offhook.firmware.sip.mwi import MessageSummary, parse_message_summary
+from offhook.firmware.sip.quality import delay_impairment, estimate_mos, mos_from_r, r_factor
+from offhook.firmware.sip.uri import TargetError, split_name_addr, target_uri, user_part
 
 
 def acc(transport: str = "udp") -> Account:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from firmware.sip.request_checks import bad_request_reply, option_tags
+from offhook.firmware.sip.request_checks import bad_request_reply, option_tags
 
 
 def request(*lines: str, first: str = "OPTIONS sip:1001@127.0.0.1:5070 SIP/2.0") -> bytes:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.supervisor import RestartPolicy, Supervisor
-from firmware.systemd import Notifier
+from offhook.firmware.supervisor import RestartPolicy, Supervisor
+from offhook.firmware.systemd import Notifier
 
 # A stand-in for the phone process: speaks the heartbeat protocol and misbehaves on request.
 CHILD = r"""
@@ -176,7 +176,7 @@ def test_no_ready_and_no_watchdog_without_heartbeat(tmp_path: Path, notify_socke
     assert "STOPPING=1" in messages
 
 
-COMMANDS = ["firmware.supervisor", "firmware.sim", "firmware.phone_process"]
+COMMANDS = ["offhook.firmware.supervisor", "offhook.firmware.sim", "offhook.firmware.phone_process"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
@@ -204,7 +204,7 @@ def test_open_control_api_on_the_network_is_refused(module: str, tmp_path: Path,
 
 def start_failing(tmp_path: Path, stop_on_start_failure: bool, policy: RestartPolicy = FAST):
     """A child that exits as a phone that cannot start does: no heartbeat, status 78."""
-    from firmware.phone_process import EXIT_START_FAILED
+    from offhook.firmware.phone_process import EXIT_START_FAILED
 
     marker = tmp_path / "starts"
     marker.touch()
@@ -246,7 +246,7 @@ def test_phone_that_cannot_start_is_retried_with_a_pause(tmp_path: Path) -> None
 
 
 def test_a_restarted_phone_learns_how_its_predecessor_ended(tmp_path: Path) -> None:
-    from firmware.supervisor import PREVIOUS_EXIT_ENV
+    from offhook.firmware.supervisor import PREVIOUS_EXIT_ENV
 
     seen = tmp_path / "seen"
     seen.touch()
@@ -268,7 +268,7 @@ def test_a_restarted_phone_learns_how_its_predecessor_ended(tmp_path: Path) -> N
 
 
 def test_startup_limit_comes_from_the_environment_when_set() -> None:
-    from firmware.supervisor import STARTUP_TIMEOUT_ENV, policy_from_env
+    from offhook.firmware.supervisor import STARTUP_TIMEOUT_ENV, policy_from_env
 
     assert policy_from_env({}) == RestartPolicy()
     assert policy_from_env({STARTUP_TIMEOUT_ENV: "180"}).startup_timeout_s == 180.0

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.logs import JournalHandler, encode_journal_entry, kv, setup_logging
-from firmware.systemd import Notifier
+from offhook.contract.logs import JournalHandler, encode_journal_entry, kv, setup_logging
+from offhook.firmware.systemd import Notifier
 
 
 def parse_journal(data: bytes) -> dict[str, str]:

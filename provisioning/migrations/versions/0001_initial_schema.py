@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import provisioning.models
+import offhook.provisioning.models as models
 
 revision = "0001"
 down_revision = None
@@ -28,16 +28,16 @@ def upgrade() -> None:
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("disabled", sa.Boolean(), nullable=False),
         sa.Column("failed_attempts", sa.Integer(), nullable=False),
-        sa.Column("locked_until", provisioning.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_login_at", provisioning.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("locked_until", models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_login_at", models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_admin_users")),
         sa.UniqueConstraint("username", name=op.f("uq_admin_users_username")),
     )
     op.create_table(
         "audit_log",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("time", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("time", models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(length=128), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("target_type", sa.String(length=32), nullable=False),
@@ -58,12 +58,12 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("token_enc", sa.Text(), nullable=False),
-        sa.Column("expires_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("max_uses", sa.Integer(), nullable=False),
         sa.Column("uses", sa.Integer(), nullable=False),
         sa.Column("revoked", sa.Boolean(), nullable=False),
         sa.Column("created_by", sa.String(length=128), nullable=False),
-        sa.Column("created_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_enrollment_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_enrollment_tokens_token_hash")),
     )
@@ -71,7 +71,7 @@ def upgrade() -> None:
         "fleet_defaults",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("settings", sa.JSON(), nullable=False),
-        sa.Column("updated_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fleet_defaults")),
     )
     op.create_table(
@@ -81,7 +81,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("parent_id", sa.Integer(), nullable=True),
         sa.Column("settings", sa.JSON(), nullable=False),
-        sa.Column("created_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["parent_id"],
             ["groups.id"],
@@ -101,7 +101,7 @@ def upgrade() -> None:
         sa.Column("ip", sa.String(length=64), nullable=False),
         sa.Column("success", sa.Boolean(), nullable=False),
         sa.Column("reason", sa.String(length=32), nullable=False),
-        sa.Column("time", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("time", models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_login_attempts")),
     )
     with op.batch_alter_table("login_attempts", schema=None) as batch_op:
@@ -114,7 +114,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("settings", sa.JSON(), nullable=False),
-        sa.Column("created_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_templates")),
         sa.UniqueConstraint("name", name=op.f("uq_templates_name")),
     )
@@ -125,10 +125,10 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
-        sa.Column("expires_at", provisioning.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("expires_at", models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("revoked", sa.Boolean(), nullable=False),
-        sa.Column("last_used_at", provisioning.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"],
             ["admin_users.id"],
@@ -154,14 +154,14 @@ def upgrade() -> None:
         sa.Column("secret_enc", sa.Text(), nullable=True),
         sa.Column("enroll_nonce", sa.String(length=128), nullable=True),
         sa.Column("enrollment_token_id", sa.Integer(), nullable=True),
-        sa.Column("enrolled_at", provisioning.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("enrolled_at", models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("firmware_version", sa.String(length=64), nullable=False),
         sa.Column("last_ip", sa.String(length=64), nullable=False),
         sa.Column("sip_contact", sa.String(length=128), nullable=False),
         sa.Column("reported_revision", sa.Integer(), nullable=True),
-        sa.Column("last_seen", provisioning.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_seen", models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["enrollment_token_id"],
             ["enrollment_tokens.id"],
@@ -213,7 +213,7 @@ def upgrade() -> None:
         sa.Column("end", sa.Float(), nullable=False),
         sa.Column("disposition", sa.String(length=16), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
-        sa.Column("received_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_id"],
             ["devices.id"],
@@ -233,11 +233,11 @@ def upgrade() -> None:
         "device_events",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("device_id", sa.String(length=36), nullable=False),
-        sa.Column("time", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("time", models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("config_revision", sa.Integer(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),
-        sa.Column("received_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_id"],
             ["devices.id"],
@@ -266,7 +266,7 @@ def upgrade() -> None:
         sa.Column("transport", sa.String(length=8), nullable=False),
         sa.Column("outbound_proxy", sa.String(length=255), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("created_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_id"],
             ["devices.id"],
@@ -284,13 +284,13 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("device_id", sa.String(length=36), nullable=False),
         sa.Column("call_record_id", sa.String(length=64), nullable=False),
-        sa.Column("time", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("time", models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("codec", sa.String(length=32), nullable=False),
         sa.Column("jitter_ms", sa.Float(), nullable=False),
         sa.Column("loss_pct", sa.Float(), nullable=False),
         sa.Column("rtt_ms", sa.Float(), nullable=False),
         sa.Column("mos", sa.Float(), nullable=False),
-        sa.Column("received_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_id"],
             ["devices.id"],
@@ -315,8 +315,8 @@ def upgrade() -> None:
         "status_reports",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("device_id", sa.String(length=36), nullable=False),
-        sa.Column("time", provisioning.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("received_at", provisioning.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("time", models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("firmware_version", sa.String(length=64), nullable=False),
         sa.Column("ip", sa.String(length=64), nullable=False),
         sa.Column("uptime_s", sa.Float(), nullable=False),
@@ -345,9 +345,9 @@ def upgrade() -> None:
         "fleet_defaults",
         sa.column("id", sa.Integer),
         sa.column("settings", sa.JSON),
-        sa.column("updated_at", provisioning.models.UTCDateTime(timezone=True)),
+        sa.column("updated_at", models.UTCDateTime(timezone=True)),
     )
-    op.bulk_insert(fleet, [{"id": 1, "settings": {}, "updated_at": provisioning.models.utcnow()}])
+    op.bulk_insert(fleet, [{"id": 1, "settings": {}, "updated_at": models.utcnow()}])
 
 
 def downgrade() -> None:

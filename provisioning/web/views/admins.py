@@ -9,19 +9,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning import audit
-from provisioning.admin_auth import (
+from offhook.provisioning import audit
+from offhook.provisioning.admin_auth import (
     AdminError,
     check_role,
     create_admin,
     set_disabled,
     set_password,
 )
-from provisioning.db import DbSession
-from provisioning.models import ROLE_ADMIN, ROLES, AdminUser, LoginAttempt, utcnow
-from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import NotFound, WebRoute, permitted, render
-from provisioning.web.sessions import take_form
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import ROLE_ADMIN, ROLES, AdminUser, LoginAttempt, utcnow
+from offhook.provisioning.web.actions import actor_for, back_with_form, done
+from offhook.provisioning.web.core import NotFound, WebRoute, permitted, render
+from offhook.provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
 UserManager = permitted("admin_user.manage")

@@ -8,19 +8,19 @@ from fastapi import APIRouter, Form, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning.admin_auth import (
+from offhook.provisioning.admin_auth import (
     AdminError,
     issue_api_token,
     list_api_tokens,
     revoke_api_token,
 )
-from provisioning.crypto import CryptoError
-from provisioning.db import DbSession
-from provisioning.models import AdminUser, utcnow
-from provisioning.permissions import DEFAULT_API_TOKEN_DAYS, allowed, max_api_token_days
-from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import WebRoute, permitted, render
-from provisioning.web.sessions import add_flash, take_form
+from offhook.provisioning.crypto import CryptoError
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import AdminUser, utcnow
+from offhook.provisioning.permissions import DEFAULT_API_TOKEN_DAYS, allowed, max_api_token_days
+from offhook.provisioning.web.actions import actor_for, back_with_form, done
+from offhook.provisioning.web.core import WebRoute, permitted, render
+from offhook.provisioning.web.sessions import add_flash, take_form
 
 router = APIRouter(route_class=WebRoute)
 TokenOwner = permitted("api_token.own")

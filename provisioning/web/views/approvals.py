@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 from starlette.responses import Response
 
-from provisioning.db import DbSession
-from provisioning.models import Group
-from provisioning.web.core import Reader, WebRoute, render
-from provisioning.web.queries import pending_devices
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import Group
+from offhook.provisioning.web.core import Reader, WebRoute, render
+from offhook.provisioning.web.queries import pending_devices
 
 router = APIRouter(route_class=WebRoute)
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 from starlette.responses import Response
 
-from provisioning.db import DbSession
-from provisioning.models import AuditEntry
-from provisioning.web.core import Reader, WebRoute, render
-from provisioning.web.paging import fetch_page, page_url, parse_paging
-from provisioning.web.queries import flatten
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import AuditEntry
+from offhook.provisioning.web.core import Reader, WebRoute, render
+from offhook.provisioning.web.paging import fetch_page, page_url, parse_paging
+from offhook.provisioning.web.queries import flatten
 
 router = APIRouter(route_class=WebRoute)
 ABSENT = "(unset)"

@@ -9,10 +9,10 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning.models import AdminUser
-from provisioning.operations import OperationError
-from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
-from provisioning.web.forms import change_one_setting
+from offhook.provisioning.models import AdminUser
+from offhook.provisioning.operations import OperationError
+from offhook.provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
+from offhook.provisioning.web.forms import change_one_setting
 
 Change = Callable[[], list[str]]  # an operation; returns the ids of the devices it changed
 Message = Callable[[list[str]], str]  # the flash text, from the changed device ids

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 from starlette.responses import Response
 
-from provisioning.db import DbSession
-from provisioning.models import AuditEntry
-from provisioning.operations import fleet_summary
-from provisioning.web.core import Reader, WebRoute, not_seen_threshold, render
-from provisioning.web.liveness import describe
-from provisioning.web.queries import registration_health
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import AuditEntry
+from offhook.provisioning.operations import fleet_summary
+from offhook.provisioning.web.core import Reader, WebRoute, not_seen_threshold, render
+from offhook.provisioning.web.liveness import describe
+from offhook.provisioning.web.queries import registration_health
 
 router = APIRouter(route_class=WebRoute)
 

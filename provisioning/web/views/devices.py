@@ -10,10 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from firmware.config import ConfigError
-from provisioning import audit
-from provisioning.db import DbSession
-from provisioning.models import (
+from offhook.contract.config import ConfigError
+from offhook.provisioning import audit
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import (
     DEVICE_STATUSES,
     AdminUser,
     Device,
@@ -21,8 +21,8 @@ from provisioning.models import (
     Group,
     Line,
 )
-from provisioning.operations import NotFound as OperationNotFound
-from provisioning.operations import (
+from offhook.provisioning.operations import NotFound as OperationNotFound
+from offhook.provisioning.operations import (
     OperationError,
     add_device,
     add_line,
@@ -35,11 +35,11 @@ from provisioning.operations import (
     update_device,
     update_line,
 )
-from provisioning.render import render_device
-from provisioning.resync import resync
-from provisioning.web import confirm
-from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
-from provisioning.web.core import (
+from offhook.provisioning.render import render_device
+from offhook.provisioning.resync import resync
+from offhook.provisioning.web import confirm
+from offhook.provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
+from offhook.provisioning.web.core import (
     NotFound,
     Reader,
     WebRoute,
@@ -48,17 +48,17 @@ from provisioning.web.core import (
     redirect,
     render,
 )
-from provisioning.web.liveness import describe
-from provisioning.web.paging import PAGE_SIZES, Paging, page_url, parse_paging
-from provisioning.web.queries import (
+from offhook.provisioning.web.liveness import describe
+from offhook.provisioning.web.paging import PAGE_SIZES, Paging, page_url, parse_paging
+from offhook.provisioning.web.queries import (
     device_rows,
     recent_cdrs,
     recent_quality,
     settable_defaults,
     settings_provenance,
 )
-from provisioning.web.sessions import add_flash, take_form
-from provisioning.web.views.changes import apply_change, apply_setting_form
+from offhook.provisioning.web.sessions import add_flash, take_form
+from offhook.provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
 DeviceWriter = permitted("device.write")

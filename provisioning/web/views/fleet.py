@@ -9,13 +9,13 @@ from fastapi import APIRouter, Form, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning.db import DbSession
-from provisioning.permissions import allowed
-from provisioning.render import fleet_defaults
-from provisioning.web.core import Reader, WebRoute, permitted, render
-from provisioning.web.queries import flatten, settable_defaults
-from provisioning.web.sessions import take_form
-from provisioning.web.views.changes import apply_setting_form
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.permissions import allowed
+from offhook.provisioning.render import fleet_defaults
+from offhook.provisioning.web.core import Reader, WebRoute, permitted, render
+from offhook.provisioning.web.queries import flatten, settable_defaults
+from offhook.provisioning.web.sessions import take_form
+from offhook.provisioning.web.views.changes import apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
 FleetSettings = permitted("settings.fleet")

@@ -9,10 +9,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning.db import DbSession
-from provisioning.models import Device, Group, Template
-from provisioning.operations import NotFound as OperationNotFound
-from provisioning.operations import (
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import Device, Group, Template
+from offhook.provisioning.operations import NotFound as OperationNotFound
+from offhook.provisioning.operations import (
     OperationError,
     attach_template,
     create_group,
@@ -20,12 +20,12 @@ from provisioning.operations import (
     get_group,
     update_group,
 )
-from provisioning.web import confirm
-from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
-from provisioning.web.queries import flatten, settable_defaults
-from provisioning.web.sessions import take_form
-from provisioning.web.views.changes import apply_change, apply_setting_form
+from offhook.provisioning.web import confirm
+from offhook.provisioning.web.actions import actor_for, back_with_form, done
+from offhook.provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
+from offhook.provisioning.web.queries import flatten, settable_defaults
+from offhook.provisioning.web.sessions import take_form
+from offhook.provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
 GroupWriter = permitted("group.write")

@@ -9,12 +9,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
-from provisioning.admin_auth import LoginError, authenticate_password, client_ip
-from provisioning.db import DbSession
-from provisioning.web.actions import back_with_form
-from provisioning.web.core import WebRoute, redirect, render, session_admin
-from provisioning.web.revocation import revoke_session
-from provisioning.web.sessions import (
+from offhook.provisioning.admin_auth import LoginError, authenticate_password, client_ip
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.web.actions import back_with_form
+from offhook.provisioning.web.core import WebRoute, redirect, render, session_admin
+from offhook.provisioning.web.revocation import revoke_session
+from offhook.provisioning.web.sessions import (
     add_flash,
     clear_session,
     new_session,

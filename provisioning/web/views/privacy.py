@@ -9,12 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
-from provisioning import retention
-from provisioning.db import DbSession
-from provisioning.operations import OperationError
-from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import WebRoute, permitted, render
-from provisioning.web.sessions import take_form
+from offhook.provisioning import retention
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.operations import OperationError
+from offhook.provisioning.web.actions import actor_for, back_with_form, done
+from offhook.provisioning.web.core import WebRoute, permitted, render
+from offhook.provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
 PrivacyExport = permitted("privacy.export")

@@ -9,11 +9,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning.db import DbSession
-from provisioning.models import CallRecordRow, Device, QualityRecord
-from provisioning.web.core import Reader, WebRoute, render
-from provisioning.web.paging import fetch_page, page_url, parse_paging
-from provisioning.web.queries import device_labels
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import CallRecordRow, Device, QualityRecord
+from offhook.provisioning.web.core import Reader, WebRoute, render
+from offhook.provisioning.web.paging import fetch_page, page_url, parse_paging
+from offhook.provisioning.web.queries import device_labels
 
 router = APIRouter(route_class=WebRoute)
 DIRECTIONS = ("incoming", "outgoing")

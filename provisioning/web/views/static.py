@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from provisioning.web.core import NotFound, WebRoute
+from offhook.provisioning.web.core import NotFound, WebRoute
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MEDIA_TYPES = {".css": "text/css", ".js": "text/javascript"}

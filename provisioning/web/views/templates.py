@@ -10,20 +10,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning.db import DbSession
-from provisioning.models import Template
-from provisioning.operations import NotFound as OperationNotFound
-from provisioning.operations import (
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import Template
+from offhook.provisioning.operations import NotFound as OperationNotFound
+from offhook.provisioning.operations import (
     OperationError,
     create_template,
     delete_template,
     get_template,
     update_template,
 )
-from provisioning.web import confirm
-from provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
-from provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
-from provisioning.web.sessions import take_form
+from offhook.provisioning.web import confirm
+from offhook.provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
+from offhook.provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
+from offhook.provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
 TemplateWriter = permitted("template.write")

@@ -10,17 +10,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from provisioning.db import DbSession
-from provisioning.models import EnrollmentToken, utcnow
-from provisioning.operations import NotFound as OperationNotFound
-from provisioning.operations import (
+from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import EnrollmentToken, utcnow
+from offhook.provisioning.operations import NotFound as OperationNotFound
+from offhook.provisioning.operations import (
     OperationError,
     create_enrollment_token,
     revoke_enrollment_token,
 )
-from provisioning.web.actions import actor_for, back_with_form, done
-from provisioning.web.core import Reader, WebRoute, permitted, render
-from provisioning.web.sessions import add_flash, take_form
+from offhook.provisioning.web.actions import actor_for, back_with_form, done
+from offhook.provisioning.web.core import Reader, WebRoute, permitted, render
+from offhook.provisioning.web.sessions import add_flash, take_form
 
 router = APIRouter(route_class=WebRoute)
 TokenWriter = permitted("enrollment_token.write")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from firmware.atomic import atomic_write_bytes
+from offhook.contract.atomic import atomic_write_bytes
 
 HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(:\d{1,5})?$")
 KNOWN_CODECS = ("G722", "PCMU", "PCMA", "GSM", "iLBC", "speex", "L16")
@@ -205,7 +205,7 @@ class PhoneConfig(_Section):
 
     @model_validator(mode="after")
     def _dial_plan_compiles(self) -> PhoneConfig:
-        from firmware.dialplan import DigitMap, DigitMapError
+        from offhook.contract.dialplan import DigitMap, DigitMapError
 
         try:
             DigitMap(self.dialplan.digit_map)
