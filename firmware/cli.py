@@ -50,8 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"offhook: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise  # a dependency is missing, not the command's own module
+        # A phone's distribution carries neither the server nor the image builder.
+        print(
+            f"offhook: {name!r} is not part of this installation ({module_name})", file=sys.stderr
+        )
+        return 2
+    return int(getattr(module, func_name)(rest) or 0)
 
 
 if __name__ == "__main__":

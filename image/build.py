@@ -35,6 +35,7 @@ from offhook.image.bmap import create_bmap, hash_span, write_bmap
 from offhook.image.boards import Board, board
 from offhook.image.layout import MIB, Layout, plan_layout
 from offhook.image.manifest import write_manifest
+from offhook.image.phone_dist import copy_phone_sources
 from offhook.image.progress import StepBar
 
 log = logging.getLogger(__name__)
@@ -197,19 +198,15 @@ def compile_pjsua2(
 
 
 def build_wheel(out: Path) -> Path:
-    """Our wheel, built from a copy of the sources so the checkout gets no build/ droppings."""
+    """The phone's wheel (image/phone_dist.py), built from a copy of its sources so the checkout
+    gets no build/ droppings."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("offhook-*.whl"):
         old.unlink()
     with tempfile.TemporaryDirectory(prefix="offhook-wheel-") as tmp:
         src = Path(tmp) / "src"
         src.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy(PROJECT_ROOT / name, src / name)
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-        for package in ("firmware", "board", "provisioning", "image"):
-            if (PROJECT_ROOT / package).is_dir():
-                shutil.copytree(PROJECT_ROOT / package, src / package, ignore=ignore)
+        copy_phone_sources(PROJECT_ROOT, src)  # the phone's distribution, not the server's
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
             capture_output=True, text=True, check=False,
