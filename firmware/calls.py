@@ -19,7 +19,7 @@ def number_from_uri(uri: str) -> str:
     return match.group(1) if match else uri
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """What the Phone knows about one call. ``id`` is UNPLACED until the engine reports it."""
 

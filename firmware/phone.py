@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from offhook.contract.config import PhoneConfig
 from offhook.contract.dialplan import Decision, DigitMap
+from offhook.contract.keys import DIGIT_KEYS
 from offhook.contract.logs import kv
 from offhook.firmware.calls import (
     UNPLACED,
@@ -34,7 +35,6 @@ from offhook.firmware.calls import (
     same_missed_caller,
 )
 from offhook.firmware.events import (
-    DIGIT_KEYS,
     Answer,
     AttendedTransfer,
     CallIncoming,
@@ -400,16 +400,9 @@ class Phone:
             self.state.mode = Mode.CALLS
             self._resume(self.state.held_calls[-1], out)
             return
-        handler = {
-            Mode.IDLE: self._key_idle,
-            Mode.DIALING: self._key_dialing,
-            Mode.BROWSE: self._key_browse,
-            Mode.MENU: self._key_menu,
-            Mode.CALLS: self._key_calls,
-            Mode.TRANSFER: self._key_transfer,
-        }.get(self.state.mode)
+        handler = self._key_handlers.get(self.state.mode)
         if handler is not None:
-            handler(key, out)
+            handler(self, key, out)
 
     def _key_idle(self, key: str, out: list[Command]) -> None:
         if key == "redial" and self.state.last_dialled:
@@ -573,6 +566,16 @@ class Phone:
             self.state.transfer_target = None
             self.state.mode = Mode.CALLS
             self._resume(target, out)
+
+    # The keys of each mode (ended and howler take only the ones handled above).
+    _key_handlers: dict[Mode, Callable[[Phone, str, list[Command]], None]] = {
+        Mode.IDLE: _key_idle,
+        Mode.DIALING: _key_dialing,
+        Mode.BROWSE: _key_browse,
+        Mode.MENU: _key_menu,
+        Mode.CALLS: _key_calls,
+        Mode.TRANSFER: _key_transfer,
+    }
 
     def _on_incoming(self, ev: CallIncoming, out: list[Command]) -> None:
         feats = self.state.config.features
@@ -785,7 +788,7 @@ class Phone:
                 leg.transferred = False
                 leg.transfer_to = None
         self.state.notice = Notice("Transfer failed", f"{ev.status_code} {ev.reason}".strip())
-        if self.state.mode == Mode.TRANSFER:
+        if self.state.mode is Mode.TRANSFER:
             self.state.digits = ""
             self.state.transfer_target = None
         self.state.mode = (
@@ -843,26 +846,51 @@ class Phone:
         if ev.name not in self.state.timers:
             return  # cancelled (or restarted) while the callback was in flight
         self.state.timers.discard(ev.name)
-        if ev.name == T_OFFHOOK and self.state.mode == Mode.DIALING and not self.state.digits:
+        kind, _, call_id = ev.name.partition(":")  # "ring_timeout:7" -> "ring_timeout", "7"
+        handler = self._timer_handlers.get(kind)
+        if handler is not None:
+            handler(self, call_id, out)
+
+    def _offhook_timeout(self, _: str, out: list[Command]) -> None:
+        if self.state.mode is Mode.DIALING and not self.state.digits:
             self._howler(out)
-        elif ev.name == T_INTERDIGIT and self.state.mode == Mode.DIALING and self.state.digits:
+
+    def _interdigit_timeout(self, _: str, out: list[Command]) -> None:
+        if self.state.mode is Mode.DIALING and self.state.digits:
             if self._digit_map.decide(self.state.digits, timed_out=True) is Decision.SEND:
                 self._send_dialled(out)
             else:
                 self._invalid_number(out)
-        elif ev.name == T_HOWLER and self.state.mode == Mode.ENDED and self.state.hook_off:
+
+    def _howler_timeout(self, _: str, out: list[Command]) -> None:
+        if self.state.mode is Mode.ENDED and self.state.hook_off:
             self._howler(out)
-        elif ev.name == T_VOLUME:
-            self.state.volume_bar = None
-        elif ev.name.startswith(T_RING):
-            self._ring_timeout(int(ev.name.removeprefix(T_RING)), out)
-        elif ev.name.startswith(T_XFER):
-            self._transfer_gave_up(int(ev.name.removeprefix(T_XFER)), out)
-        elif ev.name.startswith(T_NO_ANSWER):
-            call_id = int(ev.name.removeprefix(T_NO_ANSWER))
-            if call_id == self.state.alerting and call_id in self.state.calls:
-                target = self.state.config.features.forward_no_answer
-                self._forward(self.state.calls[call_id], target, "missed", out)
+
+    def _volume_bar_timeout(self, _: str, out: list[Command]) -> None:
+        self.state.volume_bar = None
+
+    def _no_answer_timeout(self, call_id: str, out: list[Command]) -> None:
+        alerting = self.state.alerting
+        if alerting == int(call_id) and alerting in self.state.calls:
+            target = self.state.config.features.forward_no_answer
+            self._forward(self.state.calls[alerting], target, "missed", out)
+
+    def _ring_timeout_fired(self, call_id: str, out: list[Command]) -> None:
+        self._ring_timeout(int(call_id), out)
+
+    def _transfer_timeout(self, call_id: str, out: list[Command]) -> None:
+        self._transfer_gave_up(int(call_id), out)
+
+    # One handler per timer kind (the name before ":"; after it, the call id if any).
+    _timer_handlers: dict[str, Callable[[Phone, str, list[Command]], None]] = {
+        T_OFFHOOK: _offhook_timeout,
+        T_INTERDIGIT: _interdigit_timeout,
+        T_HOWLER: _howler_timeout,
+        T_VOLUME: _volume_bar_timeout,
+        T_NO_ANSWER.rstrip(":"): _no_answer_timeout,
+        T_RING.rstrip(":"): _ring_timeout_fired,
+        T_XFER.rstrip(":"): _transfer_timeout,
+    }
 
     def _on_tick(self, ev: ClockTick, out: list[Command]) -> None:
         pass  # the refresh after every event redraws the clock and call timers

@@ -7,6 +7,7 @@ docs/phone.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from offhook.firmware.calls import Call, format_duration, quality_bars
@@ -79,34 +80,32 @@ def status_bar(view: PhoneState) -> dict[str, str]:
 
 def compose_screen(view: PhoneState) -> Screen:
     status = status_bar(view)
-    mode = view.mode
     if view.volume_bar is not None:
         return _volume_screen(view, status)
-    if mode is Mode.BROWSE:
-        return _browse_screen(view, status)
-    if mode is Mode.MENU:
-        return _menu_screen(view, status)
-    if mode is Mode.DIALING:
-        lines = ("Enter number", view.digits or "_")
-        held = view.held_calls
-        if held:
-            lines = (f"Hold: {held[-1].label}", view.digits or "_")
-        return Screen("dialing", lines, status, ("Back", "Redial", "Send"))
-    if mode in (Mode.ENDED, Mode.HOWLER):
-        title, detail = view.notice.title, view.notice.detail
-        told: tuple[str, ...] = (title, detail) if detail else (title,)
-        held = view.held_calls
-        kind = mode.value
-        if held:
-            return Screen(kind, (*told, f"Hold: {held[-1].label}"), status, ("Resume", "", ""))
-        return Screen(kind, told, status, ("", "", ""))
-    if mode is Mode.TRANSFER:
-        return Screen(
-            "transfer", ("Transfer to:", view.digits or "_"), status, ("Cancel", "", "Send")
-        )
-    if mode is Mode.CALLS:
-        return _calls_screen(view, status)
-    return _idle_screen(view, status)
+    return _SCREENS[view.mode](view, status)
+
+
+def _dialing_screen(view: PhoneState, status: dict[str, str]) -> Screen:
+    lines = ("Enter number", view.digits or "_")
+    held = view.held_calls
+    if held:
+        lines = (f"Hold: {held[-1].label}", view.digits or "_")
+    return Screen("dialing", lines, status, ("Back", "Redial", "Send"))
+
+
+def _notice_screen(view: PhoneState, status: dict[str, str]) -> Screen:
+    """Why a call or a number failed (mode ended), or "Please hang up" (mode howler)."""
+    title, detail = view.notice.title, view.notice.detail
+    told: tuple[str, ...] = (title, detail) if detail else (title,)
+    held = view.held_calls
+    kind = view.mode.value
+    if held:
+        return Screen(kind, (*told, f"Hold: {held[-1].label}"), status, ("Resume", "", ""))
+    return Screen(kind, told, status, ("", "", ""))
+
+
+def _transfer_screen(view: PhoneState, status: dict[str, str]) -> Screen:
+    return Screen("transfer", ("Transfer to:", view.digits or "_"), status, ("Cancel", "", "Send"))
 
 
 def _volume_screen(view: PhoneState, status: dict[str, str]) -> Screen:
@@ -223,3 +222,16 @@ def _talking_screen(
     if alerting is not None:
         softkeys = ("Reject", "", "Answer")
     return Screen("talking", tuple(line for line in lines if line), status, softkeys)
+
+
+# The screen of each mode (a volume bar, while it shows, goes over all of them).
+_SCREENS: dict[Mode, Callable[[PhoneState, dict[str, str]], Screen]] = {
+    Mode.IDLE: _idle_screen,
+    Mode.DIALING: _dialing_screen,
+    Mode.ENDED: _notice_screen,
+    Mode.HOWLER: _notice_screen,
+    Mode.CALLS: _calls_screen,
+    Mode.TRANSFER: _transfer_screen,
+    Mode.BROWSE: _browse_screen,
+    Mode.MENU: _menu_screen,
+}

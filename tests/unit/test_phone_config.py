@@ -12,6 +12,9 @@ from offhook.firmware.events import (
     SetVolume,
     SipEngineStatus,
 )
+from offhook.firmware.phone import T_NO_ANSWER, T_OFFHOOK, T_RING, T_XFER, Phone
+from offhook.firmware.phone_state import Mode
+from offhook.firmware.screens.views import _SCREENS
 from tests.unit.test_phone import Driver, make_config
 
 ACCOUNT = {"user": "1001", "domain": "pbx.example", "password": "old"}
@@ -73,3 +76,9 @@ def test_a_newer_config_supersedes_the_pending_verdict() -> None:
     assert outcomes(d) == [ConfigOutcome(5, "superseded by a newer config")]
     d(RegistrationChanged(0, True, 200))
     assert outcomes(d) == [ConfigOutcome(6, None)]
+
+
+def test_every_mode_has_a_screen_and_every_timer_kind_a_handler() -> None:
+    assert set(_SCREENS) == set(Mode)
+    for name in (T_OFFHOOK, T_NO_ANSWER, T_RING, T_XFER):
+        assert name.rstrip(":") in Phone._timer_handlers
