@@ -26,6 +26,15 @@ class Display(Protocol):
     def display(self, image: Any) -> None: ...
 
 
+class ManualInputs(Protocol):
+    """A board whose handset and keys can be worked by software (the emulated one): the control
+    API and the bench console go through it, so the board's own hook state stays the phone's."""
+
+    def press(self, key: str) -> None: ...
+
+    def set_hook(self, offhook: bool) -> None: ...
+
+
 class Board(Protocol):
     @property
     def display(self) -> Display | None: ...

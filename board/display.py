@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from offhook.board.base import Display
 from offhook.board.profile import DisplayWiring
 
 log = logging.getLogger(__name__)
@@ -18,14 +19,14 @@ class DisplayError(RuntimeError):
     pass
 
 
-def make_dummy_display(width: int = 128, height: int = 64, rotate: int = 0) -> Any:
+def make_dummy_display(width: int = 128, height: int = 64, rotate: int = 0) -> Display:
     """A headless panel: keeps the last image shown (``device.image``), in 1-bit mode."""
     from luma.core.device import dummy
 
     return dummy(width=width, height=height, rotate=rotate, mode="1")
 
 
-def make_display(wiring: DisplayWiring) -> Any | None:
+def make_display(wiring: DisplayWiring) -> Display | None:
     """The real panel described by ``wiring``; None when the board has no display."""
     if wiring.driver == "none":
         return None

@@ -24,8 +24,8 @@ import termios
 import threading
 import tty
 from collections.abc import Callable
-from typing import Any
 
+from offhook.board.base import Display
 from offhook.board.display import make_dummy_display
 from offhook.board.worker import Worker
 from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS
@@ -67,7 +67,7 @@ HOOK_KEYS = frozenset("h ")
 LED_STATES = ("off", "on", "blink", "fast_blink")
 
 
-def make_emulator_display(kind: str, width: int = 128, height: int = 64) -> Any | None:
+def make_emulator_display(kind: str, width: int = 128, height: int = 64) -> Display | None:
     """``asciiblock`` (terminal), ``dummy`` (headless) or ``none``."""
     if kind == "none":
         return None

@@ -10,8 +10,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
+from offhook.board.base import Display
 from offhook.board.gpio import GpioApi, load_gpio
 from offhook.board.hook import HookSwitch
 from offhook.board.keypad import MatrixKeypad
@@ -28,7 +28,7 @@ class PiBoard:
         self,
         profile: BoardProfile,
         gpio: GpioApi | None = None,
-        display: Any = None,
+        display: Display | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.profile = profile

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from offhook.firmware import events as ev
+from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS
 
 if TYPE_CHECKING:
     from offhook.board.serial_console import Port, SerialConsole
@@ -19,8 +19,8 @@ def open_serial_console(url: str, actions: PhoneActions) -> tuple[SerialConsole,
     from offhook.board.serial_console import SerialConsole, open_port, phone_commands
 
     def press(key: str) -> None:
-        if key not in ev.DIGIT_KEYS and key not in ev.FUNCTION_KEYS:
-            valid = "0-9 * # " + " ".join(sorted(ev.FUNCTION_KEYS))
+        if key not in DIGIT_KEYS and key not in FUNCTION_KEYS:
+            valid = "0-9 * # " + " ".join(sorted(FUNCTION_KEYS))
             raise ValueError(f"unknown key {key!r}; valid keys: {valid}")
         actions.press([key])
 

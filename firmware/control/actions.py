@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING
 
+from offhook.board.base import ManualInputs
 from offhook.firmware import events as ev
 from offhook.firmware.control.protocol import RequestError
+
+if TYPE_CHECKING:
+    from offhook.firmware.runtime import Runtime
 
 RUNTIME_TIMEOUT_S = 5.0
 
@@ -18,9 +22,9 @@ class PhoneActions:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: Runtime,
         screen_png: Callable[[ev.Screen | None], bytes],
-        inputs: Any = None,
+        inputs: ManualInputs | None = None,
         resync: Callable[[], str] | None = None,
         test_hooks: dict[str, Callable[[], str]] | None = None,
         device_info: Callable[[], dict] | None = None,
@@ -39,7 +43,8 @@ class PhoneActions:
             screen = self.runtime.screen
             return list(screen.lines) if screen else []
 
-        return self.runtime.call(lines, RUNTIME_TIMEOUT_S)
+        screen_lines: list[str] = self.runtime.call(lines, RUNTIME_TIMEOUT_S)
+        return screen_lines
 
     def set_hook(self, offhook: bool) -> dict:
         if self.inputs is not None:

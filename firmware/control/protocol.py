@@ -7,7 +7,7 @@ import ipaddress
 from http import HTTPStatus
 from typing import Any
 
-from offhook.firmware import events as ev
+from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS
 
 API = "/api/v1"
 MAX_KEYS = 64  # keys per request: a dial string plus some function keys
@@ -36,15 +36,15 @@ def parse_keys(value: Any) -> list[str]:
         raise RequestError(HTTPStatus.BAD_REQUEST, '"keys" must be a string or a list of strings')
     keys: list[str] = []
     for item in items:
-        if allow_names and item in ev.FUNCTION_KEYS:
+        if allow_names and item in FUNCTION_KEYS:
             keys.append(item)
             continue
         if item == "":
             raise RequestError(HTTPStatus.BAD_REQUEST, "empty key name")
-        bad = [c for c in item if c not in ev.DIGIT_KEYS]
+        bad = [c for c in item if c not in DIGIT_KEYS]
         if bad:
             what = f"unknown key {item!r}" if allow_names else f"unknown key {bad[0]!r} in {item!r}"
-            hint = "digits 0-9 * #" + ("; function keys: " + ", ".join(sorted(ev.FUNCTION_KEYS)))
+            hint = "digits 0-9 * #" + ("; function keys: " + ", ".join(sorted(FUNCTION_KEYS)))
             raise RequestError(HTTPStatus.BAD_REQUEST, f"{what}; valid keys are {hint}")
         keys.extend(item)
     if not keys:
