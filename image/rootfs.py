@@ -361,11 +361,16 @@ def package_versions(tree: Path) -> dict[str, str]:
 
 
 def python_packages(tree: Path, venv: str = "/opt/offhook/venv") -> dict[str, str]:
+    """Name -> version of every distribution in the venv: NAME-VERSION.dist-info (wheels), and
+    NAME-VERSION-pyX.Y.egg-info left by pip's 'setup.py install' of an sdist without a wheel
+    step (RPi.GPIO and pyalsaaudio in the rpi venv)."""
     versions = {}
-    for dist in sorted((tree / venv.lstrip("/")).glob("lib/python3*/site-packages/*.dist-info")):
-        name, _, version = dist.name.removesuffix(".dist-info").partition("-")
-        versions[name] = version
-    return versions
+    site = tree / venv.lstrip("/")
+    for pattern, suffix in (("*.dist-info", ".dist-info"), ("*.egg-info", ".egg-info")):
+        for dist in sorted(site.glob(f"lib/python3*/site-packages/{pattern}")):
+            name, _, rest = dist.name.removesuffix(suffix).partition("-")
+            versions[name] = rest.split("-py", 1)[0]
+    return dict(sorted(versions.items()))
 
 
 STRIP = (

@@ -47,3 +47,16 @@ def test_host_byte_code_is_hash_based_and_names_the_path_inside_the_image(tmp_pa
     code = marshal.loads(data[16:])
     assert code.co_filename == "/opt/offhook/venv/lib/demo/mod.py"
     assert os.fspath(tree) not in repr(code.co_consts)
+
+
+def test_manifest_lists_packages_pip_installed_with_setup_py_too(tmp_path: Path) -> None:
+    """sdist-only packages without a wheel step (RPi.GPIO, pyalsaaudio in the rpi venv) are
+    installed by 'setup.py install' and leave an .egg-info, not a .dist-info: the manifest
+    missed them."""
+    site = tmp_path / "opt/offhook/venv/lib/python3.11/site-packages"
+    (site / "pydantic-2.14.4.dist-info").mkdir(parents=True)
+    (site / "RPi.GPIO-0.7.1-py3.11.egg-info").mkdir()
+    (site / "pyalsaaudio-0.11.0-py3.11.egg-info").write_text("Metadata-Version: 1.0\n")
+    assert rootfs.python_packages(tmp_path) == {
+        "pydantic": "2.14.4", "RPi.GPIO": "0.7.1", "pyalsaaudio": "0.11.0",
+    }  # fmt: skip
