@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -24,52 +22,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offhook.provisioning.auth import SqliteCredentialReader
-from offhook.provisioning.crypto import KeyRing, load_key_ring
+from offhook.provisioning.crypto import load_key_ring
 from offhook.provisioning.db import Database, TextWithNul
+from offhook.provisioning.deps import DeviceInflight, Services, ServicesDep, get_services
 from offhook.provisioning.errors import ApiError
 from offhook.provisioning.limits import BodyLimit
 from offhook.provisioning.notify import Notifier
 from offhook.provisioning.pg_credentials import PgCredentialReader
 from offhook.provisioning.private_files import private_directory
-from offhook.provisioning.render import InheritedCache, RenderCache
+from offhook.provisioning.render import RenderCache
 from offhook.provisioning.settings import ServerSettings, settings_from_env
+
+# Re-exported: older callers name them from here; routers import provisioning.deps.
+__all__ = ["DeviceInflight", "Services", "ServicesDep", "create_app", "get_services"]
 
 log = logging.getLogger(__name__)
 
 DEVICE_PREFIX = "/api/v1/device"
-
-
-@dataclass
-class DeviceInflight:
-    """Device API requests in flight in this process: shared by DeviceApiLimiter (inside
-    FastAPI) and ConfigFastPath (in front of it), so one cap covers both."""
-
-    limit: int
-    count: int = 0
-
-
-@dataclass
-class Services:
-    """Per-process objects shared by request handlers (``request.app.state.services``)."""
-
-    settings: ServerSettings
-    database: Database
-    keys: KeyRing
-    render_cache: RenderCache
-    notifier: Notifier
-    inherited_cache: InheritedCache = field(default_factory=InheritedCache)
-    device_inflight: DeviceInflight = field(default_factory=lambda: DeviceInflight(64))
-    # SQLite file databases: the config path's credential lookup without the pool.
-    credential_reader: SqliteCredentialReader | None = None
-    # PostgreSQL: the same lookup on the event loop (async connections of its own).
-    pg_credential_reader: PgCredentialReader | None = None
-
-
-def get_services(request: Request) -> Services:
-    return request.app.state.services
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def _error_code(status: int) -> str:

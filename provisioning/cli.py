@@ -245,9 +245,9 @@ class FleetContext:
             self.database.dispose()
             raise
         user = os.environ.get("SUDO_USER") or getpass.getuser()
-        from offhook.provisioning.operations import Actor
+        from offhook.provisioning.services.actors import cli_actor
 
-        self.actor = Actor(f"cli:{user}")
+        self.actor = cli_actor(user)
 
 
 def _value(text: str) -> Any:
@@ -409,7 +409,8 @@ def fleet_main(argv: list[str]) -> int:
 def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
     from offhook.provisioning import operations as ops
     from offhook.provisioning import retention
-    from offhook.provisioning.admin_auth import create_admin, issue_api_token
+    from offhook.provisioning.admin_auth import issue_api_token
+    from offhook.provisioning.services.admin_users import create_admin_user
 
     command = args.command
     with ctx.database.session() as db:
@@ -417,17 +418,8 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
             username = args.admin if command == "init" else args.username
             if username:
                 password = _secret_arg(args, "password", f"password for {username}: ")
-                user = create_admin(db, username, password, getattr(args, "role", "admin"))
-                from offhook.provisioning import audit
-
-                audit.record(
-                    db,
-                    ctx.actor.name,
-                    "admin_user.create",
-                    "admin_user",
-                    user.id,
-                    None,
-                    {"username": user.username, "role": user.role},
+                user = create_admin_user(
+                    db, ctx.actor, username, password, getattr(args, "role", "admin")
                 )
                 print(f"created {user.role} {user.username}")
                 if getattr(args, "api_token", False):

@@ -22,7 +22,6 @@ from offhook.provisioning import audit, operations, retention
 from offhook.provisioning.admin_auth import (
     AdminError,
     client_ip,
-    create_admin,
     issue_api_token,
     list_api_tokens,
     require_allowed,
@@ -37,8 +36,7 @@ from offhook.provisioning.api.bodies import (
     RequestBody,
     error_responses,
 )
-from offhook.provisioning.app import ServicesDep
-from offhook.provisioning.db import DbSession
+from offhook.provisioning.deps import DbSession, Services, ServicesDep
 from offhook.provisioning.errors import ApiError
 from offhook.provisioning.models import (
     AdminUser,
@@ -55,7 +53,8 @@ from offhook.provisioning.models import (
 )
 from offhook.provisioning.operations import Actor, OperationError
 from offhook.provisioning.render import fleet_defaults, render_device
-from offhook.provisioning.resync import resync
+from offhook.provisioning.services.actors import admin_actor, commit_and_resync
+from offhook.provisioning.services.admin_users import create_admin_user
 
 router = APIRouter(tags=["admin"], responses=error_responses(401, 403, 404, 409, 413, 422, 503))
 
@@ -85,7 +84,7 @@ Limit = Annotated[int, Query(ge=1, le=5000)]
 
 
 def _actor(user: AdminUser, request: Request) -> Actor:
-    return Actor(f"admin:{user.username}", client_ip(request))
+    return admin_actor(user, client_ip(request))
 
 
 def _fail(exc: OperationError | AdminError) -> ApiError:
@@ -105,11 +104,8 @@ def _api_errors(
         raise _fail(exc) from None
 
 
-def _commit_and_resync(db: Session, services: Any, device_ids: list[str]) -> int:
-    db.commit()  # phones must find the new revision when the NOTIFY reaches them
-    if not device_ids:
-        return 0
-    return resync(db, services.keys, services.notifier, device_ids)
+def _commit_and_resync(db: Session, services: Services, device_ids: list[str]) -> int:
+    return commit_and_resync(db, services.keys, services.notifier, device_ids)
 
 
 def _device_out(d: Device) -> dict[str, Any]:
@@ -788,17 +784,7 @@ def whoami(user: Reader) -> dict[str, Any]:
 @router.post("/users", status_code=201)
 def add_admin(body: AdminCreate, request: Request, db: DbSession, user: UserManager) -> Any:
     with _api_errors(AdminError):
-        new = create_admin(db, body.username, body.password, body.role)
-    audit.record(
-        db,
-        f"admin:{user.username}",
-        "admin_user.create",
-        "admin_user",
-        new.id,
-        None,
-        {"username": new.username, "role": new.role},
-        client_ip(request),
-    )
+        new = create_admin_user(db, _actor(user, request), body.username, body.password, body.role)
     return {"id": new.id, "username": new.username, "role": new.role}
 
 

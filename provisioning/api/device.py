@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from offhook.provisioning import audit
 from offhook.provisioning.api.bodies import Count32, RequestBody, error_responses
 from offhook.provisioning.api.config_path import config_reply
-from offhook.provisioning.app import Services, ServicesDep
 from offhook.provisioning.auth import (
     authenticate_device,
     check_serial,
@@ -25,7 +24,7 @@ from offhook.provisioning.auth import (
     secret_digest,
 )
 from offhook.provisioning.crypto import sha256_hex
-from offhook.provisioning.db import DbSession
+from offhook.provisioning.deps import DbSession, Services, ServicesDep
 from offhook.provisioning.errors import ApiError
 from offhook.provisioning.models import (
     DEVICE_PENDING,

@@ -12,7 +12,8 @@ from starlette.responses import RedirectResponse
 from offhook.provisioning.admin_auth import client_ip
 from offhook.provisioning.models import AdminUser
 from offhook.provisioning.operations import Actor
-from offhook.provisioning.resync import resync
+from offhook.provisioning.services import actors
+from offhook.provisioning.services.actors import admin_actor
 from offhook.provisioning.web.core import redirect
 from offhook.provisioning.web.sessions import add_flash, stash_form
 
@@ -20,16 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def actor_for(request: Request, admin: AdminUser) -> Actor:
-    """Audit entries name the admin the same way the REST API does."""
-    return Actor(f"admin:{admin.username}", client_ip(request))
+    """Audit entries name the admin the same way the REST API does (services.actors)."""
+    return admin_actor(admin, client_ip(request))
 
 
 def commit_and_resync(request: Request, db: Session, device_ids: list[str]) -> None:
-    """Commit first: phones told to resync must fetch the new revision, not the old one."""
-    db.commit()
-    if device_ids:
-        services = request.app.state.services
-        resync(db, services.keys, services.notifier, device_ids)
+    """Commit, then tell the phones (services.actors.commit_and_resync)."""
+    services = request.app.state.services
+    actors.commit_and_resync(db, services.keys, services.notifier, device_ids)
 
 
 def done(request: Request, url: str, message: str, kind: str = "ok") -> RedirectResponse:

@@ -191,3 +191,27 @@ def test_outside_the_checkout_only_offhook_is_importable(name: str, tmp_path: Pa
         [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# The server's application factory imports its routers (inside create_app); the routers take
+# what they need from provisioning.deps, so no import, at any level, leads back to app.py.
+SERVER_SHELL = ("provisioning.app", "provisioning.deps", "provisioning.api", "provisioning.web")
+
+
+def _in_server_shell(module: str) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in SERVER_SHELL)
+
+
+def test_server_routers_and_app_form_no_import_circle_even_inside_functions() -> None:
+    graph: dict[str, set[str]] = {m: set() for m in MODULES if _in_server_shell(m)}
+    for module in graph:
+        for _line, name in _imports(MODULES[module], module_level_only=False):
+            target = name.removeprefix("offhook.")
+            if target in graph and target != module and not module.startswith(target + "."):
+                graph[module].add(target)
+    circles = _strongly_connected(graph)
+    assert circles == [], "import circles (function-level imports included): " + "; ".join(
+        " <-> ".join(sorted(c)) for c in circles
+    )
+    into_app = sorted(m for m, targets in graph.items() if "provisioning.app" in targets)
+    assert into_app == [], f"routers import provisioning.deps, not provisioning.app: {into_app}"

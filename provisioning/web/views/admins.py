@@ -13,12 +13,12 @@ from offhook.provisioning import audit
 from offhook.provisioning.admin_auth import (
     AdminError,
     check_role,
-    create_admin,
     set_disabled,
     set_password,
 )
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import ROLE_ADMIN, ROLES, AdminUser, LoginAttempt, utcnow
+from offhook.provisioning.services.admin_users import admin_user_snapshot, create_admin_user
 from offhook.provisioning.web.actions import actor_for, back_with_form, done
 from offhook.provisioning.web.core import NotFound, WebRoute, permitted, render
 from offhook.provisioning.web.sessions import take_form
@@ -28,8 +28,7 @@ UserManager = permitted("admin_user.manage")
 USER_ACTIONS = ("disable", "enable", "unlock")
 
 
-def _snapshot(user: AdminUser) -> dict[str, object]:
-    return {"username": user.username, "role": user.role, "disabled": user.disabled}
+_snapshot = admin_user_snapshot
 
 
 def _page(request: Request, db: Session) -> Response:
@@ -95,12 +94,12 @@ def admin_create(
     role: Annotated[str, Form()] = "read-only",
 ) -> Response:
     try:
-        user = create_admin(db, username, password, role)
+        user = create_admin_user(db, actor_for(request, admin), username, password, role)
     except AdminError as exc:
         db.rollback()
         form = {"error": str(exc), "username": username, "role": role}
         return back_with_form(request, "/admins", form)
-    _commit_audited(request, db, admin, user, "create", None, _snapshot(user))
+    db.commit()
     return done(request, "/admins", f"Admin user {user.username} created ({user.role}).")
 
 
