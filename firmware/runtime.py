@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import asdict
 from datetime import UTC, datetime
 from itertools import count
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from offhook.contract.logs import kv
 from offhook.firmware import events as ev
@@ -58,6 +58,9 @@ class PhoneLike(Protocol):
     def start(self, now: float) -> list[ev.Command]: ...
     def handle(self, event: ev.Event, now: float) -> list[ev.Command]: ...
     def snapshot(self, now: float) -> dict: ...
+
+
+T = TypeVar("T")
 
 
 class _Call:
@@ -141,9 +144,9 @@ class Runtime:
     def post(self, event: ev.Event) -> None:
         self._queue.put(event)
 
-    def call(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+    def call(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
         """Run ``fn`` on the loop thread (the Phone is not thread-safe) and return its result."""
-        future: Future[Any] = Future()
+        future: Future[T] = Future()
         self._queue.put(_Call(fn, future))
         return future.result(timeout)
 
@@ -158,8 +161,7 @@ class Runtime:
         return future
 
     def snapshot(self, timeout: float = 5.0) -> dict:
-        snapshot: dict = self.call(lambda: self.phone.snapshot(self.clock()), timeout)
-        return snapshot
+        return self.call(lambda: self.phone.snapshot(self.clock()), timeout)
 
     # --- the loop -------------------------------------------------------------------------------
 

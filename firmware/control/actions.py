@@ -43,8 +43,7 @@ class PhoneActions:
             screen = self.runtime.screen
             return list(screen.lines) if screen else []
 
-        screen_lines: list[str] = self.runtime.call(lines, RUNTIME_TIMEOUT_S)
-        return screen_lines
+        return self.runtime.call(lines, RUNTIME_TIMEOUT_S)
 
     def set_hook(self, offhook: bool) -> dict:
         if self.inputs is not None:
