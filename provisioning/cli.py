@@ -172,6 +172,8 @@ def server_main(argv: list[str]) -> int:
     )
     import uvicorn
 
+    from offhook.provisioning.uvicorn_contract import server_http_protocol
+
     host, port = args.listen
     scheme = "http" if args.insecure_http else "https"
     print(f"listening on {scheme}://{host}:{port} workers={args.workers}", flush=True)
@@ -183,7 +185,7 @@ def server_main(argv: list[str]) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
-        http="offhook.provisioning.poll_protocol:ConfigPollProtocol",
+        http=server_http_protocol(),  # the inline poll protocol if this uvicorn fits
         **ssl,  # type: ignore[arg-type]
     )
     return 0
@@ -409,7 +411,7 @@ def fleet_main(argv: list[str]) -> int:
 def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
     from offhook.provisioning import operations as ops
     from offhook.provisioning import retention
-    from offhook.provisioning.admin_auth import issue_api_token
+    from offhook.provisioning.admin_auth import AdminError, issue_api_token
     from offhook.provisioning.services.admin_users import create_admin_user
 
     command = args.command
@@ -424,6 +426,8 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
                 print(f"created {user.role} {user.username}")
                 if getattr(args, "api_token", False):
                     token, row = issue_api_token(db, ctx.actor.name, "", user, "cli")
+                    if row.expires_at is None:  # create_api_token always sets one
+                        raise AdminError(f"api token {row.id} was issued without an expiry")
                     print(f"api token: {token}")
                     print(f"api token expires: {row.expires_at.isoformat(timespec='seconds')}")
             print(f"database ready: {ctx.database.engine.url.render_as_string()}")
@@ -658,6 +662,8 @@ def _api_tokens(ctx: FleetContext, db: Any, args: argparse.Namespace) -> int:
         if user is None:
             raise SystemExit("api-tokens create needs --user")
         plain, row = issue_api_token(db, ctx.actor.name, "", user, args.name, args.days)
+        if row.expires_at is None:  # create_api_token always sets one
+            raise AdminError(f"api token {row.id} was issued without an expiry")
         expires = row.expires_at.isoformat(timespec="seconds")
         print(f"api token id={row.id} user={user.username} expires={expires}\n{plain}")
         return 0

@@ -9,7 +9,9 @@ render, PostgreSQL's awaited lookup) takes uvicorn's normal path unchanged, so t
 only ever answer what ConfigFastPath would have answered.
 
 This leans on uvicorn's ``HttpToolsProtocol`` internals (``cycle``, ``pipeline``, ``headers``,
-``on_response_complete``); pyproject pins uvicorn to the versions the tests have run.
+``on_response_complete``...): they are imported and listed in provisioning.uvicorn_contract,
+which checks them; ``offhook server`` runs this protocol only when they fit, and uvicorn's own
+otherwise. pyproject pins uvicorn to the versions the tests have run.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-
 from offhook.provisioning.api.config_path import CONFIG_PATH, ConfigFastPath, config_reply_inline
 from offhook.provisioning.limits import body_limit, parse_length, too_large_body
+from offhook.provisioning.uvicorn_contract import STATUS_LINE, HttpToolsProtocol
 
 _CONFIG_URL = CONFIG_PATH.encode("ascii")
 
