@@ -770,7 +770,7 @@ def privacy_erase(body: Subject, request: Request, db: DbSession, user: PrivacyE
 @router.post("/purge")
 def purge(request: Request, db: DbSession, user: Purger, services: ServicesDep) -> dict[str, int]:
     """Run the retention purge now (it also runs periodically in the server)."""
-    return retention.purge_session(db, services.settings.retention, f"admin:{user.username}")
+    return retention.purge_session(db, services.settings.retention, _actor(user, request).name)
 
 
 # --- admin users and API tokens -----------------------------------------------------------------
@@ -811,10 +811,9 @@ def add_api_token(
 ) -> Any:
     """A bearer token for the calling user (same role), shown once. It expires after
     ``ttl_days`` (default 30; at most 90, admins 365)."""
+    actor = _actor(user, request)
     with _api_errors(AdminError):
-        plain, row = issue_api_token(
-            db, f"admin:{user.username}", client_ip(request), user, body.name, body.ttl_days
-        )
+        plain, row = issue_api_token(db, actor.name, actor.ip, user, body.name, body.ttl_days)
     response.headers.update(NO_STORE)
     return {**token_snapshot(row), "token": plain}
 
@@ -825,7 +824,8 @@ def remove_api_token(
 ) -> dict[str, Any]:
     """Revoke one of the caller's tokens (admins: anyone's)."""
     try:
-        row = revoke_api_token(db, f"admin:{user.username}", client_ip(request), user, token_id)
+        actor = _actor(user, request)
+        row = revoke_api_token(db, actor.name, actor.ip, user, token_id)
     except AdminError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     return token_snapshot(row)
