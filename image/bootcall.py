@@ -368,6 +368,8 @@ def place_call(
     _press(client.keys, PEER_USER)
     media = wait("the phone's INVITE at Kamailio",
                  lambda: INVITE_MEDIA.search(setup.kamailio_text()))  # fmt: skip
+    if not isinstance(media, re.Match):
+        raise CallError(f"waiting for the INVITE returned {media!r}, not the SDP's media line")
     result.guest_rtp_port = int(media.group(1))
     forward_udp(setup.monitor, setup.rtp_host_port, result.guest_rtp_port)
 
@@ -376,6 +378,8 @@ def place_call(
         return calls[0] if calls and calls[0].get("state") == "confirmed" else None
 
     call = wait("the call to connect (baresip answers)", confirmed)
+    if not isinstance(call, dict):
+        raise CallError(f"waiting for the call returned {call!r}, not the phone's call state")
     result.codec = str(call.get("codec", ""))
     mark("call_connected")
     played_from = setup.played.stat().st_size if setup.played.exists() else 0

@@ -496,7 +496,8 @@ def boot_test(
     kamailio = kamailio or call
     result = BootResult()
     own_workdir = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="offhook-boottest-")) if own_workdir else workdir
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="offhook-boottest-"))
     console_log = console_log or workdir / "console.log"
     try:
         with contextlib.ExitStack() as stack:
@@ -530,6 +531,8 @@ def boot_test(
             result.boots.append(record)
 
             def wait(what: str, check):
+                if card.proc is None:
+                    raise BootTestError(f"QEMU is not running while waiting for {what}")
                 return _wait(what, deadline, check, console, card.proc)
 
             _first_boot_marks(record, console, wait)

@@ -400,12 +400,19 @@ def image_from_tree(
     """Every step after the firmware venv up to the image file: overlay and configuration, boot
     files, strip and normalise, assemble (root from ``tree``, an empty data partition)."""
     partuuid = root_partuuid(target, id_seed)
-    steps.run("overlay and configuration", lambda: (copy_overlay(tree, target),
-                                                     configure(tree, target)))  # fmt: skip
+
+    def overlay_and_configuration() -> None:
+        copy_overlay(tree, target)
+        configure(tree, target)
+
+    def strip_and_normalise() -> None:
+        rootfs.strip_tree(tree)
+        normalise_mtimes(tree, epoch)
+        normalise_mtimes(boot, epoch)
+
+    steps.run("overlay and configuration", overlay_and_configuration)
     steps.run("boot files", boot_files, tree, target, partuuid, boot)
-    steps.run("strip and normalise", lambda: (rootfs.strip_tree(tree),
-                                              normalise_mtimes(tree, epoch),
-                                              normalise_mtimes(boot, epoch)))  # fmt: skip
+    steps.run("strip and normalise", strip_and_normalise)
     layout = plan_layout(
         boot_size=target.boot_size,
         root_size=ext4_size_for(tree, slack=0.10),

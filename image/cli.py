@@ -52,11 +52,12 @@ def _flash_parser() -> argparse.ArgumentParser:
 def flash_main(argv: list[str]) -> int:
     from offhook.image.flash import Flasher, FlashError, describe_image
     from offhook.image.progress import byte_progress
-    from offhook.image.seed import SeedError, load_batch, load_seed
+    from offhook.image.seed import Seed, SeedError, load_batch, load_seed
 
     args = _flash_parser().parse_args(argv)
     try:
         base = load_seed(args.seed) if args.seed else None
+        jobs: list[tuple[Path, Seed | None]]
         if args.batch:
             if args.target or not args.targets:
                 raise SeedError("--batch needs --targets T1,T2,... and no positional TARGET")
