@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from offhook.provisioning import audit
 from offhook.provisioning.crypto import sha256_hex
-from offhook.provisioning.db import DbSession
+from offhook.provisioning.db import DbSession, rowcount
 from offhook.provisioning.models import ROLES, AdminUser, ApiToken, LoginAttempt, utcnow
 from offhook.provisioning.permissions import (
     DEFAULT_API_TOKEN_DAYS,
@@ -345,7 +345,7 @@ def revoke_user_api_tokens(db: Session, user: AdminUser) -> int:
         .values(revoked=True)
         .execution_options(synchronize_session="fetch")
     )
-    count = result.rowcount or 0
+    count = rowcount(result)
     if count:
         log.info("api tokens revoked user=%s count=%d", user.username, count)
     return count

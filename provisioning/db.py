@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -83,6 +83,14 @@ def _refuse_nul(
         for value in values:
             if isinstance(value, str) and "\x00" in value:
                 raise TextWithNul("text must not contain a NUL character (\\u0000)")
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched. ``Session.execute`` is typed as returning a plain
+    ``Result``; for a DML statement it is a ``CursorResult``, which alone carries the count."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"not the result of an UPDATE or DELETE: {type(result).__name__}")
+    return result.rowcount
 
 
 def make_engine(url: str) -> Engine:

@@ -17,7 +17,7 @@ import selectors
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,9 @@ def parse_response(data: bytes) -> tuple[int, str] | None:
 @dataclass
 class BatchResult:
     sent: int = 0
-    answered: dict[str, int] | None = None  # device id -> SIP status
-    unanswered: list[str] | None = None
-    invalid: list[str] | None = None
+    answered: dict[str, int] = field(default_factory=dict)  # device id -> SIP status
+    unanswered: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
 
 
 def send_batch(targets: list[NotifyTarget], wait_s: float = RESPONSE_WAIT_S) -> BatchResult:
@@ -171,7 +171,7 @@ def _record_answer(data: bytes, pending: dict[str, Any], result: BatchResult) ->
         return  # not ours, or provisional
     status, call_id = parsed
     target = pending.pop(call_id)[0]
-    result.answered[target.device_id] = status  # type: ignore[index]
+    result.answered[target.device_id] = status
     log.info(
         "notify answered device=%s contact=%s status=%d", target.device_id, target.contact, status
     )

@@ -714,7 +714,8 @@ def request_resync(
     devices by id or MAC), with the audit entry: ``device.resync`` on the device when exactly one
     is named, else ``resync`` with the count. No revision changes; the caller commits and then
     sends the NOTIFYs (resync.resync, or notify.send_batch in the CLI)."""
-    target_type, target, detail = "devices", "", {}
+    target_type, target = "devices", ""
+    detail: dict[str, object] = {}
     if all_devices:
         ids = list(db.scalars(select(Device.id).order_by(Device.id)))
         detail = {"all": True}

@@ -61,6 +61,8 @@ def notify_targets(
             )
         )
         for device_id, contact, secret_enc in rows:
+            if secret_enc is None:  # the query asks for is_not(None); the column is nullable
+                raise ValueError(f"device {device_id}: no stored secret")
             try:
                 secret = cache.secret(keys, device_id, secret_enc)
             except CryptoError as exc:

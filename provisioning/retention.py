@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from offhook.provisioning import audit
-from offhook.provisioning.db import Database
+from offhook.provisioning.db import Database, rowcount
 from offhook.provisioning.models import (
     DEVICE_REJECTED,
     DEVICE_REVOKED,
@@ -42,24 +42,26 @@ log = logging.getLogger(__name__)
 
 def _delete_before(db: Session, column: Any, cutoff: Any) -> int:
     """Delete the rows of ``column``'s table whose ``column`` is older than ``cutoff``."""
-    return db.execute(delete(column.class_).where(column < cutoff)).rowcount
+    return rowcount(db.execute(delete(column.class_).where(column < cutoff)))
 
 
 def purge_session(db: Session, retention: RetentionDays, actor: str) -> dict[str, int]:
     now = utcnow()
     counts: dict[str, int] = {}
 
-    def cutoff(days: int):  # type: ignore[no-untyped-def]
+    def cutoff(days: int) -> datetime:
         return now - timedelta(days=days)
 
     if retention.network:
         c = cutoff(retention.network)
         counts["status_reports"] = _delete_before(db, StatusReport.received_at, c)
-        counts["device_network"] = db.execute(
-            update(Device)
-            .where(Device.last_seen < c, or_(Device.last_ip != "", Device.sip_contact != ""))
-            .values(last_ip="", sip_contact="")
-        ).rowcount
+        counts["device_network"] = rowcount(
+            db.execute(
+                update(Device)
+                .where(Device.last_seen < c, or_(Device.last_ip != "", Device.sip_contact != ""))
+                .values(last_ip="", sip_contact="")
+            )
+        )
     if retention.cdr:
         c_epoch = time.time() - retention.cdr * 86400  # call records keep epoch seconds
         counts["call_records"] = _delete_before(db, CallRecordRow.start, c_epoch)
@@ -202,9 +204,9 @@ def erase_subject(
     if device:
         row = get_device(db, device)
         for model in (StatusReport, CallRecordRow, QualityRecord, DeviceEvent):
-            counts[model.__tablename__] = db.execute(
-                delete(model).where(model.device_id == row.id)
-            ).rowcount
+            counts[model.__tablename__] = rowcount(
+                db.execute(delete(model).where(model.device_id == row.id))
+            )
         counts["lines"] = len(row.lines)
         target = ("device", row.id)
         db.delete(row)
@@ -214,14 +216,14 @@ def erase_subject(
         cdrs = _extension_cdrs(db, lines)
         cdr_ids = [c.id for c in cdrs]
         counts["quality_records"] = (
-            db.execute(
-                delete(QualityRecord).where(QualityRecord.call_record_id.in_(cdr_ids))
-            ).rowcount
+            rowcount(
+                db.execute(delete(QualityRecord).where(QualityRecord.call_record_id.in_(cdr_ids)))
+            )
             if cdr_ids
             else 0
         )
         counts["call_records"] = (
-            db.execute(delete(CallRecordRow).where(CallRecordRow.id.in_(cdr_ids))).rowcount
+            rowcount(db.execute(delete(CallRecordRow).where(CallRecordRow.id.in_(cdr_ids))))
             if cdr_ids
             else 0
         )

@@ -7,8 +7,9 @@ processes: the CLI exports its options and every worker reads the same values.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DATA_DIR = "/var/lib/offhook-provisioning"
 POLL_INTERVAL_ENV = "OFFHOOK_POLL_INTERVAL_S"
@@ -91,11 +92,17 @@ def poll_interval_from_env(env: dict[str, str]) -> int:
     return check_poll_interval(int(raw), POLL_INTERVAL_ENV)
 
 
+def _int_default(f: Field[Any]) -> int:
+    if not isinstance(f.default, int):
+        raise TypeError(f"RetentionDays.{f.name}: the default must be a whole number of days")
+    return f.default
+
+
 def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
     env = dict(os.environ if env is None else env)
     retention = RetentionDays(
         **{
-            f.name: _env_int(env, f"OFFHOOK_RETENTION_{f.name.upper()}_DAYS", f.default)
+            f.name: _env_int(env, f"OFFHOOK_RETENTION_{f.name.upper()}_DAYS", _int_default(f))
             for f in fields(RetentionDays)
         }
     )

@@ -87,9 +87,10 @@ def ensure_tls(data_dir: Path, hostnames: list[str] | None = None) -> TlsFiles:
         cert_path.unlink(missing_ok=True)
         log.info("created CA cert=%s", ca_cert_path)
     if not cert_path.exists() or not key_path.exists():
-        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
-        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{ca_key_path}: expected an EC private key")
+        ca_key = loaded
         ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
         chain, key_pem = _issue_server(ca_key, ca_cert, hostnames or [])
         atomic_write_bytes(key_path, key_pem, mode=0o600)

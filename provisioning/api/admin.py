@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import Field
@@ -106,6 +106,16 @@ def _api_errors(
 
 def _commit_and_resync(db: Session, services: Services, device_ids: list[str]) -> int:
     return commit_and_resync(db, services.keys, services.notifier, device_ids)
+
+
+_Row = TypeVar("_Row")
+
+
+def _require(row: _Row | None, what: str) -> _Row:
+    """A row this request has just written: missing only if a concurrent request deleted it."""
+    if row is None:
+        raise ApiError(404, "not_found", f"{what} no longer exists")
+    return row
 
 
 def _device_out(d: Device) -> dict[str, Any]:
@@ -494,7 +504,7 @@ def patch_group(
         )
         group_id = operations.get_group(db, body.name or ref).id
     _commit_and_resync(db, services, changed)
-    return _group_out(db.get(Group, group_id))
+    return _group_out(_require(db.get(Group, group_id), f"group {group_id}"))
 
 
 @router.delete("/groups/{ref}", status_code=204)
@@ -625,7 +635,7 @@ def patch_line(
             **body.model_dump(exclude_unset=True),
         )
     _commit_and_resync(db, services, changed)
-    return audit.line_snapshot(db.get(Line, line_id))
+    return audit.line_snapshot(_require(db.get(Line, line_id), f"line {line_id}"))
 
 
 @router.delete("/lines/{line_id}", status_code=204)

@@ -23,6 +23,7 @@ from offhook.provisioning.auth import (
     authenticate_device_key,
     authenticate_device_key_async,
 )
+from offhook.provisioning.deps import Services
 from offhook.provisioning.errors import ApiError
 from offhook.provisioning.models import Device, FleetDefaults
 from offhook.provisioning.render import Rendered, render_device
@@ -42,7 +43,7 @@ def etag_matches(header: str, etag: str) -> bool:
     return etag in [c.strip().removeprefix("W/") for c in header.split(",")]
 
 
-def _render_for(services, key: DeviceKey) -> Rendered:  # type: ignore[no-untyped-def]
+def _render_for(services: Services, key: DeviceKey) -> Rendered:
     db = services.database.read_sessionmaker()
     try:  # read only: closing rolls back, no commit round trip
         # The device, its lines and the settings epoch in one statement (one snapshot): the
@@ -73,7 +74,7 @@ def _render_for(services, key: DeviceKey) -> Rendered:  # type: ignore[no-untype
     return rendered
 
 
-def _key_and_render(services, authorization: str) -> tuple[DeviceKey, Rendered]:  # type: ignore[no-untyped-def]
+def _key_and_render(services: Services, authorization: str) -> tuple[DeviceKey, Rendered]:
     """Credential lookup and, on a cache miss (a new revision), the render: one thread-pool
     hop for both on network databases."""
     key = authenticate_device_key(services.database.engine, authorization)
@@ -82,9 +83,9 @@ def _key_and_render(services, authorization: str) -> tuple[DeviceKey, Rendered]:
 
 
 async def config_reply(
-    services,
+    services: Services,
     authorization: str,
-    if_none_match: str,  # type: ignore[no-untyped-def]
+    if_none_match: str,
 ) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body). Raises ApiError; database errors propagate (-> 503).
     The SQLite lookup (a local file, microseconds) runs inline, the PostgreSQL one on the event
@@ -94,16 +95,18 @@ async def config_reply(
         key = authenticate_device_key(
             services.database.engine, authorization, reader.fetch if reader else None
         )
-        rendered = services.render_cache.get(key.id, key.revision)
-        if rendered is None:
-            rendered = await run_in_threadpool(_render_for, services, key)
+        cached = services.render_cache.get(key.id, key.revision)
+        rendered = (
+            cached if cached is not None else await run_in_threadpool(_render_for, services, key)
+        )
     elif services.pg_credential_reader is not None:
         key = await authenticate_device_key_async(
             authorization, services.pg_credential_reader.fetch
         )
-        rendered = services.render_cache.get(key.id, key.revision)
-        if rendered is None:
-            rendered = await run_in_threadpool(_render_for, services, key)
+        cached = services.render_cache.get(key.id, key.revision)
+        rendered = (
+            cached if cached is not None else await run_in_threadpool(_render_for, services, key)
+        )
     else:
         key, rendered = await run_in_threadpool(_key_and_render, services, authorization)
     return _rendered_reply(rendered, if_none_match)
@@ -185,7 +188,7 @@ class ConfigFastPath:
     answers GET /api/v1/device/config itself and passes everything else on. It counts itself
     in the per-process device API cap (``services.device_inflight``) like DeviceApiLimiter."""
 
-    def __init__(self, app: ASGIApp, services, retry_after_s: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, app: ASGIApp, services: Services, retry_after_s: int) -> None:
         self.app = app
         self.services = services
         self.retry_after_s = retry_after_s

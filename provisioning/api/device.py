@@ -24,6 +24,7 @@ from offhook.provisioning.auth import (
     secret_digest,
 )
 from offhook.provisioning.crypto import sha256_hex
+from offhook.provisioning.db import rowcount
 from offhook.provisioning.deps import DbSession, Services, ServicesDep
 from offhook.provisioning.errors import ApiError
 from offhook.provisioning.models import (
@@ -174,7 +175,7 @@ def _consume(db: Session, token: EnrollmentToken) -> None:
         .values(uses=EnrollmentToken.uses + 1)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         raise ApiError(403, "bad_token", "invalid, expired or exhausted enrollment token")
 
 
@@ -335,7 +336,10 @@ async def get_config(
 
 
 def _store_idempotent(
-    db: Session, device: Device, model: type, rows: list[dict[str, Any]]
+    db: Session,
+    device: Device,
+    model: type[StatusReport] | type[CallRecordRow] | type[QualityRecord] | type[DeviceEvent],
+    rows: list[dict[str, Any]],
 ) -> list[str]:
     """Insert the records whose ids are new; return every id now held for this device."""
     ids = [r["id"] for r in rows]

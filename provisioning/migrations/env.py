@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from offhook.provisioning.models import Base
 
@@ -22,7 +22,7 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _run_with(connection) -> None:  # type: ignore[no-untyped-def]
+def _run_with(connection: Connection) -> None:
     # Batch mode lets later ALTERs work on SQLite (table copy).
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
@@ -34,9 +34,12 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run_with(connection)
         return
-    engine = config.attributes.get("engine") or create_engine(
-        config.get_main_option("sqlalchemy.url")
-    )
+    engine = config.attributes.get("engine")
+    if engine is None:
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("alembic: no engine given and no sqlalchemy.url configured")
+        engine = create_engine(url)
     with engine.connect() as conn:
         _run_with(conn)
         conn.commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -37,7 +38,7 @@ def done(request: Request, url: str, message: str, kind: str = "ok") -> Redirect
     return response
 
 
-def back_with_form(request: Request, url: str, data: dict[str, str | int]) -> RedirectResponse:
+def back_with_form(request: Request, url: str, data: Mapping[str, str | int]) -> RedirectResponse:
     """A refused form goes back to its page (Post/Redirect/Get), which shows ``data`` (the error
     and what was typed) once; a reload then shows the plain page and re-posts nothing."""
     response = redirect(url)

@@ -239,11 +239,13 @@ def require(action: str) -> Callable[..., AdminUser]:
 
 
 def permitted(action: str) -> Any:
-    """A view parameter type: ``admin: permitted("device.delete")`` via a module-level alias."""
-    return Annotated[AdminUser, Depends(require(action))]
+    """The dependency marker of a view parameter type, spelt as a module-level alias
+    ``Deleter = Annotated[AdminUser, permitted("device.delete")]`` (an alias mypy can read: a
+    type returned by a call is not one)."""
+    return Depends(require(action))
 
 
-Reader = permitted("fleet.read")
+Reader = Annotated[AdminUser, permitted("fleet.read")]
 
 
 async def _csrf_ok(request: Request) -> bool:

@@ -45,7 +45,7 @@ def parse_paging(page: str, per: str) -> Paging:
     return Paging(number=min(max(number, 1), MAX_PAGE), size=size)
 
 
-def fetch_page(db: Session, query: Select[tuple[T]], paging: Paging) -> tuple[list[T], Paging]:
+def fetch_page(db: Session, query: Select[T], paging: Paging) -> tuple[list[T], Paging]:
     """One page of ``query`` (which must have a total order); one extra row tells whether a
     next page exists without a COUNT over the whole table."""
     rows = list(db.scalars(query.offset(paging.offset).limit(paging.size + 1)))

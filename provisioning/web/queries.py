@@ -125,7 +125,7 @@ def device_rows(
 ) -> list[DeviceRow]:
     """Devices by name then MAC (the id breaks ties, so pages never overlap), each with its
     line states from its newest report (one window query over this page's ids only)."""
-    query: Select[tuple[Device]] = select(Device).order_by(Device.name, Device.mac, Device.id)
+    query: Select[Device] = select(Device).order_by(Device.name, Device.mac, Device.id)
     if status:
         query = query.where(Device.status == status)
     if group_id is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -186,7 +187,9 @@ FORM_MAX_AGE_S = 120
 FORM_VALUE_LIMIT = 2000  # keeps the cookie under the browsers' 4 KB limit
 
 
-def stash_form(request: Request, response: Response, page: str, data: dict[str, str | int]) -> None:
+def stash_form(
+    request: Request, response: Response, page: str, data: Mapping[str, str | int]
+) -> None:
     session = read_session(request)
     values = {k: v[:FORM_VALUE_LIMIT] if isinstance(v, str) else v for k, v in data.items()}
     payload = {"page": page, "sid": session.sid if session else "", "data": values}

@@ -24,7 +24,7 @@ from offhook.provisioning.web.core import NotFound, WebRoute, permitted, render
 from offhook.provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
-UserManager = permitted("admin_user.manage")
+UserManager = Annotated[AdminUser, permitted("admin_user.manage")]
 USER_ACTIONS = ("disable", "enable", "unlock")
 
 
@@ -163,7 +163,7 @@ def admin_password(
     except AdminError as exc:
         return done(request, "/admins", str(exc), "error")
     # The audit entry says that it changed, never what it is.
-    before = {"username": user.username}
+    before: dict[str, object] = {"username": user.username}
     _commit_audited(
         request, db, admin, user, "password", before, {**before, "password_changed": True}
     )

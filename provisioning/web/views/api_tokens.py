@@ -23,7 +23,7 @@ from offhook.provisioning.web.core import WebRoute, permitted, render
 from offhook.provisioning.web.sessions import add_flash, take_form
 
 router = APIRouter(route_class=WebRoute)
-TokenOwner = permitted("api_token.own")
+TokenOwner = Annotated[AdminUser, permitted("api_token.own")]
 # The new token crosses the redirect sealed with the server's key (the form cookie is only
 # signed), and is shown by the page it lands on, once.
 SEAL_PURPOSE = "web.new_api_token"

@@ -61,12 +61,12 @@ from offhook.provisioning.web.sessions import add_flash, take_form
 from offhook.provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
-DeviceWriter = permitted("device.write")
-DeviceStatus = permitted("device.status")
-DeviceResync = permitted("device.resync")
-DeviceDeleter = permitted("device.delete")
-DeviceSettings = permitted("settings.device")
-LineWriter = permitted("line.write")
+DeviceWriter = Annotated[AdminUser, permitted("device.write")]
+DeviceStatus = Annotated[AdminUser, permitted("device.status")]
+DeviceResync = Annotated[AdminUser, permitted("device.resync")]
+DeviceDeleter = Annotated[AdminUser, permitted("device.delete")]
+DeviceSettings = Annotated[AdminUser, permitted("settings.device")]
+LineWriter = Annotated[AdminUser, permitted("line.write")]
 LINE_TRANSPORTS = ("udp", "tcp", "tls")
 DEVICE_ACTIONS = {
     "approve": "approved",

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import AdminUser
 from offhook.provisioning.permissions import allowed
 from offhook.provisioning.render import fleet_defaults
 from offhook.provisioning.web.core import Reader, WebRoute, permitted, render
@@ -18,7 +19,7 @@ from offhook.provisioning.web.sessions import take_form
 from offhook.provisioning.web.views.changes import apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
-FleetSettings = permitted("settings.fleet")
+FleetSettings = Annotated[AdminUser, permitted("settings.fleet")]
 
 
 def _page(request: Request, db: Session) -> Response:

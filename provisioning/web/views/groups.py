@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from offhook.provisioning.db import DbSession
-from offhook.provisioning.models import Device, Group, Template
+from offhook.provisioning.models import AdminUser, Device, Group, Template
 from offhook.provisioning.operations import NotFound as OperationNotFound
 from offhook.provisioning.operations import (
     OperationError,
@@ -28,8 +28,8 @@ from offhook.provisioning.web.sessions import take_form
 from offhook.provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
-GroupWriter = permitted("group.write")
-GroupSettings = permitted("settings.group")
+GroupWriter = Annotated[AdminUser, permitted("group.write")]
+GroupSettings = Annotated[AdminUser, permitted("settings.group")]
 
 
 def _load(db: Session, group_id: int) -> Group:

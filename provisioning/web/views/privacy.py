@@ -11,14 +11,15 @@ from starlette.responses import Response
 
 from offhook.provisioning import retention
 from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import AdminUser
 from offhook.provisioning.operations import OperationError
 from offhook.provisioning.web.actions import actor_for, back_with_form, done
 from offhook.provisioning.web.core import WebRoute, permitted, render
 from offhook.provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
-PrivacyExport = permitted("privacy.export")
-PrivacyErase = permitted("privacy.erase")
+PrivacyExport = Annotated[AdminUser, permitted("privacy.export")]
+PrivacyErase = Annotated[AdminUser, permitted("privacy.erase")]
 SUBJECT_KINDS = ("device", "extension")
 
 

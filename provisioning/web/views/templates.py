@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from offhook.provisioning.db import DbSession
-from offhook.provisioning.models import Template
+from offhook.provisioning.models import AdminUser, Template
 from offhook.provisioning.operations import NotFound as OperationNotFound
 from offhook.provisioning.operations import (
     OperationError,
@@ -26,7 +26,7 @@ from offhook.provisioning.web.core import NotFound, Reader, WebRoute, permitted,
 from offhook.provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
-TemplateWriter = permitted("template.write")
+TemplateWriter = Annotated[AdminUser, permitted("template.write")]
 EXAMPLE = '{"audio": {"tone_plan": "uk"}, "features": {"call_waiting": false}}'
 
 

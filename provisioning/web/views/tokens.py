@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from offhook.provisioning.db import DbSession
-from offhook.provisioning.models import EnrollmentToken, utcnow
+from offhook.provisioning.models import AdminUser, EnrollmentToken, utcnow
 from offhook.provisioning.operations import NotFound as OperationNotFound
 from offhook.provisioning.operations import (
     OperationError,
@@ -23,7 +23,7 @@ from offhook.provisioning.web.core import Reader, WebRoute, permitted, render
 from offhook.provisioning.web.sessions import add_flash, take_form
 
 router = APIRouter(route_class=WebRoute)
-TokenWriter = permitted("enrollment_token.write")
+TokenWriter = Annotated[AdminUser, permitted("enrollment_token.write")]
 MAX_TTL_DAYS = 365
 TOKEN_PURPOSE = "enrollment_tokens.token"  # the sealing purpose operations uses
 
