@@ -19,8 +19,8 @@ test: setup typecheck
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q --run-image-full tests
 
-# mypy over offhook.contract, .firmware and .board (settings in pyproject.toml); provisioning and
-# image join once they are clean. The folders are modules of the offhook namespace only when
+# mypy over every package of offhook: contract, firmware, board, provisioning and image (settings
+# in pyproject.toml). The folders are modules of the offhook namespace only when
 # installed (setuptools package-dir): mypy does not follow the editable install's import hook,
 # so it reads them through a tree of links named as they install.
 TYPECHECK_ROOT := build/typecheck
@@ -28,7 +28,8 @@ typecheck: setup
 	@rm -rf $(TYPECHECK_ROOT) && mkdir -p $(TYPECHECK_ROOT)/offhook
 	@for d in contract board firmware provisioning image; do \
 		ln -s $(CURDIR)/$$d $(TYPECHECK_ROOT)/offhook/$$d; done
-	MYPYPATH=$(TYPECHECK_ROOT) $(PY) -m mypy -p offhook.contract -p offhook.firmware -p offhook.board
+	MYPYPATH=$(TYPECHECK_ROOT) $(PY) -m mypy -p offhook.contract -p offhook.firmware -p offhook.board \
+		-p offhook.provisioning -p offhook.image
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -81,7 +81,7 @@ class ConfigPollProtocol(HttpToolsProtocol):
     _idle_since: float | None = None
     _idle_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._fast_path = find_fast_path(self.app)
         if self._fast_path is not None:
