@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,20 +20,14 @@ from offhook.contract.config import parse_config
 from offhook.firmware.provisioning.identity import sim_identity
 from offhook.firmware.provisioning.store import ConfigStore, StoredConfig
 from offhook.firmware.sim import SimPhone, free_port, is_registered, sim_config, stop_all
+from tests.fixtures import waiting
 from tests.fixtures.kamailio import DEFAULT_USERS
 from tests.fixtures.provisioning_server import ProvisioningServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def wait_until(cond, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached in {timeout}s")
+wait_until = partial(waiting.wait_until, timeout=60.0, interval=0.2)
 
 
 def test_two_provisioned_sims_on_one_pc_keep_their_own_sip_ports(

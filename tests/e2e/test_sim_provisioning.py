@@ -3,26 +3,20 @@ pulls its SIP line, registers to Kamailio, and reports its calls back to the ser
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 import pytest
 
 from offhook.firmware.provisioning.identity import sim_identity
 from offhook.firmware.sim import SimPhone, is_registered, sim_config
+from tests.fixtures import waiting
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.provisioning_server import ProvisioningServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-def wait_until(cond, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached in {timeout}s")
+wait_until = partial(waiting.wait_until, timeout=30.0, interval=0.2)
 
 
 def test_phone_enrolls_pulls_its_line_registers_and_reports(

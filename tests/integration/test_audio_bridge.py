@@ -12,6 +12,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
 
@@ -22,6 +23,7 @@ from offhook.firmware.audio.ringbuffer import IDLE_AFTER_S
 from offhook.firmware.audio.tones import EDGE_RAMP_S, tone_spec
 from offhook.firmware.events import Tone
 from tests.fixtures.alsa import AlsaFiles, alsa_files, alsa_home  # noqa: F401  (fixtures)
+from tests.fixtures.waiting import wait_until
 
 RATE = 16000
 BLOCK = RATE // 100  # 10 ms
@@ -62,13 +64,7 @@ def sounding_stretches(samples: list[int], min_blocks: int = 10) -> list[list[in
     return stretches
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
+wait_for = partial(wait_until, timeout=3.0, interval=0.01)
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from offhook.contract.config import PhoneConfig, ProvisioningSettings
 from offhook.firmware.provisioning import DeviceIdentity, ProvisioningClient
 from offhook.firmware.provisioning.backoff import Backoff
 from offhook.firmware.provisioning.outbox import Outbox
+from tests.fixtures import waiting
 from tests.fixtures.provisioning_server import ProvisioningServer
 
 pytestmark = pytest.mark.integration
@@ -32,14 +33,7 @@ WAIT_S = 60.0
 FAILING_NAME = "reject-me"  # the runtime's apply fails for this device name (as a 403 would)
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_until = partial(waiting.wait_until, timeout=WAIT_S, interval=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,16 +18,12 @@ from offhook.firmware.runtime import Runtime
 from offhook.firmware.state_files import CallHistoryFile, VolumeFile
 from offhook.firmware.timers import TimerWheel
 from tests.fixtures.alsa import AlsaFiles, alsa_files, alsa_home  # noqa: F401 (fixtures)
+from tests.fixtures.waiting import wait_until
 
 ACCOUNT = {"user": "1001", "domain": "127.0.0.1", "password": "x"}
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
+wait_for = partial(wait_until, timeout=10.0, interval=0.01)
 
 
 def make_runtime(tmp_path: Path, **overrides) -> Runtime:

@@ -7,14 +7,14 @@ import os
 import socket
 import sys
 import threading
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from offhook.firmware.supervisor import RestartPolicy, Supervisor
 from offhook.firmware.systemd import Notifier
+from tests.fixtures.waiting import wait_until
 
 # A stand-in for the phone process: speaks the heartbeat protocol and misbehaves on request.
 CHILD = r"""
@@ -44,12 +44,7 @@ FAST = RestartPolicy(
 )
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
+wait_for = partial(wait_until, timeout=20.0)
 
 
 def start(tmp_path: Path, mode: str, notifier: Notifier | None = None):
