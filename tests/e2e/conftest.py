@@ -1,4 +1,4 @@
-"""End-to-end fixtures: real Kamailio and simulated phones (``offhook sim --headless``)."""
+"""End-to-end fixtures: Kamailio, simulated phones (``offhook sim --headless``) and Chromium."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from offhook.firmware.sim import SimPhone, sim_config, stop_all
+from tests.fixtures.chromium import browser  # noqa: F401
 from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer, kamailio_server  # noqa: F401
 from tests.fixtures.tls import tls_certificates  # noqa: F401
 

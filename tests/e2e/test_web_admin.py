@@ -26,16 +26,6 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "web-test-password-1"
 SCREENSHOT = Path("/tmp/offhook-web-devices.png")
 
@@ -53,18 +43,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningSer
             )
             reply.raise_for_status()
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed")
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import re
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,16 +21,6 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, expect  # 
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "security-test-password"
 
 
@@ -47,18 +36,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningSer
                 "/users", json={"username": name, "password": PASSWORD, "role": role}
             ).raise_for_status()
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed")
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _context(browser: Browser, server: ProvisioningServer, *, javascript: bool) -> BrowserContext:
