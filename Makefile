@@ -55,7 +55,7 @@ image-test: setup
 image-test-rpi: setup
 	OFFHOOK_TEST_PJPROJECT_COMPILE=1 OFFHOOK_TEST_RPI_ROOTFS=1 OFFHOOK_TEST_RPI_IMAGE=1 \
 	$(PY) -m pytest -q -s --durations=0 -m image \
-		tests/unit/test_image_pjproject.py tests/integration/test_image_rpi.py
+		tests/unit/image/test_pjproject.py tests/integration/test_image_rpi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build var

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from offhook.firmware.sim import SimPhone, sim_config
-from tests.unit.test_serial_console_wiring import Terminal
+from tests.unit.firmware.test_serial_console_wiring import Terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -73,7 +73,7 @@ def test_bad_seed_is_kept_and_nothing_written(tmp_path: Path) -> None:
 
 # The first-boot script's machine-id step, run for real (sh) against a temporary root.
 
-FIRSTBOOT = Path(__file__).parents[2] / "image/overlay/common/usr/local/sbin/offhook-firstboot"
+FIRSTBOOT = Path(__file__).parents[3] / "image/overlay/common/usr/local/sbin/offhook-firstboot"
 CMDLINE = "console=ttyS0 root=PARTUUID=4f66686b-02 rootfstype=ext4 ro panic=-1"
 FIRST_ID = "0123456789abcdef0123456789abcdef"
 OTHER_ID = "fedcba9876543210fedcba9876543210"

@@ -15,7 +15,7 @@ from offhook.firmware.events import (
 from offhook.firmware.phone import T_NO_ANSWER, T_OFFHOOK, T_RING, T_XFER, Phone
 from offhook.firmware.phone_state import Mode
 from offhook.firmware.screens.views import _SCREENS
-from tests.unit.test_phone import Driver, make_config
+from tests.unit.firmware.test_phone import Driver, make_config
 
 ACCOUNT = {"user": "1001", "domain": "pbx.example", "password": "old"}
 

@@ -93,7 +93,7 @@ def _keys(model: type, prefix: str = "") -> list[str]:
 
 
 def test_every_config_key_is_documented() -> None:
-    doc = (Path(__file__).parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).parents[3] / "docs" / "config.md").read_text(encoding="utf-8")
     sections = {}
     for line in doc.splitlines():
         if line.startswith("### "):

@@ -33,8 +33,8 @@ from offhook.firmware.events import (
     Unhold,
 )
 from offhook.firmware.phone import TRANSFER_GIVE_UP_S, Phone
-from tests.unit.test_phone import Driver, make_config, ring, talk
-from tests.unit.test_phone_properties import CALL_IDS, CONFIG, EVENTS
+from tests.unit.firmware.test_phone import Driver, make_config, ring, talk
+from tests.unit.firmware.test_phone_properties import CALL_IDS, CONFIG, EVENTS
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from offhook.firmware.devtools.certs import make_certificates
 from offhook.firmware.devtools.kamailio import KamailioServer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def imported_modules(path: Path) -> set[str]:
