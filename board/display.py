@@ -11,11 +11,12 @@ from typing import Any
 
 from offhook.board.base import Display
 from offhook.board.profile import DisplayWiring
+from offhook.contract.errors import OffhookError
 
 log = logging.getLogger(__name__)
 
 
-class DisplayError(RuntimeError):
+class DisplayError(OffhookError, RuntimeError):
     pass
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from offhook.contract.config import format_validation_errors
+from offhook.contract.errors import OffhookError
 from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -24,7 +25,7 @@ BUS_PINS = {"i2c": {2, 3}, "spi": {7, 8, 9, 10, 11}}
 ID_EEPROM_PINS = {0, 1}
 
 
-class ProfileError(ValueError):
+class ProfileError(OffhookError, ValueError):
     def __init__(self, problems: list[str], source: str) -> None:
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))

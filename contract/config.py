@@ -16,6 +16,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from offhook.contract.atomic import atomic_write_bytes
+from offhook.contract.errors import OffhookError
 
 HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(:\d{1,5})?$")
 KNOWN_CODECS = ("G722", "PCMU", "PCMA", "GSM", "iLBC", "speex", "L16")
@@ -27,7 +28,7 @@ REDACTED = "(set, not shown)"
 SECRET_KEYS = (("control", "token"), ("provisioning", "enrollment_token"))
 
 
-class ConfigError(ValueError):
+class ConfigError(OffhookError, ValueError):
     """A configuration that cannot be used; the message names each offending key."""
 
     def __init__(self, problems: list[str], source: str = "config") -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from offhook.contract.errors import OffhookError
+
 DIGITS = "0123456789"
 DIALABLE = DIGITS + "*#"
 
 
-class DigitMapError(ValueError):
+class DigitMapError(OffhookError, ValueError):
     pass
 
 

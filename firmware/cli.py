@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from offhook.contract.errors import OffhookError
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("offhook.firmware.sim:main", "run a simulated phone (emulated board) on this PC"),
     "run": (
@@ -60,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             f"offhook: {name!r} is not part of this installation ({module_name})", file=sys.stderr
         )
         return 2
-    return int(getattr(module, func_name)(rest) or 0)
+    try:
+        return int(getattr(module, func_name)(rest) or 0)
+    except OffhookError as exc:  # a refusal no subcommand reported itself: one line, no traceback
+        print(f"offhook {name}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from offhook.contract.errors import OffhookError
 from offhook.image.layout import MIB, Layout, Partition
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EPOCH = 1_700_000_000  # used when SOURCE_DATE_EPOCH is not set
 
 
-class AssembleError(RuntimeError):
+class AssembleError(OffhookError, RuntimeError):
     """A tool failed while making a filesystem or writing the disk image."""
 
 

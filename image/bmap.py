@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from offhook.contract.errors import OffhookError
+
 BLOCK_SIZE = 4096
 CHUNK = 4 * 1024 * 1024
 SUPPORTED_MAJOR = 2
 
 
-class BmapError(ValueError):
+class BmapError(OffhookError, ValueError):
     """A block map that is malformed, or that does not match its image."""
 
 

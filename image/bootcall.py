@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from offhook.contract.errors import OffhookError
 from offhook.firmware.audio.pcm import rms, tone_power
 from offhook.firmware.processes import stop_process
 from offhook.image.qemu import AUDIO_RATE, HOST_FROM_GUEST
@@ -114,7 +115,7 @@ log = logging.getLogger(__name__)
 INVITE_MEDIA = re.compile(r"offhook-invite from=\S+ m=audio (\d+) ")
 
 
-class CallError(RuntimeError):
+class CallError(OffhookError, RuntimeError):
     """The call or its audio failed; the message says which step."""
 
 

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offhook.contract.errors import OffhookError
 from offhook.firmware.control import ControlClient
 from offhook.firmware.processes import stop_process
 from offhook.image import bootcall
@@ -72,7 +73,7 @@ MACHINE_ID_REPORT = re.compile(r"offhook-firstboot: machine-id running=(\S*) kep
 KEPT_MACHINE_ID = "/offhook/system/machine-id"  # on the data partition
 
 
-class BootTestError(RuntimeError):
+class BootTestError(OffhookError, RuntimeError):
     """The image did not reach a milestone in time; the message names it and the console tail."""
 
 

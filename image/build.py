@@ -23,6 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from offhook.contract.errors import OffhookError
 from offhook.image import pjproject, rootfs
 from offhook.image.assemble import (
     Contents,
@@ -56,7 +57,7 @@ def default_cache() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "offhook-image"
 
 
-class BuildError(RuntimeError):
+class BuildError(OffhookError, RuntimeError):
     """The build cannot start or a step failed; the message says which and why."""
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from offhook.contract.errors import OffhookError
 from offhook.image.bmap import (
     CHUNK,
     BlockMap,
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]  # called with bytes just processed
 
 
-class FlashError(RuntimeError):
+class FlashError(OffhookError, RuntimeError):
     """Flashing stopped; the message says why and whether the target was touched."""
 
 

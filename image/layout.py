@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from offhook.contract.errors import OffhookError
+
 MIB = 1024 * 1024
 SECTOR = 512
 ALIGN = 4 * MIB  # SD cards erase in 4 MiB units; aligning partitions to them avoids split writes
@@ -27,7 +29,7 @@ MBR_TYPE_FAT32_LBA = "c"
 MBR_TYPE_LINUX = "83"
 
 
-class LayoutError(ValueError):
+class LayoutError(OffhookError, ValueError):
     """A layout that cannot be built, or a partition table that is not ours."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from offhook.contract.atomic import atomic_write_text
+from offhook.contract.errors import OffhookError
 
 MANIFEST_VERSION = 1
 
@@ -34,7 +35,7 @@ def write_manifest(path: Path, *, outputs: list[Path], **fields: Any) -> dict[st
     return manifest
 
 
-class ManifestError(ValueError):
+class ManifestError(OffhookError, ValueError):
     """An output does not match the checksum its manifest recorded."""
 
 

@@ -19,13 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from offhook.contract.errors import OffhookError
+
 KERNEL_META = "linux-image-cloud-amd64"
 MODULES = ("virtio_pci", "virtio_blk", "vfat", "nls_cp437", "nls_ascii")
 READY = re.compile(r"offhook-miniboot: ready hostname=(\S+) root=(\S+)")
 FAILED = re.compile(r"offhook-miniboot: FAILED (.*)")
 
 
-class MinibootError(RuntimeError):
+class MinibootError(OffhookError, RuntimeError):
     """Packages could not be fetched, or the guest did not reach its marker."""
 
 

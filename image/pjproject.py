@@ -37,6 +37,7 @@ from typing import BinaryIO, TextIO
 
 from rich.console import Console
 
+from offhook.contract.errors import OffhookError
 from offhook.image import rootfs
 from offhook.image.manifest import sha256_file
 from offhook.image.progress import byte_progress
@@ -74,7 +75,7 @@ PJPROJECT = Pin(
 )
 
 
-class PjprojectError(RuntimeError):
+class PjprojectError(OffhookError, RuntimeError):
     """The pjproject source or its compile failed; the message says which and why."""
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offhook.contract.errors import OffhookError
+
 log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
@@ -46,7 +48,7 @@ INITRAMFS_MODULES = {
 }  # fmt: skip
 
 
-class RootfsError(RuntimeError):
+class RootfsError(OffhookError, RuntimeError):
     """debootstrap, apt or pip failed while making the root filesystem."""
 
 

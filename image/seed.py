@@ -50,12 +50,13 @@ from offhook.contract.config import (
     PhoneConfig,
     ProvisioningSettings,
 )
+from offhook.contract.errors import OffhookError
 
 SEED_NAME = "offhook-seed.toml"
 HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
-class SeedError(ValueError):
+class SeedError(OffhookError, ValueError):
     """A seed that cannot be used; the message names the key or the CSV row."""
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from offhook.contract.errors import OffhookError
 from offhook.provisioning import audit
 from offhook.provisioning.crypto import sha256_hex
 from offhook.provisioning.db import DbSession, rowcount
@@ -49,7 +50,7 @@ DEFAULT_LOCKOUT_MINUTES = 15
 MAX_DAYS_ANY_ROLE = max(MAX_API_TOKEN_DAYS.values())
 
 
-class LoginError(Exception):
+class LoginError(OffhookError):
     """Password login refused. ``reason``: bad_credentials | locked | disabled."""
 
     def __init__(self, reason: str, locked_until: datetime | None = None) -> None:
@@ -58,7 +59,7 @@ class LoginError(Exception):
         super().__init__(reason)
 
 
-class AdminError(ValueError):
+class AdminError(OffhookError, ValueError):
     """Bad input for an admin-account operation (message says what is wrong)."""
 
 

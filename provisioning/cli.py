@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from offhook.contract.errors import OffhookError
 from offhook.provisioning.settings import (
     POLL_INTERVAL_ENV,
     ServerSettings,
@@ -194,7 +195,7 @@ def server_main(argv: list[str]) -> int:
 # --- offhook fleet ------------------------------------------------------------------------------
 
 
-class FleetSetupError(Exception):
+class FleetSetupError(OffhookError):
     """No fleet where the options point (a mistyped --data-dir or --db): nothing was created."""
 
 

@@ -20,12 +20,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from offhook.contract.atomic import atomic_write_text
+from offhook.contract.errors import OffhookError
 
 PREFIX = "v1"
 KEY_ENV = "OFFHOOK_SECRET_KEY"
 
 
-class CryptoError(ValueError):
+class CryptoError(OffhookError, ValueError):
     """A key ring or ciphertext that cannot be used."""
 
 

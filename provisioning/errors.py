@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from offhook.contract.errors import OffhookError
 
-class ApiError(Exception):
+
+class ApiError(OffhookError):
     def __init__(
         self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
     ) -> None:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from offhook.contract.errors import OffhookError
 from offhook.provisioning import audit
 from offhook.provisioning.auth import check_serial, normalise_mac
 from offhook.provisioning.crypto import KeyRing, sha256_hex
@@ -55,7 +56,7 @@ TRANSPORTS = ("udp", "tcp", "tls")
 GROUP_KINDS = ("site", "group")
 
 
-class OperationError(ValueError):
+class OperationError(OffhookError, ValueError):
     """A change that cannot be made; ``status`` is the HTTP status the API answers with."""
 
     def __init__(self, message: str, status: int = 422) -> None:

@@ -27,6 +27,7 @@ from offhook.contract.config import (
     PhoneConfig,
     parse_config,
 )
+from offhook.contract.errors import OffhookError
 from offhook.provisioning.crypto import KeyRing
 from offhook.provisioning.models import Device, FleetDefaults, Group, Line, Template
 
@@ -38,7 +39,7 @@ SERVER_MANAGED = ("accounts",)
 MAX_GROUP_DEPTH = 32
 
 
-class SettingsError(ValueError):
+class SettingsError(OffhookError, ValueError):
     """Settings that cannot be stored; the message names the key."""
 
 

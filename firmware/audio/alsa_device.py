@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import alsaaudio
 
+from offhook.contract.errors import OffhookError
+
 log = logging.getLogger(__name__)
 
 # A transfer that blocks for at least this share of a period shows the device has its own clock.
@@ -33,7 +35,7 @@ _BLOCKING_SHARE = 0.25
 _CLOCKED_AFTER = 5
 
 
-class AlsaDeviceError(RuntimeError):
+class AlsaDeviceError(OffhookError, RuntimeError):
     """An ALSA PCM that cannot be opened or used; the message names the device."""
 
 

@@ -14,6 +14,7 @@ import math
 from array import array
 from dataclasses import dataclass
 
+from offhook.contract.errors import OffhookError
 from offhook.firmware.events import Tone
 
 FULL_SCALE_DBM0 = 3.14
@@ -21,7 +22,7 @@ FULL_SCALE_DBM0 = 3.14
 EDGE_RAMP_S = 0.004
 
 
-class TonePlanError(ValueError):
+class TonePlanError(OffhookError, ValueError):
     """An unknown plan or tone, or an inconsistent tone definition."""
 
 

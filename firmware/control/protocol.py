@@ -7,17 +7,18 @@ import ipaddress
 from http import HTTPStatus
 from typing import Any
 
+from offhook.contract.errors import OffhookError
 from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS
 
 API = "/api/v1"
 MAX_KEYS = 64  # keys per request: a dial string plus some function keys
 
 
-class ControlError(Exception):
+class ControlError(OffhookError):
     """The control API cannot start with this configuration."""
 
 
-class RequestError(Exception):
+class RequestError(OffhookError):
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
         self.status = status

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from offhook.contract.errors import OffhookError
 from offhook.firmware.processes import stop_process
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ _TOKEN_LINE = re.compile(r"^api token: (\S+)$", re.MULTILINE)
 _PASSWORD_ENV = "DEMO_ADMIN_PASSWORD"
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(OffhookError, RuntimeError):
     """The server (or the admin set-up before it) did not come up."""
 
 

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ REQUIRED = ("via", "from", "to", "call-id", "cseq")
 TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~\-]+$")
 
 
-class SipParseError(ValueError):
+class SipParseError(OffhookError, ValueError):
     """The datagram is not a well-formed SIP request."""
 
 

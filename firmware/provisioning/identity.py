@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from offhook.contract.errors import OffhookError
+
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 SERIAL_RE = re.compile(r"^[0-9A-Za-z]{4,64}$")
 
@@ -23,7 +25,7 @@ def firmware_version() -> str:
         return "0.0.0+unknown"
 
 
-class IdentityError(ValueError):
+class IdentityError(OffhookError, ValueError):
     """The device identity cannot be determined or is malformed."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from offhook.contract.atomic import atomic_write_text
+from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def _unlink(path: Path) -> int:
         return 0
 
 
-class OutboxError(ValueError):
+class OutboxError(OffhookError, ValueError):
     """A record that cannot be queued (unknown kind, bad id, not JSON)."""
 
 

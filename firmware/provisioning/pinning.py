@@ -16,6 +16,7 @@ import ssl
 from pathlib import Path
 
 from offhook.contract.atomic import atomic_write_bytes
+from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 _DER = 2  # _ssl.ENCODING_DER
 
 
-class PinningError(ConnectionError):
+class PinningError(OffhookError, ConnectionError):
     """The server did not present the pinned CA, or its certificate is not signed by it."""
 
 

@@ -19,6 +19,7 @@ from email.message import Message
 from typing import Any
 from urllib.parse import urlsplit
 
+from offhook.contract.errors import OffhookError
 from offhook.firmware.provisioning.pinning import PinnedCA
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ _STALE_CONNECTION_ERRORS = (
 )
 
 
-class ServerError(Exception):
+class ServerError(OffhookError):
     """Base of every failure talking to the server."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pjsua2 as pj
 
 from offhook.contract.config import PhoneConfig
+from offhook.contract.errors import OffhookError
 from offhook.firmware.events import (
     Answer,
     AttendedTransfer,
@@ -88,7 +89,7 @@ _REFER_491_RETRIES = 3  # REFERs answered 491 Request Pending are sent again thi
 _GLARE_RETRIES = 3  # so are hold/unhold re-INVITEs
 
 
-class SipEngineError(RuntimeError):
+class SipEngineError(OffhookError, RuntimeError):
     """The engine could not start, or was used in a way it cannot honour."""
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pjsua2 as pj
 
 from offhook.contract.config import PhoneConfig
+from offhook.contract.errors import OffhookError
 from offhook.firmware.sip.dns import nameservers, needs_resolver
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ _TRANSPORT_TYPES = {
 }
 
 
-class TransportError(RuntimeError):
+class TransportError(OffhookError, RuntimeError):
     """A SIP transport could not be created (port in use, bad certificate, ...)."""
 
 

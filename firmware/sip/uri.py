@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 from offhook.contract.config import Account
+from offhook.contract.errors import OffhookError
 
 # Dialled strings the engine turns into sip:<target>@<domain>: digits, * and #, and SIP user chars.
 _DIALLABLE = re.compile(r"^[A-Za-z0-9*#+._~\-!$&'()]+$")
 _NAME_ADDR = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<([^>]*)>')
 
 
-class TargetError(ValueError):
+class TargetError(OffhookError, ValueError):
     """A dial target that cannot become a SIP URI."""
 
 
