@@ -37,6 +37,7 @@ from pathlib import Path
 from offhook.contract.errors import OffhookError
 from offhook.firmware.audio.pcm import rms, tone_power
 from offhook.firmware.processes import stop_process
+from offhook.image.kamailio_cfg import call_config
 from offhook.image.qemu import AUDIO_RATE, HOST_FROM_GUEST
 
 PHONE_USER, PEER_USER = "1001", "2002"  # 2002: the default dial plan sends 4 digits at once
@@ -46,69 +47,6 @@ TONE_SHARE = 0.5  # least share of a window's energy at the expected tone
 WINDOW_S = 1.0
 MIN_RMS = 300.0  # a window this quiet is silence, whatever its spectrum
 
-CALL_KAMAILIO_CFG = """#!KAMAILIO
-debug=2
-log_stderror=yes
-memdbg=5
-memlog=5
-children=1
-auto_aliases=no
-listen=udp:127.0.0.1:{port}
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "pv.so"
-loadmodule "usrloc.so"
-loadmodule "registrar.so"
-loadmodule "xlog.so"
-loadmodule "textops.so"
-loadmodule "siputils.so"
-loadmodule "nathelper.so"
-loadmodule "sdpops.so"
-modparam("usrloc", "db_mode", 0)
-request_route {{
-    if (is_method("REGISTER")) {{
-        if (save("location")) {{
-            xlog("L_NOTICE", "offhook-registered aor=$tu contact=$ct\\n");
-        }}
-        exit;
-    }}
-    if (is_method("CANCEL") || is_method("ACK")) {{
-        if (t_check_trans()) {{
-            t_relay();
-        }}
-        exit;
-    }}
-    if (has_totag()) {{
-        sl_send_reply("404", "No dialogs here");
-        exit;
-    }}
-    if (!is_method("INVITE")) {{
-        sl_send_reply("404", "Not here");
-        exit;
-    }}
-    if (!lookup("location")) {{
-        sl_send_reply("404", "Not registered");
-        exit;
-    }}
-    if (nat_uac_test("1")) {{
-        fix_nated_contact();
-        if (sdp_get_line_startswith("$avp(mline)", "m=audio")) {{
-            xlog("L_NOTICE", "offhook-invite from=$fU $avp(mline)\\n");
-        }}
-        subst_body("/c=IN IP4 [0-9.]+/c=IN IP4 127.0.0.1/g");
-        subst_body("/m=audio [0-9]+/m=audio {rtp_port}/");
-        t_on_reply("TO_GUEST");
-    }}
-    t_relay();
-    exit;
-}}
-onreply_route[TO_GUEST] {{
-    if (has_body("application/sdp")) {{
-        subst_body("/c=IN IP4 127\\.0\\.0\\.1/c=IN IP4 {guest_host}/g");
-    }}
-    subst_hf("Contact", "/@127\\.0\\.0\\.1:/@{guest_host}:/", "a");
-}}
-"""
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +58,7 @@ class CallError(OffhookError, RuntimeError):
 
 
 def kamailio_config(port: int, rtp_port: int) -> str:
-    return CALL_KAMAILIO_CFG.format(port=port, rtp_port=rtp_port, guest_host=HOST_FROM_GUEST)
+    return call_config(port, rtp_port, HOST_FROM_GUEST)
 
 
 def free_udp_port() -> int:

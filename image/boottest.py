@@ -44,6 +44,7 @@ from offhook.firmware.control import ControlClient
 from offhook.firmware.processes import stop_process
 from offhook.image import bootcall
 from offhook.image.flash import Flasher
+from offhook.image.kamailio_cfg import registrar_config
 from offhook.image.layout import MIB, boot_partition_offset, read_partition_table
 from offhook.image.qemu import (
     AUDIO_RATE,
@@ -157,35 +158,6 @@ class OutputWatcher:
             self._log.close()
 
 
-KAMAILIO_CFG = """#!KAMAILIO
-debug=2
-log_stderror=yes
-memdbg=5
-memlog=5
-children=1
-auto_aliases=no
-listen=udp:127.0.0.1:{port}
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "pv.so"
-loadmodule "usrloc.so"
-loadmodule "registrar.so"
-loadmodule "xlog.so"
-loadmodule "textops.so"
-loadmodule "siputils.so"
-modparam("usrloc", "db_mode", 0)
-request_route {{
-    if (is_method("REGISTER")) {{
-        if (save("location")) {{
-            xlog("L_NOTICE", "offhook-registered aor=$tu contact=$ct\\n");
-        }}
-        exit;
-    }}
-    sl_send_reply("404", "Not here");
-}}
-"""
-
-
 @contextlib.contextmanager
 def running_kamailio(
     workdir: Path, config: Callable[[int], str] | None = None
@@ -193,7 +165,7 @@ def running_kamailio(
     """Kamailio on a free loopback UDP port; ``config(port)`` (default: registrar only)."""
     port = free_port(socket.SOCK_DGRAM)
     cfg = workdir / "kamailio.cfg"
-    cfg.write_text(config(port) if config else KAMAILIO_CFG.format(port=port))
+    cfg.write_text(config(port) if config else registrar_config(port))
     rundir = workdir / "kamailio-run"
     rundir.mkdir()
     proc = subprocess.Popen(

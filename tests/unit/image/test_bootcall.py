@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from offhook.image import bootcall
+from offhook.image.kamailio_cfg import registrar_config
 from offhook.image.qemu import (
     AUDIO_CAPTURE_PCM,
     AUDIO_PLAYBACK_PCM,
@@ -106,6 +107,16 @@ def test_call_kamailio_config_is_accepted_by_kamailio(tmp_path: Path) -> None:
                           timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "m=audio 40000" in cfg.read_text() and "10.0.2.2" in cfg.read_text()
+
+
+@pytest.mark.skipif(not os.path.exists(KAMAILIO), reason="kamailio not installed")
+def test_boot_test_registrar_config_is_accepted_by_kamailio(tmp_path: Path) -> None:
+    cfg = tmp_path / "k.cfg"
+    cfg.write_text(registrar_config(bootcall.free_udp_port()))
+    proc = subprocess.run([KAMAILIO, "-c", "-f", str(cfg)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "offhook-registered" in cfg.read_text() and "nathelper" not in cfg.read_text()
 
 
 def test_rtp_port_forward_through_qmp_on_a_real_qemu(tmp_path: Path) -> None:
