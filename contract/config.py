@@ -191,6 +191,66 @@ class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+VERSION_RE = re.compile(r"^[0-9A-Za-z.+~_-]{1,64}$")
+ROLLOUT_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+WINDOW_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class FirmwareSettings(_Section):
+    """The firmware the server wants this phone to run (docs/updates.md). An empty version
+    asks for nothing: the phone stays on what it runs."""
+
+    version: str = ""
+    url: str = ""
+    sha256: str = ""
+    size: Annotated[int, Field(ge=0)] = 0
+    rollout: str = ""
+    maintenance_window: str = ""
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if value and not VERSION_RE.match(value):
+            raise ValueError("version must be 1-64 of letters, digits and . + ~ _ -")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _bundle_url(cls, value: str) -> str:
+        if value and not (re.match(r"^https?://[^\s/]+", value) or re.match(r"^/\S*$", value)):
+            raise ValueError("url must be https:// (http:// for tests) or a path starting with /")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("sha256 must be 64 hex digits")
+        return value.lower()
+
+    @field_validator("rollout")
+    @classmethod
+    def _rollout(cls, value: str) -> str:
+        if value and not ROLLOUT_RE.match(value):
+            raise ValueError("rollout must be 1-64 of letters, digits, _ and -")
+        return value
+
+    @field_validator("maintenance_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if value and not WINDOW_RE.match(value):
+            raise ValueError("maintenance_window must be HH:MM-HH:MM (24 h)")
+        if value and value[:5] == value[6:]:
+            raise ValueError("maintenance_window is empty (start equals end)")
+        return value
+
+    @model_validator(mode="after")
+    def _url_with_version(self) -> FirmwareSettings:
+        if self.version and not self.url:
+            raise ValueError("firmware.url is required when firmware.version is set")
+        return self
+
+
 class PhoneConfig(_Section):
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     accounts: list[Account] = Field(default_factory=list)
@@ -203,6 +263,7 @@ class PhoneConfig(_Section):
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
     board: BoardSettings = Field(default_factory=BoardSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    firmware: FirmwareSettings = Field(default_factory=FirmwareSettings)
 
     @model_validator(mode="after")
     def _dial_plan_compiles(self) -> PhoneConfig:

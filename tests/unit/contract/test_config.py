@@ -107,3 +107,26 @@ def test_every_config_key_is_documented() -> None:
         if f"`{name}`" not in sections.get(section, ""):
             missing.append(key)
     assert not missing, f"docs/config.md does not document: {missing}"
+
+
+def test_firmware_section_is_validated_and_names_each_key() -> None:
+    good = parse_toml(
+        '[firmware]\nversion = "0.2.0+b7"\nurl = "/api/v1/device/firmware/0.2.0.raucb"\n'
+        f'sha256 = "{"AB" * 32}"\nmaintenance_window = "23:30-02:00"\nrollout = "r-17"\n'
+    )
+    assert good.firmware.sha256 == "ab" * 32  # normalised to lower case
+    assert PhoneConfig().firmware.version == ""  # no update asked for by default
+    bad = (
+        ('version = "0.2.0"', "firmware.url is required"),
+        ('version = "0 2"\nurl = "/x"', "firmware.version"),
+        ('url = "ftp://host/b.raucb"', "firmware.url"),
+        ('sha256 = "abc"', "firmware.sha256"),
+        ('maintenance_window = "24:00-01:00"', "firmware.maintenance_window"),
+        ('maintenance_window = "02:00-02:00"', "start equals end"),
+        ('rollout = "r 1"', "firmware.rollout"),
+        ("size = -1", "firmware.size"),
+        ('channel = "beta"', "firmware.channel: unknown key"),
+    )
+    for body, message in bad:
+        with pytest.raises(ConfigError, match=message.replace("+", r"\+")):
+            parse_toml(f"[firmware]\n{body}\n")
