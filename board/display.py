@@ -12,6 +12,7 @@ from typing import Any
 from offhook.board.base import Display
 from offhook.board.profile import DisplayWiring
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def make_display(wiring: DisplayWiring) -> Display | None:
             else f"spi {wiring.port}.{wiring.spi_device}"
         )
         raise DisplayError(f"cannot open {wiring.driver} display on {where}: {exc}") from exc
-    log.info("display opened driver=%s bus=%s", wiring.driver, wiring.bus)
+    log.info("display opened", extra=kv(driver=wiring.driver, bus=wiring.bus))
     return device
 
 

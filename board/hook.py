@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from offhook.board.gpio import GpioApi
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,6 @@ class HookSwitch:
             return None
         self._streak = 0
         self.offhook = reading
-        log.info("hook changed offhook=%s", reading)
+        log.info("hook changed", extra=kv(offhook=reading))
         self._on_change(reading)
         return reading

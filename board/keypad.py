@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from offhook.board.gpio import GpioApi
 from offhook.board.worker import Worker
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class MatrixKeypad:
                 if self._on_release is not None:
                     self._on_release(key)
         for key in pressed:
-            log.debug("key pressed key=%s", key)
+            log.debug("key pressed", extra=kv(key=key))
             self._on_key(key)
         return pressed
 

@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 
 from offhook.board.gpio import GpioApi
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Leds:
         if state not in STATES:
             raise ValueError(f"LED state must be one of {', '.join(STATES)}, not {state!r}")
         if name not in self._pins:
-            log.debug("no such LED on this board led=%s", name)
+            log.debug("no such LED on this board", extra=kv(led=name))
             return
         self._states[name] = state
         self.update(now)

@@ -19,6 +19,7 @@ from offhook.board.leds import Leds
 from offhook.board.profile import BoardProfile
 from offhook.board.ringer import Ringer
 from offhook.board.worker import Worker
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class PiBoard:
         for part in (self._keypad, self._hook, self._leds, self._ringer):
             if part is not None:
                 part.setup()
-        log.info("board ready profile=%s", p.name)
+        log.info("board ready", extra=kv(profile=p.name))
 
     @property
     def leds(self) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """Structured logging: journald's native protocol when its socket exists, else key=value on stderr.
 
 Every record may carry context fields: ``log.info("child exited", extra=kv(pid=12, rc=-9))``.
-In the journal they become fields of their own (``PID=12``, ``RC=-9``, searchable with
-``journalctl RC=-9``); on stderr they follow the message as ``pid=12 rc=-9``.
+The message is a constant that says what happened; the values go in the fields. They follow the
+message as ``child exited pid=12 rc=-9`` on stderr and in the journal's MESSAGE (what
+``journalctl`` and the console show), and in the journal they are also fields of their own
+(``PID=12``, ``RC=-9``, searchable with ``journalctl RC=-9``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
+def message_with_fields(record: logging.LogRecord) -> str:
+    """``child exited pid=12 rc=-9``: the message, then its context fields as key=value."""
+    parts = [record.getMessage()]
+    parts += [f"{key}={_format_value(value)}" for key, value in _fields_of(record).items()]
+    return " ".join(parts)
+
+
 def _format_value(value: Any) -> str:
     text = str(value)
     if text == "" or any(c in text for c in ' "=\n\t'):
@@ -60,9 +69,9 @@ class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         millis = int(record.msecs)
-        parts = [f"{stamp}.{millis:03d}Z", record.levelname, record.name, record.getMessage()]
-        parts += [f"{key}={_format_value(value)}" for key, value in _fields_of(record).items()]
-        line = " ".join(parts)
+        line = " ".join(
+            [f"{stamp}.{millis:03d}Z", record.levelname, record.name, message_with_fields(record)]
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -99,7 +108,7 @@ class JournalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = record.getMessage()
+            message = message_with_fields(record)
             if record.exc_info:
                 message += "\n" + logging.Formatter().formatException(record.exc_info)
             fields = {

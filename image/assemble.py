@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.image.layout import MIB, Layout, Partition
 
 log = logging.getLogger(__name__)
@@ -198,5 +199,5 @@ def assemble(
             make_ext4(part_file, part, tree, epoch)
         place(image, part_file, part.start)
         part_file.unlink()
-        log.info("partition placed name=%s start=%d size=%d", part.name, part.start, part.size)
+        log.info("partition placed", extra=kv(name=part.name, start=part.start, size=part.size))
     shutil.rmtree(workdir, ignore_errors=True)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.firmware.audio.pcm import rms, tone_power
 from offhook.firmware.processes import stop_process
 from offhook.image.kamailio_cfg import call_config
@@ -281,7 +282,7 @@ def _state(client) -> dict:
     try:
         return client.state()
     except (RuntimeError, OSError, ValueError) as exc:
-        log.info("boot call: state not read: %s", exc)
+        log.info("boot call: state not read", extra=kv(error=str(exc)))
         return {}
 
 
@@ -291,8 +292,10 @@ def _press(action, argument) -> None:
     try:
         action(argument)
     except (RuntimeError, OSError) as exc:
-        log.warning("boot call: %s(%r) not confirmed by the phone: %s", action.__name__, argument,
-                    exc)  # fmt: skip
+        log.warning(
+            "boot call: input not confirmed by the phone",
+            extra=kv(action=action.__name__, argument=repr(argument), error=str(exc)),
+        )
 
 
 def place_call(

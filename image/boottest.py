@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.firmware.control import ControlClient
 from offhook.firmware.processes import stop_process
 from offhook.image import bootcall
@@ -412,8 +413,10 @@ class _Card:
         cmd = qemu_command(self.disk, kernel, initrd, f"{args} {extra_cmdline}".strip(),
                            self.host_port, self.memory_mb, pcap, self.arch,
                            monitor=self.monitor)  # fmt: skip
-        log.info("boot test starting qemu boot=%d port=%d disk=%s", number, self.host_port,
-                 self.disk)  # fmt: skip
+        log.info(
+            "boot test starting qemu",
+            extra=kv(boot=number, port=self.host_port, disk=self.disk),
+        )
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env={**os.environ, "HOME": str(self.alsa_home)},

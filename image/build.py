@@ -24,6 +24,7 @@ from pathlib import Path
 from rich.console import Console
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.image import pjproject, rootfs
 from offhook.image.assemble import (
     Contents,
@@ -193,7 +194,7 @@ def compile_pjsua2(
         steps.times[f"pjproject: {what}"] = seconds
     wheel = pjproject.store_wheel(cache / "pjsua2", plan.cache_key, built)
     shutil.rmtree(builder, ignore_errors=True)
-    log.info("pjsua2 wheel compiled wheel=%s key=%s", wheel.name, plan.cache_key)
+    log.info("pjsua2 wheel compiled", extra=kv(wheel=wheel.name, key=plan.cache_key))
     return Pjsua2Wheel("compile", wheel=wheel, tarball=plan.tarball, cache_key=plan.cache_key,
                        pin=plan.pin)  # fmt: skip
 

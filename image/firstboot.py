@@ -15,6 +15,7 @@ from pathlib import Path
 
 from offhook.contract.atomic import atomic_write_text
 from offhook.contract.config import ConfigError, PhoneConfig, load_config, save_config
+from offhook.contract.logs import kv
 from offhook.image.seed import Seed, SeedError, load_seed
 
 log = logging.getLogger("offhook.firstboot")
@@ -42,7 +43,7 @@ def apply_seed(seed: Seed, data: Path) -> Path:
         try:
             base = load_config(config_path)  # a re-seed keeps what was configured since
         except ConfigError as exc:
-            log.warning("existing config unreadable, replaced by seed error=%s", exc)
+            log.warning("existing config unreadable, replaced by seed", extra=kv(error=exc))
     save_config(seed.phone_config(base), config_path)
     atomic_write_text(system / "hostname", seed.hostname + "\n", mode=0o644)
     if seed.wifi is not None:
@@ -79,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         seed = load_seed(args.seed)
     except SeedError as exc:
         # A bad seed stays where it is so it can be read and fixed from a PC.
-        log.error("seed rejected, not applied error=%s", exc)
+        log.error("seed rejected, not applied", extra=kv(error=exc))
         return 1
     config = apply_seed(seed, args.data)
-    log.info("seed applied hostname=%s config=%s", seed.hostname, config)
+    log.info("seed applied", extra=kv(hostname=seed.hostname, config=config))
     if not args.keep_seed:
         remove_seed(args.seed)
     return 0

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.image.bmap import (
     CHUNK,
     BlockMap,
@@ -413,7 +414,7 @@ class Flasher:
             os.fsync(dst_fd)
         finally:
             os.close(dst_fd)
-        log.info("flash written target=%s bytes=%d", path, written)
+        log.info("flash written", extra=kv(target=path, bytes=written))
         if self.verify:
             verify_target(path, self.bmap, progress)
         seeded = False
@@ -423,5 +424,7 @@ class Flasher:
             _fsync_path(path)
             seeded = True
         seconds = time.monotonic() - started
-        log.info("flash done target=%s seconds=%.2f verified=%s", path, seconds, self.verify)
+        log.info(
+            "flash done", extra=kv(target=path, seconds=round(seconds, 2), verified=self.verify)
+        )
         return FlashResult(path, written, seconds, self.verify, seeded)

@@ -38,6 +38,7 @@ from typing import BinaryIO, TextIO
 from rich.console import Console
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.image import rootfs
 from offhook.image.manifest import sha256_file
 from offhook.image.progress import byte_progress
@@ -161,7 +162,7 @@ def _cached(cache: Path, sha256: str) -> Path | None:
     if sha256_file(path) == sha256:
         return path
     # Disk corruption or a hand-edited cache: never build from it, fetch again.
-    log.warning("pjproject cached tarball digest changed, removing path=%s", path)
+    log.warning("pjproject cached tarball digest changed, removing", extra=kv(path=path))
     path.unlink()
     return None
 
@@ -193,7 +194,7 @@ def fetch_source(
     """
     found = _cached(cache, sha256)
     if found is not None:
-        log.info("pjproject tarball from cache path=%s", found)
+        log.info("pjproject tarball from cache", extra=kv(path=found))
         return found
     _check_url(url)
     final = cached_tarball_path(cache, sha256)
@@ -227,9 +228,9 @@ def fetch_source(
                 f"download of {url} broke off: {_reason(exc)}; nothing was kept"
             ) from None
     log.info(
-        "pjproject tarball downloaded url=%s bytes=%d seconds=%.1f",
-        url, final.stat().st_size, time.monotonic() - started,
-    )  # fmt: skip
+        "pjproject tarball downloaded",
+        extra=kv(url=url, bytes=final.stat().st_size, seconds=round(time.monotonic() - started, 1)),
+    )
     return final
 
 
@@ -245,7 +246,7 @@ def import_tarball(cache: Path, path: Path, sha256: str) -> Path:
     with open(path, "rb") as src, _verified_file(final, sha256, str(path)) as sink:
         while block := src.read(CHUNK):
             sink.write(block)
-    log.info("pjproject tarball imported src=%s path=%s", path, final)
+    log.info("pjproject tarball imported", extra=kv(src=path, path=final))
     return final
 
 
@@ -520,8 +521,14 @@ def run_self_test(
         raise CompileError(f"pjsua2 self-test in {tree.name} failed: {exc}") from None
     finally:
         shutil.rmtree(where, ignore_errors=True)
-    log.info("pjsua2 self-test passed tree=%s codecs=%d transports=%s", tree.name,
-             len(result.get("codecs", [])), result.get("transports"))  # fmt: skip
+    log.info(
+        "pjsua2 self-test passed",
+        extra=kv(
+            tree=tree.name,
+            codecs=len(result.get("codecs", [])),
+            transports=result.get("transports"),
+        ),
+    )
     check_self_test(result)
     return result
 
@@ -615,7 +622,7 @@ def compile_wheel(
         started = time.monotonic()
         yield
         times[what] = round(time.monotonic() - started, 1)
-        log.info("pjproject step done step=%r seconds=%.1f", what, times[what])
+        log.info("pjproject step done", extra=kv(step=what, seconds=round(times[what], 1)))
 
     plan = compile_plan(sysroot, prefix, arch, jobs)
     total = len(plan) + 3

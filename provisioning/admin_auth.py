@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.provisioning import audit
 from offhook.provisioning.crypto import sha256_hex
 from offhook.provisioning.db import DbSession, rowcount
@@ -125,7 +126,7 @@ def set_disabled(db: Session, user: AdminUser, disabled: bool) -> None:
 
 def _log_attempt(db: Session, username: str, ip: str, success: bool, reason: str) -> None:
     db.add(LoginAttempt(username=username[:64], ip=ip[:64], success=success, reason=reason))
-    log.info("admin login user=%s ip=%s success=%s reason=%s", username, ip, success, reason)
+    log.info("admin login", extra=kv(user=username, ip=ip, success=success, reason=reason))
 
 
 def authenticate_password(
@@ -179,7 +180,7 @@ def authenticate_password(
             _log_attempt(db, username, ip, False, "bad_password")
             raise LoginError("bad_credentials")
         until = _lock(db, user, now, lockout_minutes)
-        log.warning("admin locked out user=%s until=%s", username, until)
+        log.warning("admin locked out", extra=kv(user=username, until=until))
         _log_attempt(db, username, ip, False, "bad_password_locked")
         raise LoginError("locked", until)
     if user.disabled:
@@ -348,7 +349,7 @@ def revoke_user_api_tokens(db: Session, user: AdminUser) -> int:
     )
     count = rowcount(result)
     if count:
-        log.info("api tokens revoked user=%s count=%d", user.username, count)
+        log.info("api tokens revoked", extra=kv(user=user.username, count=count))
     return count
 
 
@@ -385,7 +386,7 @@ def _stamp_last_use(db: Session, token_id: int, now: datetime) -> None:
                 .execution_options(synchronize_session=False)
             )
     except OperationalError as exc:
-        log.info("api token last use not stamped token=%s error=%s", token_id, exc.orig)
+        log.info("api token last use not stamped", extra=kv(token=token_id, error=exc.orig))
 
 
 def client_ip(request: Request) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from offhook.contract.logs import kv
 from offhook.provisioning.auth import SqliteCredentialReader
 from offhook.provisioning.crypto import load_key_ring
 from offhook.provisioning.db import Database, TextWithNul
@@ -78,7 +79,7 @@ def _install_error_handlers(app: FastAPI, settings: ServerSettings) -> None:
         return JSONResponse({"detail": "; ".join(problems), "code": "invalid"}, 422)
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        log.error("database unavailable path=%s error=%s", request.url.path, exc)
+        log.error("database unavailable", extra=kv(path=request.url.path, error=exc))
         return JSONResponse(
             {"detail": "database unavailable, retry later", "code": "unavailable"},
             503,
@@ -164,7 +165,7 @@ async def _purge_periodically(services: Services) -> None:
             counts = await asyncio.to_thread(
                 purge_expired, services.database, services.settings.retention, "system:purge"
             )
-            log.info("retention purge done %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+            log.info("retention purge done", extra=kv(**counts))
         except Exception:  # the next round retries; a failed purge must not kill the server
             log.exception("retention purge failed")
 

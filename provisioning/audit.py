@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from offhook.contract.logs import kv
 from offhook.provisioning.models import AuditEntry, Device, Group, Line, Template
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def record(
         ip=ip,
     )
     db.add(entry)
-    log.info("audit actor=%s action=%s target=%s:%s", actor, action, target_type, target_id)
+    log.info("audit", extra=kv(actor=actor, action=action, target=f"{target_type}:{target_id}"))
     return entry
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from offhook.contract.logs import kv
 from offhook.provisioning.private_files import private_directory, private_sqlite_files
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def run_migrations(engine: Engine, revision: str = "head") -> None:
                 conn.commit()
     else:
         command.upgrade(cfg, revision)
-    log.info("migrations applied revision=%s db=%s", revision, engine.dialect.name)
+    log.info("migrations applied", extra=kv(revision=revision, db=engine.dialect.name))
 
 
 def get_database(request: Request) -> Database:

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from offhook.contract.logs import kv
+
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Offhook-Signature"
@@ -130,10 +132,8 @@ def send_batch(targets: list[NotifyTarget], wait_s: float = RESPONSE_WAIT_S) -> 
                 message = build_notify(target, call_id, 1, local_host, sock.getsockname()[1])
             except (ValueError, OSError) as exc:
                 log.warning(
-                    "notify skipped device=%s contact=%s error=%s",
-                    target.device_id,
-                    target.contact,
-                    exc,
+                    "notify skipped",
+                    extra=kv(device=target.device_id, contact=target.contact, error=exc),
                 )
                 result.invalid.append(target.device_id)
                 continue
@@ -144,7 +144,7 @@ def send_batch(targets: list[NotifyTarget], wait_s: float = RESPONSE_WAIT_S) -> 
                     sock.sendto(message, address)
                     result.sent += 1
                 except OSError as exc:
-                    log.debug("notify send failed address=%s error=%s", address, exc)
+                    log.debug("notify send failed", extra=kv(address=address, error=exc))
             deadline = time.monotonic() + wait_s
             while pending and (remaining := deadline - time.monotonic()) > 0:
                 for key, _events in selector.select(timeout=remaining):
@@ -157,7 +157,7 @@ def send_batch(targets: list[NotifyTarget], wait_s: float = RESPONSE_WAIT_S) -> 
                 break
         result.unanswered = [t.device_id for t, _, _, _ in pending.values()]
         for target, _, _, _ in pending.values():
-            log.info("notify unanswered device=%s contact=%s", target.device_id, target.contact)
+            log.info("notify unanswered", extra=kv(device=target.device_id, contact=target.contact))
     finally:
         selector.close()
         for sock in sockets.values():
@@ -173,7 +173,7 @@ def _record_answer(data: bytes, pending: dict[str, Any], result: BatchResult) ->
     target = pending.pop(call_id)[0]
     result.answered[target.device_id] = status
     log.info(
-        "notify answered device=%s contact=%s status=%d", target.device_id, target.contact, status
+        "notify answered", extra=kv(device=target.device_id, contact=target.contact, status=status)
     )
 
 
@@ -214,14 +214,16 @@ class Notifier:
             try:
                 result = send_batch(batch)
                 log.info(
-                    "notify batch targets=%d answered=%d unanswered=%d invalid=%d",
-                    len(batch),
-                    len(result.answered or {}),
-                    len(result.unanswered or []),
-                    len(result.invalid or []),
+                    "notify batch",
+                    extra=kv(
+                        targets=len(batch),
+                        answered=len(result.answered or {}),
+                        unanswered=len(result.unanswered or []),
+                        invalid=len(result.invalid or []),
+                    ),
                 )
             except Exception:
-                log.exception("notify batch failed targets=%d", len(batch))
+                log.exception("notify batch failed", extra=kv(targets=len(batch)))
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from offhook.contract.logs import kv
 from offhook.provisioning.api.config_path import CONFIG_PATH, ConfigFastPath, config_reply_inline
 from offhook.provisioning.limits import body_limit, parse_length, too_large_body
 from offhook.provisioning.uvicorn_contract import STATUS_LINE, HttpToolsProtocol
@@ -120,7 +121,10 @@ class ConfigPollProtocol(HttpToolsProtocol):
         elif not self._reading:  # nothing of a request arrived: no one to answer
             self.transport.close()
         else:
-            self.logger.info("request not received within %.0f s: closing", self._read_timeout_s)
+            self.logger.info(
+                "request not received in time: closing",
+                extra=kv(timeout_s=round(self._read_timeout_s)),
+            )
             self._refuse(408, _TIMEOUT_BODY)
 
     def _refuse(self, status: int, body: bytes) -> None:

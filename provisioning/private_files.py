@@ -13,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 
+from offhook.contract.logs import kv
+
 log = logging.getLogger(__name__)
 
 DIR_MODE = 0o700
@@ -33,13 +35,15 @@ def private_directory(path: Path) -> None:
         return
     if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX:
         os.chmod(path, DIR_MODE)
-        log.info("data directory made private path=%s was=%o", path, stat.S_IMODE(info.st_mode))
+        log.info(
+            "data directory made private",
+            extra=kv(path=path, was=format(stat.S_IMODE(info.st_mode), "o")),
+        )
     else:
         log.warning(
-            "data directory is open to other users path=%s mode=%o: keep the server's data in "
-            "a directory of its own",
-            path,
-            stat.S_IMODE(info.st_mode),
+            "data directory is open to other users: keep the server's data in a directory of "
+            "its own",
+            extra=kv(path=path, mode=format(stat.S_IMODE(info.st_mode), "o")),
         )
 
 
@@ -58,8 +62,8 @@ def private_sqlite_files(database: Path) -> None:
             mode = stat.S_IMODE(path.stat().st_mode)
             if mode & 0o077:
                 os.chmod(path, FILE_MODE)
-                log.info("database file made private path=%s was=%o", path, mode)
+                log.info("database file made private", extra=kv(path=path, was=format(mode, "o")))
         except FileNotFoundError:
             continue
         except PermissionError:
-            log.warning("database file open to others, not ours to change path=%s", path)
+            log.warning("database file open to others, not ours to change", extra=kv(path=path))

@@ -8,6 +8,7 @@ import threading
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from offhook.contract.logs import kv
 from offhook.provisioning.crypto import CryptoError, KeyRing
 from offhook.provisioning.models import DEVICE_APPROVED, Device
 from offhook.provisioning.notify import Notifier, NotifyTarget
@@ -66,7 +67,7 @@ def notify_targets(
             try:
                 secret = cache.secret(keys, device_id, secret_enc)
             except CryptoError as exc:
-                log.error("notify skipped device=%s error=%s", device_id, exc)
+                log.error("notify skipped", extra=kv(device=device_id, error=exc))
                 continue
             targets.append(NotifyTarget(device_id, contact, secret))
     return targets
@@ -76,5 +77,5 @@ def resync(db: Session, keys: KeyRing, notifier: Notifier, device_ids: list[str]
     """Queue NOTIFYs for ``device_ids`` (call after commit). Returns how many were queued."""
     targets = notify_targets(db, keys, device_ids)
     notifier.notify(targets)
-    log.info("resync queued devices=%d notify_targets=%d", len(device_ids), len(targets))
+    log.info("resync queued", extra=kv(devices=len(device_ids), notify_targets=len(targets)))
     return len(targets)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from offhook.contract.logs import kv
 from offhook.provisioning import audit
 from offhook.provisioning.db import Database, rowcount
 from offhook.provisioning.models import (
@@ -236,10 +237,5 @@ def erase_subject(
         target = ("extension", extension or "")
     db.flush()
     audit.record(db, actor.name, "privacy.erase", target[0], target[1], None, counts, actor.ip)
-    log.info(
-        "privacy erase %s=%s %s",
-        target[0],
-        target[1],
-        " ".join(f"{k}={v}" for k, v in counts.items()),
-    )
+    log.info("privacy erase", extra=kv(**{target[0]: target[1]}, **counts))
     return counts

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from offhook.contract.atomic import atomic_write_bytes
+from offhook.contract.logs import kv
 from offhook.contract.x509 import issue_ca, issue_leaf
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def ensure_tls(data_dir: Path, hostnames: list[str] | None = None) -> TlsFiles:
         atomic_write_bytes(ca_key_path, _key_pem(ca_key), mode=0o600)
         atomic_write_bytes(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
         cert_path.unlink(missing_ok=True)
-        log.info("created CA cert=%s", ca_cert_path)
+        log.info("created CA", extra=kv(cert=ca_cert_path))
     if not cert_path.exists() or not key_path.exists():
         loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
@@ -95,5 +96,5 @@ def ensure_tls(data_dir: Path, hostnames: list[str] | None = None) -> TlsFiles:
         chain, key_pem = _issue_server(ca_key, ca_cert, hostnames or [])
         atomic_write_bytes(key_path, key_pem, mode=0o600)
         atomic_write_bytes(cert_path, chain, mode=0o644)
-        log.info("issued server certificate cert=%s", cert_path)
+        log.info("issued server certificate", extra=kv(cert=cert_path))
     return TlsFiles(ca_cert_path, cert_path, key_path, fingerprint_of(ca_cert_path.read_bytes()))

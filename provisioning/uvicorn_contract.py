@@ -19,6 +19,8 @@ from typing import Any
 
 import uvicorn
 
+from offhook.contract.logs import kv
+
 try:
     from uvicorn.protocols.http.flow_control import FlowControl
     from uvicorn.protocols.http.httptools_impl import (
@@ -148,14 +150,15 @@ def server_http_protocol(
     env = os.environ if env is None else env
     if env.get(FAST_PATH_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         log.warning(
-            "config poll fast path off (%s=%s): plain ASGI path", FAST_PATH_ENV, env[FAST_PATH_ENV]
+            "config poll fast path off: plain ASGI path",
+            extra=kv(setting=FAST_PATH_ENV, value=env[FAST_PATH_ENV]),
         )
         return PLAIN_PROTOCOL if not IMPORT_ERROR else "auto"
     found = check()
     if found:
         log.warning(
-            "config poll fast path off: this uvicorn does not fit (%s); plain ASGI path",
-            "; ".join(found),
+            "config poll fast path off: this uvicorn does not fit; plain ASGI path",
+            extra=kv(problems="; ".join(found)),
         )
         return PLAIN_PROTOCOL if not IMPORT_ERROR else "auto"
     return INLINE_PROTOCOL

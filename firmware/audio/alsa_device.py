@@ -25,6 +25,7 @@ from collections.abc import Callable
 import alsaaudio
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,14 @@ _installed_handler: object = None
 def _log_alsa_lib_error(file: bytes, line: int, function: bytes, err: int, fmt: bytes) -> None:
     # The message's arguments are C varargs, out of reach here; the format names the problem.
     log.debug(
-        "alsa-lib error at %s:%d (%s) err=%d %s",
-        (file or b"").decode(errors="replace"), line, (function or b"").decode(errors="replace"),
-        err, (fmt or b"").decode(errors="replace").strip(),
-    )  # fmt: skip
+        "alsa-lib error",
+        extra=kv(
+            at=f"{(file or b'').decode(errors='replace')}:{line}",
+            function=(function or b"").decode(errors="replace"),
+            err=err,
+            format=(fmt or b"").decode(errors="replace").strip(),
+        ),
+    )
 
 
 def route_alsa_lib_errors_to_log() -> None:
@@ -73,7 +78,7 @@ def route_alsa_lib_errors_to_log() -> None:
             handler = _ErrorHandler(_log_alsa_lib_error)
             library.snd_lib_error_set_handler(handler)
         except (OSError, AttributeError) as exc:
-            log.debug("alsa-lib error handler not set error=%r", str(exc))
+            log.debug("alsa-lib error handler not set", extra=kv(error=str(exc)))
             return
         _installed_handler = handler  # must outlive every call alsa-lib makes to it
         # and alsa-lib must not call into Python once the interpreter is going away
@@ -159,17 +164,24 @@ class PcmStream:
             )
         if info.get("period_size") != self.period_samples:
             log.info(
-                "alsa period adjusted device=%s direction=%s wanted=%d got=%s",
-                self.device, self.direction, self.period_samples, info.get("period_size"),
-            )  # fmt: skip
+                "alsa period adjusted",
+                extra=kv(
+                    device=self.device,
+                    direction=self.direction,
+                    wanted=self.period_samples,
+                    got=info.get("period_size"),
+                ),
+            )
         # alsa-lib names the sound card behind a PCM (through plug, dmix...), -1 for none (null,
         # file): a card has its own clock, so it paces us from the first transfer, even while a
         # starved writer never waits on it. Guessing from blocking is only for card-less PCMs.
         self.on_card = int(info.get("card_no", -1)) >= 0
         if self.on_card and not self.clocked:
             self.clocked = True
-            log.info("audio device clocked device=%s direction=%s card=%s", self.device,
-                     self.direction, info.get("card_no"))  # fmt: skip
+            log.info(
+                "audio device clocked",
+                extra=kv(device=self.device, direction=self.direction, card=info.get("card_no")),
+            )
         self._anchor = self._clock()
         self._transferred = 0
         return pcm
@@ -182,11 +194,13 @@ class PcmStream:
 
     def _recover(self, why: str) -> None:
         self.xruns_recovered += 1
-        log.warning("audio xrun device=%s direction=%s reason=%r", self.device, self.direction, why)
+        log.warning(
+            "audio xrun", extra=kv(device=self.device, direction=self.direction, reason=why)
+        )
         try:
             self._pcm.drop()  # back to a clean, prepared state; the next transfer restarts it
         except alsaaudio.ALSAAudioError as exc:
-            log.warning("audio xrun drop failed device=%s error=%r", self.device, str(exc))
+            log.warning("audio xrun drop failed", extra=kv(device=self.device, error=str(exc)))
         self._anchor = self._clock()
         self._transferred = 0
 
@@ -202,12 +216,14 @@ class PcmStream:
             self._free_streak += 1
         if not self.clocked and self._blocking_streak >= _CLOCKED_AFTER:
             self.clocked = True
-            log.info("audio device clocked device=%s direction=%s", self.device, self.direction)
+            log.info("audio device clocked", extra=kv(device=self.device, direction=self.direction))
         elif self.clocked and not self.on_card and self._free_streak > 2 * self.periods + 2:
             # A clocked device never accepts more than its buffer without blocking.
             self.clocked = False
             self._anchor, self._transferred = now, 0
-            log.info("audio device unclocked device=%s direction=%s", self.device, self.direction)
+            log.info(
+                "audio device unclocked", extra=kv(device=self.device, direction=self.direction)
+            )
         if self.clocked:
             return
         self._transferred += 1
@@ -254,7 +270,7 @@ class PcmStream:
         try:
             self._pcm.drop()
         except alsaaudio.ALSAAudioError as exc:
-            log.warning("audio drop failed device=%s error=%r", self.device, str(exc))
+            log.warning("audio drop failed", extra=kv(device=self.device, error=str(exc)))
         self._anchor = self._clock()
         self._transferred = 0
 
@@ -262,4 +278,4 @@ class PcmStream:
         try:
             self._pcm.close()
         except alsaaudio.ALSAAudioError as exc:
-            log.warning("audio close failed device=%s error=%r", self.device, str(exc))
+            log.warning("audio close failed", extra=kv(device=self.device, error=str(exc)))

@@ -20,6 +20,7 @@ from array import array
 from collections.abc import Callable
 
 from offhook.contract.config import AudioSettings
+from offhook.contract.logs import kv
 from offhook.firmware.audio import pcm
 from offhook.firmware.audio.alsa_device import PcmStream
 from offhook.firmware.audio.mixer import SpeakerVolume, check_volume, software_gain
@@ -109,10 +110,15 @@ class AlsaAudio:
         for thread in self._threads:
             thread.start()
         log.info(
-            "audio started playback=%s capture=%s rate=%d period_ms=%d plan=%s",
-            self.settings.playback, self.settings.capture, self.sample_rate,
-            self.settings.period_ms, self._plan,
-        )  # fmt: skip
+            "audio started",
+            extra=kv(
+                playback=self.settings.playback,
+                capture=self.settings.capture,
+                rate=self.sample_rate,
+                period_ms=self.settings.period_ms,
+                plan=self._plan,
+            ),
+        )
 
     def stop(self) -> None:
         self._running.clear()
@@ -120,7 +126,7 @@ class AlsaAudio:
         for thread in self._threads:
             thread.join(timeout=2.0)
             if thread.is_alive():
-                log.error("audio thread did not stop thread=%s", thread.name)
+                log.error("audio thread did not stop", extra=kv(thread=thread.name))
         self._threads = []
         for stream in (self._playback, self._capture):
             if stream is not None:
@@ -130,7 +136,7 @@ class AlsaAudio:
         # Stale audio must not reach the network or the speaker after a restart.
         self.playback_ring.clear()
         self.capture_ring.clear()
-        log.info("audio stopped stats=%s", self.stats)
+        log.info("audio stopped", extra=kv(stats=self.stats))
 
     def __enter__(self) -> AlsaAudio:
         self.start()
@@ -251,7 +257,7 @@ class AlsaAudio:
             except Exception:
                 # Keep the phone audible: log, count, and carry on after one period.
                 self._loop_errors += 1
-                log.exception("audio playback loop error count=%d", self._loop_errors)
+                log.exception("audio playback loop error", extra=kv(count=self._loop_errors))
                 time.sleep(stream.period_s)
 
     def _tone_period(
@@ -295,7 +301,7 @@ class AlsaAudio:
                 self._frames_captured += 1
             except Exception:
                 self._loop_errors += 1
-                log.exception("audio capture loop error count=%d", self._loop_errors)
+                log.exception("audio capture loop error", extra=kv(count=self._loop_errors))
                 time.sleep(stream.period_s)
 
     # --- stats -----------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import logging
 
 import alsaaudio
 
+from offhook.contract.logs import kv
+
 log = logging.getLogger(__name__)
 
 # Software gain spans 40 dB over the 1-100 scale: equal steps sound like equal changes.
@@ -42,9 +44,9 @@ class SpeakerVolume:
                 self._mixer = alsaaudio.Mixer(control=control, device=mixer_device)
             except alsaaudio.ALSAAudioError as exc:
                 log.warning(
-                    "mixer control unavailable, using software gain control=%s device=%s error=%r",
-                    control, mixer_device, str(exc),
-                )  # fmt: skip
+                    "mixer control unavailable, using software gain",
+                    extra=kv(control=control, device=mixer_device, error=str(exc)),
+                )
         self.volume = check_volume(volume)
         self.set(volume)
 
@@ -65,7 +67,8 @@ class SpeakerVolume:
             self._mixer.setvolume(volume)
         except alsaaudio.ALSAAudioError as exc:
             log.warning(
-                "mixer set failed, using software gain control=%s error=%r", self.control, str(exc)
+                "mixer set failed, using software gain",
+                extra=kv(control=self.control, error=str(exc)),
             )
             self._mixer = None
 

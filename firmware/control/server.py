@@ -96,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
         return super().handle_expect_100()
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http " + format % args)
+        log.debug("http", extra=kv(request=format % args))
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
         # reads left the socket with what remained of the request's deadline: give the answer

@@ -26,6 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from offhook.contract.logs import kv
 from offhook.firmware.devtools.certs import CertificateSet, make_certificates
 from offhook.firmware.processes import stop_process
 
@@ -371,8 +372,12 @@ class KamailioServer:
             )
             log_file.close()
             if self._wait_ready():
-                log.info("kamailio ready udp_port=%d tls_port=%d directory=%s",
-                         self.udp_port, self.tls_port, self.directory)  # fmt: skip
+                log.info(
+                    "kamailio ready",
+                    extra=kv(
+                        udp_port=self.udp_port, tls_port=self.tls_port, directory=self.directory
+                    ),
+                )
                 return
             last_error = self.log_path.read_text(errors="replace")[-2000:]
             self.stop()

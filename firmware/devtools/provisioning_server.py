@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.firmware.processes import stop_process
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class ProvisioningServerProcess:
         except ServerStartError:
             self.stop()
             raise
-        log.info("provisioning server ready url=%s", self.base_url)
+        log.info("provisioning server ready", extra=kv(url=self.base_url))
 
     def _create_admin(self) -> str:
         env = {**self._env(), _PASSWORD_ENV: self.admin_password}

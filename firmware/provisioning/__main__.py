@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from offhook.contract.config import PhoneConfig, ProvisioningSettings
-from offhook.contract.logs import setup_logging
+from offhook.contract.logs import kv, setup_logging
 from offhook.firmware.provisioning.client import ProvisioningClient
 from offhook.firmware.provisioning.identity import DeviceIdentity
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("config to apply: the phone's own (rollback before any provisioned config)")
             return
         # the log is no place for SIP passwords (journald keeps it, bug reports carry it)
-        log.info("config to apply: %s", config.redacted_json())
+        log.info("config to apply", extra=kv(config=config.redacted_json()))
 
     client = ProvisioningClient(
         settings, args.state_dir, identity, apply, dict, notify_host=args.notify_host

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from offhook.contract.config import Account, PhoneConfig
+from offhook.contract.logs import kv
 from offhook.firmware.sip.mwi import parse_message_summary
 from offhook.firmware.sip.uri import transport_param
 
@@ -88,6 +89,6 @@ class EngineAccount(pj.Account):
     def onMwiInfo(self, prm: pj.OnMwiInfoParam) -> None:
         summary = parse_message_summary(prm.rdata.wholeMsg)
         if summary is None:
-            log.warning("mwi notify without Messages-Waiting account=%d", self.index)
+            log.warning("mwi notify without Messages-Waiting", extra=kv(account=self.index))
             return
         self.core.on_mwi(self.index, summary)

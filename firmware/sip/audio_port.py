@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pjsua2 as pj
 
+from offhook.contract.logs import kv
 from offhook.firmware.ports import AudioEndpoint
 
 log = logging.getLogger(__name__)
@@ -109,5 +110,5 @@ class EndpointPort(pj.AudioMediaPort):
         self._errors += 1
         if self._errors == 1 or self._errors % 500 == 0:
             log.warning(
-                "audio port error direction=%s count=%d error=%r", direction, self._errors, exc
+                "audio port error", extra=kv(direction=direction, count=self._errors, error=exc)
             )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pjsua2 as pj
 
+from offhook.contract.logs import kv
 from offhook.firmware.events import CallState
 from offhook.firmware.sip.quality import QualitySample, estimate_mos
 
@@ -89,7 +90,7 @@ class EngineCall(pj.Call):
         return pj.PJSIP_REDIRECT_ACCEPT_REPLACE
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
-        log.info("dtmf received call_id=%d digit=%s", self.getId(), prm.digit)
+        log.info("dtmf received", extra=kv(call_id=self.getId(), digit=prm.digit))
 
 
 def audio_media_index(info: pj.CallInfo) -> int:

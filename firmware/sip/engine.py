@@ -22,6 +22,7 @@ import pjsua2 as pj
 
 from offhook.contract.config import PhoneConfig
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.firmware.events import (
     Answer,
     AttendedTransfer,
@@ -131,7 +132,9 @@ class _Published:
         try:
             self._on_event(event)
         except Exception:  # a consumer's bug must not take the SIP stack down
-            _log_failure(f"on_event handler failed event={event!r}")
+            log.error(
+                "on_event handler failed", extra=kv(event=repr(event), traceback=_traceback())
+            )
 
     def publish_calls(self, snapshot: dict[int, dict]) -> None:
         with self._lock:
@@ -213,8 +216,14 @@ class _Core:
         except pj.Error as exc:
             raise SipEngineError(f"accounts[{index}]: cannot create: {exc.info()}") from None
         self.accounts[index] = acc
-        log.info("account created account=%d uri=sip:%s@%s transport=%s",
-                 index, account.user, account.domain, account.transport)  # fmt: skip
+        log.info(
+            "account created",
+            extra=kv(
+                account=index,
+                uri=f"sip:{account.user}@{account.domain}",
+                transport=account.transport,
+            ),
+        )
 
     def remove_account(self, index: int) -> None:
         acc = self.accounts.pop(index, None)
@@ -235,11 +244,11 @@ class _Core:
             ep.hangupAllCalls()
             self.pump_until(lambda: not self.calls)
         except pj.Error as exc:
-            log.warning("hangup at teardown failed error=%s", exc.info())
+            log.warning("hangup at teardown failed", extra=kv(error=exc.info()))
         try:
             ep.audDevManager().setNoDev()
         except pj.Error as exc:
-            log.warning("setNoDev failed error=%s", exc.info())
+            log.warning("setNoDev failed", extra=kv(error=exc.info()))
         self.clock_on = False
         self.closing = True
         self.retries.clear()
@@ -254,7 +263,9 @@ class _Core:
             try:
                 acc.shutdown()
             except pj.Error as exc:
-                log.warning("account shutdown failed account=%d error=%s", acc.index, exc.info())
+                log.warning(
+                    "account shutdown failed", extra=kv(account=acc.index, error=exc.info())
+                )
         self.accounts.clear()
         gc.collect()  # no stray wrapper may reach libDestroy
         if self.checks is not None:  # pjsip must not call into them once they are freed
@@ -274,7 +285,7 @@ class _Core:
                     pending[acc] = acc.reg_reports
                     acc.setRegistration(False)
             except pj.Error as exc:
-                log.warning("unregister failed account=%d error=%s", acc.index, exc.info())
+                log.warning("unregister failed", extra=kv(account=acc.index, error=exc.info()))
 
         def done() -> bool:
             return all(acc.reg_reports > seen for acc, seen in pending.items())
@@ -353,7 +364,7 @@ class _Core:
     def execute(self, command: object, attempt: int = 0) -> None:
         handler = _HANDLERS.get(type(command))
         if handler is None:
-            log.warning("command ignored: not a SIP command command=%r", command)
+            log.warning("command ignored: not a SIP command", extra=kv(command=command))
             return
         try:
             handler(self, command)
@@ -365,7 +376,7 @@ class _Core:
                 self.retries.append((time.monotonic() + _RETRY_S, command, attempt + 1))
                 return
             detail = exc.info() if isinstance(exc, pj.Error) else str(exc)
-            log.warning("command failed command=%r error=%s", command, detail)
+            log.warning("command failed", extra=kv(command=command, error=detail))
             if isinstance(command, MakeCall):
                 # No call exists, so the phone learns of the failure through call_id -1.
                 self.emit(CallStateChanged(-1, CallState.DISCONNECTED, 0, detail))
@@ -402,7 +413,7 @@ class _Core:
         call_id = call.getId()
         self.calls[call_id] = call
         self.setup_started[call_id] = started
-        log.info("call made call_id=%d account=%d uri=%s", call_id, cmd.account, uri)
+        log.info("call made", extra=kv(call_id=call_id, account=cmd.account, uri=uri))
 
     def do_ringing(self, cmd: Ringing) -> None:
         prm = pj.CallOpParam(True)
@@ -456,7 +467,9 @@ class _Core:
         call.offer_pending = True
         if call.hold_sent is not cmd:  # a new command, not the one sent again after a 491
             call.hold_sent, call.hold_491s = cmd, 0
-        log.info("%s sent call_id=%d", type(cmd).__name__.lower(), cmd.call_id)
+        log.info(
+            "re-invite sent", extra=kv(command=type(cmd).__name__.lower(), call_id=cmd.call_id)
+        )
 
     def do_transfer(self, cmd: Transfer) -> None:
         call = self.call(cmd.call_id)
@@ -465,7 +478,7 @@ class _Core:
         uri = target_uri(self.config.accounts[call.account_index], cmd.target)
         call.xfer(uri, pj.CallOpParam(True))
         call.refer = cmd
-        log.info("refer sent call_id=%d target=%s", cmd.call_id, uri)
+        log.info("refer sent", extra=kv(call_id=cmd.call_id, target=uri))
 
     def do_attended_transfer(self, cmd: AttendedTransfer) -> None:
         call = self.call(cmd.call_id)
@@ -474,7 +487,7 @@ class _Core:
         call.xferReplaces(self.call(cmd.to_call_id), pj.CallOpParam(True))
         call.replaced_call_id = cmd.to_call_id
         call.refer = cmd
-        log.info("refer sent call_id=%d replaces=%d", cmd.call_id, cmd.to_call_id)
+        log.info("refer sent", extra=kv(call_id=cmd.call_id, replaces=cmd.to_call_id))
 
     def wait_for_offer(self, call: EngineCall, cmd: _Deferrable) -> bool:
         """Keep a hold, unhold or REFER while an offer of ours is unanswered (on_offer_done
@@ -490,8 +503,10 @@ class _Core:
             return True
         if not call.offer_pending or cmd is call.hold_sent:
             return False
-        log.info("%s waits for the pending offer to be answered call_id=%d",
-                 type(cmd).__name__.lower(), call_id)  # fmt: skip
+        log.info(
+            "command waits for the pending offer to be answered",
+            extra=kv(command=type(cmd).__name__.lower(), call_id=call_id),
+        )
         call.deferred.append(cmd)
         return True
 
@@ -503,7 +518,9 @@ class _Core:
         if code == 491 and hold is not None and call.hold_491s < _GLARE_RETRIES:
             call.hold_491s += 1
             delay = self.glare_backoff_s(call)
-            log.info("hold 491: sending it again call_id=%d in_s=%.2f", call.getId(), delay)
+            log.info(
+                "hold 491: sending it again", extra=kv(call_id=call.getId(), in_s=round(delay, 2))
+            )
             self.retries.append((time.monotonic() + delay, hold, 0))
             return
         call.offer_pending = False
@@ -523,7 +540,7 @@ class _Core:
                 b.startTransmit(a)
         for call_id, a in zip(cmd.call_ids, media, strict=True):
             self.connect_handset(self.call(call_id), a)
-        log.info("conference bridged call_ids=%s", list(cmd.call_ids))
+        log.info("conference bridged", extra=kv(call_ids=list(cmd.call_ids)))
 
     def do_send_dtmf(self, cmd: SendDtmf) -> None:
         bad = set(cmd.digits) - _DTMF_DIGITS
@@ -535,7 +552,7 @@ class _Core:
         self.muted = cmd.muted
         if self.port is not None:
             self.port.muted = cmd.muted
-        log.info("mute muted=%s", cmd.muted)
+        log.info("mute", extra=kv(muted=cmd.muted))
 
     def do_apply_config(self, cmd: _ApplyConfig) -> None:
         new, old = cmd.config, self.config
@@ -564,7 +581,7 @@ class _Core:
         try:
             call.hangup(pj.CallOpParam(True))
         except pj.Error as exc:
-            log.warning("hangup failed call_id=%d error=%s", call.getId(), exc.info())
+            log.warning("hangup failed", extra=kv(call_id=call.getId(), error=exc.info()))
 
     # --- callbacks (from pjsua2, in the owner thread) ---------------------------------------
 
@@ -572,7 +589,7 @@ class _Core:
         self.published.emit(event)
 
     def on_registration(self, index: int, registered: bool, code: int, reason: str) -> None:
-        log.info("registration account=%d registered=%s code=%d", index, registered, code)
+        log.info("registration", extra=kv(account=index, registered=registered, code=code))
         self.emit(RegistrationChanged(index, registered, code, reason))
 
     def on_incoming_call(self, acc: EngineAccount, call_id: int) -> None:
@@ -587,7 +604,7 @@ class _Core:
         info = call.getInfo()
         name, uri = split_name_addr(info.remoteUri)
         call.last_state = CallState.INCOMING
-        log.info("incoming call call_id=%d account=%d from=%s", call_id, acc.index, uri)
+        log.info("incoming call", extra=kv(call_id=call_id, account=acc.index, caller=uri))
         self.publish()
         # No 180 here: the Phone decides first (DND and busy are refused without ringing) and
         # sends Ringing for a call that will ring or wait. pjsua has answered 100 Trying.
@@ -620,8 +637,10 @@ class _Core:
             if started is not None:
                 call.setup_ms = (time.monotonic() - started) * 1000.0
         name, uri = split_name_addr(info.remoteUri)
-        log.info("call state call_id=%d state=%s code=%d reason=%s",
-                 call_id, state.value, code, info.lastReason)  # fmt: skip
+        log.info(
+            "call state",
+            extra=kv(call_id=call_id, state=state.value, code=code, reason=info.lastReason),
+        )
         if state is CallState.DISCONNECTED:
             # Deleting a Call inside its DISCONNECTED callback crashes pjsua2: defer the release.
             self.calls.pop(call_id, None)
@@ -673,13 +692,14 @@ class _Core:
 
     def on_transfer_status(self, call: EngineCall, code: int, reason: str, final: bool) -> None:
         call_id = call.getId()
-        log.info("transfer status call_id=%d code=%d reason=%s final=%s",
-                 call_id, code, reason, final)  # fmt: skip
+        log.info(
+            "transfer status", extra=kv(call_id=call_id, code=code, reason=reason, final=final)
+        )
         retry = final and code == 491 and call.refer is not None
         if retry and call.refer_491s < _REFER_491_RETRIES:
             call.refer_491s += 1
             delay = self.glare_backoff_s(call)
-            log.info("refer 491: sending it again call_id=%d in_s=%.2f", call_id, delay)
+            log.info("refer 491: sending it again", extra=kv(call_id=call_id, in_s=round(delay, 2)))
             self.retries.append((time.monotonic() + delay, call.refer, 0))
             return
         if final and not 200 <= code < 300:
@@ -706,8 +726,10 @@ class _Core:
         return steps / 100.0
 
     def on_mwi(self, index: int, summary: MessageSummary) -> None:
-        log.info("mwi account=%d waiting=%s new=%d old=%d",
-                 index, summary.waiting, summary.new, summary.old)  # fmt: skip
+        log.info(
+            "mwi",
+            extra=kv(account=index, waiting=summary.waiting, new=summary.new, old=summary.old),
+        )
         self.emit(MessageWaiting(index, summary.waiting, summary.new, summary.old))
 
     # --- periodic ---------------------------------------------------------------------------
@@ -756,14 +778,14 @@ class _Core:
             return ""
 
 
-def _log_failure(message: str) -> None:
-    """Log the current exception as text only.
+def _traceback() -> str:
+    """The current exception's traceback as text, for a log field.
 
     log.exception would hand the traceback to the handlers, and a handler that keeps records
     (pytest's, a memory buffer) would keep its frames, with their pjsua2 wrappers, alive past
     libDestroy: pjsua2 then aborts the process when it finally drops them.
     """
-    log.error("%s\n%s", message, traceback.format_exc().rstrip())
+    return traceback.format_exc().rstrip()
 
 
 _RETRIABLE = (Hold, Unhold, Transfer, AttendedTransfer, SendDtmf)
@@ -888,7 +910,7 @@ class SipEngine:
             # Keep only the text: the traceback's frames hold pjsua2 wrappers, and those must die
             # here, not later in whichever thread drops the last reference.
             self._startup_error = f"{type(exc).__name__}: {exc}"
-            log.error("sip engine start failed error=%s", exc)
+            log.error("sip engine start failed", extra=kv(error=exc))
             del exc
             self._safe_teardown(core)
             del core
@@ -901,9 +923,9 @@ class SipEngine:
             self._loop(core)
         except Exception as exc:
             # The heartbeat stops and running turns False: the supervisor restarts the engine.
-            self.failure = f"{type(exc).__name__}: {exc}"  # text only (see _log_failure)
+            self.failure = f"{type(exc).__name__}: {exc}"  # text only (see _traceback)
             del exc
-            _log_failure("sip engine loop failed")
+            log.error("sip engine loop failed", extra=kv(traceback=_traceback()))
             # the status fails a pending apply
             self._published.emit(SipEngineStatus(False, failure=self.failure))
         finally:
@@ -932,7 +954,7 @@ class SipEngine:
         try:
             core.teardown()
         except Exception:
-            _log_failure("sip engine teardown failed")
+            log.error("sip engine teardown failed", extra=kv(traceback=_traceback()))
 
     def _wake(self) -> None:
         """Make the owner thread's libHandleEvents return now (a datagram to its UDP socket)."""
@@ -942,4 +964,4 @@ class SipEngine:
         try:
             self._wake_socket.sendto(_KEEPALIVE, address)
         except OSError as exc:  # the loop still picks the command up within PUMP_MS
-            log.debug("wake-up datagram failed error=%s", exc)
+            log.debug("wake-up datagram failed", extra=kv(error=exc))

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 
 import pjsua2 as pj
 
+from offhook.contract.logs import kv
+
 log = logging.getLogger(__name__)
 
 _PRIORITY_CHECKS = 15  # PJSIP_MOD_PRIORITY_TSX_LAYER - 1
@@ -181,7 +183,7 @@ def _pj_str(text: bytes) -> tuple[_PjStr, ctypes.Array[ctypes.c_char]]:
 
 def _log_failure() -> None:
     # Text only, no exc_info: a handler keeping records must not keep these frames alive.
-    log.error("request checks failed\n%s", traceback.format_exc().rstrip())
+    log.error("request checks failed", extra=kv(traceback=traceback.format_exc().rstrip()))
 
 
 def _read_pointer(address: int) -> int:
@@ -432,7 +434,7 @@ class RequestChecks:
                 head_address if nodes else None, None,
             )  # fmt: skip
             if status != 0:
-                log.warning("request checks: response failed code=%d status=%d", code, status)
+                log.warning("request checks: response failed", extra=kv(code=code, status=status))
         finally:
             self._lib.pjsip_endpt_release_pool(self._endpt, pool)
 
@@ -446,7 +448,10 @@ class RequestChecks:
             if len(lengths) > 1:
                 if method != "ACK":
                     self._respond(rdata, 400, "Bad Request: more than one Content-Length")
-                log.info("request refused method=%s code=400 why=duplicate-content-length", method)
+                log.info(
+                    "request refused",
+                    extra=kv(method=method, code=400, why="duplicate-content-length"),
+                )
                 transport = _read_pointer(rdata + 8)  # rdata->tp_info.transport
                 values = {h.partition(":")[2].strip() for h in lengths}
                 if len(values) > 1 and transport and transport != self._udp_transport:
@@ -460,7 +465,7 @@ class RequestChecks:
             if cseq_method != method:
                 if method != "ACK":
                     self._respond(rdata, 400, "Bad Request: CSeq method differs")
-                log.info("request refused method=%s code=400 why=cseq-method", method)
+                log.info("request refused", extra=kv(method=method, code=400, why="cseq-method"))
                 return 1
             if method in ("ACK", "CANCEL"):
                 return 0
@@ -472,8 +477,10 @@ class RequestChecks:
             unsupported = [t for t in dict.fromkeys(required) if t not in supported]
             if unsupported:
                 self._respond(rdata, 420, Unsupported=", ".join(unsupported))
-                log.info("request refused method=%s code=420 unsupported=%s",
-                         method, ",".join(unsupported))  # fmt: skip
+                log.info(
+                    "request refused",
+                    extra=kv(method=method, code=420, unsupported=",".join(unsupported)),
+                )
                 return 1
             return 0
         except Exception:  # never let an exception cross into pjsip
@@ -501,7 +508,7 @@ class RequestChecks:
             else:
                 code = 501
                 self._respond(rdata, code)
-            log.info("request refused method=%s code=%d why=unhandled", method, code)
+            log.info("request refused", extra=kv(method=method, code=code, why="unhandled"))
             return 1
         except Exception:
             _log_failure()
@@ -524,8 +531,15 @@ class RequestChecks:
                 reply.text, len(reply.text), address, 16, None, None,
             )  # fmt: skip
             del host_buffer
-            log.info("request refused code=%s why=unparseable status=%d to=%s:%d",
-                     reply.text[8:11].decode(), status, reply.host, reply.port)  # fmt: skip
+            log.info(
+                "request refused",
+                extra=kv(
+                    code=reply.text[8:11].decode(),
+                    why="unparseable",
+                    status=status,
+                    to=f"{reply.host}:{reply.port}",
+                ),
+            )
         except Exception:
             _log_failure()
 
@@ -536,12 +550,12 @@ def install_request_checks() -> RequestChecks | None:
     try:
         checks = RequestChecks()  # AttributeError: a pjsip function the library lacks
     except (OSError, AttributeError) as exc:
-        log.error("request checks not installed error=%s", exc)
+        log.error("request checks not installed", extra=kv(error=exc))
         return None
     try:
         checks.install()
     except RuntimeError as exc:
-        log.error("request checks not installed error=%s", exc)
+        log.error("request checks not installed", extra=kv(error=exc))
         checks.uninstall()
         return None
     return checks

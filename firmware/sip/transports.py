@@ -11,6 +11,7 @@ import pjsua2 as pj
 
 from offhook.contract.config import PhoneConfig
 from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
 from offhook.firmware.sip.dns import nameservers, needs_resolver
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def create_transports(ep: pj.Endpoint, config: PhoneConfig) -> Transports:
         result.ids[kind] = tid
         local = ep.transportGetInfo(tid).localName  # "host:port"
         result.ports[kind] = int(local.rsplit(":", 1)[1])
-    log.info("sip transports ready ports=%s", result.ports)
+    log.info("sip transports ready", extra=kv(ports=result.ports))
     return result
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import joinedload
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offhook.contract.config import ConfigError
+from offhook.contract.logs import kv
 from offhook.provisioning.auth import (
     DeviceKey,
     authenticate_device_key,
@@ -66,7 +67,7 @@ def _render_for(services: Services, key: DeviceKey) -> Rendered:
                 db, device, services.keys, services.inherited_cache, epoch=epoch
             )
         except ConfigError as exc:
-            log.error("rendered config invalid device=%s error=%s", device.id, exc)
+            log.error("rendered config invalid", extra=kv(device=device.id, error=exc))
             raise ApiError(500, "config_invalid", f"server-side config is invalid: {exc}") from None
     finally:
         db.close()
@@ -155,11 +156,11 @@ def config_reply_inline(
         status, headers, body = _api_error_reply(exc)
         return status, _head(status, _raw(headers), body), body
     except SQLAlchemyError as exc:
-        log.error("database unavailable path=%s error=%s", CONFIG_PATH, exc)
+        log.error("database unavailable", extra=kv(path=CONFIG_PATH, error=exc))
         raw = _json_headers(retry_after=fast_path._retry_after)
         return 503, _head(503, raw, _UNAVAILABLE_BODY), _UNAVAILABLE_BODY
     except Exception:
-        log.exception("config request failed path=%s", CONFIG_PATH)
+        log.exception("config request failed", extra=kv(path=CONFIG_PATH))
         return 500, _head(500, _json_headers(), _INTERNAL_BODY), _INTERNAL_BODY
 
 
@@ -220,12 +221,12 @@ class ConfigFastPath:
         except ApiError as exc:
             status, headers, body = _api_error_reply(exc)
         except SQLAlchemyError as exc:
-            log.error("database unavailable path=%s error=%s", CONFIG_PATH, exc)
+            log.error("database unavailable", extra=kv(path=CONFIG_PATH, error=exc))
             raw = _json_headers(retry_after=self._retry_after)
             await _send(send, 503, raw, _UNAVAILABLE_BODY)
             return
         except Exception:  # FastAPI's error middleware is behind us: answer 500 here
-            log.exception("config request failed path=%s", CONFIG_PATH)
+            log.exception("config request failed", extra=kv(path=CONFIG_PATH))
             await _send(send, 500, _json_headers(), _INTERNAL_BODY)
             return
         await _send(send, status, _raw(headers), body)

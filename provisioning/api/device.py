@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from offhook.contract.logs import kv
 from offhook.provisioning import audit
 from offhook.provisioning.api.bodies import Count32, RequestBody, error_responses
 from offhook.provisioning.api.config_path import config_reply
@@ -209,7 +210,7 @@ def _refuse_enrollment(
         ip,
     )
     db.commit()  # the refusal is raised: the request's own commit would roll it back
-    log.warning("enrollment refused device=%s mac=%s reason=%s", device.id, device.mac, code)
+    log.warning("enrollment refused", extra=kv(device=device.id, mac=device.mac, reason=code))
     return ApiError(409 if code == "already_enrolled" else 403, code, detail)
 
 
@@ -255,7 +256,7 @@ def enroll(
             after=audit.device_snapshot(device),
             ip=ip,
         )
-        log.info("enrollment queued mac=%s device=%s", body.mac, device.id)
+        log.info("enrollment queued", extra=kv(mac=body.mac, device=device.id))
 
     if device.status == DEVICE_REJECTED:
         raise ApiError(403, "rejected", "enrollment rejected by an administrator")
@@ -313,7 +314,7 @@ def enroll(
         audit.device_snapshot(device),
         ip,
     )
-    log.info("device enrolled device=%s mac=%s", device.id, device.mac)
+    log.info("device enrolled", extra=kv(device=device.id, mac=device.mac))
     return result
 
 
@@ -406,10 +407,9 @@ def post_events(body: EventBatch, device: CurrentDevice, db: DbSession) -> Accep
     for r in body.records:
         if r.type != "config_applied":
             log.warning(
-                "device config event device=%s type=%s revision=%s detail=%s",
-                device.id,
-                r.type,
-                r.config_revision,
-                r.detail,
+                "device config event",
+                extra=kv(
+                    device=device.id, type=r.type, revision=r.config_revision, detail=r.detail
+                ),
             )
     return Accepted(accepted=_store_idempotent(db, device, DeviceEvent, rows))

@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from offhook.contract.logs import kv
 from offhook.provisioning.admin_auth import client_ip
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import AdminUser
@@ -225,12 +226,14 @@ def require(action: str) -> Callable[..., AdminUser]:
         request.state.web_admin = user
         if not allowed(user.role, action):
             log.warning(
-                "web forbidden user=%s role=%s action=%s needed=%s path=%s",
-                user.username,
-                user.role,
-                action,
-                needed,
-                request.url.path,
+                "web forbidden",
+                extra=kv(
+                    user=user.username,
+                    role=user.role,
+                    action=action,
+                    needed=needed,
+                    path=request.url.path,
+                ),
             )
             raise Forbidden(f"This needs the {needed} role; you are {user.role}.")
         return user
@@ -266,7 +269,9 @@ class WebRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             if request.method == "POST" and not await _csrf_ok(request):
-                log.warning("web csrf rejected path=%s ip=%s", request.url.path, client_ip(request))
+                log.warning(
+                    "web csrf rejected", extra=kv(path=request.url.path, ip=client_ip(request))
+                )
                 return render(
                     request,
                     "error.html",

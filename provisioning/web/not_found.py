@@ -14,6 +14,7 @@ from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from offhook.contract.logs import kv
 from offhook.provisioning.web.core import SECURITY_HEADERS, TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class HtmlNotFound:
                     return
             elif replaced:
                 if message["type"] == "http.response.body" and not message.get("more_body"):
-                    log.info("web not found path=%s", scope.get("path", ""))
+                    log.info("web not found", extra=kv(path=scope.get("path", "")))
                     await not_found_page(scope.get("path", ""))(scope, receive, send)
                 return
             await send(message)

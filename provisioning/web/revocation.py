@@ -15,6 +15,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from offhook.contract.logs import kv
 from offhook.provisioning.models import LoginAttempt
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def revoke_session(db: Session, username: str, sid: str, ip: str) -> None:
     db.add(
         LoginAttempt(username=username[:64], ip=ip[:64], success=True, reason=logout_reason(sid))
     )
-    log.info("web session revoked user=%s ip=%s", username, ip)
+    log.info("web session revoked", extra=kv(user=username, ip=ip))
 
 
 def session_revoked(db: Session, username: str, sid: str) -> bool:

@@ -55,3 +55,59 @@ def test_every_project_error_derives_from_offhook_error(path: Path, name: str) -
     assert inspect.isclass(cls) and issubclass(cls, OffhookError), (
         f"{path.relative_to(ROOT)}: {name} must derive from offhook.contract.errors.OffhookError"
     )
+
+
+# --- one log style: a constant message, the values as fields (offhook.contract.logs.kv) ---
+
+_LOG_LEVELS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
+_LOGGER_NAMES = {"log", "logger", "_log", "_logger", "logging"}
+
+
+def _is_logger(node: ast.expr) -> bool:
+    """``log``, ``logger``, ``logging`` or an attribute so named (``self.log``, ``self.logger``)."""
+    if isinstance(node, ast.Name):
+        return node.id in _LOGGER_NAMES
+    return isinstance(node, ast.Attribute) and node.attr in _LOGGER_NAMES
+
+
+def _log_style_problems(source: str, filename: str) -> list[str]:
+    problems = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _LOG_LEVELS
+            and _is_logger(node.func.value)
+        ):
+            continue
+        # log.log(level, msg, ...) has the message second
+        args = node.args[1:] if node.func.attr == "log" else node.args
+        if not args:
+            continue
+        message, rest = args[0], args[1:]
+        if not (isinstance(message, ast.Constant) and isinstance(message.value, str)):
+            problems.append(f"{filename}:{node.lineno}: message is not a plain string constant")
+        elif rest:
+            problems.append(f"{filename}:{node.lineno}: %-arguments; put the values in extra=kv()")
+    return problems
+
+
+def test_the_log_style_check_catches_printf_and_built_messages() -> None:
+    bad = (
+        'log.info("x device=%s", d)\n'
+        'self.logger.warning(f"x {d}")\n'
+        'log.error("x " + " ".join(parts))\n'
+        'logging.info("x %s", d)\n'
+    )
+    assert len(_log_style_problems(bad, "bad.py")) == 4
+    good = 'log.info("device ready", extra=kv(device=d))\nlog.exception("failed")\n'
+    assert _log_style_problems(good, "good.py") == []
+
+
+def test_every_log_call_has_a_constant_message_and_kv_fields() -> None:
+    problems = [
+        problem
+        for path in _sources()
+        for problem in _log_style_problems(path.read_text(), str(path.relative_to(ROOT)))
+    ]
+    assert problems == [], "log calls not in the kv style:\n" + "\n".join(problems)

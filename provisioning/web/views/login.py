@@ -9,6 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
+from offhook.contract.logs import kv
 from offhook.provisioning.admin_auth import LoginError, authenticate_password, client_ip
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.web.actions import back_with_form
@@ -95,5 +96,5 @@ def logout(request: Request, db: DbSession) -> Response:
     if user is not None and session is not None:
         revoke_session(db, user.username, session.sid, client_ip(request))
         db.commit()  # before the browser moves on: the copy must be dead by then
-        log.info("admin logout user=%s ip=%s", user.username, client_ip(request))
+        log.info("admin logout", extra=kv(user=user.username, ip=client_ip(request)))
     return response

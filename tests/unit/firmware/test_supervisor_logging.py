@@ -53,7 +53,8 @@ def test_journald_gets_context_as_fields(journal, monkeypatch) -> None:
         "phone restarted", extra=kv(pid=42, reason="hung", **{"sip-port": 5060})
     )
     fields = parse_journal(sock.recv(65536))
-    assert fields["MESSAGE"] == "phone restarted"
+    # journalctl and the console show MESSAGE only: the context follows the message there too
+    assert fields["MESSAGE"] == "phone restarted pid=42 reason=hung sip-port=5060"
     assert fields["PRIORITY"] == "4"
     assert fields["SYSLOG_IDENTIFIER"] == "offhook"
     assert fields["PID"] == "42"
