@@ -126,7 +126,7 @@ loadmodule "sanity.so"
 loadmodule "htable.so"
 loadmodule "ctl.so"
 loadmodule "auth.so"
-
+{media_modules}
 modparam("tls", "config", "{tls_cfg}")
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", 3600)
@@ -210,11 +210,31 @@ request_route {{
 }}
 
 route[RELAY] {{
+{media_lines}
     if (!t_relay()) {{
         sl_reply_error();
     }}
     exit;
 }}
+{media_reply_route}"""
+
+# The media relay (media_relay.MediaRelay) through the rtpproxy module: rtpproxy_manage() offers
+# on an INVITE, answers on its replies (and an ACK with SDP) and deletes on BYE/CANCEL.
+_MEDIA_MODULES = """loadmodule "rtpproxy.so"
+modparam("rtpproxy", "rtpproxy_sock", "udp:{host}:{port}")
+"""
+_MEDIA_LINES = """    if (is_method("INVITE|ACK|BYE|CANCEL")) {
+        rtpproxy_manage();
+        if (is_method("INVITE")) {
+            t_on_reply("MEDIA");
+        }
+    }"""
+_MEDIA_REPLY_ROUTE = """
+onreply_route[MEDIA] {
+    if (has_body("application/sdp")) {
+        rtpproxy_manage();
+    }
+}
 """
 
 _TLS_CFG = """[server:default]
@@ -242,20 +262,25 @@ class KamailioServer:
         *,
         redirects: dict[str, str] | None = None,
         mwi_server: tuple[str, int] | None = None,
+        media_relay: tuple[str, int] | None = None,
     ) -> None:
         """``redirects``: extension -> user its INVITEs are sent to with a 302 (Contact at this
         proxy). ``mwi_server``: (host, port) of a UDP notifier that gets every
-        ``Event: message-summary`` SUBSCRIBE (record-routed); without one they go to the user."""
+        ``Event: message-summary`` SUBSCRIBE (record-routed); without one they go to the user.
+        ``media_relay``: (host, port) of an rtpproxy-protocol relay (``media_relay.MediaRelay``)
+        that every call's SDP offer and answer are rewritten to, through the rtpproxy module."""
         for extension, target in (redirects or {}).items():
             for value in (extension, target):
                 if not _SAFE_USER.fullmatch(value):
                     raise ValueError(f"redirect {value!r}: use letters, digits, . _ * -")
-        if mwi_server is not None and mwi_server[0] != HOST:
-            raise ValueError(f"mwi_server {mwi_server[0]!r}: only {HOST} is allowed")
+        for name, server in (("mwi_server", mwi_server), ("media_relay", media_relay)):
+            if server is not None and server[0] != HOST:
+                raise ValueError(f"{name} {server[0]!r}: only {HOST} is allowed")
         self.directory = directory
         self.certificates = certificates or make_certificates(directory / "tls")
         self.redirects = dict(redirects or {})
         self.mwi_server = mwi_server
+        self.media_relay = media_relay
         self.host = HOST
         self.udp_port = self.tcp_port = self.tls_port = 0
         self.log_path = directory / "kamailio.log"
@@ -328,6 +353,17 @@ class KamailioServer:
             ]
         )
 
+    def _media_parts(self) -> dict[str, str]:
+        """rtpproxy module lines: offers (INVITE), answers (replies) and BYE/CANCEL teardown."""
+        if self.media_relay is None:
+            return {"media_modules": "", "media_lines": "", "media_reply_route": ""}
+        host, port = self.media_relay
+        return {
+            "media_modules": _MEDIA_MODULES.format(host=host, port=port),
+            "media_lines": _MEDIA_LINES,
+            "media_reply_route": _MEDIA_REPLY_ROUTE,
+        }
+
     def _user_lines(self) -> str:
         return "\n".join(f'    $sht(users=>{u}) = "{p}";' for u, p in sorted(self._users.items()))
 
@@ -344,6 +380,7 @@ class KamailioServer:
             user_lines=self._user_lines() or "    return;",
             redirect_lines=self._redirect_lines(),
             mwi_lines=self._mwi_lines(),
+            **self._media_parts(),
         )
 
     def start(self) -> None:
