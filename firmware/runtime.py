@@ -208,53 +208,68 @@ class Runtime:
                 log.exception("command failed", extra=kv(command=command))
 
     def _execute_one(self, command: ev.Command) -> None:
-        if isinstance(command, SIP_COMMANDS):
-            if self.engine is not None:
-                self.engine.submit(command)
-        elif isinstance(command, ev.PlayTone):
-            if self.audio is not None:
-                self.audio.play_tone(command.tone)
-        elif isinstance(command, ev.StopTone):
-            if self.audio is not None:
-                self.audio.stop_tone()
-        elif isinstance(command, ev.SetMute):
-            if self.audio is not None:
-                self.audio.set_mute(command.muted)
-            if self.engine is not None:
-                self.engine.submit(command)
-        elif isinstance(command, ev.SetVolume):
-            self._set_volume(command)
-        elif isinstance(command, ev.StartTimer):
-            self._timers.set(command.name, command.seconds)
-        elif isinstance(command, ev.CancelTimer):
-            self._timers.cancel(command.name)
-        elif isinstance(command, ev.Render):
-            self.screen = command.screen
-            if self._display:
-                self._display.submit(command.screen)
-        elif isinstance(command, ev.SetLed):
-            if self.board is not None:
-                self.board.set_led(command.name, command.state)
-        elif isinstance(command, ev.SetRinger):
-            if self.board is not None:
-                self.board.set_ringer(command.on)
-        elif isinstance(command, ev.RecordCall):
-            record = command.record
-            samples = self._quality_for(record)
-            self._io.put(lambda: self._record_call(record, samples))
-        elif isinstance(command, ev.ReconfigureEngine):
-            if self.engine is not None:
-                self.engine.apply_config(command.config)
-        elif isinstance(command, ev.SetTonePlan):
-            if self.audio is not None:
-                self.audio.set_tone_plan(command.plan)
-        elif isinstance(command, ev.ConfigOutcome):
-            waiting = self._applies.get(command.request)
-            # False when the waiter gave up (cancelled): the verdict came too late
-            if waiting is not None and waiting.set_running_or_notify_cancel():
-                waiting.set_result(command.error)
-        else:
+        handler = self._command_handlers.get(type(command))
+        if handler is None:
             log.warning("unknown command ignored", extra=kv(command=command))
+            return
+        handler(self, command)
+
+    # --- one handler per command type (the table is at the end of the class) --------------------
+
+    def _to_engine(self, command: ev.Command) -> None:
+        if self.engine is not None:
+            self.engine.submit(command)
+
+    def _play_tone(self, command: ev.PlayTone) -> None:
+        if self.audio is not None:
+            self.audio.play_tone(command.tone)
+
+    def _stop_tone(self, command: ev.StopTone) -> None:
+        if self.audio is not None:
+            self.audio.stop_tone()
+
+    def _set_mute(self, command: ev.SetMute) -> None:
+        if self.audio is not None:
+            self.audio.set_mute(command.muted)
+        self._to_engine(command)  # the engine mutes the call's media too
+
+    def _start_timer(self, command: ev.StartTimer) -> None:
+        self._timers.set(command.name, command.seconds)
+
+    def _cancel_timer(self, command: ev.CancelTimer) -> None:
+        self._timers.cancel(command.name)
+
+    def _render(self, command: ev.Render) -> None:
+        self.screen = command.screen
+        if self._display:
+            self._display.submit(command.screen)
+
+    def _set_led(self, command: ev.SetLed) -> None:
+        if self.board is not None:
+            self.board.set_led(command.name, command.state)
+
+    def _set_ringer(self, command: ev.SetRinger) -> None:
+        if self.board is not None:
+            self.board.set_ringer(command.on)
+
+    def _record(self, command: ev.RecordCall) -> None:
+        record = command.record
+        samples = self._quality_for(record)
+        self._io.put(lambda: self._record_call(record, samples))
+
+    def _reconfigure_engine(self, command: ev.ReconfigureEngine) -> None:
+        if self.engine is not None:
+            self.engine.apply_config(command.config)
+
+    def _set_tone_plan(self, command: ev.SetTonePlan) -> None:
+        if self.audio is not None:
+            self.audio.set_tone_plan(command.plan)
+
+    def _config_outcome(self, command: ev.ConfigOutcome) -> None:
+        waiting = self._applies.get(command.request)
+        # False when the waiter gave up (cancelled): the verdict came too late
+        if waiting is not None and waiting.set_running_or_notify_cancel():
+            waiting.set_result(command.error)
 
     def _set_volume(self, command: ev.SetVolume) -> None:
         if self.audio is not None:
@@ -319,3 +334,22 @@ class Runtime:
             self.outbox.enqueue(kind, record)
         except Exception:
             log.exception("outbox enqueue failed", extra=kv(kind=kind))
+
+    # One handler per command type, as the Phone's _handlers per event type and the SIP engine's
+    # _HANDLERS (each takes its own command type, hence Any here).
+    _command_handlers: dict[type[Any], Callable[[Runtime, Any], None]] = {
+        **dict.fromkeys(SIP_COMMANDS, _to_engine),
+        ev.PlayTone: _play_tone,
+        ev.StopTone: _stop_tone,
+        ev.SetMute: _set_mute,
+        ev.SetVolume: _set_volume,
+        ev.StartTimer: _start_timer,
+        ev.CancelTimer: _cancel_timer,
+        ev.Render: _render,
+        ev.SetLed: _set_led,
+        ev.SetRinger: _set_ringer,
+        ev.RecordCall: _record,
+        ev.ReconfigureEngine: _reconfigure_engine,
+        ev.SetTonePlan: _set_tone_plan,
+        ev.ConfigOutcome: _config_outcome,
+    }
