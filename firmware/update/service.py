@@ -1,0 +1,260 @@
+"""Runs the update agent: one thread feeds it events and carries out its commands through the
+RAUC and download ports, persists its record on /data and queues its reports in the outbox.
+
+Downloads and installs run on a worker thread of their own, so ticks (idleness, the health
+check, the maintenance window) keep coming while a bundle is fetched or a slot written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from offhook.contract.atomic import atomic_write_text
+from offhook.contract.config import FirmwareSettings
+from offhook.contract.logs import kv
+from offhook.firmware.update import agent as ag
+from offhook.firmware.update.ports import (
+    BundleFetcher,
+    DownloadError,
+    RaucError,
+    RaucPort,
+)
+
+log = logging.getLogger(__name__)
+
+TICK_S = 5.0
+MAX_DETAIL_CHARS = 4000
+
+
+def now_rfc3339() -> str:
+    from datetime import UTC
+
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RecordStore:
+    """The agent's record as JSON on /data, written atomically (old or new after a power cut)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> ag.UpdateRecord:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return ag.UpdateRecord()
+        except (OSError, ValueError) as exc:
+            log.error("update record unreadable, starting idle", extra=kv(error=exc))
+            return ag.UpdateRecord()
+        target = data.pop("target", None)
+        fields = {f.name for f in dataclasses.fields(ag.UpdateRecord)}
+        record = ag.UpdateRecord(**{k: v for k, v in data.items() if k in fields})
+        if target:
+            record = dataclasses.replace(record, target=ag.Target(**target))
+        return record
+
+    def save(self, record: ag.UpdateRecord) -> None:
+        atomic_write_text(self.path, json.dumps(dataclasses.asdict(record), sort_keys=True))
+
+
+def event_record(report: ag.Report) -> dict[str, Any]:
+    """A report as the events record of docs/updates.md."""
+    return {
+        "time": now_rfc3339(),
+        "type": report.type,
+        "config_revision": None,
+        "detail": report.detail[:MAX_DETAIL_CHARS],
+        "firmware_version": report.version,
+        "from_version": report.from_version,
+        "rollout": report.rollout,
+        "slot": report.slot,
+        "reason": report.reason,
+    }
+
+
+class UpdateService:
+    def __init__(
+        self,
+        state_dir: Path,
+        rauc: RaucPort,
+        fetcher: BundleFetcher,
+        *,
+        enqueue: Callable[[str, dict], None],
+        idle: Callable[[], bool],
+        health: Callable[[], tuple[bool, bool]],
+        reboot: Callable[[], None],
+        running_version: str,
+        timezone: str = "UTC",
+        tick_s: float = TICK_S,
+    ) -> None:
+        self.directory = state_dir
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.bundle = self.directory / "bundle.raucb"
+        self.store = RecordStore(self.directory / "state.json")
+        self.agent = ag.UpdateAgent(record=self.store.load())
+        self.rauc, self.fetcher = rauc, fetcher
+        self.enqueue, self.idle, self.health, self.reboot = enqueue, idle, health, reboot
+        self.running_version = running_version
+        self.timezone = timezone
+        self.tick_s = tick_s
+        self.events: queue.Queue[ag.Event] = queue.Queue()
+        self._stop = threading.Event()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reports: list[ag.Report] = []  # this process's, for tests and the control API
+        self.booted_slot = ""
+
+    # --- outside world -> agent ----------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            status = self.rauc.status()
+            self.booted_slot = status.booted
+        except RaucError as exc:
+            # no RAUC here (a simulator, a card without slots): updates stay off
+            log.warning("rauc status failed, firmware updates off", extra=kv(error=exc))
+            return
+        self.events.put(ag.Started(time.monotonic(), status.booted, self.running_version))
+        self._thread = threading.Thread(target=self._run, name="update", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wanted(self, settings: FirmwareSettings) -> None:
+        """From the config apply: the server's ``[firmware]``."""
+        self.events.put(ag.Wanted(time.monotonic(), settings))
+
+    def status(self) -> dict[str, Any]:
+        record = self.agent.record
+        target = record.target
+        pct = 0
+        if target and target.size and record.phase == "downloading":
+            pct = min(100, record.downloaded * 100 // target.size)
+        return {
+            "state": record.phase,
+            "target": target.version if target and record.phase != "idle" else "",
+            "rollout": target.rollout if target else "",
+            "slot": self.booted_slot,
+            "progress_pct": pct,
+        }
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _local_time(self):
+        try:
+            zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("UTC")
+        return datetime.now(zone).time()
+
+    def _run(self) -> None:
+        next_tick = 0.0
+        while not self._stop.is_set():
+            try:
+                event = self.events.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                now = time.monotonic()
+                next_tick = now + self.tick_s
+                self._feed(ag.Tick(now, self._safe(self.idle, False), self._local_time()))
+                registered, control_ok = self._safe(self.health, (False, False))
+                self._feed(ag.Health(time.monotonic(), registered, control_ok))
+                continue
+            self._feed(event)
+
+    @staticmethod
+    def _safe(func, default):
+        try:
+            return func()
+        except Exception:
+            log.exception("update probe raised")
+            return default
+
+    def _feed(self, event: ag.Event) -> None:
+        try:
+            commands = self.agent.handle(event)
+        except Exception:
+            log.exception("update agent failed on an event", extra=kv(event=type(event).__name__))
+            return
+        for command in commands:
+            try:
+                self._execute(command)
+            except Exception:
+                log.exception("update command failed", extra=kv(command=type(command).__name__))
+
+    def _execute(self, command: ag.Command) -> None:
+        if isinstance(command, ag.Persist):
+            self.store.save(command.record)
+        elif isinstance(command, ag.Report):
+            self.reports.append(command)
+            log.info("firmware update step", extra=kv(type=command.type, version=command.version,
+                                                      reason=command.reason))  # fmt: skip
+            self.enqueue("events", event_record(command))
+        elif isinstance(command, ag.StartDownload):
+            self._cancel.clear()
+            self._worker(self._download, command)
+        elif isinstance(command, ag.CancelDownload):
+            self._cancel.set()
+        elif isinstance(command, ag.DiscardBundle):
+            for path in (self.bundle, self.bundle.with_name(self.bundle.name + ".etag")):
+                path.unlink(missing_ok=True)
+        elif isinstance(command, ag.Install):
+            self._worker(self._install)
+        elif isinstance(command, ag.MarkGood):
+            self._mark(lambda: self.rauc.mark_good())
+        elif isinstance(command, ag.MarkBad):
+            self._mark(lambda: self.rauc.mark_bad(command.slot))
+        elif isinstance(command, ag.Reboot):
+            log.warning("rebooting for a firmware update")
+            self.reboot()
+        else:
+            raise TypeError(f"unknown update command {command!r}")
+
+    def _mark(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+            self.events.put(ag.SlotMarked(time.monotonic(), True))
+        except RaucError as exc:
+            log.error("rauc mark failed", extra=kv(error=exc))
+            self.events.put(ag.SlotMarked(time.monotonic(), False, str(exc)))
+
+    def _worker(self, func, *args) -> None:
+        threading.Thread(target=func, args=args, name="update-worker", daemon=True).start()
+
+    def _download(self, command: ag.StartDownload) -> None:
+        def progress(done: int) -> None:
+            self.events.put(ag.DownloadProgress(time.monotonic(), done))
+
+        try:
+            result = self.fetcher.fetch(
+                command.url, self.bundle, resume_from=command.resume_from,
+                max_size=command.max_size, progress=progress, cancel=self._cancel,
+            )  # fmt: skip
+        except DownloadError as exc:
+            self.events.put(ag.DownloadFailed(time.monotonic(), str(exc), exc.kept))
+            return
+        self.events.put(ag.DownloadFinished(time.monotonic(), result.size, result.sha256))
+
+    def _install(self) -> None:
+        try:
+            info = self.rauc.info(self.bundle)
+            self.rauc.install(self.bundle)
+        except RaucError as exc:
+            self.events.put(
+                ag.InstallFinished(time.monotonic(), False, str(exc), refused=exc.refused)
+            )
+            return
+        self.events.put(ag.InstallFinished(time.monotonic(), True, version=info.version))
