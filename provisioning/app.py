@@ -40,6 +40,7 @@ __all__ = ["DeviceInflight", "Services", "ServicesDep", "create_app", "get_servi
 log = logging.getLogger(__name__)
 
 DEVICE_PREFIX = "/api/v1/device"
+FIRMWARE_DOWNLOADS = DEVICE_PREFIX + "/firmware/"
 
 
 def _error_code(status: int) -> str:
@@ -106,7 +107,11 @@ class DeviceApiLimiter:
         self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(DEVICE_PREFIX):
+        if (
+            scope["type"] != "http"
+            or not scope["path"].startswith(DEVICE_PREFIX)
+            or scope["path"].startswith(FIRMWARE_DOWNLOADS)  # minutes long: a cap of their own
+        ):
             await self.app(scope, receive, send)
             return
         if self.inflight.count >= self.inflight.limit:
@@ -231,10 +236,16 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
 
     from offhook.provisioning.api.admin import router as admin_router
     from offhook.provisioning.api.device import router as device_router
+    from offhook.provisioning.api.firmware import admin_router as firmware_admin_router
+    from offhook.provisioning.api.firmware import device_router as firmware_device_router
+    from offhook.provisioning.api.rollouts import router as rollouts_router
     from offhook.provisioning.api_docs import docs_router
 
     app.include_router(device_router, prefix=DEVICE_PREFIX)
     app.include_router(admin_router, prefix="/api/v1/admin")
+    app.include_router(firmware_device_router, prefix=DEVICE_PREFIX)
+    app.include_router(firmware_admin_router, prefix="/api/v1/admin")
+    app.include_router(rollouts_router, prefix="/api/v1/admin")
     app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.web_ui:
         _mount_web(app)

@@ -383,6 +383,9 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
             p.add_argument("--yes", action="store_true", help="confirm the erase")
     p = cmd("rotate-key", "add a new secret key and re-encrypt every stored secret with it")
     p.add_argument("--drop-old", action="store_true", help="remove old keys afterwards")
+    from offhook.provisioning.cli_firmware import add_commands as add_firmware_commands
+
+    add_firmware_commands(cmd)
     return parser
 
 
@@ -391,6 +394,7 @@ def fleet_main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     from offhook.provisioning.admin_auth import AdminError
     from offhook.provisioning.crypto import CryptoError
+    from offhook.provisioning.firmware_releases import FirmwareError
     from offhook.provisioning.operations import OperationError
 
     try:
@@ -399,7 +403,7 @@ def fleet_main(argv: list[str]) -> int:
             return _run_fleet(ctx, args)
         finally:
             ctx.database.dispose()
-    except (OperationError, AdminError, CryptoError, FleetSetupError) as exc:
+    except (OperationError, AdminError, CryptoError, FleetSetupError, FirmwareError) as exc:
         print(f"offhook fleet {args.command}: {exc}", file=sys.stderr)
         return 1
     except SystemExit as exc:  # usage problems found after parsing
@@ -536,6 +540,10 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
             return 0
         if command == "rotate-key":
             return _rotate_key(ctx, db, args.drop_old)
+        from offhook.provisioning import cli_firmware
+
+        if command in cli_firmware.COMMANDS:
+            return cli_firmware.run(ctx, db, args, lambda ids: _resync(ctx, db, ids))
     raise SystemExit(f"unknown command {command}")
 
 

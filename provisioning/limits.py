@@ -29,6 +29,8 @@ BODY_LIMITS: tuple[tuple[str, int], ...] = (
     ("/api/v1/device/", 2 * MIB),  # cdrs, quality, events batches
     ("/api/v1/admin/devices/import", 16 * MIB),  # CSV
     ("/devices/import", 3 * MIB),  # the web UI's CSV upload (2 MB file + form encoding)
+    # A firmware bundle: the route itself enforces OFFHOOK_FIRMWARE_MAX_BYTES as it streams.
+    ("/api/v1/admin/firmware", 1 << 50),
 )
 DEFAULT_BODY_LIMIT = 1 * MIB  # admin JSON, web forms
 

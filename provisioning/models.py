@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -323,3 +324,86 @@ class AuditEntry(Base):
     before: Mapped[Any] = mapped_column(JSON, nullable=True)
     after: Mapped[Any] = mapped_column(JSON, nullable=True)
     ip: Mapped[str] = mapped_column(String(64), default="")
+
+
+# --- firmware updates (provisioning/firmware_releases.py, provisioning/rollouts.py) -------------
+
+ROLLOUT_RUNNING = "running"
+ROLLOUT_PAUSED = "paused"
+ROLLOUT_ABORTED = "aborted"
+ROLLOUT_COMPLETED = "completed"
+ROLLOUT_STATUSES = (ROLLOUT_RUNNING, ROLLOUT_PAUSED, ROLLOUT_ABORTED, ROLLOUT_COMPLETED)
+
+
+class FirmwareRelease(Base):
+    """A RAUC bundle whose signature verified against the server's keyring when it was
+    uploaded (nothing else is ever stored). The file is ``<firmware dir>/<sha256>.raucb``."""
+
+    __tablename__ = "firmware_releases"
+    __table_args__ = (UniqueConstraint("compatible", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    compatible: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    build: Mapped[str] = mapped_column(String(128), default="")
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    signer: Mapped[str] = mapped_column(String(255), default="")
+    uploaded_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Rollout(Base):
+    """A release rolled out to a group's subtree (or the fleet, group_id None) in stages: each
+    stage is a cumulative percentage of the eligible devices (the first one the canary)."""
+
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(
+        ForeignKey("firmware_releases.id", ondelete="RESTRICT"), index=True
+    )
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("groups.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default=ROLLOUT_RUNNING, index=True)
+    stages: Mapped[list[int]] = mapped_column(JSON, default=list)
+    stage: Mapped[int] = mapped_column(Integer, default=0)  # index into stages
+    # Failed + rolled back over the devices admitted so far, in percent, above which the
+    # rollout pauses itself.
+    failure_threshold_pct: Mapped[float] = mapped_column(Float, default=10.0)
+    maintenance_window: Mapped[str] = mapped_column(String(16), default="")
+    pause_reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    release: Mapped[FirmwareRelease] = relationship()
+    group: Mapped[Group | None] = relationship()
+
+
+class DeviceFirmware(Base):
+    """A device's update state: the release it is asked to run (rendered into its config's
+    ``[firmware]``), why (a rollout, or a pin), and the last step it reported."""
+
+    __tablename__ = "device_firmware"
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    release_id: Mapped[int | None] = mapped_column(
+        ForeignKey("firmware_releases.id", ondelete="RESTRICT"), index=True
+    )
+    rollout_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="SET NULL"), index=True
+    )
+    stage: Mapped[int | None] = mapped_column(Integer)  # the rollout stage that admitted it
+    pinned_release_id: Mapped[int | None] = mapped_column(
+        ForeignKey("firmware_releases.id", ondelete="RESTRICT")
+    )
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # assigned | downloading | installed | rebooting | running | failed | rolled_back
+    state: Mapped[str] = mapped_column(String(16), default="", index=True)
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    compatible: Mapped[str] = mapped_column(String(128), default="")
+    state_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

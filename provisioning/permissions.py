@@ -44,6 +44,13 @@ PERMISSIONS: Mapping[str, str] = MappingProxyType(
         "api_token.own": ROLE_READ_ONLY,
         # Every user's API tokens: list and revoke.
         "api_token.any": ROLE_ADMIN,
+        # A firmware bundle (verified against the server's keyring) that phones can be sent.
+        "firmware.upload": ROLE_ADMIN,
+        # Rollouts to a group: start, pause, resume, abort; per-device pin and exclude.
+        "rollout.group": ROLE_OPERATOR,
+        "firmware.device": ROLE_OPERATOR,
+        # A rollout to the whole fleet (like fleet defaults, it reaches every phone).
+        "rollout.fleet": ROLE_ADMIN,
     }
 )
 

@@ -29,6 +29,7 @@ from offhook.contract.config import (
 )
 from offhook.contract.errors import OffhookError
 from offhook.provisioning.crypto import KeyRing
+from offhook.provisioning.firmware_targets import TARGET_KEYS, firmware_section
 from offhook.provisioning.models import Device, FleetDefaults, Group, Line, Template
 
 LOCAL_SECTIONS = PHONE_LOCAL_SECTIONS
@@ -67,6 +68,13 @@ def validate_settings(partial: dict[str, Any], where: str = "settings") -> dict[
             raise SettingsError(
                 f"{where}.{section}.{key}: cannot be set by the server (it names the phone's own"
                 " address, device or file; it stays on the phone)"
+            )
+    firmware = partial.get("firmware")
+    for key in TARGET_KEYS:
+        if isinstance(firmware, dict) and key in firmware:
+            raise SettingsError(
+                f"{where}.firmware.{key}: set by firmware rollouts and pins, not by settings"
+                " (offhook fleet rollout / firmware pin)"
             )
     try:
         parse_config(partial, where)
@@ -252,6 +260,9 @@ def render_device(
     for section, key in LOCAL_KEYS:  # stored before the server refused them: never served
         if isinstance(settings.get(section), dict):
             settings[section].pop(key, None)
+    target = firmware_section(db, device.id)
+    if target is not None:  # the rollout's window wins over the settings' one
+        settings["firmware"] = {**(settings.get("firmware") or {}), **target}
     config: PhoneConfig = parse_config(settings, f"device {device.id}")
     data = config.model_dump(mode="json", exclude=set(LOCAL_SECTIONS))
     body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")

@@ -51,6 +51,21 @@ class ServerSettings:
     # the connection, for the first request): a client trickling bytes (slowloris) is cut off.
     request_read_timeout_s: int = 60
     retention: RetentionDays = field(default_factory=RetentionDays)
+    # Firmware bundles (docs/updates.md): the PEM keyring every uploaded RAUC bundle must verify
+    # against (empty = data_dir/firmware-keyring.pem), where verified bundles are kept (empty =
+    # data_dir/firmware) and the largest bundle accepted.
+    firmware_keyring: Path | None = None
+    firmware_dir: Path | None = None
+    firmware_max_bytes: int = 2 * 1024**3
+    firmware_max_downloads: int = 256  # bundle downloads in flight per process
+
+    @property
+    def resolved_firmware_keyring(self) -> Path:
+        return self.firmware_keyring or self.data_dir / "firmware-keyring.pem"
+
+    @property
+    def resolved_firmware_dir(self) -> Path:
+        return self.firmware_dir or self.data_dir / "firmware"
 
     @property
     def database_url(self) -> str:
@@ -123,4 +138,13 @@ def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
         poll_interval_s=poll_interval_from_env(env),
         request_read_timeout_s=_env_int(env, "OFFHOOK_REQUEST_READ_TIMEOUT_S", 60),
         retention=retention,
+        firmware_keyring=_env_path(env, "OFFHOOK_FIRMWARE_KEYRING"),
+        firmware_dir=_env_path(env, "OFFHOOK_FIRMWARE_DIR"),
+        firmware_max_bytes=_env_int(env, "OFFHOOK_FIRMWARE_MAX_BYTES", 2 * 1024**3),
+        firmware_max_downloads=_env_int(env, "OFFHOOK_FIRMWARE_MAX_DOWNLOADS", 256),
     )
+
+
+def _env_path(env: dict[str, str], name: str) -> Path | None:
+    raw = env.get(name, "")
+    return Path(raw) if raw else None

@@ -40,6 +40,8 @@ from offhook.provisioning.models import (
     StatusReport,
     utcnow,
 )
+from offhook.provisioning.rollouts import record_event, record_status
+from offhook.provisioning.services.actors import commit_and_resync
 from offhook.provisioning.settings import MAX_POLL_INTERVAL_S, MIN_POLL_INTERVAL_S
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,17 @@ class LineStatus(_Body):
     status: Annotated[int, Field(ge=0, le=999)] = 0
 
 
+class FirmwareStatus(_Body):
+    """The update agent's view (docs/updates.md); ``compatible`` is the phone's RAUC board."""
+
+    compatible: Annotated[str, Field(max_length=128)] = ""
+    state: Annotated[str, Field(max_length=16)] = ""
+    target: Annotated[str, Field(max_length=64)] = ""
+    rollout: Annotated[str, Field(max_length=64)] = ""
+    slot: Annotated[str, Field(max_length=8)] = ""
+    progress_pct: Annotated[int, Field(ge=0, le=100)] = 0
+
+
 class StatusBody(_Body):
     id: RecordId
     time: datetime
@@ -92,6 +105,7 @@ class StatusBody(_Body):
         int | None, Field(ge=MIN_POLL_INTERVAL_S, le=MAX_POLL_INTERVAL_S)
     ] = None
     lines: Annotated[list[LineStatus], Field(max_length=MAX_LINES)] = Field(default_factory=list)
+    firmware: FirmwareStatus | None = None
 
 
 class CallRecordBody(_Body):
@@ -122,9 +136,25 @@ class QualityBody(_Body):
 class EventBody(_Body):
     id: RecordId
     time: datetime
-    type: Literal["config_rejected", "config_rolled_back", "config_applied"]
+    type: Literal[
+        "config_rejected",
+        "config_rolled_back",
+        "config_applied",
+        "firmware_downloading",
+        "firmware_installed",
+        "firmware_rebooting",
+        "firmware_running",
+        "firmware_failed",
+        "firmware_rolled_back",
+    ]
     config_revision: Count32 | None = None
     detail: Annotated[str, Field(max_length=4000)] = ""
+    # firmware_* events (docs/updates.md): the update they are about and why one failed.
+    firmware_version: Annotated[str, Field(max_length=64)] = ""
+    from_version: Annotated[str, Field(max_length=64)] = ""
+    rollout: Annotated[str, Field(max_length=64)] = ""
+    slot: Annotated[str, Field(max_length=8)] = ""
+    reason: Annotated[str, Field(max_length=32)] = ""
 
 
 class CdrBatch(_Body):
@@ -371,8 +401,10 @@ def post_status(
     request: Request,
     device: CurrentDevice,
     db: DbSession,
+    services: ServicesDep,
 ) -> Accepted:
-    row = body.model_dump(exclude={"poll_interval_s"})  # held on the device, not per report
+    # poll_interval_s and firmware are held on the device, not per report
+    row = body.model_dump(exclude={"poll_interval_s", "firmware"})
     # A phone's clock can be wrong: a report dated in the future would hold last_seen there
     # and every later report would look older than it. Server time is the ceiling.
     row["time"] = min(_utc(body.time), utcnow())
@@ -386,6 +418,9 @@ def post_status(
         device.reported_revision = body.config_revision
         if body.poll_interval_s is not None:
             device.poll_interval_s = body.poll_interval_s
+        compatible = body.firmware.compatible if body.firmware is not None else ""
+        admitted = record_status(db, device, body.firmware_version, compatible)
+        commit_and_resync(db, services.keys, services.notifier, admitted)
     return Accepted(accepted=accepted)
 
 
@@ -401,9 +436,32 @@ def post_quality(body: QualityBatch, device: CurrentDevice, db: DbSession) -> Ac
     return Accepted(accepted=_store_idempotent(db, device, QualityRecord, rows))
 
 
+FIRMWARE_FIELDS = ("firmware_version", "from_version", "rollout", "slot", "reason")
+
+
+def _event_row(r: EventBody) -> dict[str, Any]:
+    row = {**r.model_dump(exclude=set(FIRMWARE_FIELDS)), "time": _utc(r.time)}
+    if r.type.startswith("firmware_"):  # the update's facts, kept with the event's text
+        facts = " ".join(f"{k}={getattr(r, k)}" for k in FIRMWARE_FIELDS if getattr(r, k))
+        row["detail"] = f"{facts}: {r.detail}"[:4000] if r.detail else facts
+    return row
+
+
 @router.post("/events", response_model=Accepted)
-def post_events(body: EventBatch, device: CurrentDevice, db: DbSession) -> Accepted:
-    rows = [{**r.model_dump(), "time": _utc(r.time)} for r in body.records]
+def post_events(
+    body: EventBatch, device: CurrentDevice, db: DbSession, services: ServicesDep
+) -> Accepted:
+    rows = [_event_row(r) for r in body.records]
+    ids = [r.id for r in body.records]
+    held = set(db.scalars(select(DeviceEvent.id).where(DeviceEvent.id.in_(ids))))
+    accepted = _store_idempotent(db, device, DeviceEvent, rows)
+    # Only events new to the server move the update state: a re-sent batch must not take a
+    # phone back to an earlier step.
+    admitted: list[str] = []
+    for r in sorted(body.records, key=lambda r: _utc(r.time)):
+        if r.type.startswith("firmware_") and r.id not in held and r.id in accepted:
+            admitted += record_event(db, device, r.type, r.firmware_version, r.reason, r.detail)
+    commit_and_resync(db, services.keys, services.notifier, admitted)
     for r in body.records:
         if r.type != "config_applied":
             log.warning(
@@ -412,4 +470,4 @@ def post_events(body: EventBatch, device: CurrentDevice, db: DbSession) -> Accep
                     device=device.id, type=r.type, revision=r.config_revision, detail=r.detail
                 ),
             )
-    return Accepted(accepted=_store_idempotent(db, device, DeviceEvent, rows))
+    return Accepted(accepted=accepted)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.fixtures.provisioning_server import ProvisioningServer
+from tests.fixtures.rauc_bundles import SigningPair, make_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +79,34 @@ class Env:
         reply = self.caller.post("/api-tokens", json={"name": _name("own")})
         reply.raise_for_status()
         return reply.json()["id"]
+
+    def bundle(self, compatible: str = "offhook-roles") -> bytes:
+        """A real signed RAUC bundle the server's keyring accepts, of a new version."""
+        work = self.server.directory / "firmware-work"
+        pair = (
+            SigningPair.make(work / "keys", "roles")
+            if not (work / "keys").is_dir()
+            else (SigningPair(work / "keys" / "roles.key.pem", work / "keys" / "roles.cert.pem"))
+        )
+        keyring = self.server.data_dir / "firmware-keyring.pem"
+        if not keyring.is_file():
+            keyring.write_bytes(pair.cert.read_bytes())
+        version = f"1.{secrets.randbelow(10**6)}"
+        return make_bundle(work, pair, compatible, version, name=_name("bundle")).read_bytes()
+
+    def release(self, compatible: str = "offhook-roles") -> int:
+        reply = self.admin.post("/firmware", content=self.bundle(compatible))
+        reply.raise_for_status()
+        return reply.json()["id"]
+
+    def rollout(self, paused: bool = False) -> int:
+        body = {"release": str(self.release()), "group": self.group()}
+        reply = self.admin.post("/rollouts", json=body)
+        reply.raise_for_status()
+        rollout = reply.json()["id"]
+        if paused:
+            self.admin.post(f"/rollouts/{rollout}/pause").raise_for_status()
+        return rollout
 
 
 Request = tuple[str, dict[str, Any]]  # (path below /api/v1/admin, httpx keyword arguments)
@@ -236,6 +265,44 @@ ROUTES: list[tuple[str, str, str, Make]] = [
         ),
     ),
     ("GET", "/api-tokens", "read-only", lambda e: ("/api-tokens", {})),
+    ("POST", "/firmware", "admin", lambda e: ("/firmware", {"content": e.bundle()})),
+    ("GET", "/firmware", "read-only", lambda e: ("/firmware", {})),
+    ("GET", "/firmware/{ref}", "read-only", lambda e: (f"/firmware/{e.release()}", {})),
+    ("GET", "/firmware-versions", "read-only", lambda e: ("/firmware-versions", {})),
+    ("GET", "/rollouts", "read-only", lambda e: ("/rollouts", {})),
+    (
+        "POST",
+        "/rollouts",
+        "operator",
+        lambda e: ("/rollouts", {"json": {"release": str(e.release()), "group": e.group()}}),
+    ),
+    ("GET", "/rollouts/{ref}", "read-only", lambda e: (f"/rollouts/{e.rollout()}", {})),
+    (
+        "PATCH",
+        "/rollouts/{ref}",
+        "operator",
+        lambda e: (f"/rollouts/{e.rollout()}", {"json": {"failure_threshold_pct": 20}}),
+    ),
+    ("POST", "/rollouts/{ref}/pause", "operator", lambda e: (f"/rollouts/{e.rollout()}/pause", {})),
+    (
+        "POST",
+        "/rollouts/{ref}/resume",
+        "operator",
+        lambda e: (f"/rollouts/{e.rollout(paused=True)}/resume", {}),
+    ),
+    ("POST", "/rollouts/{ref}/abort", "operator", lambda e: (f"/rollouts/{e.rollout()}/abort", {})),
+    (
+        "GET",
+        "/devices/{ref}/firmware",
+        "read-only",
+        lambda e: (f"/devices/{e.device()}/firmware", {}),
+    ),
+    (
+        "PUT",
+        "/devices/{ref}/firmware",
+        "operator",
+        lambda e: (f"/devices/{e.device()}/firmware", {"json": {"excluded": True}}),
+    ),
     ("POST", "/api-tokens", "read-only", lambda e: ("/api-tokens", {"json": {"name": "mine"}})),
     (
         "DELETE",
@@ -247,6 +314,13 @@ ROUTES: list[tuple[str, str, str, Make]] = [
 # Variants of a route that need more than the route itself (not counted for coverage).
 VARIANTS: list[tuple[str, str, str, Make]] = [
     ("GET", "/api-tokens?all", "admin", lambda e: ("/api-tokens", {"params": {"all": "true"}})),
+    # A rollout to the whole fleet is the admins' (each on a board of its own: no overlap).
+    (
+        "POST",
+        "/rollouts (fleet)",
+        "admin",
+        lambda e: ("/rollouts", {"json": {"release": str(e.release(_name("offhook-board")))}}),
+    ),
 ]
 
 
