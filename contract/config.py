@@ -16,6 +16,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from offhook.contract.atomic import atomic_write_bytes
+from offhook.contract.dialplan import DigitMap, DigitMapError
 from offhook.contract.errors import OffhookError
 
 HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(:\d{1,5})?$")
@@ -267,7 +268,6 @@ class PhoneConfig(_Section):
 
     @model_validator(mode="after")
     def _dial_plan_compiles(self) -> PhoneConfig:
-        from offhook.contract.dialplan import DigitMap, DigitMapError
 
         try:
             DigitMap(self.dialplan.digit_map)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from offhook.board.serial_console import SerialConsole, open_port, phone_commands
 from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS
 
 if TYPE_CHECKING:
@@ -16,7 +17,6 @@ def open_serial_console(url: str, actions: PhoneActions) -> tuple[SerialConsole,
 
     Inputs go through the same PhoneActions as the control API (so an emulated board's own hook
     state follows). Returns (console, port); the caller starts the console and closes the port."""
-    from offhook.board.serial_console import SerialConsole, open_port, phone_commands
 
     def press(key: str) -> None:
         if key not in DIGIT_KEYS and key not in FUNCTION_KEYS:

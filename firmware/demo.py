@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
 from rich.columns import Columns
 from rich.console import Console, Group
 from rich.live import Live
@@ -31,6 +32,7 @@ from rich.text import Text
 
 from offhook.firmware.devtools.kamailio import KamailioServer
 from offhook.firmware.devtools.provisioning_server import ProvisioningServerProcess
+from offhook.firmware.provisioning.identity import sim_identity
 from offhook.firmware.sim import SimPhone, is_registered, sim_config, stop_all
 
 STEP_TIMEOUT_S = 20.0
@@ -119,7 +121,6 @@ class Demo:
 
     def provisioned_phone(self, person: Person) -> SimPhone:
         """A phone with no account: it enrolls and the server hands it its line."""
-        from offhook.firmware.provisioning.identity import sim_identity
 
         server, kamailio = self.server, self.kamailio
         assert server is not None and kamailio is not None
@@ -282,7 +283,6 @@ def phone_panel(name: str, phone: SimPhone) -> Panel:
 
 def oled_text(png: bytes) -> Text:
     """A 1-bit OLED image as half-block characters: one text row per two pixel rows."""
-    from PIL import Image
 
     image = Image.open(io.BytesIO(png)).convert("1")
     width, height = image.size

@@ -23,7 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offhook.contract.config import ConfigError, load_config
 from offhook.contract.logs import kv, setup_logging
+from offhook.firmware.control.protocol import ControlError, check_exposure
 from offhook.firmware.systemd import Notifier
 
 log = logging.getLogger("offhook.supervisor")
@@ -346,8 +348,6 @@ def install_signal_handlers(supervisor: Supervisor) -> None:
 
 
 def supervise(config: Path, board: str, headless: bool, log_level: str) -> int:
-    from offhook.contract.config import ConfigError, load_config
-    from offhook.firmware.control.protocol import ControlError, check_exposure
 
     try:
         cfg = load_config(config)

@@ -44,6 +44,7 @@ from offhook.contract.logs import kv
 from offhook.firmware.control import ControlClient
 from offhook.firmware.processes import stop_process
 from offhook.image import bootcall
+from offhook.image.build import pi_config_files
 from offhook.image.flash import Flasher
 from offhook.image.kamailio_cfg import registrar_config
 from offhook.image.layout import MIB, boot_partition_offset, read_partition_table
@@ -241,8 +242,6 @@ def extract_boot_files(disk: Path, workdir: Path) -> tuple[Path, Path, str]:
     names = {"kernel": "vmlinuz", "initramfs": "initrd.img"}
     config = workdir / "config.txt"
     if _mcopy(disk, offset, "config.txt", config).returncode == 0:
-        from offhook.image.build import pi_config_files
-
         names = pi_config_files(config.read_text())
     out = {}
     for name in (names.get("kernel", "?"), names.get("initramfs", "?"), "cmdline.txt"):

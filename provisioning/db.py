@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+from alembic import command
+from alembic.config import Config
 from fastapi import Depends, Request
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -182,7 +184,6 @@ class Database:
 
 
 def alembic_config(engine: Engine) -> Any:
-    from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -194,12 +195,9 @@ def alembic_config(engine: Engine) -> Any:
 def run_migrations(engine: Engine, revision: str = "head") -> None:
     """Upgrade the schema to ``revision``; several processes starting together are safe on PG
     (advisory lock) and serialised by SQLite's own write lock."""
-    from alembic import command
 
     cfg = alembic_config(engine)
     if engine.dialect.name == "postgresql":
-        from sqlalchemy import text
-
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(727001)"))
             try:

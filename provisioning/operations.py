@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from offhook.contract.config import ConfigError, parse_config
 from offhook.contract.errors import OffhookError
 from offhook.provisioning import audit
 from offhook.provisioning.auth import check_serial, normalise_mac
@@ -602,7 +603,6 @@ def import_devices_csv(
 
 
 def _check_line(extension: str, registrar: str, transport: str, keys: KeyRing) -> None:
-    from offhook.contract.config import ConfigError, parse_config
 
     if transport not in TRANSPORTS:
         raise OperationError(f"transport must be one of {', '.join(TRANSPORTS)}")

@@ -36,6 +36,7 @@ from offhook.provisioning.models import (
     utcnow,
 )
 from offhook.provisioning.operations import Actor, OperationError, get_device
+from offhook.provisioning.render import bump_devices
 from offhook.provisioning.settings import RetentionDays
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,6 @@ def erase_subject(
             if cdr_ids
             else 0
         )
-        from offhook.provisioning.render import bump_devices
 
         bump_devices(db, list({line.device_id for line in lines}))
         for line in lines:

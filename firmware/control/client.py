@@ -3,6 +3,7 @@ scripts use it)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 from typing import Any
 
@@ -18,7 +19,6 @@ class ControlClient:
         self.timeout = timeout
 
     def request(self, method: str, path: str, data: Any = None) -> tuple[int, Any]:
-        import http.client
 
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         headers = {"Content-Type": "application/json"}

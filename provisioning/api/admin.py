@@ -8,6 +8,7 @@ and admin users. A role below the action's gets 403.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from offhook.contract.config import ConfigError
 from offhook.provisioning import audit, operations, retention
 from offhook.provisioning.admin_auth import (
     AdminError,
@@ -367,7 +369,6 @@ for _action in DEVICE_ACTIONS:
 @router.get("/devices/{ref}/config")
 def preview_config(ref: str, db: DbSession, _user: Reader, services: ServicesDep) -> Any:
     """The config this device would receive (SIP passwords masked)."""
-    from offhook.contract.config import ConfigError
 
     try:
         device = operations.get_device(db, ref)
@@ -376,7 +377,6 @@ def preview_config(ref: str, db: DbSession, _user: Reader, services: ServicesDep
         raise _fail(exc) from None
     except ConfigError as exc:
         raise ApiError(422, "config_invalid", str(exc)) from None
-    import json
 
     return audit.mask_secrets(json.loads(rendered.body))
 

@@ -111,3 +111,74 @@ def test_every_log_call_has_a_constant_message_and_kv_fields() -> None:
         for problem in _log_style_problems(path.read_text(), str(path.relative_to(ROOT)))
     ]
     assert problems == [], "log calls not in the kv style:\n" + "\n".join(problems)
+
+
+# --- imports at module level, but for front ends and late hardware/optional modules ---
+
+# Front ends and composition roots import what a subcommand or a wiring step needs when it runs:
+# one subcommand does not pay for another's imports (pjsua2, FastAPI, the image builder), and the
+# phone's process wires audio, SIP and board in the order it starts them.
+LAZY_MODULES = {
+    "offhook.firmware.cli",
+    "offhook.provisioning.cli",
+    "offhook.provisioning.cli_firmware",  # the fleet command's firmware subcommands
+    "offhook.image.cli",
+    "offhook.firmware.phone_process",
+}
+# Third-party modules imported late anywhere: hardware-only or optional ones, absent on a
+# development machine or on a board without the part (RPi.GPIO, the OLED's luma, a serial
+# port, ALSA, pjsua2 where only a SIP path needs it; httptools only where uvicorn's fit is
+# checked).
+LATE_THIRD_PARTY = {"RPi", "luma", "serial", "alsaaudio", "pjsua2", "httptools"}
+# Deliberately late, one by one, with the reason.
+LATE_IMPORTS = {
+    # only a first contact parses certificates: cryptography would hold ~10 MB of the phone
+    ("offhook.firmware.provisioning.pinning", "cryptography"),
+    # the web UI is optional: create_app mounts it only when it imports
+    ("offhook.provisioning.app", "offhook.provisioning.web"),
+}
+
+
+def _function_level_imports(source: str, filename: str) -> list[tuple[int, str]]:
+    """(line, module) for every import inside a function."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    found += [(inner.lineno, alias.name) for alias in inner.names]
+                elif isinstance(inner, ast.ImportFrom):
+                    found.append((inner.lineno, "." * inner.level + (inner.module or "")))
+    return sorted(set(found))
+
+
+def _misplaced_imports(module: str, source: str, filename: str) -> list[str]:
+    if module in LAZY_MODULES:
+        return []
+    return [
+        f"{filename}:{line}: import {name} inside a function"
+        for line, name in _function_level_imports(source, filename)
+        if name.split(".")[0] not in LATE_THIRD_PARTY
+        and not any(module == m and (name + ".").startswith(n + ".") for m, n in LATE_IMPORTS)
+    ]
+
+
+def test_the_import_check_allows_front_ends_and_hardware_modules_only() -> None:
+    code = "def f():\n    import json\n    import RPi.GPIO\n    from luma.oled import device\n"
+    assert _misplaced_imports("offhook.firmware.x", code, "x.py") == [
+        "x.py:2: import json inside a function"
+    ]
+    assert _misplaced_imports("offhook.provisioning.cli", code, "cli.py") == []
+
+
+def test_imports_are_at_module_level_outside_front_ends() -> None:
+    problems = [
+        problem
+        for path in _sources()
+        for problem in _misplaced_imports(
+            _module_name(path), path.read_text(), str(path.relative_to(ROOT))
+        )
+    ]
+    assert problems == [], "function-level imports (docs/architecture.md, Conventions):\n" + (
+        "\n".join(problems)
+    )
