@@ -26,7 +26,12 @@ TONE_PLANS = ("us", "eu", "uk")
 
 REDACTED = "(set, not shown)"
 # Secrets outside the accounts' passwords, as (section, key).
-SECRET_KEYS = (("control", "token"), ("provisioning", "enrollment_token"))
+SECRET_KEYS = (
+    ("control", "token"),
+    ("provisioning", "enrollment_token"),
+    ("directory", "bind_password"),
+    ("admin", "pin"),
+)
 
 
 class ConfigError(OffhookError, ValueError):
@@ -179,6 +184,49 @@ class ProvisioningSettings(_Section):
         return hexdigits
 
 
+class DirectorySettings(_Section):
+    """The remote phonebook: an LDAP directory searched from the keypad and for caller names."""
+
+    url: str = ""  # ldap://host[:port] or ldaps://host[:port]; empty: no directory
+    base_dn: str = ""
+    bind_dn: str = ""  # empty: anonymous bind
+    bind_password: str = ""
+    name_attributes: list[str] = Field(default_factory=lambda: ["cn", "sn", "givenName"])
+    number_attributes: list[str] = Field(
+        default_factory=lambda: ["telephoneNumber", "mobile", "ipPhone"]
+    )
+    display_attribute: str = "cn"
+    max_results: Annotated[int, Field(ge=1, le=200)] = 20
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 3.0
+    lookup_incoming: bool = True  # name unknown callers from the directory
+
+    @field_validator("url")
+    @classmethod
+    def _ldap_url(cls, value: str) -> str:
+        if value and not re.match(r"^ldaps?://[^\s/]+/?$", value):
+            raise ValueError("url must be ldap://host[:port] or ldaps://host[:port]")
+        return value
+
+    @model_validator(mode="after")
+    def _base_with_url(self) -> DirectorySettings:
+        if self.url and not self.base_dn:
+            raise ValueError("directory.base_dn is required when directory.url is set")
+        return self
+
+
+class AdminSettings(_Section):
+    """The phone-side settings menu: locked behind this PIN (digits); empty keeps it locked."""
+
+    pin: str = ""
+
+    @field_validator("pin")
+    @classmethod
+    def _pin(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9]{4,12}", value):
+            raise ValueError("pin must be 4-12 digits")
+        return value
+
+
 class BoardSettings(_Section):
     profile: str = "offhook-v1"
     display: Literal["ssd1306", "sh1106", "none"] = "ssd1306"
@@ -262,6 +310,8 @@ class PhoneConfig(_Section):
     phonebook: list[PhonebookEntry] = Field(default_factory=list)
     control: ControlSettings = Field(default_factory=ControlSettings)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     board: BoardSettings = Field(default_factory=BoardSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     firmware: FirmwareSettings = Field(default_factory=FirmwareSettings)

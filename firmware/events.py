@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # annotations only: this module imports nothing of the firmwa
 
 # Key names are part of the shared contract (board profiles and the server use them too).
 from offhook.contract.keys import DIGIT_KEYS, FUNCTION_KEYS  # noqa: F401 (re-exported)
+from offhook.firmware.features.events import FeatureCommand, FeatureEvent
 
 # --- shared enums --------------------------------------------------------------------------------
 
@@ -179,6 +180,7 @@ Event = (
     | ConfigApplied
     | SipEngineStatus
     | DeviceInfo
+    | FeatureEvent  # the directory, the settings menu, server discovery
 )
 
 
@@ -364,6 +366,7 @@ Command = (
     | SetTonePlan
     | ConfigOutcome
     | RecordCall
+    | FeatureCommand
 )
 
 

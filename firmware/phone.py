@@ -81,6 +81,16 @@ from offhook.firmware.events import (
     TransferStatus,
     Unhold,
 )
+from offhook.firmware.features import directory, settings, trust
+from offhook.firmware.features.events import (
+    CallerNameFound,
+    DirectoryResults,
+    FactoryResetDone,
+    NetworkApplied,
+    NetworkStatus,
+    ProvisioningStatus,
+    ServerDiscovered,
+)
 from offhook.firmware.phone_state import (
     NO_NOTICE,
     NO_REGISTRATION,
@@ -135,6 +145,12 @@ SOFTKEY_ACTIONS = {
     "Xfer": "transfer",
     "Conf": "conference",
     "Open": "ok",
+    # the directory, the settings menu and the trust prompt (firmware/features/)
+    "Search": "ok",
+    "OK": "ok",
+    "Next": "ok",
+    "Erase": "ok",
+    "Trust": "ok",
 }
 
 T_OFFHOOK = "offhook"  # off-hook without dialling -> howler
@@ -405,6 +421,8 @@ class Phone:
             handler(self, key, out)
 
     def _key_idle(self, key: str, out: list[Command]) -> None:
+        if key == "ok" and trust.show_if_waiting(self):
+            return  # a discovered server still waits for the admin's answer
         if key == "redial" and self.state.last_dialled:
             self._place_call(self.state.last_dialled, out)
         elif key == "voicemail":
@@ -445,6 +463,9 @@ class Phone:
         elif key == "ok" and entries:
             self.state.mode = back
             self._place_call(entries[index][1], out)
+        elif key == "right" and browse.which is BrowseList.PHONEBOOK:
+            if directory.configured(self.state):
+                directory.open_search(self, Mode.BROWSE, out)  # back to the contacts after
         elif key in ("cancel", "history", "phonebook", "left"):
             self.state.mode = (
                 back if (back is not Mode.DIALING or self.state.hook_off) else Mode.IDLE
@@ -465,6 +486,8 @@ class Phone:
         if key in ("up", "down"):
             step = -1 if key == "up" else 1
             self.state.menu = Menu((index + step) % len(items), False, back)
+        elif key in ("ok", "right") and items[index][0] == settings.SETTINGS_ROW:
+            settings.open_menu(self, back, out)
         elif key in ("ok", "right"):
             self.state.menu = replace(menu, opened=True)
         elif key in ("cancel", "menu", "left"):
@@ -575,6 +598,9 @@ class Phone:
         Mode.MENU: _key_menu,
         Mode.CALLS: _key_calls,
         Mode.TRANSFER: _key_transfer,
+        Mode.DIRECTORY: directory.key,
+        Mode.SETTINGS: settings.key,
+        Mode.TRUST: trust.key,
     }
 
     def _on_incoming(self, ev: CallIncoming, out: list[Command]) -> None:
@@ -613,6 +639,7 @@ class Phone:
                 self._reject(call.id, BUSY_STATUS, out)
             return
         self.state.alerting = call.id
+        directory.lookup_caller(self, call, out)
         if feats.auto_answer and not in_call:
             self.state.mode = Mode.CALLS
             self._answer(call.id, out)
@@ -890,6 +917,9 @@ class Phone:
         T_NO_ANSWER.rstrip(":"): _no_answer_timeout,
         T_RING.rstrip(":"): _ring_timeout_fired,
         T_XFER.rstrip(":"): _transfer_timeout,
+        directory.T_TAP: directory.tap_timeout,
+        directory.T_ANSWER: directory.answer_timeout,
+        settings.T_LOCK: settings.lock_timeout,
     }
 
     def _on_tick(self, ev: ClockTick, out: list[Command]) -> None:
@@ -971,6 +1001,13 @@ class Phone:
         ConfigApplied: _on_config,
         SipEngineStatus: _on_engine_status,
         DeviceInfo: _on_device_info,
+        DirectoryResults: directory.on_results,
+        CallerNameFound: directory.on_caller_name,
+        NetworkStatus: settings.on_network_status,
+        NetworkApplied: settings.on_network_applied,
+        ProvisioningStatus: settings.on_provisioning_status,
+        FactoryResetDone: settings.on_reset_done,
+        ServerDiscovered: trust.on_discovered,
     }
 
     # --- actions -------------------------------------------------------------------------------

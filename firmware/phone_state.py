@@ -14,6 +14,13 @@ from datetime import tzinfo
 from offhook.contract.config import PhoneConfig
 from offhook.firmware.calls import Call
 from offhook.firmware.events import CallRecord, DeviceInfo, Screen, SipEngineStatus
+from offhook.firmware.features.state import (
+    AdminLock,
+    DeviceSetup,
+    DirectorySearch,
+    SettingsMenu,
+    TrustPrompt,
+)
 
 
 class Mode(enum.Enum):
@@ -27,6 +34,9 @@ class Mode(enum.Enum):
     TRANSFER = "transfer"  # entering a blind transfer's target
     BROWSE = "browse"  # history or contacts
     MENU = "menu"  # the status menu
+    DIRECTORY = "directory"  # searching the remote directory (firmware/features/directory.py)
+    SETTINGS = "settings"  # the admin settings menu (firmware/features/settings.py)
+    TRUST = "trust"  # a discovered server waits for the admin's trust (firmware/features/trust.py)
 
 
 class BrowseList(enum.Enum):
@@ -124,6 +134,13 @@ class PhoneState:
     leds: dict[str, str] = field(default_factory=dict)  # the last states sent
     engine: SipEngineStatus | None = None  # the engine's last report (None: no engine reports)
     apply_request: int = 0  # a ConfigApplied whose outcome is still to be reported (0: none)
+    # the remote directory, the settings menu and server trust (firmware/features/)
+    directory: DirectorySearch = field(default_factory=DirectorySearch)
+    settings: SettingsMenu = field(default_factory=SettingsMenu)
+    admin_lock: AdminLock = field(default_factory=AdminLock)
+    setup: DeviceSetup = field(default_factory=DeviceSetup)
+    trust: TrustPrompt | None = None
+    requests: int = 0  # the last SearchDirectory request number
 
     @property
     def held_calls(self) -> list[Call]:

@@ -12,6 +12,8 @@ from offhook.firmware.calls import history_kind, number_from_uri
 from offhook.firmware.events import CallRecord
 from offhook.firmware.phone_state import BrowseList, PhoneState, VolumeTarget
 
+SETTINGS_ROW = "Settings (admin)"  # the status menu's last row opens the admin settings menu
+
 HISTORY_MARKS = {"missed": "!", "received": "<", "dialled": ">"}
 
 
@@ -59,6 +61,7 @@ def status_menu_items(phone: PhoneState) -> list[tuple[str, str]]:
     items.append((f"Prov {server}", f"Provisioning server: {server}"))
     speaker, ring = phone.volume[VolumeTarget.SPEAKER], phone.volume[VolumeTarget.RING]
     items.append((f"Vol spk {speaker} ring {ring}", f"Volume: speaker {speaker}, ring {ring}"))
+    items.append((SETTINGS_ROW, "Settings: network, provisioning, accounts, reset (admin PIN)"))
     return items
 
 

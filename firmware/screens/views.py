@@ -12,6 +12,7 @@ from datetime import datetime
 
 from offhook.firmware.calls import Call, format_duration, quality_bars
 from offhook.firmware.events import CallState, Screen
+from offhook.firmware.features.screens import directory_screen, settings_screen, trust_screen
 from offhook.firmware.phone_state import NO_NOTICE, BrowseList, Mode, Notice, PhoneState
 from offhook.firmware.screens.lists import browse_entries, status_menu_items, window
 
@@ -234,4 +235,7 @@ _SCREENS: dict[Mode, Callable[[PhoneState, dict[str, str]], Screen]] = {
     Mode.TRANSFER: _transfer_screen,
     Mode.BROWSE: _browse_screen,
     Mode.MENU: _menu_screen,
+    Mode.DIRECTORY: directory_screen,
+    Mode.SETTINGS: settings_screen,
+    Mode.TRUST: trust_screen,
 }

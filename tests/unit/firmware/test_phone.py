@@ -987,11 +987,13 @@ def test_menu_shows_device_status_and_navigates() -> None:
     d(KeyPressed("menu"))
     assert d.phone.screen.kind == "menu"
     assert d.lines == ("Status", "> IP 192.0.2.7", "  IP fd00::7", "  Version 1.2.3")
-    d(KeyPressed("up"))  # wraps to the last row
-    assert d.lines[-1] == "> Vol spk 80 ring 80"
+    d(KeyPressed("up"))  # wraps to the last row: the admin settings
+    assert d.lines[-1] == "> Settings (admin)"
+    d(KeyPressed("up"))
+    assert d.lines[-2] == "> Vol spk 80 ring 80"
     d(KeyPressed("vol_down"))  # the volume keys still work; the menu follows
     d(TimerFired("volume"))
-    assert d.lines[-1] == "> Vol spk 80 ring 70"
+    assert d.lines[-2] == "> Vol spk 80 ring 70"
     d(KeyPressed("up"))
     assert selected(d) == "> Prov https://prov.example"
     d(KeyPressed("ok"))  # the whole text of the row, wrapped for the panel
