@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -21,7 +22,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from offhook.contract.logs import kv
+from offhook.contract.logs import kv, setup_logging
+from offhook.provisioning.api.admin import router as admin_router
+from offhook.provisioning.api.config_path import ConfigFastPath
+from offhook.provisioning.api.device import router as device_router
+from offhook.provisioning.api.firmware import admin_router as firmware_admin_router
+from offhook.provisioning.api.firmware import device_router as firmware_device_router
+from offhook.provisioning.api.rollouts import router as rollouts_router
+from offhook.provisioning.api_docs import docs_router
 from offhook.provisioning.auth import SqliteCredentialReader
 from offhook.provisioning.crypto import load_key_ring
 from offhook.provisioning.db import Database, TextWithNul
@@ -32,6 +40,7 @@ from offhook.provisioning.notify import Notifier
 from offhook.provisioning.pg_credentials import PgCredentialReader
 from offhook.provisioning.private_files import private_directory
 from offhook.provisioning.render import RenderCache
+from offhook.provisioning.retention import purge_expired
 from offhook.provisioning.settings import ServerSettings, settings_from_env
 
 # Re-exported: older callers name them from here; routers import provisioning.deps.
@@ -161,7 +170,6 @@ class StrictTransportSecurity:
 
 
 async def _purge_periodically(services: Services) -> None:
-    from offhook.provisioning.retention import purge_expired
 
     interval = services.settings.purge_interval_s
     while True:
@@ -234,13 +242,6 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
     app.state.database = database
     app.state.settings = settings
 
-    from offhook.provisioning.api.admin import router as admin_router
-    from offhook.provisioning.api.device import router as device_router
-    from offhook.provisioning.api.firmware import admin_router as firmware_admin_router
-    from offhook.provisioning.api.firmware import device_router as firmware_device_router
-    from offhook.provisioning.api.rollouts import router as rollouts_router
-    from offhook.provisioning.api_docs import docs_router
-
     app.include_router(device_router, prefix=DEVICE_PREFIX)
     app.include_router(admin_router, prefix="/api/v1/admin")
     app.include_router(firmware_device_router, prefix=DEVICE_PREFIX)
@@ -269,7 +270,6 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
 def with_config_fast_path(app: FastAPI) -> ASGIApp:
     """``app`` behind ConfigFastPath: the config poll is answered before FastAPI's own stack
     (telemetry check, error middleware, routing), everything else passes through unchanged."""
-    from offhook.provisioning.api.config_path import ConfigFastPath
 
     services: Services = app.state.services
     return ConfigFastPath(app, services, services.settings.retry_after_s)
@@ -293,9 +293,6 @@ def _mount_web(app: FastAPI) -> None:
 
 def create_app_from_env() -> ASGIApp:
     """uvicorn factory (``--factory``) for multi-worker runs: the app behind the fast path."""
-    import os
-
-    from offhook.contract.logs import setup_logging
 
     setup_logging(os.environ.get("OFFHOOK_LOG_LEVEL", "info"), identifier="offhook-provisioning")
     return with_config_fast_path(create_app(settings_from_env()))
