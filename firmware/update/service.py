@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,8 +37,6 @@ MAX_DETAIL_CHARS = 4000
 
 
 def now_rfc3339() -> str:
-    from datetime import UTC
-
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
