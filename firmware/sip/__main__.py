@@ -1,10 +1,12 @@
-"""Run the SIP engine alone: ``python -m offhook.firmware.sip CONFIG.toml [--tone HZ]``.
+"""Run the SIP engine alone: ``python -m offhook.firmware.sip CONFIG.toml [--tone HZ | --alsa]``.
 
 Prints every engine event as one key=value line on stdout and reads commands from stdin, one per
 line: ``call <target>``, ``answer <id>``, ``hangup <id>``, ``dtmf <id> <digits>``,
 ``transfer <id> <target>`` (REFER), ``replace <id> <other id>`` (attended transfer: REFER with
 Replaces of the other call), ``calls``, ``quit``. Incoming calls are answered 180 Ringing at once
-(the engine leaves that decision to its user). Useful for diagnostics on a phone, and for
+(the engine leaves that decision to its user). ``--alsa`` connects calls to the configured
+``audio.capture``/``audio.playback`` PCMs through the phone's own ALSA bridge (``AlsaAudio``), as
+the phone process does; ``--tone`` sends a sine instead. Useful for diagnostics on a phone, and for
 benchmarks and tests that need the engine in its own process (pjsua2 allows one per process).
 """
 
@@ -19,6 +21,7 @@ import sys
 import threading
 
 from offhook.contract.config import load_config
+from offhook.firmware.audio import AlsaAudio
 from offhook.firmware.events import (
     Answer,
     AttendedTransfer,
@@ -29,6 +32,7 @@ from offhook.firmware.events import (
     SendDtmf,
     Transfer,
 )
+from offhook.firmware.ports import AudioEndpoint
 from offhook.firmware.sip.engine import SipEngine
 from offhook.firmware.sip.sine import SineEndpoint
 
@@ -82,11 +86,19 @@ def _command(engine: SipEngine, line: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m offhook.firmware.sip", description=__doc__)
     parser.add_argument("config", help="phone config (TOML)")
-    parser.add_argument("--tone", type=float, default=0.0, help="send a sine of this frequency")
+    sound = parser.add_mutually_exclusive_group()
+    sound.add_argument("--tone", type=float, default=0.0, help="send a sine of this frequency")
+    sound.add_argument("--alsa", action="store_true", help="calls use the configured ALSA PCMs")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     logging.basicConfig(level=config.logging.level.upper(), stream=sys.stderr)
-    audio = SineEndpoint(args.tone, config.audio.sample_rate) if args.tone else None
+    audio: AudioEndpoint | None = None
+    handset: AlsaAudio | None = None
+    if args.alsa:
+        audio = handset = AlsaAudio(config.audio)
+        handset.start()
+    elif args.tone:
+        audio = SineEndpoint(args.tone, config.audio.sample_rate)
     engine: SipEngine | None = None
 
     def on_event(event: object) -> None:
@@ -110,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         print("ready ports=" + json.dumps(engine.ports), flush=True)
     stop.wait()
     engine.stop()
+    if handset is not None:
+        handset.stop()
+        # what the bridge did during the run (underruns, drift corrections...), for diagnostics
+        stats = " ".join(f"{key}={value}" for key, value in handset.stats.items())
+        with _print_lock:
+            print(f"event=AudioStats {stats}", flush=True)
     return 0
 
 

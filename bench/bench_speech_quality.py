@@ -1,0 +1,142 @@
+"""What a listener hears on an imperfect network: PESQ of speech through the phone vs baresip.
+
+Speech (espeak-ng, three Harvard sentences, 16 kHz) goes from one phone's capture device to the
+other's playback device through Kamailio and the seeded impairing media relay
+(``offhook.firmware.devtools.media_relay``), both directions impaired. Per condition and codec,
+the same run places one call between two offhook engines (each with the phone's ALSA bridge on
+file PCMs) and one between two baresips; the callee's playback is aligned on the reference and
+scored with ITU-T P.862 (narrowband, 8 kHz) and P.862.2 (wideband, 16 kHz). The offhook callee's
+own E-model MOS (what it reports to the fleet) is printed beside its PESQ.
+
+``OFFHOOK_BENCH_CONDITIONS=clean,loss-3`` picks conditions, ``OFFHOOK_BENCH_CODECS=PCMU`` codecs,
+``OFFHOOK_BENCH_SEED`` the relay's seed (default 12), ``OFFHOOK_BENCH_PORTS=first-last`` the
+relay's ports.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from offhook.firmware.devtools.impairment import Impairment
+from tests.fixtures.speech import PesqScores, pesq_scores
+from tests.fixtures.speech_calls import CODECS, PAIRS, CallOutcome, SpeechRig
+
+CONDITIONS: dict[str, Impairment] = {
+    "clean": Impairment(),
+    "loss-1": Impairment(loss_pct=1),
+    "loss-3": Impairment(loss_pct=3),
+    "loss-5": Impairment(loss_pct=5),
+    "loss-10": Impairment(loss_pct=10),
+    "bursty-3": Impairment(burst_loss_pct=3, burst_length=3),
+    "jitter-20": Impairment(jitter_ms=20),
+    "jitter-40": Impairment(jitter_ms=40),
+    "jitter-80": Impairment(jitter_ms=80),
+    "combined": Impairment(
+        burst_loss_pct=3, burst_length=3, jitter_ms=40, reorder_pct=1, duplicate_pct=1
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    scores: PesqScores
+    outcome: CallOutcome
+
+
+def _selected(variable: str, known: tuple[str, ...] | list[str]) -> list[str]:
+    wanted = [w for w in os.environ.get(variable, "").split(",") if w]
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise SystemExit(f"{variable}: unknown {unknown}; known: {', '.join(known)}")
+    return wanted or list(known)
+
+
+def _port_range() -> tuple[int, int] | None:
+    text = os.environ.get("OFFHOOK_BENCH_PORTS", "")
+    if not text:
+        return None
+    first, _, last = text.partition("-")
+    return int(first), int(last)
+
+
+def _cell(result: Result | None) -> str:
+    if result is None:
+        return "   failed   "
+    return f"{result.scores.narrowband:4.2f} / {result.scores.wideband:4.2f}"
+
+
+def main() -> int:
+    conditions = _selected("OFFHOOK_BENCH_CONDITIONS", list(CONDITIONS))
+    codecs = _selected("OFFHOOK_BENCH_CODECS", CODECS)
+    seed = os.environ.get("OFFHOOK_BENCH_SEED", "12")
+    results: dict[tuple[str, str, str], Result | None] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-speech-") as tmp,
+        SpeechRig(Path(tmp), port_range=_port_range()) as rig,
+    ):
+        for condition in conditions:
+            for codec in codecs:
+                for pair in PAIRS:
+                    try:
+                        outcome = rig.call(pair, codec, CONDITIONS[condition], seed)
+                        scores = pesq_scores(rig.reference, outcome.recording, outcome.rate)
+                        results[(condition, codec, pair)] = Result(scores, outcome)
+                    except Exception as exc:  # one failed call must not hide the table
+                        print(f"{condition} {codec} {pair}: FAILED: {exc!r}", flush=True)
+                        results[(condition, codec, pair)] = None
+    _print_table(conditions, codecs, results, seed)
+    return 1 if any(r is None for r in results.values()) else 0
+
+
+def _print_table(
+    conditions: list[str],
+    codecs: list[str],
+    results: dict[tuple[str, str, str], Result | None],
+    seed: str,
+) -> None:
+    print(f"PESQ MOS-LQO, narrowband / wideband (P.862 / P.862.2); relay seed {seed!r}")
+    print("condition  codec  offhook nb/wb  baresip nb/wb  nb ratio  loss seen  offhook E-model")
+    gaps = []
+    for condition in conditions:
+        for codec in codecs:
+            ours = results.get((condition, codec, "offhook"))
+            peer = results.get((condition, codec, "baresip"))
+            ratio = (
+                f"{ours.scores.narrowband / peer.scores.narrowband:5.2f}x"
+                if ours and peer
+                else "   n/a"
+            )
+            loss = "    n/a"
+            reported = "  n/a"
+            if ours and ours.outcome.relay:
+                decided = ours.outcome.relay.to_answerer.decisions
+                loss = f"{100 * decided.loss_fraction:5.1f} %"
+            if ours and ours.outcome.reported_mos is not None:
+                reported = f"{ours.outcome.reported_mos:4.2f}"
+                gaps.append(abs(ours.outcome.reported_mos - ours.scores.narrowband))
+            print(f"{condition:<10} {codec:<5}  {_cell(ours)}    {_cell(peer)}  "
+                  f"{ratio}   {loss}   {reported}")  # fmt: skip
+    for codec in codecs:
+        pairs = [
+            (results.get((c, codec, "offhook")), results.get((c, codec, "baresip")))
+            for c in conditions
+        ]
+        both = [(o, p) for o, p in pairs if o and p]
+        if both:
+            mean_ratio = statistics.fmean(
+                o.scores.narrowband / p.scores.narrowband for o, p in both
+            )
+            at_or_above = sum(o.scores.narrowband >= p.scores.narrowband for o, p in both)
+            print(f"[{codec}] offhook/baresip narrowband PESQ, mean ratio {mean_ratio:.2f}x; "
+                  f"at or above baresip in {at_or_above}/{len(both)} conditions")  # fmt: skip
+    if gaps:
+        print(f"offhook E-model MOS vs measured PESQ (nb): mean |difference| "
+              f"{statistics.fmean(gaps):.2f} (goal <= 0.3) over {len(gaps)} calls")  # fmt: skip
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
