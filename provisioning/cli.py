@@ -327,6 +327,18 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
     for action in ("approve", "reject", "revoke", "reset"):
         p = cmd(action, f"{action} a device (by MAC or id)")
         p.add_argument("device")
+        if action == "approve":
+            p.add_argument("--name", help="name the phone as it is approved")
+            p.add_argument("--group", help="put it into this group (id or name)")
+    p = cmd(
+        "admin-user",
+        "admin users: list, role USER ROLE, disable/enable/unlock USER, password USER",
+    )
+    p.add_argument("action", choices=["list", "role", "disable", "enable", "unlock", "password"])
+    p.add_argument("username", nargs="?", help="the user (name or id)")
+    p.add_argument("role", nargs="?", choices=["admin", "operator", "read-only"])
+    p.add_argument("--password-env", help="password: read it from this environment variable")
+    p.add_argument("--password-stdin", action="store_true")
     p = cmd("group", "add a group or site")
     p.add_argument("name")
     p.add_argument("--parent")
@@ -451,10 +463,20 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
             return 0
         if command == "import":
             return _import(ctx, db, args.csv_file)
-        if command in ("approve", "reject", "revoke", "reset"):
+        if command == "approve":
+            device, changed = ops.approve_device(
+                db, ctx.actor, args.device, name=args.name, group=args.group
+            )
+            db.commit()
+            _resync(ctx, db, changed)
+            print(f"{device.mac} id={device.id} status={device.status}")
+            return 0
+        if command in ("reject", "revoke", "reset"):
             device = ops.set_device_status(db, ctx.actor, args.device, command)
             print(f"{device.mac} id={device.id} status={device.status}")
             return 0
+        if command == "admin-user":
+            return _admin_user(ctx, db, args)
         if command == "group":
             group = ops.create_group(db, ctx.actor, args.name, args.kind, args.parent)
             print(f"created {group.kind} {group.name} id={group.id}")
@@ -547,6 +569,44 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
     raise SystemExit(f"unknown command {command}")
 
 
+def _admin_user(ctx: FleetContext, db: Any, args: argparse.Namespace) -> int:
+    """The same use cases as the web UI's admin page and the REST API's /users routes; the CLI
+    acts as the server's owner, so no rule about one's own account applies."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from offhook.provisioning.services import admin_users
+
+    if args.action == "list":
+        table = Table("id", "username", "role", "disabled", "locked until", "last sign-in")
+        for u in admin_users.list_admin_users(db):
+            table.add_row(
+                str(u.id),
+                u.username,
+                u.role,
+                "yes" if u.disabled else "",
+                u.locked_until.isoformat(timespec="seconds") if u.locked_until else "",
+                u.last_login_at.isoformat(timespec="seconds") if u.last_login_at else "never",
+            )
+        Console().print(table)
+        return 0
+    if not args.username:
+        raise SystemExit(f"admin-user {args.action} needs a username")
+    if args.action == "role":
+        if not args.role:
+            raise SystemExit("admin-user role needs USER ROLE (admin, operator or read-only)")
+        user = admin_users.change_admin_role(db, ctx.actor, args.username, args.role)
+        print(f"{user.username} is now {user.role}")
+    elif args.action == "password":
+        password = _secret_arg(args, "password", f"new password for {args.username}: ")
+        user = admin_users.reset_admin_password(db, ctx.actor, args.username, password)
+        print(f"new password set for {user.username}; their sessions and API tokens ended")
+    else:
+        user = admin_users.change_admin_state(db, ctx.actor, args.username, args.action)
+        print(f"{user.username}: {args.action}d")
+    return 0
+
+
 def _resync(ctx: FleetContext, db: Any, device_ids: list[str]) -> int:
     """Send the NOTIFYs from this process and wait for the batch (bounded)."""
     from offhook.provisioning.notify import send_batch
@@ -575,6 +635,8 @@ def _import(ctx: FleetContext, db: Any, path: Path) -> int:
             progress.update(task, completed=done, total=total)
 
         result = import_devices_csv(db, ctx.actor, text, advance)
+    db.commit()
+    _resync(ctx, db, result.updated)  # updated phones fetch their new config, as from the web UI
     print(
         f"created {len(result.created)}, updated {len(result.updated)}, errors {len(result.errors)}"
     )

@@ -494,6 +494,30 @@ def set_device_status(db: Session, actor: Actor, ref: str, action: str) -> Devic
     return device
 
 
+def approve_device(
+    db: Session,
+    actor: Actor,
+    ref: str,
+    *,
+    name: str | None = None,
+    group: str | int | None = None,
+) -> tuple[Device, list[str]]:
+    """Approve a pending (or rejected) phone, optionally naming it and putting it into a group
+    in the same step (``device.approve``, then ``device.update`` when either changed). Returns
+    the device and the ids whose config changed."""
+    device = set_device_status(db, actor, ref, "approve")
+    changed: list[str] = []
+    if (name and name.strip()) or group not in (None, ""):
+        changed = update_device(
+            db,
+            actor,
+            device.id,
+            name=name.strip() if name and name.strip() else None,
+            group=group if group not in (None, "") else None,
+        )
+    return device, changed
+
+
 @dataclass
 class ImportResult:
     created: list[str] = field(default_factory=list)
@@ -606,6 +630,8 @@ def _check_line(extension: str, registrar: str, transport: str, keys: KeyRing) -
 
     if transport not in TRANSPORTS:
         raise OperationError(f"transport must be one of {', '.join(TRANSPORTS)}")
+    if not extension.strip():
+        raise OperationError("extension: required")
     try:
         parse_config(
             {"accounts": [{"user": extension, "domain": registrar, "transport": transport}]}, "line"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,7 @@ from offhook.provisioning.admin_auth import (
     revoke_api_token,
     token_snapshot,
 )
+from offhook.provisioning.api import replies
 from offhook.provisioning.api.bodies import (
     INT32_MAX,
     Count32,
@@ -56,7 +57,13 @@ from offhook.provisioning.models import (
 from offhook.provisioning.operations import Actor, OperationError
 from offhook.provisioning.render import fleet_defaults, render_device
 from offhook.provisioning.services.actors import admin_actor, commit_and_resync
-from offhook.provisioning.services.admin_users import create_admin_user
+from offhook.provisioning.services.admin_users import (
+    change_admin_role,
+    change_admin_state,
+    create_admin_user,
+    list_admin_users,
+    reset_admin_password,
+)
 
 router = APIRouter(tags=["admin"], responses=error_responses(401, 403, 404, 409, 413, 422, 503))
 
@@ -170,6 +177,11 @@ class DeviceUpdate(RequestBody):
     clear_group: bool = False
 
 
+class Approval(RequestBody):
+    name: Name | None = None
+    group: Ref | None = None
+
+
 class SettingsChange(RequestBody):
     """``set``: dotted keys -> values (``{"audio.tone_plan": "uk"}``); ``unset``: dotted keys;
     ``replace``: the whole partial config (applied first)."""
@@ -248,6 +260,14 @@ class AdminCreate(RequestBody):
     role: Literal["admin", "operator", "read-only"] = "read-only"
 
 
+class RoleChange(RequestBody):
+    role: Literal["admin", "operator", "read-only"]
+
+
+class PasswordReset(RequestBody):
+    password: Annotated[str, Field(max_length=1024)]
+
+
 class ApiTokenCreate(RequestBody):
     name: Name = ""
     ttl_days: Annotated[float | None, Field(gt=0, le=3650)] = None
@@ -256,7 +276,7 @@ class ApiTokenCreate(RequestBody):
 # --- devices ------------------------------------------------------------------------------------
 
 
-@router.get("/devices")
+@router.get("/devices", response_model=list[replies.DeviceOut])
 def list_devices(
     db: DbSession,
     _user: Reader,
@@ -274,7 +294,7 @@ def list_devices(
     return [_device_out(d) for d in db.scalars(query.limit(limit).offset(offset))]
 
 
-@router.post("/devices", status_code=201)
+@router.post("/devices", status_code=201, response_model=replies.DeviceOut)
 def create_device(
     body: DeviceCreate, request: Request, db: DbSession, user: DeviceWriter
 ) -> dict[str, Any]:
@@ -292,20 +312,23 @@ def create_device(
     return _device_out(device)
 
 
-@router.post("/devices/import")
+@router.post("/devices/import", response_model=replies.ImportOut)
 def import_devices(
     request: Request,
     db: DbSession,
     user: DeviceWriter,
+    services: ServicesDep,
     csv_text: Annotated[str, Body(media_type="text/csv")],
 ) -> dict[str, Any]:
-    """CSV with header: mac, serial, model, name, group (only mac required)."""
+    """CSV with header: mac, serial, model, name, group (only mac required). Phones whose
+    config an update changed are told to resync, as in the web UI and the CLI."""
     with _api_errors():
         result = operations.import_devices_csv(db, _actor(user, request), csv_text)
+    _commit_and_resync(db, services, result.updated)
     return {"created": len(result.created), "updated": len(result.updated), "errors": result.errors}
 
 
-@router.get("/devices/{ref}")
+@router.get("/devices/{ref}", response_model=replies.DeviceDetail)
 def read_device(ref: str, db: DbSession, _user: Reader) -> dict[str, Any]:
     with _api_errors():
         device = operations.get_device(db, ref)
@@ -314,7 +337,7 @@ def read_device(ref: str, db: DbSession, _user: Reader) -> dict[str, Any]:
     return out
 
 
-@router.patch("/devices/{ref}")
+@router.patch("/devices/{ref}", response_model=replies.DeviceOut)
 def patch_device(
     ref: str,
     body: DeviceUpdate,
@@ -350,10 +373,42 @@ def _device_action_route(action: str) -> None:
             device = operations.set_device_status(db, _actor(user, request), ref, action)
         return _device_out(device)
 
+    if action == "approve":
+        router.add_api_route(
+            "/devices/{ref}/approve",
+            approve_device,
+            methods=["POST"],
+            summary=DEVICE_ACTIONS[action],
+            response_model=replies.DeviceOut,
+        )
+        return
+
     handler.__name__ = f"{action}_device"
     router.add_api_route(
-        f"/devices/{{ref}}/{action}", handler, methods=["POST"], summary=DEVICE_ACTIONS[action]
+        f"/devices/{{ref}}/{action}",
+        handler,
+        methods=["POST"],
+        summary=DEVICE_ACTIONS[action],
+        response_model=replies.DeviceOut,
     )
+
+
+def approve_device(
+    ref: str,
+    request: Request,
+    db: DbSession,
+    user: DeviceStatus,
+    services: ServicesDep,
+    body: Annotated[Approval | None, Body()] = None,
+) -> dict[str, Any]:
+    """Optionally named and put into a group in the same step (``name``, ``group``)."""
+    approval = body or Approval()
+    with _api_errors():
+        device, changed = operations.approve_device(
+            db, _actor(user, request), ref, name=approval.name, group=approval.group
+        )
+    _commit_and_resync(db, services, changed)
+    return _device_out(device)
 
 
 DEVICE_ACTIONS = {
@@ -366,7 +421,7 @@ for _action in DEVICE_ACTIONS:
     _device_action_route(_action)
 
 
-@router.get("/devices/{ref}/config")
+@router.get("/devices/{ref}/config", response_model=replies.RenderedConfig)
 def preview_config(ref: str, db: DbSession, _user: Reader, services: ServicesDep) -> Any:
     """The config this device would receive (SIP passwords masked)."""
 
@@ -381,7 +436,7 @@ def preview_config(ref: str, db: DbSession, _user: Reader, services: ServicesDep
     return audit.mask_secrets(json.loads(rendered.body))
 
 
-@router.get("/devices/{ref}/status")
+@router.get("/devices/{ref}/status", response_model=list[replies.StatusReportOut])
 def device_status_reports(
     ref: str, db: DbSession, _user: Reader, limit: Limit = 50
 ) -> list[dict[str, Any]]:
@@ -422,12 +477,12 @@ def _change(
     return {"changed_devices": len(changed), "notified": notified}
 
 
-@router.get("/settings/fleet")
+@router.get("/settings/fleet", response_model=replies.PartialConfig)
 def read_fleet_settings(db: DbSession, _user: Reader) -> dict[str, Any]:
     return fleet_defaults(db).settings or {}
 
 
-@router.patch("/settings/fleet")
+@router.patch("/settings/fleet", response_model=replies.ChangedDevices)
 def change_fleet_settings(
     body: SettingsChange,
     request: Request,
@@ -450,7 +505,12 @@ def _scoped_settings_route(scope: str) -> None:
         return _change(db, services, user, request, scope, ref, body)
 
     handler.__name__ = f"change_{scope}_settings"
-    router.add_api_route(f"/{scope}s/{{ref}}/settings", handler, methods=["PATCH"])
+    router.add_api_route(
+        f"/{scope}s/{{ref}}/settings",
+        handler,
+        methods=["PATCH"],
+        response_model=replies.ChangedDevices,
+    )
 
 
 for _scope in ("group", "device"):
@@ -464,12 +524,12 @@ def _group_out(g: Group) -> dict[str, Any]:
     return audit.group_snapshot(g)
 
 
-@router.get("/groups")
+@router.get("/groups", response_model=list[replies.GroupOut])
 def list_groups(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
     return [_group_out(g) for g in db.scalars(select(Group).order_by(Group.name))]
 
 
-@router.post("/groups", status_code=201)
+@router.post("/groups", status_code=201, response_model=replies.GroupOut)
 def create_group(body: GroupCreate, request: Request, db: DbSession, user: GroupWriter) -> Any:
     with _api_errors():
         group = operations.create_group(
@@ -478,13 +538,13 @@ def create_group(body: GroupCreate, request: Request, db: DbSession, user: Group
     return _group_out(group)
 
 
-@router.get("/groups/{ref}")
+@router.get("/groups/{ref}", response_model=replies.GroupOut)
 def read_group(ref: str, db: DbSession, _user: Reader) -> Any:
     with _api_errors():
         return _group_out(operations.get_group(db, ref))
 
 
-@router.patch("/groups/{ref}")
+@router.patch("/groups/{ref}", response_model=replies.GroupOut)
 def patch_group(
     ref: str,
     body: GroupUpdate,
@@ -536,21 +596,26 @@ def _template_link_route(method: str, attached: bool) -> None:
         return _set_template(db, services, _actor(user, request), ref, template, attached)
 
     handler.__name__ = "attach_template" if attached else "detach_template"
-    router.add_api_route("/groups/{ref}/templates/{template}", handler, methods=[method])
+    router.add_api_route(
+        "/groups/{ref}/templates/{template}",
+        handler,
+        methods=[method],
+        response_model=replies.ChangedDevices,
+    )
 
 
 _template_link_route("PUT", attached=True)
 _template_link_route("DELETE", attached=False)
 
 
-@router.get("/templates")
+@router.get("/templates", response_model=list[replies.TemplateOut])
 def list_templates(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
     return [
         audit.template_snapshot(t) for t in db.scalars(select(Template).order_by(Template.name))
     ]
 
 
-@router.post("/templates", status_code=201)
+@router.post("/templates", status_code=201, response_model=replies.TemplateOut)
 def create_template(
     body: TemplateCreate, request: Request, db: DbSession, user: TemplateWriter
 ) -> Any:
@@ -561,7 +626,7 @@ def create_template(
     return audit.template_snapshot(template)
 
 
-@router.patch("/templates/{ref}")
+@router.patch("/templates/{ref}", response_model=replies.ChangedDevices)
 def patch_template(
     ref: str,
     body: TemplateUpdate,
@@ -589,7 +654,7 @@ def remove_template(
 # --- lines --------------------------------------------------------------------------------------
 
 
-@router.get("/lines")
+@router.get("/lines", response_model=list[replies.LineOut])
 def list_lines(
     db: DbSession, _user: Reader, extension: str | None = None, limit: Limit = 500
 ) -> list[dict[str, Any]]:
@@ -599,7 +664,7 @@ def list_lines(
     return [audit.line_snapshot(line) for line in db.scalars(query)]
 
 
-@router.post("/devices/{ref}/lines", status_code=201)
+@router.post("/devices/{ref}/lines", status_code=201, response_model=replies.LineOut)
 def create_line(
     ref: str,
     body: LineCreate,
@@ -617,7 +682,7 @@ def create_line(
     return out
 
 
-@router.patch("/lines/{line_id}")
+@router.patch("/lines/{line_id}", response_model=replies.LineOut)
 def patch_line(
     line_id: Id32,
     body: LineUpdate,
@@ -654,13 +719,13 @@ def _token_out(t: EnrollmentToken) -> dict[str, Any]:
     return _row(t, ("token_hash", "token_enc"))
 
 
-@router.get("/enrollment-tokens")
+@router.get("/enrollment-tokens", response_model=list[replies.EnrollmentTokenOut])
 def list_tokens(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
     rows = db.scalars(select(EnrollmentToken).order_by(EnrollmentToken.created_at.desc()))
     return [_token_out(t) for t in rows]
 
 
-@router.post("/enrollment-tokens", status_code=201)
+@router.post("/enrollment-tokens", status_code=201, response_model=replies.EnrollmentTokenCreated)
 def create_token(
     body: TokenCreate,
     request: Request,
@@ -683,7 +748,7 @@ def create_token(
     return {**_token_out(token), "token": plain}
 
 
-@router.delete("/enrollment-tokens/{token_id}")
+@router.delete("/enrollment-tokens/{token_id}", response_model=replies.EnrollmentTokenOut)
 def revoke_token(token_id: Id32, request: Request, db: DbSession, user: TokenWriter) -> Any:
     with _api_errors():
         return _token_out(operations.revoke_enrollment_token(db, _actor(user, request), token_id))
@@ -692,12 +757,12 @@ def revoke_token(token_id: Id32, request: Request, db: DbSession, user: TokenWri
 # --- status and reports -------------------------------------------------------------------------
 
 
-@router.get("/status")
+@router.get("/status", response_model=replies.FleetSummary)
 def fleet_status(db: DbSession, _user: Reader) -> dict[str, Any]:
     return operations.fleet_summary(db)
 
 
-def _report_route(path: str, order: Any) -> None:
+def _report_route(path: str, order: Any, reply: type[BaseModel]) -> None:
     """GET /<path>: the newest rows of a per-device report table, optionally for one device."""
     model = order.class_
 
@@ -711,15 +776,21 @@ def _report_route(path: str, order: Any) -> None:
         return [_row(r) for r in db.scalars(query)]
 
     handler.__name__ = f"list_{path}"
-    router.add_api_route(f"/{path}", handler, methods=["GET"])
+    # list[reply] of a runtime class: fine for FastAPI, opaque to mypy
+    router.add_api_route(
+        f"/{path}",
+        handler,
+        methods=["GET"],
+        response_model=list[reply],  # type: ignore[valid-type]
+    )
 
 
-_report_route("cdrs", CallRecordRow.start)
-_report_route("quality", QualityRecord.time)
-_report_route("events", DeviceEvent.time)
+_report_route("cdrs", CallRecordRow.start, replies.CallRecordOut)
+_report_route("quality", QualityRecord.time, replies.QualityOut)
+_report_route("events", DeviceEvent.time, replies.EventOut)
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=list[replies.AuditEntryOut])
 def list_audit(
     db: DbSession,
     _user: Reader,
@@ -738,7 +809,7 @@ def list_audit(
     return [_row(e) for e in db.scalars(query)]
 
 
-@router.post("/resync")
+@router.post("/resync", response_model=replies.ResyncOut)
 def resync_devices(
     body: ResyncRequest,
     request: Request,
@@ -761,7 +832,7 @@ def resync_devices(
 # --- privacy and retention ----------------------------------------------------------------------
 
 
-@router.post("/privacy/export")
+@router.post("/privacy/export", response_model=replies.SubjectExport)
 def privacy_export(body: Subject, request: Request, db: DbSession, user: PrivacyExport) -> Any:
     with _api_errors():
         return retention.export_subject(
@@ -769,7 +840,7 @@ def privacy_export(body: Subject, request: Request, db: DbSession, user: Privacy
         )
 
 
-@router.post("/privacy/erase")
+@router.post("/privacy/erase", response_model=replies.RowCounts)
 def privacy_erase(body: Subject, request: Request, db: DbSession, user: PrivacyErase) -> Any:
     with _api_errors():
         return retention.erase_subject(
@@ -777,7 +848,7 @@ def privacy_erase(body: Subject, request: Request, db: DbSession, user: PrivacyE
         )
 
 
-@router.post("/purge")
+@router.post("/purge", response_model=replies.RowCounts)
 def purge(request: Request, db: DbSession, user: Purger, services: ServicesDep) -> dict[str, int]:
     """Run the retention purge now (it also runs periodically in the server)."""
     return retention.purge_session(db, services.settings.retention, _actor(user, request).name)
@@ -786,16 +857,76 @@ def purge(request: Request, db: DbSession, user: Purger, services: ServicesDep) 
 # --- admin users and API tokens -----------------------------------------------------------------
 
 
-@router.get("/me")
+@router.get("/me", response_model=replies.Me)
 def whoami(user: Reader) -> dict[str, Any]:
     return {"username": user.username, "role": user.role}
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, response_model=replies.AdminUserCreated)
 def add_admin(body: AdminCreate, request: Request, db: DbSession, user: UserManager) -> Any:
     with _api_errors(AdminError):
         new = create_admin_user(db, _actor(user, request), body.username, body.password, body.role)
     return {"id": new.id, "username": new.username, "role": new.role}
+
+
+def _admin_user_out(user: AdminUser) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "disabled": user.disabled,
+        "locked_until": user.locked_until.isoformat() if user.locked_until else None,
+        "last_login_at": user.last_login_at.isoformat() if user.last_login_at else None,
+    }
+
+
+@router.get("/users", response_model=list[replies.AdminUserOut])
+def admin_users(db: DbSession, _user: UserManager) -> list[dict[str, Any]]:
+    return [_admin_user_out(u) for u in list_admin_users(db)]
+
+
+@router.post("/users/{ref}/role", response_model=replies.AdminUserOut)
+def change_role(
+    ref: str, body: RoleChange, request: Request, db: DbSession, user: UserManager
+) -> dict[str, Any]:
+    """Give a user another role (nobody lowers their own)."""
+    with _api_errors(AdminError):
+        changed = change_admin_role(db, _actor(user, request), ref, body.role, user)
+    return _admin_user_out(changed)
+
+
+def _admin_state_route(action: str, summary: str) -> None:
+    def handler(ref: str, request: Request, db: DbSession, user: UserManager) -> dict[str, Any]:
+        with _api_errors(AdminError):
+            changed = change_admin_state(db, _actor(user, request), ref, action, user)
+        return _admin_user_out(changed)
+
+    handler.__name__ = f"{action}_admin_user"
+    router.add_api_route(
+        f"/users/{{ref}}/{action}",
+        handler,
+        methods=["POST"],
+        summary=summary,
+        response_model=replies.AdminUserOut,
+    )
+
+
+for _state, _summary in {
+    "disable": "Disable a user (its API tokens end for good)",
+    "enable": "Enable a disabled user",
+    "unlock": "End a user's sign-in lockout",
+}.items():
+    _admin_state_route(_state, _summary)
+
+
+@router.post("/users/{ref}/password", response_model=replies.AdminUserOut)
+def reset_password(
+    ref: str, body: PasswordReset, request: Request, db: DbSession, user: UserManager
+) -> dict[str, Any]:
+    """Set a user's password: their sessions, API tokens and any lockout end."""
+    with _api_errors(AdminError):
+        changed = reset_admin_password(db, _actor(user, request), ref, body.password)
+    return _admin_user_out(changed)
 
 
 def _own_or_all(user: AdminUser, everyone: bool) -> AdminUser | None:
@@ -805,7 +936,7 @@ def _own_or_all(user: AdminUser, everyone: bool) -> AdminUser | None:
     return user
 
 
-@router.get("/api-tokens")
+@router.get("/api-tokens", response_model=list[replies.ApiTokenOut])
 def api_tokens(
     db: DbSession,
     user: TokenOwner,
@@ -815,7 +946,7 @@ def api_tokens(
     return [token_snapshot(t) for t in list_api_tokens(db, _own_or_all(user, everyone))]
 
 
-@router.post("/api-tokens", status_code=201)
+@router.post("/api-tokens", status_code=201, response_model=replies.ApiTokenCreated)
 def add_api_token(
     body: ApiTokenCreate, request: Request, response: Response, db: DbSession, user: TokenOwner
 ) -> Any:
@@ -828,7 +959,7 @@ def add_api_token(
     return {**token_snapshot(row), "token": plain}
 
 
-@router.delete("/api-tokens/{token_id}")
+@router.delete("/api-tokens/{token_id}", response_model=replies.ApiTokenOut)
 def remove_api_token(
     token_id: Id32, request: Request, db: DbSession, user: TokenOwner
 ) -> dict[str, Any]:

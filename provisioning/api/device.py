@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from offhook.contract.logs import kv
 from offhook.provisioning import audit
+from offhook.provisioning.api import replies
 from offhook.provisioning.api.bodies import Count32, RequestBody, error_responses
 from offhook.provisioning.api.config_path import config_reply
 from offhook.provisioning.auth import (
@@ -246,7 +247,14 @@ def _refuse_enrollment(
 
 @router.post(
     "/enroll",
-    responses={202: {"description": "pending approval"}, 403: {}, 409: {}, 422: {}},
+    response_model=replies.EnrollReply,
+    response_model_exclude_none=True,
+    responses={
+        202: {"model": replies.EnrollReply, "description": "pending approval"},
+        403: {},
+        409: {},
+        422: {},
+    },
 )
 def enroll(
     body: EnrollRequest,
@@ -351,7 +359,16 @@ def enroll(
 # --- configuration ------------------------------------------------------------------------------
 
 
-@router.get("/config", responses={304: {}, 401: {}, 403: {}, 503: {}})
+@router.get(
+    "/config",
+    responses={
+        200: {"model": replies.DeviceConfig, "description": "the rendered config"},
+        304: {},
+        401: {},
+        403: {},
+        503: {},
+    },
+)
 async def get_config(
     services: ServicesDep,
     authorization: Annotated[str, Header()] = "",

@@ -26,10 +26,10 @@ def actor_for(request: Request, admin: AdminUser) -> Actor:
     return admin_actor(admin, client_ip(request))
 
 
-def commit_and_resync(request: Request, db: Session, device_ids: list[str]) -> None:
-    """Commit, then tell the phones (services.actors.commit_and_resync)."""
+def commit_and_resync(request: Request, db: Session, device_ids: list[str]) -> int:
+    """Commit, then tell the phones (services.actors.commit_and_resync); how many were told."""
     services = request.app.state.services
-    actors.commit_and_resync(db, services.keys, services.notifier, device_ids)
+    return actors.commit_and_resync(db, services.keys, services.notifier, device_ids)
 
 
 def done(request: Request, url: str, message: str, kind: str = "ok") -> RedirectResponse:

@@ -75,6 +75,12 @@ class Env:
         reply.raise_for_status()
         return reply.json()["id"]
 
+    def user(self) -> str:
+        name = _name("user")
+        body = {"username": name, "password": "user-password-1", "role": "read-only"}
+        self.admin.post("/users", json=body).raise_for_status()
+        return name
+
     def own_api_token(self) -> int:
         reply = self.caller.post("/api-tokens", json={"name": _name("own")})
         reply.raise_for_status()
@@ -263,6 +269,22 @@ ROUTES: list[tuple[str, str, str, Make]] = [
                 }
             },
         ),
+    ),
+    ("GET", "/users", "admin", lambda e: ("/users", {})),
+    (
+        "POST",
+        "/users/{ref}/role",
+        "admin",
+        lambda e: (f"/users/{e.user()}/role", {"json": {"role": "operator"}}),
+    ),
+    ("POST", "/users/{ref}/disable", "admin", lambda e: (f"/users/{e.user()}/disable", {})),
+    ("POST", "/users/{ref}/enable", "admin", lambda e: (f"/users/{e.user()}/enable", {})),
+    ("POST", "/users/{ref}/unlock", "admin", lambda e: (f"/users/{e.user()}/unlock", {})),
+    (
+        "POST",
+        "/users/{ref}/password",
+        "admin",
+        lambda e: (f"/users/{e.user()}/password", {"json": {"password": "user-password-2"}}),
     ),
     ("GET", "/api-tokens", "read-only", lambda e: ("/api-tokens", {})),
     ("POST", "/firmware", "admin", lambda e: ("/firmware", {"content": e.bundle()})),

@@ -9,26 +9,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from offhook.provisioning import audit
-from offhook.provisioning.admin_auth import (
-    AdminError,
-    check_role,
-    set_disabled,
-    set_password,
-)
+from offhook.provisioning.admin_auth import AdminError
 from offhook.provisioning.db import DbSession
-from offhook.provisioning.models import ROLE_ADMIN, ROLES, AdminUser, LoginAttempt, utcnow
-from offhook.provisioning.services.admin_users import admin_user_snapshot, create_admin_user
+from offhook.provisioning.models import ROLES, AdminUser, LoginAttempt, utcnow
+from offhook.provisioning.services.admin_users import (
+    change_admin_role,
+    change_admin_state,
+    create_admin_user,
+    reset_admin_password,
+)
 from offhook.provisioning.web.actions import actor_for, back_with_form, done
 from offhook.provisioning.web.core import NotFound, WebRoute, permitted, render
 from offhook.provisioning.web.sessions import take_form
 
 router = APIRouter(route_class=WebRoute)
 UserManager = Annotated[AdminUser, permitted("admin_user.manage")]
-USER_ACTIONS = ("disable", "enable", "unlock")
-
-
-_snapshot = admin_user_snapshot
 
 
 def _page(request: Request, db: Session) -> Response:
@@ -58,21 +53,10 @@ def _load(db: Session, user_id: int) -> AdminUser:
     return user
 
 
-def _commit_audited(
-    request: Request,
-    db: Session,
-    admin: AdminUser,
-    user: AdminUser,
-    action: str,
-    before: dict[str, object] | None,
-    after: dict[str, object],
-) -> None:
-    """Record ``admin``'s change to ``user`` as ``admin_user.<action>`` and commit both."""
-    actor = actor_for(request, admin)
-    audit.record(
-        db, actor.name, f"admin_user.{action}", "admin_user", user.id, before, after, actor.ip
-    )
-    db.commit()
+def _sentence(exc: Exception) -> str:
+    """A service refusal as the page shows it: "You cannot disable yourself." """
+    text = str(exc)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 @router.get("/admins")
@@ -111,16 +95,13 @@ def admin_role(
     db: DbSession,
     role: Annotated[str, Form()] = "",
 ) -> Response:
-    user = _load(db, user_id)
+    _load(db, user_id)
     try:
-        check_role(role)
+        user = change_admin_role(db, actor_for(request, admin), user_id, role, admin)
     except AdminError as exc:
-        return done(request, "/admins", str(exc), "error")
-    if user.id == admin.id and role != ROLE_ADMIN:
-        return done(request, "/admins", "You cannot lower your own role.", "error")
-    before = _snapshot(user)
-    user.role = role
-    _commit_audited(request, db, admin, user, "role", before, _snapshot(user))
+        db.rollback()
+        return done(request, "/admins", _sentence(exc), "error")
+    db.commit()
     return done(request, "/admins", f"{user.username} is now {role}.")
 
 
@@ -132,19 +113,13 @@ def admin_state(
     db: DbSession,
     action: Annotated[str, Form()] = "",
 ) -> Response:
-    user = _load(db, user_id)
-    if action not in USER_ACTIONS:
-        return done(request, "/admins", f"Unknown action {action!r}.", "error")
-    if user.id == admin.id and action == "disable":
-        return done(request, "/admins", "You cannot disable yourself.", "error")
-    before = _snapshot(user) | {"locked_until": user.locked_until and user.locked_until.isoformat()}
-    if action == "unlock":
-        user.locked_until = None
-        user.failed_attempts = 0
-    else:
-        set_disabled(db, user, action == "disable")  # disabling ends the user's API tokens
-    after = _snapshot(user) | {"locked_until": user.locked_until and user.locked_until.isoformat()}
-    _commit_audited(request, db, admin, user, action, before, after)
+    _load(db, user_id)
+    try:
+        user = change_admin_state(db, actor_for(request, admin), user_id, action, admin)
+    except AdminError as exc:
+        db.rollback()
+        return done(request, "/admins", _sentence(exc), "error")
+    db.commit()
     return done(request, "/admins", f"{user.username}: {action}d.")
 
 
@@ -157,14 +132,11 @@ def admin_password(
     password: Annotated[str, Form()] = "",
 ) -> Response:
     """Set a new password (ends the user's sessions and any lockout)."""
-    user = _load(db, user_id)
+    _load(db, user_id)
     try:
-        set_password(db, user, password)
+        user = reset_admin_password(db, actor_for(request, admin), user_id, password)
     except AdminError as exc:
-        return done(request, "/admins", str(exc), "error")
-    # The audit entry says that it changed, never what it is.
-    before: dict[str, object] = {"username": user.username}
-    _commit_audited(
-        request, db, admin, user, "password", before, {**before, "password_changed": True}
-    )
+        db.rollback()
+        return done(request, "/admins", _sentence(exc), "error")
+    db.commit()
     return done(request, "/admins", f"New password set for {user.username}; their sessions ended.")

@@ -21,11 +21,12 @@ from offhook.provisioning.models import (
     Group,
     Line,
 )
-from offhook.provisioning.operations import NotFound as OperationNotFound
 from offhook.provisioning.operations import (
+    TRANSPORTS,
     OperationError,
     add_device,
     add_line,
+    approve_device,
     delete_device,
     delete_line,
     get_device,
@@ -35,8 +36,8 @@ from offhook.provisioning.operations import (
     update_device,
     update_line,
 )
+from offhook.provisioning.operations import NotFound as OperationNotFound
 from offhook.provisioning.render import render_device
-from offhook.provisioning.resync import resync
 from offhook.provisioning.web import confirm
 from offhook.provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from offhook.provisioning.web.core import (
@@ -67,7 +68,6 @@ DeviceResync = Annotated[AdminUser, permitted("device.resync")]
 DeviceDeleter = Annotated[AdminUser, permitted("device.delete")]
 DeviceSettings = Annotated[AdminUser, permitted("settings.device")]
 LineWriter = Annotated[AdminUser, permitted("line.write")]
-LINE_TRANSPORTS = ("udp", "tcp", "tls")
 DEVICE_ACTIONS = {
     "approve": "approved",
     "reject": "rejected",
@@ -279,7 +279,7 @@ def _detail(request: Request, db: Session, device_id: str) -> Response:
             "delete_error": form.get("delete_error", ""),
             "rendered": rendered,
             "render_error": render_error,
-            "transports": LINE_TRANSPORTS,
+            "transports": TRANSPORTS,
         },
     )
 
@@ -302,8 +302,10 @@ def device_status(
     db: DbSession,
     back: Annotated[str, Form()] = "",
     group: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
 ) -> Response:
-    """Approve (optionally straight into a group), reject, revoke or reset a device."""
+    """Approve (optionally naming it and putting it straight into a group), reject, revoke or
+    reset a device."""
     device = _load(db, device_id)
     target = "/approvals" if back == "approvals" else f"/devices/{device.id}"
     if action not in DEVICE_ACTIONS:
@@ -311,15 +313,16 @@ def device_status(
     actor = actor_for(request, admin)
     changed: list[str] = []
     try:
-        set_device_status(db, actor, device.id, action)
-        if action == "approve" and group:
-            changed = update_device(db, actor, device.id, group=group)
+        if action == "approve":
+            _device, changed = approve_device(db, actor, device.id, name=name, group=group)
+        else:
+            set_device_status(db, actor, device.id, action)
     except OperationError as exc:
         db.rollback()
         return done(request, target, str(exc), "error")
     commit_and_resync(request, db, changed)
     label = device.name or device.mac
-    where = f" into {device.group.name}" if changed and device.group else ""
+    where = f" into {device.group.name}" if group and device.group else ""
     return done(request, target, f"Device {label} {DEVICE_ACTIONS[action]}{where}.")
 
 
@@ -331,10 +334,8 @@ def device_resync(
     db: DbSession,
 ) -> Response:
     device = _load(db, device_id)
-    request_resync(db, actor_for(request, admin), devices=[device.id])  # audited there
-    db.commit()
-    services = request.app.state.services
-    queued = resync(db, services.keys, services.notifier, [device.id])
+    ids = request_resync(db, actor_for(request, admin), devices=[device.id])  # audited there
+    queued = commit_and_resync(request, db, ids)
     if queued:
         message = "Resync requested: the phone was notified and will fetch its config now."
         return done(request, f"/devices/{device.id}", message)
@@ -473,10 +474,6 @@ def line_edit(
         raise NotFound(f"No line {line_id} on this device.")
     new_password = "" if clear_password else (password or None)
     try:
-        if transport not in LINE_TRANSPORTS:
-            raise OperationError(f"transport: one of {', '.join(LINE_TRANSPORTS)}")
-        if not extension.strip():
-            raise OperationError("extension: required")
         changed = update_line(
             db,
             request.app.state.services.keys,

@@ -1,0 +1,274 @@
+"""The bodies the REST API (admin and device) answers with, so the OpenAPI document describes
+every reply.
+
+Field by field these are what the handlers return today (the audit snapshots of
+provisioning.audit, table rows, counts). Times stay the ISO 8601 text the handlers write
+(``IsoTime``), not re-parsed datetimes, so an answer is byte-for-byte what it was before it had
+a model. ``tests/integration/test_prov_openapi.py`` fails on a 2xx JSON reply without one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, RootModel
+
+IsoTime = Annotated[
+    str, Field(description="ISO 8601 time, UTC", json_schema_extra={"format": "date-time"})
+]
+Settings = Annotated[
+    dict[str, Any],
+    Field(description="partial phone config (keys of offhook.contract.config), nested by section"),
+]
+
+
+class DeviceOut(BaseModel):
+    """A device as configured (its audit snapshot) and as its phone last reported."""
+
+    id: str
+    mac: str
+    serial: str
+    model: str
+    name: str
+    group_id: int | None
+    status: str = Field(description="pending | approved | rejected | revoked")
+    pre_registered: bool
+    settings: Settings
+    revision: int = Field(description="config revision the server renders")
+    enrolled: bool = Field(description="the phone holds a device secret")
+    reported_revision: int | None
+    firmware_version: str
+    last_ip: str
+    sip_contact: str
+    poll_interval_s: int | None
+    last_seen: IsoTime | None
+    created_at: IsoTime
+
+
+class LineRow(BaseModel):
+    """A SIP line as stored (never its password)."""
+
+    id: int
+    device_id: str
+    position: int
+    extension: str
+    auth_user: str
+    display_name: str
+    registrar: str
+    transport: str
+    outbound_proxy: str
+    enabled: bool
+    created_at: IsoTime
+
+
+class DeviceDetail(DeviceOut):
+    lines: list[LineRow]
+
+
+class LineOut(BaseModel):
+    """A SIP line's audit snapshot: ``password`` is ``***`` when one is set, else empty."""
+
+    id: int
+    device_id: str
+    position: int
+    extension: str
+    auth_user: str
+    password: str
+    display_name: str
+    registrar: str
+    transport: str
+    outbound_proxy: str
+    enabled: bool
+
+
+class ImportOut(BaseModel):
+    created: int
+    updated: int
+    errors: list[str]
+
+
+class ChangedDevices(BaseModel):
+    """A config change: how many devices' rendered config changed, how many NOTIFYs went out."""
+
+    changed_devices: int
+    notified: int
+
+
+class ResyncOut(BaseModel):
+    devices: int
+    notified: int
+
+
+class PartialConfig(RootModel[dict[str, Any]]):
+    """A partial phone config: sections and keys of offhook.contract.config."""
+
+
+class RenderedConfig(RootModel[dict[str, Any]]):
+    """The whole config a phone would receive (offhook.contract.config), SIP passwords as
+    ``***``."""
+
+
+class GroupOut(BaseModel):
+    id: int
+    name: str
+    kind: str = Field(description="site | group")
+    parent_id: int | None
+    settings: Settings
+    templates: list[str] = Field(description="names of the attached templates, in order")
+
+
+class TemplateOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    settings: Settings
+
+
+class StatusReportOut(BaseModel):
+    id: str
+    device_id: str
+    time: IsoTime
+    received_at: IsoTime
+    firmware_version: str
+    ip: str
+    uptime_s: float
+    config_revision: int | None
+    sip_contact: str
+    lines: Any = Field(description="per-line registration state as the phone reported it")
+
+
+class CallRecordOut(BaseModel):
+    """One leg of a call as one phone recorded it; times are Unix seconds."""
+
+    id: str
+    device_id: str
+    direction: str
+    account: int
+    local_uri: str
+    remote_uri: str
+    remote_name: str
+    start: float
+    answer: float | None
+    end: float
+    disposition: str
+    status_code: int
+    received_at: IsoTime
+
+
+class QualityOut(BaseModel):
+    id: str
+    device_id: str
+    call_record_id: str
+    time: IsoTime
+    codec: str
+    jitter_ms: float
+    loss_pct: float
+    rtt_ms: float
+    mos: float
+    received_at: IsoTime
+
+
+class EventOut(BaseModel):
+    id: str
+    device_id: str
+    time: IsoTime
+    type: str
+    config_revision: int | None
+    detail: str
+    received_at: IsoTime
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    time: IsoTime
+    actor: str = Field(description="admin:<user>, cli:<login>, device:<mac> or system:<job>")
+    action: str
+    target_type: str
+    target_id: str
+    before: Any
+    after: Any
+    ip: str
+
+
+class EnrollmentTokenOut(BaseModel):
+    id: int
+    name: str
+    expires_at: IsoTime
+    max_uses: int
+    uses: int
+    revoked: bool
+    created_by: str
+    created_at: IsoTime
+
+
+class EnrollmentTokenCreated(EnrollmentTokenOut):
+    token: str = Field(description="the token text, shown this once")
+
+
+class FleetSummary(BaseModel):
+    devices: dict[str, int] = Field(description="device count per status")
+    out_of_date: int = Field(description="enrolled, approved devices not on their revision")
+
+
+class SubjectExport(RootModel[dict[str, Any]]):
+    """Everything stored about one device or extension: ``subject``, ``exported_at`` and one
+    list of rows per table (device, lines, status_reports, call_records, quality_records,
+    device_events)."""
+
+
+class RowCounts(RootModel[dict[str, int]]):
+    """Rows removed, per table."""
+
+
+class Me(BaseModel):
+    username: str
+    role: str
+
+
+class AdminUserCreated(BaseModel):
+    id: int
+    username: str
+    role: str
+
+
+class AdminUserOut(BaseModel):
+    id: int
+    username: str
+    role: str
+    disabled: bool
+    locked_until: IsoTime | None
+    last_login_at: IsoTime | None
+
+
+class ApiTokenOut(BaseModel):
+    """An admin API token (never the token itself)."""
+
+    id: int
+    user: str
+    name: str
+    prefix: str
+    created_at: IsoTime | None
+    expires_at: IsoTime | None
+    last_used_at: IsoTime | None
+    revoked: bool
+
+
+class ApiTokenCreated(ApiTokenOut):
+    token: str = Field(description="the bearer token, shown this once")
+
+
+# --- device API ---------------------------------------------------------------------------------
+
+
+class EnrollReply(BaseModel):
+    """``pending`` (202, ask again after Retry-After) or ``approved`` with the device's id and
+    secret (its HTTP Basic credential from now on)."""
+
+    status: str = Field(description="pending | approved")
+    device_id: str | None = None
+    secret: str | None = Field(None, description="shown with each approved answer to this nonce")
+
+
+class DeviceConfig(RootModel[dict[str, Any]]):
+    """The phone's whole rendered config (offhook.contract.config), with its ETag; 304 when
+    If-None-Match matches."""
