@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config
-  libasound2-dev alsa-utils sox
+  libasound2-dev alsa-utils sox espeak-ng
   kamailio kamailio-tls-modules baresip-core linphone-cli sip-tester
   postgresql nginx openssl ca-certificates
   chromium
