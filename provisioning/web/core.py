@@ -54,6 +54,7 @@ NAV: list[tuple[str, str, str, str]] = [
     ("/groups", "Groups", "groups", "fleet.read"),
     ("/templates", "Templates", "templates", "fleet.read"),
     ("/tokens", "Enrollment", "tokens", "fleet.read"),
+    ("/firmware", "Firmware", "firmware", "fleet.read"),
     ("/cdrs", "Calls", "cdrs", "fleet.read"),
     ("/quality", "Quality", "quality", "fleet.read"),
     ("/audit", "Audit log", "audit", "fleet.read"),
