@@ -15,6 +15,11 @@ Audio: the phone's microphone is QEMU's line in, fed from a raw file with a ``PH
 tone; baresip answers with its own ``PEER_TONE_HZ`` sine and records what it decodes. "Audio both
 ways" means the phone's tone dominates baresip's recording, and the peer's tone dominates what the
 phone played to its line out (the raw file QEMU's backend writes).
+
+A machine with no sound card the host can back (``-M raspi3b``) checks an echo instead: the guest's
+snd-aloop card loops what the phone plays into what it captures, so baresip's own tone comes back
+to baresip only if it went through the phone's playback and capture (a kernel driver both ways),
+pjsua2 and RTP in both directions.
 """
 
 from __future__ import annotations
@@ -265,6 +270,7 @@ class CallSetup:
     played: Path  # raw file: what the phone played to its line out
     peer: Peer
     kamailio_text: Callable[[], str]
+    echo: bool = False  # the guest loops playback into capture: check baresip hears itself
 
 
 @dataclass
@@ -273,6 +279,7 @@ class CallResult:
     guest_rtp_port: int = 0
     phone_tone_share: float = 0.0  # in baresip's recording, at PHONE_TONE_HZ
     peer_tone_share: float = 0.0  # in what the phone played, at PEER_TONE_HZ
+    echo_share: float = 0.0  # echo check: in baresip's recording, at PEER_TONE_HZ
     audio_stats: dict | None = None  # the phone's audio counters (xruns...) after the call
 
 
@@ -326,6 +333,25 @@ def place_call(
     mark("call_connected")
     played_from = setup.played.stat().st_size if setup.played.exists() else 0
 
+    def heard_echo() -> bool:
+        recordings = setup.peer.recordings()
+        if recordings:
+            samples, rate = wav_tail(recordings[-1], WINDOW_S)
+            if rate and len(samples) >= rate * WINDOW_S:
+                result.echo_share = tone_share(samples, PEER_TONE_HZ, rate)
+        return result.echo_share >= TONE_SHARE
+
+    if setup.echo:
+        try:
+            wait(f"baresip's {PEER_TONE_HZ} Hz back at baresip through the phone's looped "
+                 "playback and capture", heard_echo)  # fmt: skip
+        except Exception as exc:
+            raise CallError(
+                f"{exc}\nshare of baresip's {PEER_TONE_HZ} Hz in its own recording: "
+                f"{result.echo_share:.2f} (need {TONE_SHARE})"
+            ) from None
+        return _hang_up(client, wait, mark, result)
+
     def heard_both() -> bool:
         recordings = setup.peer.recordings()
         if recordings:
@@ -347,6 +373,10 @@ def place_call(
             f"{result.phone_tone_share:.2f}; of baresip's {PEER_TONE_HZ} Hz at the phone's "
             f"line out: {result.peer_tone_share:.2f} (need {TONE_SHARE})"
         ) from None
+    return _hang_up(client, wait, mark, result)
+
+
+def _hang_up(client, wait, mark: Callable[[str], None], result: CallResult) -> CallResult:
     mark("audio")
     _press(client.hook, False)
     wait("the call to end", lambda: _state(client).get("calls") == [])

@@ -50,13 +50,18 @@ from offhook.image.kamailio_cfg import registrar_config
 from offhook.image.layout import MIB, boot_partition_offset, read_partition_table
 from offhook.image.qemu import (
     AUDIO_RATE,
+    DEFAULT_MACHINE,
     GUEST_CONTROL_PORT,
     HOST_FROM_GUEST,
+    MACHINES,
     QEMU_ARCH,
+    QemuMachineError,
     accelerator_args,
     asoundrc,
     guest_cmdline,
     machine_args,
+    machine_for,
+    machine_names,
     qemu_command,
 )
 from offhook.image.seed import Seed, load_seed, parse_seed
@@ -108,13 +113,20 @@ class BootResult:
             f"{marks}; hostname={self.hostname}"
             + (f"; registered {self.registered_contact}" if self.registered_contact else "")
             + (f"; machine-id per boot: {ids}" if ids else "")
-            + (
-                f"; call {self.call.codec}, phone's tone at the peer "
-                f"{self.call.phone_tone_share:.0%}, peer's tone at the line out "
-                f"{self.call.peer_tone_share:.0%}"
-                if self.call
-                else ""
+            + (self._call_summary() if self.call else "")
+        )
+
+    def _call_summary(self) -> str:
+        call = self.call
+        assert call is not None
+        if call.echo_share:
+            return (
+                f"; call {call.codec}, the peer's tone back at the peer through the phone's "
+                f"looped playback and capture {call.echo_share:.0%}"
             )
+        return (
+            f"; call {call.codec}, phone's tone at the peer {call.phone_tone_share:.0%}, "
+            f"peer's tone at the line out {call.peer_tone_share:.0%}"
         )
 
 
@@ -233,6 +245,86 @@ def card_arch(disk: Path) -> str:
         return "arm64" if found.returncode == 0 else "amd64"
     finally:
         shutil.rmtree(probe, ignore_errors=True)
+
+
+def extract_dtb(disk: Path, workdir: Path, name: str) -> Path:
+    """A device tree from the boot partition (a Pi card carries the upstream DTBs)."""
+    dest = workdir / name
+    proc = _mcopy(disk, boot_partition_offset(disk), name, dest)
+    if proc.returncode != 0:
+        raise BootTestError(f"{disk}: no {name} on the boot partition: {proc.stderr.strip()}")
+    return dest
+
+
+def pad_to_power_of_two(disk: Path) -> int:
+    """Grow the scratch card (sparse) to the next power of two: QEMU's SD card model refuses
+    other sizes. Returns the new size; the partitions are untouched."""
+    size = disk.stat().st_size
+    padded = 1 << max(size - 1, 1).bit_length()
+    if padded != size:
+        with open(disk, "r+b") as fh:
+            fh.truncate(padded)
+    return padded
+
+
+def pick_machine(disk: Path, machine: str | None) -> str:
+    """The QEMU machine for the card: its architecture's default, or the one asked for if it
+    boots that architecture."""
+    arch = card_arch(disk)
+    if machine is None:
+        return DEFAULT_MACHINE[arch]
+    try:
+        chosen = machine_for(machine)
+    except QemuMachineError as exc:
+        raise BootTestError(str(exc)) from None
+    if chosen.card_arch != arch:
+        raise BootTestError(
+            f"QEMU machine {machine!r} boots {chosen.card_arch} cards; {disk.name} is an {arch} "
+            f"card (machines for it: {', '.join(machine_names(arch))})"
+        )
+    return machine
+
+
+GRUBENV = "grub/grubenv"
+
+
+def grub_card(disk: Path) -> bool:
+    """A card booted by its own GRUB (qemu-amd64 with A/B slots): grub/grubenv on its boot
+    partition. QEMU then boots the disk through SeaBIOS, not a kernel given to it."""
+    probe = Path(tempfile.mkdtemp(prefix="offhook-probe-"))
+    try:
+        return _mcopy(disk, boot_partition_offset(disk), GRUBENV, probe / "g").returncode == 0
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def read_grubenv(disk: Path, workdir: Path) -> dict[str, str]:
+    """The card's slot state (ORDER, A_OK, A_TRY, B_OK, B_TRY...) as GRUB and RAUC left it."""
+    dest = workdir / "grubenv.read"
+    dest.unlink(missing_ok=True)
+    proc = _mcopy(disk, boot_partition_offset(disk), GRUBENV, dest)
+    if proc.returncode != 0:
+        raise BootTestError(f"{disk}: no {GRUBENV} on the boot partition: {proc.stderr.strip()}")
+    listed = subprocess.run(["grub-editenv", str(dest), "list"], capture_output=True, text=True,
+                            check=True).stdout  # fmt: skip
+    return dict(line.split("=", 1) for line in listed.splitlines() if "=" in line)
+
+
+def set_grub_extra_cmdline(disk: Path, workdir: Path, extra: str) -> None:
+    """EXTRA_CMDLINE in the card's grubenv: what the test adds to the kernel command line GRUB
+    builds (the journal on the console, a masked unit). grub-editenv then mcopy back."""
+    env = workdir / "grubenv.edit"
+    env.unlink(missing_ok=True)
+    offset = boot_partition_offset(disk)
+    if _mcopy(disk, offset, GRUBENV, env).returncode != 0:
+        raise BootTestError(f"{disk}: no {GRUBENV} on the boot partition")
+    subprocess.run(["grub-editenv", str(env), "set", f"EXTRA_CMDLINE={extra}"], check=True)
+    proc = subprocess.run(
+        ["mcopy", "-o", "-i", f"{disk}@@{offset}", str(env), f"::/{GRUBENV}"],
+        capture_output=True, text=True, check=False, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise BootTestError(f"cannot write {GRUBENV} back: {proc.stderr.strip()}")
 
 
 def extract_boot_files(disk: Path, workdir: Path) -> tuple[Path, Path, str]:
@@ -385,11 +477,14 @@ class _Card:
 
     def __init__(
         self, disk: Path, workdir: Path, stack: contextlib.ExitStack, memory_mb: int,
-        mic_seconds: float = 60.0,
+        mic_seconds: float = 60.0, machine: str | None = None,
     ) -> None:  # fmt: skip
         self.disk, self.workdir, self.stack, self.memory_mb = disk, workdir, stack, memory_mb
         self.host_port = free_port()
-        self.arch = card_arch(disk)
+        self.arch = pick_machine(disk, machine)  # the MACHINES entry this card boots on
+        self.machine = MACHINES[self.arch]
+        if self.machine.disk_power_of_two:
+            pad_to_power_of_two(disk)
         self.monitor = workdir / "qemu-monitor.sock"
         self.played = workdir / "played.raw"
         self.mic = workdir / "mic.raw"
@@ -404,6 +499,7 @@ class _Card:
         self, number: int, console_log: Path, extra_cmdline: str = ""
     ) -> tuple[OutputWatcher, BootRecord, Path]:
         kernel, initrd, cmdline = extract_boot_files(self.disk, self.workdir)
+        dtb = extract_dtb(self.disk, self.workdir, self.machine.dtb) if self.machine.dtb else None
         pcap = self.workdir / f"net-boot{number}.pcap"
         pcap.unlink(missing_ok=True)
         self.monitor.unlink(missing_ok=True)
@@ -411,7 +507,7 @@ class _Card:
         args = f"{guest_cmdline(cmdline, self.arch)} systemd.journald.forward_to_console=1"
         cmd = qemu_command(self.disk, kernel, initrd, f"{args} {extra_cmdline}".strip(),
                            self.host_port, self.memory_mb, pcap, self.arch,
-                           monitor=self.monitor)  # fmt: skip
+                           monitor=self.monitor, dtb=dtb)  # fmt: skip
         log.info(
             "boot test starting qemu",
             extra=kv(boot=number, port=self.host_port, disk=self.disk),
@@ -459,8 +555,12 @@ def boot_test(
     workdir: Path | None = None,
     reboots: int = 0,
     on_milestone: Callable[[str, float], None] | None = None,
+    machine: str | None = None,
 ) -> BootResult:
     """Boot to the phone's milestones; then ``reboots`` power cuts and boots of the same card.
+
+    ``machine``: a QEMU machine from ``image.qemu.MACHINES`` for the card's architecture
+    (``raspi3b`` for a Pi card); default: the architecture's own (``-M virt`` for a Pi card).
 
     ``call`` (implies ``kamailio``): once registered, the phone calls a baresip on the host and
     audio is checked both ways (``image.bootcall``). ``phone=False`` boots the same image with
@@ -491,7 +591,7 @@ def boot_test(
                 )
             seed = prepare_seed(seed_path, kamailio_port)
             card = _Card(scratch_copy(image, seed, workdir), workdir, stack, memory_mb,
-                         mic_seconds=timeout + 60)  # fmt: skip
+                         mic_seconds=timeout + 60, machine=machine)  # fmt: skip
             started = time.monotonic()
             deadline = started + timeout
 
@@ -547,6 +647,7 @@ def boot_test(
                 setup = bootcall.CallSetup(
                     monitor=card.monitor, rtp_host_port=rtp_host_port, played=card.played,
                     peer=peer, kamailio_text=lambda: kamailio_log.text,
+                    echo=card.machine.audio_check == "echo",
                 )  # fmt: skip
                 try:
                     result.call = bootcall.place_call(client, setup, wait, mark)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from offhook.image.qemu import MACHINES
+
 console = Console(stderr=True)
 
 
@@ -128,8 +130,14 @@ def _image_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-compress", action="store_true", help="skip the .img.zst copy")
     b.add_argument("--id-seed", default="offhook", help="seed for disk and filesystem ids")
 
-    t = sub.add_parser("boot-test", help="boot a qemu-amd64 image under QEMU and wait for ready")
+    t = sub.add_parser("boot-test", help="boot an image under QEMU and wait for ready")
     t.add_argument("image", type=Path)
+    t.add_argument(
+        "--machine",
+        choices=sorted(MACHINES),
+        help="QEMU machine (default: the card's own: amd64, or arm64 = -M virt for a Pi card; "
+        "raspi3b: a Pi card on QEMU's Raspberry Pi 3 B model)",
+    )
     t.add_argument("--seed", type=Path, help="seed TOML for the data partition")
     t.add_argument("--kamailio", action="store_true", help="run Kamailio and wait for REGISTER")
     t.add_argument(
@@ -199,6 +207,7 @@ def image_main(argv: list[str]) -> int:
                 console_log=args.console_log,
                 reboots=args.reboots,
                 on_milestone=milestone,
+                machine=args.machine,
             )
         except BootTestError as exc:
             console.print(f"[red]boot test failed:[/] {exc}")

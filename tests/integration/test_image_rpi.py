@@ -301,3 +301,23 @@ def test_rpi_image_boots_under_qemu_virt_to_a_call(rpi_image: tuple[Path, dict])
     assert {"firstboot", "service", "control_api", "registered"} <= set(result.milestones)
     assert result.call is not None
     assert {"call_connected", "audio", "hung_up"} <= set(result.milestones)
+
+
+def test_rpi_image_boots_under_qemu_raspi3b_to_a_call(rpi_image: tuple[Path, dict]) -> None:
+    """The same card through QEMU's Raspberry Pi 3 B model (opt-in on top of the image test:
+    OFFHOOK_TEST_RPI_RASPI3B=1, or make image-test-rpi RASPI3B=1): the kernel and initramfs its
+    config.txt names with the Pi 3 B's upstream DTB, the root on the emulated SD card (sdhost),
+    the console on the mini UART (ttyS1), the network through dwc2 and usb-net. The phone
+    registers, calls baresip, and baresip's tone comes back to it through the phone's playback
+    and capture on the guest's snd-aloop (the model has no sound device the host can back)."""
+    if os.environ.get("OFFHOOK_TEST_RPI_RASPI3B") != "1":
+        pytest.skip("the raspi3b boot takes many minutes more: OFFHOOK_TEST_RPI_RASPI3B=1")
+    from offhook.image.boottest import boot_test
+
+    image, _ = rpi_image
+    result = boot_test(image, call=True, timeout=2400, machine="raspi3b")
+    print("rpi boot under qemu-system-aarch64 -M raspi3b:", result.summary())
+    assert result.hostname == "offhook-boottest" and result.registered_contact
+    assert {"firstboot", "service", "control_api", "registered"} <= set(result.milestones)
+    assert result.call is not None and result.call.echo_share >= 0.5
+    assert {"call_connected", "audio", "hung_up"} <= set(result.milestones)

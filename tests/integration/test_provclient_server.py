@@ -365,7 +365,8 @@ def test_runner_logs_the_config_without_sip_passwords(tmp_path: Path) -> None:
             child.terminate()
             child.wait(timeout=30)
     text = log_path.read_text()
-    assert '"user": "1004"' in text  # the config is there...
+    # the config is there (a kv field: its JSON quoted, inner quotes escaped)...
+    assert '\\"user\\": \\"1004\\"' in text
     assert password not in text  # ...its password is not
     assert token not in text
     assert "(set, not shown)" in text
