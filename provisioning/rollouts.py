@@ -115,28 +115,35 @@ def _order_key(rollout_id: int, device_id: str) -> str:
     return hashlib.sha256(f"{rollout_id}:{device_id}".encode()).hexdigest()
 
 
-def eligible_device_ids(db: Session, rollout: Rollout) -> list[str]:
-    """The phones this rollout may ask, in its fixed order: approved, in scope, of the
-    release's board, neither excluded nor pinned, not taken by another active rollout."""
-    release = rollout.release
+def _eligible_query(db: Session, rollout: Rollout, *columns: Any) -> Any:
+    """Approved, in scope, of the release's board, neither excluded nor pinned, not taken by
+    another active rollout."""
+    others = select(Rollout.id).where(Rollout.status.in_(ACTIVE), Rollout.id != rollout.id)
     query = (
-        select(Device.id, DeviceFirmware.rollout_id)
+        select(*columns)
+        .select_from(Device)
         .join(DeviceFirmware, DeviceFirmware.device_id == Device.id)
         .where(
             Device.status == DEVICE_APPROVED,
-            DeviceFirmware.compatible == release.compatible,
+            DeviceFirmware.compatible == rollout.release.compatible,
             DeviceFirmware.excluded.is_(False),
             DeviceFirmware.pinned_release_id.is_(None),
+            (DeviceFirmware.rollout_id.is_(None)) | (DeviceFirmware.rollout_id.not_in(others)),
         )
     )
     groups = _scope_group_ids(db, rollout)
-    if groups is not None:
-        query = query.where(Device.group_id.in_(groups))
-    others = set(
-        db.scalars(select(Rollout.id).where(Rollout.status.in_(ACTIVE), Rollout.id != rollout.id))
-    )
-    ids = [device_id for device_id, owner in db.execute(query) if owner not in others]
+    return query if groups is None else query.where(Device.group_id.in_(groups))
+
+
+def eligible_device_ids(db: Session, rollout: Rollout) -> list[str]:
+    """The phones this rollout may ask, in its fixed order."""
+    ids = list(db.scalars(_eligible_query(db, rollout, Device.id)))
     return sorted(ids, key=lambda device_id: _order_key(rollout.id, device_id))
+
+
+def eligible_count(db: Session, rollout: Rollout) -> int:
+    """How many phones it may ask: one COUNT, as each report re-evaluates the rollout."""
+    return int(db.scalar(_eligible_query(db, rollout, func.count())) or 0)
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,7 @@ def progress(db: Session, rollout: Rollout) -> Progress:
         ).all()
     )
     admitted = sum(n for state, n in states.items() if state != CANCELLED)
-    eligible = len(eligible_device_ids(db, rollout)) if rollout.status in ACTIVE else admitted
+    eligible = eligible_count(db, rollout) if rollout.status in ACTIVE else admitted
     eligible = max(eligible, admitted)
     return Progress(eligible, admitted, _quota(rollout, eligible), states)
 
