@@ -194,32 +194,47 @@ class UpdateService:
                 log.exception("update command failed", extra=kv(command=type(command).__name__))
 
     def _execute(self, command: ag.Command) -> None:
-        if isinstance(command, ag.Persist):
-            self.store.save(command.record)
-        elif isinstance(command, ag.Report):
-            self.reports.append(command)
-            log.info("firmware update step", extra=kv(type=command.type, version=command.version,
-                                                      reason=command.reason))  # fmt: skip
-            self.enqueue("events", event_record(command))
-        elif isinstance(command, ag.StartDownload):
-            self._cancel.clear()
-            self._worker(self._download, command)
-        elif isinstance(command, ag.CancelDownload):
-            self._cancel.set()
-        elif isinstance(command, ag.DiscardBundle):
-            for path in (self.bundle, self.bundle.with_name(self.bundle.name + ".etag")):
-                path.unlink(missing_ok=True)
-        elif isinstance(command, ag.Install):
-            self._worker(self._install)
-        elif isinstance(command, ag.MarkGood):
-            self._mark(lambda: self.rauc.mark_good())
-        elif isinstance(command, ag.MarkBad):
-            self._mark(lambda: self.rauc.mark_bad(command.slot))
-        elif isinstance(command, ag.Reboot):
-            log.warning("rebooting for a firmware update")
-            self.reboot()
-        else:
+        handler = self._command_handlers.get(type(command))
+        if handler is None:
             raise TypeError(f"unknown update command {command!r}")
+        handler(self, command)
+
+    # --- one handler per command type (the table is at the end of the class) --------------------
+
+    def _persist(self, command: ag.Persist) -> None:
+        self.store.save(command.record)
+
+    def _report(self, command: ag.Report) -> None:
+        self.reports.append(command)
+        log.info(
+            "firmware update step",
+            extra=kv(type=command.type, version=command.version, reason=command.reason),
+        )
+        self.enqueue("events", event_record(command))
+
+    def _start_download(self, command: ag.StartDownload) -> None:
+        self._cancel.clear()
+        self._worker(self._download, command)
+
+    def _cancel_download(self, command: ag.CancelDownload) -> None:
+        self._cancel.set()
+
+    def _discard_bundle(self, command: ag.DiscardBundle) -> None:
+        for path in (self.bundle, self.bundle.with_name(self.bundle.name + ".etag")):
+            path.unlink(missing_ok=True)
+
+    def _start_install(self, command: ag.Install) -> None:
+        self._worker(self._install)
+
+    def _mark_good(self, command: ag.MarkGood) -> None:
+        self._mark(lambda: self.rauc.mark_good())
+
+    def _mark_bad(self, command: ag.MarkBad) -> None:
+        self._mark(lambda: self.rauc.mark_bad(command.slot))
+
+    def _reboot(self, command: ag.Reboot) -> None:
+        log.warning("rebooting for a firmware update")
+        self.reboot()
 
     def _mark(self, action: Callable[[], None]) -> None:
         try:
@@ -256,3 +271,17 @@ class UpdateService:
             )
             return
         self.events.put(ag.InstallFinished(time.monotonic(), True, version=info.version))
+
+    # One handler per agent command type, as the runtime's _command_handlers (each takes its own
+    # command type, hence Any here).
+    _command_handlers: dict[type[Any], Callable[[UpdateService, Any], None]] = {
+        ag.Persist: _persist,
+        ag.Report: _report,
+        ag.StartDownload: _start_download,
+        ag.CancelDownload: _cancel_download,
+        ag.DiscardBundle: _discard_bundle,
+        ag.Install: _start_install,
+        ag.MarkGood: _mark_good,
+        ag.MarkBad: _mark_bad,
+        ag.Reboot: _reboot,
+    }
