@@ -218,28 +218,39 @@ def bootstrap(recipe: Recipe, tree: Path, log_to=None) -> None:
         )
 
 
+def unpack_tree(tarball: Path, tree: Path, what: str) -> None:
+    """``tree`` replaced by a cached tree (owners, modes, xattrs and ACLs as saved)."""
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.mkdir(parents=True)
+    run(
+        ["tar", "--zstd", "--numeric-owner", "--xattrs", "--acls", "-xpf", str(tarball),
+         "-C", str(tree)],
+        what=what,
+    )  # fmt: skip
+
+
+def save_tree(tree: Path, tarball: Path, what: str) -> None:
+    """``tree`` cached as ``tarball``, written under a temporary name and renamed when complete."""
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    partial = tarball.with_suffix(".partial")
+    run(
+        ["tar", "--zstd", "--numeric-owner", "--xattrs", "--acls", "--sort=name",
+         "-cpf", str(partial), "-C", str(tree), "."],
+        what=what,
+    )  # fmt: skip
+    partial.rename(tarball)
+
+
 def cached_bootstrap(recipe: Recipe, tree: Path, cache: Path, log_to=None) -> bool:
     """Fill ``tree`` from the cache, or bootstrap it and store it. True when the cache was used."""
     cache.mkdir(parents=True, exist_ok=True)
     tarball = cache / f"rootfs-{recipe.arch}-{recipe.key()}.tar.zst"
     if tarball.exists():
-        if tree.exists():
-            shutil.rmtree(tree)
-        tree.mkdir(parents=True)
-        run(
-            ["tar", "--zstd", "--numeric-owner", "--xattrs", "--acls", "-xpf", str(tarball),
-             "-C", str(tree)],
-            what="unpacking cached root filesystem",
-        )  # fmt: skip
+        unpack_tree(tarball, tree, "unpacking cached root filesystem")
         return True
     bootstrap(recipe, tree, log_to=log_to)
-    partial = tarball.with_suffix(".partial")
-    run(
-        ["tar", "--zstd", "--numeric-owner", "--xattrs", "--acls", "--sort=name",
-         "-cpf", str(partial), "-C", str(tree), "."],
-        what="caching root filesystem",
-    )  # fmt: skip
-    partial.rename(tarball)
+    save_tree(tree, tarball, "caching root filesystem")
     return False
 
 
@@ -295,46 +306,6 @@ def wheelhouse(wheels: list[Path], arch: str, dest: Path) -> Path:
           "wheel"], "pip download (build tools)")  # fmt: skip
     shutil.rmtree(resolved, ignore_errors=True)
     return dest
-
-
-def install_firmware(
-    tree: Path,
-    wheels: list[Path],
-    arch: str,
-    venv: str = "/opt/offhook/venv",
-    log_to=None,
-    extras: tuple[str, ...] = (),
-) -> None:
-    """A venv at ``venv`` with our wheel and its dependencies; compilers purged afterwards."""
-    stage = tree / "tmp/offhook-wheels"
-    wheelhouse(wheels, arch, stage)
-    inside = [f"/tmp/offhook-wheels/{w.name}" for w in wheels]
-    if extras:  # e.g. offhook[pi] for RPi.GPIO on the Raspberry Pi
-        inside[0] += f"[{','.join(extras)}]"
-    with chroot_mounts(tree):
-        chroot(tree, ["python3", "-m", "venv", venv], what="python3 -m venv", log_to=log_to)
-        chroot(
-            tree,
-            ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"{venv}/bin/pip", "install",
-             "--no-index", "--find-links", "/tmp/offhook-wheels", "--no-cache-dir",
-             "--no-compile", "--disable-pip-version-check", *inside],
-            what="pip install offhook",
-            log_to=log_to,
-        )  # fmt: skip
-        chroot(
-            tree,
-            ["apt-get", "purge", "-y", "-q", "--autoremove", *BUILD_PACKAGES],
-            what="apt-get purge build packages",
-            log_to=log_to,
-        )
-        if not host_can_compile_for(tree):
-            chroot(tree, [*COMPILEALL, venv], what="compileall", log_to=log_to)
-    if host_can_compile_for(tree):
-        # Same byte code as the tree's own interpreter writes (same Python minor version, hash
-        # based: no mtimes), without emulating it: 9 s instead of 96 s for the rpi venv.
-        run([sys.executable, "-m", *COMPILEALL[2:], "-s", str(tree), "-p", "/",
-             str(tree / venv.lstrip("/"))], what="compileall (host)", log_to=log_to)  # fmt: skip
-    shutil.rmtree(stage)
 
 
 # Byte code with hash-based invalidation: reproducible, and valid on a read-only root.

@@ -13,7 +13,7 @@ DEB_PACKAGES=(
   qemu-system-x86 qemu-system-arm qemu-user-static binfmt-support debootstrap
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu swig
   mtools dosfstools e2fsprogs fdisk bmap-tools xz-utils zstd util-linux socat kmod
-  rauc grub-pc-bin grub-common squashfs-tools dbus
+  grub-pc-bin grub-common dbus  # GRUB for the A/B qemu-amd64 card; D-Bus for the host RAUC tests
   rauc squashfs-tools
 )
 

@@ -30,13 +30,13 @@ def test_each_step_line_counts_steps_and_elapsed_time() -> None:
 
 def test_step_count_matches_the_steps_a_build_shows() -> None:
     qemu = BuildOptions(board="qemu-amd64", out=Path("out"))
-    # wheel, rootfs, venv, overlay, boot files, strip, assemble, block map, compress
-    assert step_count(qemu, None) == 9
-    assert step_count(BuildOptions(board="qemu-amd64", out=Path("o"), compress=False), None) == 8
+    # wheel, wheelhouse, rootfs, venv, overlay, boot files, strip, assemble, block map, compress
+    assert step_count(qemu, None) == 10
+    assert step_count(BuildOptions(board="qemu-amd64", out=Path("o"), compress=False), None) == 9
     compile_plan = Pjsua2Wheel("compile", tarball=Path("pj.tar.gz"))
-    assert step_count(BuildOptions(board="rpi", out=Path("o")), compile_plan) == 12
+    assert step_count(BuildOptions(board="rpi", out=Path("o")), compile_plan) == 13
     cached = Pjsua2Wheel("cache", wheel=Path("pjsua2.whl"))
-    assert step_count(BuildOptions(board="rpi", out=Path("o")), cached) == 10
+    assert step_count(BuildOptions(board="rpi", out=Path("o")), cached) == 11
 
 
 def test_build_ends_with_the_next_command() -> None:
