@@ -25,7 +25,14 @@ from rich.console import Console
 
 from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
-from offhook.image import firmware_venv, pjproject, rootfs
+from offhook.contract.signing import (
+    SigningKeyError,
+    SigningPair,
+    common_name,
+    development_pair,
+    given_pair,
+)
+from offhook.image import firmware_venv, grub, pjproject, rootfs
 from offhook.image.assemble import (
     Contents,
     assemble,
@@ -35,6 +42,7 @@ from offhook.image.assemble import (
 )
 from offhook.image.bmap import create_bmap, hash_span, write_bmap
 from offhook.image.boards import Board, board
+from offhook.image.bundle import BundleError, bundle_info, install_rauc_config, write_bundle
 from offhook.image.layout import MIB, Layout, plan_layout
 from offhook.image.manifest import write_manifest
 from offhook.image.phone_dist import copy_phone_sources
@@ -75,6 +83,9 @@ class BuildOptions:
     id_seed: str = "offhook"
     pjproject_tarball: Path | None = None  # the pinned release, copied in by the operator
     pjproject_url: str | None = None  # a mirror of the pinned release (else $OFFHOOK_PJPROJECT_URL)
+    signing_key: Path | None = None  # the update bundle's signing pair; none: development keys
+    signing_cert: Path | None = None
+    firmware_version: str | None = None  # the wheel's (and bundle's) version; none: pyproject's
 
 
 def check_pjsua2_wheel(path: Path | None, target: Board) -> None:
@@ -199,7 +210,21 @@ def compile_pjsua2(
                        pin=plan.pin)  # fmt: skip
 
 
-def build_wheel(out: Path) -> Path:
+def set_project_version(pyproject: Path, version: str) -> None:
+    """Give a copied pyproject.toml another version (a test build, a release candidate)."""
+    text = pyproject.read_text()
+    head, sep, rest = text.partition("[project]")
+    lines = rest.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line.startswith("version"):
+            lines[index] = f'version = "{version}"\n'
+            break
+        if line.startswith("["):
+            raise BuildError(f"{pyproject}: no version in [project]")
+    pyproject.write_text(head + sep + "".join(lines))
+
+
+def build_wheel(out: Path, version: str | None = None) -> Path:
     """The phone's wheel (image/phone_dist.py), built from a copy of its sources so the checkout
     gets no build/ droppings."""
     out.mkdir(parents=True, exist_ok=True)
@@ -209,6 +234,8 @@ def build_wheel(out: Path) -> Path:
         src = Path(tmp) / "src"
         src.mkdir()
         copy_phone_sources(PROJECT_ROOT, src)  # the phone's distribution, not the server's
+        if version is not None:
+            set_project_version(src / "pyproject.toml", version)
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
             capture_output=True, text=True, check=False,
@@ -231,10 +258,17 @@ def copy_overlay(tree: Path, target: Board) -> None:
 
 def configure(tree: Path, target: Board) -> None:
     """fstab, default hostname, the firmware's board setting and enabled units."""
+    # With two root slots both carry the label OFFHOOK-ROOT: the root is the one GRUB named on
+    # the kernel command line (mounted read-only there), not looked up by label.
+    root_line = (
+        ""
+        if target.ab_slots
+        else "LABEL=OFFHOOK-ROOT  /               ext4   ro,noatime,errors=remount-ro        0 1\n"
+    )
     (tree / "etc/fstab").write_text(
         "# <device>          <mount point>   <type> <options>                           <pass>\n"
-        "LABEL=OFFHOOK-ROOT  /               ext4   ro,noatime,errors=remount-ro        0 1\n"
-        "LABEL=OFFHOOKBOOT   /boot/firmware  vfat   rw,noatime,fmask=0077,dmask=0077    0 2\n"
+        + root_line
+        + "LABEL=OFFHOOKBOOT   /boot/firmware  vfat   rw,noatime,fmask=0077,dmask=0077    0 2\n"
         "LABEL=OFFHOOK-DATA  /data           ext4   rw,noatime,commit=30                0 2\n"
         "tmpfs               /tmp            tmpfs  mode=1777,nosuid,nodev              0 0\n"
         "tmpfs               /var/tmp        tmpfs  mode=1777,nosuid,nodev              0 0\n"
@@ -258,6 +292,11 @@ def configure(tree: Path, target: Board) -> None:
     rootfs.run(["systemctl", f"--root={tree}", "enable", *ENABLED_UNITS], what="systemctl enable")
     if target.name == "rpi":
         wifi_units(tree)
+    if target.ab_slots:
+        # The phone's update agent marks a slot good after its health check, not a unit that
+        # marks every boot good (which would defeat the fallback).
+        rootfs.run(["systemctl", f"--root={tree}", "mask", "rauc-mark-good.service"],
+                   what="systemctl mask rauc-mark-good")  # fmt: skip
 
 
 WIFI_DEVICE = "sys-subsystem-net-devices-wlan0.device"
@@ -306,7 +345,9 @@ def check_pi_config(boot: Path) -> None:
             raise BuildError(f"config.txt names {what} {named[what]!r}, not in /boot/firmware")
 
 
-def boot_files(tree: Path, target: Board, layout_root_partuuid: str, boot: Path) -> None:
+def boot_files(
+    tree: Path, target: Board, layout_root_partuuid: str, boot: Path, disk_id: str = ""
+) -> None:
     """Fill the FAT boot partition's tree."""
     if boot.exists():
         shutil.rmtree(boot)
@@ -332,6 +373,17 @@ def boot_files(tree: Path, target: Board, layout_root_partuuid: str, boot: Path)
     initrds = sorted((tree / "boot").glob("initrd.img-*"))
     if not kernels or not initrds:
         raise BuildError("no kernel or initramfs in /boot of the root filesystem")
+    if target.ab_slots:
+        # GRUB loads the kernel of the slot it boots (/vmlinuz, /initrd.img in that slot), so an
+        # update brings its own kernel. cmdline.txt stays for the first boot's machine-id step.
+        for link in ("vmlinuz", "initrd.img"):
+            if not (tree / link).exists():
+                raise BuildError(f"/{link} missing in the root filesystem: GRUB boots it")
+        grub.boot_tree(boot, disk_id, target.console)
+        (boot / "cmdline.txt").write_text(
+            f"{target.console} root={layout_root_partuuid} rootfstype=ext4 ro panic=-1\n"
+        )
+        return
     # QEMU boots this kernel directly (-kernel/-initrd, taken from the boot partition).
     shutil.copy(kernels[-1], boot / "vmlinuz")
     shutil.copy(initrds[-1], boot / "initrd.img")
@@ -371,10 +423,10 @@ class Steps:
         self.bar.done(name, self.times[name])
 
 
-def step_count(options: BuildOptions, pjsua2: Pjsua2Wheel | None) -> int:
+def step_count(options: BuildOptions, pjsua2: Pjsua2Wheel | None, bundle: bool = False) -> int:
     """How many steps build() shows, for the overall bar."""
-    # wheel, wheelhouse, root filesystem, venv, overlay, boot files, strip, assemble, block map
-    count = 9
+    # wheelhouse, root filesystem, venv, overlay, boot files, strip, assemble, block map
+    count = 9 + bundle
     count -= options.wheel is not None
     count += options.compress
     if pjsua2 is not None:
@@ -399,14 +451,20 @@ def image_from_tree(
     epoch: int,
     workdir: Path,
     steps: Steps,
+    signing: SigningPair | None = None,
 ) -> Layout:
     """Every step after the firmware venv up to the image file: overlay and configuration, boot
     files, strip and normalise, assemble (root from ``tree``, an empty data partition)."""
     partuuid = root_partuuid(target, id_seed)
+    disk_id = partuuid.removeprefix("PARTUUID=").rsplit("-", 1)[0]
 
     def overlay_and_configuration() -> None:
         copy_overlay(tree, target)
         configure(tree, target)
+        if target.ab_slots:
+            if signing is None:
+                raise BuildError(f"board {target.name} has A/B slots: a signing pair is needed")
+            install_rauc_config(tree, target, signing)
 
     def strip_and_normalise() -> None:
         rootfs.strip_tree(tree)
@@ -414,18 +472,69 @@ def image_from_tree(
         normalise_mtimes(boot, epoch)
 
     steps.run("overlay and configuration", overlay_and_configuration)
-    steps.run("boot files", boot_files, tree, target, partuuid, boot)
+    steps.run("boot files", boot_files, tree, target, partuuid, boot, f"0x{disk_id}")
     steps.run("strip and normalise", strip_and_normalise)
+    root_size = ext4_size_for(tree, slack=0.10)
+    if target.ab_slots:
+        if root_size > target.slot_size:
+            raise BuildError(
+                f"root filesystem needs {root_size // MIB} MiB, more than the board's "
+                f"{target.slot_size // MIB} MiB slot (cards in the field have that slot size)"
+            )
+        root_size = target.slot_size
     layout = plan_layout(
         boot_size=target.boot_size,
-        root_size=ext4_size_for(tree, slack=0.10),
+        root_size=root_size,
         data_size=DATA_SIZE,
         disk_size=size,
         id_seed=id_seed,
+        slot_b=target.ab_slots,
     )
     contents = Contents(boot=boot, root=tree, data=None)
-    steps.run("assemble image", assemble, image, layout, contents, workdir, epoch=epoch)
+
+    def assemble_with_bootloader() -> None:
+        assemble(image, layout, contents, workdir, epoch=epoch)
+        if target.ab_slots:
+            core = grub.core_image(workdir.parent / "core.img")
+            grub.install_mbr(image, layout, core)
+
+    steps.run("assemble image", assemble_with_bootloader)
     return layout
+
+
+def signing_pair(options: BuildOptions, cache: Path) -> SigningPair:
+    """--signing-key/--signing-cert, else the development pair (made on first use)."""
+    try:
+        given = given_pair(options.signing_key, options.signing_cert)
+    except SigningKeyError as exc:
+        raise BuildError(str(exc)) from None
+    return given or development_pair(cache / "dev-keys")
+
+
+def root_partition_file(image: Path, layout: Layout, dest: Path) -> Path:
+    """The root partition of ``image`` as a file of its own (sparse), for the bundle."""
+    root = layout.partition("root")
+    rootfs.run(
+        ["dd", f"if={image}", f"of={dest}", "bs=1M", f"skip={root.start // MIB}",
+         f"count={root.size // MIB}", "conv=sparse", "status=none"],
+        what="dd root partition",
+    )  # fmt: skip
+    return dest
+
+
+def make_bundle(
+    image: Path, layout: Layout, target: Board, version: str, pair: SigningPair, work: Path
+) -> tuple[Path, dict]:
+    """``<image stem>.raucb`` beside the image, checked with ``rauc info`` against the keyring."""
+    bundle = image.with_suffix(".raucb")
+    rootfs_file = root_partition_file(image, layout, work / "rootfs.ext4")
+    try:
+        write_bundle(rootfs_file, bundle, compatible=target.compatible, version=version,
+                     pair=pair, workdir=work)  # fmt: skip
+        info = bundle_info(bundle, pair.cert)
+    except BundleError as exc:
+        raise BuildError(str(exc)) from None
+    return bundle, info
 
 
 def build(options: BuildOptions, console: Console | None = None) -> dict:
@@ -435,6 +544,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
     except ValueError as exc:
         raise BuildError(str(exc)) from None
     cache = options.cache or default_cache()
+    signing = signing_pair(options, cache) if target.ab_slots else None
     pjsua2 = resolve_pjsua2_wheel(options, target, cache, console)
     if os.geteuid() != 0:
         raise BuildError("the root filesystem step needs root (debootstrap and chroot)")
@@ -443,14 +553,16 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
     work = out / f".work-{target.name}"
     tree, boot = work / "root", work / "boot"
     epoch = source_date_epoch()
-    steps = Steps(console, step_count(options, pjsua2))
+    steps = Steps(console, step_count(options, pjsua2, bundle=signing is not None))
     started = time.monotonic()
     build_log = out / f"offhook-{target.name}.build.log"
     with open(build_log, "w", encoding="utf-8") as log_to:
         try:
             if pjsua2 is not None and pjsua2.wheel is None:
                 pjsua2 = compile_pjsua2(pjsua2, target, options.mirror, cache, work, steps, log_to)
-            wheel = options.wheel or steps.run("offhook wheel", build_wheel, work / "wheels")
+            wheel = options.wheel or steps.run(
+                "offhook wheel", build_wheel, work / "wheels", options.firmware_version
+            )
             if pjsua2 is not None and pjsua2.wheel is not None:
                 wheels = [wheel, pjsua2.wheel]
             else:  # qemu-amd64 (PyPI wheel), or a wheel given for a board that needs none
@@ -484,7 +596,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
     image = out / f"offhook-{target.name}.img"
     layout = image_from_tree(
         tree, boot, target, image, size=options.size, id_seed=options.id_seed, epoch=epoch,
-        workdir=work / "parts", steps=steps,
+        workdir=work / "parts", steps=steps, signing=signing,
     )  # fmt: skip
     root = layout.partition("root")
     root_sha256 = hash_range(image, root.start, root.size)
@@ -492,6 +604,22 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
     block_map = steps.run("block map", create_bmap, image)
     write_bmap(block_map, bmap_file)
     outputs = [image, bmap_file]
+    firmware_version = wheel.name.split("-")[1]
+    bundle_manifest: dict = {}
+    if signing is not None:
+        bundle, info = steps.run(
+            "update bundle (rauc bundle, signed)",
+            make_bundle, image, layout, target, firmware_version, signing, work,
+        )  # fmt: skip
+        outputs.append(bundle)
+        bundle_manifest = {
+            "bundle": {
+                "file": bundle.name, "compatible": info.get("compatible", ""),
+                "version": info.get("version", ""), "format": info.get("format", ""),
+                "signing_cert_cn": common_name(signing.cert),
+                "development_keys": signing.development,
+            }
+        }  # fmt: skip
     if options.compress:
         compressed = image.with_name(image.name + ".zst")
         steps.run(
@@ -506,7 +634,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
         outputs=outputs,
         board=target.name,
         arch=target.arch,
-        offhook_version=wheel.name.split("-")[1],
+        offhook_version=firmware_version,
         suite=rootfs.SUITE,
         mirror=options.mirror,
         source_date_epoch=epoch,
@@ -521,6 +649,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
         step_seconds=steps.times,
         build_seconds=round(time.monotonic() - started, 1),
         **({"pjsua2": pjsua2.manifest()} if pjsua2 is not None else {}),
+        **bundle_manifest,
     )
     shutil.rmtree(work, ignore_errors=True)
     console.print(
