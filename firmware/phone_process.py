@@ -198,6 +198,14 @@ class PhoneProcess:
                 log.error("serial console unavailable", extra=kv(error=exc))
         self.heartbeat: Heartbeat | None = None
         self.started_at = time.time()
+        from offhook.firmware.provisioning.identity import firmware_version
+        from offhook.firmware.update.wiring import update_service
+
+        # firmware updates (docs/updates.md): on a card with RAUC and a provisioning server
+        self.updates = update_service(
+            config, state_dir / "update", self.provisioning, self.runtime,
+            identity.firmware_version if identity else firmware_version(),
+        )  # fmt: skip
 
     def apply_provisioned(self, provisioned: PhoneConfig | None) -> str | None:
         """The provisioning client's apply callback (its thread): None once registered.
@@ -206,10 +214,15 @@ class PhoneProcess:
 
         config = effective_config(self.local_config, provisioned, self.simulated)
         self.config = config
+        if self.updates is not None:
+            self.updates.wanted(config.firmware)
         return apply_and_wait_registered(self.runtime, config)
 
     def status_report(self) -> dict:
-        return {"lines": self.runtime.snapshot()["registration"]}
+        report: dict[str, Any] = {"lines": self.runtime.snapshot()["registration"]}
+        if self.updates is not None:
+            report["firmware"] = self.updates.status()
+        return report
 
     def resync(self) -> str:
         if self.provisioning is None:
@@ -253,6 +266,8 @@ class PhoneProcess:
         if self.console is not None:
             self.console.start()
             log.info("serial console open", extra=kv(port=self.config.board.serial_console))
+        if self.updates is not None:
+            self.updates.start()  # before provisioning: its first config apply says what is wanted
         if self.provisioning is not None:
             self.provisioning.start()
         if heartbeat_fd is not None:
@@ -293,6 +308,7 @@ class PhoneProcess:
         steps: list[tuple[str, Callable[[], None] | None]] = [
             ("heartbeat", self.heartbeat.stop if self.heartbeat else None),
             ("provisioning", self.provisioning.stop if self.provisioning else None),
+            ("updates", self.updates.stop if self.updates else None),
             ("control", self.control.stop),
             ("console", self._stop_console if self.console is not None else None),
             ("board", self.board.stop),

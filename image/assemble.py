@@ -191,6 +191,8 @@ def assemble(
     if proc.returncode != 0:
         raise AssembleError(f"sfdisk failed: {proc.stderr.strip()}")
     for part in layout.partitions:
+        if part.name == "root_b":
+            continue  # the second root slot stays a hole until RAUC writes an update into it
         part_file = workdir / f"{part.name}.part"
         tree = getattr(contents, part.name)
         if part.name == "boot":

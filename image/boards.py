@@ -41,6 +41,20 @@ class Board:
     # PyPI has pjsua2 wheels for x86_64 only; others get one given, cached or compiled.
     needs_pjsua2_wheel: bool
     firmware_extras: tuple[str, ...] = ()
+    # A/B updates (docs/updates.md): each root slot's fixed size (an update must fit the slot of
+    # every card already out there, so it does not follow the tree), and the slots' devices as
+    # the running system sees them. 0: one root partition, no RAUC.
+    slot_size: int = 0
+    slot_devices: tuple[str, str] = ("", "")
+
+    @property
+    def ab_slots(self) -> bool:
+        return self.slot_size > 0
+
+    @property
+    def compatible(self) -> str:
+        """RAUC's compatible string: a bundle for another board is refused by the phone."""
+        return f"offhook-{self.name}"
 
 
 def board(name: str, mirror: str) -> Board:
@@ -53,6 +67,8 @@ def board(name: str, mirror: str) -> Board:
                 # Not the cloud kernel: it is built without sound (CONFIG_SOUND unset), and the
                 # phone under QEMU plays and captures through a real kernel driver (intel-hda).
                 kernel_packages=("linux-image-amd64",),
+                # RAUC installs updates; grub-editenv is how it reads and sets the slot state.
+                extra_packages=("rauc", "grub-common", "squashfs-tools"),
                 mirror=mirror,
                 initramfs_modules=INITRAMFS_MODULES["amd64"],
                 files={QEMU_MODULE_EXCLUDES: qemu_module_excludes()},
@@ -60,6 +76,8 @@ def board(name: str, mirror: str) -> Board:
             console="console=ttyS0,115200",
             boot_size=128 * MIB,
             needs_pjsua2_wheel=False,
+            slot_size=1024 * MIB,
+            slot_devices=("/dev/vda2", "/dev/vda4"),
         )
     if name == "rpi":
         return Board(

@@ -494,20 +494,34 @@ class _Card:
         # The line in hears the phone's test tone for as long as the test may run.
         self.mic.write_bytes(bootcall.tone_pcm(bootcall.PHONE_TONE_HZ, mic_seconds, AUDIO_RATE))
         self.proc: subprocess.Popen | None = None
+        self.grub = grub_card(disk)
+        self.reboot_in_guest = False
 
     def power_on(
         self, number: int, console_log: Path, extra_cmdline: str = ""
     ) -> tuple[OutputWatcher, BootRecord, Path]:
-        kernel, initrd, cmdline = extract_boot_files(self.disk, self.workdir)
-        dtb = extract_dtb(self.disk, self.workdir, self.machine.dtb) if self.machine.dtb else None
         pcap = self.workdir / f"net-boot{number}.pcap"
         pcap.unlink(missing_ok=True)
         self.monitor.unlink(missing_ok=True)
-        # The journal on the console: a failing service's own messages land in the log.
-        args = f"{guest_cmdline(cmdline, self.arch)} systemd.journald.forward_to_console=1"
-        cmd = qemu_command(self.disk, kernel, initrd, f"{args} {extra_cmdline}".strip(),
-                           self.host_port, self.memory_mb, pcap, self.arch,
-                           monitor=self.monitor, dtb=dtb)  # fmt: skip
+        if self.grub:
+            # GRUB on the card chooses the slot and builds the command line; the test's own
+            # arguments reach it through grubenv. Reboots stay inside QEMU (an update's).
+            extra = f"systemd.journald.forward_to_console=1 {extra_cmdline}".strip()
+            set_grub_extra_cmdline(self.disk, self.workdir, extra)
+            cmdline = f"(GRUB) {extra}"
+            cmd = qemu_command(self.disk, None, None, "", self.host_port, self.memory_mb, pcap,
+                               self.arch, monitor=self.monitor,
+                               reboot_in_guest=self.reboot_in_guest)  # fmt: skip
+        else:
+            kernel, initrd, cmdline = extract_boot_files(self.disk, self.workdir)
+            dtb = (
+                extract_dtb(self.disk, self.workdir, self.machine.dtb) if self.machine.dtb else None
+            )
+            # The journal on the console: a failing service's own messages land in the log.
+            args = f"{guest_cmdline(cmdline, self.arch)} systemd.journald.forward_to_console=1"
+            cmd = qemu_command(self.disk, kernel, initrd, f"{args} {extra_cmdline}".strip(),
+                               self.host_port, self.memory_mb, pcap, self.arch,
+                               monitor=self.monitor, dtb=dtb)  # fmt: skip
         log.info(
             "boot test starting qemu",
             extra=kv(boot=number, port=self.host_port, disk=self.disk),

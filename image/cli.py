@@ -129,6 +129,14 @@ def _image_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--no-compress", action="store_true", help="skip the .img.zst copy")
     b.add_argument("--id-seed", default="offhook", help="seed for disk and filesystem ids")
+    b.add_argument(
+        "--signing-key", type=Path,
+        help="PEM key signing the update bundle (default: development keys, made on first use)",
+    )  # fmt: skip
+    b.add_argument("--signing-cert", type=Path, help="PEM certificate of --signing-key")
+    b.add_argument(
+        "--firmware-version", help="version of the firmware and its bundle (default: pyproject's)"
+    )
 
     t = sub.add_parser("boot-test", help="boot an image under QEMU and wait for ready")
     t.add_argument("image", type=Path)
@@ -184,6 +192,9 @@ def image_main(argv: list[str]) -> int:
                     cache=args.cache,
                     compress=not args.no_compress,
                     id_seed=args.id_seed,
+                    signing_key=args.signing_key,
+                    signing_cert=args.signing_cert,
+                    firmware_version=args.firmware_version,
                 ),
                 console=console,
             )

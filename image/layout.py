@@ -1,4 +1,6 @@
-"""Partition table of an offhook image: boot (FAT32), root (ext4, read-only), data (ext4).
+"""Partition table of an offhook image: boot (FAT32), root (ext4, read-only), data (ext4), and
+on boards with A/B updates a second root slot (partition 4, between root A and data on the disk,
+so data stays last and can grow to the end of the card and keeps its number, 3).
 
 The layout is plain data; ``assemble.py`` turns it into an image file and ``flash.py``/``seed.py``
 use it (or the table read back from an image) to find the boot partition inside a target.
@@ -22,6 +24,7 @@ ALIGN = 4 * MIB  # SD cards erase in 4 MiB units; aligning partitions to them av
 
 BOOT_LABEL = "OFFHOOK-BOOT"  # FAT labels are at most 11 characters; the FAT one is cut below
 ROOT_LABEL = "OFFHOOK-ROOT"
+ROOT_B_LABEL = "OFFHOOK-ROOT"  # a slot holds whatever root filesystem RAUC wrote: same label
 DATA_LABEL = "OFFHOOK-DATA"
 FAT_LABEL = "OFFHOOKBOOT"
 
@@ -36,7 +39,7 @@ class LayoutError(OffhookError, ValueError):
 @dataclass(frozen=True)
 class Partition:
     number: int
-    name: str  # boot | root | data
+    name: str  # boot | root | data | root_b
     start: int  # bytes from the start of the disk
     size: int  # bytes
     mbr_type: str
@@ -99,11 +102,14 @@ def plan_layout(
     data_size: int,
     disk_size: int | None = None,
     id_seed: str = "offhook",
+    slot_b: bool = False,
 ) -> Layout:
-    """Place boot, root and data back to back on ALIGN boundaries.
+    """Place boot, root (and with ``slot_b`` an equal second root slot) and data back to back on
+    ALIGN boundaries.
 
     ``disk_size`` (for example 4 GiB) lets the data partition fill the disk; without it the data
-    partition keeps ``data_size`` and the first boot grows it to the card.
+    partition keeps ``data_size`` and the first boot grows it to the card. Slot B is left
+    unwritten (a hole in the image): RAUC writes it at the first update.
     """
     for name, value in (("boot", boot_size), ("root", root_size), ("data", data_size)):
         if value <= 0:
@@ -111,7 +117,8 @@ def plan_layout(
     ids = derived_ids(id_seed)
     boot_start = ALIGN
     root_start = boot_start + _align_up(boot_size)
-    data_start = root_start + _align_up(root_size)
+    root_b_start = root_start + _align_up(root_size)
+    data_start = root_b_start + (_align_up(root_size) if slot_b else 0)
     minimum = data_start + _align_up(data_size)
     if disk_size is None:
         disk_size = minimum
@@ -121,14 +128,17 @@ def plan_layout(
         raise LayoutError(
             f"disk size {disk_size // MIB} MiB is too small: partitions need {minimum // MIB} MiB"
         )
-    parts = (
+    parts: tuple[Partition, ...] = (
         Partition(1, "boot", boot_start, root_start - boot_start, MBR_TYPE_FAT32_LBA, FAT_LABEL,
                   ids["boot"]),
-        Partition(2, "root", root_start, data_start - root_start, MBR_TYPE_LINUX, ROOT_LABEL,
+        Partition(2, "root", root_start, root_b_start - root_start, MBR_TYPE_LINUX, ROOT_LABEL,
                   ids["root"]),
         Partition(3, "data", data_start, disk_size - data_start, MBR_TYPE_LINUX, DATA_LABEL,
                   ids["data"]),
     )  # fmt: skip
+    if slot_b:
+        parts += (Partition(4, "root_b", root_b_start, data_start - root_b_start,
+                            MBR_TYPE_LINUX, ROOT_B_LABEL, ids["root"]),)  # fmt: skip
     return Layout(disk_id=ids["disk_id"], disk_size=disk_size, partitions=parts)
 
 
@@ -162,10 +172,14 @@ def read_partition_table(path: Path) -> list[TableEntry]:
 
 
 def check_offhook_table(path: Path, size: int) -> list[TableEntry]:
-    """Check that ``path`` (``size`` bytes) carries our three-partition table, within bounds."""
+    """Check that ``path`` (``size`` bytes) carries our partition table (boot, root, data and
+    optionally root slot B), within bounds."""
     entries = read_partition_table(path)
-    if len(entries) != 3:
-        raise LayoutError(f"{path}: expected 3 partitions (boot, root, data), found {len(entries)}")
+    if len(entries) not in (3, 4):
+        raise LayoutError(
+            f"{path}: expected 3 partitions (boot, root, data) or 4 (and root slot B), "
+            f"found {len(entries)}"
+        )
     if entries[0].mbr_type not in ("c", "b", "e"):
         raise LayoutError(f"{path}: partition 1 is type {entries[0].mbr_type}, not FAT")
     for entry in entries:

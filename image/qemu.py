@@ -187,8 +187,8 @@ def audiodev_args() -> list[str]:
 
 def qemu_command(
     disk: Path,
-    kernel: Path,
-    initrd: Path,
+    kernel: Path | None,
+    initrd: Path | None,
     cmdline: str,
     host_port: int,
     memory_mb: int,
@@ -198,6 +198,7 @@ def qemu_command(
     monitor: Path | None = None,
     sound: bool = True,
     dtb: Path | None = None,
+    reboot_in_guest: bool = False,
 ) -> list[str]:
     """The QEMU command line for one power-on of a card (direct kernel boot); ``cmdline`` as
     given (``guest_cmdline`` makes it fit the machine). ``arch`` names the machine
@@ -211,12 +212,20 @@ def qemu_command(
     # QMP on a socket: the call test adds the RTP port forward once it is known.
     mon = ["-monitor", "none"] + (["-qmp", f"unix:{monitor},server=on,wait=off"] if monitor else [])
     audio = [*audiodev_args(), *machine.sound] if sound else []
+    # No kernel: the firmware (SeaBIOS) boots the disk's own bootloader (GRUB on an A/B card).
+    direct = (
+        ["-kernel", str(kernel), "-initrd", str(initrd), *device_tree, "-append", cmdline]
+        if kernel is not None and initrd is not None
+        else []
+    )
+    # A guest's reboot ends QEMU (a boot test sees it), unless the test wants it rebooted.
+    no_reboot = [] if reboot_in_guest else ["-no-reboot"]
     return [
         *machine_args(arch),
         "-m", str(machine.memory_mb or memory_mb),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-nodefaults", "-no-user-config", "-display", "none", *no_reboot,
         *machine.serial, *mon,
-        "-kernel", str(kernel), "-initrd", str(initrd), *device_tree, "-append", cmdline,
+        *direct,
         "-drive", f"file={disk},format=raw,if={machine.drive},cache=unsafe",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_CONTROL_PORT}",
         "-device", f"{machine.net_device},netdev=n0",

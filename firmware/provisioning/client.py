@@ -184,6 +184,11 @@ class ProvisioningClient:
         return lkg.config if lkg else None
 
     @property
+    def pinned_ca(self) -> PinnedCA | None:
+        """The server's pinned CA (also what firmware bundle downloads are checked against)."""
+        return self._pinned
+
+    @property
     def next_cycle_in_s(self) -> float:
         """Seconds until the next scheduled enroll/poll (0 when one is due or forced)."""
         if self._force.is_set():

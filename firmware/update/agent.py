@@ -13,9 +13,10 @@ a reboot the agent knows whether it is on its trial boot of the new slot or back
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import time as clock_time
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from offhook.contract.config import FirmwareSettings
 
@@ -282,29 +283,20 @@ class UpdateAgent:
     # --- events --------------------------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Command]:
-        if isinstance(event, Started):
-            return self._started(event)
-        if isinstance(event, Wanted):
-            return self._wanted(event)
-        if isinstance(event, Tick):
-            return self._tick(event)
-        if isinstance(event, DownloadProgress):
-            if self.record.phase != "downloading":
-                return []
-            return self._set(downloaded=event.downloaded)
-        if isinstance(event, DownloadFinished):
-            return self._download_finished(event)
-        if isinstance(event, DownloadFailed):
-            return self._download_failed(event)
-        if isinstance(event, InstallFinished):
-            return self._install_finished(event)
-        if isinstance(event, Health):
-            return self._health(event)
-        if isinstance(event, SlotMarked):
-            if not event.ok:
-                self.marked_good = False
+        handler = self._event_handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"unknown update event {event!r}")
+        return handler(self, event)
+
+    def _download_progress(self, event: DownloadProgress) -> list[Command]:
+        if self.record.phase != "downloading":
             return []
-        raise TypeError(f"unknown update event {event!r}")
+        return self._set(downloaded=event.downloaded)
+
+    def _slot_marked(self, event: SlotMarked) -> list[Command]:
+        if not event.ok:
+            self.marked_good = False
+        return []
 
     def _started(self, event: Started) -> list[Command]:
         self.booted_slot = event.booted_slot
@@ -520,3 +512,17 @@ class UpdateAgent:
             self._report("installed"),
             DiscardBundle(),
         ]
+
+    # One handler per event type, as the Phone's _handlers (each takes its own event type, hence
+    # Any here); a class variable, not a dataclass field.
+    _event_handlers: ClassVar[dict[type[Any], Callable[[UpdateAgent, Any], list[Command]]]] = {
+        Started: _started,
+        Wanted: _wanted,
+        Tick: _tick,
+        DownloadProgress: _download_progress,
+        DownloadFinished: _download_finished,
+        DownloadFailed: _download_failed,
+        InstallFinished: _install_finished,
+        Health: _health,
+        SlotMarked: _slot_marked,
+    }

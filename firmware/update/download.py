@@ -108,6 +108,17 @@ class HttpBundleFetcher:
             if new_etag:
                 etag_file.write_text(new_etag)
             written = self._receive(response, dest, have, max_size, progress, cancel)
+            length = response.getheader("Content-Length")
+            # http.client returns a short body at EOF without an error: check the length
+            if length is not None and written - have < int(length) and not (
+                max_size and written > max_size
+            ):
+                raise DownloadError(
+                    f"GET {url}: connection closed after {written - have} of {length} bytes",
+                    kept=written,
+                )
+        except DownloadError:
+            raise
         except (OSError, http.client.HTTPException) as exc:
             kept = dest.stat().st_size if dest.exists() else 0
             raise DownloadError(f"GET {url}: {exc!r}", kept=kept) from None

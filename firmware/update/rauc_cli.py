@@ -14,9 +14,15 @@ COMMAND_TIMEOUT_S = 60.0
 
 
 class RaucCli:
-    def __init__(self, rauc: str = "rauc", env: dict[str, str] | None = None) -> None:
+    """``conf``: the system.conf ``rauc info`` checks bundles with (it runs locally, not in the
+    service); the phone's is /etc/rauc/system.conf, RAUC's default."""
+
+    def __init__(
+        self, rauc: str = "rauc", env: dict[str, str] | None = None, conf: Path | None = None
+    ) -> None:
         self.rauc = rauc
         self.env = {**os.environ, **(env or {})}
+        self.conf = conf
 
     def _run(self, args: list[str], timeout: float = COMMAND_TIMEOUT_S) -> str:
         try:
@@ -56,7 +62,8 @@ class RaucCli:
 
     def info(self, bundle: Path) -> BundleInfo:
         try:
-            text = self._run(["info", "--output-format=json", str(bundle)])
+            conf = [f"--conf={self.conf}"] if self.conf else []
+            text = self._run(["info", *conf, "--output-format=json", str(bundle)])
         except RaucError as exc:
             raise RaucError(str(exc), refused=True) from None
         data = json.loads(_json_part(text))

@@ -1,0 +1,300 @@
+"""The update agent's service against the real RAUC (Debian's rauc 1.8 service on a private
+D-Bus system bus, file-backed slots, grubenv through grub-editenv) and a real HTTP server that
+serves the bundle with Basic auth and Range requests (tests/fixtures/rauc_system.py)."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from offhook.contract.config import FirmwareSettings
+from offhook.contract.signing import development_pair, make_signing_pair
+from offhook.firmware.update import agent as ag
+from offhook.firmware.update.download import HttpBundleFetcher, file_sha256
+from offhook.firmware.update.rauc_cli import RaucCli
+from offhook.firmware.update.service import UpdateService
+from offhook.image.bundle import BundleError, bundle_info, write_bundle
+from tests.fixtures import rauc_system
+from tests.fixtures.rauc_system import RaucSystem, grubenv, make_plain_bundle, slot_file
+from tests.fixtures.waiting import wait_until
+
+pytestmark = pytest.mark.skipif(bool(rauc_system.available()), reason=rauc_system.available())
+wait = functools.partial(wait_until, timeout=60.0, interval=0.1)
+PORTS = iter(range(18300, 18340))
+AUTH = "Basic " + base64.b64encode(b"dev-1:secret").decode()
+
+
+class BundleServer(http.server.ThreadingHTTPServer):
+    """Serves files with Basic auth and Range; ``cut_after`` drops the first response mid-body."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        super().__init__(("127.0.0.1", port), BundleHandler)
+        self.directory = directory
+        self.cut_after: int | None = None
+        self.requests: list[dict[str, str]] = []
+
+
+class BundleHandler(http.server.BaseHTTPRequestHandler):
+    server: BundleServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.requests.append(dict(self.headers.items()))
+        if self.headers.get("Authorization") != AUTH:
+            self.send_error(401)
+            return
+        path = self.server.directory / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        etag = f'"{file_sha256(path)[:16]}"'
+        start = 0
+        ranged = self.headers.get("Range", "")
+        if ranged.startswith("bytes=") and self.headers.get("If-Range") == etag:
+            start = int(ranged[6:].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("ETag", etag)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        if self.server.cut_after is not None:
+            body = body[: self.server.cut_after]
+            self.server.cut_after = None
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the connection dies mid-body
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def keys(tmp_path: Path):
+    return make_signing_pair(tmp_path / "keys", "offhook test signing")
+
+
+@pytest.fixture
+def system(tmp_path: Path, keys):
+    rauc = RaucSystem(tmp_path / "rauc", keyring=keys.cert)
+    rauc.root.mkdir()
+    try:
+        rauc.setup()
+        yield rauc
+    finally:
+        rauc.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    served = tmp_path / "served"
+    served.mkdir()
+    srv = BundleServer(next(PORTS), served)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+class Phone:
+    """What the service needs of the phone, under the test's control."""
+
+    def __init__(self) -> None:
+        self.idle = True
+        self.registered = False
+        self.events: list[dict] = []
+        self.reboots = 0
+
+    def enqueue(self, kind: str, record: dict) -> None:
+        assert kind == "events"
+        self.events.append(record)
+
+    def types(self) -> list[str]:
+        return [e["type"].removeprefix("firmware_") for e in self.events]
+
+
+def service(system: RaucSystem, server: BundleServer, phone: Phone, state: Path, version: str,
+            health_timeout_s: float = 300.0) -> UpdateService:  # fmt: skip
+    svc = UpdateService(
+        state,
+        RaucCli(env=system.env, conf=system.root / "system.conf"),
+        HttpBundleFetcher(f"http://127.0.0.1:{server.server_port}", lambda: AUTH, None),
+        enqueue=phone.enqueue,
+        idle=lambda: phone.idle,
+        health=lambda: (phone.registered, True),
+        reboot=lambda: setattr(phone, "reboots", phone.reboots + 1),
+        running_version=version,
+        tick_s=0.2,
+    )
+    svc.agent.health_timeout_s = health_timeout_s
+    return svc
+
+
+def wanted(bundle: Path, version: str, rollout: str = "r-1") -> FirmwareSettings:
+    return FirmwareSettings(version=version, url=f"/{bundle.name}", sha256=file_sha256(bundle),
+                            size=bundle.stat().st_size, rollout=rollout)  # fmt: skip
+
+
+def test_status_through_the_real_service(system: RaucSystem) -> None:
+    status = RaucCli(env=system.env).status()
+    assert (status.compatible, status.booted, status.primary) == (rauc_system.COMPATIBLE, "A", "A")
+    assert [s.bootname for s in status.slots] == ["A", "B"]
+
+
+def test_update_a_to_b_installs_reboots_and_marks_good(
+    system: RaucSystem, server: BundleServer, keys, tmp_path: Path
+) -> None:
+    bundle = make_plain_bundle(server.directory, keys.key, keys.cert, "0.2.0")
+    phone, state = Phone(), tmp_path / "data" / "update"
+    svc = service(system, server, phone, state, "0.1.0")
+    svc.start()
+    try:
+        # the slot A in service is marked good on this boot (GRUB set its TRY at power-on)
+        svc.wanted(wanted(bundle, "0.2.0"))
+        phone.idle = False  # in a call: downloaded, but not installed
+        wait(lambda: svc.agent.record.phase == "downloaded", "download")
+        assert slot_file(system.slot("B"), "offhook-version") == ""
+        phone.idle = True
+        wait(lambda: phone.reboots == 1, "reboot after install")
+    finally:
+        svc.stop()
+    assert phone.types() == ["downloading", "installed", "rebooting"]
+    assert slot_file(system.slot("B"), "offhook-version") == "0.2.0"
+    env = grubenv(system.grubenv_path)
+    assert (env["ORDER"], env["B_OK"], env["B_TRY"]) == ("B A", "1", "0")
+
+    assert system.power_on() == "B"  # what GRUB does: B first, tried
+    phone2 = Phone()
+    svc = service(system, server, phone2, state, "0.2.0")
+    svc.start()
+    try:
+        wait(lambda: svc.agent.record.phase == "verifying", "trial boot")
+        assert grubenv(system.grubenv_path)["B_TRY"] == "1"  # not good before the check
+        phone2.registered = True
+        wait(lambda: phone2.types() == ["running"], "running report")
+    finally:
+        svc.stop()
+    env = grubenv(system.grubenv_path)
+    assert (env["B_OK"], env["B_TRY"]) == ("1", "0")
+    report = phone2.events[0]
+    assert (report["firmware_version"], report["from_version"], report["slot"],
+            report["rollout"]) == ("0.2.0", "0.1.0", "B", "r-1")  # fmt: skip
+    assert RaucCli(env=system.env).status().booted == "B"
+
+
+def test_trial_boot_without_registration_falls_back_and_is_reported(
+    system: RaucSystem, server: BundleServer, keys, tmp_path: Path
+) -> None:
+    bundle = make_plain_bundle(server.directory, keys.key, keys.cert, "0.2.0")
+    phone, state = Phone(), tmp_path / "data" / "update"
+    svc = service(system, server, phone, state, "0.1.0")
+    svc.start()
+    try:
+        phone.registered = True
+        svc.wanted(wanted(bundle, "0.2.0"))
+        wait(lambda: phone.reboots == 1, "reboot after install")
+    finally:
+        svc.stop()
+    assert system.power_on() == "B"
+    broken = Phone()  # the new firmware never registers
+    svc = service(system, server, broken, state, "0.2.0", health_timeout_s=2.0)
+    svc.start()
+    try:
+        wait(lambda: broken.reboots == 1, "reboot after the failed health check")
+    finally:
+        svc.stop()
+    assert grubenv(system.grubenv_path)["B_OK"] == "0"  # marked bad through RAUC
+    assert system.power_on() == "A"  # GRUB skips the bad slot
+    back = Phone()
+    svc = service(system, server, back, state, "0.1.0")
+    svc.start()
+    try:
+        wait(lambda: back.types() == ["rolled_back"], "rollback report")
+        wait(lambda: grubenv(system.grubenv_path)["A_TRY"] == "0", "slot A marked good")
+    finally:
+        svc.stop()
+    report = back.events[0]
+    assert (report["reason"], report["slot"], report["firmware_version"]) == (
+        "health_check_failed", "A", "0.2.0",
+    )  # fmt: skip
+
+
+def test_bundle_signed_with_another_key_is_refused_and_nothing_written(
+    system: RaucSystem, server: BundleServer, tmp_path: Path
+) -> None:
+    other = make_signing_pair(tmp_path / "other-keys", "someone else")
+    bundle = make_plain_bundle(server.directory, other.key, other.cert, "0.2.0")
+    before = grubenv(system.grubenv_path)
+    phone = Phone()
+    svc = service(system, server, phone, tmp_path / "data" / "update", "0.1.0")
+    svc.start()
+    try:
+        svc.wanted(wanted(bundle, "0.2.0"))
+        wait(lambda: "failed" in phone.types(), "failed report")
+    finally:
+        svc.stop()
+    assert phone.types() == ["downloading", "failed"]
+    assert phone.events[-1]["reason"] == "bundle_refused"
+    assert (
+        "signature" in phone.events[-1]["detail"].lower()
+        or "verif" in phone.events[-1]["detail"].lower()
+    )
+    assert slot_file(system.slot("B"), "offhook-version") == ""
+    assert grubenv(system.grubenv_path) == before
+    assert not (tmp_path / "data" / "update" / "bundle.raucb").exists()
+
+
+def test_interrupted_download_resumes_with_range(
+    system: RaucSystem, server: BundleServer, keys, tmp_path: Path
+) -> None:
+    bundle = make_plain_bundle(server.directory, keys.key, keys.cert, "0.2.0")
+    server.cut_after = bundle.stat().st_size // 3
+    phone = Phone()
+    svc = service(system, server, phone, tmp_path / "data" / "update", "0.1.0")
+    svc.agent.retry_at = 0.0
+    delays = ag.DOWNLOAD_RETRY_S
+    ag.DOWNLOAD_RETRY_S = (0.1,)
+    svc.start()
+    try:
+        svc.wanted(wanted(bundle, "0.2.0"))
+        wait(lambda: phone.reboots == 1, "install after the resumed download")
+    finally:
+        svc.stop()
+        ag.DOWNLOAD_RETRY_S = delays
+    ranges = [r.get("Range", "") for r in server.requests]
+    assert ranges[0] == "" and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
+    assert slot_file(system.slot("B"), "offhook-version") == "0.2.0"
+
+
+def test_image_bundle_verifies_with_its_keyring_only(tmp_path: Path) -> None:
+    """The build's own bundle writer (verity format): rauc info accepts it with the signing
+    certificate and refuses it with another keyring."""
+    pair = development_pair(tmp_path / "dev-keys")
+    assert pair.development
+    rootfs = tmp_path / "rootfs.ext4"
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "payload").write_bytes(os.urandom(64 * 1024))  # squashfs must exceed 4 KiB
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(tree), str(rootfs), "8M"], check=True)
+    bundle = write_bundle(rootfs, tmp_path / "offhook-qemu-amd64.raucb",
+                          compatible="offhook-qemu-amd64", version="0.3.0", pair=pair,
+                          workdir=tmp_path / "work")  # fmt: skip
+    info = bundle_info(bundle, pair.cert)
+    assert (info["compatible"], info["version"]) == ("offhook-qemu-amd64", "0.3.0")
+    other = make_signing_pair(tmp_path / "other", "someone else")
+    with pytest.raises(BundleError, match="rauc info failed"):
+        bundle_info(bundle, other.cert)
+    # the development pair is made once and then reused
+    assert development_pair(tmp_path / "dev-keys").cert.read_bytes() == pair.cert.read_bytes()
