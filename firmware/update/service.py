@@ -111,6 +111,7 @@ class UpdateService:
         self._thread: threading.Thread | None = None
         self.reports: list[ag.Report] = []  # this process's, for tests and the control API
         self.booted_slot = ""
+        self.compatible = ""  # RAUC's board string: the server targets rollouts by it
 
     # --- outside world -> agent ----------------------------------------------------------------
 
@@ -118,6 +119,7 @@ class UpdateService:
         try:
             status = self.rauc.status()
             self.booted_slot = status.booted
+            self.compatible = status.compatible
         except RaucError as exc:
             # no RAUC here (a simulator, a card without slots): updates stay off
             log.warning("rauc status failed, firmware updates off", extra=kv(error=exc))
@@ -147,6 +149,7 @@ class UpdateService:
             "target": target.version if target and record.phase != "idle" else "",
             "rollout": target.rollout if target else "",
             "slot": self.booted_slot,
+            "compatible": self.compatible,
             "progress_pct": pct,
         }
 

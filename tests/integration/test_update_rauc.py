@@ -192,6 +192,10 @@ def test_update_a_to_b_installs_reboots_and_marks_good(
     assert (report["firmware_version"], report["from_version"], report["slot"],
             report["rollout"]) == ("0.2.0", "0.1.0", "B", "r-1")  # fmt: skip
     assert RaucCli(env=system.env).status().booted == "B"
+    firmware = svc.status()  # what the status snapshot carries to the server
+    assert (firmware["slot"], firmware["compatible"], firmware["state"]) == (
+        "B", rauc_system.COMPATIBLE, "idle",
+    )  # fmt: skip
 
 
 def test_trial_boot_without_registration_falls_back_and_is_reported(
