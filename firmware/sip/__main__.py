@@ -1,12 +1,14 @@
-"""Run the SIP engine alone: ``python -m offhook.firmware.sip CONFIG.toml [--tone HZ | --alsa]``.
+"""Run the SIP engine alone: ``python -m offhook.firmware.sip CONFIG.toml [AUDIO OPTIONS]``.
 
 Prints every engine event as one key=value line on stdout and reads commands from stdin, one per
 line: ``call <target>``, ``answer <id>``, ``hangup <id>``, ``dtmf <id> <digits>``,
 ``transfer <id> <target>`` (REFER), ``replace <id> <other id>`` (attended transfer: REFER with
 Replaces of the other call), ``calls``, ``quit``. Incoming calls are answered 180 Ringing at once
-(the engine leaves that decision to its user). ``--alsa`` connects calls to the configured
-``audio.capture``/``audio.playback`` PCMs through the phone's own ALSA bridge (``AlsaAudio``), as
-the phone process does; ``--tone`` sends a sine instead. Useful for diagnostics on a phone, and for
+(the engine leaves that decision to its user). Audio: ``--alsa`` connects calls to the
+configured ``audio.capture``/``audio.playback`` PCMs through the phone's own ALSA bridge
+(``AlsaAudio``), as the phone process does; ``--tone HZ`` sends a sine; ``--play RAW`` sends a
+16-bit mono raw file at ``audio.sample_rate`` and ``--record RAW`` writes what was received, both
+at the pace of pjsua's clock, without the bridge. Useful for diagnostics on a phone, and for
 benchmarks and tests that need the engine in its own process (pjsua2 allows one per process).
 """
 
@@ -19,6 +21,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from offhook.contract.config import load_config
 from offhook.firmware.audio import AlsaAudio
@@ -34,6 +37,7 @@ from offhook.firmware.events import (
 )
 from offhook.firmware.ports import AudioEndpoint
 from offhook.firmware.sip.engine import SipEngine
+from offhook.firmware.sip.file_endpoint import FileEndpoint
 from offhook.firmware.sip.sine import SineEndpoint
 
 _print_lock = threading.Lock()
@@ -89,16 +93,23 @@ def main(argv: list[str] | None = None) -> int:
     sound = parser.add_mutually_exclusive_group()
     sound.add_argument("--tone", type=float, default=0.0, help="send a sine of this frequency")
     sound.add_argument("--alsa", action="store_true", help="calls use the configured ALSA PCMs")
+    parser.add_argument("--play", type=Path, help="send this raw S16_LE mono file in calls")
+    parser.add_argument("--record", type=Path, help="write what calls received to this raw file")
     args = parser.parse_args(argv)
+    if (args.play or args.record) and (args.alsa or args.tone):
+        parser.error("--play/--record replace --alsa and --tone")
     config = load_config(args.config)
     logging.basicConfig(level=config.logging.level.upper(), stream=sys.stderr)
     audio: AudioEndpoint | None = None
     handset: AlsaAudio | None = None
+    files: FileEndpoint | None = None
     if args.alsa:
         audio = handset = AlsaAudio(config.audio)
         handset.start()
     elif args.tone:
         audio = SineEndpoint(args.tone, config.audio.sample_rate)
+    elif args.play or args.record:
+        audio = files = FileEndpoint(args.play, args.record, config.audio.sample_rate)
     engine: SipEngine | None = None
 
     def on_event(event: object) -> None:
@@ -122,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ready ports=" + json.dumps(engine.ports), flush=True)
     stop.wait()
     engine.stop()
+    if files is not None:
+        files.close()
     if handset is not None:
         handset.stop()
         # what the bridge did during the run (underruns, drift corrections...), for diagnostics
