@@ -67,8 +67,10 @@ def board(name: str, mirror: str) -> Board:
                 # Not the cloud kernel: it is built without sound (CONFIG_SOUND unset), and the
                 # phone under QEMU plays and captures through a real kernel driver (intel-hda).
                 kernel_packages=("linux-image-amd64",),
-                # RAUC installs updates; grub-editenv is how it reads and sets the slot state.
-                extra_packages=("rauc", "grub-common", "squashfs-tools"),
+                # RAUC installs updates (rauc-service: its D-Bus daemon, unit and bus policy;
+                # the rauc command is only the client); grub-editenv is how it reads and sets
+                # the slot state.
+                extra_packages=("rauc", "rauc-service", "grub-common", "squashfs-tools"),
                 mirror=mirror,
                 initramfs_modules=INITRAMFS_MODULES["amd64"],
                 files={QEMU_MODULE_EXCLUDES: qemu_module_excludes()},
