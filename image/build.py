@@ -297,6 +297,9 @@ def configure(tree: Path, target: Board) -> None:
         # marks every boot good (which would defeat the fallback).
         rootfs.run(["systemctl", f"--root={tree}", "mask", "rauc-mark-good.service"],
                    what="systemctl mask rauc-mark-good")  # fmt: skip
+        # ...and a slot whose phone never gets that far is marked bad and left by this one
+        rootfs.run(["systemctl", f"--root={tree}", "enable", "offhook-slot-watchdog.service"],
+                   what="systemctl enable offhook-slot-watchdog")  # fmt: skip
 
 
 WIFI_DEVICE = "sys-subsystem-net-devices-wlan0.device"

@@ -302,3 +302,46 @@ def test_image_bundle_verifies_with_its_keyring_only(tmp_path: Path) -> None:
         bundle_info(bundle, other.cert)
     # the development pair is made once and then reused
     assert development_pair(tmp_path / "dev-keys").cert.read_bytes() == pair.cert.read_bytes()
+
+
+WATCHDOG = Path(__file__).resolve().parents[2] / "image/overlay/qemu-amd64/usr/local/sbin"
+
+
+def run_watchdog(system: RaucSystem, tmp_path: Path, cmdline: str = "", uptime: str = "950.2"):
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    (tmp_path / "uptime").write_text(f"{uptime} 100.0\n")
+    marker = tmp_path / "rebooted"
+    marker.unlink(missing_ok=True)
+    env = {
+        **os.environ, **system.env,
+        "OFFHOOK_CMDLINE": str(tmp_path / "cmdline"), "OFFHOOK_UPTIME": str(tmp_path / "uptime"),
+        "OFFHOOK_REBOOT": f"touch {marker}",
+    }  # fmt: skip
+    proc = subprocess.run([str(WATCHDOG / "offhook-slot-watchdog")], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)  # fmt: skip
+    return proc, marker.exists()
+
+
+def test_slot_watchdog_leaves_a_slot_never_marked_good(
+    system: RaucSystem, keys, tmp_path: Path
+) -> None:
+    """The overlay's offhook-slot-watchdog against the real RAUC: a trial boot whose phone never
+    ran (nothing marked the slot) is marked bad and rebooted; a good slot is left alone."""
+    bundle = make_plain_bundle(tmp_path, keys.key, keys.cert, "0.2.0")
+    subprocess.run(["rauc", "install", str(bundle)], check=True, capture_output=True,
+                   env={**os.environ, **system.env})  # fmt: skip
+    assert system.power_on() == "B"  # B_TRY=1: on trial, nobody marks it
+    proc, rebooted = run_watchdog(system, tmp_path, cmdline="offhook.slot_watchdog=off")
+    assert (proc.returncode, rebooted) == (0, False)
+    assert "off" in proc.stdout
+    proc, rebooted = run_watchdog(system, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert rebooted
+    assert "slot B not marked good" in proc.stdout
+    assert grubenv(system.grubenv_path)["B_OK"] == "0"
+    assert system.power_on() == "A"  # GRUB's choice now
+    subprocess.run(["rauc", "status", "mark-good", "booted"], check=True, capture_output=True,
+                   env={**os.environ, **system.env})  # fmt: skip
+    proc, rebooted = run_watchdog(system, tmp_path)
+    assert (proc.returncode, rebooted) == (0, False)
+    assert "slot A is good" in proc.stdout
