@@ -147,8 +147,10 @@ class DirectoryService:
     its number, as it would without a directory.
     """
 
-    def __init__(self, directory: LdapDirectory, post: Post) -> None:
-        self.directory = directory
+    def __init__(self, settings: Callable[[], DirectorySettings], post: Post) -> None:
+        """``settings``: the directory settings in force (a provisioned config may change them;
+        each query reads them anew)."""
+        self.settings = settings
         self._post = post
         self._queue: queue.Queue[SearchDirectory | LookupCaller | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="directory", daemon=True)
@@ -158,7 +160,7 @@ class DirectoryService:
 
     def stop(self) -> None:
         self._queue.put(None)
-        self._thread.join(self.directory.settings.timeout_s * 2 + 1)
+        self._thread.join(self.settings().timeout_s * 2 + 1)
 
     def submit(self, command: SearchDirectory | LookupCaller) -> None:
         self._queue.put(command)
@@ -189,7 +191,7 @@ class DirectoryService:
 
     def _answer_search(self, command: SearchDirectory) -> DirectoryResults:
         try:
-            entries = self.directory.search(command.text)
+            entries = LdapDirectory(self.settings()).search(command.text)
         except DirectoryError as exc:
             log.warning("directory search failed", extra=kv(error=exc))
             return DirectoryResults(command.request, (), str(exc))
@@ -198,7 +200,7 @@ class DirectoryService:
 
     def _answer_lookup(self, command: LookupCaller) -> CallerNameFound | None:
         try:
-            name = self.directory.lookup(command.number)
+            name = LdapDirectory(self.settings()).lookup(command.number)
         except DirectoryError as exc:
             log.warning("caller lookup failed", extra=kv(number=command.number, error=exc))
             return None

@@ -34,7 +34,12 @@ from offhook.firmware.supervisor import PREVIOUS_EXIT_ENV
 if TYPE_CHECKING:
     from offhook.board.emulated import EmulatedBoard
     from offhook.board.serial_console import Port, SerialConsole
+    from offhook.contract.config import DirectorySettings
+    from offhook.firmware.device_services import DeviceServices
+    from offhook.firmware.features.events import ProvisioningStatus
     from offhook.firmware.provisioning import DeviceIdentity, ProvisioningClient
+    from offhook.firmware.provisioning.discovery import Found
+    from offhook.firmware.provisioning.zero_touch import ZeroTouch
 
 log = logging.getLogger("offhook.phone")
 
@@ -103,6 +108,78 @@ def gather_device_info(sip_ports: dict[str, int]) -> ev.DeviceInfo:
     )
 
 
+ZERO_TOUCH_ENV = "OFFHOOK_ZERO_TOUCH"  # "1": discover a server on the simulator too
+DATA_DIR_ENV = "OFFHOOK_STATE_DIR"  # the image's data directory (offhook.service sets it)
+
+
+def zero_touch_wanted(config: PhoneConfig, board: str) -> bool:
+    """A phone without a provisioning server looks for one: on real boards always, on the
+    simulator only when asked (its DHCPINFORM needs port 68, and a PC's LAN is not the fleet's).
+    """
+    if config.provisioning.url:
+        return False
+    return board != "emulated" or os.environ.get(ZERO_TOUCH_ENV) == "1"
+
+
+def data_dir(config_path: Path) -> Path | None:
+    """The data partition's phone directory, where a factory reset may erase everything: only
+    when the service names it and the config lives in it (never a developer's own folder)."""
+    named = os.environ.get(DATA_DIR_ENV, "")
+    if named and Path(named).resolve() == config_path.resolve().parent:
+        return Path(named)
+    return None
+
+
+def finish_interrupted_reset(config_path: Path) -> None:
+    from offhook.firmware.factory_reset import FactoryResetter
+
+    data = data_dir(config_path)
+    if data is not None:
+        FactoryResetter(data).finish_interrupted()
+
+
+def make_device_services(
+    post: Callable[[Any], None],
+    directory: Callable[[], DirectorySettings],
+    config_path: Path | None,
+    after_reset: Callable[[], None],
+) -> DeviceServices:
+    from offhook.firmware.device_services import DeviceServices
+    from offhook.firmware.factory_reset import FactoryResetter
+    from offhook.firmware.network_settings import NetworkSettings
+
+    data = data_dir(config_path) if config_path is not None else None
+    resetter = FactoryResetter(data) if data is not None else None
+    return DeviceServices(post, directory, NetworkSettings(), resetter, after_reset)
+
+
+def make_zero_touch(
+    config_path: Path,
+    config: PhoneConfig,
+    mac: str,
+    post: Callable[[Any], None],
+    on_trusted: Callable[[], None],
+) -> ZeroTouch:
+    from offhook.firmware.netinfo import ipv4_addresses
+    from offhook.firmware.provisioning.discovery import discover
+    from offhook.firmware.provisioning.zero_touch import ZeroTouch
+
+    def find() -> Found | None:
+        addresses = ipv4_addresses()
+        return discover(addresses[0] if addresses else "", bytes.fromhex(mac.replace(":", "")))
+
+    return ZeroTouch(config_path, config, mac, find, post, on_trusted)
+
+
+def provisioning_status(client: ProvisioningClient, mac: str) -> ProvisioningStatus:
+    from offhook.firmware.features.events import ProvisioningStatus
+
+    state = {"unenrolled": "error", "revoked": "refused"}.get(client.state, client.state)
+    if client.state == "unenrolled" and not client.last_error:
+        state = "pending"  # enrolling
+    return ProvisioningStatus(state, client.settings.url, mac, client.last_error)
+
+
 def default_state_dir(config: PhoneConfig, config_path: Path) -> Path:
     if config.provisioning.state_dir:
         return Path(config.provisioning.state_dir)
@@ -121,6 +198,7 @@ class PhoneProcess:
         state_dir: Path,
         test_hooks: bool,
         identity: DeviceIdentity | None = None,
+        config_path: Path | None = None,
     ) -> None:
         from offhook.firmware.audio.bridge import AlsaAudio
         from offhook.firmware.control.actions import PhoneActions
@@ -163,6 +241,27 @@ class PhoneProcess:
         display = self.board.display
         volumes = VolumeFile(state_dir / "volume.json")
         history = CallHistoryFile(state_dir / "history.jsonl")
+        self.services = make_device_services(
+            lambda event: self.runtime.post(event),
+            lambda: self.config.directory,
+            config_path,
+            after_reset=self.stopped.set,  # the supervisor starts a fresh phone process
+        )
+        self.zero_touch: ZeroTouch | None = None
+        if (
+            config_path is not None
+            and identity is not None
+            and zero_touch_wanted(config, board_kind)
+        ):
+            self.zero_touch = make_zero_touch(
+                config_path,
+                config,
+                identity.mac,
+                lambda event: self.runtime.post(event),
+                on_trusted=self.stopped.set,  # restarted, the phone enrolls with the new config
+            )
+            self.services.set_trust(self.zero_touch.trust)
+        self.identity = identity
         self.runtime = Runtime(
             Phone(config, history=history.call_records(), volumes=volumes.levels()),
             audio=self.audio,
@@ -171,6 +270,7 @@ class PhoneProcess:
             history=history,
             outbox=self.provisioning,
             volumes=volumes,
+            services=self.services.commands(),
         )
         self.hang_hook = EngineHangHook()
         on_event = self.hang_hook.wrap(self.runtime.post) if test_hooks else self.runtime.post
@@ -248,9 +348,14 @@ class PhoneProcess:
 
     def post_device_info(self) -> None:
         try:
-            self.runtime.post(gather_device_info(self.engine.ports))
+            info = gather_device_info(self.engine.ports)
+            self.runtime.post(info)
+            self.services.post_network_status(info.addresses)
         except OSError as exc:
             log.warning("cannot read the device's addresses", extra=kv(error=exc))
+        if self.provisioning is not None:
+            mac = self.identity.mac if self.identity is not None else ""
+            self.runtime.post(provisioning_status(self.provisioning, mac))
 
     def start(self, heartbeat_fd: int | None) -> None:
         self.audio.start()
@@ -270,6 +375,9 @@ class PhoneProcess:
             self.updates.start()  # before provisioning: its first config apply says what is wanted
         if self.provisioning is not None:
             self.provisioning.start()
+        self.services.start()
+        if self.zero_touch is not None:
+            self.zero_touch.start()
         if heartbeat_fd is not None:
             self.heartbeat = Heartbeat(
                 heartbeat_fd,
@@ -308,6 +416,8 @@ class PhoneProcess:
         steps: list[tuple[str, Callable[[], None] | None]] = [
             ("heartbeat", self.heartbeat.stop if self.heartbeat else None),
             ("provisioning", self.provisioning.stop if self.provisioning else None),
+            ("zero-touch", self.zero_touch.stop if self.zero_touch else None),
+            ("services", self.services.stop),
             ("updates", self.updates.stop if self.updates else None),
             ("control", self.control.stop),
             ("console", self._stop_console if self.console is not None else None),
@@ -349,6 +459,7 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        finish_interrupted_reset(args.config)  # before the config is read: it may be the old one
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"offhook phone: {exc}", file=sys.stderr)
@@ -357,7 +468,7 @@ def main(argv: list[str]) -> int:
     test_hooks = args.test_hooks or os.environ.get(TEST_HOOKS_ENV) == "1"
     state_dir = args.state_dir or default_state_dir(config, args.config)
     identity: DeviceIdentity | None = None
-    if config.provisioning.url:
+    if config.provisioning.url or zero_touch_wanted(config, args.board):
         from offhook.firmware.provisioning import DeviceIdentity
 
         pi = args.board == "rpi"
@@ -374,6 +485,7 @@ def main(argv: list[str]) -> int:
             state_dir=state_dir,
             test_hooks=test_hooks,
             identity=identity,
+            config_path=args.config,
         )
     except Exception as exc:  # missing hardware, bad profile, a busy control address...
         log.error("cannot set up the phone", extra=kv(error=exc, board=args.board))

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -89,7 +89,10 @@ class Runtime:
         volumes: VolumeFile | None = None,
         clock: Callable[[], float] = time.time,
         tick_s: float = 1.0,
+        services: Mapping[type[Any], Callable[[Any], None]] | None = None,
     ) -> None:
+        """``services``: more command handlers by command type (the directory, the settings
+        menu's network and reset, server trust); each only queues work, it never blocks."""
         self.phone = phone
         self.engine = engine
         self.audio = audio
@@ -99,6 +102,7 @@ class Runtime:
         self.volumes = volumes
         self.clock = clock
         self.tick_s = tick_s
+        self.services: dict[type[Any], Callable[[Any], None]] = dict(services or {})
         self.screen: ev.Screen | None = None
         self.last_beat = time.monotonic()  # the loop's last iteration (for the heartbeat)
         self.handled = 0
@@ -210,7 +214,11 @@ class Runtime:
     def _execute_one(self, command: ev.Command) -> None:
         handler = self._command_handlers.get(type(command))
         if handler is None:
-            log.warning("unknown command ignored", extra=kv(command=command))
+            service = self.services.get(type(command))
+            if service is None:
+                log.warning("unknown command ignored", extra=kv(command=command))
+                return
+            service(command)
             return
         handler(self, command)
 

@@ -103,7 +103,7 @@ def test_service_answers_searches_and_lookups_off_the_caller_thread() -> None:
             threads.append(threading.current_thread().name)
             posted.put(event)
 
-        service = DirectoryService(LdapDirectory(settings(server)), post)
+        service = DirectoryService(lambda: settings(server), post)
         service.start()
         try:
             service.submit(SearchDirectory(1, "bo"))

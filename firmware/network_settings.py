@@ -1,0 +1,213 @@
+"""The settings menu's network page on the OS: read how the interface is set up, write DHCP or a
+static address as a systemd-networkd ``.network`` file (the image's network manager) or an
+ifupdown stanza, atomically, and ask the network manager to reload.
+
+Everything is under ``root`` so tests (and a chroot) use a temporary tree. The phone writes only
+where the OS lets it: on the image the root filesystem is read-only, so the page shows the
+network and says it is set by the OS (``NetworkStatus.writable`` False).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from offhook.contract.atomic import atomic_write_text
+from offhook.contract.errors import OffhookError
+from offhook.contract.logs import kv
+from offhook.firmware.features.events import ApplyNetwork, NetworkStatus
+
+log = logging.getLogger(__name__)
+
+NETWORKD_DIR = "etc/systemd/network"
+IFUPDOWN_DIR = "etc/network/interfaces.d"
+# Sorts before the image's 80-offhook.network: networkd uses the first file that matches a link.
+NETWORKD_FILE = "10-offhook-{interface}.network"
+IFUPDOWN_FILE = "offhook-{interface}"
+MARK = "# written by the offhook settings menu"
+
+
+class NetworkSettingsError(OffhookError, ValueError):
+    """A network setting that cannot be used or written; the message says which and why."""
+
+
+def _check(command: ApplyNetwork) -> None:
+    if command.mode == "dhcp":
+        return
+    if command.mode != "static":
+        raise NetworkSettingsError(f"unknown network mode {command.mode!r} (dhcp or static)")
+    try:
+        interface = ipaddress.IPv4Interface(command.address)
+        gateway = ipaddress.IPv4Address(command.gateway)
+        dns = [ipaddress.IPv4Address(d) for d in command.dns.split()]
+    except ValueError as exc:
+        raise NetworkSettingsError(f"static address: {exc}") from None
+    if "/" not in command.address:
+        raise NetworkSettingsError("static address needs a prefix length (a.b.c.d/nn)")
+    if gateway not in interface.network:
+        raise NetworkSettingsError(f"gateway {gateway} is not in {interface.network}")
+    del dns
+
+
+def networkd_file(interface: str, command: ApplyNetwork) -> str:
+    lines = [MARK, "[Match]", f"Name={interface}", "", "[Network]"]
+    if command.mode == "dhcp":
+        lines += ["DHCP=yes", "", "[DHCPv4]", "UseDomains=yes"]
+    else:
+        lines += [f"Address={command.address}", f"Gateway={command.gateway}"]
+        lines += [f"DNS={d}" for d in command.dns.split()]
+    return "\n".join(lines) + "\n"
+
+
+def ifupdown_file(interface: str, command: ApplyNetwork) -> str:
+    lines = [MARK, f"auto {interface}"]
+    if command.mode == "dhcp":
+        lines.append(f"iface {interface} inet dhcp")
+    else:
+        lines += [
+            f"iface {interface} inet static",
+            f"    address {command.address}",
+            f"    gateway {command.gateway}",
+        ]
+        if command.dns:
+            lines.append(f"    dns-nameservers {command.dns}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_written(text: str) -> dict[str, str]:
+    """What one of our files says: mode, address, gateway, dns (either format)."""
+    found = {"mode": "", "address": "", "gateway": "", "dns": ""}
+    dns: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        key, _, value = line.partition("=") if "=" in line else line.partition(" ")
+        key, value = key.strip(), value.strip()
+        if key == "DHCP" or (key == "iface" and value.endswith(" dhcp")):
+            found["mode"] = "dhcp"
+        elif key == "iface" and value.endswith(" static"):
+            found["mode"] = "static"
+        elif key in ("Address", "address"):
+            found["mode"], found["address"] = "static", value
+        elif key in ("Gateway", "gateway"):
+            found["gateway"] = value
+        elif key == "DNS" or key == "dns-nameservers":
+            dns += value.split()
+    found["dns"] = " ".join(dns)
+    return found
+
+
+def default_gateway(route_table: str) -> str:
+    """The IPv4 default route's gateway from the text of /proc/net/route."""
+    for line in route_table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000":
+            return socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+    return ""
+
+
+def first_interface(sys_class_net: Path) -> str:
+    """The first wired (else wireless) interface, as the image's 80-offhook.network matches."""
+    try:
+        names = sorted(p.name for p in sys_class_net.iterdir())
+    except OSError:
+        return ""
+    for prefixes in (("eth", "en"), ("wl",)):
+        for name in names:
+            if name.startswith(prefixes):
+                return name
+    return ""
+
+
+class NetworkSettings:
+    """The real adapter of the network page (NetworkPort in firmware/ports.py)."""
+
+    def __init__(
+        self,
+        root: Path = Path("/"),
+        interface: str = "",
+        reload: Callable[[str], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.interface = interface or first_interface(root / "sys/class/net") or "eth0"
+        self._reload = reload if reload is not None else reload_network_manager
+
+    # --- which network manager, and where its file goes -------------------------------------
+
+    def _target(self) -> tuple[Path, Callable[[str, ApplyNetwork], str]] | None:
+        networkd = self.root / NETWORKD_DIR
+        ifupdown = self.root / IFUPDOWN_DIR
+        if networkd.is_dir():
+            return networkd / NETWORKD_FILE.format(interface=self.interface), networkd_file
+        if ifupdown.is_dir():
+            return ifupdown / IFUPDOWN_FILE.format(interface=self.interface), ifupdown_file
+        return None
+
+    def writable(self) -> bool:
+        target = self._target()
+        return target is not None and os.access(target[0].parent, os.W_OK)
+
+    def status(self, addresses: tuple[str, ...] = ()) -> NetworkStatus:
+        target = self._target()
+        written = {"mode": "dhcp", "address": "", "gateway": "", "dns": ""}
+        if target is not None and target[0].exists():
+            written = parse_written(target[0].read_text(encoding="utf-8"))
+        gateway = written["gateway"]
+        if not gateway:
+            try:
+                gateway = default_gateway((self.root / "proc/net/route").read_text())
+            except OSError:
+                gateway = ""
+        address = written["address"] or (addresses[0] if addresses else "")
+        try:
+            mac = (self.root / f"sys/class/net/{self.interface}/address").read_text().strip()
+        except OSError:
+            mac = ""
+        return NetworkStatus(
+            interface=self.interface,
+            mode=written["mode"],
+            address=address,
+            gateway=gateway,
+            dns=written["dns"],
+            writable=self.writable(),
+            mac=mac,
+        )
+
+    def apply(self, command: ApplyNetwork) -> None:
+        """Write the interface's file atomically, then reload; NetworkSettingsError if not."""
+        _check(command)
+        target = self._target()
+        if target is None:
+            raise NetworkSettingsError(
+                f"no network manager config directory under {self.root} "
+                f"({NETWORKD_DIR} or {IFUPDOWN_DIR})"
+            )
+        path, render = target
+        if not os.access(path.parent, os.W_OK):
+            raise NetworkSettingsError(f"{path.parent} is read-only: the network is set by the OS")
+        try:
+            atomic_write_text(path, render(self.interface, command), mode=0o644)
+        except OSError as exc:
+            raise NetworkSettingsError(f"{path}: {exc.strerror or exc}") from exc
+        log.info("network settings written", extra=kv(path=path, mode=command.mode))
+        self._reload(self.interface)
+
+
+def reload_network_manager(interface: str) -> None:
+    """Ask systemd-networkd (or ifupdown) to pick the new file up; absent tools are skipped."""
+    if shutil.which("networkctl"):
+        commands = [["networkctl", "reload"], ["networkctl", "reconfigure", interface]]
+    elif shutil.which("ifup"):
+        commands = [["ifdown", interface], ["ifup", interface]]
+    else:
+        log.warning("no network manager tool to reload", extra=kv(interface=interface))
+        return
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        if done.returncode != 0:
+            raise NetworkSettingsError(f"{' '.join(command)}: {done.stderr.strip()}")

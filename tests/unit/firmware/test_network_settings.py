@@ -1,0 +1,104 @@
+"""The network page's adapter on a temporary root: networkd and ifupdown files, read back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from offhook.firmware.features.events import ApplyNetwork
+from offhook.firmware.network_settings import (
+    NetworkSettings,
+    NetworkSettingsError,
+    default_gateway,
+)
+
+STATIC = ApplyNetwork("static", "10.0.0.5/24", "10.0.0.1", "10.0.0.53 10.0.0.54")
+ROUTE = (
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
+    "eth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\n"
+    "eth0\t0000000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\n"
+)
+
+
+def root_with(tmp_path: Path, manager: str) -> Path:
+    (tmp_path / "sys/class/net/eth0").mkdir(parents=True)
+    (tmp_path / "sys/class/net/lo").mkdir(parents=True)
+    (tmp_path / "sys/class/net/eth0/address").write_text("b8:27:eb:12:34:56\n")
+    (tmp_path / "proc/net").mkdir(parents=True)
+    (tmp_path / "proc/net/route").write_text(ROUTE)
+    directory = "etc/systemd/network" if manager == "networkd" else "etc/network/interfaces.d"
+    (tmp_path / directory).mkdir(parents=True)
+    return tmp_path
+
+
+def test_networkd_static_then_dhcp(tmp_path: Path) -> None:
+    reloaded: list[str] = []
+    net = NetworkSettings(root_with(tmp_path, "networkd"), reload=reloaded.append)
+    status = net.status(("10.0.0.9",))
+    assert (status.interface, status.mode, status.address) == ("eth0", "dhcp", "10.0.0.9")
+    assert (status.gateway, status.writable, status.mac) == ("10.0.0.1", True, "b8:27:eb:12:34:56")
+    net.apply(STATIC)
+    path = tmp_path / "etc/systemd/network/10-offhook-eth0.network"
+    text = path.read_text()
+    assert "[Match]\nName=eth0\n" in text
+    assert "Address=10.0.0.5/24\nGateway=10.0.0.1\nDNS=10.0.0.53\nDNS=10.0.0.54\n" in text
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert reloaded == ["eth0"]
+    status = net.status()
+    assert (status.mode, status.address, status.gateway) == ("static", "10.0.0.5/24", "10.0.0.1")
+    assert status.dns == "10.0.0.53 10.0.0.54"
+    net.apply(ApplyNetwork("dhcp"))
+    assert "DHCP=yes" in path.read_text()
+    assert net.status().mode == "dhcp"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+
+
+def test_ifupdown_stanza(tmp_path: Path) -> None:
+    net = NetworkSettings(root_with(tmp_path, "ifupdown"), reload=lambda _: None)
+    net.apply(STATIC)
+    text = (tmp_path / "etc/network/interfaces.d/offhook-eth0").read_text()
+    assert "iface eth0 inet static\n    address 10.0.0.5/24\n    gateway 10.0.0.1\n" in text
+    assert "dns-nameservers 10.0.0.53 10.0.0.54" in text
+    assert net.status().mode == "static"
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (ApplyNetwork("static", "10.0.0.5", "10.0.0.1"), "prefix length"),
+        (ApplyNetwork("static", "10.0.0.5/24", "10.1.0.1"), "not in 10.0.0.0/24"),
+        (ApplyNetwork("static", "10.0.0.500/24", "10.0.0.1"), "static address"),
+        (ApplyNetwork("bridge"), "unknown network mode"),
+    ],
+)
+def test_bad_settings_are_refused_and_nothing_written(
+    tmp_path: Path, command: ApplyNetwork, message: str
+) -> None:
+    net = NetworkSettings(root_with(tmp_path, "networkd"), reload=lambda _: None)
+    with pytest.raises(NetworkSettingsError, match=message):
+        net.apply(command)
+    assert not list((tmp_path / "etc/systemd/network").iterdir())
+
+
+def test_no_network_manager_directory_is_shown_read_only(tmp_path: Path) -> None:
+    net = NetworkSettings(tmp_path, interface="eth0", reload=lambda _: None)
+    assert not net.status().writable
+    with pytest.raises(NetworkSettingsError, match="no network manager"):
+        net.apply(STATIC)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only directories anyway")
+def test_read_only_config_directory(tmp_path: Path) -> None:
+    root = root_with(tmp_path, "networkd")
+    (root / "etc/systemd/network").chmod(0o500)
+    net = NetworkSettings(root, reload=lambda _: None)
+    assert not net.status().writable
+    with pytest.raises(NetworkSettingsError, match="read-only"):
+        net.apply(STATIC)
+
+
+def test_default_gateway_from_the_route_table() -> None:
+    assert default_gateway(ROUTE) == "10.0.0.1"
+    assert default_gateway(ROUTE.splitlines()[0]) == ""
