@@ -5,13 +5,7 @@ or programmatically from ``press(key)`` / ``set_hook(offhook)`` (the control API
 these). The display is luma.emulator's ``asciiblock`` in a terminal, or luma's dummy device
 headless. LED and ringer states are kept for the control API (``leds``, ``ringing``).
 
-Keyboard map (also in docs/hardware.md):
-  0-9 * #        the digit keys            h or space   lift / hang up the handset
-  Enter          ok                        Backspace    cancel
-  arrow keys     up / down / left / right  F1-F4        softkey1-softkey4
-  o hold    t transfer   c conference   r redial   d dnd        v voicemail   m mute
-  l history p phonebook  n menu         s speaker  a headset    + vol_up      - vol_down
-  [ line1   ] line2
+The keyboard map is KEY_HELP below (F1 or ? shows it under the OLED; docs/simulator.md lists it).
 """
 
 from __future__ import annotations
@@ -58,12 +52,60 @@ KEYBOARD_MAP: dict[str, str] = {
     "\x1b[B": "down",
     "\x1b[C": "right",
     "\x1b[D": "left",
-    "\x1bOP": "softkey1",
-    "\x1bOQ": "softkey2",
-    "\x1bOR": "softkey3",
-    "\x1bOS": "softkey4",
+    # F1 is the help; the softkeys are F2-F5 (xterm's escape sequences)
+    "\x1bOQ": "softkey1",
+    "\x1bOR": "softkey2",
+    "\x1bOS": "softkey3",
+    "\x1b[15~": "softkey4",
 }
 HOOK_KEYS = frozenset("h ")
+HELP_KEYS = frozenset({"\x1bOP", "?"})  # F1 or ?: show or hide the keyboard help
+ESCAPES = sorted((k for k in (*KEYBOARD_MAP, *HELP_KEYS) if k.startswith("\x1b")), key=len)
+# What each key of the PC keyboard does on the phone: (keyboard, phone), shown by F1.
+KEY_HELP: tuple[tuple[str, str], ...] = (
+    ("0-9 * #", "digit keys"),
+    ("h, space", "lift / hang up handset"),
+    ("Enter", "ok"),
+    ("Backspace", "cancel"),
+    ("arrows", "up down left right"),
+    ("F2 F3 F4 F5", "softkey1-softkey4"),
+    ("o", "hold"),
+    ("t", "transfer"),
+    ("c", "conference"),
+    ("r", "redial"),
+    ("d", "dnd"),
+    ("v", "voicemail"),
+    ("m", "mute"),
+    ("l", "history"),
+    ("p", "phonebook"),
+    ("n", "menu"),
+    ("s", "speaker"),
+    ("a", "headset"),
+    ("+ -", "vol_up vol_down"),
+    ("[ ]", "line1 line2"),
+    ("F1, ?", "this help"),
+    ("Ctrl-C", "quit"),
+)
+
+
+def help_text(columns: int = 80) -> list[str]:
+    """KEY_HELP laid out in as many columns of ``key  action`` as fit the terminal."""
+    cells = [f"{key:<12}{action}" for key, action in KEY_HELP]
+    width = max(len(c) for c in cells) + 2
+    per_row = max(1, columns // width)
+    rows = -(-len(cells) // per_row)
+    lines = ["offhook sim keys (F1 or ? again hides this):"]
+    for r in range(rows):
+        lines.append(
+            "".join(
+                cells[r + c * rows].ljust(width)
+                for c in range(per_row)
+                if r + c * rows < len(cells)
+            ).rstrip()
+        )
+    return lines
+
+
 LED_STATES = ("off", "on", "blink", "fast_blink")
 
 
@@ -103,6 +145,8 @@ class EmulatedBoard:
         self._lock = threading.Lock()
         self._keyboard: Worker | None = None
         self._pending = ""  # an escape sequence split across reads
+        self.help_shown = False
+        self._size = (width, height)
 
     # --- Board interface -----------------------------------------------------------------------
 
@@ -160,17 +204,24 @@ class EmulatedBoard:
         i = 0
         while i < len(data):
             if data[i] == "\x1b":
-                seq = data[i : i + 3]
-                if len(seq) < 3:
-                    self._pending = data[i:]  # the rest of the sequence is on its way
+                rest = data[i:]
+                seq = next((e for e in reversed(ESCAPES) if rest.startswith(e)), "")
+                if not seq and any(e.startswith(rest) for e in ESCAPES):
+                    self._pending = rest  # the rest of the sequence is on its way
                     break
-                if seq in KEYBOARD_MAP:
+                if seq in HELP_KEYS:
+                    self.toggle_help()
+                    done.append("help")
+                elif seq:
                     self.press(KEYBOARD_MAP[seq])
                     done.append(KEYBOARD_MAP[seq])
-                i += 3
+                i += len(seq) or 3  # an unknown sequence: skipped as its usual three bytes
                 continue
             ch = data[i]
-            if ch in HOOK_KEYS:
+            if ch in HELP_KEYS:
+                self.toggle_help()
+                done.append("help")
+            elif ch in HOOK_KEYS:
                 self.set_hook(not self._offhook)
                 done.append("hook")
             elif ch in KEYBOARD_MAP or ch.lower() in KEYBOARD_MAP:
@@ -179,6 +230,21 @@ class EmulatedBoard:
                 done.append(key)
             i += 1
         return done
+
+    def toggle_help(self) -> None:
+        """Show the keyboard help under the OLED drawing, or take it away again."""
+        self.help_shown = not self.help_shown
+        if not _terminal_ok():
+            return
+        size = os.get_terminal_size(sys.stdout.fileno())
+        width, height = self._size
+        # asciiblock scales the panel to the terminal's width, two pixel rows per text line
+        row = int(height * size.columns / width / 2) + 2
+        out = f"\x1b[{row};1H\x1b[J"
+        if self.help_shown:
+            out += "\r\n".join(help_text(size.columns))
+        sys.stdout.write(out)
+        sys.stdout.flush()
 
     def run_keyboard(self, fd: int | None = None) -> None:
         """Read the terminal in cbreak mode in a thread until ``stop()`` (Ctrl-C still works)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from importlib import metadata
 
 from offhook.contract.errors import OffhookError
 
@@ -35,10 +36,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version (the image's manifest and the phone report it)."""
+    try:
+        return metadata.version("offhook")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
     rows = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
-    head = "usage: offhook COMMAND [ARGS...]"
+    head = "usage: offhook COMMAND [ARGS...] | offhook --version"
     return f"{head}\n\ncommands:\n{rows}\n\n'offhook COMMAND --help' for more."
 
 
@@ -46,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] in ("--version", "-V", "version"):
+        print(f"offhook {version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -132,8 +132,12 @@ class NetworkSettings:
         root: Path = Path("/"),
         interface: str = "",
         reload: Callable[[str], None] | None = None,
+        allow_changes: bool = True,
     ) -> None:
+        """``allow_changes`` False shows the network only (the simulator: a PC's network is
+        not the phone's to change)."""
         self.root = root
+        self.allow_changes = allow_changes
         self.interface = interface or first_interface(root / "sys/class/net") or "eth0"
         self._reload = reload if reload is not None else reload_network_manager
 
@@ -149,6 +153,8 @@ class NetworkSettings:
         return None
 
     def writable(self) -> bool:
+        if not self.allow_changes:
+            return False
         target = self._target()
         return target is not None and os.access(target[0].parent, os.W_OK)
 
@@ -181,6 +187,8 @@ class NetworkSettings:
     def apply(self, command: ApplyNetwork) -> None:
         """Write the interface's file atomically, then reload; NetworkSettingsError if not."""
         _check(command)
+        if not self.allow_changes:
+            raise NetworkSettingsError("this device's network is not the phone's to change")
         target = self._target()
         if target is None:
             raise NetworkSettingsError(

@@ -143,6 +143,7 @@ def make_device_services(
     directory: Callable[[], DirectorySettings],
     config_path: Path | None,
     after_reset: Callable[[], None],
+    simulated: bool,
 ) -> DeviceServices:
     from offhook.firmware.device_services import DeviceServices
     from offhook.firmware.factory_reset import FactoryResetter
@@ -150,7 +151,8 @@ def make_device_services(
 
     data = data_dir(config_path) if config_path is not None else None
     resetter = FactoryResetter(data) if data is not None else None
-    return DeviceServices(post, directory, NetworkSettings(), resetter, after_reset)
+    network = NetworkSettings(allow_changes=not simulated)  # a PC's network is not the sim's
+    return DeviceServices(post, directory, network, resetter, after_reset)
 
 
 def make_zero_touch(
@@ -246,6 +248,7 @@ class PhoneProcess:
             lambda: self.config.directory,
             config_path,
             after_reset=self.stopped.set,  # the supervisor starts a fresh phone process
+            simulated=self.simulated,
         )
         self.zero_touch: ZeroTouch | None = None
         if (

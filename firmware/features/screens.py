@@ -6,6 +6,8 @@ Lines fit the 21 characters of the 128-pixel panel; three lines show above the s
 
 from __future__ import annotations
 
+import textwrap
+
 from offhook.firmware.events import Screen
 from offhook.firmware.features.settings import MAIN_ROWS, network_rows
 from offhook.firmware.features.state import NETWORK_FIELDS, SettingsPage
@@ -112,7 +114,7 @@ def settings_screen(view: PhoneState, status: dict[str, str]) -> Screen:
         lines = ("Factory reset?", "Erases config, keys,", "history. ok = erase")
         return Screen("settings", lines, status, ("Back", "", "Erase"))
     message = menu.message or "Erasing..."
-    return Screen("settings", ("Factory reset", _fit(message)), status)
+    return Screen("settings", ("Factory reset", *textwrap.wrap(message, WIDTH)[:3]), status)
 
 
 def _network_screen(view: PhoneState, status: dict[str, str]) -> Screen:

@@ -10,7 +10,13 @@ import pytest
 import serial
 
 from offhook.board.display import DisplayError, apply_settings, make_display, make_dummy_display
-from offhook.board.emulated import EmulatedBoard, make_emulator_display
+from offhook.board.emulated import (
+    KEY_HELP,
+    KEYBOARD_MAP,
+    EmulatedBoard,
+    help_text,
+    make_emulator_display,
+)
 from offhook.board.fake import FakeGPIO
 from offhook.board.gpio import load_gpio
 from offhook.board.leds import Leds
@@ -347,13 +353,27 @@ def test_emulated_board_keyboard_map() -> None:
     hooks: list[bool] = []
     board.on_key(keys.append)
     board.on_hook(hooks.append)
-    done = board.feed("h12#o\r\x7f\x1b[A\x1bOPd")
+    done = board.feed("h12#o\r\x7f\x1b[A\x1bOQd")
     assert hooks == [True]
     assert keys == ["1", "2", "#", "hold", "ok", "cancel", "up", "softkey1", "dnd"]
     assert done[0] == "hook"
     board.feed("\x1b[")  # an escape sequence split across two reads
     board.feed("B ")
     assert keys[-1] == "down" and hooks == [True, False]
+    assert board.feed("\x1b[1") == []  # F5 split across reads
+    assert board.feed("5~") == ["softkey4"]
+    assert board.feed("\x1bOP") == ["help"] and board.help_shown  # F1
+    assert board.feed("?") == ["help"] and not board.help_shown
+
+
+def test_every_key_of_the_keyboard_map_is_in_the_help_and_the_docs() -> None:
+    helped = " ".join(f"{key} {action}" for key, action in KEY_HELP)
+    docs = (Path(__file__).resolve().parents[3] / "docs/simulator.md").read_text()
+    for key in set(KEYBOARD_MAP.values()):
+        assert key in helped or key.startswith("softkey") or len(key) == 1, key
+        assert f"`{key}`" in docs or key in DIGIT_KEYS, f"docs/simulator.md lacks `{key}`"
+    lines = help_text(80)
+    assert lines[0].startswith("offhook sim keys") and all(len(line) <= 80 for line in lines)
 
 
 def test_emulated_board_programmatic_and_outputs() -> None:

@@ -102,3 +102,12 @@ def test_read_only_config_directory(tmp_path: Path) -> None:
 def test_default_gateway_from_the_route_table() -> None:
     assert default_gateway(ROUTE) == "10.0.0.1"
     assert default_gateway(ROUTE.splitlines()[0]) == ""
+
+
+def test_the_simulator_shows_the_network_but_never_changes_it(tmp_path: Path) -> None:
+    root = root_with(tmp_path, "networkd")
+    net = NetworkSettings(root, reload=lambda _: None, allow_changes=False)
+    assert not net.status().writable
+    with pytest.raises(NetworkSettingsError, match="not the phone's to change"):
+        net.apply(STATIC)
+    assert not list((root / "etc/systemd/network").iterdir())
