@@ -72,7 +72,7 @@ def main() -> int:
         )
         plain = work / "plain.raucb"
         made = _timed(["rauc", "bundle", f"--cert={keys.cert}", f"--key={keys.key}",
-                       "--mksquashfs-args=-comp zstd -Xcompression-level 15", str(content),
+                       "--mksquashfs-args=-comp zstd -Xcompression-level 9", str(content),
                        str(plain)])  # fmt: skip
         rauc_system.SLOT_BYTES = root.size
         system = RaucSystem(work / "rauc", keyring=keys.cert)

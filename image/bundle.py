@@ -24,7 +24,7 @@ GRUBENV = "/boot/firmware/grub/grubenv"
 RAUC_DATA = "/data/rauc"  # RAUC's slot status (installed bundle versions) survives updates
 # zstd: several times faster to build than squashfs's default gzip, smaller, and read by
 # Debian's kernel (CONFIG_SQUASHFS_ZSTD)
-MKSQUASHFS_ARGS = "-comp zstd -Xcompression-level 15"
+MKSQUASHFS_ARGS = "-comp zstd -Xcompression-level 9"
 
 
 class BundleError(OffhookError, RuntimeError):
@@ -40,6 +40,9 @@ def system_conf(target: Board) -> str:
         "bootloader=grub\n"
         f"grubenv={GRUBENV}\n"
         f"data-directory={RAUC_DATA}\n"
+        # RAUC mounts bundles under /mnt/rauc by default, which it cannot create on a read-only
+        # root: /run is a tmpfs
+        "mountprefix=/run/rauc\n"
         "bundle-formats=-plain\n"
         "\n[keyring]\n"
         f"path={KEYRING}\n"
