@@ -18,6 +18,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
+from functools import partial
 
 from offhook.contract.config import AudioSettings
 from offhook.contract.logs import kv
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 FRAME_MS = 20  # the SIP side's frame (ptime)
 RING_FRAMES = 6  # ring capacity in network frames: bounds the added latency to 120 ms
+# With no tone, no call audio and nobody taking the mic for this long, both device threads park
+# (an idle phone would otherwise wake 200 times a second to move silence) until needed again.
+STANDBY_AFTER_S = 1.0
 
 
 class AlsaAudio:
@@ -71,6 +75,11 @@ class AlsaAudio:
         self._muted = False
         self._running = threading.Event()
         self._wake = threading.Event()  # cuts the playback thread's pacing sleep short
+        self._playback_wanted = threading.Event()  # ends the playback thread's standby
+        self._capture_wanted = threading.Event()  # ends the capture thread's standby
+        self._last_call_audio = time.monotonic()  # last write_playback_frame
+        self._last_capture_request = time.monotonic()  # last read_capture_frame
+        self.standbys = 0  # times a device thread parked
         self._threads: list[threading.Thread] = []
         self._playback: PcmStream | None = None
         self._capture: PcmStream | None = None
@@ -123,6 +132,8 @@ class AlsaAudio:
     def stop(self) -> None:
         self._running.clear()
         self._wake.set()
+        self._playback_wanted.set()
+        self._capture_wanted.set()
         for thread in self._threads:
             thread.join(timeout=2.0)
             if thread.is_alive():
@@ -155,6 +166,7 @@ class AlsaAudio:
             self._tone = tone
             self._tone_version += 1
         self._wake.set()
+        self._playback_wanted.set()
 
     def stop_tone(self) -> None:
         with self._lock:
@@ -206,15 +218,48 @@ class AlsaAudio:
     # --- AudioEndpoint -------------------------------------------------------------------------
 
     def read_capture_frame(self) -> bytes:
+        self._last_capture_request = time.monotonic()
+        if not self._capture_wanted.is_set():
+            self._capture_wanted.set()
         frame = self.capture_ring.read(self.frame_samples)
         self._network_frames_out += 1
         return pcm.silence(self.frame_samples) if self._muted else frame
 
     def write_playback_frame(self, frame: bytes) -> None:
+        self._last_call_audio = time.monotonic()
+        if not self._playback_wanted.is_set():
+            self._playback_wanted.set()
         self.playback_ring.write(frame)
         self._network_frames_in += 1
 
     # --- threads -------------------------------------------------------------------------------
+
+    def _playback_idle(self) -> bool:
+        quiet = time.monotonic() - self._last_call_audio > STANDBY_AFTER_S
+        return quiet and self.playback_ring.level == 0
+
+    def _playback_still_idle(self, seen_version: int) -> bool:
+        return self._tone_version == seen_version and self._playback_idle()
+
+    def _capture_idle(self) -> bool:
+        return time.monotonic() - self._last_capture_request > STANDBY_AFTER_S
+
+    def _standby(
+        self, stream: PcmStream, wanted: threading.Event, still_idle: Callable[[], bool]
+    ) -> None:
+        """Park a device thread until ``wanted`` is set.
+
+        The flag is cleared before idleness is checked again, so a request that came in
+        between is never missed. The device is stopped while parked (dropped: a card neither
+        underruns nor records meanwhile) and dropped again on waking, which restarts its pacing
+        from now instead of counting the standby as a stall."""
+        wanted.clear()
+        if not still_idle() or not self._running.is_set():
+            return
+        stream.drop()
+        self.standbys += 1
+        wanted.wait()
+        stream.drop()
 
     def _paced_sleep(self, seconds: float) -> None:
         """Pacing sleep of an unclocked playback PCM; a tone change ends it early."""
@@ -243,6 +288,13 @@ class AlsaAudio:
                         tone_gain = self._ring_gain if tone is Tone.RING else 1.0
                         if queued_silent and stream.transfers:
                             stream.drop()
+                if generator is None and fading is None and self._playback_idle():
+                    self._standby(
+                        stream,
+                        self._playback_wanted,
+                        partial(self._playback_still_idle, seen_version),
+                    )
+                    continue
                 tone_frame = self._tone_period(generator, tone_gain, fading)
                 fading = None
                 if generator is not None and generator.finished:
@@ -297,6 +349,10 @@ class AlsaAudio:
         assert stream is not None
         while self._running.is_set():
             try:
+                if self._capture_idle():
+                    self.capture_ring.clear()  # what the mic heard before is stale by now
+                    self._standby(stream, self._capture_wanted, self._capture_idle)
+                    continue
                 self.capture_ring.write(stream.read())
                 self._frames_captured += 1
             except Exception:

@@ -18,6 +18,7 @@ import pytest
 
 from offhook.contract.config import AudioSettings
 from offhook.firmware.audio import AlsaAudio, AlsaDeviceError, TonePlanError
+from offhook.firmware.audio.bridge import STANDBY_AFTER_S
 from offhook.firmware.audio.pcm import rms, to_bytes, to_samples, tone_power
 from offhook.firmware.audio.ringbuffer import IDLE_AFTER_S
 from offhook.firmware.audio.tones import EDGE_RAMP_S, tone_spec
@@ -363,3 +364,37 @@ def test_ring_volume_scales_only_the_ringer(
     assert rms(quiet) / rms(loud) == pytest.approx(0.1, rel=0.15)  # 50 -> -20 dB
     dial_level = tone_spec("us", Tone.DIAL).steps[0].amplitude  # two sines of A: rms A
     assert rms(dial) == pytest.approx(dial_level, rel=0.05)  # the speaker volume is untouched
+
+
+def test_idle_bridge_parks_both_device_threads_and_wakes_for_each_use(
+    make_audio: Callable[..., AlsaAudio],
+    alsa_files: AlsaFiles,  # noqa: F811
+) -> None:
+    alsa_files.write_mic_tone(800, 10.0, RATE)
+    audio = make_audio()
+    # no tone, no call audio, nobody reading the mic: both threads park after STANDBY_AFTER_S
+    assert wait_for(lambda: audio.standbys >= 2, timeout=STANDBY_AFTER_S + 2)
+    played, captured = audio.stats["frames_played"], audio.stats["frames_captured"]
+    time.sleep(0.3)
+    assert (audio.stats["frames_played"], audio.stats["frames_captured"]) == (played, captured)
+    # a tone wakes playback at once and reaches the speaker
+    size_before = len(alsa_files.speaker_samples())
+    audio.play_tone(Tone.DIAL)
+    assert wait_for(lambda: audio.stats["frames_played"] > played + 10)
+    audio.stop_tone()
+    assert share(alsa_files.speaker_samples()[size_before:], (350, 440)) > 0.9
+    # the network side asking for mic audio wakes capture; the mic tone then comes through
+    assert audio.read_capture_frame() == bytes(audio.frame_samples * 2)  # nothing captured yet
+    assert wait_for(lambda: audio.stats["capture_ring_level"] >= audio.frame_samples)
+    assert share(list(to_samples(audio.read_capture_frame())), (800,)) > 0.95
+    # call audio written while playback is parked again is played
+    assert wait_for(lambda: audio.standbys >= 3, timeout=STANDBY_AFTER_S + 2)
+    played = audio.stats["frames_played"]
+    sine = to_bytes(
+        array("h", (round(8000 * math.sin(2 * math.pi * 1000 * i / RATE)) for i in range(320)))
+    )
+    for _ in range(10):
+        audio.write_playback_frame(sine)
+    assert wait_for(lambda: audio.stats["frames_played"] > played + 5)
+    assert audio.stats["xruns_recovered"] == 0  # a standby is not a stall
+    assert audio.stats["loop_errors"] == 0
