@@ -4,7 +4,8 @@ Speech (espeak-ng, three Harvard sentences, 16 kHz) goes from one phone's captur
 other's playback device through Kamailio and the seeded impairing media relay
 (``offhook.firmware.devtools.media_relay``), both directions impaired. Per condition and codec,
 the same run places one call between two offhook engines (each with the phone's ALSA bridge on
-file PCMs) and one between two baresips; the callee's playback is aligned on the reference and
+file PCMs), one between the same engines without the bridge (pjsua2 bare, files at pjsua's
+clock) and one between two baresips; the callee's playback is aligned on the reference and
 scored with ITU-T P.862 (narrowband, 8 kHz) and P.862.2 (wideband, 16 kHz). The offhook callee's
 own E-model MOS (what it reports to the fleet) is printed beside its PESQ.
 
@@ -99,39 +100,44 @@ def _print_table(
     seed: str,
 ) -> None:
     print(f"PESQ MOS-LQO, narrowband / wideband (P.862 / P.862.2); relay seed {seed!r}")
-    print("condition  codec  offhook nb/wb  baresip nb/wb  nb ratio  loss seen  offhook E-model")
+    print("offhook: the phones' engines with the ALSA bridge, recorded at the callee's playback "
+          "device;\npjsua2: the same engines without the bridge, recorded as decoded; baresip: "
+          "recorded as decoded (sndfile)")  # fmt: skip
+    print("condition  codec  offhook nb/wb  pjsua2 nb/wb   baresip nb/wb  offhook/baresip nb  "
+          "loss seen  E-model")  # fmt: skip
     gaps = []
     for condition in conditions:
         for codec in codecs:
-            ours = results.get((condition, codec, "offhook"))
-            peer = results.get((condition, codec, "baresip"))
+            ours, bare, peer = (results.get((condition, codec, p)) for p in PAIRS)
             ratio = (
                 f"{ours.scores.narrowband / peer.scores.narrowband:5.2f}x"
                 if ours and peer
                 else "   n/a"
             )
             loss = "    n/a"
-            reported = "  n/a"
+            reported = " n/a"
             if ours and ours.outcome.relay:
                 decided = ours.outcome.relay.to_answerer.decisions
                 loss = f"{100 * decided.loss_fraction:5.1f} %"
             if ours and ours.outcome.reported_mos is not None:
                 reported = f"{ours.outcome.reported_mos:4.2f}"
                 gaps.append(abs(ours.outcome.reported_mos - ours.scores.narrowband))
-            print(f"{condition:<10} {codec:<5}  {_cell(ours)}    {_cell(peer)}  "
-                  f"{ratio}   {loss}   {reported}")  # fmt: skip
+            print(f"{condition:<10} {codec:<5}  {_cell(ours)}    {_cell(bare)}    {_cell(peer)}  "
+                  f"{ratio}              {loss}    {reported}")  # fmt: skip
     for codec in codecs:
-        pairs = [
-            (results.get((c, codec, "offhook")), results.get((c, codec, "baresip")))
-            for c in conditions
-        ]
-        both = [(o, p) for o, p in pairs if o and p]
-        if both:
-            mean_ratio = statistics.fmean(
-                o.scores.narrowband / p.scores.narrowband for o, p in both
-            )
-            at_or_above = sum(o.scores.narrowband >= p.scores.narrowband for o, p in both)
-            print(f"[{codec}] offhook/baresip narrowband PESQ, mean ratio {mean_ratio:.2f}x; "
+        for pair in ("offhook", "pjsua2"):
+            both = [
+                (mine, theirs)
+                for c in conditions
+                if (mine := results.get((c, codec, pair)))
+                and (theirs := results.get((c, codec, "baresip")))
+            ]
+            if not both:
+                continue
+            mean_ratio = statistics.fmean(m.scores.narrowband / t.scores.narrowband
+                                          for m, t in both)  # fmt: skip
+            at_or_above = sum(m.scores.narrowband >= t.scores.narrowband for m, t in both)
+            print(f"[{codec}] {pair}/baresip narrowband PESQ: mean ratio {mean_ratio:.2f}x; "
                   f"at or above baresip in {at_or_above}/{len(both)} conditions")  # fmt: skip
     if gaps:
         print(f"offhook E-model MOS vs measured PESQ (nb): mean |difference| "
