@@ -35,7 +35,9 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
-demo: setup
+# Only what the demo needs (scripts/setup.sh demo): no Chromium, QEMU or PostgreSQL.
+demo:
+	@bash scripts/setup.sh demo
 	$(PY) -m offhook.firmware.demo
 
 bench: setup

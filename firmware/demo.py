@@ -5,8 +5,11 @@ firmware.devtools as subprocesses, three
 ``offhook sim --headless`` phones that enroll and get their SIP lines from it (Alice 1001,
 Bob 1002, Carol 1003; Carol has call waiting off so a second call finds her busy), shows their
 OLED screens side by side in the terminal and plays a scripted scenario, driving the phones only
-through their control APIs. Then it stays up (phones usable via their control APIs, printed at
-start) until Ctrl-C. Without a terminal it prints each step and the screens as plain text.
+through their control APIs. Then it stays up as a playground until Ctrl-C (or ``q``): ``r``
+replays the scripted calls (SIGUSR1 too, without a terminal), the phones answer on their control
+APIs (printed), and ``offhook sim --config <demo dir>/you.toml`` (the command is printed) joins
+the demo's registrar as one more, interactive phone, extension 1009, that can call the others.
+Without a terminal it prints each step and the screens as plain text.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
+import select
 import signal
 import sys
 import tempfile
+import termios
 import threading
 import time
+import tty
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +37,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
+from offhook.contract.config import save_config
 from offhook.firmware.devtools.kamailio import KamailioServer
 from offhook.firmware.devtools.provisioning_server import ProvisioningServerProcess
 from offhook.firmware.provisioning.identity import sim_identity
@@ -52,6 +60,7 @@ PEOPLE = (
     Person("Bob", "1002", "pw1002"),
     Person("Carol", "1003", "pw1003", call_waiting=False),
 )
+GUEST = Person("You", "1009", "pw1009")  # the registrar's line for an interactive offhook sim
 
 
 class Stopped(Exception):
@@ -71,15 +80,18 @@ class Demo:
         self.use_server = True
         self.server: ProvisioningServerProcess | None = None
         self.server_info = ""
+        self.replay = threading.Event()  # r (or SIGUSR1): play the scripted calls again
+        self.join_command = ""
 
     # --- set-up -------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.kamailio = KamailioServer(self.root / "kamailio")  # the same code the tests use
-        for person in self.people:
+        for person in (*self.people, GUEST):
             self.kamailio.add_user(person.user, person.password)
         self.kamailio.start()
         self.say(f"Kamailio registrar on {self.kamailio.domain} (UDP/TCP)")
+        self.write_join_config()
         if self.use_server:
             self.start_server()
         for person in self.people:
@@ -94,6 +106,17 @@ class Demo:
                 f"{person.name} ({person.user}) registered; control API http://{ctl.listen}/api/v1"
                 f" token {ctl.token}"
             )
+
+    def write_join_config(self) -> None:
+        """The config an interactive ``offhook sim`` joins the demo with (line 1009)."""
+        assert self.kamailio is not None
+        config = sim_config(
+            GUEST.name, GUEST.user, GUEST.password, self.kamailio.domain, display_name="You"
+        )
+        path = self.root / "you.toml"
+        save_config(config, path)
+        self.join_command = f"{sys.executable} -m offhook.firmware.cli sim --config {path}"
+        self.say(f"join the demo as 1009: {self.join_command}")
 
     def start_server(self) -> None:
         self.set_step("starting the provisioning server (SQLite)")
@@ -158,6 +181,21 @@ class Demo:
 
     # --- scenario -----------------------------------------------------------------------------
 
+    def playground(self, once: bool) -> None:
+        """After the scenario: stay up, and replay it whenever asked, until stopped."""
+        while not once and not self.stop_event.is_set():
+            if self.replay.wait(0.5):
+                self.replay.clear()
+                self.idle_all()
+                self.scenario()
+
+    def idle_all(self) -> None:
+        """Every demo phone back on the hook with no call, before a replay."""
+        for phone in self.phones.values():
+            phone.client.hook(False)
+        for phone in self.phones.values():
+            self.wait(phone, lambda s: not s["calls"], "back to idle")
+
     def scenario(self) -> None:
         alice, bob = self.phones["Alice"], self.phones["Bob"]
         self.set_step("Alice lifts the handset and dials Bob (1002)")
@@ -200,7 +238,7 @@ class Demo:
         carol.client.hook(False)
         self.wait(alice, lambda s: not s["calls"], "call ended at Alice")
         alice.client.hook(False)
-        self.set_step("scenario done: phones stay up (Ctrl-C to quit)")
+        self.set_step("scenario done: phones stay up (r replays, q or Ctrl-C quits)")
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -212,7 +250,7 @@ class Demo:
 
     def say(self, text: str) -> None:
         if not self.live:
-            self.console.print(text)
+            self.console.print(text, soft_wrap=True)  # commands and paths stay on one line
 
     def pause(self, seconds: float) -> None:
         if self.stop_event.wait(seconds):
@@ -254,6 +292,9 @@ class Demo:
         for name, phone in self.phones.items():
             ctl = phone.config.control
             footer.append(f"  {name}: http://{ctl.listen}/api/v1  {ctl.token}\n", style="dim")
+        if self.join_command:
+            footer.append(f"join as 1009 (another terminal): {self.join_command}\n")
+        footer.append("keys: r replay the calls   q quit", style="bold")
         return Group(header, Columns(panels, padding=(0, 1)), footer)
 
 
@@ -329,6 +370,7 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, on_signal)  # always clean up: phones and servers are children
     with tempfile.TemporaryDirectory(prefix="offhook-demo-") as tmp:
         demo = Demo(console, Path(tmp), args.phones)
+        signal.signal(signal.SIGUSR1, lambda _signum, _frame: demo.replay.set())
         demo.stop_event = stop_event
         demo.use_server = not args.no_server
         try:
@@ -345,12 +387,32 @@ def main(argv: list[str]) -> int:
             demo.stop()
 
 
+def read_keys(demo: Demo, done: threading.Event) -> None:
+    """The playground's keys on the terminal (cbreak, so no Enter): r replays, q quits."""
+    fd = sys.stdin.fileno()
+    if not os.isatty(fd):
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        while not done.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            key = os.read(fd, 16).decode("utf-8", "ignore").lower()
+            if "r" in key:
+                demo.replay.set()
+            if "q" in key:
+                demo.stop_event.set()
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
 def run(demo: Demo, console: Console, once: bool) -> int:
     if not demo.live:
         demo.start()
         demo.scenario()
-        while not once and not demo.stop_event.wait(1.0):
-            pass
+        demo.playground(once)
         return 0
     with Live(Text("starting Kamailio and phones..."), console=console, screen=False) as live:
         done = threading.Event()
@@ -362,14 +424,16 @@ def run(demo: Demo, console: Console, once: bool) -> int:
 
         painter = threading.Thread(target=refresh, name="demo-ui", daemon=True)
         painter.start()
+        keys = threading.Thread(target=read_keys, args=(demo, done), name="demo-keys", daemon=True)
+        keys.start()
         try:
             demo.start()
             demo.scenario()
-            while not once and not demo.stop_event.wait(0.5):
-                pass
+            demo.playground(once)
         finally:
             done.set()
             painter.join(2)
+            keys.join(2)
             if demo.phones:
                 live.update(demo.render())
     return 0

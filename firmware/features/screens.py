@@ -51,12 +51,9 @@ def directory_screen(view: PhoneState, status: dict[str, str]) -> Screen:
         n = len(search.entries)
         third = f"{n} found, down: list"
         first = search.entries[0]
-        return Screen(
-            "directory",
-            ("Directory", _fit(f"Name: {shown}"), _fit(f"{first.name} {first.number}"), third),
-            status,
-            ("Back", "", "Search"),
-        )
+        # three lines, so the softkeys keep their row: the title gives way to the first match
+        lines = (_fit(f"Name: {shown}"), _fit(f"{first.name} {first.number}"), third)
+        return Screen("directory", lines, status, ("Back", "", "Search"))
     else:
         third = "Type a name (2=abc)"
     return Screen(

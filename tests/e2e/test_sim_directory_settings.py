@@ -100,7 +100,7 @@ def test_multi_tap_search_then_call(
     wait_until(lambda: screen(alice)[:1] == ["Directory"], "directory search")
     alice.client.keys(["2", "2", "6", "6", "6"])  # b, then o (a new key keeps the b)
     wait_until(lambda: "Bob Baker 1002" in screen(alice), "a result for 'bo'")
-    assert screen(alice)[1] == "Name: b[o]" or screen(alice)[1] == "Name: bo_"
+    assert screen(alice)[0] in ("Name: b[o]", "Name: bo_")  # "o" kept once the pause ends
     alice.client.keys(["down"])
     wait_until(lambda: "> Bob Baker 1002" in screen(alice), "the result list")
     alice.client.keys(["ok"])

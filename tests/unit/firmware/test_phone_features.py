@@ -86,7 +86,8 @@ def test_letters_typed_search_the_directory_and_a_result_is_dialled() -> None:
     d(DirectoryResults(1, (DirectoryEntry("Zed", "1"),)))  # an old answer is ignored
     assert d.lines[2] == "Searching..."
     d(DirectoryResults(2, (DirectoryEntry("Alan Abbott", "1005"), DirectoryEntry("Alice", "1001"))))
-    assert d.lines[1:] == ("Name: al_", "Alan Abbott 1005", "2 found, down: list")
+    assert d.lines == ("Name: al_", "Alan Abbott 1005", "2 found, down: list")
+    assert d.phone.screen.softkeys == ("Back", "", "Search")
     press(d, "down")
     assert d.lines == ("Directory", "> Alan Abbott 1005", "  Alice 1001")
     press(d, "down")
