@@ -331,6 +331,31 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
             p.add_argument("--name", help="name the phone as it is approved")
             p.add_argument("--group", help="put it into this group (id or name)")
     p = cmd(
+        "devices",
+        "list devices as the web UI's table finds them: search, filters, sort; --csv to export",
+    )
+    p.add_argument("--q", "--search", dest="q", default="", help="name, MAC, extension, IP, serial")
+    p.add_argument(
+        "--status", default="", choices=["", "pending", "approved", "rejected", "revoked"]
+    )
+    p.add_argument("--group", default="", help="group id or name")
+    p.add_argument("--subgroups", action="store_true", help="with the group's subgroups")
+    p.add_argument("--firmware", default="", help="reported firmware version")
+    p.add_argument(
+        "--sort", default="name", help="name, mac, group, status, last_seen, ... (-key: descending)"
+    )
+    p.add_argument("--csv", action="store_true", help="CSV, as the web UI exports it")
+    cmd("groups", "groups and sites as a tree, with device counts that include subgroups")
+    p = cmd(
+        "bulk", "one action on many devices: approve, reject, revoke, reset, move, resync, delete"
+    )
+    p.add_argument(
+        "action", choices=["approve", "reject", "revoke", "reset", "move", "resync", "delete"]
+    )
+    p.add_argument("devices", nargs="+", metavar="DEVICE", help="MACs or ids")
+    p.add_argument("--group", default="", help="move: the group (omit: out of any group)")
+    p.add_argument("--yes", action="store_true", help="confirm (needed for delete, reset, revoke)")
+    p = cmd(
         "admin-user",
         "admin users: list, role USER ROLE, disable/enable/unlock USER, password USER",
     )
@@ -477,6 +502,12 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
             return 0
         if command == "admin-user":
             return _admin_user(ctx, db, args)
+        if command == "devices":
+            return _devices(db, args)
+        if command == "bulk":
+            return _bulk(ctx, db, args)
+        if command == "groups":
+            return _groups(db)
         if command == "group":
             group = ops.create_group(db, ctx.actor, args.name, args.kind, args.parent)
             print(f"created {group.kind} {group.name} id={group.id}")
@@ -567,6 +598,84 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
         if command in cli_firmware.COMMANDS:
             return cli_firmware.run(ctx, db, args, lambda ids: _resync(ctx, db, ids))
     raise SystemExit(f"unknown command {command}")
+
+
+def _devices(db: Any, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from offhook.provisioning.services import device_list
+
+    wanted = device_list.parse_filter(
+        q=args.q,
+        status=args.status,
+        group=args.group or None,
+        subgroups=args.subgroups,
+        firmware=args.firmware,
+        sort=args.sort,
+        db=db,
+    )
+    devices = device_list.find_devices(db, wanted, limit=1_000_000)
+    if args.csv:
+        sys.stdout.write(device_list.devices_csv(db, devices))
+        return 0
+    table = Table("name", "MAC", "status", "extensions", "last seen", "firmware", "IP")
+    extensions = device_list.extensions_by_device(db, [d.id for d in devices])
+    for d in devices:
+        table.add_row(
+            d.name,
+            d.mac,
+            d.status,
+            " ".join(extensions.get(d.id, [])),
+            d.last_seen.isoformat(timespec="seconds") if d.last_seen else "never",
+            d.firmware_version,
+            d.last_ip,
+        )
+    Console().print(table)
+    print(f"{len(devices)} device(s)")
+    return 0
+
+
+def _groups(db: Any) -> int:
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from offhook.provisioning.services.group_tree import GroupNode, group_tree, ungrouped_count
+
+    def label(node: GroupNode) -> str:
+        pending = node.by_status.get("pending", 0)
+        text = f"{node.name} ({node.kind}): {node.total} device(s)"
+        if node.children:
+            text += f", {node.devices} here"
+        return text + (f", {pending} pending" if pending else "")
+
+    def add(parent: Tree, node: GroupNode) -> None:
+        branch = parent.add(label(node))
+        for child in node.children:
+            add(branch, child)
+
+    root = Tree(f"fleet ({ungrouped_count(db)} device(s) in no group)")
+    for node in group_tree(db):
+        add(root, node)
+    Console().print(root)
+    return 0
+
+
+def _bulk(ctx: FleetContext, db: Any, args: argparse.Namespace) -> int:
+    """The web UI's bulk actions; the confirmation that page asks for is --yes here."""
+    from offhook.provisioning.services.device_bulk import run_bulk
+
+    if args.action in ("delete", "reset", "revoke") and not args.yes:
+        raise SystemExit(
+            f"bulk {args.action} of {len(args.devices)} device(s): add --yes to confirm"
+        )
+    result = run_bulk(db, ctx.actor, args.action, args.devices, group=args.group or None)
+    db.commit()
+    _resync(ctx, db, result.changed)
+    print(result.summary)
+    for label, why in result.skipped:
+        print(f"  skipped {label}: {why}", file=sys.stderr)
+    return 0
 
 
 def _admin_user(ctx: FleetContext, db: Any, args: argparse.Namespace) -> int:
@@ -821,7 +930,8 @@ def _rotate_key(ctx: FleetContext, db: Any, drop_old: bool) -> int:
 
     from offhook.provisioning import audit
     from offhook.provisioning.crypto import KEY_ENV, add_key, write_key_ring
-    from offhook.provisioning.models import Device, EnrollmentToken, Line
+    from offhook.provisioning.mfa import SECRET_PURPOSE as MFA_PURPOSE
+    from offhook.provisioning.models import AdminMfa, Device, EnrollmentToken, Line
 
     if os.environ.get(KEY_ENV):
         raise SystemExit(
@@ -835,6 +945,7 @@ def _rotate_key(ctx: FleetContext, db: Any, drop_old: bool) -> int:
         (Line, "password_enc", "lines.password"),
         (Device, "secret_enc", "devices.secret"),
         (EnrollmentToken, "token_enc", "enrollment_tokens.token"),
+        (AdminMfa, "secret_enc", MFA_PURPOSE),
     ]
     count = 0
     with Progress() as progress:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -64,6 +65,15 @@ from offhook.provisioning.services.admin_users import (
     list_admin_users,
     reset_admin_password,
 )
+from offhook.provisioning.services.device_bulk import BulkRefused, run_bulk
+from offhook.provisioning.services.device_list import (
+    SORTS,
+    DeviceFilter,
+    devices_csv,
+    find_devices,
+    parse_filter,
+)
+from offhook.provisioning.services.group_tree import GroupNode, group_tree
 
 router = APIRouter(tags=["admin"], responses=error_responses(401, 403, 404, 409, 413, 422, 503))
 
@@ -177,6 +187,12 @@ class DeviceUpdate(RequestBody):
     clear_group: bool = False
 
 
+class BulkRequest(RequestBody):
+    action: Literal["approve", "reject", "revoke", "reset", "move", "resync", "delete"]
+    device_ids: Annotated[list[Short], Field(min_length=1, max_length=5000)]
+    group: Ref | None = Field(None, description="move: the group (none: out of any group)")
+
+
 class Approval(RequestBody):
     name: Name | None = None
     group: Ref | None = None
@@ -276,22 +292,106 @@ class ApiTokenCreate(RequestBody):
 # --- devices ------------------------------------------------------------------------------------
 
 
+def _device_filter(
+    db: Session,
+    q: str,
+    status: str | None,
+    group: str | None,
+    subgroups: bool,
+    firmware: str,
+    sort: str,
+) -> DeviceFilter:
+    with _api_errors():
+        return parse_filter(
+            q=q,
+            status=status or "",
+            group=group,
+            subgroups=subgroups,
+            firmware=firmware,
+            sort=sort,
+            db=db,
+        )
+
+
+SortParam = Annotated[
+    str,
+    Query(
+        max_length=16,
+        description=f"one of {', '.join(SORTS)}; prefix - for descending (default: created)",
+    ),
+]
+SearchParam = Annotated[
+    str, Query(max_length=128, description="name, MAC, serial, last IP or a line's extension")
+]
+
+
 @router.get("/devices", response_model=list[replies.DeviceOut])
 def list_devices(
     db: DbSession,
     _user: Reader,
     status: str | None = None,
     group: str | None = None,
+    q: SearchParam = "",
+    subgroups: bool = False,
+    firmware: Annotated[str, Query(max_length=64)] = "",
+    sort: SortParam = "created",
     limit: Limit = 500,
     offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> list[dict[str, Any]]:
-    query = select(Device).order_by(Device.created_at, Device.id)
-    if status:
-        query = query.where(Device.status == status)
-    if group:
-        with _api_errors():
-            query = query.where(Device.group_id == operations.get_group(db, group).id)
-    return [_device_out(d) for d in db.scalars(query.limit(limit).offset(offset))]
+    """The device list of the web UI: search ``q``, filters that combine, ``sort``."""
+    wanted = _device_filter(db, q, status, group, subgroups, firmware, sort)
+    return [_device_out(d) for d in find_devices(db, wanted, limit=limit, offset=offset)]
+
+
+@router.get(
+    "/devices/export",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "the devices as CSV"}},
+)
+def export_devices(
+    db: DbSession,
+    _user: Reader,
+    status: str | None = None,
+    group: str | None = None,
+    q: SearchParam = "",
+    subgroups: bool = False,
+    firmware: Annotated[str, Query(max_length=64)] = "",
+    sort: SortParam = "name",
+) -> PlainTextResponse:
+    """Every device the filters select, as CSV (the web UI's "Export these as CSV")."""
+    wanted = _device_filter(db, q, status, group, subgroups, firmware, sort)
+    return PlainTextResponse(
+        devices_csv(db, find_devices(db, wanted, limit=1_000_000)),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="devices.csv"'},
+    )
+
+
+@router.post("/devices/bulk", response_model=replies.BulkOut)
+def bulk_devices(
+    body: BulkRequest,
+    request: Request,
+    db: DbSession,
+    user: Reader,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    """One action on many devices; each needs the single action's role (approve: operator,
+    delete: admin). Devices it does not fit are listed in ``skipped``, the rest change."""
+    with _api_errors():
+        try:
+            result = run_bulk(
+                db, _actor(user, request), body.action, body.device_ids, user=user, group=body.group
+            )
+        except BulkRefused as exc:
+            raise ApiError(403, "forbidden", str(exc)) from None
+    notified = _commit_and_resync(db, services, result.changed)
+    return {
+        "action": result.action,
+        "done": len(result.done),
+        "device_ids": result.done,
+        "skipped": [{"device": label, "reason": why} for label, why in result.skipped],
+        "notified": notified,
+    }
 
 
 @router.post("/devices", status_code=201, response_model=replies.DeviceOut)
@@ -527,6 +627,25 @@ def _group_out(g: Group) -> dict[str, Any]:
 @router.get("/groups", response_model=list[replies.GroupOut])
 def list_groups(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
     return [_group_out(g) for g in db.scalars(select(Group).order_by(Group.name))]
+
+
+def _node_out(node: GroupNode) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "name": node.name,
+        "kind": node.kind,
+        "templates": node.templates,
+        "devices": node.devices,
+        "total": node.total,
+        "by_status": node.by_status,
+        "children": [_node_out(child) for child in node.children],
+    }
+
+
+@router.get("/groups/tree", response_model=list[replies.GroupTreeNode])
+def groups_tree(db: DbSession, _user: Reader) -> list[dict[str, Any]]:
+    """Groups as a tree; ``total`` and ``by_status`` count every group below as well."""
+    return [_node_out(root) for root in group_tree(db)]
 
 
 @router.post("/groups", status_code=201, response_model=replies.GroupOut)

@@ -65,6 +65,19 @@ class DeviceDetail(DeviceOut):
     lines: list[LineRow]
 
 
+class BulkSkipped(BaseModel):
+    device: str = Field(description="its name, or MAC, or the reference given")
+    reason: str
+
+
+class BulkOut(BaseModel):
+    action: str
+    done: int
+    device_ids: list[str] = Field(description="the devices the action was done to")
+    skipped: list[BulkSkipped]
+    notified: int = Field(description="phones told to fetch their config now")
+
+
 class LineOut(BaseModel):
     """A SIP line's audit snapshot: ``password`` is ``***`` when one is set, else empty."""
 
@@ -115,6 +128,17 @@ class GroupOut(BaseModel):
     parent_id: int | None
     settings: Settings
     templates: list[str] = Field(description="names of the attached templates, in order")
+
+
+class GroupTreeNode(BaseModel):
+    id: int
+    name: str
+    kind: str
+    templates: list[str]
+    devices: int = Field(description="devices in this group itself")
+    total: int = Field(description="devices in this group and every group below it")
+    by_status: dict[str, int] = Field(description="``total`` by device status")
+    children: list[GroupTreeNode]
 
 
 class TemplateOut(BaseModel):

@@ -28,6 +28,7 @@ class Confirmation:
     cancel_url: str
     consequences: list[str] = field(default_factory=list)
     blocked: str = ""  # why it cannot be done at all (nothing to confirm)
+    fields: list[tuple[str, str]] = field(default_factory=list)  # posted again with confirm=yes
 
 
 def confirmed(value: str) -> bool:

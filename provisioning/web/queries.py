@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from offhook.contract.config import PhoneConfig
@@ -28,6 +28,7 @@ from offhook.provisioning.render import (
     fleet_defaults,
     group_chain,
 )
+from offhook.provisioning.services.device_list import DeviceFilter, find_devices
 from offhook.provisioning.web.liveness import (
     DEFAULT_POLL_INTERVAL_S,
     device_not_seen_after,
@@ -122,23 +123,19 @@ def device_rows(
     limit: int = 1000,
     offset: int = 0,
     stale_after: timedelta = STALE_AFTER,
+    wanted: DeviceFilter | None = None,
 ) -> list[DeviceRow]:
-    """Devices by name then MAC (the id breaks ties, so pages never overlap), each with its
-    line states from its newest report (one window query over this page's ids only)."""
-    query: Select[Device] = select(Device).order_by(Device.name, Device.mac, Device.id)
-    if status:
-        query = query.where(Device.status == status)
-    if group_id is not None:
-        query = query.where(Device.group_id == group_id)
-    if search:
-        like = f"%{search.strip().lower()}%"
-        query = query.where(
-            func.lower(Device.name).like(like)
-            | func.lower(Device.mac).like(like)
-            | func.lower(Device.serial).like(like)
-            | func.lower(Device.last_ip).like(like)
-        )
-    devices = list(db.scalars(query.offset(offset).limit(limit)))
+    """Devices as the device list finds and sorts them (services.device_list; default: by
+    name then MAC), each with its line states from its newest report (one window query over
+    this page's ids only)."""
+    wanted = wanted or DeviceFilter(q=search.strip(), status=status, group_id=group_id)
+    devices = find_devices(db, wanted, limit=limit, offset=offset)
+    return rows_of(db, devices, stale_after)
+
+
+def rows_of(
+    db: Session, devices: list[Device], stale_after: timedelta = STALE_AFTER
+) -> list[DeviceRow]:
     groups = {gid: name for gid, name in db.execute(select(Group.id, Group.name))}
     lines = latest_lines(db, [d.id for d in devices])
     now = utcnow()

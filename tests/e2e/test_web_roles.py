@@ -129,6 +129,20 @@ ROUTES: list[tuple[str, str, str, Make]] = [
     ("GET", "/", "read-only", _page("/")),
     ("GET", "/devices", "read-only", _page("/devices")),
     ("GET", "/devices/rows", "read-only", _page("/devices/rows")),
+    ("GET", "/devices.csv", "read-only", _page("/devices.csv?sort=-name")),
+    # the bulk form's first post answers the confirmation page
+    (
+        "POST",
+        "/devices/bulk",
+        "operator",
+        lambda e: ("/devices/bulk", {"bulk_action": "resync", "device": e.device()["id"]}),
+    ),
+    (
+        "POST",
+        "/groups/{group_id}/resync",
+        "operator",
+        lambda e: (f"/groups/{e.group()['id']}/resync", {}),
+    ),
     ("GET", "/devices/{device_id}", "read-only", lambda e: (f"/devices/{e.device()['id']}", {})),
     ("GET", "/approvals", "read-only", _page("/approvals")),
     ("GET", "/fleet", "read-only", _page("/fleet")),

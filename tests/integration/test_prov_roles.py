@@ -180,6 +180,14 @@ ROUTES: list[tuple[str, str, str, Make]] = [
         lambda e: (f"/devices/{e.device()}/settings", {"json": {"set": {"audio.tone_plan": "uk"}}}),
     ),
     ("GET", "/groups", "read-only", lambda e: ("/groups", {})),
+    ("GET", "/groups/tree", "read-only", lambda e: ("/groups/tree", {})),
+    ("GET", "/devices/export", "read-only", lambda e: ("/devices/export", {})),
+    (
+        "POST",
+        "/devices/bulk",
+        "operator",
+        lambda e: ("/devices/bulk", {"json": {"action": "resync", "device_ids": [e.device()]}}),
+    ),
     ("POST", "/groups", "operator", lambda e: ("/groups", {"json": {"name": _name("group")}})),
     ("GET", "/groups/{ref}", "read-only", lambda e: (f"/groups/{e.group()}", {})),
     (

@@ -13,7 +13,15 @@
         const holder = document.createElement("table");
         holder.innerHTML = await response.text();
         const body = holder.querySelector("tbody");
-        if (body) table.tBodies[0].replaceWith(body);
+        if (body) {
+          // Keep what was ticked for a bulk action (the rows' checkboxes) across the swap.
+          const ticked = new Set(
+            Array.from(table.tBodies[0].querySelectorAll("input[type=checkbox]:checked")).map((b) => b.value)
+          );
+          for (const box of body.querySelectorAll("input[type=checkbox]")) box.checked = ticked.has(box.value);
+          table.tBodies[0].replaceWith(body);
+          document.dispatchEvent(new Event("rows-replaced"));
+        }
         if (note) note.textContent = "Updated " + new Date().toLocaleTimeString() + " (every 10 s).";
       } catch (err) {
         if (note) note.textContent = "Live update failed (" + err.message + "); retrying.";

@@ -15,6 +15,7 @@ from offhook.provisioning.models import AuditEntry
 from offhook.provisioning.web.core import Reader, WebRoute, render
 from offhook.provisioning.web.paging import fetch_page, page_url, parse_paging
 from offhook.provisioning.web.queries import flatten
+from offhook.provisioning.web.target_names import audit_targets
 
 router = APIRouter(route_class=WebRoute)
 ABSENT = "(unset)"
@@ -74,6 +75,7 @@ def audit_page(
             "title": "Audit log",
             "section": "audit",
             "entries": [(e, changes(e.before, e.after)) for e in entries],
+            "targets": audit_targets(db, entries),
             "filters": {"actor": actor, "action": action, "target": target},
             "paging": paging,
             "prev_url": page_url(request, paging.number - 1),

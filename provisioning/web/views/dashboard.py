@@ -12,6 +12,7 @@ from offhook.provisioning.operations import fleet_summary
 from offhook.provisioning.web.core import Reader, WebRoute, not_seen_threshold, render
 from offhook.provisioning.web.liveness import describe
 from offhook.provisioning.web.queries import registration_health
+from offhook.provisioning.web.target_names import audit_targets
 
 router = APIRouter(route_class=WebRoute)
 
@@ -34,5 +35,6 @@ def dashboard(
             "health": registration_health(db, threshold),
             "not_seen_text": describe(threshold),
             "recent": recent,
+            "targets": audit_targets(db, recent),
         },
     )

@@ -14,7 +14,6 @@ from offhook.contract.config import ConfigError
 from offhook.provisioning import audit
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import (
-    DEVICE_STATUSES,
     AdminUser,
     Device,
     DeviceEvent,
@@ -49,8 +48,6 @@ from offhook.provisioning.web.core import (
     redirect,
     render,
 )
-from offhook.provisioning.web.liveness import describe
-from offhook.provisioning.web.paging import PAGE_SIZES, Paging, page_url, parse_paging
 from offhook.provisioning.web.queries import (
     device_rows,
     recent_cdrs,
@@ -59,9 +56,12 @@ from offhook.provisioning.web.queries import (
     settings_provenance,
 )
 from offhook.provisioning.web.sessions import add_flash, take_form
+from offhook.provisioning.web.views import device_list
 from offhook.provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
+# The list, its rows, CSV and bulk actions first: /devices/rows before /devices/{device_id}.
+router.include_router(device_list.router)
 DeviceWriter = Annotated[AdminUser, permitted("device.write")]
 DeviceStatus = Annotated[AdminUser, permitted("device.status")]
 DeviceResync = Annotated[AdminUser, permitted("device.resync")]
@@ -81,65 +81,6 @@ def _load(db: Session, device_id: str) -> Device:
         return get_device(db, device_id)
     except OperationNotFound:
         raise NotFound(f"No device {device_id!r}.") from None
-
-
-def _list_context(
-    request: Request, db: Session, status: str, group: str, q: str, page: str, per: str
-) -> dict:
-    group_id = int(group) if group.isdigit() else None
-    paging = parse_paging(page, per)
-    rows = device_rows(
-        db,
-        status=status,
-        group_id=group_id,
-        search=q,
-        limit=paging.size + 1,  # one extra row says whether there is a next page
-        offset=paging.offset,
-        stale_after=not_seen_threshold(request),
-    )
-    paging = Paging(paging.number, paging.size, has_next=len(rows) > paging.size)
-    return {
-        "rows": rows[: paging.size],
-        "filters": {"status": status, "group": group, "q": q},
-        "paging": paging,
-        "prev_url": page_url(request, paging.number - 1, "/devices"),
-        "next_url": page_url(request, paging.number + 1, "/devices"),
-        "not_seen_text": describe(not_seen_threshold(request)),
-        "page_sizes": PAGE_SIZES,
-    }
-
-
-@router.get("/devices")
-def devices_page(
-    request: Request,
-    admin: Reader,
-    db: DbSession,
-    status: str = "",
-    group: str = "",
-    q: str = "",
-    page: str = "",
-    per: str = "",
-) -> Response:
-    groups = list(db.scalars(select(Group).order_by(Group.name)))
-    context = _list_context(request, db, status, group, q, page, per)
-    context.update(title="Devices", section="devices", statuses=DEVICE_STATUSES, groups=groups)
-    return render(request, "devices.html", context)
-
-
-@router.get("/devices/rows")
-def devices_rows(
-    request: Request,
-    admin: Reader,
-    db: DbSession,
-    status: str = "",
-    group: str = "",
-    q: str = "",
-    page: str = "",
-    per: str = "",
-) -> Response:
-    """The table body alone, for the page's live refresh (same page, same filters)."""
-    context = _list_context(request, db, status, group, q, page, per)
-    return render(request, "_device_rows.html", context, fragment=True)
 
 
 MAX_IMPORT_BYTES = 2_000_000

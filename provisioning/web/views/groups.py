@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -18,10 +18,13 @@ from offhook.provisioning.operations import (
     create_group,
     delete_group,
     get_group,
+    request_resync,
     update_group,
 )
+from offhook.provisioning.services.device_list import DeviceFilter, count_devices
+from offhook.provisioning.services.group_tree import group_tree, ungrouped_count
 from offhook.provisioning.web import confirm
-from offhook.provisioning.web.actions import actor_for, back_with_form, done
+from offhook.provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from offhook.provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
 from offhook.provisioning.web.queries import flatten, settable_defaults
 from offhook.provisioning.web.sessions import take_form
@@ -30,6 +33,7 @@ from offhook.provisioning.web.views.changes import apply_change, apply_setting_f
 router = APIRouter(route_class=WebRoute)
 GroupWriter = Annotated[AdminUser, permitted("group.write")]
 GroupSettings = Annotated[AdminUser, permitted("settings.group")]
+GroupResync = Annotated[AdminUser, permitted("device.resync")]
 
 
 def _load(db: Session, group_id: int) -> Group:
@@ -42,8 +46,6 @@ def _load(db: Session, group_id: int) -> Group:
 def _list(request: Request, db: Session) -> Response:
     form = take_form(request, "/groups")
     groups = list(db.scalars(select(Group).order_by(Group.name)))
-    rows = db.execute(select(Device.group_id, func.count()).group_by(Device.group_id))
-    counts = {group_id: count for group_id, count in rows}
     return render(
         request,
         "groups.html",
@@ -51,8 +53,8 @@ def _list(request: Request, db: Session) -> Response:
             "title": "Groups",
             "section": "groups",
             "groups": groups,
-            "names": {g.id: g.name for g in groups},
-            "counts": counts,
+            "tree": group_tree(db),
+            "ungrouped": ungrouped_count(db),
             "error": form.get("error", ""),
             "form": {"name": "", "kind": "group", "parent": "", **form},
         },
@@ -108,6 +110,7 @@ def _detail(request: Request, db: Session, group_id: int) -> Response:
             "own_settings": sorted(flatten(group.settings or {}).items()),
             "setting_keys": sorted(settable_defaults()),
             "devices": devices,
+            "subtree_total": count_devices(db, DeviceFilter(group_id=group.id, subgroups=True)),
             "templates": [t for t in group.templates],
             "available": [
                 t
@@ -202,6 +205,28 @@ def group_edit(
             db, actor, group.id, name=name, parent=parent or None, clear_parent=not parent
         ),
         lambda changed: f"Saved; {len(changed)} device(s) will update.",
+    )
+
+
+@router.post("/groups/{group_id}/resync")
+def group_resync(
+    request: Request,
+    group_id: int,
+    admin: GroupResync,
+    db: DbSession,
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    """Tell every phone of the group and its subgroups to fetch its config now (one ``resync``
+    audit row with the count, as from the REST API's and the CLI's resync by group)."""
+    group = _load(db, group_id)
+    ids = request_resync(db, actor_for(request, admin), group=group.id)
+    notified = commit_and_resync(request, db, ids)
+    target = back if back in ("/groups", f"/groups/{group.id}") else f"/groups/{group.id}"
+    return done(
+        request,
+        target,
+        f"Resync of {group.name}: {len(ids)} device(s), {notified} notified now; "
+        "the others update at their next poll.",
     )
 
 
