@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
-from offhook.provisioning import audit
+from offhook.provisioning import audit, password_history
 from offhook.provisioning.crypto import sha256_hex
 from offhook.provisioning.db import DbSession, rowcount
 from offhook.provisioning.models import ROLES, AdminUser, ApiToken, LoginAttempt, utcnow
@@ -38,6 +38,7 @@ from offhook.provisioning.permissions import (
     required_role,
     role_allows,
 )
+from offhook.provisioning.services import sessions as session_rows
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +108,28 @@ def create_admin(db: Session, username: str, password: str, role: str = "admin")
     return user
 
 
-def set_password(db: Session, user: AdminUser, password: str) -> None:
+def set_password(
+    db: Session,
+    user: AdminUser,
+    password: str,
+    *,
+    history: int = password_history.DEFAULT_DEPTH,
+) -> None:
+    """A new password, which may not repeat the current one or the ``history - 1`` before it
+    (``OFFHOOK_PASSWORD_HISTORY``). Ends the user's sessions and API tokens."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AdminError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if password_history.reused(db, user, password, history, verify_password):
+        raise AdminError(
+            f"that password was used recently: choose one not among the last {history}"
+        )
+    password_history.remember(db, user, user.password_hash, history)
     user.password_hash = hash_password(password)
     user.failed_attempts = 0
     user.locked_until = None
     # Whoever knew the old password may have minted tokens with it.
     revoke_user_api_tokens(db, user)
+    session_rows.end_all(db, user, "new password")
 
 
 def set_disabled(db: Session, user: AdminUser, disabled: bool) -> None:
@@ -122,6 +137,7 @@ def set_disabled(db: Session, user: AdminUser, disabled: bool) -> None:
     user.disabled = disabled
     if disabled:
         revoke_user_api_tokens(db, user)
+        session_rows.end_all(db, user, "disabled")
 
 
 def _log_attempt(db: Session, username: str, ip: str, success: bool, reason: str) -> None:

@@ -288,7 +288,8 @@ class LoginAttempt(Base):
     __tablename__ = "login_attempts"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     username: Mapped[str] = mapped_column(String(64), index=True)
-    ip: Mapped[str] = mapped_column(String(64), default="")
+    # Indexed: failures from one address across accounts are throttled (provisioning.sign_in).
+    ip: Mapped[str] = mapped_column(String(64), default="", index=True)
     success: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(String(32), default="")
     time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -407,3 +408,80 @@ class DeviceFirmware(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     compatible: Mapped[str] = mapped_column(String(128), default="")
     state_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- admin account security (provisioning/mfa.py, provisioning/sign_in.py,
+# provisioning/services/sessions.py) ---------------------------------------------------------------
+
+
+class AdminMfa(Base):
+    """An admin's TOTP second factor (RFC 6238). ``confirmed_at`` None: enrolment started, the
+    first code not yet entered, so sign-in does not ask for it. ``last_step`` is the newest
+    time step a code was accepted for: a code is good once."""
+
+    __tablename__ = "admin_mfa"
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("admin_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret_enc: Mapped[str] = mapped_column(Text)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AdminRecoveryCode(Base):
+    """A one-time recovery code, stored as its SHA-256 (codes are random, 60 bits)."""
+
+    __tablename__ = "admin_recovery_codes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("admin_users.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AdminKnownNetwork(Base):
+    """A network (IPv4 /24, IPv6 /64) an admin completed a sign-in from."""
+
+    __tablename__ = "admin_known_networks"
+    __table_args__ = (UniqueConstraint("user_id", "network"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("admin_users.id", ondelete="CASCADE"), index=True
+    )
+    network: Mapped[str] = mapped_column(String(64))
+    first_ip: Mapped[str] = mapped_column(String(64), default="")
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AdminPasswordHistory(Base):
+    """Earlier password hashes of an admin (argon2), so a new password cannot reuse them."""
+
+    __tablename__ = "admin_password_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("admin_users.id", ondelete="CASCADE"), index=True
+    )
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AdminSession(Base):
+    """A web sign-in, listed to its admin and revocable. The cookie stays the credential; this
+    row names it by ``sid_digest`` (the revocation digest, never the session id itself)."""
+
+    __tablename__ = "admin_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("admin_users.id", ondelete="CASCADE"), index=True
+    )
+    sid_digest: Mapped[str] = mapped_column(String(32), unique=True)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+    second_factor: Mapped[str] = mapped_column(String(16), default="")  # "" | totp | recovery
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str] = mapped_column(String(32), default="")

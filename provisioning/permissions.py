@@ -44,6 +44,8 @@ PERMISSIONS: Mapping[str, str] = MappingProxyType(
         "api_token.own": ROLE_READ_ONLY,
         # Every user's API tokens: list and revoke.
         "api_token.any": ROLE_ADMIN,
+        # One's own sign-in security: second factor, sessions, networks, password.
+        "account.security": ROLE_READ_ONLY,
         # A firmware bundle (verified against the server's keyring) that phones can be sent.
         "firmware.upload": ROLE_ADMIN,
         # Rollouts to a group: start, pause, resume, abort; per-device pin and exclude.

@@ -51,6 +51,16 @@ class ServerSettings:
     # the connection, for the first request): a client trickling bytes (slowloris) is cut off.
     request_read_timeout_s: int = 60
     retention: RetentionDays = field(default_factory=RetentionDays)
+    # Admin sign-in (provisioning/mfa.py, provisioning/sign_in.py): roles whose admins must
+    # have a second factor (sent to enrol before anything else); when an enrolled admin is
+    # asked for a code ("always", or "new-network": only from a network never seen for them);
+    # failed sign-ins from one address across accounts before it gets 429 for the window;
+    # how many earlier passwords a new one may not repeat.
+    mfa_required_roles: tuple[str, ...] = ()
+    mfa_prompt: str = "always"
+    login_ip_max_failures: int = 20
+    login_ip_window_minutes: int = 15
+    password_history: int = 5
     # Firmware bundles (docs/updates.md): the PEM keyring every uploaded RAUC bundle must verify
     # against (empty = data_dir/firmware-keyring.pem), where verified bundles are kept (empty =
     # data_dir/firmware) and the largest bundle accepted.
@@ -138,11 +148,40 @@ def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
         poll_interval_s=poll_interval_from_env(env),
         request_read_timeout_s=_env_int(env, "OFFHOOK_REQUEST_READ_TIMEOUT_S", 60),
         retention=retention,
+        mfa_required_roles=_env_roles(env, "OFFHOOK_MFA_REQUIRED_ROLES"),
+        mfa_prompt=_env_choice(env, "OFFHOOK_MFA_PROMPT", MFA_PROMPTS),
+        login_ip_max_failures=_env_int(env, "OFFHOOK_LOGIN_IP_MAX_FAILURES", 20),
+        login_ip_window_minutes=_env_int(env, "OFFHOOK_LOGIN_IP_WINDOW_MINUTES", 15),
+        password_history=_env_int(env, "OFFHOOK_PASSWORD_HISTORY", 5),
         firmware_keyring=_env_path(env, "OFFHOOK_FIRMWARE_KEYRING"),
         firmware_dir=_env_path(env, "OFFHOOK_FIRMWARE_DIR"),
         firmware_max_bytes=_env_int(env, "OFFHOOK_FIRMWARE_MAX_BYTES", 2 * 1024**3),
         firmware_max_downloads=_env_int(env, "OFFHOOK_FIRMWARE_MAX_DOWNLOADS", 256),
     )
+
+
+MFA_PROMPTS = ("always", "new-network")
+# The role names of provisioning.models.ROLES (settings import nothing of the server's).
+ROLE_NAMES = ("read-only", "operator", "admin")
+
+
+def _env_roles(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of roles; "all" means every role."""
+    raw = env.get(name, "").strip()
+    if raw == "all":
+        return ROLE_NAMES
+    roles = tuple(r.strip() for r in raw.split(",") if r.strip())
+    for role in roles:
+        if role not in ROLE_NAMES:
+            raise ValueError(f"{name}: unknown role {role!r}; use {', '.join(ROLE_NAMES)} or all")
+    return roles
+
+
+def _env_choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip() or choices[0]
+    if raw not in choices:
+        raise ValueError(f"{name}={raw!r}: use one of {', '.join(choices)}")
+    return raw
 
 
 def _env_path(env: dict[str, str], name: str) -> Path | None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from offhook.provisioning import audit
+from offhook.provisioning import audit, password_history
 from offhook.provisioning.admin_auth import (
     AdminError,
     check_role,
     create_admin,
     set_disabled,
     set_password,
+    verify_password,
 )
 from offhook.provisioning.models import ROLE_ADMIN, AdminUser
 from offhook.provisioning.operations import Actor
@@ -128,11 +129,34 @@ def change_admin_state(
     return user
 
 
-def reset_admin_password(db: Session, actor: Actor, ref: int | str, password: str) -> AdminUser:
+def reset_admin_password(
+    db: Session,
+    actor: Actor,
+    ref: int | str,
+    password: str,
+    *,
+    history: int = password_history.DEFAULT_DEPTH,
+) -> AdminUser:
     """A new password: ends the user's sessions, API tokens and any lockout. The audit entry
-    says that it changed, never what it is."""
+    says that it changed, never what it is. It may not repeat the last ``history``."""
     user = get_admin_user(db, ref)
-    set_password(db, user, password)
+    set_password(db, user, password, history=history)
     before: dict[str, object] = {"username": user.username}
     _record(db, actor, user, "password", before, {**before, "password_changed": True})
     return user
+
+
+def change_own_password(
+    db: Session,
+    actor: Actor,
+    user: AdminUser,
+    current: str,
+    password: str,
+    *,
+    history: int = password_history.DEFAULT_DEPTH,
+) -> AdminUser:
+    """An admin's own new password, proven with the current one (a session left open on a
+    desk must not be enough). Audited as ``admin_user.password`` like a reset."""
+    if not verify_password(user.password_hash, current):
+        raise AdminError("the current password is wrong")
+    return reset_admin_password(db, actor, user.id, password, history=history)

@@ -26,6 +26,7 @@ from offhook.provisioning.web.views import (
     login,
     privacy,
     records,
+    security,
     static,
     templates,
     tokens,
@@ -47,6 +48,7 @@ for _module in (
     firmware,
     privacy,
     api_tokens,
+    security,
     admins,
 ):
     router.include_router(_module.router)

@@ -21,10 +21,12 @@ from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from offhook.contract.logs import kv
+from offhook.provisioning import mfa
 from offhook.provisioning.admin_auth import client_ip
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import AdminUser
 from offhook.provisioning.permissions import allowed, required_role
+from offhook.provisioning.settings import ServerSettings
 from offhook.provisioning.web.queries import STALE_AFTER
 from offhook.provisioning.web.revocation import session_revoked
 from offhook.provisioning.web.sessions import (
@@ -44,6 +46,7 @@ from offhook.provisioning.web.sessions import (
 
 log = logging.getLogger(__name__)
 
+MFA_ENROL_PAGE = "/security/mfa"
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 # (href, label, section key, the action the page needs: provisioning.permissions)
@@ -59,6 +62,7 @@ NAV: list[tuple[str, str, str, str]] = [
     ("/quality", "Quality", "quality", "fleet.read"),
     ("/audit", "Audit log", "audit", "fleet.read"),
     ("/api-tokens", "API tokens", "api-tokens", "api_token.own"),
+    ("/security", "Security", "security", "account.security"),
     ("/privacy", "Privacy", "privacy", "privacy.export"),
     ("/admins", "Admins", "admins", "admin_user.manage"),
 ]
@@ -85,6 +89,10 @@ class Forbidden(Exception):
     def __init__(self, message: str) -> None:
         self.message = message
         super().__init__(message)
+
+
+class EnrolmentRequired(Exception):
+    """The admin's role must have a second factor and they have none: enrol first."""
 
 
 class NotFound(Exception):
@@ -209,15 +217,23 @@ def api_session_user(request: Request, db: Session) -> AdminUser | None:
     user = session_admin(request, db)
     if user is None:
         return None
+    if mfa.enrolment_required(db, server_settings(request), user):
+        return None  # nothing before the second factor is set up, the API included
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return user
     session = read_session(request)
     return user if csrf_valid(request, session, request.headers.get(CSRF_HEADER, "")) else None
 
 
-def require(action: str) -> Callable[..., AdminUser]:
+def server_settings(request: Request) -> ServerSettings:
+    settings: ServerSettings = request.app.state.services.settings
+    return settings
+
+
+def require(action: str, *, before_enrolment: bool = False) -> Callable[..., AdminUser]:
     """Dependency: the logged-in admin whose role may do ``action`` (provisioning.permissions),
-    else the login page / a 403 page."""
+    else the login page / a 403 page. An admin whose role requires a second factor they have
+    not set up is sent to enrol first, except on the pages that do it (``before_enrolment``)."""
     needed = required_role(action)  # an unknown action fails at import
 
     def dependency(request: Request, db: DbSession) -> AdminUser:
@@ -225,6 +241,8 @@ def require(action: str) -> Callable[..., AdminUser]:
         if user is None:
             raise LoginRequired()
         request.state.web_admin = user
+        if not before_enrolment and mfa.enrolment_required(db, server_settings(request), user):
+            raise EnrolmentRequired()
         if not allowed(user.role, action):
             log.warning(
                 "web forbidden",
@@ -242,11 +260,11 @@ def require(action: str) -> Callable[..., AdminUser]:
     return dependency
 
 
-def permitted(action: str) -> Any:
+def permitted(action: str, *, before_enrolment: bool = False) -> Any:
     """The dependency marker of a view parameter type, spelt as a module-level alias
     ``Deleter = Annotated[AdminUser, permitted("device.delete")]`` (an alias mypy can read: a
     type returned by a call is not one)."""
-    return Depends(require(action))
+    return Depends(require(action, before_enrolment=before_enrolment))
 
 
 Reader = Annotated[AdminUser, permitted("fleet.read")]
@@ -298,6 +316,8 @@ class WebRoute(APIRoute):
                     {"title": "Not allowed", "message": exc.message},
                     status_code=403,
                 )
+            except EnrolmentRequired:
+                return redirect(MFA_ENROL_PAGE)
             except NotFound as exc:
                 return render(
                     request,

@@ -9,7 +9,6 @@ days (``RetentionDays.security``), so a revocation outlives the session it ends.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 from sqlalchemy import select
@@ -17,17 +16,18 @@ from sqlalchemy.orm import Session
 
 from offhook.contract.logs import kv
 from offhook.provisioning.models import LoginAttempt
+from offhook.provisioning.services import sessions as session_rows
+from offhook.provisioning.services.sessions import LOGOUT_REASON_PREFIX
 
 log = logging.getLogger(__name__)
 
-LOGOUT_REASON_PREFIX = "logout:"
-_DIGEST_CHARS = 24  # 96 bits; prefix + digest fits the column's 32 characters
+__all__ = ["LOGOUT_REASON_PREFIX", "logout_reason", "revoke_session", "session_revoked"]
 
 
 def logout_reason(sid: str) -> str:
-    """The login-log reason that revokes session ``sid`` (the id itself is never stored)."""
-    digest = hashlib.sha256(sid.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
-    return LOGOUT_REASON_PREFIX + digest
+    """The login-log reason that revokes session ``sid`` (the id itself is never stored); the
+    session list (``provisioning.services.sessions``) ends sessions with the same row."""
+    return session_rows.logout_reason(session_rows.session_digest(sid))
 
 
 def revoke_session(db: Session, username: str, sid: str, ip: str) -> None:

@@ -10,18 +10,18 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
 from offhook.contract.logs import kv
+from offhook.provisioning import sign_in
 from offhook.provisioning.admin_auth import LoginError, authenticate_password, client_ip
 from offhook.provisioning.db import DbSession
+from offhook.provisioning.models import utcnow
+from offhook.provisioning.services import sessions as session_rows
+from offhook.provisioning.web import sign_in_flow
 from offhook.provisioning.web.actions import back_with_form
 from offhook.provisioning.web.core import WebRoute, redirect, render, session_admin
-from offhook.provisioning.web.revocation import revoke_session
 from offhook.provisioning.web.sessions import (
-    add_flash,
     clear_session,
-    new_session,
     read_session,
     take_form,
-    write_session,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ def login(
 ) -> Response:
     settings = request.app.state.services.settings
     try:
+        sign_in.check_throttle(db, settings, client_ip(request), utcnow())
+    except sign_in.Throttled as exc:
+        return throttled(request, exc, next, username)
+    try:
         user = authenticate_password(
             db,
             username.strip(),
@@ -80,9 +84,16 @@ def login(
         target = "/login" if next in ("", "/") else "/login?next=" + quote(next, safe="")
         error = LOGIN_MESSAGES.get(exc.reason, "Login refused.")
         return back_with_form(request, target, {"error": error, "username": username[:64]})
-    response = redirect(_safe_next(next))
-    write_session(request, response, new_session(user.id, user.password_hash))
-    add_flash(request, response, "ok", f"Signed in as {user.username}.")
+    if sign_in_flow.code_needed(db, request, user):
+        return sign_in_flow.ask_for_code(request, user, next)
+    return sign_in_flow.finish(request, db, user, next)
+
+
+def throttled(request: Request, exc: sign_in.Throttled, next: str, username: str) -> Response:
+    """429 on the sign-in page itself: the message says how long to wait."""
+    context = {"title": "Sign in", "next": next, "username": username[:64], "error": str(exc)}
+    response = render(request, "login.html", context, status_code=429)
+    response.headers["retry-after"] = str(exc.retry_after_s)
     return response
 
 
@@ -94,7 +105,7 @@ def logout(request: Request, db: DbSession) -> Response:
     response = redirect("/login")
     clear_session(request, response)
     if user is not None and session is not None:
-        revoke_session(db, user.username, session.sid, client_ip(request))
+        session_rows.end_own_session(db, user, session.sid, client_ip(request))
         db.commit()  # before the browser moves on: the copy must be dead by then
         log.info("admin logout", extra=kv(user=user.username, ip=client_ip(request)))
     return response
