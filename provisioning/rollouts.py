@@ -152,6 +152,13 @@ class Progress:
     admitted: int
     quota: int  # phones the current stage admits in all
     states: dict[str, int]
+    # Per stage (index): (phones it asked, of them failed or rolled back).
+    stages: dict[int, tuple[int, int]]
+
+    def worst_stage(self) -> tuple[int, int, int] | None:
+        """(stage, asked, failures) of the stage with the highest failure rate."""
+        rated = [(f / n, stage, n, f) for stage, (n, f) in self.stages.items() if n]
+        return max(rated)[1:] if rated else None
 
     @property
     def failures(self) -> int:
@@ -166,18 +173,26 @@ class Progress:
         return 100.0 * self.failures / self.admitted if self.admitted else 0.0
 
 
-def progress(db: Session, rollout: Rollout) -> Progress:
-    states = dict(
-        db.execute(
-            select(DeviceFirmware.state, func.count())
-            .where(DeviceFirmware.rollout_id == rollout.id)
-            .group_by(DeviceFirmware.state)
-        ).all()
-    )
+def progress(db: Session, rollout: Rollout, count_eligible: bool = True) -> Progress:
+    """``count_eligible=False``: the states only (eligible taken as the phones asked), for the
+    checks a report makes before it can matter whether more phones are eligible."""
+    rows = db.execute(
+        select(DeviceFirmware.stage, DeviceFirmware.state, func.count())
+        .where(DeviceFirmware.rollout_id == rollout.id)
+        .group_by(DeviceFirmware.stage, DeviceFirmware.state)
+    ).all()
+    states: dict[str, int] = {}
+    stages: dict[int, tuple[int, int]] = {}
+    for stage, state, n in rows:
+        states[state] = states.get(state, 0) + n
+        if state != CANCELLED and stage is not None:
+            asked, failed = stages.get(stage, (0, 0))
+            stages[stage] = (asked + n, failed + (n if state in (FAILED, ROLLED_BACK) else 0))
     admitted = sum(n for state, n in states.items() if state != CANCELLED)
-    eligible = eligible_count(db, rollout) if rollout.status in ACTIVE else admitted
+    active = count_eligible and rollout.status in ACTIVE
+    eligible = eligible_count(db, rollout) if active else admitted
     eligible = max(eligible, admitted)
-    return Progress(eligible, admitted, _quota(rollout, eligible), states)
+    return Progress(eligible, admitted, _quota(rollout, eligible), states, stages)
 
 
 def _quota(rollout: Rollout, eligible: int) -> int:
@@ -211,6 +226,10 @@ def rollout_snapshot(db: Session, rollout: Rollout) -> dict[str, Any]:
         "in_progress": sum(done.states.get(s, 0) for s in IN_PROGRESS),
         "states": done.states,
         "failure_rate_pct": round(done.failure_rate_pct, 2),
+        "per_stage": [
+            {"stage": k + 1, "pct": rollout.stages[k], "asked": n, "failed": f}
+            for k, (n, f) in sorted(done.stages.items())
+        ],
         "created_by": rollout.created_by,
         "created_at": _iso(rollout.created_at),
         "finished_at": _iso(rollout.finished_at),
@@ -398,15 +417,16 @@ def evaluate(db: Session, rollout: Rollout) -> list[str]:
         return []
     changed: list[str] = []
     while True:
-        done = progress(db, rollout)
-        if done.admitted and done.failure_rate_pct > rollout.failure_threshold_pct:
+        done = progress(db, rollout, count_eligible=False)
+        worst = done.worst_stage()
+        if worst is not None and 100.0 * worst[2] / worst[1] > rollout.failure_threshold_pct:
+            stage, asked, failed = worst
             before = {"status": rollout.status}
             rollout.status = ROLLOUT_PAUSED
             rollout.pause_reason = (
-                f"failure rate {done.failure_rate_pct:.1f}% ({done.failures} of {done.admitted}"
-                f" phones failed or rolled back) passed the threshold of"
-                f" {rollout.failure_threshold_pct:g}% in stage {rollout.stage + 1}"
-                f" ({rollout.stages[rollout.stage]}%)"
+                f"failure rate {100.0 * failed / asked:.1f}% ({failed} of {asked} phones of"
+                f" stage {stage + 1} ({rollout.stages[stage]}%) failed or rolled back) passed"
+                f" the threshold of {rollout.failure_threshold_pct:g}%"
             )
             audit.record(
                 db,
@@ -422,6 +442,9 @@ def evaluate(db: Session, rollout: Rollout) -> list[str]:
                 extra=kv(rollout=rollout.id, reason=rollout.pause_reason),
             )
             return changed
+        if done.admitted and done.finished < done.admitted:
+            return changed  # the stage is still under way (most reports end here)
+        done = progress(db, rollout)
         if done.admitted < done.quota:
             admitted = _admit(db, rollout)  # phones that became eligible since
             changed += admitted
@@ -622,6 +645,8 @@ def _move(db: Session, row: DeviceFirmware, state: str, reason: str, detail: str
     row.detail = detail[:4000]
     row.state_at = utcnow()
     db.flush()
+    if state not in FINISHED:
+        return []  # a step on the way can neither pass the threshold nor end a stage
     rollout = db.get(Rollout, row.rollout_id) if row.rollout_id is not None else None
     return evaluate(db, rollout) if rollout is not None else []
 
@@ -647,11 +672,21 @@ def record_status(db: Session, device: Device, running_version: str, compatible:
         if not compatible:
             return []
         row = firmware_row(db, device.id)
+    joined: list[str] = []
     if compatible and row.compatible != compatible:
+        # A board reported for the first time (or changed): a rollout waiting for phones of
+        # it, or between stages, may ask this one now.
         row.compatible = compatible[:128]
+        db.flush()
+        for rollout in db.scalars(
+            select(Rollout)
+            .join(FirmwareRelease, FirmwareRelease.id == Rollout.release_id)
+            .where(Rollout.status == ROLLOUT_RUNNING, FirmwareRelease.compatible == compatible)
+        ):
+            joined += evaluate(db, rollout)
     if row.release_id is None or not running_version or row.state == RUNNING:
-        return []
+        return joined
     target = db.get(FirmwareRelease, row.release_id)
     if target is not None and target.version == running_version:
-        return _move(db, row, RUNNING, "", "")
-    return []
+        return joined + _move(db, row, RUNNING, "", "")
+    return joined

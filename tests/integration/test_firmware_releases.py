@@ -272,3 +272,32 @@ def test_settings_cannot_set_the_firmware_target(server: ProvisioningServer) -> 
         "/settings/fleet", json={"set": {"firmware.maintenance_window": "02:00-04:00"}}
     )
     assert window.status_code == 200, window.text
+
+
+def test_download_over_https_with_the_pinned_ca(
+    tmp_path: Path, keys: dict[str, SigningPair], bundles: dict[str, Path]
+) -> None:
+    """As a phone does it: HTTPS trusting only the server's CA, the credential, a resume."""
+    server = ProvisioningServer(tmp_path, tls=True)
+    server.port = next(_PORTS)
+    (server.data_dir / "firmware-keyring.pem").write_bytes(keys["good"].cert.read_bytes())
+    server.start()
+    try:
+        release = upload(server, bundles["next"]).json()
+        phone = server.enroll("b8:27:eb:00:01:01")
+        report_board(phone, COMPATIBLE)
+        server.admin.put(
+            f"/devices/{phone.mac}/firmware", json={"pin": str(release["id"])}
+        ).raise_for_status()
+        data = bundles["next"].read_bytes()
+        with phone.client() as client:
+            assert client.base_url.scheme == "https"
+            url = client.get("/api/v1/device/config").json()["firmware"]["url"]
+            part = client.get(url, headers={"Range": "bytes=0-9999"})
+            assert part.status_code == 206 and part.content == data[:10000]
+            rest = client.get(
+                url, headers={"Range": "bytes=10000-", "If-Range": part.headers["etag"]}
+            )
+            assert rest.status_code == 206 and part.content + rest.content == data
+    finally:
+        server.stop()

@@ -134,7 +134,7 @@ def test_canary_then_stages_pause_on_failures_resume_and_complete(
     stage_two = [p for p in asked(group) if p is not canary[0]]
     assert len(stage_two) == 4
 
-    # One of five rolls back (20 % < 30 %): the rollout moves on to everyone.
+    # One of stage 2's four rolls back (25 % < 30 %): the rollout moves on to everyone.
     report(stage_two[0], "downloading", "rolled_back", reason="health_check_failed")
     for phone in stage_two[1:]:
         report(phone, "downloading", "installed", "rebooting", "running")
@@ -146,11 +146,12 @@ def test_canary_then_stages_pause_on_failures_resume_and_complete(
     last = [p for p in asked(group) if p is not canary[0] and p not in stage_two]
     assert len(last) == 4
     report(last[0], "failed", reason="download_failed")
-    report(last[1], "rolled_back", reason="boot_failed")  # 3 of 9 = 33 % > 30 %
+    report(last[1], "rolled_back", reason="boot_failed")  # 2 of stage 3's 4 = 50 % > 30 %
     paused = rollout_state(server, rollout["id"])
     assert paused["status"] == "paused"
-    assert "failure rate 33.3% (3 of 9 phones" in paused["pause_reason"]
+    assert "failure rate 50.0% (2 of 4 phones of stage 3 (100%)" in paused["pause_reason"]
     assert "threshold of 30%" in paused["pause_reason"]
+    assert [(s["asked"], s["failed"]) for s in paused["per_stage"]] == [(1, 0), (4, 1), (4, 2)]
     events = server.admin.get("/audit", params={"action": "rollout.auto_pause"}).json()
     assert len(events) == 1 and events[0]["actor"] == "system:rollout"
 
@@ -160,7 +161,7 @@ def test_canary_then_stages_pause_on_failures_resume_and_complete(
     again = server.admin.post(f"/rollouts/{rollout['id']}/resume").json()
     assert again["status"] == "paused"
     server.admin.patch(
-        f"/rollouts/{rollout['id']}", json={"failure_threshold_pct": 50}
+        f"/rollouts/{rollout['id']}", json={"failure_threshold_pct": 80}
     ).raise_for_status()
     assert server.admin.post(f"/rollouts/{rollout['id']}/resume").json()["status"] == "running"
     report(last[3], "running")
