@@ -5,6 +5,7 @@ real provisioning server's CA is shown for trust on first use, and the phone the
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import uuid
@@ -105,7 +106,10 @@ def test_dns_srv_and_txt_records_from_dnsmasq() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    with ProvisioningServer(tmp_path_factory.mktemp("zero-touch"), tls=True) as running:
+    server = ProvisioningServer(tmp_path_factory.mktemp("zero-touch"), tls=True)
+    if os.environ.get("OFFHOOK_TEST_PROV_PORT"):  # a port range of one's own on a shared host
+        server.port = int(os.environ["OFFHOOK_TEST_PROV_PORT"])
+    with server as running:
         assert running.ca_fingerprint
         yield running
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offhook.contract.config import load_config, parse_config, save_config
+from offhook.contract.config import PhoneConfig, load_config, parse_config, save_config
 from offhook.image.boottest import networkd_duid, siphash24
 from offhook.image.firstboot import main
 
@@ -231,3 +231,14 @@ def test_networkd_duid_derivation_matches_siphash_reference_vectors() -> None:
     duid = networkd_duid(FIRST_ID)
     assert duid[:6] == bytes.fromhex("0002 0000ab11")  # DUID-EN, enterprise number 43793
     assert duid != networkd_duid(OTHER_ID) and len(duid) == 14
+
+
+def test_an_unseeded_card_gets_the_default_config_for_zero_touch(card: Card) -> None:
+    run = card.firstboot("apply_seed", "zero_touch_config")
+    assert run.returncode == 0, run.stderr
+    config_path = card.data / "offhook/phone.toml"
+    assert load_config(config_path) == PhoneConfig()  # no provisioning.url: discovery runs
+    assert "default config for zero-touch" in run.stdout
+    config_path.write_text('[device]\nname = "desk 7"\n')  # configured since: kept
+    assert card.firstboot("zero_touch_config").returncode == 0
+    assert load_config(config_path).device.name == "desk 7"
