@@ -147,6 +147,64 @@ class PhonebookEntry(_Section):
     speed_dial: str = ""
 
 
+BLF_KEYS = 8  # blf1..blf8 (contract/keys.py): the line keys that can watch an extension
+EXTENSION_RE = re.compile(r"^[A-Za-z0-9._+*-]{1,64}$")
+
+
+class BlfKey(_Section):
+    """A line key watching a colleague's extension (busy lamp field, RFC 4235 dialog events):
+    its LED shows idle/ringing/busy; pressing it calls the extension or picks up its call."""
+
+    extension: str
+    label: str = ""  # shown on the screen; the extension when empty
+    account: Annotated[int, Field(ge=0)] = 0  # the line that subscribes and calls
+
+    @field_validator("extension")
+    @classmethod
+    def _extension(cls, value: str) -> str:
+        if not EXTENSION_RE.match(value):
+            raise ValueError("extension must be 1-64 of letters, digits and . _ + * -")
+        return value
+
+
+ACTION_EVENTS = ("incoming", "answered", "ended", "missed", "registered")
+ACTION_FIELDS = (
+    "event", "caller", "caller_name", "callee", "call_id", "direction", "duration",
+    "account", "line", "status", "time",
+)  # fmt: skip
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+class ActionUrlSettings(_Section):
+    """Outbound HTTP(S) GETs on phone events, for CRM and business-app integration. Each URL is
+    a template: {caller}, {caller_name}, {call_id}, {duration}... (docs/config.md)."""
+
+    incoming: str = ""
+    answered: str = ""
+    ended: str = ""
+    missed: str = ""
+    registered: str = ""
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 3.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+
+    @field_validator("incoming", "answered", "ended", "missed", "registered")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if not value:
+            return value
+        if not re.match(r"^https?://[^\s/{}]+", value):
+            raise ValueError("must start with http:// or https:// and a host")
+        if any(c.isspace() for c in value):
+            raise ValueError("must not contain spaces")
+        unknown = [f for f in _TEMPLATE_FIELD.findall(value) if f not in ACTION_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown field {{{unknown[0]}}} (known: {', '.join(ACTION_FIELDS)})")
+        return value
+
+    def template(self, event: str) -> str:
+        return str(getattr(self, event))
+
+
 class ControlSettings(_Section):
     listen: str = "127.0.0.1:8080"
     token: str = ""
@@ -308,6 +366,8 @@ class PhoneConfig(_Section):
     dialplan: DialPlanSettings = Field(default_factory=DialPlanSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     phonebook: list[PhonebookEntry] = Field(default_factory=list)
+    blf: list[BlfKey] = Field(default_factory=list, max_length=BLF_KEYS)
+    action_urls: ActionUrlSettings = Field(default_factory=ActionUrlSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
@@ -323,6 +383,16 @@ class PhoneConfig(_Section):
             DigitMap(self.dialplan.digit_map)
         except DigitMapError as exc:
             raise ValueError(f"dialplan.digit_map: {exc}") from exc
+        return self
+
+    @model_validator(mode="after")
+    def _blf_lines_exist(self) -> PhoneConfig:
+        for index, key in enumerate(self.blf):
+            if key.account >= len(self.accounts):
+                raise ValueError(
+                    f"blf[{index}].account: {key.account} names no account "
+                    f"(there are {len(self.accounts)})"
+                )
         return self
 
     # --- serialisation -------------------------------------------------------------------------

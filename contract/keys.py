@@ -9,6 +9,8 @@ FUNCTION_KEYS = frozenset(
         "hold", "transfer", "conference", "redial", "dnd", "voicemail", "mute", "speaker",
         "headset", "vol_up", "vol_down", "up", "down", "left", "right", "ok", "cancel",
         "history", "phonebook", "menu", "line1", "line2", "softkey1", "softkey2", "softkey3",
-        "softkey4",
+        "softkey4", "messages",
     }
+    # the line keys a BLF entry can watch an extension with (config.blf[n] is key blf<n+1>)
+    | {f"blf{n}" for n in range(1, 9)}
 )  # fmt: skip

@@ -40,6 +40,7 @@ class Call:
     transfer_to: int | None = None  # attended transfer: our call to the target
     takes_over: int | None = None  # adopted call that replaces this call once answered
     forwarded_to: str = ""
+    uid: str = ""  # the CallRecord id, taken early when an action URL names the call
 
     @property
     def label(self) -> str:

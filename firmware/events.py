@@ -165,6 +165,44 @@ class DeviceInfo:
     sip_ports: tuple[tuple[str, int], ...] = ()  # (transport, bound port) pairs
 
 
+@dataclass(frozen=True)
+class WatchedDialog:
+    """One dialog of a watched extension, from its dialog-info (RFC 4235 ``<dialog>``).
+
+    The tags are the watched phone's: ``local_tag`` its own, ``remote_tag`` its peer's."""
+
+    call_id: str
+    state: str  # "trying" | "proceeding" | "early" | "confirmed" | "terminated"
+    direction: str = ""  # "initiator" (the watched phone called) | "recipient" | ""
+    local_tag: str = ""
+    remote_tag: str = ""
+    remote_uri: str = ""  # the other party's identity
+    remote_name: str = ""
+    remote_target: str = ""  # the other party's contact, when the server tells it
+
+
+@dataclass(frozen=True)
+class ExtensionState:
+    """What a dialog-event subscription (BLF) says about a watched extension now. ``dialogs``
+    is the whole current set (a full dialog-info document); ``subscribed`` is False while the
+    subscription is refused or lost (the lamp's state is then unknown)."""
+
+    extension: str
+    dialogs: tuple[WatchedDialog, ...] = ()
+    subscribed: bool = True
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """A SIP MESSAGE (RFC 3428) for one of our lines, already answered 200 by the engine."""
+
+    account: int
+    from_uri: str
+    from_name: str
+    body: str
+    content_type: str = "text/plain"
+
+
 Event = (
     HookChanged
     | KeyPressed
@@ -181,6 +219,8 @@ Event = (
     | SipEngineStatus
     | DeviceInfo
     | FeatureEvent  # the directory, the settings menu, server discovery
+    | ExtensionState
+    | MessageReceived
 )
 
 
@@ -201,6 +241,9 @@ class StopTone:
 class MakeCall:
     account: int
     target: str  # dialled digits or a full SIP URI; the engine builds the URI from the account
+    # Directed pickup: the Replaces header value (RFC 3891, ``call-id;to-tag=..;from-tag=..``)
+    # naming the ringing dialog at ``target``, which this call takes over; "" for a plain call.
+    replaces: str = ""
 
 
 @dataclass(frozen=True)
@@ -334,6 +377,26 @@ class ConfigOutcome:
 
 
 @dataclass(frozen=True)
+class WatchExtensions:
+    """The dialog-event subscriptions (BLF) to keep: (account, extension) pairs; the watcher
+    subscribes to new ones and ends the ones no longer listed."""
+
+    watches: tuple[tuple[int, str], ...]
+    config: PhoneConfig  # the accounts the watcher subscribes with
+
+
+@dataclass(frozen=True)
+class ActionUrl:
+    """Fetch ``url`` (an action URL, already filled in) off the loop: a GET with ``timeout_s``
+    per attempt and at most ``retries`` more attempts after a failure."""
+
+    event: str  # "incoming" | "answered" | "ended" | "missed" | "registered"
+    url: str
+    timeout_s: float = 3.0
+    retries: int = 2
+
+
+@dataclass(frozen=True)
 class RecordCall:
     """A finished call, for history and the CDR queue."""
 
@@ -367,6 +430,8 @@ Command = (
     | ConfigOutcome
     | RecordCall
     | FeatureCommand
+    | WatchExtensions
+    | ActionUrl
 )
 
 

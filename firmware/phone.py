@@ -51,11 +51,13 @@ from offhook.firmware.events import (
     ConfigOutcome,
     DeviceInfo,
     Event,
+    ExtensionState,
     Hangup,
     Hold,
     HookChanged,
     KeyPressed,
     MakeCall,
+    MessageReceived,
     MessageWaiting,
     PlayTone,
     ReconfigureEngine,
@@ -81,16 +83,6 @@ from offhook.firmware.events import (
     TransferStatus,
     Unhold,
 )
-from offhook.firmware.features import directory, settings, trust
-from offhook.firmware.features.events import (
-    CallerNameFound,
-    DirectoryResults,
-    FactoryResetDone,
-    NetworkApplied,
-    NetworkStatus,
-    ProvisioningStatus,
-    ServerDiscovered,
-)
 from offhook.firmware.phone_state import (
     NO_NOTICE,
     NO_REGISTRATION,
@@ -103,6 +95,17 @@ from offhook.firmware.phone_state import (
     Notice,
     PhoneState,
     VolumeTarget,
+)
+from offhook.firmware.features import action_urls, blf_keys, directory, settings, texts, trust
+from offhook.firmware.features.blf import key_index, watch_command
+from offhook.firmware.features.events import (
+    CallerNameFound,
+    DirectoryResults,
+    FactoryResetDone,
+    NetworkApplied,
+    NetworkStatus,
+    ProvisioningStatus,
+    ServerDiscovered,
 )
 from offhook.firmware.screens.lists import browse_entries, status_menu_items
 from offhook.firmware.screens.views import compose_screen, led_states
@@ -145,6 +148,10 @@ SOFTKEY_ACTIONS = {
     "Xfer": "transfer",
     "Conf": "conference",
     "Open": "ok",
+    "Calls": "history",
+    "Dir": "phonebook",
+    "Texts": "messages",
+    "Call": texts.CALL_SENDER,
     # the directory, the settings menu and the trust prompt (firmware/features/)
     "Search": "ok",
     "OK": "ok",
@@ -250,6 +257,10 @@ class Phone:
     def screen(self) -> Screen:
         return self.state.screen
 
+    def new_record_id(self) -> str:
+        """A CallRecord id (from ``id_factory``): features take one early for a live call."""
+        return self._new_id()
+
     @property
     def config(self) -> PhoneConfig:
         return self.state.config
@@ -257,6 +268,8 @@ class Phone:
     def start(self, now: float) -> list[Command]:
         self.state.now = now
         out: list[Command] = [SetVolume(t.value, level) for t, level in self.state.volume.items()]
+        if self.state.config.blf:
+            out.append(watch_command(self.state.config))
         self._refresh(out, force=True)
         return out
 
@@ -387,6 +400,13 @@ class Phone:
         if key == "dnd":
             self.state.dnd = not self.state.dnd
             log.info("dnd changed", extra=kv(dnd=self.state.dnd))
+            return
+        blf_index = key_index(key)
+        if blf_index is not None:
+            blf_keys.press(self, blf_index, out)
+            return
+        if key == "messages" and self.state.mode in (Mode.IDLE, Mode.DIALING):
+            texts.open_list(self)
             return
         if key in ("line1", "line2") and self.state.mode in (Mode.IDLE, Mode.DIALING):
             index = int(key[-1]) - 1
@@ -601,6 +621,7 @@ class Phone:
         Mode.DIRECTORY: directory.key,
         Mode.SETTINGS: settings.key,
         Mode.TRUST: trust.key,
+        Mode.MESSAGES: texts.key,
     }
 
     def _on_incoming(self, ev: CallIncoming, out: list[Command]) -> None:
@@ -623,6 +644,7 @@ class Phone:
         )
         self.state.calls[call.id] = call
         log.info("incoming call", extra=kv(call_id=call.id, remote=ev.remote_uri))
+        action_urls.on_call(self, "incoming", call, out)
         if feats.forward_always:
             self._forward(call, feats.forward_always, "missed", out)
             return
@@ -696,6 +718,7 @@ class Phone:
         elif ev.state is CallState.CONFIRMED:
             if call.answer is None:
                 call.answer = self.state.now
+                action_urls.on_call(self, "answered", call, out)
             if call.takes_over is not None and call.takes_over == self.state.active:
                 self._take_over(call, out)
             if call.id == self.state.active:
@@ -859,9 +882,12 @@ class Phone:
             call.codec = ev.codec or call.codec
 
     def _on_registration(self, ev: RegistrationChanged, out: list[Command]) -> None:
+        was = self.state.registration_of(ev.account).registered
         self.state.registration[ev.account] = LineRegistration(
             ev.registered, ev.status_code, ev.reason
         )
+        if ev.registered and not was:
+            action_urls.on_registered(self, ev.account, ev.status_code, out)
 
     def _on_device_info(self, ev: DeviceInfo, out: list[Command]) -> None:
         self.state.device = ev
@@ -949,7 +975,9 @@ class Phone:
                 self.state.volume[target] = new_level
                 out.append(SetVolume(target.value, new_level))
         self._reset_changed_lines(self.state.config, new)
+        old_config = self.state.config
         self.state.config = new
+        blf_keys.config_changed(self, old_config, out)
         self.state.tz = _zone(new.device.timezone)
         log.info("config applied", extra=kv(accounts=len(new.accounts)))
 
@@ -1008,6 +1036,8 @@ class Phone:
         ProvisioningStatus: settings.on_provisioning_status,
         FactoryResetDone: settings.on_reset_done,
         ServerDiscovered: trust.on_discovered,
+        ExtensionState: blf_keys.on_state,
+        MessageReceived: texts.on_message,
     }
 
     # --- actions -------------------------------------------------------------------------------
@@ -1043,26 +1073,30 @@ class Phone:
                 break
         self._place_call(number, out)
 
-    def _place_call(self, number: str, out: list[Command]) -> None:
+    def _place_call(
+        self, number: str, out: list[Command], replaces: str = "", name: str = ""
+    ) -> None:
+        """Call ``number``; ``replaces`` (a BLF pickup) takes over that ringing dialog."""
         self._cancel_timer(T_INTERDIGIT, out)
         self._cancel_timer(T_OFFHOOK, out)
         out.append(StopTone())
         if self.state.active is not None:
             self._put_on_hold(self.state.calls[self.state.active], out)
         account = self.state.next_line
-        out.append(MakeCall(account, number))
-        log.info("placing call", extra=kv(account=account, target=number))
+        out.append(MakeCall(account, number, replaces))
+        log.info("placing call", extra=kv(account=account, target=number, pickup=bool(replaces)))
         self.state.pending = Call(
             id=UNPLACED,
             direction="outgoing",
             account=account,
-            number=number,
+            number=number_from_uri(number),
             remote_uri=number,
-            remote_name=self._phonebook_name(number),
+            remote_name=name or self._phonebook_name(number),
             state=CallState.CALLING,
             start=self.state.now,
         )
-        self.state.last_dialled = number
+        if not replaces:  # redial calls the number again, not the pickup
+            self.state.last_dialled = number
         self.state.digits = ""
         self.state.mode = Mode.CALLS
 
@@ -1247,7 +1281,7 @@ class Phone:
         accounts = self.state.config.accounts
         acc = accounts[call.account] if call.account < len(accounts) else None
         record = CallRecord(
-            id=self._new_id(),
+            id=call.uid or self._new_id(),
             direction=call.direction,
             account=call.account,
             local_uri=f"sip:{acc.user}@{acc.domain}" if acc else "",
@@ -1273,6 +1307,9 @@ class Phone:
             if history_kind(record) == "missed":
                 self.state.unseen_missed += 1
         out.append(RecordCall(record))
+        call.uid = record.id
+        missed = history_kind(record) == "missed"
+        action_urls.on_call(self, "missed" if missed else "ended", call, out, status)
 
     # --- queries -------------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from datetime import tzinfo
 from offhook.contract.config import PhoneConfig
 from offhook.firmware.calls import Call
 from offhook.firmware.events import CallRecord, DeviceInfo, Screen, SipEngineStatus
+from offhook.firmware.features.blf import Watched
+from offhook.firmware.features.messages import MessageCursor, TextMessage
 from offhook.firmware.features.state import (
     AdminLock,
     DeviceSetup,
@@ -37,6 +39,7 @@ class Mode(enum.Enum):
     DIRECTORY = "directory"  # searching the remote directory (firmware/features/directory.py)
     SETTINGS = "settings"  # the admin settings menu (firmware/features/settings.py)
     TRUST = "trust"  # a discovered server waits for the admin's trust (firmware/features/trust.py)
+    MESSAGES = "messages"  # the text messages list (firmware/features/messages.py)
 
 
 class BrowseList(enum.Enum):
@@ -141,6 +144,11 @@ class PhoneState:
     setup: DeviceSetup = field(default_factory=DeviceSetup)
     trust: TrustPrompt | None = None
     requests: int = 0  # the last SearchDirectory request number
+    # BLF keys, text messages (firmware/features/)
+    watched: dict[str, Watched] = field(default_factory=dict)  # by extension
+    messages: list[TextMessage] = field(default_factory=list)  # newest first
+    message_cursor: MessageCursor = MessageCursor()
+    messages_back: Mode = Mode.IDLE
 
     @property
     def held_calls(self) -> list[Call]:

@@ -16,7 +16,17 @@ if TYPE_CHECKING:
     from offhook.contract.config import PhoneConfig
     from offhook.firmware import events as ev
 
-__all__ = ["AudioEndpoint", "AudioPort", "Board", "Display", "Indicators", "Outbox", "SipPort"]
+__all__ = [
+    "AudioEndpoint",
+    "AudioPort",
+    "Board",
+    "Display",
+    "Indicators",
+    "Outbox",
+    "SipPort",
+    "UrlFetcher",
+    "Watcher",
+]
 
 
 @runtime_checkable
@@ -76,3 +86,16 @@ class Outbox(Protocol):
     """Where finished-call records and quality samples go for the provisioning server."""
 
     def enqueue(self, kind: str, record: dict) -> None: ...
+
+
+class Watcher(Protocol):
+    """The BLF subscription client (firmware/sip/dialog_watch.py): keeps exactly the given
+    (account, extension) subscriptions; never blocks."""
+
+    def watch(self, config: PhoneConfig, watches: tuple[tuple[int, str], ...]) -> None: ...
+
+
+class UrlFetcher(Protocol):
+    """Fetches action URLs off the loop (firmware/action_url_sender.py); never blocks."""
+
+    def submit(self, command: ev.ActionUrl) -> None: ...

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from offhook.contract.logs import kv
 from offhook.firmware import events as ev
-from offhook.firmware.ports import AudioPort, Indicators, Outbox, SipPort
+from offhook.firmware.ports import AudioPort, Indicators, Outbox, SipPort, UrlFetcher, Watcher
 from offhook.firmware.state_files import CallHistoryFile, VolumeFile
 from offhook.firmware.timers import TimerWheel
 from offhook.firmware.workers import LatestWorker
@@ -87,6 +87,8 @@ class Runtime:
         history: CallHistoryFile | None = None,
         outbox: Outbox | None = None,
         volumes: VolumeFile | None = None,
+        watcher: Watcher | None = None,
+        action_urls: UrlFetcher | None = None,
         clock: Callable[[], float] = time.time,
         tick_s: float = 1.0,
         services: Mapping[type[Any], Callable[[Any], None]] | None = None,
@@ -100,6 +102,8 @@ class Runtime:
         self.history = history
         self.outbox = outbox
         self.volumes = volumes
+        self.watcher = watcher  # BLF subscriptions (WatchExtensions)
+        self.action_urls = action_urls  # fetches ActionUrl off the loop
         self.clock = clock
         self.tick_s = tick_s
         self.services: dict[type[Any], Callable[[Any], None]] = dict(services or {})
@@ -273,6 +277,14 @@ class Runtime:
         if self.audio is not None:
             self.audio.set_tone_plan(command.plan)
 
+    def _watch_extensions(self, command: ev.WatchExtensions) -> None:
+        if self.watcher is not None:
+            self.watcher.watch(command.config, command.watches)
+
+    def _action_url(self, command: ev.ActionUrl) -> None:
+        if self.action_urls is not None:
+            self.action_urls.submit(command)
+
     def _config_outcome(self, command: ev.ConfigOutcome) -> None:
         waiting = self._applies.get(command.request)
         # False when the waiter gave up (cancelled): the verdict came too late
@@ -360,4 +372,6 @@ class Runtime:
         ev.ReconfigureEngine: _reconfigure_engine,
         ev.SetTonePlan: _set_tone_plan,
         ev.ConfigOutcome: _config_outcome,
+        ev.WatchExtensions: _watch_extensions,
+        ev.ActionUrl: _action_url,
     }

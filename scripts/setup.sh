@@ -22,7 +22,7 @@ DEMO_DEB_PACKAGES=(
 DEB_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config
   libasound2-dev alsa-utils sox espeak-ng
-  kamailio kamailio-tls-modules baresip-core linphone-cli sip-tester
+  kamailio kamailio-tls-modules kamailio-presence-modules baresip-core linphone-cli sip-tester
   postgresql nginx openssl ca-certificates
   chromium
   qemu-system-x86 qemu-system-arm qemu-user-static binfmt-support debootstrap

@@ -126,7 +126,7 @@ loadmodule "sanity.so"
 loadmodule "htable.so"
 loadmodule "ctl.so"
 loadmodule "auth.so"
-{media_modules}
+{media_modules}{presence_modules}
 modparam("tls", "config", "{tls_cfg}")
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", 3600)
@@ -139,7 +139,7 @@ modparam("ctl", "binrpc", "unix:{ctl_socket}")
 modparam("htable", "htable", "users=>size=6;")
 modparam("tm", "fr_timer", 4000)
 modparam("tm", "fr_inv_timer", 30000)
-
+{presence_params}
 event_route[htable:mod-init] {{
 {user_lines}
 }}
@@ -156,7 +156,7 @@ request_route {{
         sl_send_reply("200", "Keepalive");
         exit;
     }}
-    if (has_totag()) {{
+{presence_lines}    if (has_totag()) {{
         if (loose_route()) {{
             route(RELAY);
         }}
@@ -195,7 +195,13 @@ request_route {{
         }}
         consume_credentials();
     }}
+    if (is_method("MESSAGE") && $rd == "{host}" && $(ru{{uri.port}}) == "") {{
+        # linphone 5.1 keys its chat rooms by identity, which drops the port: its MESSAGEs
+        # come to sip:user@host without this proxy's port
+        $ru = "sip:" + $rU + "@{host}:{udp}";
+    }}
 {redirect_lines}
+{dialog_lines}
     if (is_method("INVITE|SUBSCRIBE")) {{
         record_route();
     }}
@@ -209,6 +215,7 @@ request_route {{
     route(RELAY);
 }}
 
+{presence_route}
 route[RELAY] {{
 {media_lines}
     if (!t_relay()) {{
@@ -217,6 +224,68 @@ route[RELAY] {{
     exit;
 }}
 {media_reply_route}"""
+
+# Presence for the dialog event package (RFC 4235, BLF): presence + presence_dialoginfo serve
+# SUBSCRIBE/NOTIFY, dialog + pua + pua_dialoginfo PUBLISH each call's state to it (the PUBLISH
+# loops back through this proxy). The presence module refuses to serve without a database, so it
+# gets db_text in the instance directory, with subscriptions and publications kept in memory.
+_PRESENCE_MODULES = """loadmodule "db_text.so"
+loadmodule "dialog.so"
+loadmodule "presence.so"
+loadmodule "presence_dialoginfo.so"
+loadmodule "pua.so"
+loadmodule "pua_dialoginfo.so"
+"""
+_PRESENCE_PARAMS = """modparam("presence", "db_url", "text://{db_dir}")
+modparam("presence", "subs_db_mode", 0)
+modparam("presence", "publ_cache", 2)
+modparam("presence", "server_address", "sip:{host}:{udp}")
+modparam("pua", "db_url", "text://{db_dir}")
+modparam("pua", "db_mode", 0)
+modparam("pua_dialoginfo", "include_callid", 1)
+modparam("pua_dialoginfo", "include_tags", 1)
+modparam("pua_dialoginfo", "include_localremote", 1)
+modparam("pua_dialoginfo", "override_lifetime", 300)
+# pjsip writes From/To without the domain's port (sip:1002@127.0.0.1 on a proxy at :5070), so
+# pua_dialoginfo would take their URIs as foreign and publish nothing: publish every tracked
+# dialog (flag 8) and send all PUBLISHes to this proxy itself.
+modparam("pua_dialoginfo", "send_publish_flag", 8)
+modparam("pua", "outbound_proxy", "sip:{host}:{udp}")
+"""
+# Watchers authenticate like callers; the PUBLISHes come from this proxy's own pua module.
+_PRESENCE_LINES = """    if (is_method("SUBSCRIBE") && $hdr(Event) =~ "^dialog") {
+        if (!is_present_hf("Proxy-Authorization")
+                || !pv_proxy_authenticate("$fd", "$sht(users=>$au)", "0")) {
+            proxy_challenge("$fd", "0");
+            exit;
+        }
+        consume_credentials();
+    }
+    if (is_method("PUBLISH|SUBSCRIBE") && $hdr(Event) =~ "^dialog") {
+        route(PRESENCE);
+    }
+"""
+_DIALOG_LINES = """    if (is_method("INVITE")) {
+        setflag(8);
+        dlg_manage();
+    }"""
+_PRESENCE_ROUTE = """route[PRESENCE] {
+    if (!t_newtran()) {
+        sl_reply_error();
+        exit;
+    }
+    if (is_method("PUBLISH")) {
+        handle_publish();
+    } else {
+        handle_subscribe();
+    }
+    t_release();
+    exit;
+}
+"""
+# db_text tables the presence modules open at start (copied from Kamailio's own templates)
+_PRESENCE_TABLES = ("version", "presentity", "active_watchers", "watchers", "xcap", "pua")
+_DBTEXT_TEMPLATES = Path("/usr/share/kamailio/dbtext/kamailio")
 
 # The media relay (media_relay.MediaRelay) through the rtpproxy module: rtpproxy_manage() offers
 # on an INVITE, answers on its replies (and an ACK with SDP) and deletes on BYE/CANCEL.
@@ -262,11 +331,13 @@ class KamailioServer:
         *,
         redirects: dict[str, str] | None = None,
         mwi_server: tuple[str, int] | None = None,
+        presence: bool = False,
         media_relay: tuple[str, int] | None = None,
     ) -> None:
         """``redirects``: extension -> user its INVITEs are sent to with a 302 (Contact at this
         proxy). ``mwi_server``: (host, port) of a UDP notifier that gets every
         ``Event: message-summary`` SUBSCRIBE (record-routed); without one they go to the user.
+        ``presence``: serve ``Event: dialog`` subscriptions (BLF) with every call's state.
         ``media_relay``: (host, port) of an rtpproxy-protocol relay (``media_relay.MediaRelay``)
         that every call's SDP offer and answer are rewritten to, through the rtpproxy module."""
         for extension, target in (redirects or {}).items():
@@ -281,6 +352,7 @@ class KamailioServer:
         self.redirects = dict(redirects or {})
         self.mwi_server = mwi_server
         self.media_relay = media_relay
+        self.presence = presence
         self.host = HOST
         self.udp_port = self.tcp_port = self.tls_port = 0
         self.log_path = directory / "kamailio.log"
@@ -368,8 +440,19 @@ class KamailioServer:
         return "\n".join(f'    $sht(users=>{u}) = "{p}";' for u, p in sorted(self._users.items()))
 
     def render_config(self) -> str:
-        """kamailio.cfg for the current ports, users, redirects and MWI notifier."""
+        """kamailio.cfg for the current ports, users, redirects, MWI notifier and presence."""
+        presence = self.presence
+        db_dir = self.directory / "dbtext"
         return _CONFIG.format(
+            presence_modules=_PRESENCE_MODULES if presence else "",
+            presence_params=(
+                _PRESENCE_PARAMS.format(db_dir=db_dir, host=HOST, udp=self.udp_port)
+                if presence
+                else ""
+            ),
+            presence_lines=_PRESENCE_LINES if presence else "",
+            dialog_lines=_DIALOG_LINES if presence else "",
+            presence_route=_PRESENCE_ROUTE if presence else "",
             host=HOST,
             udp=self.udp_port,
             tcp=self.tcp_port,
@@ -388,6 +471,8 @@ class KamailioServer:
             raise RuntimeError("kamailio already running")
         self.directory.mkdir(parents=True, exist_ok=True)
         certs = self.certificates
+        if self.presence:
+            self._write_presence_tables()
         self._tls_cfg.write_text(_TLS_CFG.format(key=certs.key, cert=certs.cert, ca=certs.ca_cert))
         last_error = ""
         for _ in range(_START_ATTEMPTS):  # a probed port can be taken by someone else meanwhile
@@ -419,6 +504,18 @@ class KamailioServer:
             last_error = self.log_path.read_text(errors="replace")[-2000:]
             self.stop()
         raise RuntimeError(f"kamailio did not start; log tail:\n{last_error}")
+
+    def _write_presence_tables(self) -> None:
+        if not (_DBTEXT_TEMPLATES / "presentity").is_file():
+            raise RuntimeError(
+                f"{_DBTEXT_TEMPLATES}: db_text templates missing (install kamailio)"
+            )
+        if not os.path.isfile(os.path.join(_module_dir(), "presence_dialoginfo.so")):
+            raise RuntimeError("Kamailio presence modules missing (kamailio-presence-modules)")
+        db_dir = self.directory / "dbtext"
+        db_dir.mkdir(exist_ok=True)
+        for table in _PRESENCE_TABLES:
+            shutil.copyfile(_DBTEXT_TEMPLATES / table, db_dir / table)
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + _READY_TIMEOUT_S

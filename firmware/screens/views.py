@@ -12,10 +12,15 @@ from datetime import datetime
 
 from offhook.firmware.calls import Call, format_duration, quality_bars
 from offhook.firmware.events import CallState, Screen
+from offhook.firmware.features import blf
+from offhook.firmware.features.desk_screens import messages_screen, notice_line
+from offhook.firmware.features.messages import unread
 from offhook.firmware.features.screens import directory_screen, settings_screen, trust_screen
 from offhook.firmware.phone_state import NO_NOTICE, BrowseList, Mode, Notice, PhoneState
 from offhook.firmware.screens.lists import browse_entries, status_menu_items, window
 
+# Each label fits its slot: 4 slots of 32 pixels hold 5 characters of the 6-pixel font.
+IDLE_SOFTKEYS = ("Calls", "Dir", "DND", "Texts")
 MENU_TEXT_WIDTH = 21  # characters per line of the 6x11 font on a 128-pixel panel
 BAR_CELL_PERCENT = 10  # one cell of the volume bar: one press of a volume key
 
@@ -46,10 +51,12 @@ def led_states(view: PhoneState) -> dict[str, str]:
         line = "off"
     return {
         "line1": line,
-        "mwi": "blink" if view.message_waiting else "off",
+        # the message lamp: voicemail waiting or unread text messages
+        "mwi": "blink" if view.message_waiting or unread(view.messages) else "off",
         "dnd": "on" if view.dnd else "off",
         "mute": "on" if view.muted else "off",
         "speaker": "on" if view.handsfree else "off",
+        **blf.led_states(view.config, view.watched),
     }
 
 
@@ -69,6 +76,9 @@ def status_bar(view: PhoneState) -> dict[str, str]:
         status["dnd"] = "on"
     if view.message_waiting:
         status["mwi"] = str(view.new_messages)
+    texts = unread(view.messages)
+    if texts:
+        status["texts"] = str(texts)
     if view.muted:
         status["mute"] = "on"
     active = view.call(view.active)
@@ -129,15 +139,10 @@ def _idle_screen(view: PhoneState, status: dict[str, str]) -> Screen:
         reason = view.registration_of(view.next_line).reason
         state = f"No service {code} {reason}".strip()
     lines = [status["line"], state]
-    missed = view.unseen_missed
-    if missed:
-        lines.append(f"{missed} missed call" + "s" * (missed > 1))
-    if view.message_waiting:
-        new = view.new_messages
-        lines.append(f"{new} new message" + "s" * (new != 1) if new else "Messages waiting")
-    if view.dnd:
-        lines.append("Do not disturb")
-    return Screen("idle", tuple(lines), status, ("History", "Contacts", "DND"))
+    notices = notice_line(view)  # one line, so the softkeys always keep their row
+    if notices:
+        lines.append(notices)
+    return Screen("idle", tuple(lines), status, IDLE_SOFTKEYS)
 
 
 def _menu_screen(view: PhoneState, status: dict[str, str]) -> Screen:
@@ -238,4 +243,5 @@ _SCREENS: dict[Mode, Callable[[PhoneState, dict[str, str]], Screen]] = {
     Mode.DIRECTORY: directory_screen,
     Mode.SETTINGS: settings_screen,
     Mode.TRUST: trust_screen,
+    Mode.MESSAGES: messages_screen,
 }

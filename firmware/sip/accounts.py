@@ -86,6 +86,12 @@ class EngineAccount(pj.Account):
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         self.core.on_incoming_call(self, prm.callId)
 
+    def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:
+        if not prm.contentType.lower().startswith("text/"):
+            log.info("message ignored", extra=kv(account=self.index, type=prm.contentType))
+            return
+        self.core.on_instant_message(self.index, prm.fromUri, prm.msgBody, prm.contentType)
+
     def onMwiInfo(self, prm: pj.OnMwiInfoParam) -> None:
         summary = parse_message_summary(prm.rdata.wholeMsg)
         if summary is None:

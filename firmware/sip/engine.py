@@ -37,6 +37,7 @@ from offhook.firmware.events import (
     Hangup,
     Hold,
     MakeCall,
+    MessageReceived,
     MessageWaiting,
     Redirect,
     RegistrationChanged,
@@ -409,7 +410,13 @@ class _Core:
         uri = target_uri(self.config.accounts[cmd.account], cmd.target)
         call = EngineCall(self, acc, cmd.account)
         started = time.monotonic()
-        call.makeCall(uri, pj.CallOpParam(True))
+        prm = pj.CallOpParam(True)
+        if cmd.replaces:  # directed pickup (BLF): this INVITE takes over that ringing dialog
+            replaces = pj.SipHeader()
+            replaces.hName = "Replaces"
+            replaces.hValue = cmd.replaces
+            prm.txOption.headers.append(replaces)
+        call.makeCall(uri, prm)
         call_id = call.getId()
         self.calls[call_id] = call
         self.setup_started[call_id] = started
@@ -724,6 +731,12 @@ class _Core:
             caller = False
         steps = random.randint(210, 400) if caller else random.randint(0, 200)
         return steps / 100.0
+
+    def on_instant_message(self, index: int, from_uri: str, body: str, content_type: str) -> None:
+        """A MESSAGE for one of our lines; pjsua has already answered it 200."""
+        name, uri = split_name_addr(from_uri)
+        log.info("text message", extra=kv(account=index, sender=uri, type=content_type))
+        self.emit(MessageReceived(index, uri, name, body, content_type))
 
     def on_mwi(self, index: int, summary: MessageSummary) -> None:
         log.info(

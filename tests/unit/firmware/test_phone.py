@@ -690,14 +690,23 @@ def test_default_ids_are_uuid_hex() -> None:
 
 def test_softkeys_follow_their_labels() -> None:
     d = Driver()
-    assert d.phone.screen.softkeys == ("History", "Contacts", "DND")
+    assert d.phone.screen.softkeys == ("Calls", "Dir", "DND", "Texts")
     d(KeyPressed("softkey3"))
     assert SetLed("dnd", "on") in d.out
     d(KeyPressed("softkey1"))
     assert d.phone.screen.kind == "history"
     d(KeyPressed("softkey1"))  # Back
     assert d.phone.screen.kind == "idle"
-    d(KeyPressed("softkey4"))  # no fourth label: nothing happens
+    d(KeyPressed("softkey2"))
+    assert d.phone.screen.kind == "phonebook"
+    d(KeyPressed("softkey1"))  # Back
+    d(KeyPressed("softkey4"))
+    assert d.phone.screen.kind == "messages"
+    d(KeyPressed("softkey1"))  # Back
+    assert d.phone.screen.kind == "idle"
+    d(KeyPressed("softkey3"))  # DND off again
+    ring(d)
+    d(KeyPressed("softkey4"))  # no fourth label while ringing: nothing happens
     assert d.out == []
 
 

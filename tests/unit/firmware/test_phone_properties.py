@@ -105,6 +105,7 @@ def test_any_event_sequence_keeps_the_phone_consistent(events) -> None:
             assert not any(isinstance(c, PlayTone) and c.tone.value != "ring" for c in out)
         if not snap["calls"] and snap["hook"] == "on":
             idle_kinds = ("idle", "history", "phonebook", "volume", "menu")
-            assert phone.screen.kind in (*idle_kinds, "directory", "settings", "trust")
+            features = ("directory", "settings", "trust", "messages", "message")
+            assert phone.screen.kind in (*idle_kinds, *features)
             assert SetRinger(True) not in out
     assert len(snap["history"]) <= 50 if events else True

@@ -1,0 +1,84 @@
+"""The text messages screens and the idle screen's notices (missed calls, voicemail, texts, DND,
+a watched colleague ringing). Pure functions of the Phone's state, like firmware/screens/views.py.
+
+The idle screen has room for three lines above its softkeys (128x64, 11-pixel lines): the line
+name, its registration and one notice line. Several notices share that line in their short forms
+("2 missed, 1 text, DND") rather than pushing the softkeys off the panel.
+"""
+
+from __future__ import annotations
+
+from offhook.firmware.events import Screen
+from offhook.firmware.features.blf import ringing_labels
+from offhook.firmware.features.messages import heading, list_label, unread
+from offhook.firmware.phone_state import PhoneState
+from offhook.firmware.screens.lists import window
+
+WIDTH = 21  # characters of the 6x11 font on a 128-pixel panel
+BODY_LINES = 3  # an opened message: its heading, then this many lines of text
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + "s" * (n != 1)
+
+
+def idle_notices(view: PhoneState) -> list[tuple[str, str]]:
+    """(long, short) forms of what the idle screen has to tell, most urgent first."""
+    notices: list[tuple[str, str]] = []
+    for name in ringing_labels(view.config, view.watched):
+        notices.append((f"{name} ringing", f"{name} rings"))
+    missed = view.unseen_missed
+    if missed:
+        notices.append((_plural(missed, "missed call"), f"{missed} missed"))
+    texts = unread(view.messages)
+    if texts:
+        notices.append((_plural(texts, "new text"), _plural(texts, "text")))
+    if view.message_waiting:
+        new = view.new_messages
+        long = _plural(new, "new message") if new else "Messages waiting"
+        notices.append((long, f"{new} VM" if new else "VM"))
+    if view.dnd:
+        notices.append(("Do not disturb", "DND"))
+    return notices
+
+
+def notice_line(view: PhoneState) -> str:
+    notices = idle_notices(view)
+    if not notices:
+        return ""
+    if len(notices) == 1:
+        return notices[0][0]
+    return ", ".join(short for _, short in notices)
+
+
+def _wrap(text: str, width: int, max_lines: int) -> list[str]:
+    lines: list[str] = []
+    rest = text
+    while rest and len(lines) < max_lines:
+        if len(rest) <= width:
+            lines.append(rest)
+            break
+        cut = rest.rfind(" ", 0, width + 1)
+        cut = cut if cut > 0 else width
+        lines.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest and len(lines) == max_lines and len(" ".join(lines)) < len(text):
+        lines[-1] = lines[-1][: width - 1] + "~"  # more to read than the panel holds
+    return lines
+
+
+def messages_screen(view: PhoneState, status: dict[str, str]) -> Screen:
+    messages = view.messages
+    if not messages:
+        return Screen("messages", ("Messages", "(none)"), status, ("Back", "", ""))
+    index = min(view.message_cursor.index, len(messages) - 1)
+    if view.message_cursor.opened:
+        message = messages[index]
+        lines = [heading(message, view.tz), *_wrap(message.body, WIDTH, BODY_LINES)]
+        # four lines hide the softkeys (the renderer keeps them only under three)
+        softkeys = ("Back", "Call", "") if len(lines) <= 3 else ()
+        return Screen("message", tuple(lines), status, softkeys)
+    title = f"Messages ({unread(messages)} new)" if unread(messages) else "Messages"
+    labels = [list_label(m) for m in messages]
+    return Screen("messages", (title, *window(labels, index, rows=2)), status,
+                  ("Back", "Call", "Open"))  # fmt: skip

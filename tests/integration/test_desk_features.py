@@ -1,0 +1,106 @@
+"""Text messages and action URLs on real peers: linphone sends a SIP MESSAGE through Kamailio and
+the phone shows it; baresip calls the phone and a loopback HTTP server gets the action URLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from offhook.contract.config import PhoneConfig
+from tests.fixtures.baresip import BaresipPeer
+from tests.fixtures.http_recorder import HttpRecorder, http_recorder
+from tests.fixtures.kamailio import KamailioServer, kamailio_server  # noqa: F401 (fixture)
+from tests.fixtures.linphone import LinphonePeer
+from tests.fixtures.phone_rig import running_phone
+from tests.fixtures.sip_phone import account, phone_config
+from tests.fixtures.tls import tls_certificates  # noqa: F401 (fixture)
+from tests.fixtures.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def with_sections(kam: KamailioServer, **sections: object) -> PhoneConfig:
+    base = phone_config(kam, [account(kam, "1001")])
+    return PhoneConfig.model_validate({**base.model_dump(), **sections})
+
+
+def test_a_text_message_from_linphone_shows_with_its_indicator(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    with (
+        running_phone(with_sections(kam), tmp_path / "phone") as rig,
+        LinphonePeer(tmp_path / "linphone", "1004", "pw1004", kam.domain) as peer,
+    ):
+        peer.command(f"chat sip:1001@{kam.domain} Meeting moved to 3pm")
+        wait_until(lambda: "1 new text" in rig.snapshot()["screen"], "the idle line", timeout=15)
+        assert rig.leds["mwi"] == "blink"
+        assert rig.runtime.screen is not None and rig.runtime.screen.status["texts"] == "1"
+        rig.press("messages")
+        rig.wait_until(lambda s: s["screen"][0] == "Messages (1 new)", what="the list")
+        rig.press("ok")
+        snap = rig.wait_until(lambda s: "Meeting moved to 3pm" in s["screen"], what="opened")
+        assert snap["screen"][0].endswith("1004")
+        wait_until(lambda: rig.leds["mwi"] == "off", "the lamp off once read")
+
+
+def _fields(path: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(path).query).items()}
+
+
+def _urls(http: HttpRecorder) -> dict[str, str]:
+    base = http.base
+    return {
+        "incoming": f"{base}/incoming?caller={{caller}}&name={{caller_name}}&id={{call_id}}",
+        "answered": f"{base}/answered?id={{call_id}}",
+        "ended": f"{base}/ended?id={{call_id}}&duration={{duration}}&status={{status}}",
+        "missed": f"{base}/missed?caller={{caller}}&status={{status}}",
+        "registered": f"{base}/registered?line={{line}}",
+    }
+
+
+def test_action_urls_follow_a_real_call_and_a_missed_one(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    with http_recorder() as http:
+        config = with_sections(kam, action_urls={**_urls(http), "timeout_s": 2})
+        with (
+            running_phone(config, tmp_path / "phone") as rig,
+            BaresipPeer(
+                tmp_path / "bob", "1002", "pw1002", kam.domain, display_name="Bob Smith"
+            ) as bob,
+        ):
+            wait_until(lambda: http.paths(), "the registered URL")
+            assert http.paths() == ["/registered?line=1001"]
+            bob.dial(f"sip:1001@{kam.domain}")
+            rig.wait_until(lambda s: s["screen"][:1] == ["Incoming call"], what="ringing")
+            rig.hook(True)
+            bob.wait_event("CALL_ESTABLISHED")
+            wait_until(lambda: len(http.paths()) >= 3, "incoming and answered")
+            bob.hangup()
+            wait_until(lambda: len(http.paths()) >= 4, "ended")
+            rig.hook(False)
+            incoming, answered, ended = http.paths()[1:4]
+            assert incoming.startswith("/incoming?")
+            assert _fields(incoming)["caller"] == "1002"
+            assert _fields(incoming)["name"] == "Bob Smith"
+            call_id = _fields(incoming)["id"]
+            assert answered == f"/answered?id={call_id}"
+            assert ended.startswith("/ended?") and _fields(ended)["id"] == call_id
+            assert _fields(ended)["status"] == "200"
+            assert int(_fields(ended)["duration"]) >= 0
+            records = rig.wait_history(1)
+            assert records[-1]["id"] == call_id  # the CDR and the CRM name the same call
+
+            # a call nobody answers here: the caller gives up
+            bob.dial(f"sip:1001@{kam.domain}")
+            rig.wait_until(lambda s: s["screen"][:1] == ["Incoming call"], what="ringing again")
+            bob.hangup()
+            wait_until(lambda: any(p.startswith("/missed") for p in http.paths()), "missed")
+            missed = [p for p in http.paths() if p.startswith("/missed")]
+            assert _fields(missed[0]) == {"caller": "1002", "status": "487"}
