@@ -57,6 +57,12 @@ KEYBOARD_MAP: dict[str, str] = {
     "\x1bOR": "softkey2",
     "\x1bOS": "softkey3",
     "\x1b[15~": "softkey4",
+    # F6-F9: the first BLF keys (config [[blf]]); x: the text messages
+    "\x1b[17~": "blf1",
+    "\x1b[18~": "blf2",
+    "\x1b[19~": "blf3",
+    "\x1b[20~": "blf4",
+    "x": "messages",
 }
 HOOK_KEYS = frozenset("h ")
 HELP_KEYS = frozenset({"\x1bOP", "?"})  # F1 or ?: show or hide the keyboard help
@@ -83,6 +89,8 @@ KEY_HELP: tuple[tuple[str, str], ...] = (
     ("a", "headset"),
     ("+ -", "vol_up vol_down"),
     ("[ ]", "line1 line2"),
+    ("F6 F7 F8 F9", "blf1 blf2 blf3 blf4"),
+    ("x", "messages"),
     ("F1, ?", "this help"),
     ("Ctrl-C", "quit"),
 )
@@ -134,9 +142,44 @@ def _terminal_ok() -> bool:
     return size.columns > 0 and size.lines > 0
 
 
+def indicator_line(leds: dict[str, str], ringing: bool) -> str:
+    """The LEDs and the ringer as one terminal line: ``*`` on, ``~`` blinking, ``!`` fast."""
+    marks = {"off": ".", "on": "*", "blink": "~", "fast_blink": "!"}
+    shown = [f"{name}{marks.get(state, '?')}" for name, state in sorted(leds.items())]
+    return "LEDs " + " ".join(shown) + ("   RINGING" if ringing else "")
+
+
+class _TerminalPanel:
+    """The asciiblock device, drawn under the board's terminal lock, with the LED line after
+    each frame (the display worker, the runtime and the keyboard all write to the terminal)."""
+
+    def __init__(self, device: Display, board: EmulatedBoard) -> None:
+        self._device = device
+        self._board = board
+        self.width, self.height, self.mode = device.width, device.height, device.mode
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._device.size
+
+    def display(self, image: object) -> None:
+        with self._board.terminal_lock:
+            self._device.display(image)
+            self._board.draw_indicators_locked()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._device, name)
+
+
 class EmulatedBoard:
     def __init__(self, display: str = "dummy", width: int = 128, height: int = 64) -> None:
-        self.display = make_emulator_display(display, width, height)
+        device = make_emulator_display(display, width, height)
+        self.terminal_lock = threading.Lock()
+        # in a terminal, the LEDs and the ringer show on a line under the drawn OLED
+        self.in_terminal = display == "asciiblock" and _terminal_ok()
+        self.display: Display | None = (
+            _TerminalPanel(device, self) if device is not None and self.in_terminal else device
+        )
         self._key_callback: Callable[[str], None] = lambda key: None
         self._hook_callback: Callable[[bool], None] = lambda offhook: None
         self._offhook = False
@@ -164,10 +207,36 @@ class EmulatedBoard:
         if state not in LED_STATES:
             raise ValueError(f"LED state must be one of {', '.join(LED_STATES)}, not {state!r}")
         with self._lock:
+            changed = self._leds.get(name) != state
             self._leds[name] = state
+        if changed:
+            self._draw_indicators()
 
     def set_ringer(self, on: bool) -> None:
-        self.ringing = on
+        changed, self.ringing = self.ringing != on, on
+        if changed:
+            self._draw_indicators()
+
+    def _indicator_row(self) -> int:
+        size = os.get_terminal_size(sys.stdout.fileno())
+        width, height = self._size
+        # asciiblock scales the panel to the terminal's width, two pixel rows per text line
+        return int(height * size.columns / width / 2) + 2
+
+    def _draw_indicators(self) -> None:
+        if self.in_terminal:
+            with self.terminal_lock:
+                self.draw_indicators_locked()
+
+    def draw_indicators_locked(self) -> None:
+        """Write the LED line under the OLED (the caller holds ``terminal_lock``)."""
+        try:
+            row = self._indicator_row()
+        except (OSError, ValueError):
+            return
+        # save the cursor, write the line, restore: the OLED frames are not disturbed
+        sys.stdout.write(f"\x1b7\x1b[{row};1H\x1b[2K{indicator_line(self.leds, self.ringing)}\x1b8")
+        sys.stdout.flush()
 
     def start(self) -> None:
         pass  # inputs are pushed (press/set_hook) or read by run_keyboard
@@ -237,14 +306,13 @@ class EmulatedBoard:
         if not _terminal_ok():
             return
         size = os.get_terminal_size(sys.stdout.fileno())
-        width, height = self._size
-        # asciiblock scales the panel to the terminal's width, two pixel rows per text line
-        row = int(height * size.columns / width / 2) + 2
+        row = self._indicator_row() + 1  # under the LED line
         out = f"\x1b[{row};1H\x1b[J"
         if self.help_shown:
             out += "\r\n".join(help_text(size.columns))
-        sys.stdout.write(out)
-        sys.stdout.flush()
+        with self.terminal_lock:
+            sys.stdout.write(out)
+            sys.stdout.flush()
 
     def run_keyboard(self, fd: int | None = None) -> None:
         """Read the terminal in cbreak mode in a thread until ``stop()`` (Ctrl-C still works)."""

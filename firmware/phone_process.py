@@ -108,7 +108,11 @@ def gather_device_info(sip_ports: dict[str, int]) -> ev.DeviceInfo:
     )
 
 
-ZERO_TOUCH_ENV = "OFFHOOK_ZERO_TOUCH"  # "1": discover a server on the simulator too
+ZERO_TOUCH_ENV = "OFFHOOK_ZERO_TOUCH"  # "1": discover on the simulator too; "dns": DNS only
+# Name servers ("host:port,...") and domains ("a,b") to discover with instead of resolv.conf's:
+# for a lab, and for tests that run the DNS server on a port of their own.
+DISCOVERY_DNS_ENV = "OFFHOOK_DISCOVERY_NAMESERVERS"
+DISCOVERY_DOMAINS_ENV = "OFFHOOK_DISCOVERY_DOMAINS"
 DATA_DIR_ENV = "OFFHOOK_STATE_DIR"  # the image's data directory (offhook.service sets it)
 
 
@@ -118,7 +122,7 @@ def zero_touch_wanted(config: PhoneConfig, board: str) -> bool:
     """
     if config.provisioning.url:
         return False
-    return board != "emulated" or os.environ.get(ZERO_TOUCH_ENV) == "1"
+    return board != "emulated" or os.environ.get(ZERO_TOUCH_ENV) in ("1", "dns")
 
 
 def data_dir(config_path: Path) -> Path | None:
@@ -166,9 +170,20 @@ def make_zero_touch(
     from offhook.firmware.provisioning.discovery import discover
     from offhook.firmware.provisioning.zero_touch import ZeroTouch
 
+    servers: list[tuple[str, int]] | None = None
+    if os.environ.get(DISCOVERY_DNS_ENV):
+        servers = []
+        for item in os.environ[DISCOVERY_DNS_ENV].split(","):
+            host, _, port = item.strip().rpartition(":")
+            servers.append((host, int(port)))
+    domains = [d for d in os.environ.get(DISCOVERY_DOMAINS_ENV, "").split(",") if d]
+    dhcp = os.environ.get(ZERO_TOUCH_ENV) != "dns"  # "dns": never a DHCP packet on the PC's LAN
+
     def find() -> Found | None:
-        addresses = ipv4_addresses()
-        return discover(addresses[0] if addresses else "", bytes.fromhex(mac.replace(":", "")))
+        addresses = ipv4_addresses() if dhcp else []
+        address = addresses[0] if addresses else ""
+        mac_bytes = bytes.fromhex(mac.replace(":", ""))
+        return discover(address, mac_bytes, nameservers=servers, domains=domains)
 
     return ZeroTouch(config_path, config, mac, find, post, on_trusted)
 
@@ -275,6 +290,18 @@ class PhoneProcess:
             volumes=volumes,
             services=self.services.commands(),
         )
+        # BLF subscriptions and action URLs: I/O of their own, off the runtime loop
+        from offhook.firmware.action_url_sender import ActionUrlSender
+        from offhook.firmware.sip.dialog_watch import DialogWatcher
+
+        self.watcher = DialogWatcher(
+            self.runtime.post,
+            config.sip.bind_address or "0.0.0.0",
+            user_agent=config.sip.user_agent,
+        )
+        self.action_urls = ActionUrlSender()
+        self.runtime.watcher = self.watcher
+        self.runtime.action_urls = self.action_urls
         self.hang_hook = EngineHangHook()
         on_event = self.hang_hook.wrap(self.runtime.post) if test_hooks else self.runtime.post
         self.engine = SipEngine(config, on_event, self.audio)
@@ -362,6 +389,8 @@ class PhoneProcess:
 
     def start(self, heartbeat_fd: int | None) -> None:
         self.audio.start()
+        self.watcher.start()
+        self.action_urls.start()
         self.runtime.start()
         self.engine.start()
         self.post_device_info()
@@ -426,6 +455,8 @@ class PhoneProcess:
             ("console", self._stop_console if self.console is not None else None),
             ("board", self.board.stop),
             ("runtime", self.runtime.stop),
+            ("blf", self.watcher.stop),
+            ("action-urls", self.action_urls.stop),
             ("sip", self.engine.stop),
             ("audio", self.audio.stop),
         ]
