@@ -99,7 +99,9 @@ def _print_table(
     results: dict[tuple[str, str, str], Result | None],
     seed: str,
 ) -> None:
-    print(f"PESQ MOS-LQO, narrowband / wideband (P.862 / P.862.2); relay seed {seed!r}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"PESQ MOS-LQO, narrowband / wideband (P.862 / P.862.2); relay seed {seed!r}; "
+          f"load average at the end {load} on {os.cpu_count()} CPUs")  # fmt: skip
     print("offhook: the phones' engines with the ALSA bridge, recorded at the callee's playback "
           "device;\npjsua2: the same engines without the bridge, recorded as decoded; baresip: "
           "recorded as decoded (sndfile)")  # fmt: skip
@@ -139,6 +141,12 @@ def _print_table(
             at_or_above = sum(m.scores.narrowband >= t.scores.narrowband for m, t in both)
             print(f"[{codec}] {pair}/baresip narrowband PESQ: mean ratio {mean_ratio:.2f}x; "
                   f"at or above baresip in {at_or_above}/{len(both)} conditions")  # fmt: skip
+    print("offhook callee's bridge per call: playback underruns / overruns / drift corrections")
+    for (condition, codec, pair), result in results.items():
+        if pair == "offhook" and result and (callee := result.outcome.bridge.get("callee")):
+            counts = [callee.get(k, "?") for k in
+                      ("playback_underruns", "playback_overruns", "drift_corrections")]  # fmt: skip
+            print(f"  {condition:<10} {codec:<5} {' / '.join(map(str, counts))}")
     if gaps:
         print(f"offhook E-model MOS vs measured PESQ (nb): mean |difference| "
               f"{statistics.fmean(gaps):.2f} (goal <= 0.3) over {len(gaps)} calls")  # fmt: skip
