@@ -83,6 +83,16 @@ from offhook.firmware.events import (
     TransferStatus,
     Unhold,
 )
+from offhook.firmware.features import directory, settings, trust
+from offhook.firmware.features.events import (
+    CallerNameFound,
+    DirectoryResults,
+    FactoryResetDone,
+    NetworkApplied,
+    NetworkStatus,
+    ProvisioningStatus,
+    ServerDiscovered,
+)
 from offhook.firmware.phone_state import (
     NO_NOTICE,
     NO_REGISTRATION,

@@ -14,6 +14,13 @@ from datetime import tzinfo
 from offhook.contract.config import PhoneConfig
 from offhook.firmware.calls import Call
 from offhook.firmware.events import CallRecord, DeviceInfo, Screen, SipEngineStatus
+from offhook.firmware.features.state import (
+    AdminLock,
+    DeviceSetup,
+    DirectorySearch,
+    SettingsMenu,
+    TrustPrompt,
+)
 from offhook.firmware.features.blf import Watched
 from offhook.firmware.features.messages import MessageCursor, TextMessage
 from offhook.firmware.features.state import (

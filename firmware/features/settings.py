@@ -10,6 +10,7 @@ accounts (registration of each line), factory reset (FactoryReset, after a confi
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -66,7 +67,7 @@ def check_pin(phone: Phone, entered: str, out: list[Command]) -> bool:
     """True for the right PIN; a wrong one counts and locks the prompt for a while."""
     state = phone.state
     pin = state.config.admin.pin
-    if pin and entered == pin:
+    if pin and hmac.compare_digest(entered.encode(), pin.encode()):
         state.admin_lock = AdminLock()
         return True
     failures = state.admin_lock.failures + 1

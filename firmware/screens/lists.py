@@ -58,7 +58,15 @@ def status_menu_items(phone: PhoneState) -> list[tuple[str, str]]:
     ports = ports or f"{config.sip.port}"
     items.append((f"SIP {ports}", f"SIP port: {ports}"))
     server = config.provisioning.url or "none"
-    items.append((f"Prov {server}", f"Provisioning server: {server}"))
+    prov = phone.setup.provisioning  # what the client (or zero-touch discovery) reports
+    if prov.state == "none":
+        items.append((f"Prov {server}", f"Provisioning server: {server}"))
+    else:
+        # no PIN needed to read this: a new phone's admin needs its MAC to approve it
+        where = prov.url or server
+        mac = f"MAC {prov.mac} " if prov.mac else ""  # first: the opened row shows 4 lines
+        detail = f" ({prov.detail})" if prov.detail else ""
+        items.append((f"Prov {prov.state} {where}", f"{mac}{prov.state}{detail} {where}"))
     speaker, ring = phone.volume[VolumeTarget.SPEAKER], phone.volume[VolumeTarget.RING]
     items.append((f"Vol spk {speaker} ring {ring}", f"Volume: speaker {speaker}, ring {ring}"))
     items.append((SETTINGS_ROW, "Settings: network, provisioning, accounts, reset (admin PIN)"))

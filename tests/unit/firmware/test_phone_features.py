@@ -320,3 +320,22 @@ def test_every_feature_screen_can_be_left(key: str) -> None:
     open_directory(d)
     press(d, key)
     assert d.phone.screen.kind in ("phonebook", "idle")
+
+
+@pytest.mark.parametrize("wrong", ["2467", "24680", "246", "8642"])
+def test_only_the_exact_pin_opens_the_settings(wrong: str) -> None:
+    d = Driver(make_config(admin={"pin": "2468"}))
+    open_settings(d)
+    press(d, *wrong, "ok")
+    assert d.lines[0] == "Settings locked"
+    assert d.phone.state.admin_lock.failures == 1
+
+
+def test_status_menu_shows_the_provisioning_state_and_mac_without_a_pin() -> None:
+    d = Driver(make_config())
+    d(ProvisioningStatus("pending", "https://prov.example", "b8:27:eb:00:00:01"))
+    press(d, "menu", "up", "up", "up")  # Settings, Volume, then Provisioning
+    assert "> Prov pending https://prov.example" in d.lines
+    press(d, "ok")
+    text = " ".join(d.lines)
+    assert text == "MAC b8:27:eb:00:00:01 pending https://prov.example"
