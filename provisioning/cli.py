@@ -426,6 +426,9 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
     return parser
 
 
+    from offhook.provisioning.cli_security import add_commands as add_security_commands
+
+    add_security_commands(cmd)
 def fleet_main(argv: list[str]) -> int:
     args = _build_fleet_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
@@ -602,6 +605,10 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
 
 def _devices(db: Any, args: argparse.Namespace) -> int:
     from rich.console import Console
+        from offhook.provisioning import cli_security
+
+        if command in cli_security.COMMANDS:
+            return cli_security.run(ctx, db, args)
     from rich.table import Table
 
     from offhook.provisioning.services import device_list

@@ -24,8 +24,8 @@ import segno
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from offhook.contract.errors import OffhookError
 from offhook.provisioning import audit
+from offhook.provisioning.admin_auth import AdminError
 from offhook.provisioning.crypto import KeyRing
 from offhook.provisioning.models import AdminMfa, AdminRecoveryCode, AdminUser, utcnow
 from offhook.provisioning.operations import Actor
@@ -41,7 +41,7 @@ RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off paper
 
 
-class MfaError(OffhookError, ValueError):
+class MfaError(AdminError):
     """A second-factor request that cannot be done (the message says why)."""
 
     status = 400

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
 from tests.fixtures.provisioning_server import ProvisioningServer
@@ -27,7 +28,14 @@ ROLES = ("read-only", "operator", "admin")
 PASSWORD = "web-roles-password"
 USERS = {"read-only": "wr-rita", "operator": "wr-olga", "admin": "wr-alice"}
 # Reached before any role is known: the sign-in itself, and the stylesheet and script.
-PUBLIC = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/static/{name}")}
+PUBLIC = {
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("GET", "/login/code"),
+    ("POST", "/login/code"),
+    ("POST", "/logout"),
+    ("GET", "/static/{name}"),
+}
 
 
 def _mac() -> str:
@@ -109,6 +117,37 @@ class Env:
         )
         reply.raise_for_status()
         return reply.json()["id"]
+
+    def _rest(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"x-csrf-token": self.browser.csrf}
+        return self.browser.client.request(
+            method, "/api/v1/admin" + path, headers=headers, **kwargs
+        )
+
+    def enrolment_code(self) -> str:
+        """A fresh TOTP enrolment of the caller (any earlier second factor removed): a code."""
+        self._rest("DELETE", "/me/mfa")  # 422 when there is none
+        reply = self._rest("POST", "/me/mfa/enrol")
+        reply.raise_for_status()
+        return pyotp.TOTP(reply.json()["secret"]).now()
+
+    def mfa_on(self, path: str, form: dict[str, Any]) -> Request:
+        """The caller's second factor on, then the request (path, form)."""
+        self._rest("POST", "/me/mfa/confirm", json={"code": self.enrolment_code()})
+        return path, form
+
+    def new_password(self) -> dict[str, Any]:
+        new = _name("password") + "-long"
+        return {"current": PASSWORD, "password": new, "again": new}
+
+    def own_other_session(self) -> int:
+        """Another sign-in of the caller (a second browser): its session's id."""
+        self._rest("DELETE", "/me/mfa")  # the second sign-in asks for no code
+        username = self.browser.client.get("/api/v1/admin/me").json()["username"]
+        sign_in(self.server, username).client.close()
+        reply = self.browser.client.get("/api/v1/admin/me/sessions")
+        reply.raise_for_status()
+        return reply.json()[0]["id"]  # newest first
 
 
 Request = tuple[str, dict[str, Any]]  # (path, form fields)
@@ -395,6 +434,34 @@ def browsers(server: ProvisioningServer) -> Iterator[dict[str, Browser]]:
         browser.client.close()
 
 
+    # one's own sign-in security
+    ("GET", "/security", "read-only", _page("/security")),
+    ("GET", "/security/mfa", "read-only", _page("/security/mfa")),
+    ("POST", "/security/mfa/start", "read-only", lambda e: ("/security/mfa/start", {})),
+    (
+        "POST",
+        "/security/mfa/confirm",
+        "read-only",
+        lambda e: ("/security/mfa/confirm", {"code": e.enrolment_code()}),
+    ),
+    (
+        "POST",
+        "/security/mfa/recovery-codes",
+        "read-only",
+        lambda e: e.mfa_on("/security/mfa/recovery-codes", {}),
+    ),
+    (
+        "POST",
+        "/security/mfa/disable",
+        "read-only",
+        lambda e: e.mfa_on("/security/mfa/disable", {"password": PASSWORD}),
+    ),
+    (
+        "POST",
+        "/security/sessions/{session_id}/revoke",
+        "read-only",
+        lambda e: (f"/security/sessions/{e.own_other_session()}/revoke", {}),
+    ),
 def _cases() -> Iterator[Any]:
     for method, path, least, make in ROUTES:
         for role in ROLES:
@@ -403,6 +470,8 @@ def _cases() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize(("method", "least", "make", "role"), list(_cases()))
+    # Last: a new password ends the caller's session (the landing page is the sign-in page).
+    ("POST", "/security/password", "read-only", lambda e: ("/security/password", e.new_password())),
 def test_web_route_allows_exactly_its_roles(
     server: ProvisioningServer,
     browsers: dict[str, Browser],

@@ -98,7 +98,7 @@ def test_password_change_or_disabling_ends_existing_sessions(client: TestClient)
 
     with database.session() as db:
         user = db.query(AdminUser).filter_by(username="alice").one()
-        set_password(db, user, PASSWORD)
+        set_password(db, user, PASSWORD, history=0)  # back to the fixture's: no history check
     _login(client)
     with database.session() as db:
         db.query(AdminUser).filter_by(username="alice").one().disabled = True

@@ -1,0 +1,70 @@
+"""``offhook fleet mfa ...`` and ``offhook fleet sessions ...``: admins' second factors and web
+sessions through the same service functions as the REST API and the web UI
+(``provisioning.mfa``, ``provisioning.services.sessions``), audited as ``cli:<login>``. The
+server's owner on its console is the way back in when an admin lost the phone with the
+authenticator app: ``fleet mfa reset USER``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+COMMANDS = ("mfa", "sessions")
+
+
+def add_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    p = cmd("mfa", "admins' second factor: status USER, reset USER (a lost phone)")
+    p.add_argument("action", choices=["status", "reset"])
+    p.add_argument("username")
+    p = cmd("sessions", "admins' web sessions: list [--user USER], revoke ID")
+    p.add_argument("action", choices=["list", "revoke"])
+    p.add_argument("session_id", nargs="?", type=int, help="revoke: the session's id")
+    p.add_argument("--user", help="list: only this admin's")
+    p.add_argument("--json", action="store_true")
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def run(ctx: Any, db: Any, args: argparse.Namespace) -> int:
+    from offhook.provisioning import mfa
+    from offhook.provisioning.services import admin_users
+    from offhook.provisioning.services import sessions as session_rows
+
+    if args.command == "mfa":
+        user = admin_users.get_admin_user(db, args.username)
+        if args.action == "reset":
+            mfa.remove(db, ctx.settings, ctx.actor, user, None)
+            db.commit()
+            print(f"second factor of {user.username} removed")
+            return 0
+        _print(mfa.status(db, ctx.settings, user))
+        return 0
+    if args.action == "revoke":
+        if args.session_id is None:
+            raise SystemExit("sessions revoke: name the session's id (see sessions list)")
+        try:
+            row = session_rows.revoke(db, ctx.actor, None, args.session_id)
+        except session_rows.SessionNotFound as exc:
+            raise SystemExit(str(exc)) from None
+        db.commit()
+        print(f"session {row.id} ended")
+        return 0
+    owner = admin_users.get_admin_user(db, args.user) if args.user else None
+    names = {u.id: u.username for u in admin_users.list_admin_users(db)}
+    rows = [
+        {**session_rows.session_snapshot(r), "user": names.get(r.user_id, "")}
+        for r in session_rows.list_sessions(db, owner)
+    ]
+    if args.json:
+        _print(rows)
+        return 0
+    for r in rows:
+        factor = r["second_factor"] or "-"
+        print(f"{r['id']:>6}  {r['user']:<20} {r['created_at']}  {r['ip']:<16} {factor}")
+    if not rows:
+        print("no live sessions")
+    return 0

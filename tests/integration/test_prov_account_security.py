@@ -1,0 +1,137 @@
+"""Admin sign-in security through the REST API and ``offhook fleet`` against the real server
+(``offhook server``): the same service functions the web UI uses (second factor, sessions,
+password history), each change audited with its actor."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyotp
+import pytest
+
+from tests.fixtures.provisioning_server import ProvisioningServer
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "rest-security-password"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningServer]:
+    running = ProvisioningServer(tmp_path_factory.mktemp("rest-security"))
+    running.port = 18840
+    with running:
+        yield running
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html[:300]
+    return match.group(1)
+
+
+def web_sign_in(
+    server: ProvisioningServer, username: str, password: str = PASSWORD
+) -> httpx.Client:
+    client = httpx.Client(base_url=server.base_url, timeout=30)
+    form = client.get("/login")
+    reply = client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": _csrf(form.text)}
+    )
+    assert reply.status_code == 303, reply.text
+    return client
+
+
+def user_client(server: ProvisioningServer, username: str, role: str) -> httpx.Client:
+    """A new admin user and a REST client with a bearer token of theirs."""
+    server.admin.post(
+        "/users", json={"username": username, "password": PASSWORD, "role": role}
+    ).raise_for_status()
+    web = web_sign_in(server, username)
+    csrf = _csrf(web.get("/api-tokens").text)
+    token = web.post("/api/v1/admin/api-tokens", json={"name": "t"}, headers={"x-csrf-token": csrf})
+    token.raise_for_status()
+    web.close()
+    return httpx.Client(
+        base_url=server.base_url + "/api/v1/admin",
+        headers={"authorization": "Bearer " + token.json()["token"]},
+        timeout=30,
+    )
+
+
+def audit(server: ProvisioningServer, action: str) -> list[dict[str, object]]:
+    reply = server.admin.get("/audit", params={"action": action})
+    reply.raise_for_status()
+    return reply.json()
+
+
+def test_second_factor_over_rest_and_reset_from_the_cli(server: ProvisioningServer) -> None:
+    api = user_client(server, "rene", "operator")
+    assert api.get("/me/mfa").json()["enabled"] is False
+    enrol = api.post("/me/mfa/enrol")
+    assert enrol.status_code == 200 and enrol.headers["cache-control"] == "no-store"
+    secret = enrol.json()["secret"]
+    assert enrol.json()["uri"].startswith("otpauth://totp/offhook:rene?secret=" + secret)
+    wrong = api.post("/me/mfa/confirm", json={"code": "12345"})
+    assert wrong.status_code == 422 and "does not match" in wrong.json()["detail"]
+    confirmed = api.post("/me/mfa/confirm", json={"code": pyotp.TOTP(secret).now()})
+    assert confirmed.status_code == 200, confirmed.text
+    codes = confirmed.json()["recovery_codes"]
+    assert len(codes) == 10
+    status = api.get("/me/mfa").json()
+    assert status["enabled"] is True and status["recovery_codes_left"] == 10
+    again = api.post("/me/mfa/enrol")
+    assert again.status_code == 409
+
+    # The server's owner removes it (a lost phone), audited as the CLI's user.
+    shown = server.fleet("mfa", "status", "rene")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["enabled"] is True
+    reset = server.fleet("mfa", "reset", "rene")
+    assert reset.returncode == 0 and "removed" in reset.stdout, reset.stderr
+    assert api.get("/me/mfa").json()["enabled"] is False
+    entries = audit(server, "admin_user.mfa_reset")
+    assert entries and str(entries[0]["actor"]).startswith("cli:")
+    assert audit(server, "admin_user.mfa_enable")
+
+    # An operator may not reset someone else's (admin_user.manage): 403; an admin may.
+    assert api.delete("/users/fixture-admin/mfa").status_code == 403
+
+
+def test_sessions_over_rest_and_cli(server: ProvisioningServer) -> None:
+    server.admin.post(
+        "/users", json={"username": "sara", "password": PASSWORD, "role": "read-only"}
+    ).raise_for_status()
+    browser = web_sign_in(server, "sara")
+    assert browser.get("/devices").status_code == 200
+    everyone = server.admin.get("/me/sessions", params={"all": "true"})
+    assert everyone.status_code == 200
+    listed = server.fleet("sessions", "list", "--user", "sara", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 1 and rows[0]["user"] == "sara"
+    assert rows[0]["id"] in {s["id"] for s in everyone.json()}
+
+    ended = server.fleet("sessions", "revoke", str(rows[0]["id"]))
+    assert ended.returncode == 0, ended.stderr
+    assert browser.get("/devices").status_code == 303  # to the sign-in page
+    twice = server.fleet("sessions", "revoke", str(rows[0]["id"]))
+    assert twice.returncode != 0 and "ended already" in twice.stderr
+    assert audit(server, "admin_session.revoke")
+    browser.close()
+
+
+def test_password_history_over_rest(server: ProvisioningServer, tmp_path: Path) -> None:
+    api = user_client(server, "pia", "read-only")
+    same = api.post("/me/password", json={"current": PASSWORD, "password": PASSWORD})
+    assert same.status_code == 422 and "used recently" in same.json()["detail"]
+    bad = api.post("/me/password", json={"current": "nope", "password": "a-new-password-1"})
+    assert bad.status_code == 422 and "current password is wrong" in bad.json()["detail"]
+    ok = api.post("/me/password", json={"current": PASSWORD, "password": "a-new-password-1"})
+    assert ok.status_code == 204
+    # A new password ends the user's API tokens too, this one included.
+    assert api.get("/me/mfa").status_code == 401
