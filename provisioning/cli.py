@@ -423,12 +423,12 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
     from offhook.provisioning.cli_firmware import add_commands as add_firmware_commands
 
     add_firmware_commands(cmd)
-    return parser
-
-
     from offhook.provisioning.cli_security import add_commands as add_security_commands
 
     add_security_commands(cmd)
+    return parser
+
+
 def fleet_main(argv: list[str]) -> int:
     args = _build_fleet_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
@@ -600,15 +600,15 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
 
         if command in cli_firmware.COMMANDS:
             return cli_firmware.run(ctx, db, args, lambda ids: _resync(ctx, db, ids))
+        from offhook.provisioning import cli_security
+
+        if command in cli_security.COMMANDS:
+            return cli_security.run(ctx, db, args)
     raise SystemExit(f"unknown command {command}")
 
 
 def _devices(db: Any, args: argparse.Namespace) -> int:
     from rich.console import Console
-        from offhook.provisioning import cli_security
-
-        if command in cli_security.COMMANDS:
-            return cli_security.run(ctx, db, args)
     from rich.table import Table
 
     from offhook.provisioning.services import device_list

@@ -401,39 +401,6 @@ ROUTES: list[tuple[str, str, str, Make]] = [
         "admin",
         lambda e: (f"/admins/{e.user()}/password", {"password": "another-password-1"}),
     ),
-    # one's own API tokens
-    ("POST", "/api-tokens", "read-only", lambda e: ("/api-tokens", {"name": _name("mine")})),
-    (
-        "POST",
-        "/api-tokens/{token_id}/revoke",
-        "read-only",
-        lambda e: (f"/api-tokens/{e.own_api_token()}/revoke", {}),
-    ),
-]
-
-
-def _at_least(role: str, least: str) -> bool:
-    return ROLES.index(role) >= ROLES.index(least)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningServer]:
-    with ProvisioningServer(tmp_path_factory.mktemp("web-roles")) as running:
-        for role, name in USERS.items():
-            running.admin.post(
-                "/users", json={"username": name, "password": PASSWORD, "role": role}
-            ).raise_for_status()
-        yield running
-
-
-@pytest.fixture(scope="module")
-def browsers(server: ProvisioningServer) -> Iterator[dict[str, Browser]]:
-    made = {role: sign_in(server, name) for role, name in USERS.items()}
-    yield made
-    for browser in made.values():
-        browser.client.close()
-
-
     # one's own sign-in security
     ("GET", "/security", "read-only", _page("/security")),
     ("GET", "/security/mfa", "read-only", _page("/security/mfa")),
@@ -462,6 +429,41 @@ def browsers(server: ProvisioningServer) -> Iterator[dict[str, Browser]]:
         "read-only",
         lambda e: (f"/security/sessions/{e.own_other_session()}/revoke", {}),
     ),
+    # one's own API tokens
+    ("POST", "/api-tokens", "read-only", lambda e: ("/api-tokens", {"name": _name("mine")})),
+    (
+        "POST",
+        "/api-tokens/{token_id}/revoke",
+        "read-only",
+        lambda e: (f"/api-tokens/{e.own_api_token()}/revoke", {}),
+    ),
+    # Last: a new password ends the caller's session (the landing page is the sign-in page).
+    ("POST", "/security/password", "read-only", lambda e: ("/security/password", e.new_password())),
+]
+
+
+def _at_least(role: str, least: str) -> bool:
+    return ROLES.index(role) >= ROLES.index(least)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningServer]:
+    with ProvisioningServer(tmp_path_factory.mktemp("web-roles")) as running:
+        for role, name in USERS.items():
+            running.admin.post(
+                "/users", json={"username": name, "password": PASSWORD, "role": role}
+            ).raise_for_status()
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browsers(server: ProvisioningServer) -> Iterator[dict[str, Browser]]:
+    made = {role: sign_in(server, name) for role, name in USERS.items()}
+    yield made
+    for browser in made.values():
+        browser.client.close()
+
+
 def _cases() -> Iterator[Any]:
     for method, path, least, make in ROUTES:
         for role in ROLES:
@@ -470,8 +472,6 @@ def _cases() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize(("method", "least", "make", "role"), list(_cases()))
-    # Last: a new password ends the caller's session (the landing page is the sign-in page).
-    ("POST", "/security/password", "read-only", lambda e: ("/security/password", e.new_password())),
 def test_web_route_allows_exactly_its_roles(
     server: ProvisioningServer,
     browsers: dict[str, Browser],
