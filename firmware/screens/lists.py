@@ -6,6 +6,7 @@ The Phone moves a cursor over these rows (and dials a browsed number); the views
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, tzinfo
 
 from offhook.contract.config import PhoneConfig
 from offhook.firmware.calls import history_kind, number_from_uri
@@ -17,18 +18,35 @@ SETTINGS_ROW = "Settings (admin)"  # the status menu's last row opens the admin 
 HISTORY_MARKS = {"missed": "!", "received": "<", "dialled": ">"}
 
 
+LIST_LABEL_WIDTH = 19  # 21 characters of the panel less the "> " of the selected row
+
+
+def history_label(record: CallRecord, tz: tzinfo = UTC) -> str:
+    """``<14:02 Bob Smith 3:25``: the kind, the time, the name (cut to fit) and, for an
+    answered call, how long it lasted; ``!09:41 Alice x3`` for three missed calls in a row."""
+    stamp = datetime.fromtimestamp(record.start, tz).strftime("%H:%M")
+    head = f"{HISTORY_MARKS[history_kind(record)]}{stamp} "
+    if record.answer is not None:
+        seconds = int(max(0.0, record.end - record.answer))
+        minutes, secs = divmod(seconds, 60)
+        tail = f" {minutes}:{secs:02d}" if minutes < 100 else f" {minutes // 60}h"
+    else:
+        tail = f" x{record.count}" if record.count > 1 else ""
+    name = record.remote_name or number_from_uri(record.remote_uri)
+    room = LIST_LABEL_WIDTH - len(head) - len(tail)
+    if len(name) > room:
+        name = name[: max(1, room - 1)] + "~"
+    return head + name + tail
+
+
 def browse_entries(
-    which: BrowseList, history: Sequence[CallRecord], config: PhoneConfig
+    which: BrowseList, history: Sequence[CallRecord], config: PhoneConfig, tz: tzinfo = UTC
 ) -> list[tuple[str, str]]:
     """(label, number) pairs of the list being browsed: the phonebook or the history (newest
-    first)."""
+    first, each with its time, name and duration)."""
     if which is BrowseList.PHONEBOOK:
         return [(e.name, e.number) for e in config.phonebook]
-    entries = []
-    for r in history:
-        number = number_from_uri(r.remote_uri)
-        entries.append((f"{HISTORY_MARKS[history_kind(r)]} {r.remote_name or number}", number))
-    return entries
+    return [(history_label(r, tz), number_from_uri(r.remote_uri)) for r in history]
 
 
 def status_menu_items(phone: PhoneState) -> list[tuple[str, str]]:

@@ -156,7 +156,7 @@ def _menu_screen(view: PhoneState, status: dict[str, str]) -> Screen:
 
 def _browse_screen(view: PhoneState, status: dict[str, str]) -> Screen:
     which, index = view.browse.which, view.browse.index
-    entries = browse_entries(which, view.history, view.config)
+    entries = browse_entries(which, view.history, view.config, view.tz)
     title = "History" if which is BrowseList.HISTORY else "Contacts"
     if not entries:
         return Screen(which.value, (title, "(empty)"), status, ("Back", "", ""))

@@ -648,8 +648,8 @@ def test_history_browse_and_dial() -> None:
     d(HookChanged(False))
     d(KeyPressed("history"))
     assert d.lines[0] == "History"
-    assert d.lines[1] == "> > 2001"
-    assert d.lines[2] == "  ! Bob"
+    assert d.lines[1] == "> >22:13 2001 0:00"  # kind, time, name, how long it lasted
+    assert d.lines[2] == "  !22:13 Bob"
     d(KeyPressed("down"))
     d(KeyPressed("ok"))
     assert MakeCall(0, "2002") in d.out

@@ -272,3 +272,31 @@ def test_no_template_no_fetch() -> None:
     d(CallIncoming(7, 0, "sip:5551234@pbx.example", ""))
     d(RegistrationChanged(0, True, 200, "OK"))
     assert d.of(ActionUrl) == []
+
+
+# --- history entries ------------------------------------------------------------------------------
+
+
+def test_history_labels_carry_time_name_and_duration_and_fit_the_panel() -> None:
+    from zoneinfo import ZoneInfo
+
+    from offhook.firmware.events import CallRecord
+    from offhook.firmware.screens.lists import history_label
+
+    def record(**fields: object) -> CallRecord:
+        base: dict = dict(
+            id="r", direction="incoming", account=0, local_uri="sip:1001@pbx",
+            remote_uri="sip:2001@pbx", remote_name="Bob", start=1_700_000_000.0,
+            answer=1_700_000_005.0, end=1_700_000_190.0, disposition="answered",
+        )  # fmt: skip
+        base.update(fields)
+        return CallRecord(**base)
+
+    assert history_label(record()) == "<22:13 Bob 3:05"
+    assert history_label(record(), ZoneInfo("Europe/Berlin")) == "<23:13 Bob 3:05"
+    long_name = history_label(record(remote_name="Maximilian Mustermann-Schmidt"))
+    assert long_name == "<22:13 Maximi~ 3:05" and len(long_name) == 19
+    missed = record(answer=None, disposition="missed", status_code=486, count=3, remote_name="")
+    assert history_label(missed) == "!22:13 2001 x3"
+    dialled = record(direction="outgoing", answer=None, disposition="busy")
+    assert history_label(dialled) == ">22:13 Bob"
