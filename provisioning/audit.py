@@ -22,13 +22,20 @@ SECRET_KEYS = {
     "secret_hash",
     "token_hash",
     "password_hash",
+    "bind_password",  # directory.bind_password
+    "pin",  # admin.pin
 }
 MASK = "***"
 
 
+def _secret(key: object) -> bool:
+    return isinstance(key, str) and key.rsplit(".", 1)[-1] in SECRET_KEYS
+
+
 def mask_secrets(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: (MASK if k in SECRET_KEYS and v else mask_secrets(v)) for k, v in value.items()}
+        # a setting's dotted name ("directory.bind_password") is a secret by its last part
+        return {k: (MASK if _secret(k) and v else mask_secrets(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_secrets(v) for v in value]
     return value
