@@ -106,7 +106,7 @@ def _status_bar(screen: Screen, draw: ImageDraw.ImageDraw, width: int, top: int)
     right = width - int(font.getlength(clock))
     draw.text((right, top), clock, font=font, fill=ON)
     right -= 3
-    for icon in ("quality", "mute", "dnd", "mwi"):
+    for icon in ("quality", "mute", "dnd", "mwi", "texts"):
         if icon in status:
             right = _ICONS[icon](draw, right, top, status[icon])
     name = fit(status.get("line", ""), font, right - 10)
@@ -150,7 +150,21 @@ def _icon_dnd(draw: ImageDraw.ImageDraw, right: int, top: int, value: str) -> in
     return left - 3
 
 
-_ICONS = {"quality": _icon_quality, "mute": _icon_mute, "dnd": _icon_dnd, "mwi": _icon_mwi}
+def _icon_texts(draw: ImageDraw.ImageDraw, right: int, top: int, value: str) -> int:
+    # A speech bubble: unread text messages.
+    left = right - 9
+    draw.rectangle((left, top + 1, right - 1, top + 6), outline=ON)
+    draw.line((left + 2, top + 7, left + 2, top + 9, left + 4, top + 7), fill=ON)
+    return left - 3
+
+
+_ICONS = {
+    "quality": _icon_quality,
+    "mute": _icon_mute,
+    "dnd": _icon_dnd,
+    "mwi": _icon_mwi,
+    "texts": _icon_texts,
+}
 
 
 def _softkeys(labels: tuple[str, ...], draw: ImageDraw.ImageDraw, width: int, height: int) -> None:

@@ -43,6 +43,7 @@ PROVISIONAL_WAIT_S = 32.0  # after a 1xx, how long the final answer may take
 RETRY_S = 30.0  # a refused or lost subscription is tried again after this
 RESUBSCRIBE_S = 1.0  # after the server ended one (Subscription-State: terminated)
 MAX_AUTH_TRIES = 2
+SHUTDOWN_WAIT_S = 1.0  # for the answers to the un-SUBSCRIBEs
 MAX_DATAGRAM = 65_535
 SIP_PORT = 5060
 
@@ -324,9 +325,17 @@ class DialogWatcher:
             self._ending.append(sub)
 
     def _shutdown(self) -> None:
+        """End every subscription and wait (bounded) for the answers, so the server stops
+        sending NOTIFYs to a socket that is about to close."""
         for sub in self._subs.values():
             self._end(sub)
         self._subs.clear()
+        deadline = self._clock() + SHUTDOWN_WAIT_S
+        while any(s.request for s in self._ending) and self._clock() < deadline:
+            readable, _, _ = select.select([self._sock], [], [], 0.05)
+            if readable:
+                data, source = self._sock.recvfrom(MAX_DATAGRAM)
+                self._receive(data, source)
 
     def _run_timers(self) -> None:
         now = self._clock()
@@ -417,21 +426,13 @@ class DialogWatcher:
             return
         sub.request = b""
         if sub.ending:
+            if response.code in (401, 407) and sub.auth_tries < MAX_AUTH_TRIES:
+                self._challenged(sub, response, now, expires=0)
             return
         if 200 <= response.code < 300:
             self._established(sub, response, now)
         elif response.code in (401, 407) and sub.auth_tries < MAX_AUTH_TRIES:
-            name = "www-authenticate" if response.code == 401 else "proxy-authenticate"
-            try:
-                sub.challenge = parse_challenge(response.header(name))
-            except DigestError as exc:
-                self._failed(sub, now, str(exc))
-                return
-            sub.auth_name = "Authorization" if response.code == 401 else "Proxy-Authorization"
-            sub.auth_tries += 1
-            sub.nonce_count = 0
-            self.challenges_answered += 1
-            self._send_subscribe(sub)
+            self._challenged(sub, response, now)
         elif response.code == 423 and response.header("min-expires").isdigit():
             sub.expires = int(response.header("min-expires"))
             self._send_subscribe(sub)
@@ -439,6 +440,23 @@ class DialogWatcher:
             self._restart(sub)  # the server forgot the subscription: start a new one
         else:
             self._failed(sub, now, f"{response.code} {response.reason}".strip())
+
+    def _challenged(
+        self, sub: Subscription, response: Response, now: float, expires: int | None = None
+    ) -> None:
+        """Send the SUBSCRIBE again with digest credentials for the 401/407's challenge."""
+        name = "www-authenticate" if response.code == 401 else "proxy-authenticate"
+        try:
+            sub.challenge = parse_challenge(response.header(name))
+        except DigestError as exc:
+            if not sub.ending:
+                self._failed(sub, now, str(exc))
+            return
+        sub.auth_name = "Authorization" if response.code == 401 else "Proxy-Authorization"
+        sub.auth_tries += 1
+        sub.nonce_count = 0
+        self.challenges_answered += 1
+        self._send_subscribe(sub, expires)
 
     def _established(self, sub: Subscription, response: Response, now: float) -> None:
         sub.auth_tries = 0

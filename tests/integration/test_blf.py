@@ -13,6 +13,7 @@ import pytest
 from offhook.contract.config import PhoneConfig
 from offhook.firmware.devtools.certs import CertificateSet
 from offhook.firmware.events import ExtensionState
+from offhook.firmware.sip.dialog_watch import DialogWatcher
 from tests.fixtures.baresip import BaresipPeer
 from tests.fixtures.engine_process import EngineProcess
 from tests.fixtures.kamailio import DEFAULT_USERS, KamailioServer
@@ -134,3 +135,36 @@ def test_the_key_picks_up_the_call_ringing_at_the_colleague(
             rig.wait_until(lambda s: s["calls"] == [], what="call ended")
     finally:
         caller.stop()
+
+
+def test_a_stopped_watcher_ends_its_subscription_at_the_server(
+    presence_kamailio: KamailioServer, tmp_path: Path
+) -> None:
+    kam = presence_kamailio
+    config = blf_phone_config(kam)
+    seen: list[ExtensionState] = []
+    stays = DialogWatcher(seen.append, "127.0.0.1")  # a second watcher that keeps watching
+    stays.start()
+    try:
+        stays.watch(config, ((0, "1002"),))
+        with running_phone(config, tmp_path / "phone") as rig:
+            wait_subscribed(rig)
+            port = rig.watcher.port
+            rig.watcher.stop()  # un-SUBSCRIBE (Expires: 0), answered before the socket closes
+        mark = len(kam.log_text())
+        with (
+            BaresipPeer(tmp_path / "bob", "1002", "pw1002", kam.domain, answermode="manual") as bob,
+            BaresipPeer(tmp_path / "carol", "1003", "pw1003", kam.domain) as carol,
+        ):
+            carol.dial(f"sip:1002@{kam.domain}")
+            bob.wait_event("CALL_INCOMING")
+            wait_until(lambda: any(e.dialogs for e in seen), "the other watcher told")
+            carol.hangup()
+            bob.wait_event("CALL_CLOSED")
+    finally:
+        stays.stop()
+    notified = [
+        line for line in kam.log_text()[mark:].splitlines() if "send_notify_request" in line
+    ]
+    assert any(f":{stays.port} " in line for line in notified), notified
+    assert not any(f":{port} " in line for line in notified), notified

@@ -300,3 +300,36 @@ def test_history_labels_carry_time_name_and_duration_and_fit_the_panel() -> None
     assert history_label(missed) == "!22:13 2001 x3"
     dialled = record(direction="outgoing", answer=None, disposition="busy")
     assert history_label(dialled) == ">22:13 Bob"
+
+
+def test_every_softkey_label_fits_its_slot_on_the_panel() -> None:
+    from offhook.firmware.devtools.screenshots import scenes
+    from offhook.firmware.screens.oled import small_font
+    from tests.unit.firmware.test_phone import ring, talk
+
+    screens = [phone.screen for phone in scenes().values()]
+    d = Driver()
+    for step in (
+        lambda: None,
+        lambda: d(KeyPressed("history")),
+        lambda: d(KeyPressed("cancel")),
+        lambda: d(KeyPressed("menu")),
+        lambda: d(KeyPressed("cancel")),
+        lambda: d(HookChanged(True)),
+        lambda: d(HookChanged(False)),
+        lambda: ring(d),
+        lambda: d(HookChanged(True)),
+        lambda: d(KeyPressed("hold")),
+        lambda: d(KeyPressed("transfer")),
+    ):
+        step()
+        screens.append(d.phone.screen)
+    d2 = Driver()
+    talk(d2, "2001", call_id=1)
+    screens.append(d2.phone.screen)
+    for screen in screens:
+        if not any(screen.softkeys):
+            continue
+        slot = 128 // len(screen.softkeys)
+        for label in screen.softkeys:
+            assert small_font().getlength(label) <= slot - 2, (screen.kind, label)
