@@ -36,6 +36,10 @@ _BLOCKING_SHARE = 0.25
 _CLOCKED_AFTER = 5
 
 
+# States a dropped PCM may be left in for pyalsaaudio's next transfer to restart it.
+_RESTARTABLE = (alsaaudio.PCM_STATE_SETUP, alsaaudio.PCM_STATE_PREPARED)
+
+
 class AlsaDeviceError(OffhookError, RuntimeError):
     """An ALSA PCM that cannot be opened or used; the message names the device."""
 
@@ -127,6 +131,7 @@ class PcmStream:
         self._blocking_streak = 0
         self._free_streak = 0
         self.xruns_recovered = 0
+        self.reopens = 0  # PCMs a drop left where pyalsaaudio cannot restart them (dmix)
         self.transfers = 0
         self._anchor = 0.0
         self._transferred = 0
@@ -197,12 +202,41 @@ class PcmStream:
         log.warning(
             "audio xrun", extra=kv(device=self.device, direction=self.direction, reason=why)
         )
+        self._drop_queued("audio xrun drop failed")
+
+    def _drop_queued(self, failure: str) -> None:
+        """Discard what is queued and leave the PCM where the next transfer restarts it.
+
+        pyalsaaudio re-prepares a dropped PCM only if it reports SETUP. alsa-lib's dmix (the
+        default PCM of most cards, USB ones too) under plug and softvol still reports RUNNING
+        after a drop while refusing every write with EBADFD ("File descriptor in bad state"), so
+        the next transfer would fail, be recovered by another drop, and so on for ever. pyalsaaudio
+        cannot prepare by itself: such a PCM is reopened instead (a few milliseconds).
+        """
         try:
-            self._pcm.drop()  # back to a clean, prepared state; the next transfer restarts it
+            self._pcm.drop()
         except alsaaudio.ALSAAudioError as exc:
-            log.warning("audio xrun drop failed", extra=kv(device=self.device, error=str(exc)))
+            log.warning(failure, extra=kv(device=self.device, error=str(exc)))
+        try:
+            state = self._pcm.state()
+        except alsaaudio.ALSAAudioError:  # closed: an earlier reopen failed, so try again
+            state = -1
         self._anchor = self._clock()
         self._transferred = 0
+        if state not in _RESTARTABLE:
+            self._reopen(f"state {state} after drop")  # AlsaDeviceError if the card is gone
+
+    def _reopen(self, why: str) -> None:
+        self.reopens += 1
+        log.info(
+            "audio device reopened",
+            extra=kv(device=self.device, direction=self.direction, reason=why),
+        )
+        try:
+            self._pcm.close()
+        except alsaaudio.ALSAAudioError as exc:
+            log.warning("audio close failed", extra=kv(device=self.device, error=str(exc)))
+        self._pcm = self._open()
 
     def _pace(self, started: float) -> None:
         """After a transfer: learn whether the device blocks; if not, keep to wall-clock time."""
@@ -241,9 +275,21 @@ class PcmStream:
         self._check_xrun()
         started = self._clock()
         try:
-            self._pcm.write(pcm)
+            written = self._pcm.write(pcm)
         except alsaaudio.ALSAAudioError as exc:
             self._recover(f"write failed: {exc}")
+            return
+        if written < 0:
+            # pyalsaaudio reports an underrun it has already prepared from as -EPIPE, unraised:
+            # the period was not played. Counted, and the PCM is left as it is (prepared).
+            self.xruns_recovered += 1
+            log.warning(
+                "audio xrun",
+                extra=kv(
+                    device=self.device, direction=self.direction, reason=f"write returned {written}"
+                ),
+            )
+            self._anchor, self._transferred = self._clock(), 0
             return
         self._pace(started)
 
@@ -267,12 +313,7 @@ class PcmStream:
 
     def drop(self) -> None:
         """Discard what is queued in the device (e.g. silence ahead of a new tone)."""
-        try:
-            self._pcm.drop()
-        except alsaaudio.ALSAAudioError as exc:
-            log.warning("audio drop failed", extra=kv(device=self.device, error=str(exc)))
-        self._anchor = self._clock()
-        self._transferred = 0
+        self._drop_queued("audio drop failed")
 
     def close(self) -> None:
         try:

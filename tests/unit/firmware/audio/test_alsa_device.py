@@ -146,3 +146,102 @@ def test_a_pcm_on_a_sound_card_is_clocked_from_the_start_and_stays_so(
         assert stream.xruns_recovered == 0  # no 'stalled' xruns invented on top of the card's
     finally:
         stream.close()
+
+
+class _DmixPcm(_CardPcm):
+    """The real ``null`` PCM behaving as alsa-lib's dmix under plug and softvol did in the QEMU
+    guest (snd-hda-intel, alsa-lib 1.2.8, pyalsaaudio 0.11): after ``drop()`` the PCM still
+    reports RUNNING, so pyalsaaudio (which prepares only from SETUP) writes straight away and
+    every write fails with EBADFD until the PCM is opened again. The guest run itself is
+    tests/integration/test_image_rpi.py::test_rpi_image_audio_survives_dmix_drops_and_xruns."""
+
+    opened = 0
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        type(self).opened += 1
+        self.dropped = False
+
+    def drop(self) -> None:
+        self._pcm.drop()
+        self.dropped = True
+
+    def state(self) -> int:
+        return alsaaudio.PCM_STATE_RUNNING if self.dropped else self._pcm.state()
+
+    def write(self, data: bytes) -> int:
+        if self.dropped:
+            raise alsaaudio.ALSAAudioError("File descriptor in bad state [default]")
+        return self._pcm.write(data)
+
+
+def test_a_dmix_left_unrestartable_by_a_drop_is_reopened(
+    alsa_home: object,  # noqa: F811
+    fake: FakeTime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the fix the playback stayed at EBADFD for good after the first drop (a new tone,
+    or an xrun's recovery): 5640 failed writes in 40 s in the guest."""
+    import offhook.firmware.audio.alsa_device as alsa_device
+
+    monkeypatch.setattr(alsa_device.alsaaudio, "PCM", _DmixPcm)
+    _DmixPcm.opened = 0
+    stream = PcmStream("null", False, RATE, PERIOD, periods=3, clock=fake.clock, sleep=fake.sleep)
+    try:
+        for _ in range(5):
+            stream.write(FRAME)
+        stream.drop()  # silence queued ahead of a new tone is discarded
+        for _ in range(20):
+            stream.write(FRAME)
+        assert stream.xruns_recovered == 0  # no write failed
+        assert stream.reopens == 1 and _DmixPcm.opened == 2
+        stream._recover("alsa reported xrun")  # an xrun's recovery drops as well
+        for _ in range(5):
+            stream.write(FRAME)
+        assert stream.xruns_recovered == 1 and stream.reopens == 2
+    finally:
+        stream.close()
+
+
+def test_a_hw_pcm_back_in_setup_after_a_drop_is_not_reopened(
+    alsa_home: object,  # noqa: F811
+    fake: FakeTime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real ``null`` PCM goes to SETUP on drop, as hw and plughw do: pyalsaaudio prepares it
+    on the next write, nothing is reopened."""
+    import offhook.firmware.audio.alsa_device as alsa_device
+
+    monkeypatch.setattr(alsa_device.alsaaudio, "PCM", _CardPcm)
+    stream = PcmStream("null", False, RATE, PERIOD, periods=3, clock=fake.clock, sleep=fake.sleep)
+    try:
+        stream.write(FRAME)
+        stream.drop()
+        stream.write(FRAME)
+        assert stream.reopens == 0 and stream.xruns_recovered == 0
+    finally:
+        stream.close()
+
+
+class _UnderrunPcm(_CardPcm):
+    """pyalsaaudio's answer to an underrun: it prepares the PCM and returns -EPIPE, unraised."""
+
+    def write(self, data: bytes) -> int:
+        return -32
+
+
+def test_an_underrun_pyalsaaudio_returns_unraised_is_counted(
+    alsa_home: object,  # noqa: F811
+    fake: FakeTime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import offhook.firmware.audio.alsa_device as alsa_device
+
+    monkeypatch.setattr(alsa_device.alsaaudio, "PCM", _UnderrunPcm)
+    stream = PcmStream("null", False, RATE, PERIOD, periods=3, clock=fake.clock, sleep=fake.sleep)
+    try:
+        stream.write(FRAME)
+        stream.write(FRAME)
+        assert stream.xruns_recovered == 2 and stream.reopens == 0
+    finally:
+        stream.close()
