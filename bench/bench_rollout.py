@@ -203,6 +203,30 @@ async def poll_round(
     await asyncio.gather(*(worker() for _ in range(connections)))
 
 
+async def report_sweep(port: int, phones: list[Phone], connections: int) -> dict[str, int]:
+    """Each phone posts one status and one ``config_applied`` event: the existing report
+    ingestion, with no update to move - the baseline a rollout's reports are compared with."""
+    queue: asyncio.Queue[Phone] = asyncio.Queue()
+    for phone in phones:
+        queue.put_nowait(phone)
+    counts: dict[str, int] = {}
+
+    async def worker() -> None:
+        http = Http(port, counts)
+        try:
+            while not queue.empty():
+                phone = queue.get_nowait()
+                status = {"id": secrets.token_hex(8), "time": datetime.now(UTC).isoformat()}
+                await phone._post(http, "status", "/api/v1/device/status", status)
+                event = {**status, "id": secrets.token_hex(8), "type": "config_applied"}
+                await phone._post(http, "events", "/api/v1/device/events", {"records": [event]})
+        finally:
+            http.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return counts
+
+
 async def download_sweep(
     port: int, path: str, auths: list[dict[str, str]], connections: int, size: int
 ) -> None:
@@ -295,6 +319,16 @@ def main() -> int:
         print(
             f"server CPU {cpu:.1f} s = {1000 * cpu / count:.2f} CPU s per 1000 phones;"
             f" {total} requests = {total / count:.2f} per phone ({counts})"
+        )
+
+        # The reports against the existing ingestion: a status and an event per phone.
+        cpu0, t1 = process_cpu_seconds(server.pid), time.monotonic()
+        base = asyncio.run(report_sweep(port, phones, connections))
+        base_cpu, base_s = process_cpu_seconds(server.pid) - cpu0, time.monotonic() - t1
+        print(
+            f"baseline, one status + one config event per phone (no update): {base_s:.1f} s,"
+            f" {1000 * base_cpu / count:.2f} CPU s per 1000 phones ({base});"
+            f" the rollout cost {cpu / base_cpu:.1f}x that"
         )
 
         # The download part against nginx serving the same file, interleaved.

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from offhook.contract.config import WINDOW_RE
@@ -72,6 +72,7 @@ EVENT_STATES = {
     "firmware_rolled_back": ROLLED_BACK,
 }
 ACTIVE = (ROLLOUT_RUNNING, ROLLOUT_PAUSED)
+ADMIT_CHUNK = 5000  # ids per UPDATE (SQLite's bound-parameter limit is 32766)
 
 
 class RolloutError(FirmwareError):
@@ -387,27 +388,40 @@ def _admit(db: Session, rollout: Rollout) -> list[str]:
     versions = dict(
         db.execute(select(Device.id, Device.firmware_version).where(Device.id.in_(wanted))).all()
     )
-    now = utcnow()
-    changed = []
-    for device_id in wanted:
-        row = firmware_row(db, device_id)
-        row.rollout_id = rollout.id
-        row.stage = rollout.stage
-        row.reason = row.detail = ""
-        row.state_at = now
-        if versions.get(device_id) == rollout.release.version:
-            row.release_id = rollout.release_id  # already there: nothing to install
-            row.state = RUNNING
-        else:
-            row.release_id = rollout.release_id
-            row.state = ASSIGNED
-        changed.append(device_id)
     db.flush()
+    # Set-based: a stage can ask tens of thousands of phones in one transaction, which holds
+    # SQLite's write lock; one UPDATE per chunk instead of an ORM object per phone.
+    for chunk in _chunks(wanted, ADMIT_CHUNK):
+        for state, ids in (
+            (RUNNING, [d for d in chunk if versions.get(d) == rollout.release.version]),
+            (ASSIGNED, [d for d in chunk if versions.get(d) != rollout.release.version]),
+        ):
+            if ids:
+                db.execute(
+                    update(DeviceFirmware)
+                    .where(DeviceFirmware.device_id.in_(ids))
+                    .values(
+                        rollout_id=rollout.id,
+                        release_id=rollout.release_id,
+                        stage=rollout.stage,
+                        state=state,  # RUNNING: already on the version, nothing to install
+                        reason="",
+                        detail="",
+                        state_at=utcnow(),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+        bump_devices(db, chunk)
     log.info(
         "rollout stage admitted",
-        extra=kv(rollout=rollout.id, stage=rollout.stage, devices=len(changed)),
+        extra=kv(rollout=rollout.id, stage=rollout.stage, devices=len(wanted)),
     )
-    return bump_devices(db, changed)
+    return wanted
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def evaluate(db: Session, rollout: Rollout) -> list[str]:

@@ -480,7 +480,18 @@ def post_events(
             admitted += record_event(db, device, r.type, r.firmware_version, r.reason, r.detail)
     commit_and_resync(db, services.keys, services.notifier, admitted)
     for r in body.records:
-        if r.type != "config_applied":
+        if r.type in ("firmware_failed", "firmware_rolled_back"):
+            log.warning(
+                "device firmware update failed",
+                extra=kv(
+                    device=device.id,
+                    type=r.type,
+                    version=r.firmware_version,
+                    reason=r.reason,
+                    detail=r.detail,
+                ),
+            )
+        elif r.type.startswith("config_") and r.type != "config_applied":
             log.warning(
                 "device config event",
                 extra=kv(

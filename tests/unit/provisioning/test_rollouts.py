@@ -115,3 +115,14 @@ def test_failures_past_the_threshold_pause_and_a_pin_or_exclusion_wins(db: Sessi
     assert finish(db, second, "failed", "download_failed") == []  # paused: nothing more
     with pytest.raises(rollouts.RolloutError, match="not running"):
         rollouts.pause_rollout(db, ACTOR, rollout.id)
+
+
+def test_a_phone_already_on_the_version_counts_as_done_when_asked(db: Session) -> None:
+    fleet = phones(db, 4)
+    for device in fleet:
+        device.firmware_version = "0.2.0"  # e.g. flashed with the new image
+    db.flush()
+    rollout, changed = rollouts.start_rollout(db, ACTOR, release(db).id, stages=[25, 100])
+    assert len(changed) == 4  # the canary was done at once, so every stage went through
+    assert rollout.status == "completed"
+    assert {state(db, d) for d in fleet} == {"running"}
