@@ -83,7 +83,8 @@ from offhook.firmware.events import (
     TransferStatus,
     Unhold,
 )
-from offhook.firmware.features import directory, settings, trust
+from offhook.firmware.features import action_urls, blf_keys, directory, settings, texts, trust
+from offhook.firmware.features.blf import blf_summary, key_index, watch_command
 from offhook.firmware.features.events import (
     CallerNameFound,
     DirectoryResults,
@@ -93,6 +94,7 @@ from offhook.firmware.features.events import (
     ProvisioningStatus,
     ServerDiscovered,
 )
+from offhook.firmware.features.messages import unread
 from offhook.firmware.phone_state import (
     NO_NOTICE,
     NO_REGISTRATION,
@@ -105,17 +107,6 @@ from offhook.firmware.phone_state import (
     Notice,
     PhoneState,
     VolumeTarget,
-)
-from offhook.firmware.features import action_urls, blf_keys, directory, settings, texts, trust
-from offhook.firmware.features.blf import key_index, watch_command
-from offhook.firmware.features.events import (
-    CallerNameFound,
-    DirectoryResults,
-    FactoryResetDone,
-    NetworkApplied,
-    NetworkStatus,
-    ProvisioningStatus,
-    ServerDiscovered,
 )
 from offhook.firmware.screens.lists import browse_entries, status_menu_items
 from offhook.firmware.screens.views import compose_screen, led_states
@@ -326,6 +317,8 @@ class Phone:
             },
             "history": [record_summary(r) for r in state.history],
             "volume": {target.value: level for target, level in state.volume.items()},
+            "blf": blf_summary(state.config, state.watched),
+            "messages": {"count": len(state.messages), "unread": unread(state.messages)},
         }
 
     # --- event handlers ------------------------------------------------------------------------

@@ -117,3 +117,16 @@ def led_states(config: PhoneConfig, watched: dict[str, Watched]) -> dict[str, st
         led_name(i): LED_OF_LAMP[watched.get(key.extension, NOT_WATCHED).lamp]
         for i, key in enumerate(config.blf)
     }
+
+
+def blf_summary(config: PhoneConfig, watched: dict[str, Watched]) -> list[dict[str, str]]:
+    """The keys for the control API's state: key, extension, label and lamp."""
+    return [
+        {
+            "key": led_name(i),
+            "extension": key.extension,
+            "label": label(key),
+            "lamp": watched.get(key.extension, NOT_WATCHED).lamp.value,
+        }
+        for i, key in enumerate(config.blf)
+    ]

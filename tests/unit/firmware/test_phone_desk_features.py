@@ -333,3 +333,15 @@ def test_every_softkey_label_fits_its_slot_on_the_panel() -> None:
         slot = 128 // len(screen.softkeys)
         for label in screen.softkeys:
             assert small_font().getlength(label) <= slot - 2, (screen.kind, label)
+
+
+def test_the_snapshot_lists_the_lamps_and_the_messages() -> None:
+    d = blf_driver()
+    d(ExtensionState("1002", (RINGING,)))
+    d(message())
+    snap = d.phone.snapshot(d.now)
+    assert snap["blf"] == [
+        {"key": "blf1", "extension": "1002", "label": "Bob", "lamp": "ringing"},
+        {"key": "blf2", "extension": "1003", "label": "1003", "lamp": "unknown"},
+    ]
+    assert snap["messages"] == {"count": 1, "unread": 1}
