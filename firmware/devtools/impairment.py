@@ -21,8 +21,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, fields
 
+from offhook.contract.errors import OffhookError
 
-class ImpairmentError(ValueError):
+
+class ImpairmentError(OffhookError, ValueError):
     """An impairment setting outside its range (the message names it)."""
 
 

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
 from offhook.firmware.devtools.impairment import ChannelStats, Impairment, ImpairmentChannel
 
@@ -46,7 +47,7 @@ _MAX_DATAGRAM = 65535
 _RECEIVE_BUFFER = 1 << 20
 
 
-class MediaRelayError(RuntimeError):
+class MediaRelayError(OffhookError, RuntimeError):
     """The relay could not bind or start (the message says which port or range)."""
 
 
