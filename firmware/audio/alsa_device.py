@@ -202,9 +202,9 @@ class PcmStream:
         log.warning(
             "audio xrun", extra=kv(device=self.device, direction=self.direction, reason=why)
         )
-        self._drop_queued("audio xrun drop failed")
+        self._drop_queued("xrun recovery")
 
-    def _drop_queued(self, failure: str) -> None:
+    def _drop_queued(self, during: str) -> None:
         """Discard what is queued and leave the PCM where the next transfer restarts it.
 
         pyalsaaudio re-prepares a dropped PCM only if it reports SETUP. alsa-lib's dmix (the
@@ -216,7 +216,9 @@ class PcmStream:
         try:
             self._pcm.drop()
         except alsaaudio.ALSAAudioError as exc:
-            log.warning(failure, extra=kv(device=self.device, error=str(exc)))
+            log.warning(
+                "audio drop failed", extra=kv(device=self.device, during=during, error=str(exc))
+            )
         try:
             state = self._pcm.state()
         except alsaaudio.ALSAAudioError:  # closed: an earlier reopen failed, so try again
@@ -313,7 +315,7 @@ class PcmStream:
 
     def drop(self) -> None:
         """Discard what is queued in the device (e.g. silence ahead of a new tone)."""
-        self._drop_queued("audio drop failed")
+        self._drop_queued("drop")
 
     def close(self) -> None:
         try:
