@@ -52,10 +52,11 @@ image-test: setup
 
 # The arm64 side, opt-in (root; never part of make test): the pjsua2 cross-compile and its
 # self-test under qemu-user, the rpi card's recipe, the rpi image with the phone inside and its
-# boot to a call under qemu-system-aarch64 -M virt. Each step's time is printed. Offline, point
+# boot to a call under qemu-system-aarch64 -M virt, and the firmware's audio bridge on the booted
+# card's dmix (through SSH). Each step's time is printed. Offline, point
 # OFFHOOK_PJPROJECT_URL at the release tarball (file:///.../pjproject-2.15.1.tar.gz).
 # RASPI3B=1 adds the same card's boot to a call under -M raspi3b (the Pi 3 B model: its DTB, SD
-# card, mini UART, USB networking; about 6 min more).
+# card, mini UART, USB networking; 4-6 min more).
 RASPI3B ?=
 image-test-rpi: setup
 	OFFHOOK_TEST_PJPROJECT_COMPILE=1 OFFHOOK_TEST_RPI_ROOTFS=1 OFFHOOK_TEST_RPI_IMAGE=1 \
