@@ -129,6 +129,7 @@ class Subscription:
     version: int = -1  # the last dialog-info version seen
     dialogs: dict[tuple[str, str], WatchedDialog] = field(default_factory=dict)
     ending: bool = False  # an un-SUBSCRIBE (Expires: 0) is out
+    refreshing: bool = False  # the pending SUBSCRIBE refreshes the subscription
     reported: bool | None = None  # the last `subscribed` reported
 
     @property
@@ -145,8 +146,12 @@ class DialogWatcher:
         bind_host: str = "0.0.0.0",
         clock: Callable[[], float] = time.monotonic,
         user_agent: str = "offhook",
+        expires_s: int = EXPIRES_S,
     ) -> None:
+        """``expires_s``: the subscription lifetime asked for (refreshed at 80 % of what the
+        server grants)."""
         self._on_event = on_event
+        self._expires_s = expires_s
         self._clock = clock
         self._user_agent = user_agent
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -161,6 +166,7 @@ class DialogWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="blf", daemon=True)
         self.challenges_answered = 0  # 401/407 answered with digest credentials
+        self.refreshes = 0  # in-dialog re-SUBSCRIBEs answered 2xx
 
     # --- any thread ----------------------------------------------------------------------------
 
@@ -234,7 +240,7 @@ class DialogWatcher:
                 del self._subs[key]
         for key in watches:
             if key not in self._subs:
-                sub = Subscription(*key)
+                sub = Subscription(*key, expires=self._expires_s)
                 self._subs[key] = sub
                 self._send_subscribe(sub)
         log.info("blf watches", extra=kv(watches=[f"{a}:{e}" for a, e in watches]))
@@ -346,6 +352,7 @@ class DialogWatcher:
                 else:
                     self._transmit(sub, now)
             if sub.refresh_at and now >= sub.refresh_at:
+                sub.refreshing = True
                 self._send_subscribe(sub)
             if sub.retry_at and now >= sub.retry_at:
                 self._restart(sub)
@@ -353,7 +360,9 @@ class DialogWatcher:
 
     def _restart(self, sub: Subscription) -> None:
         """A new subscription for the same watch (new Call-ID and tags)."""
-        fresh = Subscription(sub.account, sub.extension, reported=sub.reported)
+        fresh = Subscription(
+            sub.account, sub.extension, expires=self._expires_s, reported=sub.reported
+        )
         self._subs[sub.key] = fresh
         self._send_subscribe(fresh)
 
@@ -460,6 +469,9 @@ class DialogWatcher:
 
     def _established(self, sub: Subscription, response: Response, now: float) -> None:
         sub.auth_tries = 0
+        if sub.refreshing:
+            sub.refreshing = False
+            self.refreshes += 1
         if not sub.to_tag:
             sub.to_tag = tag_of(response.header("to"))
             # the route set of a UAC: the Record-Route of the answer, reversed

@@ -168,3 +168,27 @@ def test_a_stopped_watcher_ends_its_subscription_at_the_server(
     ]
     assert any(f":{stays.port} " in line for line in notified), notified
     assert not any(f":{port} " in line for line in notified), notified
+
+
+def test_the_subscription_is_refreshed_before_it_expires(
+    presence_kamailio: KamailioServer, tmp_path: Path
+) -> None:
+    kam = presence_kamailio
+    seen: list[ExtensionState] = []
+    watcher = DialogWatcher(seen.append, "127.0.0.1", expires_s=6)  # refreshed after ~5 s
+    watcher.start()
+    try:
+        watcher.watch(blf_phone_config(kam), ((0, "1002"),))
+        wait_until(lambda: watcher.refreshes >= 2, "two refreshes", timeout=20)
+        # still subscribed after more than one lifetime: a call to Bob is reported
+        with (
+            BaresipPeer(tmp_path / "bob", "1002", "pw1002", kam.domain, answermode="manual") as bob,
+            BaresipPeer(tmp_path / "carol", "1003", "pw1003", kam.domain) as carol,
+        ):
+            carol.dial(f"sip:1002@{kam.domain}")
+            bob.wait_event("CALL_INCOMING")
+            wait_until(lambda: any(e.dialogs for e in seen), "the ringing dialog reported")
+            carol.hangup()
+    finally:
+        watcher.stop()
+    assert all(e.subscribed for e in seen)
