@@ -29,6 +29,7 @@ from offhook.provisioning.api.device import router as device_router
 from offhook.provisioning.api.firmware import admin_router as firmware_admin_router
 from offhook.provisioning.api.firmware import device_router as firmware_device_router
 from offhook.provisioning.api.rollouts import router as rollouts_router
+from offhook.provisioning.api.privacy import router as privacy_router
 from offhook.provisioning.api.security import router as security_router
 from offhook.provisioning.api_docs import docs_router
 from offhook.provisioning.auth import SqliteCredentialReader
@@ -249,6 +250,7 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
     app.include_router(firmware_admin_router, prefix="/api/v1/admin")
     app.include_router(rollouts_router, prefix="/api/v1/admin")
     app.include_router(security_router, prefix="/api/v1/admin")
+    app.include_router(privacy_router, prefix="/api/v1/admin")
     app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.web_ui:
         _mount_web(app)

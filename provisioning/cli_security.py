@@ -1,6 +1,7 @@
-"""``offhook fleet mfa ...`` and ``offhook fleet sessions ...``: admins' second factors and web
-sessions through the same service functions as the REST API and the web UI
-(``provisioning.mfa``, ``provisioning.services.sessions``), audited as ``cli:<login>``. The
+"""``offhook fleet mfa ...``, ``offhook fleet sessions ...`` and ``offhook fleet privacy ...``:
+admins' second factors and web sessions, the client data classes and a data subject's archive,
+through the same service functions as the REST API and the web UI (``provisioning.mfa``,
+``provisioning.services.sessions``, ``provisioning.privacy``), audited as ``cli:<login>``. The
 server's owner on its console is the way back in when an admin lost the phone with the
 authenticator app: ``fleet mfa reset USER``."""
 
@@ -11,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-COMMANDS = ("mfa", "sessions")
+COMMANDS = ("mfa", "sessions", "privacy")
 
 
 def add_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -23,6 +24,15 @@ def add_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("session_id", nargs="?", type=int, help="revoke: the session's id")
     p.add_argument("--user", help="list: only this admin's")
     p.add_argument("--json", action="store_true")
+    p = cmd(
+        "privacy",
+        "client data: classes (what is kept, why, where, how long, who reads it), "
+        "archive --device/--extension --out FILE.zip (a data subject's export)",
+    )
+    p.add_argument("action", choices=["classes", "archive"])
+    p.add_argument("--device")
+    p.add_argument("--extension")
+    p.add_argument("--out", help="archive: the zip file to write")
 
 
 def _print(data: Any) -> None:
@@ -34,6 +44,8 @@ def run(ctx: Any, db: Any, args: argparse.Namespace) -> int:
     from offhook.provisioning.services import admin_users
     from offhook.provisioning.services import sessions as session_rows
 
+    if args.command == "privacy":
+        return _privacy(ctx, db, args)
     if args.command == "mfa":
         user = admin_users.get_admin_user(db, args.username)
         if args.action == "reset":
@@ -67,4 +79,22 @@ def run(ctx: Any, db: Any, args: argparse.Namespace) -> int:
         print(f"{r['id']:>6}  {r['user']:<20} {r['created_at']}  {r['ip']:<16} {factor}")
     if not rows:
         print("no live sessions")
+    return 0
+
+
+def _privacy(ctx: Any, db: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from offhook.contract.atomic import atomic_write_bytes
+    from offhook.provisioning import privacy, retention
+
+    if args.action == "classes":
+        _print(privacy.data_classes(ctx.settings))
+        return 0
+    if not args.out:
+        raise SystemExit("privacy archive: --out FILE.zip")
+    data = retention.export_subject(db, ctx.actor, device=args.device, extension=args.extension)
+    db.commit()  # the export is audited
+    atomic_write_bytes(Path(args.out), privacy.export_archive(data), mode=0o600)
+    print(f"exported to {args.out}")
     return 0

@@ -4,7 +4,7 @@ Data classes (periods in settings.RetentionDays):
 - network:  status reports (IP, SIP contact, uptime); devices' last IP/contact when not seen since
 - cdr:      call records
 - quality:  quality records and device events
-- security: admin login attempts and the audit log
+- security: admin login attempts, the audit log, admins' sessions and sign-in networks
 - identity: rejected/revoked devices (MAC, serial, lines) not seen or changed since
 A subject is a device (id or MAC) or a line's extension. Every export and erase is audited.
 """
@@ -25,6 +25,8 @@ from offhook.provisioning.db import Database, rowcount
 from offhook.provisioning.models import (
     DEVICE_REJECTED,
     DEVICE_REVOKED,
+    AdminKnownNetwork,
+    AdminSession,
     AuditEntry,
     CallRecordRow,
     Device,
@@ -75,6 +77,8 @@ def purge_session(db: Session, retention: RetentionDays, actor: str) -> dict[str
         c = cutoff(retention.security)
         counts["login_attempts"] = _delete_before(db, LoginAttempt.time, c)
         counts["audit_log"] = _delete_before(db, AuditEntry.time, c)
+        counts["admin_sessions"] = _delete_before(db, AdminSession.created_at, c)
+        counts["admin_known_networks"] = _delete_before(db, AdminKnownNetwork.last_seen, c)
     if retention.identity:
         c = cutoff(retention.identity)
         stale = list(

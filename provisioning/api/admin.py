@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from offhook.contract.config import ConfigError
-from offhook.provisioning import audit, operations, retention
+from offhook.provisioning import audit, operations, privacy, retention
 from offhook.provisioning.admin_auth import (
     AdminError,
     client_ip,
@@ -886,13 +886,22 @@ def _report_route(path: str, order: Any, reply: type[BaseModel]) -> None:
     model = order.class_
 
     def handler(
-        db: DbSession, _user: Reader, device: str | None = None, limit: Limit = 500
+        request: Request,
+        db: DbSession,
+        user: Reader,
+        device: str | None = None,
+        limit: Limit = 500,
     ) -> list[dict[str, Any]]:
         query = select(model).order_by(order.desc()).limit(limit)
         if device:
             with _api_errors():
                 query = query.where(model.device_id == operations.get_device(db, device).id)
-        return [_row(r) for r in db.scalars(query)]
+        rows = [_row(r) for r in db.scalars(query)]
+        if model is CallRecordRow:  # who read call records is audited (provisioning.privacy)
+            filters = {"device": device, "limit": limit}
+            database = request.app.state.database
+            privacy.audit_cdr_read(database, _actor(user, request), "rest", filters, len(rows))
+        return rows
 
     handler.__name__ = f"list_{path}"
     # list[reply] of a runtime class: fine for FastAPI, opaque to mypy

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import socket
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -437,21 +439,42 @@ def test_privacy_export_and_erase_are_audited(server: ProvisioningServer, page: 
     page.goto("/privacy")
     export_form = page.locator('form[action="/privacy/export"]')
     export_form.get_by_label("Device id / MAC or extension").fill(mac)
+    # The page describes each class of data from the running configuration.
+    cdr_class = page.locator('#data-classes tr[data-class="cdr"]')
+    expect(cdr_class).to_contain_text("call_records")
+    expect(cdr_class).to_contain_text("180 days (OFFHOOK_RETENTION_CDR_DAYS)")
+    expect(cdr_class).to_contain_text("read-only, operator, admin; export and erase: admin")
     with page.expect_download() as download_info:
-        export_form.get_by_role("button", name="Download JSON").click()
-    exported = Path(download_info.value.path()).read_text()
-    assert cred.device_id in exported
-    assert "sip:200@pbx.example" in exported
+        export_form.get_by_role("button", name="Download").click()
+    assert download_info.value.suggested_filename.endswith(".zip")
+    with zipfile.ZipFile(download_info.value.path()) as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("manifest.json"))
+        device_rows = json.loads(archive.read("device.json"))
+        calls_csv = archive.read("call_records.csv").decode()
+    assert {"device.json", "device.csv", "call_records.json", "call_records.csv"} <= names
+    assert manifest["tables"]["call_records"] == 1
+    assert device_rows[0]["id"] == cred.device_id and "secret_enc" not in device_rows[0]
+    assert "sip:200@pbx.example" in calls_csv
 
     erase_form = page.locator('form[action="/privacy/erase"]')
     erase_form.get_by_label("Device id / MAC or extension").fill(mac)
     erase_form.get_by_label("Type it again to confirm").fill(mac)
     erase_form.get_by_role("button", name="Erase permanently").click()
     expect(page.get_by_role("status").first).to_contain_text("Erased device")
+    erased = page.locator("#erased")
+    expect(erased.locator("tr", has_text="call_records")).to_contain_text("1")
+    expect(erased.locator("tr", has_text="devices")).to_contain_text("1")
+    page.reload()  # shown once
+    expect(page.locator("#erased")).to_have_count(0)
     assert server.admin.get(f"/devices/{mac}").status_code == 404
+
+    page.goto("/cdrs?extension=201")  # reading call records is audited
     actions = [(e["action"], e["actor"]) for e in audit_entries(server)]
     assert ("privacy.export", "admin:alice") in actions
     assert ("privacy.erase", "admin:alice") in actions
+    reads = [e for e in audit_entries(server) if e["action"] == "cdr.read"]
+    assert reads[0]["actor"] == "admin:alice" and reads[0]["after"]["extension"] == "201"
 
 
 def test_operator_adds_a_line_and_its_password_stays_out_of_the_audit_log(

@@ -4,8 +4,11 @@ password history), each change audited with its actor."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +138,51 @@ def test_password_history_over_rest(server: ProvisioningServer, tmp_path: Path) 
     assert ok.status_code == 204
     # A new password ends the user's API tokens too, this one included.
     assert api.get("/me/mfa").status_code == 401
+
+
+def test_privacy_classes_archive_and_cdr_reads_over_rest_and_cli(
+    server: ProvisioningServer, tmp_path: Path
+) -> None:
+    mac = "b8:27:eb:10:20:30"
+    cred = server.enroll(mac, name="Archive me")
+    with cred.client() as phone:
+        call = {
+            "id": "cdr-archive-1",
+            "direction": "outgoing",
+            "account": 0,
+            "local_uri": "sip:301@pbx.example",
+            "remote_uri": "sip:302@pbx.example",
+            "remote_name": "",
+            "start": time.time() - 600,
+            "answer": time.time() - 595,
+            "end": time.time() - 565,
+            "disposition": "answered",
+            "status_code": 200,
+        }
+        phone.post("/api/v1/device/cdrs", json={"records": [call]}).raise_for_status()
+
+    classes = server.admin.get("/privacy/classes").json()
+    by_key = {c["key"]: c for c in classes}
+    assert set(by_key) == {"identity", "network", "cdr", "quality", "preferences", "security"}
+    assert by_key["cdr"]["retention_days"] == 180 and by_key["cdr"]["tables"] == ["call_records"]
+    assert by_key["security"]["readers"] == ["read-only", "operator", "admin"]
+
+    reply = server.admin.post("/privacy/export.zip", json={"device": mac})
+    assert reply.status_code == 200 and reply.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(reply.content)) as archive:
+        assert json.loads(archive.read("manifest.json"))["tables"]["call_records"] == 1
+        assert "sip:302@pbx.example" in archive.read("call_records.csv").decode()
+
+    out = tmp_path / "subject.zip"
+    made = server.fleet("privacy", "archive", "--device", mac, "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    with zipfile.ZipFile(out) as archive:
+        assert json.loads(archive.read("device.json"))[0]["mac"] == mac
+    shown = server.fleet("privacy", "classes")
+    assert json.loads(shown.stdout)[2]["key"] == "cdr"
+
+    exports = audit(server, "privacy.export")
+    assert {str(e["actor"]).split(":")[0] for e in exports} >= {"admin", "cli"}
+    assert server.admin.get("/cdrs", params={"device": mac}).status_code == 200
+    reads = audit(server, "cdr.read")
+    assert reads[0]["target_id"] == "rest" and reads[0]["after"]["rows"] == 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
 from tests.fixtures.provisioning_server import ProvisioningServer
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 ROLES = ("read-only", "operator", "admin")
 PREFIX = "/api/v1/admin"
+ROLE_PW = "role-test-password"  # the password of the users made for the non-admin roles
 
 
 def _mac() -> str:
@@ -85,6 +87,58 @@ class Env:
         reply = self.caller.post("/api-tokens", json={"name": _name("own")})
         reply.raise_for_status()
         return reply.json()["id"]
+
+    def enrolment_code(self, client: httpx.Client | None = None) -> str:
+        """A fresh TOTP enrolment (an earlier second factor removed first): a valid code."""
+        client = client or self.caller
+        client.delete("/me/mfa")  # 422 when there is none
+        reply = client.post("/me/mfa/enrol")
+        reply.raise_for_status()
+        return pyotp.TOTP(reply.json()["secret"]).now()
+
+    def mfa_on(self, client: httpx.Client | None = None) -> None:
+        client = client or self.caller
+        code = self.enrolment_code(client)
+        client.post("/me/mfa/confirm", json={"code": code}).raise_for_status()
+
+    def with_mfa(self, path: str, client: httpx.Client | None = None) -> tuple[str, dict[str, Any]]:
+        """The second factor on (the caller's, or ``client``'s user's), then ``path``."""
+        self.mfa_on(client)
+        return path, {}
+
+    def without_mfa(self, path: str) -> tuple[str, dict[str, Any]]:
+        self.caller.delete("/me/mfa")  # 422 when there is none
+        return path, {}
+
+    def own_session(self) -> int:
+        """A web sign-in of the caller's user: its session's id."""
+        username = self.caller.get("/me").json()["username"]
+        self.caller.delete("/me/mfa")  # the sign-in asks for no code
+        password = self.server.admin_password if username == self.server.admin_user else ROLE_PW
+        web = httpx.Client(base_url=self.server.base_url, timeout=30)
+        form = web.get("/login").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+        body = {"username": username, "password": password, "csrf_token": csrf}
+        assert web.post("/login", data=body).status_code == 303
+        web.close()
+        return self.caller.get("/me/sessions").json()[0]["id"]
+
+    def throwaway_caller(self) -> dict[str, str]:
+        """Headers of a new user with the caller's role: a new password ends the user's
+        tokens, so the module's callers must not change theirs."""
+        role = self.caller.get("/me").json()["role"]
+        made = self.server.fleet(
+            "create-admin",
+            _name("pw"),
+            "--role",
+            role,
+            "--password-stdin",
+            "--api-token",
+            input_text=ROLE_PW + "\n",
+        )
+        assert made.returncode == 0, made.stderr
+        token = re.search(r"api token: (\S+)", made.stdout).group(1)  # type: ignore[union-attr]
+        return {"Authorization": f"Bearer {token}"}
 
     def bundle(self, compatible: str = "offhook-roles") -> bytes:
         """A real signed RAUC bundle the server's keyring accepts, of a new version."""
@@ -340,10 +394,60 @@ ROUTES: list[tuple[str, str, str, Make]] = [
         "read-only",
         lambda e: (f"/api-tokens/{e.own_api_token()}", {}),
     ),
+    # one's own sign-in security; another admin's second factor; privacy classes and archive
+    ("GET", "/me/mfa", "read-only", lambda e: ("/me/mfa", {})),
+    ("POST", "/me/mfa/enrol", "read-only", lambda e: e.without_mfa("/me/mfa/enrol")),
+    (
+        "POST",
+        "/me/mfa/confirm",
+        "read-only",
+        lambda e: ("/me/mfa/confirm", {"json": {"code": e.enrolment_code()}}),
+    ),
+    (
+        "POST",
+        "/me/mfa/recovery-codes",
+        "read-only",
+        lambda e: e.with_mfa("/me/mfa/recovery-codes"),
+    ),
+    ("DELETE", "/me/mfa", "read-only", lambda e: e.with_mfa("/me/mfa")),
+    (
+        "DELETE",
+        "/users/{ref}/mfa",
+        "admin",
+        lambda e: e.with_mfa(f"/users/{e.server.admin_user}/mfa", e.admin),
+    ),
+    ("GET", "/me/sessions", "read-only", lambda e: ("/me/sessions", {})),
+    (
+        "DELETE",
+        "/sessions/{session_id}",
+        "read-only",
+        lambda e: (f"/sessions/{e.own_session()}", {}),
+    ),
+    ("GET", "/me/networks", "read-only", lambda e: ("/me/networks", {})),
+    (
+        "POST",
+        "/me/password",
+        "read-only",
+        lambda e: (
+            "/me/password",
+            {
+                "json": {"current": ROLE_PW, "password": _name("new-password")},
+                "headers": e.throwaway_caller(),
+            },
+        ),
+    ),
+    ("GET", "/privacy/classes", "admin", lambda e: ("/privacy/classes", {})),
+    (
+        "POST",
+        "/privacy/export.zip",
+        "admin",
+        lambda e: ("/privacy/export.zip", {"json": {"device": e.device()}}),
+    ),
 ]
 # Variants of a route that need more than the route itself (not counted for coverage).
 VARIANTS: list[tuple[str, str, str, Make]] = [
     ("GET", "/api-tokens?all", "admin", lambda e: ("/api-tokens", {"params": {"all": "true"}})),
+    ("GET", "/me/sessions?all", "admin", lambda e: ("/me/sessions", {"params": {"all": "true"}})),
     # A rollout to the whole fleet is the admins' (each on a board of its own: no overlap).
     (
         "POST",
@@ -376,7 +480,7 @@ def tokens(server: ProvisioningServer) -> dict[str, str]:
             role,
             "--password-stdin",
             "--api-token",
-            input_text="role-test-password\n",
+            input_text=ROLE_PW + "\n",
         )
         assert made.returncode == 0, made.stderr
         found[role] = re.search(r"api token: (\S+)", made.stdout).group(1)  # type: ignore[union-attr]

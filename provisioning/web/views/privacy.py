@@ -1,4 +1,6 @@
-"""Privacy requests: export or erase everything stored about a device or an extension."""
+"""Privacy: what client data the server keeps (from the running configuration:
+``provisioning.privacy``), and requests to export (one zip, or JSON) or erase everything
+stored about a device or an extension."""
 
 from __future__ import annotations
 
@@ -9,13 +11,13 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
-from offhook.provisioning import retention
+from offhook.provisioning import privacy, retention
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import AdminUser
 from offhook.provisioning.operations import OperationError
-from offhook.provisioning.web.actions import actor_for, back_with_form, done
+from offhook.provisioning.web.actions import actor_for, back_with_form
 from offhook.provisioning.web.core import WebRoute, permitted, render
-from offhook.provisioning.web.sessions import take_form
+from offhook.provisioning.web.sessions import add_flash, take_form
 
 router = APIRouter(route_class=WebRoute)
 PrivacyExport = Annotated[AdminUser, permitted("privacy.export")]
@@ -25,6 +27,8 @@ SUBJECT_KINDS = ("device", "extension")
 
 def _page(request: Request) -> Response:
     form = take_form(request, "/privacy")
+    erased = json.loads(str(form.pop("erased", "{}")))
+    erased_subject = form.pop("erased_subject", "")
     return render(
         request,
         "privacy.html",
@@ -34,6 +38,9 @@ def _page(request: Request) -> Response:
             "error": form.get("error", ""),
             "form": {"kind": "device", "subject": "", **form},
             "kinds": SUBJECT_KINDS,
+            "classes": privacy.data_classes(request.app.state.services.settings),
+            "erased": erased,
+            "erased_subject": erased_subject,
         },
     )
 
@@ -58,6 +65,7 @@ def privacy_export(
     db: DbSession,
     kind: Annotated[str, Form()] = "device",
     subject: Annotated[str, Form()] = "",
+    format: Annotated[str, Form()] = "zip",
 ) -> Response:
     try:
         data = retention.export_subject(db, actor_for(request, admin), **_subject(kind, subject))
@@ -68,11 +76,19 @@ def privacy_export(
         )
     db.commit()  # the export itself is audited
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", subject.strip())[:64]
+    if format == "json":
+        body, media, suffix = (
+            json.dumps(data, indent=2, sort_keys=True, default=str).encode(),
+            "application/json",
+            "json",
+        )
+    else:  # one archive: a JSON and a CSV file per table, and a manifest
+        body, media, suffix = privacy.export_archive(data), "application/zip", "zip"
     return Response(
-        json.dumps(data, indent=2, sort_keys=True, default=str),
-        media_type="application/json",
+        body,
+        media_type=media,
         headers={
-            "content-disposition": f'attachment; filename="offhook-export-{kind}-{safe}.json"',
+            "content-disposition": f'attachment; filename="offhook-export-{kind}-{safe}.{suffix}"',
             "cache-control": "no-store",
         },
     )
@@ -98,4 +114,9 @@ def privacy_erase(
         return back_with_form(request, "/privacy", {"error": str(exc), **form})
     db.commit()
     summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
-    return done(request, "/privacy", f"Erased {kind} {subject.strip()}: {summary}.")
+    # The page it lands on lists what went, table by table, once.
+    response = back_with_form(
+        request, "/privacy", {"erased": json.dumps(counts), "erased_subject": subject.strip()}
+    )
+    add_flash(request, response, "ok", f"Erased {kind} {subject.strip()}: {summary}.")
+    return response

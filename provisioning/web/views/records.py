@@ -9,8 +9,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from offhook.provisioning import privacy
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import CallRecordRow, Device, QualityRecord
+from offhook.provisioning.web.actions import actor_for
 from offhook.provisioning.web.core import Reader, WebRoute, render
 from offhook.provisioning.web.paging import fetch_page, page_url, parse_paging
 from offhook.provisioning.web.queries import device_labels
@@ -84,6 +86,11 @@ def cdrs_page(
     cdrs: list[CallRecordRow] = []
     if not errors:
         cdrs, paging = fetch_page(db, query, paging)
+        filters: dict[str, object] = {"device": device, "extension": extension}
+        filters |= {"since": since, "until": until, "direction": direction}
+        filters |= {"disposition": disposition, "page": paging.number}
+        actor = actor_for(request, admin)
+        privacy.audit_cdr_read(request.app.state.database, actor, "web", filters, len(cdrs))
     return render(
         request,
         "cdrs.html",
