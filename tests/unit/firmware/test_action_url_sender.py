@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 from offhook.firmware.action_url_sender import ActionUrlSender
+from offhook.firmware.devtools.certs import make_certificates
 from offhook.firmware.events import ActionUrl
 from tests.fixtures.http_recorder import http_recorder
 from tests.fixtures.waiting import wait_until
@@ -70,3 +74,25 @@ def test_an_unreachable_server_does_not_block_submit_and_the_queue_is_bounded() 
     for i in range(5):
         s.submit(ActionUrl("incoming", f"http://127.0.0.1:9/{i}"))
     assert s.pending() == 3 and s.dropped == 2
+
+
+def test_https_with_the_servers_ca_and_a_refused_unknown_ca(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path / "tls")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certs.cert, certs.key)
+    trusting = ssl.create_default_context(cafile=str(certs.ca_cert))
+    with http_recorder(server) as https:
+        good = ActionUrlSender(ssl_context=trusting, sleep=lambda _s: False)
+        strict = ActionUrlSender(sleep=lambda _s: False)  # the system's CAs only
+        good.start()
+        strict.start()
+        try:
+            good.submit(ActionUrl("incoming", f"{https.base}/in?caller=1002"))
+            wait_until(lambda: good.sent == 1, "sent over HTTPS")
+            assert https.paths() == ["/in?caller=1002"]
+            strict.submit(ActionUrl("incoming", f"{https.base}/in?caller=1003", retries=0))
+            wait_until(lambda: strict.failed == 1, "refused: the CA is not trusted")
+            assert https.paths() == ["/in?caller=1002"]
+        finally:
+            good.stop()
+            strict.stop()
