@@ -8,8 +8,9 @@ Replaces of the other call), ``calls``, ``quit``. Incoming calls are answered 18
 configured ``audio.capture``/``audio.playback`` PCMs through the phone's own ALSA bridge
 (``AlsaAudio``), as the phone process does; ``--tone HZ`` sends a sine; ``--play RAW`` sends a
 16-bit mono raw file at ``audio.sample_rate`` and ``--record RAW`` writes what was received, both
-at the pace of pjsua's clock, without the bridge. Useful for diagnostics on a phone, and for
-benchmarks and tests that need the engine in its own process (pjsua2 allows one per process).
+at the pace of pjsua's clock, without the bridge; ``--echo`` sends back what it receives.
+Useful for diagnostics on a phone, and for benchmarks and tests that need the engine in its own
+process (pjsua2 allows one per process).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from offhook.firmware.events import (
 )
 from offhook.firmware.ports import AudioEndpoint
 from offhook.firmware.sip.engine import SipEngine
-from offhook.firmware.sip.file_endpoint import FileEndpoint
+from offhook.firmware.sip.file_endpoint import EchoEndpoint, FileEndpoint
 from offhook.firmware.sip.sine import SineEndpoint
 
 _print_lock = threading.Lock()
@@ -93,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     sound = parser.add_mutually_exclusive_group()
     sound.add_argument("--tone", type=float, default=0.0, help="send a sine of this frequency")
     sound.add_argument("--alsa", action="store_true", help="calls use the configured ALSA PCMs")
+    sound.add_argument("--echo", action="store_true", help="send back what calls receive")
     parser.add_argument("--play", type=Path, help="send this raw S16_LE mono file in calls")
     parser.add_argument("--record", type=Path, help="write what calls received to this raw file")
     args = parser.parse_args(argv)
-    if (args.play or args.record) and (args.alsa or args.tone):
-        parser.error("--play/--record replace --alsa and --tone")
+    if (args.play or args.record) and (args.alsa or args.tone or args.echo):
+        parser.error("--play/--record replace --alsa, --tone and --echo")
     config = load_config(args.config)
     logging.basicConfig(level=config.logging.level.upper(), stream=sys.stderr)
     audio: AudioEndpoint | None = None
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         handset.start()
     elif args.tone:
         audio = SineEndpoint(args.tone, config.audio.sample_rate)
+    elif args.echo:
+        audio = EchoEndpoint(config.audio.sample_rate)
     elif args.play or args.record:
         audio = files = FileEndpoint(args.play, args.record, config.audio.sample_rate)
     engine: SipEngine | None = None

@@ -9,6 +9,7 @@ none of the bridge's rings or device threads in between.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from pathlib import Path
 
 from offhook.contract.atomic import atomic_write_bytes
@@ -44,3 +45,21 @@ class FileEndpoint:
             with self._lock:
                 data = bytes(self._received)
             atomic_write_bytes(self._record, data)
+
+
+class EchoEndpoint:
+    """Sends back what it receives, one frame later: a far end for delay measurements."""
+
+    def __init__(self, sample_rate: int = 16000, max_frames: int = 50) -> None:
+        self.sample_rate = sample_rate
+        self.frame_samples = sample_rate // 50
+        self._frames: deque[bytes] = deque(maxlen=max_frames)
+
+    def read_capture_frame(self) -> bytes:
+        try:
+            return self._frames.popleft()
+        except IndexError:
+            return bytes(self.frame_samples * 2)
+
+    def write_playback_frame(self, pcm: bytes) -> None:
+        self._frames.append(pcm)

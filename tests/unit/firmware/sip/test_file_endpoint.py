@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from offhook.firmware.sip.file_endpoint import FileEndpoint
+from offhook.firmware.sip.file_endpoint import EchoEndpoint, FileEndpoint
 
 
 def test_capture_frames_come_from_the_file_in_order_then_silence(tmp_path: Path) -> None:
@@ -29,3 +29,13 @@ def test_received_frames_are_written_in_order_on_close(tmp_path: Path) -> None:
     assert record.read_bytes() == b"".join(frames)
     assert endpoint.frames_played == 5
     assert FileEndpoint().read_capture_frame() == bytes(640)  # no file: silence
+
+
+def test_echo_endpoint_sends_back_what_it_received() -> None:
+    echo = EchoEndpoint(sample_rate=16000)
+    assert echo.read_capture_frame() == bytes(640)  # nothing received yet
+    echo.write_playback_frame(b"\x01" * 640)
+    echo.write_playback_frame(b"\x02" * 640)
+    assert echo.read_capture_frame() == b"\x01" * 640
+    assert echo.read_capture_frame() == b"\x02" * 640
+    assert echo.read_capture_frame() == bytes(640)
