@@ -499,7 +499,9 @@ class DialogWatcher:
         except DialogInfoError as exc:
             log.warning("blf: dialog-info refused", extra=kv(extension=sub.extension, error=exc))
             info = None
-        if info is not None and (info.version > sub.version or not info.dialogs or info.full):
+        # A NOTIFY older than one already seen (two notifier processes can reorder them) is
+        # answered but not believed; an empty body (nothing published yet) carries no version.
+        if info is not None and (info.version > sub.version or not body.strip()):
             sub.version = info.version
             if info.full:
                 sub.dialogs.clear()

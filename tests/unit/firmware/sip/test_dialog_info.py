@@ -91,3 +91,27 @@ def test_uri_host_port_and_tags() -> None:
     assert host_port("sip:[::1]:5080") == ("::1", 5080)
     assert tag_of("<sip:1001@h>;tag=abc ;x=1") == "abc"
     assert tag_of("<sip:1001@h>") == ""
+
+
+def test_the_watcher_believes_no_older_notify_than_one_seen() -> None:
+    from offhook.firmware.events import ExtensionState
+    from offhook.firmware.sip.dialog_watch import DialogWatcher, Subscription
+
+    seen: list[ExtensionState] = []
+    watcher = DialogWatcher(seen.append, "127.0.0.1")
+    try:
+        sub = Subscription(0, "1002", to_tag="t")
+        confirmed = EARLY.replace("<state>early</state>", "<state>confirmed</state>")
+        idle = '<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="5" state="full"/>'
+
+        def notify(body: str) -> None:
+            data = b"NOTIFY sip:x SIP/2.0\r\n\r\n" + body.encode()
+            watcher._on_notify(sub, {"subscription-state": ["active"]}, data)
+
+        notify(idle)  # version 5: nothing going on
+        notify(confirmed.replace('version="3"', 'version="4"'))  # late: before 5
+        assert [e.dialogs for e in seen] == [()]
+        notify(confirmed.replace('version="3"', 'version="6"'))
+        assert seen[-1].dialogs[0].state == "confirmed"
+    finally:
+        watcher.stop()
