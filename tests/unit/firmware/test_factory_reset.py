@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +77,29 @@ def test_a_read_only_data_directory_is_reported(tmp_path: Path) -> None:
             FactoryResetter(data).reset()
     finally:
         data.chmod(0o700)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a mount namespace"
+)
+def test_a_read_only_data_partition_is_reported_and_nothing_lost(tmp_path: Path) -> None:
+    data = phone_data(tmp_path)
+    before = sorted(str(p) for p in data.rglob("*"))
+    code = (
+        "from pathlib import Path\n"
+        "from offhook.firmware.factory_reset import FactoryResetter, FactoryResetError\n"
+        "try:\n"
+        f"    FactoryResetter(Path({str(data)!r})).reset()\n"
+        "except FactoryResetError as exc:\n"
+        "    print(exc)\n"
+    )
+    script = (
+        f"mount --bind {data} {data} && mount -o remount,bind,ro {data} && "
+        f"{sys.executable} -c {shlex.quote(code)}"
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Read-only file system" in done.stdout
+    assert sorted(str(p) for p in data.rglob("*")) == before

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,4 +114,38 @@ def test_the_simulator_shows_the_network_but_never_changes_it(tmp_path: Path) ->
     assert not net.status().writable
     with pytest.raises(NetworkSettingsError, match="not the phone's to change"):
         net.apply(STATIC)
+    assert not list((root / "etc/systemd/network").iterdir())
+
+
+def in_read_only_mount(directory: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` with ``directory`` mounted read-only (as the image's root is), in a mount
+    namespace of its own: root ignores permission bits, not a read-only mount."""
+    script = (
+        f"mount --bind {directory} {directory} && mount -o remount,bind,ro {directory} && "
+        f"{sys.executable} -c {shlex.quote(code)}"
+    )
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a mount namespace"
+)
+def test_a_read_only_root_shows_the_network_as_set_by_the_os(tmp_path: Path) -> None:
+    root = root_with(tmp_path, "networkd")
+    code = (
+        "from pathlib import Path\n"
+        "from offhook.firmware.features.events import ApplyNetwork\n"
+        "from offhook.firmware.network_settings import NetworkSettings, NetworkSettingsError\n"
+        f"net = NetworkSettings(Path({str(root)!r}), reload=lambda _: None)\n"
+        "assert not net.status().writable\n"
+        "try:\n"
+        "    net.apply(ApplyNetwork('static', '10.0.0.5/24', '10.0.0.1'))\n"
+        "except NetworkSettingsError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = in_read_only_mount(root / "etc/systemd/network", code)
+    assert done.returncode == 0, done.stderr
+    assert "read-only: the network is set by the OS" in done.stdout
     assert not list((root / "etc/systemd/network").iterdir())
