@@ -130,7 +130,7 @@ def server_main(argv: list[str]) -> int:
     setup_logging(args.log_level, identifier="offhook-provisioning")
     settings = _settings_from_args(args)
     private_directory(settings.data_dir)
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, settings.db_key)
     database.migrate()  # once here, so workers starting together do not race
     database.dispose()
     if args.command == "migrate":
@@ -238,7 +238,7 @@ class FleetContext:
             from offhook.provisioning.private_files import private_directory
 
             private_directory(self.settings.data_dir)  # the key file goes here
-        self.database = Database(url)
+        self.database = Database(url, self.settings.db_key)
         try:
             if not create:
                 _check_existing_fleet(self.database, url)
@@ -346,6 +346,9 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--csv", action="store_true", help="CSV, as the web UI exports it")
     cmd("groups", "groups and sites as a tree, with device counts that include subgroups")
+    p = cmd("effective", "a device's settings: each key's value and where it comes from")
+    p.add_argument("device", help="MAC or id")
+    p.add_argument("--json", action="store_true")
     p = cmd(
         "bulk", "one action on many devices: approve, reject, revoke, reset, move, resync, delete"
     )
@@ -511,6 +514,8 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
             return _bulk(ctx, db, args)
         if command == "groups":
             return _groups(db)
+        if command == "effective":
+            return _effective(db, args)
         if command == "group":
             group = ops.create_group(db, ctx.actor, args.name, args.kind, args.parent)
             print(f"created {group.kind} {group.name} id={group.id}")
@@ -640,6 +645,31 @@ def _devices(db: Any, args: argparse.Namespace) -> int:
         )
     Console().print(table)
     print(f"{len(devices)} device(s)")
+    return 0
+
+
+def _effective(db: Any, args: argparse.Namespace) -> int:
+    """The device page's "effective value and its source", from the same service."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from offhook.provisioning import audit
+    from offhook.provisioning.operations import get_device
+    from offhook.provisioning.services import setting_fields
+
+    device = get_device(db, args.device)
+    secret = {f.key for s in setting_fields.sections() for f in s.fields if f.secret}
+    rows = [
+        (key, audit.MASK if key in secret and value else value, source)
+        for key, (value, source) in sorted(setting_fields.device_effective(db, device).items())
+    ]
+    if args.json:
+        _print_json([{"key": k, "value": v, "source": s} for k, v, s in rows])
+        return 0
+    table = Table("setting", "value", "source")
+    for key, value, source in rows:
+        table.add_row(key, json.dumps(value), source)
+    Console().print(table)
     return 0
 
 

@@ -57,6 +57,7 @@ from offhook.provisioning.models import (
 )
 from offhook.provisioning.operations import Actor, OperationError
 from offhook.provisioning.render import fleet_defaults, render_device
+from offhook.provisioning.services import setting_fields
 from offhook.provisioning.services.actors import admin_actor, commit_and_resync
 from offhook.provisioning.services.admin_users import (
     change_admin_role,
@@ -575,6 +576,45 @@ def _change(
         )
     notified = _commit_and_resync(db, services, changed)
     return {"changed_devices": len(changed), "notified": notified}
+
+
+@router.get("/settings/schema", response_model=list[replies.SettingsSection])
+def settings_schema(_user: Reader) -> list[dict[str, Any]]:
+    """What the web UI's settings editor is generated from: every key the server may set, by
+    section, with its meaning, type, allowed values, range and default."""
+    return [
+        {
+            "name": section.name,
+            "description": section.description,
+            "fields": [
+                {
+                    "key": f.key,
+                    "kind": f.kind,
+                    "description": f.description,
+                    "choices": list(f.choices),
+                    "minimum": f.minimum,
+                    "maximum": f.maximum,
+                    "default": f.default,
+                    "secret": f.secret,
+                }
+                for f in section.fields
+            ],
+        }
+        for section in setting_fields.sections()
+    ]
+
+
+@router.get("/devices/{ref}/settings/effective", response_model=list[replies.EffectiveSetting])
+def effective_settings(ref: str, db: DbSession, _user: Reader) -> list[dict[str, Any]]:
+    """Each settable key's value for this device and where it comes from (default, fleet,
+    template, site/group, device), as the device page shows it. Secrets are masked."""
+    with _api_errors():
+        device = operations.get_device(db, ref)
+    secret = {f.key for s in setting_fields.sections() for f in s.fields if f.secret}
+    return [
+        {"key": key, "value": audit.MASK if key in secret and value else value, "source": source}
+        for key, (value, source) in sorted(setting_fields.device_effective(db, device).items())
+    ]
 
 
 @router.get("/settings/fleet", response_model=replies.PartialConfig)

@@ -121,6 +121,31 @@ class RenderedConfig(RootModel[dict[str, Any]]):
     ``***``."""
 
 
+class SettingFieldOut(BaseModel):
+    key: str = Field(description="dotted: section.key")
+    kind: str = Field(description="boolean | integer | number | string | choice | list")
+    description: str
+    choices: list[Any] = Field(description="choice: the allowed values")
+    minimum: float | None
+    maximum: float | None
+    default: Any
+    secret: bool = Field(description="never shown back once set")
+
+
+class SettingsSection(BaseModel):
+    name: str
+    description: str
+    fields: list[SettingFieldOut]
+
+
+class EffectiveSetting(BaseModel):
+    key: str
+    value: Any
+    source: str = Field(
+        description="default | fleet | template NAME | site NAME | group NAME | device"
+    )
+
+
 class GroupOut(BaseModel):
     id: int
     name: str

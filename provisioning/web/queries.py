@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from offhook.contract.config import PhoneConfig
 from offhook.provisioning.models import (
     DEVICE_APPROVED,
     DEVICE_PENDING,
@@ -22,13 +21,11 @@ from offhook.provisioning.models import (
     utcnow,
 )
 from offhook.provisioning.render import (
-    LOCAL_KEYS,
-    LOCAL_SECTIONS,
-    SERVER_MANAGED,
     fleet_defaults,
     group_chain,
 )
 from offhook.provisioning.services.device_list import DeviceFilter, find_devices
+from offhook.provisioning.services.setting_fields import settable_defaults
 from offhook.provisioning.web.liveness import (
     DEFAULT_POLL_INTERVAL_S,
     device_not_seen_after,
@@ -209,16 +206,6 @@ def settings_layers(db: Session, device: Device) -> list[tuple[str, dict[str, An
         layers.append(("device name", {"device": {"name": device.name}}))
     layers.append(("device", device.settings or {}))
     return layers
-
-
-def settable_defaults() -> dict[str, Any]:
-    """Every key the server may set, with the schema's default."""
-    defaults = PhoneConfig().model_dump(mode="json")
-    for section in (*LOCAL_SECTIONS, *SERVER_MANAGED):
-        defaults.pop(section, None)
-    for section, key in LOCAL_KEYS:
-        defaults[section].pop(key, None)
-    return flatten(defaults)
 
 
 def settings_provenance(db: Session, device: Device) -> list[SettingRow]:

@@ -178,6 +178,39 @@ ROUTES: list[tuple[str, str, str, Make]] = [
     ),
     (
         "POST",
+        "/devices/{device_id}/settings/section",
+        "operator",
+        lambda e: (
+            f"/devices/{e.device()['id']}/settings/section",
+            {"section": "audio", "audio.tone_plan": "uk"},
+        ),
+    ),
+    (
+        "POST",
+        "/groups/{group_id}/settings/section",
+        "operator",
+        lambda e: (
+            f"/groups/{e.group()['id']}/settings/section",
+            {"section": "audio", "audio.tone_plan": "eu"},
+        ),
+    ),
+    (
+        "POST",
+        "/templates/{template_id}/settings/section",
+        "operator",
+        lambda e: (
+            f"/templates/{e.template()['id']}/settings/section",
+            {"section": "features", "features.dnd": "true"},
+        ),
+    ),
+    (
+        "POST",
+        "/fleet/settings/section",
+        "admin",
+        lambda e: ("/fleet/settings/section", {"section": "device", "device.language": "en"}),
+    ),
+    (
+        "POST",
         "/groups/{group_id}/resync",
         "operator",
         lambda e: (f"/groups/{e.group()['id']}/resync", {}),

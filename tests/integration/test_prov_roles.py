@@ -235,6 +235,13 @@ ROUTES: list[tuple[str, str, str, Make]] = [
     ),
     ("GET", "/groups", "read-only", lambda e: ("/groups", {})),
     ("GET", "/groups/tree", "read-only", lambda e: ("/groups/tree", {})),
+    ("GET", "/settings/schema", "read-only", lambda e: ("/settings/schema", {})),
+    (
+        "GET",
+        "/devices/{ref}/settings/effective",
+        "read-only",
+        lambda e: (f"/devices/{e.device()}/settings/effective", {}),
+    ),
     ("GET", "/devices/export", "read-only", lambda e: ("/devices/export", {})),
     (
         "POST",

@@ -56,6 +56,12 @@ from offhook.provisioning.web.queries import (
     settings_provenance,
 )
 from offhook.provisioning.web.sessions import add_flash, take_form
+from offhook.provisioning.web.settings_form import (
+    device_effective,
+    editor,
+    save_section,
+    scoped_change,
+)
 from offhook.provisioning.web.views import device_list
 from offhook.provisioning.web.views.changes import apply_change, apply_setting_form
 
@@ -221,6 +227,10 @@ def _detail(request: Request, db: Session, device_id: str) -> Response:
             "rendered": rendered,
             "render_error": render_error,
             "transports": TRANSPORTS,
+            "editor_sections": editor(device.settings or {}, device_effective(db, device)),
+            "form_action": f"/devices/{device.id}/settings/section",
+            "section_error": form.get("section_error", ""),
+            "section_name": form.get("section_name", ""),
         },
     )
 
@@ -323,6 +333,19 @@ def device_setting(
         key=key,
         value=value,
         unset=unset,
+    )
+
+
+@router.post("/devices/{device_id}/settings/section")
+async def device_setting_section(
+    request: Request, device_id: str, admin: DeviceSettings, db: DbSession
+) -> Response:
+    """One section of the generated settings editor (services.setting_fields)."""
+    device = _load(db, device_id)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    apply = scoped_change(request, db, admin, "device", device.id)
+    return save_section(
+        request, db, admin, f"/devices/{device.id}", form, device.settings or {}, apply
     )
 
 

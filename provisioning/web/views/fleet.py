@@ -16,6 +16,13 @@ from offhook.provisioning.render import fleet_defaults
 from offhook.provisioning.web.core import Reader, WebRoute, permitted, render
 from offhook.provisioning.web.queries import flatten, settable_defaults
 from offhook.provisioning.web.sessions import take_form
+from offhook.provisioning.web.settings_form import (
+    editor,
+    group_layers,
+    layered,
+    save_section,
+    scoped_change,
+)
 from offhook.provisioning.web.views.changes import apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
@@ -39,6 +46,12 @@ def _page(request: Request, db: Session) -> Response:
             "form_error": form.get("error", ""),
             "form_key": form.get("key", ""),
             "form_value": form.get("value", ""),
+            "editor_sections": editor(
+                fleet_defaults(db).settings or {}, layered(group_layers(db, None))
+            ),
+            "form_action": "/fleet/settings/section",
+            "section_error": form.get("section_error", ""),
+            "section_name": form.get("section_name", ""),
             # The shared editor shows its controls to operators; fleet changes need more.
             "can_operate": allowed(admin.role, "settings.fleet"),
         },
@@ -48,6 +61,15 @@ def _page(request: Request, db: Session) -> Response:
 @router.get("/fleet")
 def fleet_page(request: Request, admin: Reader, db: DbSession) -> Response:
     return _page(request, db)
+
+
+@router.post("/fleet/settings/section")
+async def fleet_setting_section(request: Request, admin: FleetSettings, db: DbSession) -> Response:
+    """One section of the generated settings editor (services.setting_fields)."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    own = fleet_defaults(db).settings or {}
+    apply = scoped_change(request, db, admin, "fleet", None)
+    return save_section(request, db, admin, "/fleet", form, own, apply)
 
 
 @router.post("/fleet/settings")

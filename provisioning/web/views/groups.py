@@ -28,6 +28,13 @@ from offhook.provisioning.web.actions import actor_for, back_with_form, commit_a
 from offhook.provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
 from offhook.provisioning.web.queries import flatten, settable_defaults
 from offhook.provisioning.web.sessions import take_form
+from offhook.provisioning.web.settings_form import (
+    editor,
+    group_layers,
+    layered,
+    save_section,
+    scoped_change,
+)
 from offhook.provisioning.web.views.changes import apply_change, apply_setting_form
 
 router = APIRouter(route_class=WebRoute)
@@ -120,6 +127,10 @@ def _detail(request: Request, db: Session, group_id: int) -> Response:
             "form_error": form.get("error", ""),
             "form_key": form.get("key", ""),
             "form_value": form.get("value", ""),
+            "editor_sections": editor(group.settings or {}, layered(group_layers(db, group))),
+            "form_action": f"/groups/{group.id}/settings/section",
+            "section_error": form.get("section_error", ""),
+            "section_name": form.get("section_name", ""),
         },
     )
 
@@ -162,6 +173,19 @@ def group_setting(
         key=key,
         value=value,
         unset=unset,
+    )
+
+
+@router.post("/groups/{group_id}/settings/section")
+async def group_setting_section(
+    request: Request, group_id: int, admin: GroupSettings, db: DbSession
+) -> Response:
+    """One section of the generated settings editor (services.setting_fields)."""
+    group = _load(db, group_id)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    apply = scoped_change(request, db, admin, "group", group.id)
+    return save_section(
+        request, db, admin, f"/groups/{group.id}", form, group.settings or {}, apply
     )
 
 

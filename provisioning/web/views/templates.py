@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from sqlalchemy import select
@@ -20,10 +20,12 @@ from offhook.provisioning.operations import (
     get_template,
     update_template,
 )
+from offhook.provisioning.render import SettingsError, set_dotted, unset_dotted
 from offhook.provisioning.web import confirm
 from offhook.provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from offhook.provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
 from offhook.provisioning.web.sessions import take_form
+from offhook.provisioning.web.settings_form import editor, layered, save_section
 
 router = APIRouter(route_class=WebRoute)
 TemplateWriter = Annotated[AdminUser, permitted("template.write")]
@@ -111,6 +113,10 @@ def _detail(request: Request, db: Session, template_id: int) -> Response:
             if isinstance(text, str)
             else json.dumps(template.settings or {}, indent=2, sort_keys=True),
             "error": form.get("error", ""),
+            "editor_sections": editor(template.settings or {}, layered([])),
+            "form_action": f"/templates/{template.id}/settings/section",
+            "section_error": form.get("section_error", ""),
+            "section_name": form.get("section_name", ""),
         },
     )
 
@@ -153,6 +159,33 @@ def template_update(
         f"/templates/{template.id}",
         f"Template saved; {len(changed)} device(s) will update.",
     )
+
+
+@router.post("/templates/{template_id}/settings/section")
+async def template_setting_section(
+    request: Request, template_id: int, admin: TemplateWriter, db: DbSession
+) -> Response:
+    """The same generated form as a device's or group's: the template's settings change key by
+    key (operations.update_template with the whole, changed dict)."""
+    template = _load(db, template_id)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    actor = actor_for(request, admin)
+
+    def apply(set_values: dict[str, Any], unset: list[str]) -> list[str]:
+        new = dict(template.settings or {})
+        try:
+            for key, value in set_values.items():
+                new = set_dotted(new, key, value)
+            for key in unset:
+                new = unset_dotted(new, key)
+        except SettingsError as exc:
+            raise OperationError(str(exc)) from None
+        if new == (template.settings or {}):
+            return []
+        return update_template(db, actor, template.id, settings=new)
+
+    page = f"/templates/{template.id}"
+    return save_section(request, db, admin, page, form, template.settings or {}, apply)
 
 
 @router.get("/templates/{template_id}/delete")
