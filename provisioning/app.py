@@ -28,8 +28,8 @@ from offhook.provisioning.api.config_path import ConfigFastPath
 from offhook.provisioning.api.device import router as device_router
 from offhook.provisioning.api.firmware import admin_router as firmware_admin_router
 from offhook.provisioning.api.firmware import device_router as firmware_device_router
-from offhook.provisioning.api.rollouts import router as rollouts_router
 from offhook.provisioning.api.privacy import router as privacy_router
+from offhook.provisioning.api.rollouts import router as rollouts_router
 from offhook.provisioning.api.security import router as security_router
 from offhook.provisioning.api_docs import docs_router
 from offhook.provisioning.auth import SqliteCredentialReader
@@ -189,13 +189,13 @@ def _sqlite_reader(database: Database) -> SqliteCredentialReader | None:
     path = database.engine.url.database if database.is_sqlite else None
     if not path or path == ":memory:":
         return None
-    return SqliteCredentialReader(path)
+    return SqliteCredentialReader(path, database.sqlite_key)
 
 
 def create_app(settings: ServerSettings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or settings_from_env()
     private_directory(settings.data_dir)  # key ring, TLS key and SQLite live here
-    database = database or Database(settings.database_url)
+    database = database or Database(settings.database_url, settings.db_key)
     if settings.migrate_on_start:
         database.migrate()
     services = Services(

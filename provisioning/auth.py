@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from offhook.provisioning import sqlcipher
 from offhook.provisioning.crypto import sha256_hex
 from offhook.provisioning.errors import ApiError
 from offhook.provisioning.models import DEVICE_APPROVED, DEVICE_REVOKED, Device
@@ -133,14 +134,23 @@ class SqliteCredentialReader:
 
     SQL = _CREDENTIAL_SQL["qmark"]
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, sqlite_key: str = "") -> None:
         self.path = path
+        self.sqlite_key = sqlite_key  # SQLCipher passphrase ("" = a plain file)
+        self._errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+        if sqlite_key:  # sqlcipher3's errors are its own classes, not sqlite3's
+            self._errors += (sqlcipher.dbapi().Error,)
         self._local = threading.local()
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+            if self.sqlite_key:
+                conn = sqlcipher.connect(
+                    self.path, self.sqlite_key, timeout=5, isolation_level=None
+                )
+            else:
+                conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
         return conn
@@ -148,7 +158,7 @@ class SqliteCredentialReader:
     def fetch(self, device_id: str) -> tuple[Any, ...] | None:
         try:
             row = self._connection().execute(self.SQL, (device_id,)).fetchone()
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             self.close()  # reopen on the next request rather than reuse a broken connection
             raise DBAPIError.instance(self.SQL, (device_id,), exc, sqlite3.Error) from exc
         return tuple(row) if row is not None else None

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-COMMANDS = ("mfa", "sessions", "privacy")
+COMMANDS = ("mfa", "sessions", "privacy", "encrypt-db")
 
 
 def add_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -33,6 +33,13 @@ def add_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--device")
     p.add_argument("--extension")
     p.add_argument("--out", help="archive: the zip file to write")
+    p = cmd(
+        "encrypt-db",
+        "write an SQLCipher-encrypted copy of the (plain) SQLite database; then point the "
+        "server at it with OFFHOOK_DB_KEY_FILE",
+    )
+    p.add_argument("--out", required=True, help="the new encrypted database file")
+    p.add_argument("--db-key-file", required=True, help="the file that holds the passphrase")
 
 
 def _print(data: Any) -> None:
@@ -44,6 +51,8 @@ def run(ctx: Any, db: Any, args: argparse.Namespace) -> int:
     from offhook.provisioning.services import admin_users
     from offhook.provisioning.services import sessions as session_rows
 
+    if args.command == "encrypt-db":
+        return _encrypt_db(ctx, args)
     if args.command == "privacy":
         return _privacy(ctx, db, args)
     if args.command == "mfa":
@@ -97,4 +106,20 @@ def _privacy(ctx: Any, db: Any, args: argparse.Namespace) -> int:
     db.commit()  # the export is audited
     atomic_write_bytes(Path(args.out), privacy.export_archive(data), mode=0o600)
     print(f"exported to {args.out}")
+    return 0
+
+
+def _encrypt_db(ctx: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from offhook.provisioning import sqlcipher
+
+    if not ctx.database.is_sqlite or ctx.database.sqlite_key:
+        raise SystemExit("encrypt-db copies a plain SQLite database (no OFFHOOK_DB_KEY set)")
+    key = sqlcipher.load_db_key({sqlcipher.DB_KEY_FILE_ENV: args.db_key_file})
+    ctx.database.checkpoint()  # everything in the WAL into the file first
+    plain = Path(ctx.database.engine.url.database)
+    sqlcipher.encrypt_copy(plain, Path(args.out), key)
+    print(f"encrypted copy written to {args.out}; stop the server, move it in place of {plain}")
+    print(f"and start the server with {sqlcipher.DB_KEY_FILE_ENV}={args.db_key_file}")
     return 0

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from offhook.contract.logs import kv
+from offhook.provisioning import sqlcipher
 from offhook.provisioning.private_files import private_directory, private_sqlite_files
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,9 @@ def rowcount(result: Result[Any]) -> int:
     return result.rowcount
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, sqlite_key: str = "") -> Engine:
+    """``sqlite_key``: open the SQLite file through SQLCipher with this passphrase
+    (``provisioning.sqlcipher``; ignored for PostgreSQL)."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -104,9 +107,18 @@ def make_engine(url: str) -> Engine:
             path = Path(parsed.database)
             private_directory(path.parent)
             private_sqlite_files(path)  # before SQLite creates it 0644 (and its WAL with it)
+        cipher: dict[str, Any] = {"module": sqlcipher.dbapi()} if sqlite_key else {}
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 5}, pool_pre_ping=False
+            url,
+            connect_args={"check_same_thread": False, "timeout": 5},
+            pool_pre_ping=False,
+            **cipher,
         )
+        if sqlite_key:
+            # First of the connect hooks: nothing may read the file before the key is set.
+            event.listen(
+                engine, "connect", lambda conn, _rec: sqlcipher.apply_key(conn, sqlite_key)
+            )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         event.listen(engine, "before_cursor_execute", _refuse_nul)
@@ -129,9 +141,10 @@ def make_engine(url: str) -> Engine:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, sqlite_key: str = "") -> None:
         self.url = normalise_url(url)
-        self.engine = make_engine(self.url)
+        self.sqlite_key = sqlite_key
+        self.engine = make_engine(self.url, sqlite_key)
         # Writers (requests that may change something, the CLI): BEGIN IMMEDIATE on SQLite.
         writer = self.engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         self.sessionmaker = sessionmaker(writer, expire_on_commit=False)

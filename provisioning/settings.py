@@ -11,6 +11,8 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from offhook.provisioning.sqlcipher import load_db_key
+
 DEFAULT_DATA_DIR = "/var/lib/offhook-provisioning"
 POLL_INTERVAL_ENV = "OFFHOOK_POLL_INTERVAL_S"
 # The phone schema's default and bounds for provisioning.poll_interval_s (contract/config.py).
@@ -56,6 +58,8 @@ class ServerSettings:
     # asked for a code ("always", or "new-network": only from a network never seen for them);
     # failed sign-ins from one address across accounts before it gets 429 for the window;
     # how many earlier passwords a new one may not repeat.
+    # SQLCipher passphrase of the SQLite file (OFFHOOK_DB_KEY / OFFHOOK_DB_KEY_FILE; "" = plain).
+    db_key: str = field(default="", repr=False)
     mfa_required_roles: tuple[str, ...] = ()
     mfa_prompt: str = "always"
     login_ip_max_failures: int = 20
@@ -148,6 +152,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
         poll_interval_s=poll_interval_from_env(env),
         request_read_timeout_s=_env_int(env, "OFFHOOK_REQUEST_READ_TIMEOUT_S", 60),
         retention=retention,
+        db_key=load_db_key(env),
         mfa_required_roles=_env_roles(env, "OFFHOOK_MFA_REQUIRED_ROLES"),
         mfa_prompt=_env_choice(env, "OFFHOOK_MFA_PROMPT", MFA_PROMPTS),
         login_ip_max_failures=_env_int(env, "OFFHOOK_LOGIN_IP_MAX_FAILURES", 20),

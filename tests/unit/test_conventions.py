@@ -122,6 +122,7 @@ LAZY_MODULES = {
     "offhook.firmware.cli",
     "offhook.provisioning.cli",
     "offhook.provisioning.cli_firmware",  # the fleet command's firmware subcommands
+    "offhook.provisioning.cli_security",  # its second-factor, session and privacy subcommands
     "offhook.image.cli",
     "offhook.firmware.phone_process",
 }
@@ -136,6 +137,8 @@ LATE_IMPORTS = {
     ("offhook.firmware.provisioning.pinning", "cryptography"),
     # the web UI is optional: create_app mounts it only when it imports
     ("offhook.provisioning.app", "offhook.provisioning.web"),
+    # SQLCipher is optional (the sqlcipher extra): needed only when a database key is set
+    ("offhook.provisioning.sqlcipher", "sqlcipher3"),
 }
 
 
