@@ -7,6 +7,7 @@ the per-address throttle, the session list and its revocation, password history.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -27,6 +28,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 PASSWORD = "account-test-password-1"
 # This module's servers listen in the port range set aside for these tests.
 PORTS = iter(range(18810, 18830))
+
+
+def shot(page: Page, name: str) -> None:
+    """With OFFHOOK_WEB_SCREENSHOTS=DIR the page is kept as DIR/name.png (docs/web-ui.md)."""
+    where = os.environ.get("OFFHOOK_WEB_SCREENSHOTS")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(where) / f"{name}.png"), full_page=True)
 
 
 def _server(directory: Path, env: dict[str, str]) -> ProvisioningServer:
@@ -101,6 +110,7 @@ def enrol(page: Page) -> tuple[str, list[str]]:
     page.goto("/security/mfa")
     page.get_by_role("button", name="Set up a second factor").click()
     expect(page.locator("figure.qr svg")).to_be_visible()
+    shot(page, "mfa-enrol")
     secret = page.locator("#mfa-secret").inner_text().strip()
     uri = page.locator("#mfa-uri").inner_text().strip()
     assert uri.startswith("otpauth://totp/offhook:") and f"secret={secret}" in uri
@@ -153,6 +163,7 @@ def test_totp_enrolment_then_sign_in_asks_for_the_code(
     sign_in(page, "mia")
     enter_code(page, "000000" if fresh_code(secret) != "000000" else "111111")
     expect(page.get_by_role("alert")).to_contain_text("not right")
+    shot(page, "login-code")
     enter_code(page, fresh_code(secret))
     expect(page.get_by_role("status").first).to_contain_text("Signed in as mia")
     expect(page.get_by_role("link", name="Devices")).to_be_visible()
@@ -202,6 +213,9 @@ def test_admin_role_is_sent_to_enrol_before_anything_else(
     page.goto("/devices")
     expect(page.get_by_role("heading", level=1)).to_contain_text("Devices")
     assert context.request.get("/api/v1/admin/devices").status == 200
+    page.goto("/privacy")
+    expect(page.locator("#data-classes")).to_contain_text("OFFHOOK_RETENTION_CDR_DAYS")
+    shot(page, "privacy")
 
     # Turning it off is refused for a role that requires it (a hand-made POST too).
     token = page.locator('input[name="csrf_token"]').first.get_attribute("value")
@@ -322,6 +336,7 @@ def test_sessions_listed_and_one_ended_from_another(
         rows = second.locator("#sessions tbody tr")
         expect(rows).to_have_count(2)
         expect(rows.filter(has_text="this session")).to_have_count(1)
+        shot(second, "security")
         rows.filter(has_not_text="this session").get_by_role("button", name="End session").click()
         expect(second.get_by_role("status").first).to_contain_text("ended")
         expect(second.locator("#sessions tbody tr")).to_have_count(1)
