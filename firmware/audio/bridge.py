@@ -32,7 +32,10 @@ from offhook.firmware.events import Tone
 log = logging.getLogger(__name__)
 
 FRAME_MS = 20  # the SIP side's frame (ptime)
-RING_FRAMES = 6  # ring capacity in network frames: bounds the added latency to 120 ms
+RING_FRAMES = 8  # ring capacity in network frames: bounds the added latency to 160 ms
+# Extra cushion a ring may learn from underruns (uneven scheduling of its two sides), in frames;
+# it grows one ALSA period per underrun and shrinks again with each drift correction.
+MAX_CUSHION_FRAMES = 3
 # With no tone, no call audio and nobody taking the mic for this long, both device threads park
 # (an idle phone would otherwise wake 200 times a second to move silence) until needed again.
 STANDBY_AFTER_S = 1.0
@@ -58,13 +61,22 @@ class AlsaAudio:
         self.period_samples = self.sample_rate * settings.period_ms // 1000
         self.playback_periods = playback_periods
         self.capture_periods = capture_periods
-        # Network frames arrive in 20 ms bursts with scheduling jitter: keep one frame of cushion.
+        # Network frames arrive in 20 ms bursts with scheduling jitter: keep one frame of cushion,
+        # and more in each direction while its two sides are seen to be scheduled unevenly.
+        most, step = MAX_CUSHION_FRAMES * self.frame_samples, self.period_samples
         self.playback_ring = RingBuffer(
             RING_FRAMES * self.frame_samples,
             target_samples=self.frame_samples + self.period_samples,
             prime_samples=self.frame_samples,
+            max_cushion_samples=most,
+            cushion_step_samples=step,
         )
-        self.capture_ring = RingBuffer(RING_FRAMES * self.frame_samples, self.period_samples)
+        self.capture_ring = RingBuffer(
+            RING_FRAMES * self.frame_samples,
+            self.period_samples,
+            max_cushion_samples=most,
+            cushion_step_samples=step,
+        )
         self._volume = SpeakerVolume(settings.mixer_control, mixer_device, settings.speaker_volume)
         self._ring_gain = software_gain(settings.ring_volume)
         self._ring_volume = settings.ring_volume
@@ -377,6 +389,8 @@ class AlsaAudio:
             "frames_played": self._frames_played,
             "frames_captured": self._frames_captured,
             "drift_corrections": play["drift_corrections"] + cap["drift_corrections"],
+            "playback_cushion": play["cushion"],
+            "capture_cushion": cap["cushion"],
             "playback_underruns": play["underruns"],
             "playback_overruns": play["overruns"],
             "capture_underruns": cap["underruns"],

@@ -9,7 +9,12 @@ and their clocks drift. The ring keeps the latency bounded:
   first collects ``prime_samples`` beyond one read (a jitter cushion) before it plays again;
 - standing latency: if the fill level never fell below ``target`` samples during a whole
   ``drift_window`` reads, the surplus is old audio that only adds delay; it is dropped (a drift
-  correction).
+  correction);
+- scheduling jitter: with ``max_cushion_samples``, each underrun while the writer is active adds
+  ``cushion_step_samples`` to both the priming cushion and the target (up to the maximum), so a
+  ring whose two sides are scheduled unevenly (a loaded CPU) stops running dry every few frames;
+  each drift correction, which shows the surplus was not needed for a whole window, takes one
+  step back.
 
 Counters only run while both sides are active, so an idle direction (no call) counts nothing.
 """
@@ -34,6 +39,8 @@ class RingBuffer:
         drift_window: int = 50,
         prime_samples: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        max_cushion_samples: int = 0,
+        cushion_step_samples: int = 0,
     ) -> None:
         if capacity_samples <= 0:
             raise ValueError(f"capacity_samples must be positive, not {capacity_samples}")
@@ -41,7 +48,21 @@ class RingBuffer:
             raise ValueError(f"target_samples {target_samples} not in 0..{capacity_samples}")
         if not 0 <= prime_samples < capacity_samples:
             raise ValueError(f"prime_samples {prime_samples} not in 0..{capacity_samples - 1}")
+        if max_cushion_samples and not 0 < cushion_step_samples <= max_cushion_samples:
+            raise ValueError(
+                f"cushion_step_samples {cushion_step_samples} not in 1..{max_cushion_samples}"
+            )
+        if prime_samples + max_cushion_samples >= capacity_samples:
+            raise ValueError(
+                f"prime_samples + max_cushion_samples ({prime_samples + max_cushion_samples}) "
+                f"must stay below capacity_samples ({capacity_samples})"
+            )
         self.capacity = capacity_samples
+        self.base_target = target_samples
+        self.base_prime = prime_samples
+        self.max_cushion = max_cushion_samples
+        self.cushion_step = cushion_step_samples
+        self.cushion = 0  # extra samples of cushion learnt from underruns
         self.target = target_samples
         self.drift_window = drift_window
         self.prime = prime_samples
@@ -91,6 +112,7 @@ class RingBuffer:
             if len(self._buf) < need:
                 if now - self._last_write < IDLE_AFTER_S:
                     self.underruns += 1
+                    self._set_cushion(self.cushion + self.cushion_step)
                 self._primed = False
                 self._window_reads = 0
                 self._window_min = self.capacity
@@ -113,8 +135,14 @@ class RingBuffer:
             del self._buf[: surplus * SAMPLE_BYTES]
             self.samples_dropped += surplus
             self.drift_corrections += 1
+            self._set_cushion(self.cushion - self.cushion_step)
         self._window_reads = 0
         self._window_min = self.capacity
+
+    def _set_cushion(self, samples: int) -> None:
+        self.cushion = max(0, min(self.max_cushion, samples))
+        self.target = min(self.capacity, self.base_target + self.cushion)
+        self.prime = self.base_prime + self.cushion
 
     def clear(self) -> None:
         with self._lock:
@@ -130,6 +158,7 @@ class RingBuffer:
                 "underruns": self.underruns,
                 "overruns": self.overruns,
                 "drift_corrections": self.drift_corrections,
+                "cushion": self.cushion,
                 "samples_written": self.samples_written,
                 "samples_read": self.samples_read,
                 "samples_dropped": self.samples_dropped,

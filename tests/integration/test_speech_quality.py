@@ -5,9 +5,11 @@ through Kamailio and the media relay. On a clean network the callee's speaker mu
 caller's speech, recognisably and in one piece: aligned on the reference and above a PESQ floor
 that every broken path falls below (measured with the same scorer: silence or noise cannot be
 aligned at all, a wrong sample rate cannot either, clipping scores 1.21 and losing every other
-frame 1.20), while a working path scores 3.9-4.0 on a quiet host and still 2.3 on a host starved
-of CPU (load 11 on 2 cores: the bridge's rings then under- and overrun). With 10 % of the
-packets dropped by the relay, the callee's own E-model MOS must show the loss.
+frame 1.20, repeating half of every frame 1.32), while a working path scores 3.9-4.0 on a quiet
+host. On a host starved of CPU (load 16 on 2 cores) the bridge's rings under- and overrun and a
+single call scored 1.4-3.0, so the test places up to three calls and needs one above the floor:
+a broken path fails all three. With 10 % of the packets dropped by the relay, the callee's own
+E-model MOS must show the loss.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from tests.fixtures.speech_calls import SpeechRig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-PCMU_FLOOR_NB = 1.8  # broken paths: <= 1.21; working: 2.3 (starved host) to 4.0
+PCMU_FLOOR_NB = 1.8  # broken paths: <= 1.32; working: 1.4-3.0 (starved host) to 4.0
+ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +36,17 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpeechRig]:
 
 
 def test_clean_network_pcmu_speech_arrives_undistorted(rig: SpeechRig) -> None:
-    outcome = rig.call("offhook", "PCMU", Impairment(), seed=1)
-    scores = pesq_scores(rig.reference, outcome.recording, outcome.rate)
-    assert scores.narrowband > PCMU_FLOOR_NB, scores
-    assert outcome.relay is not None and outcome.relay.to_answerer.decisions.lost == 0
-    # the callee measured a clean stream too
-    assert outcome.reported_mos is not None and outcome.reported_mos > 4.0
+    tries = []
+    for _ in range(ATTEMPTS):
+        outcome = rig.call("offhook", "PCMU", Impairment(), seed=1)
+        assert outcome.relay is not None and outcome.relay.to_answerer.decisions.lost == 0
+        # the callee measured a clean stream too
+        assert outcome.reported_mos is not None and outcome.reported_mos > 4.0
+        scores = pesq_scores(rig.reference, outcome.recording, outcome.rate)
+        tries.append((scores, outcome.bridge.get("callee", {})))
+        if scores.narrowband > PCMU_FLOOR_NB:
+            return
+    pytest.fail(f"no call above the PESQ floor {PCMU_FLOOR_NB}: {tries}")
 
 
 def test_the_callee_reports_the_loss_the_relay_made(rig: SpeechRig) -> None:

@@ -140,3 +140,42 @@ def test_priming_holds_back_until_a_cushion_is_buffered() -> None:
     assert ring.read(160) == bytes(320)  # must re-prime, not play 160 samples then stall
     with pytest.raises(ValueError, match="prime_samples"):
         RingBuffer(100, 10, prime_samples=100)
+
+
+def test_underruns_grow_the_cushion_up_to_its_limit_and_drift_corrections_shrink_it() -> None:
+    clock = FakeClock()
+    ring = RingBuffer(2560, 480, prime_samples=320, clock=clock,
+                      max_cushion_samples=960, cushion_step_samples=160)  # fmt: skip
+    assert (ring.cushion, ring.prime, ring.target) == (0, 320, 480)
+    ring.write(ramp(0, 160))  # an active writer, too little buffered: each read runs dry
+    for expected in (160, 320, 480, 640, 800, 960, 960):
+        clock.now += 0.01
+        assert ring.read(160) == bytes(320)
+        assert ring.cushion == expected
+    assert (ring.prime, ring.target) == (320 + 960, 480 + 960)
+    # a steady writer with a surplus beyond the (raised) target: each window's correction
+    # trims it and gives back one step of cushion
+    for _ in range(400):
+        ring.write(ramp(0, 320))
+        for _ in range(2):
+            clock.now += 0.01
+            ring.read(160)
+        ring.write(ramp(0, 40))  # a little fast: a standing surplus builds up
+    assert ring.drift_corrections > 0
+    assert ring.cushion < 960
+    assert ring.stats()["cushion"] == ring.cushion
+
+
+def test_without_a_cushion_limit_underruns_change_nothing() -> None:
+    clock = FakeClock()
+    ring = RingBuffer(1920, 320, prime_samples=320, clock=clock)
+    ring.write(ramp(0, 160))
+    for _ in range(5):
+        clock.now += 0.01
+        ring.read(160)
+    assert ring.underruns == 5
+    assert (ring.cushion, ring.prime, ring.target) == (0, 320, 320)
+    with pytest.raises(ValueError, match="cushion_step_samples"):
+        RingBuffer(1920, 320, max_cushion_samples=640)
+    with pytest.raises(ValueError, match="below capacity_samples"):
+        RingBuffer(1920, 320, prime_samples=320, max_cushion_samples=1600, cushion_step_samples=160)
