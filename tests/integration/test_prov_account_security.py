@@ -186,3 +186,29 @@ def test_privacy_classes_archive_and_cdr_reads_over_rest_and_cli(
     assert server.admin.get("/cdrs", params={"device": mac}).status_code == 200
     reads = audit(server, "cdr.read")
     assert reads[0]["target_id"] == "rest" and reads[0]["after"]["rows"] == 1
+
+
+def test_wrong_codes_lock_the_second_step(server: ProvisioningServer) -> None:
+    """Wrong codes count like wrong passwords: after the lockout threshold (5) even the right
+    code is refused and the sign-in starts again later."""
+    api = user_client(server, "lou", "operator")
+    secret = api.post("/me/mfa/enrol").json()["secret"]
+    api.post("/me/mfa/confirm", json={"code": pyotp.TOTP(secret).now()}).raise_for_status()
+    web = httpx.Client(base_url=server.base_url, timeout=30)
+    form = web.get("/login")
+    body = {"username": "lou", "password": PASSWORD, "csrf_token": _csrf(form.text)}
+    step = web.post("/login", data=body)
+    assert step.status_code == 303 and step.headers["location"] == "/login/code"
+    page = web.get("/login/code")
+    assert "Second factor" in page.text
+    for _ in range(5):
+        wrong = web.post("/login/code", data={"code": "000000", "csrf_token": _csrf(page.text)})
+        assert wrong.headers["location"] == "/login/code"
+        page = web.get("/login/code")
+        assert "not right" in page.text
+    right = pyotp.TOTP(secret).at(time.time() + 30)
+    refused = web.post("/login/code", data={"code": right, "csrf_token": _csrf(page.text)})
+    assert refused.headers["location"] == "/login"
+    assert "Too many wrong codes" in web.get("/login").text
+    assert web.get("/devices").status_code == 303  # not signed in
+    web.close()
