@@ -95,16 +95,6 @@ from offhook.firmware.features.events import (
     ServerDiscovered,
 )
 from offhook.firmware.features.messages import unread
-from offhook.firmware.features import directory, settings, trust
-from offhook.firmware.features.events import (
-    CallerNameFound,
-    DirectoryResults,
-    FactoryResetDone,
-    NetworkApplied,
-    NetworkStatus,
-    ProvisioningStatus,
-    ServerDiscovered,
-)
 from offhook.firmware.phone_state import (
     NO_NOTICE,
     NO_REGISTRATION,

@@ -14,13 +14,6 @@ from datetime import tzinfo
 from offhook.contract.config import PhoneConfig
 from offhook.firmware.calls import Call
 from offhook.firmware.events import CallRecord, DeviceInfo, Screen, SipEngineStatus
-from offhook.firmware.features.state import (
-    AdminLock,
-    DeviceSetup,
-    DirectorySearch,
-    SettingsMenu,
-    TrustPrompt,
-)
 from offhook.firmware.features.blf import Watched
 from offhook.firmware.features.messages import MessageCursor, TextMessage
 from offhook.firmware.features.state import (
@@ -154,7 +147,7 @@ class PhoneState:
     # BLF keys, text messages (firmware/features/)
     watched: dict[str, Watched] = field(default_factory=dict)  # by extension
     messages: list[TextMessage] = field(default_factory=list)  # newest first
-    message_cursor: MessageCursor = MessageCursor()
+    message_cursor: MessageCursor = field(default_factory=MessageCursor)
     messages_back: Mode = Mode.IDLE
 
     @property
