@@ -74,11 +74,22 @@ class RaucCli:
 
     def mark_good(self) -> None:
         self._run(["status", "mark-good", "booted"])
+        durable()
 
     def mark_bad(self, which: str) -> None:
         if which not in ("booted", "other"):
             raise ValueError(f"mark_bad: {which!r} is neither 'booted' nor 'other'")
         self._run(["status", "mark-bad", which])
+        durable()
+
+
+def durable() -> None:
+    """RAUC's grub backend rewrites grubenv with grub-editenv and syncs nothing: on the FAT boot
+    partition the new state sat in the page cache, and a power cut within the writeback delay
+    (seen in the QEMU update test) booted the slot as still "tried" - the fallback undoing a
+    good update. sync(2) needs no write access to /boot/firmware (the phone's unit has it
+    read-only)."""
+    os.sync()
 
 
 def _json_part(text: str) -> str:
