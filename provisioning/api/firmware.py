@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from offhook.provisioning.admin_auth import client_ip, require_permission
+from offhook.provisioning.api import replies
 from offhook.provisioning.api.bodies import error_responses
 from offhook.provisioning.auth import authenticate_device
 from offhook.provisioning.deps import DbSession, Services, ServicesDep
@@ -65,6 +66,7 @@ def _store(services: Services, actor: Actor, received: ReceivedBundle) -> dict[s
 @admin_router.post(
     "/firmware",
     status_code=201,
+    response_model=replies.FirmwareReleaseOut,
     responses={413: {"description": "bundle larger than OFFHOOK_FIRMWARE_MAX_BYTES"}},
     openapi_extra={
         "requestBody": {
@@ -106,13 +108,13 @@ async def upload_firmware(
     return await asyncio.to_thread(_store, services, actor, received)
 
 
-@admin_router.get("/firmware")
+@admin_router.get("/firmware", response_model=list[replies.FirmwareReleaseOut])
 def get_firmware_releases(_user: Reader, db: DbSession) -> list[dict[str, Any]]:
     """Every release, newest first per board."""
     return [release_snapshot(r) for r in list_releases(db)]
 
 
-@admin_router.get("/firmware/{ref}")
+@admin_router.get("/firmware/{ref}", response_model=replies.FirmwareReleaseOut)
 def get_firmware_release(ref: str, _user: Reader, db: DbSession) -> dict[str, Any]:
     """One release by id, sha256, ``version`` or ``compatible:version``."""
     try:
@@ -171,7 +173,15 @@ class _CountedFile(FileResponse):
 
 @device_router.get(
     "/firmware/{name}",
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 416: {}},
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the whole bundle"},
+        206: {
+            "content": {"application/octet-stream": {}},
+            "description": "the part the Range asked for (resuming a download)",
+        },
+        416: {"description": "the Range lies beyond the bundle"},
+    },
 )
 def download_bundle(
     name: str,

@@ -321,3 +321,93 @@ class EnrollReply(BaseModel):
 class DeviceConfig(RootModel[dict[str, Any]]):
     """The phone's whole rendered config (offhook.contract.config), with its ETag; 304 when
     If-None-Match matches."""
+
+
+# --- firmware releases and rollouts (docs/updates.md) ------------------------------------------
+
+
+class FirmwareReleaseOut(BaseModel):
+    """A verified RAUC bundle the server offers: board and version from its signed manifest."""
+
+    id: int
+    compatible: str = Field(description="RAUC compatible: the board the bundle is built for")
+    version: str
+    description: str
+    build: str
+    sha256: str = Field(description="of the whole bundle file; its download name")
+    size: int
+    signer: str = Field(description="subject of the certificate that signed it")
+    uploaded_by: str
+    created_at: IsoTime | None
+
+
+class RolloutRelease(BaseModel):
+    """The release a rollout installs."""
+
+    id: int
+    compatible: str
+    version: str
+
+
+class RolloutStageOut(BaseModel):
+    """One stage so far: its share of the eligible phones, how many it asked, how many failed."""
+
+    stage: int
+    pct: int
+    asked: int
+    failed: int
+
+
+class RolloutOut(BaseModel):
+    """A rollout and its progress across the phones it may ask."""
+
+    id: int
+    release: RolloutRelease
+    group: str | None = Field(description="group name; null for the whole fleet")
+    status: str = Field(description="running | paused | completed | aborted")
+    stages: list[int] = Field(description="rising percentages; the first is the canary")
+    stage: int = Field(description="index into stages of the stage now running")
+    stage_pct: int
+    failure_threshold_pct: float
+    maintenance_window: str
+    pause_reason: str
+    eligible: int
+    admitted: int = Field(description="phones asked so far")
+    stage_quota: int
+    running: int
+    failed: int
+    rolled_back: int
+    in_progress: int
+    states: dict[str, int] = Field(description="phones per update state")
+    failure_rate_pct: float
+    per_stage: list[RolloutStageOut]
+    created_by: str
+    created_at: IsoTime | None
+    finished_at: IsoTime | None
+
+
+class FleetVersionRow(BaseModel):
+    """Approved phones running one version of one board."""
+
+    compatible: str
+    version: str
+    devices: int
+    updating: int = Field(description="of them, mid-update")
+
+
+class DeviceFirmwareOut(BaseModel):
+    """A phone's running version, its target, pin, exclusion and last update step."""
+
+    device_id: str
+    mac: str
+    running_version: str
+    compatible: str
+    target_version: str
+    target_release: int | None
+    rollout: int | None
+    pinned: str
+    excluded: bool
+    state: str
+    reason: str
+    detail: str
+    state_at: IsoTime | None

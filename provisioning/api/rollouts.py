@@ -14,6 +14,7 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 
 from offhook.provisioning.admin_auth import client_ip, require_allowed, require_permission
+from offhook.provisioning.api import replies
 from offhook.provisioning.api.bodies import RequestBody, error_responses
 from offhook.provisioning.api.firmware import firmware_error
 from offhook.provisioning.deps import DbSession, Services, ServicesDep
@@ -86,18 +87,18 @@ def _steerable(db: Session, user: AdminUser, ref: str) -> Rollout:
     return rollout
 
 
-@router.get("/firmware-versions")
+@router.get("/firmware-versions", response_model=list[replies.FleetVersionRow])
 def get_fleet_versions(_user: Reader, db: DbSession) -> list[dict[str, Any]]:
     """Approved phones per board and running version, and how many are mid-update."""
     return fleet_versions(db)
 
 
-@router.get("/rollouts")
+@router.get("/rollouts", response_model=list[replies.RolloutOut])
 def get_rollouts(_user: Reader, db: DbSession) -> list[dict[str, Any]]:
     return [rollout_snapshot(db, r) for r in list_rollouts(db)]
 
 
-@router.post("/rollouts", status_code=201)
+@router.post("/rollouts", status_code=201, response_model=replies.RolloutOut)
 def post_rollout(
     body: RolloutBody, request: Request, user: Reader, db: DbSession, services: ServicesDep
 ) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def post_rollout(
     return rollout_snapshot(db, get_rollout(db, rollout_id))
 
 
-@router.get("/rollouts/{ref}")
+@router.get("/rollouts/{ref}", response_model=replies.RolloutOut)
 def get_one_rollout(ref: str, _user: Reader, db: DbSession) -> dict[str, Any]:
     try:
         return rollout_snapshot(db, get_rollout(db, ref))
@@ -128,7 +129,7 @@ def get_one_rollout(ref: str, _user: Reader, db: DbSession) -> dict[str, Any]:
         raise firmware_error(exc) from None
 
 
-@router.patch("/rollouts/{ref}")
+@router.patch("/rollouts/{ref}", response_model=replies.RolloutOut)
 def patch_rollout(
     ref: str, body: RolloutPatch, request: Request, user: Reader, db: DbSession
 ) -> dict[str, Any]:
@@ -169,10 +170,15 @@ def _steer_route(action: str) -> Any:
 
 
 for _action in ("pause", "resume", "abort"):
-    router.add_api_route(f"/rollouts/{{ref}}/{_action}", _steer_route(_action), methods=["POST"])
+    router.add_api_route(
+        f"/rollouts/{{ref}}/{_action}",
+        _steer_route(_action),
+        methods=["POST"],
+        response_model=replies.RolloutOut,
+    )
 
 
-@router.get("/devices/{ref}/firmware")
+@router.get("/devices/{ref}/firmware", response_model=replies.DeviceFirmwareOut)
 def get_device_firmware(ref: str, _user: Reader, db: DbSession) -> dict[str, Any]:
     """The phone's running version, target, pin, exclusion and last update step."""
     try:
@@ -181,7 +187,7 @@ def get_device_firmware(ref: str, _user: Reader, db: DbSession) -> dict[str, Any
         raise _refusal(exc) from None
 
 
-@router.put("/devices/{ref}/firmware")
+@router.put("/devices/{ref}/firmware", response_model=replies.DeviceFirmwareOut)
 def put_device_firmware(
     ref: str,
     body: DeviceFirmwareBody,

@@ -21,6 +21,7 @@ import pyotp
 import pytest
 
 from tests.fixtures.provisioning_server import ProvisioningServer
+from tests.fixtures.rauc_bundles import SigningPair, make_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +100,18 @@ class Env:
         )
         reply.raise_for_status()
         return device["id"], reply.json()["id"]
+
+    def release(self) -> str:
+        return str(self.admin.get("/firmware").json()[0]["id"])
+
+    def group_rollout(self) -> int:
+        """A rollout of the release to a new (empty) group: it waits for phones."""
+        reply = self.admin.post(
+            "/rollouts",
+            json={"release": self.release(), "group": self.group()["name"], "stages": [100]},
+        )
+        reply.raise_for_status()
+        return int(reply.json()["id"])
 
     def user(self) -> int:
         reply = self.admin.post(
@@ -233,6 +246,23 @@ ROUTES: list[tuple[str, str, str, Make]] = [
     ("GET", "/audit", "read-only", _page("/audit")),
     ("GET", "/api-tokens", "read-only", _page("/api-tokens")),
     ("GET", "/privacy", "admin", _page("/privacy")),
+    ("GET", "/firmware", "read-only", _page("/firmware")),
+    # firmware rollouts: a group's needs an operator (rollout.group)
+    (
+        "POST",
+        "/rollouts",
+        "operator",
+        lambda e: (
+            "/rollouts",
+            {"release": e.release(), "group": e.group()["name"], "stages": "100"},
+        ),
+    ),
+    (
+        "POST",
+        "/rollouts/{ref}/{action}",
+        "operator",
+        lambda e: (f"/rollouts/{e.group_rollout()}/pause", {}),
+    ),
     ("GET", "/admins", "admin", _page("/admins")),
     # confirmation pages of destructive actions: as the action itself
     (
@@ -481,11 +511,21 @@ def _at_least(role: str, least: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningServer]:
-    with ProvisioningServer(tmp_path_factory.mktemp("web-roles")) as running:
+    work = tmp_path_factory.mktemp("web-roles")
+    pair = SigningPair.make(work / "keys", "web-roles-signing")
+    running = ProvisioningServer(work / "server")
+    # A keyring and one verified release, so the rollout routes have something to roll out.
+    (running.data_dir / "firmware-keyring.pem").write_bytes(pair.cert.read_bytes())
+    with running:
         for role, name in USERS.items():
             running.admin.post(
                 "/users", json={"username": name, "password": PASSWORD, "role": role}
             ).raise_for_status()
+        running.admin.post(
+            "/firmware",
+            content=make_bundle(work, pair, version="0.2.0").read_bytes(),
+            headers={"content-type": "application/octet-stream"},
+        ).raise_for_status()
         yield running
 
 
