@@ -192,6 +192,11 @@ def test_update_a_to_b_then_power_cuts(images: tuple[Path, Path, Path], tmp_path
         print(f"update A->B: pin to reboot {rebooted_in:.0f} s, "
               f"pin to running {time.monotonic() - started:.0f} s")  # fmt: skip
         assert rig.registered()  # with the line the server gave it before the update
+        # The server counts a status with the new version as running; the slot is good only
+        # once the phone's health check marked it, which must be on the disk at once (synced:
+        # RAUC's grub-editenv alone left it in the guest's page cache), so a cut now keeps it.
+        wait(lambda: read_grubenv(rig.disk, tmp_path).get("B_TRY") == "0",
+             "slot B marked good on the disk", timeout=600)  # fmt: skip
         rig.cut()
         env = read_grubenv(rig.disk, tmp_path)
         assert (env["ORDER"], env["B_OK"], env["B_TRY"]) == ("B A", "1", "0")
