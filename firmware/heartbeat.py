@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from offhook.contract.logs import kv
 
@@ -19,6 +19,29 @@ log = logging.getLogger("offhook.phone")
 
 HEARTBEAT_INTERVAL_S = 0.5
 STALE_AFTER_S = 3.0  # a loop that has not turned for this long counts as hung
+# The supervisor's hang limit (5 s by default) when the environment sets one; the phone then
+# counts a loop as stalled after the same share of it (3 s of 5 s), so the two stay in step.
+HUNG_AFTER_ENV = "OFFHOOK_HUNG_AFTER_S"
+STALE_SHARE = 0.6
+
+
+def seconds_from_env(env: Mapping[str, str], name: str) -> float | None:
+    """A limit in seconds (1-600) from ``env[name]``; None when unset or blank."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= 600.0:  # also refuses nan
+        raise ValueError(f"{name}={raw!r}: need seconds from 1 to 600")
+    return value
+
+
+def stale_after_from_env(env: Mapping[str, str] | None = None) -> float:
+    hung = seconds_from_env(os.environ if env is None else env, HUNG_AFTER_ENV)
+    return STALE_AFTER_S if hung is None else hung * STALE_SHARE
 
 
 class Heartbeat:

@@ -26,7 +26,7 @@ from offhook.contract.logs import kv, setup_logging
 from offhook.firmware import events as ev
 from offhook.firmware.bench_console import open_serial_console
 from offhook.firmware.fault_hooks import EngineHangHook
-from offhook.firmware.heartbeat import Heartbeat
+from offhook.firmware.heartbeat import Heartbeat, stale_after_from_env
 from offhook.firmware.provisioned_apply import apply_and_wait_registered
 from offhook.firmware.provisioning.identity import sim_identity
 from offhook.firmware.supervisor import PREVIOUS_EXIT_ENV
@@ -417,6 +417,7 @@ class PhoneProcess:
                     "runtime": lambda: self.runtime.last_beat,
                     "sip": lambda: self.engine.last_heartbeat,
                 },
+                stale_after_s=stale_after_from_env(),
             )
             self.heartbeat.start()
         log.info(

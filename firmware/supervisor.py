@@ -19,13 +19,14 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from offhook.contract.config import ConfigError, load_config
 from offhook.contract.logs import kv, setup_logging
 from offhook.firmware.control.protocol import ControlError, check_exposure
+from offhook.firmware.heartbeat import HUNG_AFTER_ENV, seconds_from_env
 from offhook.firmware.systemd import Notifier
 
 log = logging.getLogger("offhook.supervisor")
@@ -63,20 +64,21 @@ class RestartPolicy:
 STARTUP_TIMEOUT_ENV = "OFFHOOK_STARTUP_TIMEOUT_S"
 
 
-def policy_from_env(env: dict[str, str] | None = None) -> RestartPolicy:
-    """The default policy, with the start-up limit from $OFFHOOK_STARTUP_TIMEOUT_S when set: a
-    phone on an emulated CPU (the Pi image under QEMU TCG) needs 25-40 s to its first heartbeat,
-    and was killed at 30 s and restarted for ever."""
-    raw = (os.environ if env is None else env).get(STARTUP_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return RestartPolicy()
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 1.0 <= value <= 600.0:
-        raise ValueError(f"{STARTUP_TIMEOUT_ENV}={raw!r}: need seconds from 1 to 600")
-    return RestartPolicy(startup_timeout_s=value)
+def policy_from_env(env: Mapping[str, str] | None = None) -> RestartPolicy:
+    """The default policy, with limits from the environment when set: $OFFHOOK_STARTUP_TIMEOUT_S
+    (a phone on an emulated CPU, the Pi image under QEMU TCG, needs 25-40 s to its first
+    heartbeat, and was killed at 30 s and restarted for ever) and $OFFHOOK_HUNG_AFTER_S (under
+    TCG on a loaded host one pjsua2 step can take longer than the 5 s a Pi allows, and a phone
+    in a call was killed as hung)."""
+    source: Mapping[str, str] = os.environ if env is None else env
+    policy = RestartPolicy()
+    startup = seconds_from_env(source, STARTUP_TIMEOUT_ENV)
+    if startup is not None:
+        policy = replace(policy, startup_timeout_s=startup)
+    hung = seconds_from_env(source, HUNG_AFTER_ENV)
+    if hung is not None:
+        policy = replace(policy, heartbeat_timeout_s=hung)
+    return policy
 
 
 @dataclass

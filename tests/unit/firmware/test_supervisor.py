@@ -271,3 +271,21 @@ def test_startup_limit_comes_from_the_environment_when_set() -> None:
     for bad in ("soon", "0", "601", "nan"):
         with pytest.raises(ValueError, match=rf"{STARTUP_TIMEOUT_ENV}='{bad}': need seconds"):
             policy_from_env({STARTUP_TIMEOUT_ENV: bad})
+
+
+def test_hang_limit_comes_from_the_environment_for_both_sides() -> None:
+    """$OFFHOOK_HUNG_AFTER_S moves the supervisor's limit and, in step, the phone's own stall
+    limit (which withholds the heartbeat), so the phone never looks hung to one side only."""
+    from offhook.firmware.heartbeat import HUNG_AFTER_ENV, STALE_AFTER_S, stale_after_from_env
+    from offhook.firmware.supervisor import policy_from_env
+
+    assert policy_from_env({}).heartbeat_timeout_s == 5.0
+    assert stale_after_from_env({}) == STALE_AFTER_S
+    policy = policy_from_env({HUNG_AFTER_ENV: "30", "OFFHOOK_STARTUP_TIMEOUT_S": "180"})
+    assert (policy.heartbeat_timeout_s, policy.startup_timeout_s) == (30.0, 180.0)
+    assert stale_after_from_env({HUNG_AFTER_ENV: "30"}) == 18.0
+    for bad in ("later", "0.5", "601", "nan"):
+        with pytest.raises(ValueError, match=rf"{HUNG_AFTER_ENV}='{bad}': need seconds"):
+            policy_from_env({HUNG_AFTER_ENV: bad})
+        with pytest.raises(ValueError, match=rf"{HUNG_AFTER_ENV}='{bad}': need seconds"):
+            stale_after_from_env({HUNG_AFTER_ENV: bad})

@@ -43,6 +43,7 @@ def test_emulated_board_plays_and_captures_on_the_emulated_card(tmp_path: Path) 
     out, run = run_override(tmp_path, f"{PI} offhook.board=emulated")
     env = (run / "board.env").read_text().splitlines()
     assert "OFFHOOK_BOARD=emulated" in env and "OFFHOOK_STARTUP_TIMEOUT_S=180" in env
+    assert "OFFHOOK_HUNG_AFTER_S=30" in env
     assert f"ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:{run}/asound.conf" in env
     conf = (run / "asound.conf").read_text()
     assert 'slave.pcm "hw:0,0"' in conf and "Loopback" not in conf
