@@ -200,7 +200,7 @@ def test_update_a_to_b_then_power_cuts(images: tuple[Path, Path, Path], tmp_path
         rig.cut()
         env = read_grubenv(rig.disk, tmp_path)
         assert (env["ORDER"], env["B_OK"], env["B_TRY"]) == ("B A", "1", "0")
-        state = read_data_file(rig.disk, "/offhook/update/state.json")
+        state = read_data_file(rig.disk, "/offhook/state/update/state.json")
         assert '"phase": "idle"' in state  # the record on /data, written by slot A, kept by B
 
         # 2. power cut while RAUC writes slot A (an update back to version A)
