@@ -475,7 +475,7 @@ class UpdateAgent:
             return self._fail(
                 "checksum_mismatch", f"bundle SHA-256 {event.sha256}, expected {target.sha256}"
             )
-        return self._set(phase="downloaded", downloaded=event.size)
+        return self._set(phase="downloaded", downloaded=event.size, detail="")
 
     def _download_failed(self, event: DownloadFailed) -> list[Command]:
         if self.record.phase != "downloading":
