@@ -13,6 +13,7 @@ from offhook.firmware.features.blf import ringing_labels
 from offhook.firmware.features.messages import heading, list_label, unread
 from offhook.firmware.phone_state import PhoneState
 from offhook.firmware.screens.lists import window
+from offhook.firmware.screens.text import wrap
 
 WIDTH = 21  # characters of the 6x11 font on a 128-pixel panel
 BODY_LINES = 3  # an opened message: its heading, then this many lines of text
@@ -52,17 +53,9 @@ def notice_line(view: PhoneState) -> str:
 
 
 def _wrap(text: str, width: int, max_lines: int) -> list[str]:
-    lines: list[str] = []
-    rest = text
-    while rest and len(lines) < max_lines:
-        if len(rest) <= width:
-            lines.append(rest)
-            break
-        cut = rest.rfind(" ", 0, width + 1)
-        cut = cut if cut > 0 else width
-        lines.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest and len(lines) == max_lines and len(" ".join(lines)) < len(text):
+    """The panel's wrap, with a ``~`` at the end when the text goes on beyond the last line."""
+    lines = list(wrap(text, width, max_lines))
+    if lines and len(lines) == max_lines and len(" ".join(lines)) < len(text):
         lines[-1] = lines[-1][: width - 1] + "~"  # more to read than the panel holds
     return lines
 

@@ -18,26 +18,12 @@ from offhook.firmware.features.messages import unread
 from offhook.firmware.features.screens import directory_screen, settings_screen, trust_screen
 from offhook.firmware.phone_state import NO_NOTICE, BrowseList, Mode, Notice, PhoneState
 from offhook.firmware.screens.lists import browse_entries, status_menu_items, window
+from offhook.firmware.screens.text import wrap
 
 # Each label fits its slot: 4 slots of 32 pixels hold 5 characters of the 6-pixel font.
 IDLE_SOFTKEYS = ("Calls", "Dir", "DND", "Texts")
 MENU_TEXT_WIDTH = 21  # characters per line of the 6x11 font on a 128-pixel panel
 BAR_CELL_PERCENT = 10  # one cell of the volume bar: one press of a volume key
-
-
-def wrap(text: str, width: int, max_lines: int) -> tuple[str, ...]:
-    """Cut text into lines of at most ``width`` characters (at spaces where possible)."""
-    lines: list[str] = []
-    rest = text
-    while rest and len(lines) < max_lines:
-        if len(rest) <= width:
-            lines.append(rest)
-            break
-        cut = rest.rfind(" ", 0, width + 1)
-        cut = cut if cut > 0 else width
-        lines.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    return tuple(lines)
 
 
 def led_states(view: PhoneState) -> dict[str, str]:

@@ -25,7 +25,7 @@ from offhook.provisioning.render import (
     group_chain,
 )
 from offhook.provisioning.services.device_list import DeviceFilter, find_devices
-from offhook.provisioning.services.setting_fields import settable_defaults
+from offhook.provisioning.services.setting_fields import flatten, settable_defaults
 from offhook.provisioning.web.liveness import (
     DEFAULT_POLL_INTERVAL_S,
     device_not_seen_after,
@@ -182,17 +182,6 @@ class SettingRow:
     key: str  # dotted
     value: Any
     source: str  # "default" or the layer that set it last
-
-
-def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in settings.items():
-        dotted = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            out.update(flatten(value, dotted))
-        else:
-            out[dotted] = value
-    return out
 
 
 def settings_layers(db: Session, device: Device) -> list[tuple[str, dict[str, Any]]]:
