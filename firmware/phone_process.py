@@ -331,7 +331,8 @@ class PhoneProcess:
         from offhook.firmware.provisioning.identity import firmware_version
         from offhook.firmware.update.wiring import update_service
 
-        # firmware updates (docs/updates.md): on a card with RAUC and a provisioning server
+        # firmware updates (docs/updates.md): on a card with RAUC; without a provisioning server
+        # there are no updates, but the service still marks the booted slot good
         self.updates = update_service(
             config, state_dir / "update", self.provisioning, self.runtime,
             identity.firmware_version if identity else firmware_version(),

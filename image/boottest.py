@@ -89,7 +89,9 @@ class BootTestError(OffhookError, RuntimeError):
 class BootRecord:
     """One boot of the card: what it booted with and the identity it showed."""
 
-    cmdline: str  # cmdline.txt on the boot partition before this boot
+    # cmdline.txt on the boot partition before this boot; under GRUB (which builds the command
+    # line itself, from grubenv) the command line the guest kernel reported
+    cmdline: str
     hostname: str = ""
     machine_id: str = ""  # the id systemd ran with, as offhook-firstboot reported it
     kept_machine_id: str = ""  # the id kept on /data, as offhook-firstboot reported it
@@ -545,9 +547,15 @@ def _boot_log(console_log: Path, number: int) -> Path:
     return console_log if number == 1 else console_log.with_suffix(f".boot{number}.log")
 
 
+KERNEL_CMDLINE = re.compile(r"Command line: ([^\r\n]*)")
+
+
 def _first_boot_marks(record: BootRecord, console: OutputWatcher, wait) -> None:
     match = wait("first boot to finish", lambda: FIRSTBOOT_READY.search(console.text))
     record.hostname = match.group(1)
+    reported = KERNEL_CMDLINE.search(console.text)
+    if record.cmdline.startswith("(GRUB)") and reported:
+        record.cmdline = reported.group(1).strip()
     report = MACHINE_ID_REPORT.search(console.text)
     if report:
         record.machine_id, record.kept_machine_id = report.groups()

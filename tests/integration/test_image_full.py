@@ -38,11 +38,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_build_outputs_and_manifest(built: Path) -> None:
     image = built / "offhook-qemu-amd64.img"
     manifest = verify_manifest(built / "offhook-qemu-amd64.manifest.json")
-    assert set(manifest["outputs"]) == {image.name, image.name + ".bmap", image.name + ".zst"}
+    assert set(manifest["outputs"]) == {
+        image.name, image.name + ".bmap", image.name + ".zst", "offhook-qemu-amd64.raucb",
+    }  # fmt: skip
+    assert (built / "offhook-qemu-amd64.raucb").stat().st_size > 0  # the signed update bundle
     assert manifest["debian_packages"]["systemd"].startswith("252")
     assert "offhook" in manifest["python_packages"]
     assert "pjsua2_python" in {k.lower().replace("-", "_") for k in manifest["python_packages"]}
-    assert len(read_partition_table(image)) == 3
+    assert len(read_partition_table(image)) == 4  # boot, root A, data, root B
     unpacked = built / "unpacked.img"
     subprocess.run(["zstd", "-q", "-d", str(image) + ".zst", "-o", str(unpacked)], check=True)
     assert subprocess.run(["cmp", "-s", str(image), str(unpacked)]).returncode == 0

@@ -14,12 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from offhook.contract.config import FirmwareSettings
+from offhook.contract.config import FirmwareSettings, parse_config
 from offhook.contract.signing import development_pair, make_signing_pair
+from offhook.firmware.control import ControlServer, PhoneActions
+from offhook.firmware.phone import Phone as PhoneCore
+from offhook.firmware.phone_process import png_renderer
+from offhook.firmware.runtime import Runtime
 from offhook.firmware.update import agent as ag
 from offhook.firmware.update.download import HttpBundleFetcher, file_sha256
 from offhook.firmware.update.rauc_cli import RaucCli
 from offhook.firmware.update.service import UpdateService
+from offhook.firmware.update.wiring import update_service
 from offhook.image.bundle import BundleError, bundle_info, write_bundle
 from tests.fixtures import rauc_system
 from tests.fixtures.rauc_system import RaucSystem, grubenv, make_plain_bundle, slot_file
@@ -344,4 +349,43 @@ def test_slot_watchdog_leaves_a_slot_never_marked_good(
                    env={**os.environ, **system.env})  # fmt: skip
     proc, rebooted = run_watchdog(system, tmp_path)
     assert (proc.returncode, rebooted) == (0, False)
+    assert "slot A is good" in proc.stdout
+
+
+def test_a_phone_without_a_provisioning_server_still_marks_its_slot_good(
+    system: RaucSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GRUB marks the slot it boots as tried at every boot, and only the update service marks it
+    good again: a phone on a static config (no provisioning server) must run it too, or the slot
+    watchdog marks its healthy slot bad and reboots it every 15 minutes."""
+    for name, value in system.env.items():  # the phone's rauc talks to this test's RAUC service
+        monkeypatch.setenv(name, value)
+    assert system.power_on() == "A"
+    assert grubenv(system.grubenv_path)["A_TRY"] == "1"
+    config = parse_config({"accounts": [{"user": "1001", "domain": "127.0.0.1", "password": "x"}]})
+    runtime = Runtime(PhoneCore(config))
+    runtime.start()
+    control = ControlServer("127.0.0.1:0", "t0ken", PhoneActions(runtime, png_renderer(128, 64)))
+    control.start()
+    try:
+        config = parse_config(
+            {
+                "accounts": [{"user": "1001", "domain": "127.0.0.1", "password": "x"}],
+                "control": {"listen": f"127.0.0.1:{control.port}", "token": "t0ken"},
+            }
+        )
+        svc = update_service(
+            config, tmp_path / "state", None, runtime, "0.1.0", system.root / "system.conf"
+        )
+        assert svc is not None, "no update service on a card without a provisioning server"
+        svc.start()
+        try:
+            wait(lambda: grubenv(system.grubenv_path)["A_TRY"] == "0", "slot A marked good")
+        finally:
+            svc.stop()
+    finally:
+        control.stop()
+        runtime.stop()
+    proc, rebooted = run_watchdog(system, tmp_path)
+    assert (proc.returncode, rebooted) == (0, False), proc.stdout + proc.stderr
     assert "slot A is good" in proc.stdout
