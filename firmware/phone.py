@@ -95,6 +95,7 @@ from offhook.firmware.features.events import (
     ServerDiscovered,
 )
 from offhook.firmware.features.messages import unread
+from offhook.firmware.features.state import AdminLock
 from offhook.firmware.phone_state import (
     NO_NOTICE,
     NO_REGISTRATION,
@@ -234,9 +235,11 @@ class Phone:
         id_factory: Callable[[], str] | None = None,
         history: Iterable[CallRecord] = (),
         volumes: Mapping[str, int] | None = None,
+        admin_lock: AdminLock | None = None,
     ) -> None:
         """``history``: calls kept from before a restart, oldest first (as a history file).
-        ``volumes``: the user's last {"speaker", "ring"} levels (else the config's)."""
+        ``volumes``: the user's last {"speaker", "ring"} levels (else the config's).
+        ``admin_lock``: the wrong-PIN count and lock kept from before a restart."""
         self._digit_map = DigitMap(config.dialplan.digit_map)  # compiled from state.config
         self._new_id: Callable[[], str] = id_factory or (lambda: uuid.uuid4().hex)
         saved = volumes or {}
@@ -250,6 +253,7 @@ class Phone:
             history=collapse_repeats(list(reversed(list(history))))[:HISTORY_SIZE],
             registration={i: NO_REGISTRATION for i in range(len(config.accounts))},
             dnd=config.features.dnd,
+            admin_lock=admin_lock or AdminLock(),
         )
 
     # --- public API ------------------------------------------------------------------------------
@@ -268,6 +272,7 @@ class Phone:
 
     def start(self, now: float) -> list[Command]:
         self.state.now = now
+        self.state.admin_lock = settings.restored_lock(self.state.admin_lock, now)
         out: list[Command] = [SetVolume(t.value, level) for t, level in self.state.volume.items()]
         if self.state.config.blf:
             out.append(watch_command(self.state.config))
@@ -644,6 +649,7 @@ class Phone:
             remote_name=ev.remote_name,
             state=CallState.INCOMING,
             start=self.state.now,
+            sip_call_id=ev.sip_call_id,
         )
         self.state.calls[call.id] = call
         log.info("incoming call", extra=kv(call_id=call.id, remote=ev.remote_uri))
@@ -713,6 +719,8 @@ class Phone:
             call.remote_uri = ev.remote_uri
         if ev.remote_name:
             call.remote_name = ev.remote_name
+        if ev.sip_call_id:
+            call.sip_call_id = ev.sip_call_id
         if ev.codec:
             call.codec = ev.codec
         if ev.state is CallState.EARLY and call.direction == "outgoing":
@@ -1297,6 +1305,7 @@ class Phone:
             status_code=status,
             call_id=call.id,
             reason=reason or REASONS.get(status, ""),
+            sip_call_id=call.sip_call_id,
         )
         head = self.state.history[0] if self.state.history else None
         if head is not None and same_missed_caller(head, record):

@@ -223,7 +223,7 @@ class PhoneProcess:
         from offhook.firmware.phone import Phone
         from offhook.firmware.runtime import Runtime
         from offhook.firmware.sip.engine import SipEngine
-        from offhook.firmware.state_files import CallHistoryFile, VolumeFile
+        from offhook.firmware.state_files import AdminLockFile, CallHistoryFile, VolumeFile
 
         self.local_config = config
         # how the phone process before this one ended, as the supervisor saw it ("" if first)
@@ -258,6 +258,7 @@ class PhoneProcess:
         display = self.board.display
         volumes = VolumeFile(state_dir / "volume.json")
         history = CallHistoryFile(state_dir / "history.jsonl")
+        admin_lock = AdminLockFile(state_dir / "admin_lock.json")
         self.services = make_device_services(
             lambda event: self.runtime.post(event),
             lambda: self.config.directory,
@@ -281,13 +282,19 @@ class PhoneProcess:
             self.services.set_trust(self.zero_touch.trust)
         self.identity = identity
         self.runtime = Runtime(
-            Phone(config, history=history.call_records(), volumes=volumes.levels()),
+            Phone(
+                config,
+                history=history.call_records(),
+                volumes=volumes.levels(),
+                admin_lock=admin_lock.load(time.time()),
+            ),
             audio=self.audio,
             board=self.board,
             render=screen_renderer(display) if display is not None else None,
             history=history,
             outbox=self.provisioning,
             volumes=volumes,
+            admin_lock=admin_lock,
             services=self.services.commands(),
         )
         # BLF subscriptions and action URLs: I/O of their own, off the runtime loop

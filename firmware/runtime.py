@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from offhook.contract.logs import kv
 from offhook.firmware import events as ev
+from offhook.firmware.features.events import SaveAdminLock
 from offhook.firmware.ports import AudioPort, Indicators, Outbox, SipPort, UrlFetcher, Watcher
-from offhook.firmware.state_files import CallHistoryFile, VolumeFile
+from offhook.firmware.state_files import AdminLockFile, CallHistoryFile, VolumeFile
 from offhook.firmware.timers import TimerWheel
 from offhook.firmware.workers import LatestWorker
 
@@ -87,6 +88,7 @@ class Runtime:
         history: CallHistoryFile | None = None,
         outbox: Outbox | None = None,
         volumes: VolumeFile | None = None,
+        admin_lock: AdminLockFile | None = None,
         watcher: Watcher | None = None,
         action_urls: UrlFetcher | None = None,
         clock: Callable[[], float] = time.time,
@@ -102,6 +104,7 @@ class Runtime:
         self.history = history
         self.outbox = outbox
         self.volumes = volumes
+        self.admin_lock = admin_lock
         self.watcher = watcher  # BLF subscriptions (WatchExtensions)
         self.action_urls = action_urls  # fetches ActionUrl off the loop
         self.clock = clock
@@ -303,6 +306,11 @@ class Runtime:
         if volumes is not None:
             self._io.put(lambda: volumes.save(command.target, command.level))
 
+    def _save_admin_lock(self, command: SaveAdminLock) -> None:
+        admin_lock = self.admin_lock
+        if admin_lock is not None:
+            self._io.put(lambda: admin_lock.save(command.failures, command.locked_until))
+
     # --- workers --------------------------------------------------------------------------------
 
     def _run_io(self) -> None:
@@ -363,6 +371,7 @@ class Runtime:
         ev.StopTone: _stop_tone,
         ev.SetMute: _set_mute,
         ev.SetVolume: _set_volume,
+        SaveAdminLock: _save_admin_lock,
         ev.StartTimer: _start_timer,
         ev.CancelTimer: _cancel_timer,
         ev.Render: _render,

@@ -1,5 +1,6 @@
-"""The phone's two state files: the call history (JSON lines) and the user's volume levels (JSON).
-Both are written atomically (contract/atomic.py), off the Runtime's loop thread."""
+"""The phone's state files: the call history (JSON lines), the user's volume levels (JSON) and
+the admin PIN's lock (JSON). All are written atomically (contract/atomic.py), off the Runtime's
+loop thread."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from offhook.contract.atomic import atomic_write_text
 from offhook.contract.logs import kv
 from offhook.firmware import events as ev
 from offhook.firmware.calls import merge_repeat, same_missed_caller
+from offhook.firmware.features.settings import LOCK_MAX_S, lock_seconds
+from offhook.firmware.features.state import AdminLock
 
 log = logging.getLogger("offhook.runtime")
 
@@ -106,3 +109,41 @@ class VolumeFile:
             for k, v in data.items()
             if k in ("speaker", "ring") and isinstance(v, int) and 0 <= v <= 100
         }
+
+
+# A damaged lock file counts as this many wrong PINs: locked for the longest time now, and the
+# next wrong PIN as long again. Damaging the file must not be a way to reset the lock.
+DAMAGED_LOCK_FAILURES = next(n for n in range(1, 64) if lock_seconds(n) >= LOCK_MAX_S)
+
+
+class AdminLockFile:
+    """Wrong admin PINs in a row and until when the prompt is locked, kept across restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, now: float) -> AdminLock:
+        """The kept lock; none without a file; a damaged file locks for LOCK_MAX_S (logged)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            failures, until = data["failures"], data["locked_until"]
+            if (
+                isinstance(failures, bool)
+                or not isinstance(failures, int)
+                or not isinstance(until, int | float)
+                or failures < 0
+            ):
+                raise ValueError("failures must be a count, locked_until epoch seconds")
+            return AdminLock(failures, float(until))
+        except FileNotFoundError:
+            return AdminLock()
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning(
+                "admin lock file damaged; locked",
+                extra=kv(path=self.path, error=exc, lock_s=LOCK_MAX_S),
+            )
+            return AdminLock(DAMAGED_LOCK_FAILURES, now + LOCK_MAX_S)
+
+    def save(self, failures: int, locked_until: float) -> None:
+        data = {"failures": failures, "locked_until": locked_until}
+        atomic_write_text(self.path, json.dumps(data, sort_keys=True) + "\n")

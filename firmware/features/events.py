@@ -110,6 +110,15 @@ class TrustServer:
 
 
 @dataclass(frozen=True)
+class SaveAdminLock:
+    """Command: keep the wrong-PIN count and the lock's end on disk, so pulling the power does
+    not give a guesser a fresh set of tries."""
+
+    failures: int
+    locked_until: float  # epoch seconds
+
+
+@dataclass(frozen=True)
 class FactoryReset:
     """Command: erase the data partition's config, credentials, history and outbox, then restart."""
 
@@ -128,4 +137,6 @@ FeatureEvent = (
     | ServerDiscovered
     | FactoryResetDone
 )
-FeatureCommand = SearchDirectory | LookupCaller | ApplyNetwork | TrustServer | FactoryReset
+FeatureCommand = (
+    SearchDirectory | LookupCaller | ApplyNetwork | TrustServer | FactoryReset | SaveAdminLock
+)

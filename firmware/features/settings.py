@@ -3,6 +3,8 @@
 Opened from the last row of the status menu. The PIN is ``admin.pin`` from the (provisioned)
 config; without one the menu stays locked. Every wrong PIN is counted, and the prompt then stays
 locked for 2^(n-1) seconds (1, 2, 4... up to LOCK_MAX_S): guessing a 4-digit PIN takes days.
+The count and the lock's end leave as SaveAdminLock and come back through ``Phone(admin_lock=)``,
+so a restart or a power cut keeps them.
 Pages: network (shown, and DHCP or a static address written through ApplyNetwork when the OS lets
 the phone), provisioning (server, state, pending approval with the MAC to give the admin),
 accounts (registration of each line), factory reset (FactoryReset, after a confirmation).
@@ -23,6 +25,7 @@ from offhook.firmware.features.events import (
     NetworkApplied,
     NetworkStatus,
     ProvisioningStatus,
+    SaveAdminLock,
 )
 from offhook.firmware.features.state import (
     NETWORK_FIELDS,
@@ -46,9 +49,19 @@ def lock_seconds(failures: int) -> float:
     return min(LOCK_MAX_S, 2.0 ** (failures - 1)) if failures > 0 else 0.0
 
 
+def restored_lock(lock: AdminLock, now: float) -> AdminLock:
+    """A lock kept from before a restart, ending no later than LOCK_MAX_S from now: a Pi has no
+    real-time clock, and a clock set back at boot must not stretch the lock without bound."""
+    return replace(lock, locked_until=min(lock.locked_until, now + LOCK_MAX_S))
+
+
 def open_menu(phone: Phone, back: Mode, out: list[Command]) -> None:
     state = phone.state
-    page = SettingsPage.LOCKED if state.admin_lock.locked_until > state.now else SettingsPage.PIN
+    remaining = state.admin_lock.locked_until - state.now
+    page = SettingsPage.LOCKED if remaining > 0 else SettingsPage.PIN
+    if remaining > 0:
+        # the lock may come from before a restart, when no timer runs for it
+        phone._start_timer(T_LOCK, remaining, out)
     message = ""
     if not state.config.admin.pin:
         page, message = SettingsPage.LOCKED, "No admin PIN set"
@@ -68,11 +81,14 @@ def check_pin(phone: Phone, entered: str, out: list[Command]) -> bool:
     state = phone.state
     pin = state.config.admin.pin
     if pin and hmac.compare_digest(entered.encode(), pin.encode()):
+        if state.admin_lock != AdminLock():
+            out.append(SaveAdminLock(0, 0.0))
         state.admin_lock = AdminLock()
         return True
     failures = state.admin_lock.failures + 1
     delay = lock_seconds(failures)
     state.admin_lock = AdminLock(failures, state.now + delay)
+    out.append(SaveAdminLock(failures, state.now + delay))
     phone._start_timer(T_LOCK, delay, out)
     return False
 
