@@ -41,6 +41,7 @@ class Call:
     takes_over: int | None = None  # adopted call that replaces this call once answered
     forwarded_to: str = ""
     uid: str = ""  # the CallRecord id, taken early when an action URL names the call
+    sip_call_id: str = ""  # the dialog's Call-ID, from the engine's first report naming it
 
     @property
     def label(self) -> str:

@@ -60,6 +60,7 @@ class CallIncoming:
     account: int
     remote_uri: str  # e.g. "sip:1002@example.com"
     remote_name: str  # display name from From, may be ""
+    sip_call_id: str = ""  # the dialog's SIP Call-ID (both ends of a call share it)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class CallStateChanged:
     # A call pjsua started itself (following a REFER, or an INVITE with Replaces) names the call
     # it takes over; -1 for calls the Phone placed or was offered with CallIncoming.
     replaces: int = -1
+    sip_call_id: str = ""  # the dialog's SIP Call-ID; "" when the engine has none yet
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,16 @@ class MessageReceived:
     content_type: str = "text/plain"
 
 
+@dataclass(frozen=True)
+class MessageStatus:
+    """The final answer to a SendMessage: 2xx delivered to the far end's server; else why not
+    (``status_code`` 0 when the engine could not send it at all, ``reason`` says why)."""
+
+    request: int
+    status_code: int
+    reason: str = ""
+
+
 Event = (
     HookChanged
     | KeyPressed
@@ -221,6 +233,7 @@ Event = (
     | FeatureEvent  # the directory, the settings menu, server discovery
     | ExtensionState
     | MessageReceived
+    | MessageStatus
 )
 
 
@@ -403,6 +416,17 @@ class RecordCall:
     record: CallRecord
 
 
+@dataclass(frozen=True)
+class SendMessage:
+    """Send a text message (SIP MESSAGE, RFC 3428, text/plain) on ``account`` to ``target`` (a
+    number or URI, as MakeCall's); the engine answers with MessageStatus(request, ...)."""
+
+    request: int
+    account: int
+    target: str
+    body: str
+
+
 Command = (
     PlayTone
     | StopTone
@@ -418,6 +442,7 @@ Command = (
     | AttendedTransfer
     | Conference
     | SendDtmf
+    | SendMessage
     | SetMute
     | SetVolume
     | StartTimer
@@ -469,3 +494,6 @@ class CallRecord:
     call_id: int = -1  # the SIP engine's id of the call (-1: never got one); local use only
     reason: str = ""  # the SIP reason phrase of status_code ("Busy Here", "Request Terminated")
     count: int = 1  # missed calls from the same caller in a row, shown as one history entry
+    # The SIP Call-ID: when two phones of one fleet call each other, both records carry it, so
+    # the server can show the two legs as one call. "" when the call never got a dialog.
+    sip_call_id: str = ""

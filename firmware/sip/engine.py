@@ -617,7 +617,7 @@ class _Core:
         self.publish()
         # No 180 here: the Phone decides first (DND and busy are refused without ringing) and
         # sends Ringing for a call that will ring or wait. pjsua has answered 100 Trying.
-        self.emit(CallIncoming(call_id, acc.index, uri, name))
+        self.emit(CallIncoming(call_id, acc.index, uri, name, info.callIdString))
 
     def adopt_new_call(
         self, account_index: int, replaces: int, call_id: int = pj.PJSUA_INVALID_ID
@@ -660,7 +660,7 @@ class _Core:
         self.emit(
             CallStateChanged(
                 call_id, state, code, info.lastReason, uri, name, call.codec,
-                direction, call.account_index, call.replaces,
+                direction, call.account_index, call.replaces, info.callIdString,
             )
         )  # fmt: skip
 

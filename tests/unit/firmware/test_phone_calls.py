@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from offhook.firmware.events import (
     Answer,
+    CallIncoming,
     CallMediaChanged,
     CallState,
     CallStateChanged,
@@ -33,7 +34,7 @@ from offhook.firmware.events import (
     Unhold,
 )
 from offhook.firmware.phone import TRANSFER_GIVE_UP_S, Phone
-from tests.unit.firmware.test_phone import Driver, make_config, ring, talk
+from tests.unit.firmware.test_phone import Driver, make_config, place, ring, talk
 from tests.unit.firmware.test_phone_properties import CALL_IDS, CONFIG, EVENTS
 
 
@@ -422,3 +423,19 @@ def test_any_sequence_with_adopted_calls_and_transfers_stays_consistent(events) 
                 "messages",
                 "message",
             )
+
+
+# --- the SIP Call-ID in the record (the server joins both legs of a fleet call by it) ----------
+
+
+def test_records_carry_the_sip_call_id_the_engine_reported_both_ways() -> None:
+    d = Driver()
+    place(d, "2001", 1)
+    d(CallStateChanged(1, CallState.CONFIRMED, 200, codec="G722", sip_call_id="abc@pbx"))
+    d(HookChanged(False))
+    d(CallIncoming(2, 0, "sip:2002@pbx.example", "Bob", "def@10.0.0.2"))
+    d(CallStateChanged(2, CallState.DISCONNECTED, 487, "Request Terminated"))
+    assert [(r.direction, r.sip_call_id) for r in d.recorded] == [
+        ("outgoing", "abc@pbx"),
+        ("incoming", "def@10.0.0.2"),
+    ]
