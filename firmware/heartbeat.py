@@ -23,6 +23,10 @@ STALE_AFTER_S = 3.0  # a loop that has not turned for this long counts as hung
 # counts a loop as stalled after the same share of it (3 s of 5 s), so the two stay in step.
 HUNG_AFTER_ENV = "OFFHOOK_HUNG_AFTER_S"
 STALE_SHARE = 0.6
+# Tells a restarted phone how its predecessor ended ("hung, returncode -9"), so a config whose
+# apply it interrupted can be reported to the server with that cause. Set by the supervisor;
+# here so that the phone process reads it without importing the supervisor.
+PREVIOUS_EXIT_ENV = "OFFHOOK_PREVIOUS_EXIT"
 
 
 def seconds_from_env(env: Mapping[str, str], name: str) -> float | None:

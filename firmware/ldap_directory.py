@@ -13,11 +13,9 @@ import math
 import queue
 import threading
 from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import ldap3
-from ldap3.core.exceptions import LDAPException
-from ldap3.utils.conv import escape_filter_chars
 
 from offhook.contract.config import DirectorySettings
 from offhook.contract.errors import OffhookError
@@ -30,7 +28,20 @@ from offhook.firmware.features.events import (
     SearchDirectory,
 )
 
+if TYPE_CHECKING:
+    import ldap3
+
 log = logging.getLogger(__name__)
+
+
+def _ldap3() -> ModuleType:
+    """ldap3, imported at the first query: with pyasn1 it holds about 4 MB of the phone
+    process's memory, and most phones never search a directory."""
+    import ldap3
+    import ldap3.core.exceptions
+    import ldap3.utils.conv
+
+    return ldap3
 
 
 class DirectoryError(OffhookError, ConnectionError):
@@ -43,18 +54,19 @@ class LdapDirectory:
             raise DirectoryError("directory.url is not set")
         parts = urlsplit(settings.url)
         self.settings = settings
-        self._server = ldap3.Server(
+        self._ldap = ldap = _ldap3()
+        self._server = ldap.Server(
             parts.hostname or "",
             port=parts.port,
             use_ssl=parts.scheme == "ldaps",
             connect_timeout=settings.timeout_s,
-            get_info=ldap3.NONE,  # no schema read: one round trip less per query
+            get_info=ldap.NONE,  # no schema read: one round trip less per query
         )
 
     def _connection(self) -> ldap3.Connection:
         s = self.settings
         try:
-            conn = ldap3.Connection(
+            conn = self._ldap.Connection(
                 self._server,
                 user=s.bind_dn or None,
                 password=s.bind_password or None,
@@ -64,7 +76,7 @@ class LdapDirectory:
                 read_only=True,
             )
             conn.bind()
-        except LDAPException as exc:
+        except self._ldap.core.exceptions.LDAPException as exc:
             raise DirectoryError(f"{s.url}: {type(exc).__name__}: {exc}") from exc
         return conn
 
@@ -86,7 +98,7 @@ class LdapDirectory:
                     continue  # referrals
                 entries += _entry_numbers(entry["attributes"], s)
             return entries
-        except LDAPException as exc:
+        except self._ldap.core.exceptions.LDAPException as exc:
             if type(exc).__name__ == "LDAPSizeLimitExceededResult":
                 return []
             raise DirectoryError(f"{s.url}: {type(exc).__name__}: {exc}") from exc
@@ -96,7 +108,7 @@ class LdapDirectory:
     def search(self, text: str) -> list[DirectoryEntry]:
         """People whose name (any of ``name_attributes``) starts with ``text``, by name."""
         s = self.settings
-        prefix = escape_filter_chars(text.strip())
+        prefix = self._ldap.utils.conv.escape_filter_chars(text.strip())
         if not prefix:
             return []
         terms = "".join(f"({attr}={prefix}*)" for attr in s.name_attributes)
@@ -109,7 +121,7 @@ class LdapDirectory:
         """The name the directory has for ``number`` ("" when none). telephoneNumber's matching
         rule ignores spaces and dashes, so "+1 555 0100" in the directory matches +15550100."""
         s = self.settings
-        value = escape_filter_chars(number.strip())
+        value = self._ldap.utils.conv.escape_filter_chars(number.strip())
         if not value:
             return ""
         terms = "".join(f"({attr}={value})" for attr in s.number_attributes)

@@ -24,12 +24,10 @@ from offhook.board.base import Board, Display
 from offhook.contract.config import ConfigError, PhoneConfig, load_config
 from offhook.contract.logs import kv, setup_logging
 from offhook.firmware import events as ev
-from offhook.firmware.bench_console import open_serial_console
 from offhook.firmware.fault_hooks import EngineHangHook
-from offhook.firmware.heartbeat import Heartbeat, stale_after_from_env
+from offhook.firmware.heartbeat import PREVIOUS_EXIT_ENV, Heartbeat, stale_after_from_env
 from offhook.firmware.provisioned_apply import apply_and_wait_registered
 from offhook.firmware.provisioning.identity import sim_identity
-from offhook.firmware.supervisor import PREVIOUS_EXIT_ENV
 
 if TYPE_CHECKING:
     from offhook.board.emulated import EmulatedBoard
@@ -327,6 +325,8 @@ class PhoneProcess:
         self.console: SerialConsole | None = None
         self.console_port: Port | None = None
         if config.board.serial_console:
+            from offhook.firmware.bench_console import open_serial_console
+
             try:
                 self.console, self.console_port = open_serial_console(
                     config.board.serial_console, actions

@@ -26,7 +26,7 @@ from pathlib import Path
 from offhook.contract.config import ConfigError, load_config
 from offhook.contract.logs import kv, setup_logging
 from offhook.firmware.control.protocol import ControlError, check_exposure
-from offhook.firmware.heartbeat import HUNG_AFTER_ENV, seconds_from_env
+from offhook.firmware.heartbeat import HUNG_AFTER_ENV, PREVIOUS_EXIT_ENV, seconds_from_env
 from offhook.firmware.systemd import Notifier
 
 log = logging.getLogger("offhook.supervisor")
@@ -35,9 +35,8 @@ ChildArgv = Callable[[int], list[str]]  # heartbeat fd -> the command line of th
 # The phone's exit statuses for "could not start": a config it refuses (2) or a set-up/start
 # failure (firmware.phone_process.EXIT_START_FAILED); the phone printed the reason on stderr.
 START_FAILED_CODES = (2, 78)
-# Tells a restarted phone how its predecessor ended ("hung, returncode -9"), so a config whose
-# apply it interrupted can be reported to the server with that cause.
-PREVIOUS_EXIT_ENV = "OFFHOOK_PREVIOUS_EXIT"
+MALLOC_ARENA_MAX_ENV = "MALLOC_ARENA_MAX"
+CHILD_MALLOC_ARENAS = "2"
 WATCH_TICK_S = 1.0  # longest wait of the watch loop (see Supervisor._watch_tick_s)
 
 
@@ -201,12 +200,15 @@ class Supervisor:
         run.returncode = proc.returncode
         return run
 
-    def _child_env(self) -> dict[str, str] | None:
-        previous = self.state.runs[-1] if self.state.runs else None
-        if previous is None:
-            return self.env
+    def _child_env(self) -> dict[str, str]:
         env = dict(os.environ if self.env is None else self.env)
-        env[PREVIOUS_EXIT_ENV] = describe_exit(previous)
+        # glibc gives each thread that allocates its own malloc arena, up to 8 per core; the
+        # phone's dozen threads hardly allocate, so two arenas are enough (an explicit setting
+        # from the environment wins).
+        env.setdefault(MALLOC_ARENA_MAX_ENV, CHILD_MALLOC_ARENAS)
+        previous = self.state.runs[-1] if self.state.runs else None
+        if previous is not None:
+            env[PREVIOUS_EXIT_ENV] = describe_exit(previous)
         return env
 
     @property

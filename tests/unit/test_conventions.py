@@ -139,6 +139,8 @@ LATE_IMPORTS = {
     ("offhook.provisioning.app", "offhook.provisioning.web"),
     # SQLCipher is optional (the sqlcipher extra): needed only when a database key is set
     ("offhook.provisioning.sqlcipher", "sqlcipher3"),
+    # ldap3 and pyasn1 hold ~4 MB of an idle phone: only a directory query loads them
+    ("offhook.firmware.ldap_directory", "ldap3"),
 }
 
 

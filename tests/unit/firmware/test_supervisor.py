@@ -262,6 +262,31 @@ def test_a_restarted_phone_learns_how_its_predecessor_ended(tmp_path: Path) -> N
     assert second == "was killed by SIGSEGV"
 
 
+def test_the_phone_process_runs_with_few_malloc_arenas(tmp_path: Path) -> None:
+    """glibc's arena limit is set for the child (memory per thread on a small board); a value
+    the supervisor's own environment names is passed on unchanged."""
+    from offhook.firmware.supervisor import CHILD_MALLOC_ARENAS
+
+    seen = tmp_path / "seen"
+    code = (
+        "import os, time\n"
+        f"with open({str(seen)!r}, 'a') as fh:\n"
+        "    fh.write(os.environ.get('MALLOC_ARENA_MAX', '-') + '\\n')\n"
+        "time.sleep(30)\n"
+    )
+    for env, expected in (({}, CHILD_MALLOC_ARENAS), ({"MALLOC_ARENA_MAX": "1"}, "1")):
+        seen.write_text("")
+        sup = Supervisor(
+            lambda _fd: [sys.executable, "-c", code], FAST, Notifier(environ={}), env=env
+        )
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)  # noqa: B023
+        thread.start()
+        wait_for(lambda: seen.read_text().strip())
+        stop(sup, thread, result)
+        assert seen.read_text().split() == [expected]
+
+
 def test_startup_limit_comes_from_the_environment_when_set() -> None:
     from offhook.firmware.supervisor import STARTUP_TIMEOUT_ENV, policy_from_env
 
