@@ -46,6 +46,8 @@ class Board:
     # the running system sees them. 0: one root partition, no RAUC.
     slot_size: int = 0
     slot_devices: tuple[str, str] = ("", "")
+    # what chooses the slot at power-on, and RAUC's backend for it: "grub" or "uboot"
+    bootloader: str = ""
 
     @property
     def ab_slots(self) -> bool:
@@ -80,6 +82,7 @@ def board(name: str, mirror: str) -> Board:
             needs_pjsua2_wheel=False,
             slot_size=1024 * MIB,
             slot_devices=("/dev/vda2", "/dev/vda4"),
+            bootloader="grub",
         )
     if name == "rpi":
         return Board(
@@ -97,6 +100,14 @@ def board(name: str, mirror: str) -> Board:
                     "i2c-tools",
                     # Opus in the compiled pjsua2 links against it.
                     "libopus0",
+                    # A/B updates: RAUC's service and client; U-Boot (the Pi firmware loads it,
+                    # its boot script picks the slot); fw_printenv/fw_setenv, through which
+                    # RAUC's uboot backend reads and sets the slot state.
+                    "rauc",
+                    "rauc-service",
+                    "squashfs-tools",
+                    "u-boot-rpi",
+                    "libubootenv-tool",
                 ),
                 components=("main", "non-free-firmware"),
                 mirror=mirror,
@@ -114,5 +125,11 @@ def board(name: str, mirror: str) -> Board:
             boot_size=256 * MIB,
             needs_pjsua2_wheel=True,
             firmware_extras=("pi",),
+            # 1.1 GiB of root today: room to grow, as the slot size is fixed for every card
+            # flashed. The devices are links made at boot to the partitions of the card the
+            # root is on (mmcblk0 on a Pi, vda under QEMU): offhook-rauc-slots.
+            slot_size=1536 * MIB,
+            slot_devices=("/run/offhook/slots/A", "/run/offhook/slots/B"),
+            bootloader="uboot",
         )
     raise ValueError(f"unknown board {name!r}: choose rpi or qemu-amd64")

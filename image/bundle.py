@@ -16,7 +16,9 @@ from pathlib import Path
 
 from offhook.contract.errors import OffhookError
 from offhook.contract.signing import SigningPair
+from offhook.image import uboot
 from offhook.image.boards import Board
+from offhook.image.uboot import FW_ENV_CONFIG
 
 KEYRING = "/etc/rauc/keyring.pem"
 SYSTEM_CONF = "/etc/rauc/system.conf"
@@ -31,15 +33,28 @@ class BundleError(OffhookError, RuntimeError):
     """``rauc bundle`` or ``rauc info`` failed, or a bundle is not what it should be."""
 
 
+def bootloader_lines(target: Board) -> str:
+    """system.conf's backend: GRUB's grubenv, or U-Boot's environment through fw_setenv
+    (/etc/fw_env.config names the file; image/uboot.py) with the attempts its script counts."""
+    if target.bootloader == "grub":
+        return f"bootloader=grub\ngrubenv={GRUBENV}\n"
+    if target.bootloader == "uboot":
+        return (
+            "bootloader=uboot\n"
+            f"boot-attempts={uboot.BOOT_ATTEMPTS}\nboot-attempts-primary={uboot.BOOT_ATTEMPTS}\n"
+        )
+    raise BundleError(f"board {target.name}: no RAUC backend for bootloader {target.bootloader!r}")
+
+
 def system_conf(target: Board) -> str:
-    """/etc/rauc/system.conf: two root slots booted by GRUB, bundles checked against the keyring."""
+    """/etc/rauc/system.conf: two root slots chosen by the board's bootloader, bundles checked
+    against the keyring."""
     slot_a, slot_b = target.slot_devices
     return (
         "[system]\n"
         f"compatible={target.compatible}\n"
-        "bootloader=grub\n"
-        f"grubenv={GRUBENV}\n"
-        f"data-directory={RAUC_DATA}\n"
+        + bootloader_lines(target)
+        + f"data-directory={RAUC_DATA}\n"
         # RAUC mounts bundles under /mnt/rauc by default, which it cannot create on a read-only
         # root: /run is a tmpfs
         "mountprefix=/run/rauc\n"
@@ -59,6 +74,8 @@ def install_rauc_config(tree: Path, target: Board, pair: SigningPair) -> None:
     rauc.mkdir(parents=True, exist_ok=True)
     (rauc / "system.conf").write_text(system_conf(target))
     shutil.copyfile(pair.cert, rauc / "keyring.pem")
+    if target.bootloader == "uboot":
+        (tree / FW_ENV_CONFIG.lstrip("/")).write_text(uboot.fw_env_config())
 
 
 def manifest(compatible: str, version: str, image_name: str, fmt: str = "verity") -> str:

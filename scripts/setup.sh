@@ -30,6 +30,9 @@ DEB_PACKAGES=(
   mtools dosfstools e2fsprogs fdisk bmap-tools xz-utils zstd util-linux socat kmod
   grub-pc-bin grub-common dbus  # GRUB for the A/B qemu-amd64 card; D-Bus for the host RAUC tests
   rauc squashfs-tools
+  # U-Boot for the Pi's A/B card: mkimage/mkenvimage at build time, qemu_arm64 to run its boot
+  # script in tests, fw_printenv/fw_setenv (RAUC's uboot backend) against its slot state
+  u-boot-tools u-boot-qemu libubootenv-tool
   slapd ldap-utils  # the remote phonebook's tests run a real OpenLDAP
   dnsmasq-base iproute2  # zero-touch tests: DHCP and DNS from dnsmasq, in network namespaces
 )

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from offhook.image import rootfs
+from offhook.contract.signing import development_pair
+from offhook.image import rootfs, uboot
 from offhook.image.assemble import source_date_epoch
 from offhook.image.boards import board
 from offhook.image.build import (
@@ -131,7 +132,7 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> Card:
     image = work / "offhook-rpi.img"
     layout = image_from_tree(
         tree, boot, target, image, size=None, id_seed="offhook", epoch=source_date_epoch(),
-        workdir=work / "parts", steps=steps,
+        workdir=work / "parts", steps=steps, signing=development_pair(work / "keys"),
     )  # fmt: skip
     parts = {p.name: p for p in layout.partitions}
     boot_fat = extract(image, parts["boot"].start, parts["boot"].size, work / "boot.fat")
@@ -158,47 +159,68 @@ def test_boot_partition_holds_the_pi_boot_chain(card: Card, tmp_path: Path) -> N
         assert compatible.encode() in blob, name
 
 
-def test_config_txt_boots_the_kernel_and_initramfs_on_the_card(card: Card) -> None:
+def test_config_txt_boots_uboot_which_boots_the_slots_kernel(card: Card, tmp_path: Path) -> None:
+    """The firmware loads U-Boot (u-boot-rpi's 64-bit build) as its kernel; U-Boot's script
+    boots the kernel and initramfs of the slot it picks, from that slot (image/uboot.py)."""
     config = (card.boot / "config.txt").read_text()
     lines = {line.strip() for line in config.splitlines()}
     assert {"arm_64bit=1", "upstream_kernel=1", "enable_uart=1", "dtparam=i2c_arm=on"} <= lines
     named = pi_config_files(config)
-    kernel = (card.boot / named["kernel"]).read_bytes()
-    image = gzip.decompress(kernel) if kernel[:2] == b"\x1f\x8b" else kernel
-    assert image[56:60] == b"ARM\x64"  # arm64 Image header magic
-    initramfs = subprocess.run(
-        ["zstd", "-dc", str(card.boot / named["initramfs"])], capture_output=True, check=True
-    ).stdout
+    assert named == {"kernel": uboot.UBOOT_KERNEL_NAME}  # no initramfs: U-Boot loads the slot's
+    packaged = tmp_path / "u-boot.bin"
+    debugfs(card.root_ext4, f"dump /{uboot.RPI_UBOOT} {packaged}")
+    assert (card.boot / "u-boot.bin").read_bytes() == packaged.read_bytes()
+    assert b"U-Boot 2023.01" in packaged.read_bytes()
+    assert not list(card.boot.glob("vmlinuz*")) and not list(card.boot.glob("initrd.img*"))
+    script = (card.boot / uboot.SCRIPT_NAME).read_bytes()
+    assert script[:4] == b"\x27\x05\x19\x56"  # a U-Boot image (mkimage), type script
+    assert b"console=ttyS1,115200" in script and b"rauc.slot=" in script
+    kernel = tmp_path / "vmlinuz"
+    debugfs(card.root_ext4, f"dump {resolve(card, '/vmlinuz')} {kernel}")
+    raw = kernel.read_bytes()
+    image = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    assert image[56:60] == b"ARM\x64"  # arm64 Image header magic: what booti boots
+    initrd = tmp_path / "initrd.img"
+    debugfs(card.root_ext4, f"dump {resolve(card, '/initrd.img')} {initrd}")
+    initramfs = subprocess.run(["zstd", "-dc", str(initrd)], capture_output=True, check=True).stdout
     members = {Path(name).name for name in cpio_names(initramfs)}
     assert "init" in members
     missing = [driver for driver in INITRAMFS_DRIVERS if driver not in members]
     assert not missing, f"initramfs lacks {missing}"
 
 
-def test_cmdline_names_the_root_partition_read_only(card: Card) -> None:
-    text = (card.boot / "cmdline.txt").read_text()
-    assert text.count("\n") == 1 and text.endswith("\n")
-    args = text.split()
+def test_card_has_two_slots_and_the_uboot_slot_state(card: Card, tmp_path: Path) -> None:
     table = json.loads(run(["sfdisk", "--json", str(card.image)], text=True).stdout)
-    disk_id = table["partitiontable"]["id"].removeprefix("0x")
-    assert f"root=PARTUUID={disk_id}-02" in args
-    assert card.layout.partitions[1].name == "root"
-    assert "ro" in args and "rw" not in args
-    assert "console=ttyS1,115200" in args and "rootwait" in args
+    parts = table["partitiontable"]["partitions"]
+    assert len(parts) == 4 and parts[1]["size"] == parts[3]["size"]  # A and B, equal
+    assert card.layout.partition("root").size == board("rpi", "m").slot_size
+    state = tmp_path / "ab.env"
+    run(["mcopy", "-i", str(card.boot_fat), f"::/{uboot.ENV_FILE}", str(state)], env=MTOOLS_ENV)
+    config = tmp_path / "fw_env.config"
+    config.write_text(uboot.fw_env_config(str(state)))
+    listed = run(["fw_printenv", "-c", str(config)], text=True).stdout.split()
+    assert listed == ["BOOT_A_LEFT=3", "BOOT_B_LEFT=0", "BOOT_ORDER=A"]
+    # RAUC's side: the uboot backend, and fw_setenv pointed at the same file
+    system = (card.etc / "rauc/system.conf").read_text()
+    assert "bootloader=uboot" in system and "/run/offhook/slots/B" in system
+    assert "/boot/firmware/offhook/ab.env" in (card.etc / "fw_env.config").read_text()
+    wanted = {link.name for link in (card.etc / "systemd/system").glob("*.wants/*")}
+    assert {"offhook-rauc-slots.service", "offhook-slot-watchdog.service"} <= wanted
+    assert (card.etc / "systemd/system/rauc.service.d/offhook-slots.conf").is_file()
 
 
 def test_root_partition_is_the_configured_arm64_system(card: Card, tmp_path: Path) -> None:
     fstab = (card.etc / "fstab").read_text()
     fat_label = run(["mlabel", "-s", "-i", str(card.boot_fat), "::"], text=True, env=MTOOLS_ENV)
     labels = {
-        "/": run(["e2label", str(card.root_ext4)], text=True).stdout.strip(),
         "/data": run(["e2label", str(card.data_ext4)], text=True).stdout.strip(),
         "/boot/firmware": fat_label.stdout.split()[-1],
     }
     for mountpoint, label in labels.items():
         pattern = rf"^LABEL={re.escape(label)}\s+{re.escape(mountpoint)}\s"
         assert re.search(pattern, fstab, re.MULTILINE), (mountpoint, label)
-    assert re.search(r"^LABEL=OFFHOOK-ROOT\s+/\s+ext4\s+ro,", fstab, re.MULTILINE)
+    # both slots carry OFFHOOK-ROOT: the root is the one U-Boot named (read-only, "ro")
+    assert not re.search(r"^LABEL=OFFHOOK-ROOT\s+/\s", fstab, re.MULTILINE)
     units = card.etc / "systemd/system"
     wanted = {link.name for link in units.glob("*.wants/*")}
     for unit in ENABLED_UNITS:

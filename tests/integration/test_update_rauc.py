@@ -309,7 +309,7 @@ def test_image_bundle_verifies_with_its_keyring_only(tmp_path: Path) -> None:
     assert development_pair(tmp_path / "dev-keys").cert.read_bytes() == pair.cert.read_bytes()
 
 
-WATCHDOG = Path(__file__).resolve().parents[2] / "image/overlay/qemu-amd64/usr/local/sbin"
+WATCHDOG = Path(__file__).resolve().parents[2] / "image/overlay/ab/usr/local/sbin"
 
 
 def run_watchdog(system: RaucSystem, tmp_path: Path, cmdline: str = "", uptime: str = "950.2"):

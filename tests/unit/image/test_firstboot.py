@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from offhook.contract.config import PhoneConfig, load_config, parse_config, save_config
+from offhook.image import uboot
 from offhook.image.boottest import networkd_duid, siphash24
 from offhook.image.firstboot import main
 
@@ -98,6 +100,11 @@ class Card:
         return self.boot / "cmdline.txt"
 
     @property
+    def fw_env_config(self) -> Path:
+        """/etc/fw_env.config: only a U-Boot card (the Pi's A/B slots) has one."""
+        return self.root / "etc/fw_env.config"
+
+    @property
     def kept(self) -> Path:
         return self.data / "offhook/system/machine-id"
 
@@ -111,6 +118,7 @@ class Card:
             "OFFHOOK_FIRSTBOOT_DATA": str(self.data),
             "OFFHOOK_FIRSTBOOT_BOOT": str(self.boot),
             "OFFHOOK_FIRSTBOOT_MACHINE_ID": str(self.machine_id),
+            "OFFHOOK_FIRSTBOOT_FW_ENV": str(self.fw_env_config),
         }
         return subprocess.run(
             ["sh", str(FIRSTBOOT), *(steps or ("keep_machine_id",))],
@@ -242,3 +250,26 @@ def test_an_unseeded_card_gets_the_default_config_for_zero_touch(card: Card) -> 
     config_path.write_text('[device]\nname = "desk 7"\n')  # configured since: kept
     assert card.firstboot("zero_touch_config").returncode == 0
     assert load_config(config_path).device.name == "desk 7"
+
+
+@pytest.mark.skipif(
+    shutil.which("fw_printenv") is None or shutil.which("mkenvimage") is None,
+    reason="needs libubootenv-tool and u-boot-tools (scripts/setup.sh)",
+)
+def test_a_uboot_card_gets_the_kept_machine_id_in_its_slot_state(tmp_path: Path) -> None:
+    """U-Boot's script builds the command line from the slot state (image/uboot.py): the kept id
+    goes there through the real fw_setenv, the slot variables RAUC keeps are left as they were."""
+    card = Card(tmp_path, FIRST_ID)
+    env = uboot.write_env(card.boot / "ab.env", {**uboot.FACTORY_STATE, "BOOT_ORDER": "B A"})
+    card.fw_env_config.write_text(uboot.fw_env_config(str(env)))
+    proc = card.firstboot()
+    assert proc.returncode == 0, proc.stderr
+    assert "machine-id pinned in the U-Boot slot state" in proc.stdout
+    listed = subprocess.run(["fw_printenv", "-c", str(card.fw_env_config)], capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    values = dict(line.split("=", 1) for line in listed.splitlines())
+    assert values == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0",
+                      "MACHINE_ID": FIRST_ID}  # fmt: skip
+    before = env.read_bytes()
+    assert "U-Boot slot state" not in card.firstboot().stdout
+    assert env.read_bytes() == before  # an unchanged id is not written again
