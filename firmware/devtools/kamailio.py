@@ -103,7 +103,7 @@ tcp_children=2
 auto_aliases=no
 enable_tls=yes
 tcp_accept_no_cl=yes
-listen=udp:{host}:{udp}
+{tcp_globals}listen=udp:{host}:{udp}
 listen=tcp:{host}:{tcp}
 listen=tls:{host}:{tls}
 mpath="{modules}"
@@ -333,13 +333,16 @@ class KamailioServer:
         mwi_server: tuple[str, int] | None = None,
         presence: bool = False,
         media_relay: tuple[str, int] | None = None,
+        tcp_lifetime_s: int | None = None,
     ) -> None:
         """``redirects``: extension -> user its INVITEs are sent to with a 302 (Contact at this
         proxy). ``mwi_server``: (host, port) of a UDP notifier that gets every
         ``Event: message-summary`` SUBSCRIBE (record-routed); without one they go to the user.
         ``presence``: serve ``Event: dialog`` subscriptions (BLF) with every call's state.
         ``media_relay``: (host, port) of an rtpproxy-protocol relay (``media_relay.MediaRelay``)
-        that every call's SDP offer and answer are rewritten to, through the rtpproxy module."""
+        that every call's SDP offer and answer are rewritten to, through the rtpproxy module.
+        ``tcp_lifetime_s``: close TCP and TLS connections idle this long (Kamailio's default is
+        120 s), for tests of clients that must notice and connect again."""
         for extension, target in (redirects or {}).items():
             for value in (extension, target):
                 if not _SAFE_USER.fullmatch(value):
@@ -353,6 +356,7 @@ class KamailioServer:
         self.mwi_server = mwi_server
         self.media_relay = media_relay
         self.presence = presence
+        self.tcp_lifetime_s = tcp_lifetime_s
         self.host = HOST
         self.udp_port = self.tcp_port = self.tls_port = 0
         self.log_path = directory / "kamailio.log"
@@ -453,6 +457,11 @@ class KamailioServer:
             presence_lines=_PRESENCE_LINES if presence else "",
             dialog_lines=_DIALOG_LINES if presence else "",
             presence_route=_PRESENCE_ROUTE if presence else "",
+            tcp_globals=(
+                f"tcp_connection_lifetime={self.tcp_lifetime_s}\n"
+                if self.tcp_lifetime_s is not None
+                else ""
+            ),
             host=HOST,
             udp=self.udp_port,
             tcp=self.tcp_port,

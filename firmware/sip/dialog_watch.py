@@ -6,7 +6,11 @@ package exists in the C library but not in the binding, and pjsua2 gives the app
 for NOTIFYs of other packages. So, as for check-sync, the phone runs a small SIP client of its own
 for these subscriptions: one UDP socket, one thread, digest authentication (401/407), refresh
 before expiry, re-subscription after a terminated or failed one. Requests go to the account's
-outbound proxy, else its domain, over UDP (whatever transport the line registers with).
+outbound proxy, else its domain, over the line's transport: UDP on the watcher's socket, TCP or
+TLS on a connection of its own (``sip_stream``; TLS verified as ``sip.tls_*`` say, like the
+line's own). A subscription made on a connection keeps to it, and the notifier's NOTIFYs come
+back on it; when it is lost, its subscriptions are reported unknown and made again on a new
+connection, after 1 s, doubling to 60 s while connecting keeps failing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import queue
 import secrets
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +37,7 @@ from offhook.firmware.provisioning.checksync import (
 )
 from offhook.firmware.sip.dialog_info import DialogInfoError, parse_dialog_info
 from offhook.firmware.sip.digest import DigestError, authorization, parse_challenge
+from offhook.firmware.sip.sip_stream import StreamClosed, StreamConnection, client_context
 from offhook.firmware.sip.uri import split_name_addr
 
 log = logging.getLogger(__name__)
@@ -46,11 +52,16 @@ MAX_AUTH_TRIES = 2
 SHUTDOWN_WAIT_S = 1.0  # for the answers to the un-SUBSCRIBEs
 MAX_DATAGRAM = 65_535
 SIP_PORT = 5060
+SIPS_PORT = 5061
+TIMER_F_S = 32.0  # a request over a stream is sent once; its answer may take this long
+RECONNECT_FIRST_S = 1.0  # a lost connection is made again after this, doubling...
+RECONNECT_MAX_S = 60.0  # ...up to this while connecting keeps failing
 
 Watch = tuple[int, str]  # (account index, extension)
+Flow = tuple[str, str, int]  # ("tcp"/"tls", address, port): one stream connection
 
 
-def host_port(uri: str) -> tuple[str, int]:
+def host_port(uri: str, default_port: int = SIP_PORT) -> tuple[str, int]:
     """``<sip:1002@127.0.0.1:5070;lr>`` or ``host:port`` -> ("127.0.0.1", 5070)."""
     value = uri.strip().strip("<>").split(">", 1)[0]
     for scheme in ("sips:", "sip:"):
@@ -59,9 +70,9 @@ def host_port(uri: str) -> tuple[str, int]:
     value = value.rsplit("@", 1)[-1]
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else SIP_PORT
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
     host, _, port = value.partition(":")
-    return host, int(port) if port.isdigit() else SIP_PORT
+    return host, int(port) if port.isdigit() else default_port
 
 
 def tag_of(value: str) -> str:
@@ -106,6 +117,8 @@ class Subscription:
 
     account: int
     extension: str
+    transport: str = "udp"
+    flow: Flow | None = None  # the stream connection it was made on (TCP, TLS)
     call_id: str = field(default_factory=lambda: secrets.token_hex(12))
     from_tag: str = field(default_factory=lambda: secrets.token_hex(6))
     to_tag: str = ""
@@ -163,10 +176,13 @@ class DialogWatcher:
         self._config: PhoneConfig | None = None
         self._subs: dict[Watch, Subscription] = {}
         self._ending: list[Subscription] = []
+        self._flows: dict[Flow, StreamConnection] = {}
+        self._failures: dict[Flow, int] = {}  # connections lost in a row, for the backoff
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="blf", daemon=True)
         self.challenges_answered = 0  # 401/407 answered with digest credentials
         self.refreshes = 0  # in-dialog re-SUBSCRIBEs answered 2xx
+        self.connections_lost = 0  # TCP/TLS connections that failed or closed under us
 
     # --- any thread ----------------------------------------------------------------------------
 
@@ -179,13 +195,18 @@ class DialogWatcher:
         self._wake()
 
     def stop(self, timeout: float = 3.0) -> None:
-        if not self._thread.is_alive():
-            self._sock.close()
-            return
-        self._commands.put(None)
-        self._wake()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._commands.put(None)
+            self._wake()
+            self._thread.join(timeout)
+        for flow in list(self._flows.values()):
+            flow.close()
         self._sock.close()
+
+    def transport_of(self, watch: Watch) -> str:
+        """The transport a watch's subscription runs on ("" when not watched); for status."""
+        sub = self._subs.get(watch)
+        return sub.transport if sub else ""
 
     def _wake(self) -> None:
         try:
@@ -209,18 +230,44 @@ class DialogWatcher:
             except queue.Empty:
                 pass
             try:
-                readable, _, _ = select.select([self._sock], [], [], self._wait_s())
-                if readable:
-                    data, source = self._sock.recvfrom(MAX_DATAGRAM)
-                    self._receive(data, source)
+                self._poll(self._wait_s())
                 self._run_timers()
             except Exception:
                 log.exception("blf watcher loop error")
                 time.sleep(0.1)
 
+    def _poll(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the UDP socket and the connections; handle what came."""
+        flows = list(self._flows.items())
+        udp = self._sock.fileno()
+        readable, writable, _ = select.select(
+            [udp, *(flow.fileno() for _, flow in flows)],
+            [flow.fileno() for _, flow in flows if flow.wants_write()],
+            [],
+            timeout,
+        )
+        if udp in readable:
+            data, source = self._sock.recvfrom(MAX_DATAGRAM)
+            self._receive(data, source)
+        for key, flow in flows:
+            if self._flows.get(key) is not flow:
+                continue  # dropped while handling another's message
+            fd = flow.fileno()
+            try:
+                if fd in writable:
+                    flow.on_writable()
+                if fd in readable:
+                    for message in flow.on_readable():
+                        self._receive(message, flow.destination, key)
+                        if self._flows.get(key) is not flow:
+                            break  # what we answered made us drop it
+            except StreamClosed as exc:
+                self._flow_lost(key, str(exc))
+
     def _wait_s(self) -> float:
         times = [t for s in self._subs.values() for t in (s.next_send if s.request else 0,
                  s.refresh_at, s.retry_at) if t]  # fmt: skip
+        times += [f.deadline for f in self._flows.values() if not f.is_open]
         if not times:
             return 0.5
         return max(0.0, min(0.5, min(times) - self._clock()))
@@ -240,10 +287,17 @@ class DialogWatcher:
                 del self._subs[key]
         for key in watches:
             if key not in self._subs:
-                sub = Subscription(*key, expires=self._expires_s)
+                sub = Subscription(*key, transport=self._transport(key), expires=self._expires_s)
                 self._subs[key] = sub
                 self._send_subscribe(sub)
+        self._close_unused_flows()
         log.info("blf watches", extra=kv(watches=[f"{a}:{e}" for a, e in watches]))
+
+    def _transport(self, watch: Watch) -> str:
+        config = self._config
+        if config is None or watch[0] >= len(config.accounts):
+            return "udp"
+        return config.accounts[watch[0]].transport
 
     def _account(self, sub: Subscription) -> Account | None:
         config = self._config
@@ -274,25 +328,41 @@ class DialogWatcher:
             next_hop = sub.target
         else:
             next_hop = account.outbound_proxy or account.domain
-        host, port = host_port(next_hop)
-        try:
-            address = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
-            destination = (str(address[0]), int(address[1]))
-        except OSError as exc:
-            log.warning("blf: cannot resolve the proxy", extra=kv(host=host, error=exc))
-            self._failed(sub, now, f"cannot resolve {host}")
-            return
-        local = self._local_host(destination)
+        host, port = host_port(next_hop, SIPS_PORT if sub.transport == "tls" else SIP_PORT)
+        if sub.flow is not None:
+            flow = self._flows.get(sub.flow)
+            if flow is None:  # its connection is gone: _flow_lost has planned a new one
+                return
+            destination = flow.destination
+        else:
+            try:
+                address = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+                destination = (str(address[0]), int(address[1]))
+            except OSError as exc:
+                log.warning("blf: cannot resolve the proxy", extra=kv(host=host, error=exc))
+                self._failed(sub, now, f"cannot resolve {host}")
+                return
+        if sub.transport == "udp":
+            local, local_port = self._local_host(destination), self.port
+            contact_params = ""
+        else:
+            if sub.flow is None:
+                sub.flow = self._open_flow(sub.transport, destination, host)
+                if sub.flow is None:
+                    return  # _flow_lost has reported it and planned the next try
+            flow = self._flows[sub.flow]
+            local, local_port = flow.local
+            contact_params = f";transport={sub.transport}"
         to = f"<sip:{sub.extension}@{aor_host}>" + (f";tag={sub.to_tag}" if sub.to_tag else "")
         lines = [
             f"SUBSCRIBE {request_uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {local}:{self.port};branch={sub.branch};rport",
+            f"Via: SIP/2.0/{sub.transport.upper()} {local}:{local_port};branch={sub.branch};rport",
             "Max-Forwards: 70",
             f"From: <sip:{account.user}@{aor_host}>;tag={sub.from_tag}",
             f"To: {to}",
             f"Call-ID: {sub.call_id}",
             f"CSeq: {sub.cseq} SUBSCRIBE",
-            f"Contact: <sip:{account.user}@{local}:{self.port}>",
+            f"Contact: <sip:{account.user}@{local}:{local_port}{contact_params}>",
             *[f"Route: {route}" for route in sub.route],
             "Event: dialog",
             "Accept: application/dialog-info+xml",
@@ -316,12 +386,82 @@ class DialogWatcher:
     def _transmit(self, sub: Subscription, now: float) -> None:
         if sub.destination is None:
             return
+        if sub.flow is not None:
+            # A stream is reliable: sent once, and the answer awaited for timer F.
+            sub.sends = MAX_SENDS
+            sub.next_send = now + TIMER_F_S
+            flow = self._flows.get(sub.flow)
+            if flow is None:
+                return
+            try:
+                flow.send(sub.request)
+            except StreamClosed as exc:
+                self._flow_lost(sub.flow, str(exc))
+            return
         try:
             self._sock.sendto(sub.request, sub.destination)
         except OSError as exc:
             log.warning("blf: send failed", extra=kv(extension=sub.extension, error=exc))
         sub.sends += 1
         sub.next_send = now + min(T1_S * 2 ** (sub.sends - 1), 4.0)
+
+    # --- stream connections (TCP, TLS) ---------------------------------------------------------
+
+    def _open_flow(self, transport: str, destination: tuple[str, int], host: str) -> Flow | None:
+        """The connection to ``destination`` (a new one unless it is up); None when it could
+        not even be started (then reported as lost)."""
+        key: Flow = (transport, *destination)
+        if key in self._flows:
+            return key
+        try:
+            context = self._tls_context() if transport == "tls" else None
+            flow = StreamConnection(destination, context, host, self.bind_host, self._clock)
+        except (StreamClosed, OSError, ssl.SSLError) as exc:
+            self._flow_lost(key, str(exc))
+            return None
+        self._flows[key] = flow
+        where = f"{destination[0]}:{destination[1]}"
+        log.info("blf connecting", extra=kv(transport=transport, destination=where))
+        return key
+
+    def _tls_context(self) -> ssl.SSLContext:
+        assert self._config is not None
+        sip = self._config.sip
+        try:
+            return client_context(
+                sip.tls_ca_file, sip.tls_verify_server, sip.tls_cert_file, sip.tls_key_file
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise StreamClosed(f"TLS settings unusable (sip.tls_*): {exc}") from None
+
+    def _flow_lost(self, key: Flow, reason: str) -> None:
+        """The connection failed or closed: its subscriptions are unknown until they are made
+        again on a new connection, after a backoff that doubles while this keeps happening."""
+        flow = self._flows.pop(key, None)
+        if flow is not None:
+            flow.close()
+        self.connections_lost += 1
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(RECONNECT_FIRST_S * 2 ** (failures - 1), RECONNECT_MAX_S)
+        log.warning("blf connection lost", extra=kv(transport=key[0], destination=f"{key[1]}:"
+                    f"{key[2]}", reason=reason, retry_s=delay))  # fmt: skip
+        now = self._clock()
+        for sub in self._subs.values():
+            if sub.flow == key:
+                sub.request = b""
+                sub.refresh_at = 0.0
+                sub.retry_at = now + delay
+                sub.dialogs.clear()
+                self._report(sub, subscribed=False)
+        self._ending = [s for s in self._ending if s.flow != key]
+
+    def _close_unused_flows(self) -> None:
+        used = {s.flow for s in [*self._subs.values(), *self._ending]}
+        for key in [k for k in self._flows if k not in used]:
+            self._flows.pop(key).close()
+            where = f"{key[1]}:{key[2]}"
+            log.info("blf connection closed", extra=kv(transport=key[0], destination=where))
 
     def _end(self, sub: Subscription) -> None:
         """Un-SUBSCRIBE (Expires: 0) an established subscription; no answer is awaited long."""
@@ -338,10 +478,7 @@ class DialogWatcher:
         self._subs.clear()
         deadline = self._clock() + SHUTDOWN_WAIT_S
         while any(s.request for s in self._ending) and self._clock() < deadline:
-            readable, _, _ = select.select([self._sock], [], [], 0.05)
-            if readable:
-                data, source = self._sock.recvfrom(MAX_DATAGRAM)
-                self._receive(data, source)
+            self._poll(0.05)
 
     def _run_timers(self) -> None:
         now = self._clock()
@@ -356,13 +493,18 @@ class DialogWatcher:
                 self._send_subscribe(sub)
             if sub.retry_at and now >= sub.retry_at:
                 self._restart(sub)
+        for key, flow in list(self._flows.items()):
+            if not flow.is_open and now >= flow.deadline:
+                self._flow_lost(key, "connection timed out")
         self._ending = [s for s in self._ending if s.request and s.sends < 2]
+        self._close_unused_flows()
 
     def _restart(self, sub: Subscription) -> None:
         """A new subscription for the same watch (new Call-ID and tags)."""
         fresh = Subscription(
-            sub.account, sub.extension, expires=self._expires_s, reported=sub.reported
-        )
+            sub.account, sub.extension, transport=self._transport(sub.key),
+            expires=self._expires_s, reported=sub.reported,
+        )  # fmt: skip
         self._subs[sub.key] = fresh
         self._send_subscribe(fresh)
 
@@ -381,7 +523,8 @@ class DialogWatcher:
 
     # --- what arrives --------------------------------------------------------------------------
 
-    def _receive(self, data: bytes, source: tuple[str, int]) -> None:
+    def _receive(self, data: bytes, source: tuple[str, int], flow: Flow | None = None) -> None:
+        """A datagram from ``source``, or a message that came on the connection ``flow``."""
         if not data.strip():
             return  # a keep-alive, or our own wake-up
         if data.startswith(b"SIP/2.0 "):
@@ -397,20 +540,30 @@ class DialogWatcher:
             return
         headers = request.headers
         if request.method != "NOTIFY":
-            self._answer(headers, source, 405, "Method Not Allowed")
+            self._answer(headers, source, flow, 405, "Method Not Allowed")
             return
         sub = self._find(request.header("call-id") or "", tag_of(request.header("to") or ""))
         if sub is None:
-            self._answer(headers, source, 481, "Subscription Does Not Exist")
+            self._answer(headers, source, flow, 481, "Subscription Does Not Exist")
             return
-        self._answer(headers, source, 200, "OK")
+        self._answer(headers, source, flow, 200, "OK")
         self._on_notify(sub, headers, data)
 
-    def _answer(self, headers: dict[str, list[str]], source: tuple[str, int], code: int,
-                reason: str) -> None:  # fmt: skip
-        # The answer goes back where the request came from (RFC 3581 style), tag kept as sent.
-        with_tag = dict(headers)
-        self._sock.sendto(build_response(with_tag, code, reason, secrets.token_hex(4)), source)
+    def _answer(self, headers: dict[str, list[str]], source: tuple[str, int], flow: Flow | None,
+                code: int, reason: str) -> None:  # fmt: skip
+        # The answer goes back where the request came from (RFC 3581 style; on a stream, the
+        # same connection), tag kept as sent.
+        response = build_response(dict(headers), code, reason, secrets.token_hex(4))
+        if flow is None:
+            self._sock.sendto(response, source)
+            return
+        connection = self._flows.get(flow)
+        if connection is None:
+            return
+        try:
+            connection.send(response)
+        except StreamClosed as exc:
+            self._flow_lost(flow, str(exc))
 
     def _find(self, call_id: str, our_tag: str) -> Subscription | None:
         for sub in [*self._subs.values(), *self._ending]:
@@ -469,6 +622,8 @@ class DialogWatcher:
 
     def _established(self, sub: Subscription, response: Response, now: float) -> None:
         sub.auth_tries = 0
+        if sub.flow is not None:
+            self._failures.pop(sub.flow, None)  # the connection works: the backoff starts over
         if sub.refreshing:
             sub.refreshing = False
             self.refreshes += 1
@@ -482,7 +637,8 @@ class DialogWatcher:
         expires = response.header("expires")
         granted = int(expires) if expires.isdigit() else sub.expires
         sub.refresh_at = now + max(granted * 0.8, granted - 32.0, 5.0) if granted else 0.0
-        log.info("blf subscribed", extra=kv(extension=sub.extension, expires=granted))
+        log.info("blf subscribed", extra=kv(extension=sub.extension, expires=granted,
+                                            transport=sub.transport))  # fmt: skip
 
     def _on_notify(self, sub: Subscription, headers: dict[str, list[str]], data: bytes) -> None:
         if not sub.to_tag:  # the NOTIFY overtook the 2xx: it establishes the dialog as well
