@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 
 from offhook.contract.errors import OffhookError
+from offhook.contract.fault_env import TEST_REGISTRAR_ENV
 from offhook.contract.logs import kv
 from offhook.contract.signing import (
     SigningKeyError,
@@ -32,7 +34,7 @@ from offhook.contract.signing import (
     development_pair,
     given_pair,
 )
-from offhook.image import firmware_venv, grub, pjproject, rootfs
+from offhook.image import firmware_venv, grub, pjproject, rootfs, uboot
 from offhook.image.assemble import (
     Contents,
     assemble,
@@ -86,6 +88,10 @@ class BuildOptions:
     signing_key: Path | None = None  # the update bundle's signing pair; none: development keys
     signing_cert: Path | None = None
     firmware_version: str | None = None  # the wheel's (and bundle's) version; none: pyproject's
+    # TEST ONLY: a deliberately broken firmware whose accounts register at this HOST:PORT
+    # instead of their own registrar (the QEMU rollback test's bundle that fails its health
+    # check). Never for a card that goes out; the manifest names it.
+    test_registrar: str = ""
 
 
 def check_pjsua2_wheel(path: Path | None, target: Board) -> None:
@@ -246,8 +252,13 @@ def build_wheel(out: Path, version: str | None = None) -> Path:
     return wheels[0]
 
 
+def overlay_layers(target: Board) -> tuple[str, ...]:
+    """The overlay's layers in order: every card, cards with A/B slots, then the board's own."""
+    return ("common", *(("ab",) if target.ab_slots else ()), target.name)
+
+
 def copy_overlay(tree: Path, target: Board) -> None:
-    for layer in ("common", target.name):
+    for layer in overlay_layers(target):
         src = OVERLAY / layer
         if src.is_dir():
             shutil.copytree(src, tree, dirs_exist_ok=True, symlinks=True)
@@ -256,8 +267,17 @@ def copy_overlay(tree: Path, target: Board) -> None:
         script.chmod(0o755)
 
 
-def configure(tree: Path, target: Board) -> None:
-    """fstab, default hostname, the firmware's board setting and enabled units."""
+TEST_REGISTRAR_RE = re.compile(r"[0-9A-Za-z.-]{1,253}:[0-9]{1,5}")
+
+
+def check_test_registrar(value: str) -> None:
+    if value and not TEST_REGISTRAR_RE.fullmatch(value):
+        raise BuildError(f"--test-registrar {value!r}: expected HOST:PORT, e.g. 192.0.2.1:5060")
+
+
+def configure(tree: Path, target: Board, test_registrar: str = "") -> None:
+    """fstab, default hostname, the firmware's board setting and enabled units; a test-only
+    registrar override goes into the phone's environment file."""
     # With two root slots both carry the label OFFHOOK-ROOT: the root is the one GRUB named on
     # the kernel command line (mounted read-only there), not looked up by label.
     root_line = (
@@ -279,8 +299,14 @@ def configure(tree: Path, target: Board) -> None:
     (tree / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 offhook\n::1 localhost\n")
     firmware_board = "rpi" if target.name == "rpi" else "emulated"
     extra = "" if target.name == "rpi" else "--headless"
+    broken = (
+        f"# TEST ONLY (offhook image build --test-registrar): a broken build\n"
+        f"{TEST_REGISTRAR_ENV}={test_registrar}\n"
+        if test_registrar
+        else ""
+    )
     (tree / "etc/default/offhook").write_text(
-        f"OFFHOOK_BOARD={firmware_board}\nOFFHOOK_ARGS={extra}\n"
+        f"OFFHOOK_BOARD={firmware_board}\nOFFHOOK_ARGS={extra}\n{broken}"
     )
     for mountpoint in ("data", "boot/firmware"):
         (tree / mountpoint).mkdir(parents=True, exist_ok=True)
@@ -300,6 +326,10 @@ def configure(tree: Path, target: Board) -> None:
         # ...and a slot whose phone never gets that far is marked bad and left by this one
         rootfs.run(["systemctl", f"--root={tree}", "enable", "offhook-slot-watchdog.service"],
                    what="systemctl enable offhook-slot-watchdog")  # fmt: skip
+    if target.bootloader == "uboot":
+        # RAUC's slot devices are links to the booted card's partitions, made at each boot
+        rootfs.run(["systemctl", f"--root={tree}", "enable", "offhook-rauc-slots.service"],
+                   what="systemctl enable offhook-rauc-slots")  # fmt: skip
 
 
 WIFI_DEVICE = "sys-subsystem-net-devices-wlan0.device"
@@ -334,14 +364,15 @@ def pi_config_files(config_txt: str) -> dict[str, str]:
     return named
 
 
-def check_pi_config(boot: Path) -> None:
+def check_pi_config(boot: Path, initramfs: bool = True) -> None:
     """config.txt from raspi-firmware's hook must exist and name a kernel and initramfs that are
-    in the boot tree: the firmware boots nothing otherwise, with no message on the card."""
+    in the boot tree: the firmware boots nothing otherwise, with no message on the card. With
+    U-Boot as the firmware's kernel (``initramfs=False``) only the kernel is named."""
     config = boot / "config.txt"
     if not config.is_file():
         raise BuildError("raspi-firmware's hook wrote no config.txt to /boot/firmware")
     named = pi_config_files(config.read_text())
-    for what in ("kernel", "initramfs"):
+    for what in ("kernel", "initramfs") if initramfs else ("kernel",):
         if what not in named:
             raise BuildError(f"config.txt from raspi-firmware names no {what}")
         if not (boot / named[what]).is_file():
@@ -362,6 +393,9 @@ def boot_files(
         for item in sorted(firmware.iterdir()):
             shutil.move(str(item), boot / item.name)
         check_pi_config(boot)
+        if target.bootloader == "uboot":
+            uboot_boot_files(tree, target, boot)
+            return
         # net.ifnames=0 keeps wlan0 the name wpa_supplicant@wlan0 is bound to.
         (boot / "cmdline.txt").write_text(
             f"{target.console} root={layout_root_partuuid} rootfstype=ext4 ro fsck.repair=yes "
@@ -393,6 +427,38 @@ def boot_files(
     (boot / "cmdline.txt").write_text(
         f"{target.console} root={layout_root_partuuid} rootfstype=ext4 ro panic=-1\n"
     )
+
+
+def uboot_boot_files(tree: Path, target: Board, boot: Path) -> None:
+    """A Pi card with A/B slots: the firmware loads U-Boot in place of the kernel, and U-Boot's
+    boot script (image/uboot.py) boots the kernel and initramfs of the slot it picks, from that
+    slot. raspi-firmware's copies of them on the boot partition would go stale at the first
+    update, so they are left out; its DTBs and overlays stay (the firmware hands U-Boot the
+    board's device tree)."""
+    for link in ("vmlinuz", "initrd.img"):
+        if not (tree / link).exists():
+            raise BuildError(f"/{link} missing in the root filesystem: U-Boot boots it")
+    binary = tree / uboot.RPI_UBOOT
+    if not binary.is_file():
+        raise BuildError(f"/{uboot.RPI_UBOOT} missing in the root filesystem: install u-boot-rpi")
+    config = boot / "config.txt"
+    named = pi_config_files(config.read_text())
+    for what in ("kernel", "initramfs"):
+        (boot / named[what]).unlink()
+    shutil.copyfile(binary, boot / uboot.UBOOT_KERNEL_NAME)
+    lines = []
+    for line in config.read_text().splitlines():
+        bare = line.split("#", 1)[0].strip()
+        if bare.startswith("initramfs "):
+            continue
+        lines.append(f"kernel={uboot.UBOOT_KERNEL_NAME}" if bare.startswith("kernel=") else line)
+    if not any(line.strip() == "arm_64bit=1" for line in lines):
+        lines.append("arm_64bit=1")  # U-Boot's rpi_arm64 build runs in 64-bit mode only
+    config.write_text("\n".join(lines) + "\n")
+    check_pi_config(boot, initramfs=False)
+    # The script builds the kernel command line; the first boot pins the machine-id into its
+    # slot state (MACHINE_ID, through fw_setenv), as into grubenv on a GRUB card.
+    uboot.boot_tree(boot, target.console)
 
 
 def hash_range(path: Path, start: int, size: int) -> str:
@@ -455,6 +521,7 @@ def image_from_tree(
     workdir: Path,
     steps: Steps,
     signing: SigningPair | None = None,
+    test_registrar: str = "",
 ) -> Layout:
     """Every step after the firmware venv up to the image file: overlay and configuration, boot
     files, strip and normalise, assemble (root from ``tree``, an empty data partition)."""
@@ -463,7 +530,7 @@ def image_from_tree(
 
     def overlay_and_configuration() -> None:
         copy_overlay(tree, target)
-        configure(tree, target)
+        configure(tree, target, test_registrar)
         if target.ab_slots:
             if signing is None:
                 raise BuildError(f"board {target.name} has A/B slots: a signing pair is needed")
@@ -497,7 +564,7 @@ def image_from_tree(
 
     def assemble_with_bootloader() -> None:
         assemble(image, layout, contents, workdir, epoch=epoch)
-        if target.ab_slots:
+        if target.bootloader == "grub":
             core = grub.core_image(workdir.parent / "core.img")
             grub.install_mbr(image, layout, core)
 
@@ -548,6 +615,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
         raise BuildError(str(exc)) from None
     cache = options.cache or default_cache()
     signing = signing_pair(options, cache) if target.ab_slots else None
+    check_test_registrar(options.test_registrar)
     pjsua2 = resolve_pjsua2_wheel(options, target, cache, console)
     if os.geteuid() != 0:
         raise BuildError("the root filesystem step needs root (debootstrap and chroot)")
@@ -600,6 +668,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
     layout = image_from_tree(
         tree, boot, target, image, size=options.size, id_seed=options.id_seed, epoch=epoch,
         workdir=work / "parts", steps=steps, signing=signing,
+        test_registrar=options.test_registrar,
     )  # fmt: skip
     root = layout.partition("root")
     root_sha256 = hash_range(image, root.start, root.size)
@@ -638,6 +707,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict:
         board=target.name,
         arch=target.arch,
         offhook_version=firmware_version,
+        test_registrar=options.test_registrar,  # "" for every real build
         suite=rootfs.SUITE,
         mirror=options.mirror,
         source_date_epoch=epoch,

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 TICK_S = 5.0
 MAX_DETAIL_CHARS = 4000
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+# Beside the record: the boot id of the boot whose slot this service marked good. The slot
+# watchdog (image/overlay/ab) reads it: under U-Boot, RAUC calls a slot "good" while it has
+# attempts left, which a trial boot still has, so RAUC's status cannot say "marked this boot".
+MARKED_GOOD_FILE = "marked-good-boot-id"
 
 
 def now_rfc3339() -> str:
@@ -94,6 +99,7 @@ class UpdateService:
         running_version: str,
         timezone: str = "UTC",
         tick_s: float = TICK_S,
+        boot_id_file: Path = BOOT_ID,
     ) -> None:
         self.directory = state_dir
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -105,6 +111,7 @@ class UpdateService:
         self.running_version = running_version
         self.timezone = timezone
         self.tick_s = tick_s
+        self.boot_id_file = boot_id_file
         self.events: queue.Queue[ag.Event] = queue.Queue()
         self._stop = threading.Event()
         self._cancel = threading.Event()
@@ -230,7 +237,16 @@ class UpdateService:
         self._worker(self._install)
 
     def _mark_good(self, command: ag.MarkGood) -> None:
-        self._mark(lambda: self.rauc.mark_good())
+        def mark() -> None:
+            self.rauc.mark_good()
+            try:
+                boot_id = self.boot_id_file.read_text(encoding="ascii").strip()
+            except OSError as exc:
+                log.error("boot id unreadable, good mark not recorded", extra=kv(error=exc))
+                return
+            atomic_write_text(self.directory / MARKED_GOOD_FILE, boot_id + "\n")
+
+        self._mark(mark)
 
     def _mark_bad(self, command: ag.MarkBad) -> None:
         self._mark(lambda: self.rauc.mark_bad(command.slot))

@@ -8,6 +8,7 @@ import base64
 import functools
 import http.server
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -389,3 +390,87 @@ def test_a_phone_without_a_provisioning_server_still_marks_its_slot_good(
     proc, rebooted = run_watchdog(system, tmp_path)
     assert (proc.returncode, rebooted) == (0, False), proc.stdout + proc.stderr
     assert "slot A is good" in proc.stdout
+
+
+@pytest.fixture
+def uboot_system(tmp_path: Path, keys):
+    """The Pi card's RAUC: the uboot backend on a U-Boot environment file (fw_setenv)."""
+    rauc = RaucSystem(tmp_path / "rauc-uboot", keyring=keys.cert, bootloader="uboot")
+    rauc.root.mkdir()
+    try:
+        rauc.setup()
+        yield rauc
+    finally:
+        rauc.close()
+
+
+def uboot_env(system: RaucSystem) -> dict[str, str]:
+    listed = subprocess.run(["fw_printenv", "-c", str(system.fw_env_config)],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return dict(line.split("=", 1) for line in listed.splitlines() if "=" in line)
+
+
+def uboot_power_on(system: RaucSystem, slot: str) -> None:
+    """What U-Boot's script does when it boots ``slot`` (run for real in test_uboot_ab.py):
+    one attempt fewer; then the service restarts as that slot booted."""
+    left = int(uboot_env(system)[f"BOOT_{slot}_LEFT"])
+    subprocess.run(["fw_setenv", "-c", str(system.fw_env_config), f"BOOT_{slot}_LEFT",
+                    str(left - 1)], check=True)  # fmt: skip
+    system.stop_service()
+    system.booted = slot
+    system.start_service()
+
+
+@pytest.mark.skipif(shutil.which("fw_setenv") is None, reason="needs libubootenv-tool")
+def test_slot_watchdog_on_uboot_goes_by_the_phones_mark_not_rauc_status(
+    uboot_system: RaucSystem, keys, tmp_path: Path
+) -> None:
+    """Under U-Boot, RAUC reports a slot "good" while it has attempts left, so a trial boot
+    that never ran the phone looks good to RAUC: the watchdog must go by the mark the update
+    service records for this boot (its boot id), and then mark the slot bad and reboot."""
+    system = uboot_system
+    bundle = make_plain_bundle(tmp_path, keys.key, keys.cert, "0.2.0")
+    subprocess.run(["rauc", "install", str(bundle)], check=True, capture_output=True,
+                   env={**os.environ, **system.env})  # fmt: skip
+    assert uboot_env(system)["BOOT_ORDER"] == "B A"
+    uboot_power_on(system, "B")
+    marked = tmp_path / "marked-good-boot-id"
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text("5b1c0a7e-0000-4000-8000-000000000002\n")
+    conf = {"OFFHOOK_RAUC_CONF": str(system.root / "system.conf"),
+            "OFFHOOK_MARKED_GOOD": str(marked), "OFFHOOK_BOOT_ID": str(boot_id)}  # fmt: skip
+    # a mark from an earlier boot does not count for this one
+    marked.write_text("5b1c0a7e-0000-4000-8000-000000000001\n")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in conf.items():
+            mp.setenv(name, value)
+        proc, rebooted = run_watchdog(system, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert rebooted and "slot B not marked good" in proc.stdout
+        assert uboot_env(system)["BOOT_B_LEFT"] == "0"  # U-Boot boots A next
+        uboot_power_on(system, "A")
+        marked.write_text(boot_id.read_text())  # the phone came up on A and marked it
+        proc, rebooted = run_watchdog(system, tmp_path)
+        assert (proc.returncode, rebooted) == (0, False)
+        assert "slot A is good (marked this boot)" in proc.stdout
+
+
+def test_update_service_records_the_boot_it_marked_good(
+    system: RaucSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's mark-good goes to the real RAUC and leaves this boot's id beside the
+    record, for the slot watchdog."""
+    for name, value in system.env.items():
+        monkeypatch.setenv(name, value)
+    assert system.power_on() == "A"
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text("5b1c0a7e-0000-4000-8000-00000000000a\n")
+    svc = UpdateService(
+        tmp_path / "state", RaucCli(), HttpBundleFetcher("https://127.0.0.1:9", lambda: None, None),
+        enqueue=lambda kind, record: None, idle=lambda: True, health=lambda: (True, True),
+        reboot=lambda: None, running_version="0.1.0", boot_id_file=boot_id,
+    )  # fmt: skip
+    svc._mark_good(ag.MarkGood())
+    assert grubenv(system.grubenv_path)["A_TRY"] == "0"  # RAUC's mark-good reached grubenv
+    marker = tmp_path / "state" / "marked-good-boot-id"
+    assert marker.read_text() == "5b1c0a7e-0000-4000-8000-00000000000a\n"
