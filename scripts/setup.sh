@@ -15,13 +15,13 @@ esac
 # The demo: Kamailio as registrar, the provisioning server, and offhook sim phones (pjsua2 comes
 # as a wheel; pyalsaaudio builds against libasound2-dev).
 DEMO_DEB_PACKAGES=(
-  python3 python3-venv python3-dev build-essential pkg-config libasound2-dev alsa-utils
+  python3 python3-venv python3-dev build-essential pkg-config libasound2-dev alsa-utils libspeexdsp1
   kamailio kamailio-tls-modules kamailio-presence-modules openssl ca-certificates
 )
 
 DEB_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config
-  libasound2-dev alsa-utils sox espeak-ng
+  libasound2-dev alsa-utils libspeexdsp1 sox espeak-ng
   kamailio kamailio-tls-modules kamailio-presence-modules baresip-core linphone-cli sip-tester
   postgresql nginx openssl ca-certificates
   chromium
