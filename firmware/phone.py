@@ -58,6 +58,7 @@ from offhook.firmware.events import (
     KeyPressed,
     MakeCall,
     MessageReceived,
+    MessageStatus,
     MessageWaiting,
     PlayTone,
     ReconfigureEngine,
@@ -83,7 +84,15 @@ from offhook.firmware.events import (
     TransferStatus,
     Unhold,
 )
-from offhook.firmware.features import action_urls, blf_keys, directory, settings, texts, trust
+from offhook.firmware.features import (
+    action_urls,
+    blf_keys,
+    compose,
+    directory,
+    settings,
+    texts,
+    trust,
+)
 from offhook.firmware.features.blf import blf_summary, key_index, watch_command
 from offhook.firmware.features.events import (
     CallerNameFound,
@@ -154,6 +163,10 @@ SOFTKEY_ACTIONS = {
     "Dir": "phonebook",
     "Texts": "messages",
     "Call": texts.CALL_SENDER,
+    "Reply": compose.REPLY,
+    "Text": compose.TEXT,
+    "Del": "cancel",
+    "Retry": "ok",
     # the directory, the settings menu and the trust prompt (firmware/features/)
     "Search": "ok",
     "OK": "ok",
@@ -491,6 +504,8 @@ class Phone:
         elif key == "ok" and entries:
             self.state.mode = back
             self._place_call(entries[index][1], out)
+        elif key == compose.TEXT and entries:
+            self._text_entry(browse.which, index)
         elif key == "right" and browse.which is BrowseList.PHONEBOOK:
             if directory.configured(self.state):
                 directory.open_search(self, Mode.BROWSE, out)  # back to the contacts after
@@ -498,6 +513,17 @@ class Phone:
             self.state.mode = (
                 back if (back is not Mode.DIALING or self.state.hook_off) else Mode.IDLE
             )
+
+    def _text_entry(self, which: BrowseList, index: int) -> None:
+        """The "Text" softkey on a contact or a history entry: write to its number."""
+        state = self.state
+        if which is BrowseList.PHONEBOOK:
+            entry = state.config.phonebook[index]
+            account, to, name = state.next_line, entry.number, entry.name
+        else:
+            record = state.history[index]
+            account, to, name = record.account, record.remote_uri, record.remote_name
+        compose.open_draft(self, account, to, name, Mode.BROWSE)
 
     def _key_menu(self, key: str, out: list[Command]) -> None:
         menu = self.state.menu
@@ -630,6 +656,7 @@ class Phone:
         Mode.SETTINGS: settings.key,
         Mode.TRUST: trust.key,
         Mode.MESSAGES: texts.key,
+        Mode.COMPOSE: compose.key,
     }
 
     def _on_incoming(self, ev: CallIncoming, out: list[Command]) -> None:
@@ -957,6 +984,7 @@ class Phone:
         directory.T_TAP: directory.tap_timeout,
         directory.T_ANSWER: directory.answer_timeout,
         settings.T_LOCK: settings.lock_timeout,
+        compose.T_TAP: compose.tap_timeout,
     }
 
     def _on_tick(self, ev: ClockTick, out: list[Command]) -> None:
@@ -1049,6 +1077,7 @@ class Phone:
         ServerDiscovered: trust.on_discovered,
         ExtensionState: blf_keys.on_state,
         MessageReceived: texts.on_message,
+        MessageStatus: compose.on_status,
     }
 
     # --- actions -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from offhook.contract.config import PhoneConfig
 from offhook.firmware.calls import Call
 from offhook.firmware.events import CallRecord, DeviceInfo, Screen, SipEngineStatus
 from offhook.firmware.features.blf import Watched
-from offhook.firmware.features.messages import MessageCursor, TextMessage
+from offhook.firmware.features.messages import MessageCursor, TextDraft, TextMessage
 from offhook.firmware.features.state import (
     AdminLock,
     DeviceSetup,
@@ -40,6 +40,7 @@ class Mode(enum.Enum):
     SETTINGS = "settings"  # the admin settings menu (firmware/features/settings.py)
     TRUST = "trust"  # a discovered server waits for the admin's trust (firmware/features/trust.py)
     MESSAGES = "messages"  # the text messages list (firmware/features/messages.py)
+    COMPOSE = "compose"  # typing a text message (firmware/features/compose.py)
 
 
 class BrowseList(enum.Enum):
@@ -149,6 +150,8 @@ class PhoneState:
     messages: list[TextMessage] = field(default_factory=list)  # newest first
     message_cursor: MessageCursor = field(default_factory=MessageCursor)
     messages_back: Mode = Mode.IDLE
+    draft: TextDraft | None = None  # the text being typed or sent (Mode.COMPOSE)
+    text_requests: int = 0  # the last SendMessage request number
 
     @property
     def held_calls(self) -> list[Call]:

@@ -46,6 +46,7 @@ SIP_COMMANDS = (
     ev.AttendedTransfer,
     ev.Conference,
     ev.SendDtmf,
+    ev.SendMessage,
 )
 MAX_QUALITY_SAMPLES = 720  # per call: an hour at one sample every 5 s
 

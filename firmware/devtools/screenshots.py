@@ -23,9 +23,13 @@ from offhook.firmware.events import (
     HookChanged,
     KeyPressed,
     MessageReceived,
+    MessageStatus,
     RegistrationChanged,
+    TimerFired,
     WatchedDialog,
 )
+from offhook.firmware.features.compose import T_TAP
+from offhook.firmware.features.t9 import KEY_LETTERS
 from offhook.firmware.phone import Phone
 from offhook.firmware.screens import render_image
 
@@ -62,6 +66,15 @@ def _text(feed: Callable[..., None], body: str, name: str = "Dana") -> None:
     feed(MessageReceived(0, "sip:1004@pbx", name, body))
 
 
+def _multi_tap(feed: Callable[..., None], text: str) -> None:
+    """Type ``text`` as a user would: each letter's key pressed until it shows, then a pause."""
+    for char in text:
+        key = next((k for k, letters in KEY_LETTERS.items() if char in letters), "1")
+        for _ in range(KEY_LETTERS[key].index(char) + 1 if char in KEY_LETTERS[key] else 1):
+            feed(KeyPressed(key), advance=0.1)
+        feed(TimerFired(T_TAP), advance=1.0)
+
+
 def scenes() -> dict[str, Phone]:
     out: dict[str, Phone] = {}
 
@@ -89,6 +102,21 @@ def scenes() -> dict[str, Phone]:
     _text(feed, "Meeting moved to 3pm, room 2 on the first floor. Bring the slides please.")
     feed(KeyPressed("messages"), KeyPressed("ok"))
     out["message-open"] = phone
+
+    phone, feed = _phone()
+    _text(feed, "Meeting moved to 3pm", "Front desk")
+    feed(KeyPressed("messages"), KeyPressed("softkey3"), advance=0.1)
+    _multi_tap(feed, "on my way. 5 mi")
+    for key in "66":  # the "n" still being chosen shows in brackets
+        feed(KeyPressed(key), advance=0.1)
+    out["message-compose"] = phone
+
+    phone, feed = _phone()
+    _text(feed, "Meeting moved to 3pm", "Front desk")
+    feed(KeyPressed("messages"), KeyPressed("softkey3"), advance=0.1)
+    _multi_tap(feed, "call me")
+    feed(KeyPressed("ok"), MessageStatus(1, 480, "Temporarily Unavailable"))
+    out["message-failed"] = phone
 
     phone, feed = _phone()
     feed(CallIncoming(1, 0, "sip:2001@pbx", "Bob Smith"), HookChanged(True))

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from offhook.contract.logs import kv
 from offhook.firmware.events import Command, MessageReceived
+from offhook.firmware.features import compose
+from offhook.firmware.features.compose import REPLY
 from offhook.firmware.features.messages import MessageCursor, mark_read, received
 from offhook.firmware.phone_state import Mode
 
@@ -56,6 +58,12 @@ def key(phone: Phone, key: str, out: list[Command]) -> None:
         if number:
             _leave(phone)
             phone._place_call(number, out)
+        return
+    if key == REPLY:
+        message = messages[index]
+        mark_read(messages, index)
+        compose.open_draft(phone, message.account, message.from_uri, message.from_name,
+                           Mode.MESSAGES)  # fmt: skip
         return
     if cursor.opened:
         if key in ("cancel", "left", "ok"):

@@ -13,7 +13,7 @@ from datetime import datetime
 from offhook.firmware.calls import Call, format_duration, quality_bars
 from offhook.firmware.events import CallState, Screen
 from offhook.firmware.features import blf
-from offhook.firmware.features.desk_screens import messages_screen, notice_line
+from offhook.firmware.features.desk_screens import draft_screen, messages_screen, notice_line
 from offhook.firmware.features.messages import unread
 from offhook.firmware.features.screens import directory_screen, settings_screen, trust_screen
 from offhook.firmware.phone_state import NO_NOTICE, BrowseList, Mode, Notice, PhoneState
@@ -147,7 +147,7 @@ def _browse_screen(view: PhoneState, status: dict[str, str]) -> Screen:
     if not entries:
         return Screen(which.value, (title, "(empty)"), status, ("Back", "", ""))
     lines = [title, *window([label for label, _ in entries], index)]
-    return Screen(which.value, tuple(lines), status, ("Back", "", "Dial"))
+    return Screen(which.value, tuple(lines), status, ("Back", "Text", "Dial"))
 
 
 def _calls_screen(view: PhoneState, status: dict[str, str]) -> Screen:
@@ -230,4 +230,5 @@ _SCREENS: dict[Mode, Callable[[PhoneState, dict[str, str]], Screen]] = {
     Mode.SETTINGS: settings_screen,
     Mode.TRUST: trust_screen,
     Mode.MESSAGES: messages_screen,
+    Mode.COMPOSE: draft_screen,
 }

@@ -92,6 +92,9 @@ class EngineAccount(pj.Account):
             return
         self.core.on_instant_message(self.index, prm.fromUri, prm.msgBody, prm.contentType)
 
+    def onInstantMessageStatus(self, prm: pj.OnInstantMessageStatusParam) -> None:
+        self.core.on_message_status(self.index, prm.toUri, prm.msgBody, prm.code, prm.reason)
+
     def onMwiInfo(self, prm: pj.OnMwiInfoParam) -> None:
         summary = parse_message_summary(prm.rdata.wholeMsg)
         if summary is None:

@@ -38,12 +38,14 @@ from offhook.firmware.events import (
     Hold,
     MakeCall,
     MessageReceived,
+    MessageStatus,
     MessageWaiting,
     Redirect,
     RegistrationChanged,
     Reject,
     Ringing,
     SendDtmf,
+    SendMessage,
     SetMute,
     SipEngineStatus,
     Transfer,
@@ -62,6 +64,7 @@ from offhook.firmware.sip.calls import (
 )
 from offhook.firmware.sip.mwi import MessageSummary
 from offhook.firmware.sip.request_checks import RequestChecks, install_request_checks
+from offhook.firmware.sip.text_out import TextSender
 from offhook.firmware.sip.transports import (
     Transports,
     apply_codec_priorities,
@@ -71,7 +74,7 @@ from offhook.firmware.sip.transports import (
     set_startup_log_level,
     wanted_transports,
 )
-from offhook.firmware.sip.uri import split_name_addr, target_uri
+from offhook.firmware.sip.uri import TargetError, split_name_addr, target_uri
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +179,7 @@ class _Core:
         self.accounts: dict[int, EngineAccount] = {}
         self.calls: dict[int, EngineCall] = {}
         self.graveyard: list[EngineCall] = []  # released on the next loop turn, not in callbacks
+        self.texts = TextSender()  # MESSAGEs sent, waiting for their answer
         self.unborn: list[EngineCall] = []  # wrappers handed to pjsua before their first state
         self.port: EndpointPort | None = None
         self.muted = False
@@ -262,6 +266,7 @@ class _Core:
         self.calls.clear()
         self.graveyard.clear()
         self.unborn.clear()
+        self.texts.clear()  # buddy wrappers go before their accounts
         for acc in self.accounts.values():
             try:
                 acc.shutdown()
@@ -298,6 +303,8 @@ class _Core:
     def pump(self, ms: int = PUMP_MS) -> None:
         assert self.ep is not None
         self.ep.libHandleEvents(ms)
+        if self.texts.spent:
+            self.texts.release_spent()
         if self.graveyard:
             # pjsua2's ~Call clears the user data of its call slot and hangs up whatever call is
             # active there. pjsua may already have given the slot of a call that just ended to
@@ -740,6 +747,32 @@ class _Core:
         log.info("text message", extra=kv(account=index, sender=uri, type=content_type))
         self.emit(MessageReceived(index, uri, name, body, content_type))
 
+    def on_message_status(self, index: int, to_uri: str, body: str, code: int, reason: str) -> None:
+        """The final answer to a MESSAGE we sent (pjsua reports 408 itself on no answer)."""
+        sent = self.texts.answered(index, to_uri, body)
+        if sent is None:
+            log.warning("message status for no pending send", extra=kv(account=index, code=code))
+            return
+        log.info("text message answered", extra=kv(request=sent.request, code=code, reason=reason))
+        self.emit(MessageStatus(sent.request, code, reason))
+
+    def do_send_message(self, cmd: SendMessage) -> None:
+        acc = self.accounts.get(cmd.account)
+        reason = ""
+        if acc is None:
+            reason = f"account {cmd.account} is not configured or not enabled"
+        else:
+            try:
+                uri = target_uri(self.config.accounts[cmd.account], cmd.target)
+                self.texts.send(cmd.request, acc, cmd.account, uri, cmd.body)
+            except TargetError as exc:
+                reason = str(exc)
+            except pj.Error as exc:
+                reason = exc.reason or exc.info()
+        if reason:  # refused before anything went out: the Phone still gets its answer
+            log.warning("text message not sent", extra=kv(request=cmd.request, error=reason))
+            self.emit(MessageStatus(cmd.request, 0, reason))
+
     def on_mwi(self, index: int, summary: MessageSummary) -> None:
         log.info(
             "mwi",
@@ -823,6 +856,7 @@ _HANDLERS: dict[type, Callable[..., None]] = {
     Conference: _Core.do_conference,
     SendDtmf: _Core.do_send_dtmf,
     SetMute: _Core.do_set_mute,
+    SendMessage: _Core.do_send_message,
     _ApplyConfig: _Core.do_apply_config,
 }
 

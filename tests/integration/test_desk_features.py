@@ -104,3 +104,44 @@ def test_action_urls_follow_a_real_call_and_a_missed_one(
             wait_until(lambda: any(p.startswith("/missed") for p in http.paths()), "missed")
             missed = [p for p in http.paths() if p.startswith("/missed")]
             assert _fields(missed[0]) == {"caller": "1002", "status": "487"}
+
+
+def _type(rig: object, keys: str) -> None:
+    """Multi-tap keys, each a separate press (no letter here repeats its key)."""
+    for key in keys:
+        rig.press(key)  # type: ignore[attr-defined]
+
+
+def test_a_text_typed_on_the_keypad_reaches_linphone_and_a_failure_shows(
+    kamailio_server: KamailioServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    kam = kamailio_server
+    phonebook = [{"name": "Linphone", "number": "1004"}, {"name": "Nobody", "number": "1999"}]
+    with (
+        LinphonePeer(tmp_path / "linphone", "1004", "pw1004", kam.domain) as peer,
+        running_phone(with_sections(kam, phonebook=phonebook), tmp_path / "phone") as rig,
+    ):
+        rig.wait_until(lambda s: s["registration"][0]["registered"], 20, what="registered")
+        mark = peer.mark()
+        rig.press("phonebook", "softkey2")  # "Text" on the first contact
+        rig.wait_until(lambda s: s["screen"][0].startswith("To Linphone"), what="compose")
+        # l-u-n-c-h space a-t space 2: 555 88 66 222 44 0 2 8 0 2222
+        _type(rig, "55588662224402802222")
+        rig.wait_until(
+            lambda s: s["screen"][1] in ("lunch at [2]", "lunch at 2_"), what="typed"
+        )  # the "2" is kept by a pause of a second, or by Send
+        rig.press("softkey3")  # Send
+        rig.wait_until(lambda s: s["screen"][1:] == ["Sent", "lunch at 2"], what="delivered")
+        assert peer.wait_line(r"lunch at 2$", timeout=15, start=mark)
+        rig.press("ok", "cancel", "messages")
+        rig.wait_until(lambda s: "> To Linphone: lunch at 2" in s["screen"], what="kept as sent")
+        rig.press("cancel")
+
+        rig.press("phonebook", "down", "softkey2")  # a user Kamailio does not know
+        rig.wait_until(lambda s: s["screen"][0].startswith("To Nobody"), what="compose again")
+        _type(rig, "99")
+        rig.press("softkey3")
+        snap = rig.wait_until(lambda s: s["screen"][1].startswith("Failed"), 40, what="refused")
+        assert snap["screen"][1].split()[1] in ("404", "480"), snap["screen"]
+        assert rig.snapshot()["screen"][2] == "x"

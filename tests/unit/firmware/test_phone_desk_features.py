@@ -173,7 +173,7 @@ def test_the_call_softkey_calls_the_sender() -> None:
     d = Driver()
     d(message())
     d(KeyPressed("messages"))
-    assert d.phone.screen.softkeys == ("Back", "Call", "Open")
+    assert d.phone.screen.softkeys == ("Back", "Call", "Reply", "Open")
     d(KeyPressed("softkey2"))
     assert d.of(MakeCall) == [MakeCall(0, "1004")]
 
