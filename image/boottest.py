@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shutil
@@ -43,7 +44,7 @@ from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
 from offhook.firmware.control import ControlClient
 from offhook.firmware.processes import stop_process
-from offhook.image import bootcall
+from offhook.image import bootcall, uboot
 from offhook.image.build import pi_config_files
 from offhook.image.flash import Flasher
 from offhook.image.kamailio_cfg import registrar_config
@@ -132,10 +133,34 @@ class BootResult:
         )
 
 
+PORTS_ENV = "OFFHOOK_TEST_PORTS"  # "LOW-HIGH": loopback ports this run may use
+
+
+def port_range(env: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """$OFFHOOK_TEST_PORTS as (low, high), or None (any free port). Parallel runs on one
+    machine each get their own range, so none takes another's Kamailio or server port."""
+    text = (os.environ if env is None else env).get(PORTS_ENV, "").strip()
+    if not text:
+        return None
+    low, sep, high = text.partition("-")
+    if not (sep and low.isdigit() and high.isdigit() and 0 < int(low) <= int(high) < 65536):
+        raise BootTestError(f"${PORTS_ENV}={text!r}: expected LOW-HIGH, e.g. 42500-42599")
+    return int(low), int(high)
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port that binds now: any, or one of $OFFHOOK_TEST_PORTS's range."""
+    span = port_range()
+    candidates = [0] if span is None else random.sample(range(span[0], span[1] + 1),
+                                                         span[1] + 1 - span[0])  # fmt: skip
+    for port in candidates:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise BootTestError(f"no free port in ${PORTS_ENV} ({span[0]}-{span[1]})")  # type: ignore[index]
 
 
 class OutputWatcher:
@@ -329,6 +354,47 @@ def set_grub_extra_cmdline(disk: Path, workdir: Path, extra: str) -> None:
         raise BootTestError(f"cannot write {GRUBENV} back: {proc.stderr.strip()}")
 
 
+def uboot_card(disk: Path) -> bool:
+    """A Pi card whose U-Boot picks the slot (A/B): its slot state on the boot partition.
+    Under -M virt QEMU runs Debian's qemu_arm64 U-Boot as firmware, which finds the card's
+    boot.scr as the Pi's U-Boot does; the script boots the slot's own kernel."""
+    probe = Path(tempfile.mkdtemp(prefix="offhook-probe-"))
+    try:
+        found = _mcopy(disk, boot_partition_offset(disk), uboot.ENV_FILE, probe / "e")
+        return found.returncode == 0
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def read_uboot_state(disk: Path, workdir: Path) -> dict[str, str]:
+    """The U-Boot card's slot state (BOOT_ORDER, BOOT_A_LEFT, ...) as U-Boot and RAUC left it."""
+    env, config = workdir / "ab.env", workdir / "fw_env.config"
+    env.unlink(missing_ok=True)
+    proc = _mcopy(disk, boot_partition_offset(disk), uboot.ENV_FILE, env)
+    if proc.returncode != 0:
+        raise BootTestError(f"{disk}: no {uboot.ENV_FILE} on the boot partition")
+    config.write_text(uboot.fw_env_config(str(env)))
+    listed = subprocess.run(["fw_printenv", "-c", str(config)], capture_output=True, text=True,
+                            check=True).stdout  # fmt: skip
+    return dict(line.split("=", 1) for line in listed.splitlines() if "=" in line)
+
+
+def set_uboot_extra_cmdline(disk: Path, workdir: Path, extra: str) -> None:
+    """EXTRA_CMDLINE in the U-Boot card's slot state (fw_setenv, then mcopy back): what the
+    test adds to the command line U-Boot's script builds."""
+    read_uboot_state(disk, workdir)  # leaves the card's file in workdir
+    subprocess.run(["fw_setenv", "-c", str(workdir / "fw_env.config"), "EXTRA_CMDLINE", extra],
+                   check=True)  # fmt: skip
+    offset = boot_partition_offset(disk)
+    proc = subprocess.run(
+        ["mcopy", "-o", "-i", f"{disk}@@{offset}", str(workdir / "ab.env"),
+         f"::/{uboot.ENV_FILE}"],
+        capture_output=True, text=True, check=False, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise BootTestError(f"cannot write {uboot.ENV_FILE} back: {proc.stderr.strip()}")
+
+
 def extract_boot_files(disk: Path, workdir: Path) -> tuple[Path, Path, str]:
     """Kernel, initramfs and cmdline.txt from the boot partition. A Pi card's are the files its
     config.txt names (what the Pi firmware would load); a qemu-amd64 card's are fixed names."""
@@ -497,6 +563,11 @@ class _Card:
         self.mic.write_bytes(bootcall.tone_pcm(bootcall.PHONE_TONE_HZ, mic_seconds, AUDIO_RATE))
         self.proc: subprocess.Popen | None = None
         self.grub = grub_card(disk)
+        self.uboot = not self.grub and uboot_card(disk)
+        if self.uboot and self.arch != "arm64":
+            raise BootTestError(
+                f"{disk}: a U-Boot card boots under -M virt (machine arm64), not {self.arch}"
+            )
         self.reboot_in_guest = False
 
     def power_on(
@@ -514,6 +585,18 @@ class _Card:
             cmd = qemu_command(self.disk, None, None, "", self.host_port, self.memory_mb, pcap,
                                self.arch, monitor=self.monitor,
                                reboot_in_guest=self.reboot_in_guest)  # fmt: skip
+        elif self.uboot:
+            # U-Boot's script chooses the slot and builds the command line (the Pi's header
+            # UART for console); the machine's own console and board go in through the slot
+            # state's EXTRA_CMDLINE, after it, so the last console= (QEMU's PL011) is the one.
+            args = " ".join(self.machine.add_cmdline)
+            extra = f"{args} systemd.journald.forward_to_console=1 {extra_cmdline}".strip()
+            set_uboot_extra_cmdline(self.disk, self.workdir, extra)
+            cmdline = f"(U-Boot) {extra}"
+            cmd = qemu_command(self.disk, None, None, "", self.host_port, self.memory_mb, pcap,
+                               self.arch, monitor=self.monitor,
+                               reboot_in_guest=self.reboot_in_guest,
+                               firmware=uboot.QEMU_UBOOT)  # fmt: skip
         else:
             kernel, initrd, cmdline = extract_boot_files(self.disk, self.workdir)
             dtb = (
@@ -554,7 +637,7 @@ def _first_boot_marks(record: BootRecord, console: OutputWatcher, wait) -> None:
     match = wait("first boot to finish", lambda: FIRSTBOOT_READY.search(console.text))
     record.hostname = match.group(1)
     reported = KERNEL_CMDLINE.search(console.text)
-    if record.cmdline.startswith("(GRUB)") and reported:
+    if record.cmdline.startswith(("(GRUB)", "(U-Boot)")) and reported:
         record.cmdline = reported.group(1).strip()
     report = MACHINE_ID_REPORT.search(console.text)
     if report:

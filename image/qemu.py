@@ -199,6 +199,7 @@ def qemu_command(
     sound: bool = True,
     dtb: Path | None = None,
     reboot_in_guest: bool = False,
+    firmware: Path | None = None,
 ) -> list[str]:
     """The QEMU command line for one power-on of a card (direct kernel boot); ``cmdline`` as
     given (``guest_cmdline`` makes it fit the machine). ``arch`` names the machine
@@ -212,12 +213,14 @@ def qemu_command(
     # QMP on a socket: the call test adds the RTP port forward once it is known.
     mon = ["-monitor", "none"] + (["-qmp", f"unix:{monitor},server=on,wait=off"] if monitor else [])
     audio = [*audiodev_args(), *machine.sound] if sound else []
-    # No kernel: the firmware (SeaBIOS) boots the disk's own bootloader (GRUB on an A/B card).
+    # No kernel: the firmware boots the disk's own bootloader: SeaBIOS GRUB on a qemu-amd64 A/B
+    # card; on a Pi A/B card ``firmware`` (u-boot-qemu's U-Boot) runs the card's boot script.
     direct = (
         ["-kernel", str(kernel), "-initrd", str(initrd), *device_tree, "-append", cmdline]
         if kernel is not None and initrd is not None
         else []
     )
+    bios = ["-bios", str(firmware)] if firmware is not None else []
     # A guest's reboot ends QEMU (a boot test sees it), unless the test wants it rebooted.
     no_reboot = [] if reboot_in_guest else ["-no-reboot"]
     return [
@@ -225,7 +228,7 @@ def qemu_command(
         "-m", str(machine.memory_mb or memory_mb),
         "-nodefaults", "-no-user-config", "-display", "none", *no_reboot,
         *machine.serial, *mon,
-        *direct,
+        *bios, *direct,
         "-drive", f"file={disk},format=raw,if={machine.drive},cache=unsafe",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_CONTROL_PORT}",
         "-device", f"{machine.net_device},netdev=n0",
