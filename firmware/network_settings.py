@@ -2,6 +2,12 @@
 static address as a systemd-networkd ``.network`` file (the image's network manager) or an
 ifupdown stanza, atomically, and ask the network manager to reload.
 
+With a VLAN ID the addressing moves to the tagged interface ``<if>.<id>``: for networkd a
+``.netdev`` (Kind=vlan) and that interface's own ``.network``, and the parent's ``.network``
+names it with ``VLAN=``; for ifupdown an ``iface <if>.<id>`` stanza with ``vlan-raw-device``.
+The new files are written first and the parent's last (each atomically), so a power cut leaves
+the old set-up or the new one working; a VLAN removed takes its ``.netdev`` with it.
+
 Everything is under ``root`` so tests (and a chroot) use a temporary tree. The phone writes only
 where the OS lets it: on the image the root filesystem is read-only, so the page shows the
 network and says it is set by the OS (``NetworkStatus.writable`` False).
@@ -12,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -29,6 +36,8 @@ NETWORKD_DIR = "etc/systemd/network"
 IFUPDOWN_DIR = "etc/network/interfaces.d"
 # Sorts before the image's 80-offhook.network: networkd uses the first file that matches a link.
 NETWORKD_FILE = "10-offhook-{interface}.network"
+NETDEV_FILE = "10-offhook-{interface}.netdev"  # the VLAN device, named <if>.<id>
+VLAN_MAX = 4094  # 0 and 4095 are reserved (IEEE 802.1Q)
 IFUPDOWN_FILE = "offhook-{interface}"
 MARK = "# written by the offhook settings menu"
 
@@ -37,7 +46,17 @@ class NetworkSettingsError(OffhookError, ValueError):
     """A network setting that cannot be used or written; the message says which and why."""
 
 
+def vlan_problem(vlan: int) -> str:
+    """Why a VLAN ID cannot be used ("" when it can; 0 means none)."""
+    if vlan == 0 or 1 <= vlan <= VLAN_MAX:
+        return ""
+    return f"VLAN ID must be 1-{VLAN_MAX}"
+
+
 def _check(command: ApplyNetwork) -> None:
+    problem = vlan_problem(command.vlan)
+    if problem:
+        raise NetworkSettingsError(f"{problem}, not {command.vlan}")
     if command.mode == "dhcp":
         return
     if command.mode != "static":
@@ -65,24 +84,60 @@ def networkd_file(interface: str, command: ApplyNetwork) -> str:
     return "\n".join(lines) + "\n"
 
 
+def vlan_name(interface: str, vlan: int) -> str:
+    return f"{interface}.{vlan}"
+
+
+def networkd_parent_file(interface: str, vlan: int) -> str:
+    """The untagged interface only carries the VLAN: no address of its own."""
+    lines = [MARK, "[Match]", f"Name={interface}", "", "[Network]"]
+    lines += [f"VLAN={vlan_name(interface, vlan)}", "LinkLocalAddressing=no", "DHCP=no"]
+    return "\n".join(lines) + "\n"
+
+
+def networkd_netdev_file(interface: str, vlan: int) -> str:
+    lines = [MARK, "[NetDev]", f"Name={vlan_name(interface, vlan)}", "Kind=vlan", ""]
+    lines += ["[VLAN]", f"Id={vlan}"]
+    return "\n".join(lines) + "\n"
+
+
+def networkd_files(interface: str, command: ApplyNetwork) -> dict[str, str]:
+    """File name -> text, in the order they are written (the parent's ``.network`` last)."""
+    parent = NETWORKD_FILE.format(interface=interface)
+    if not command.vlan:
+        return {parent: networkd_file(interface, command)}
+    tagged = vlan_name(interface, command.vlan)
+    return {
+        NETDEV_FILE.format(interface=tagged): networkd_netdev_file(interface, command.vlan),
+        NETWORKD_FILE.format(interface=tagged): networkd_file(tagged, command),
+        parent: networkd_parent_file(interface, command.vlan),
+    }
+
+
 def ifupdown_file(interface: str, command: ApplyNetwork) -> str:
     lines = [MARK, f"auto {interface}"]
+    name = interface
+    if command.vlan:
+        name = vlan_name(interface, command.vlan)
+        lines += [f"iface {interface} inet manual", "", f"auto {name}"]
     if command.mode == "dhcp":
-        lines.append(f"iface {interface} inet dhcp")
+        lines.append(f"iface {name} inet dhcp")
     else:
         lines += [
-            f"iface {interface} inet static",
+            f"iface {name} inet static",
             f"    address {command.address}",
             f"    gateway {command.gateway}",
         ]
         if command.dns:
             lines.append(f"    dns-nameservers {command.dns}")
+    if command.vlan:
+        lines.append(f"    vlan-raw-device {interface}")
     return "\n".join(lines) + "\n"
 
 
 def parse_written(text: str) -> dict[str, str]:
     """What one of our files says: mode, address, gateway, dns (either format)."""
-    found = {"mode": "", "address": "", "gateway": "", "dns": ""}
+    found = {"mode": "", "address": "", "gateway": "", "dns": "", "vlan": ""}
     dns: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -98,6 +153,10 @@ def parse_written(text: str) -> dict[str, str]:
             found["gateway"] = value
         elif key == "DNS" or key == "dns-nameservers":
             dns += value.split()
+        elif key == "VLAN" or key == "vlan-raw-device":
+            found["vlan"] = "tagged"
+        elif key == "Id":
+            found["vlan"] = value
     found["dns"] = " ".join(dns)
     return found
 
@@ -158,11 +217,24 @@ class NetworkSettings:
         target = self._target()
         return target is not None and os.access(target[0].parent, os.W_OK)
 
-    def status(self, addresses: tuple[str, ...] = ()) -> NetworkStatus:
+    def _written(self) -> tuple[dict[str, str], int]:
+        """What our files say, and the VLAN ID they put the addressing on (0 none)."""
         target = self._target()
-        written = {"mode": "dhcp", "address": "", "gateway": "", "dns": ""}
-        if target is not None and target[0].exists():
-            written = parse_written(target[0].read_text(encoding="utf-8"))
+        written = {"mode": "dhcp", "address": "", "gateway": "", "dns": "", "vlan": ""}
+        if target is None or not target[0].exists():
+            return written, 0
+        text = target[0].read_text(encoding="utf-8")
+        tagged = re.search(r"^(?:VLAN=|iface )\S+\.(\d+)\b", text, re.MULTILINE)
+        vlan = int(tagged.group(1)) if tagged else 0
+        if vlan and target[0].parent.name == "network":  # networkd: the VLAN's own file
+            tagged_file = target[0].parent / NETWORKD_FILE.format(
+                interface=vlan_name(self.interface, vlan)
+            )
+            text = tagged_file.read_text(encoding="utf-8") if tagged_file.exists() else ""
+        return parse_written(text), vlan
+
+    def status(self, addresses: tuple[str, ...] = ()) -> NetworkStatus:
+        written, vlan = self._written()
         gateway = written["gateway"]
         if not gateway:
             try:
@@ -182,6 +254,7 @@ class NetworkSettings:
             dns=written["dns"],
             writable=self.writable(),
             mac=mac,
+            vlan=vlan,
         )
 
     def apply(self, command: ApplyNetwork) -> None:
@@ -198,12 +271,30 @@ class NetworkSettings:
         path, render = target
         if not os.access(path.parent, os.W_OK):
             raise NetworkSettingsError(f"{path.parent} is read-only: the network is set by the OS")
+        if path.parent.name == "network":  # networkd: several files, the parent's last
+            files = networkd_files(self.interface, command)
+        else:
+            files = {path.name: render(self.interface, command)}
         try:
-            atomic_write_text(path, render(self.interface, command), mode=0o644)
+            for name, text in files.items():
+                atomic_write_text(path.parent / name, text, mode=0o644)
+            self._remove_stale(path.parent, set(files))
         except OSError as exc:
             raise NetworkSettingsError(f"{path}: {exc.strerror or exc}") from exc
-        log.info("network settings written", extra=kv(path=path, mode=command.mode))
+        log.info(
+            "network settings written", extra=kv(path=path, mode=command.mode, vlan=command.vlan)
+        )
         self._reload(self.interface)
+
+    def _remove_stale(self, directory: Path, kept: set[str]) -> None:
+        """A VLAN removed or changed: its .netdev and .network files go (after the parent no
+        longer names it)."""
+        prefix = f"10-offhook-{self.interface}."
+        for stale in directory.glob(f"{prefix}*"):
+            vlan_file = stale.name[len(prefix) :].split(".")[0].isdigit()
+            if vlan_file and stale.name not in kept:
+                stale.unlink()
+                log.info("network file removed", extra=kv(path=stale))
 
 
 def reload_network_manager(interface: str) -> None:

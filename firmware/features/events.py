@@ -61,6 +61,7 @@ class NetworkStatus:
     dns: str = ""
     writable: bool = False  # the OS lets the phone write the interface's config
     mac: str = ""
+    vlan: int = 0  # the VLAN the phone's addressing is on (0: none, the untagged interface)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class ApplyNetwork:
     address: str = ""  # CIDR
     gateway: str = ""
     dns: str = ""
+    vlan: int = 0  # 802.1Q VLAN ID 1-4094 carrying the addressing; 0 none
 
 
 @dataclass(frozen=True)

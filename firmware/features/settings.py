@@ -225,7 +225,7 @@ def _key_network_edit(phone: Phone, key: str, out: list[Command]) -> None:
         if problem:
             state.settings = replace(menu, fields=tuple(fields), message=problem)
             return
-        out.append(ApplyNetwork("static", *fields))
+        out.append(ApplyNetwork("static", fields[0], fields[1], fields[2]))
         state.settings = replace(
             menu, page=SettingsPage.NETWORK, fields=tuple(fields), index=1, message="Saving..."
         )

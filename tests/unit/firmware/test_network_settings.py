@@ -149,3 +149,57 @@ def test_a_read_only_root_shows_the_network_as_set_by_the_os(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert "read-only: the network is set by the OS" in done.stdout
     assert not list((root / "etc/systemd/network").iterdir())
+
+
+def test_networkd_vlan_netdev_tagged_network_and_parent_then_removed(tmp_path: Path) -> None:
+    root = root_with(tmp_path, "networkd")
+    net = NetworkSettings(root, reload=lambda _: None)
+    directory = root / "etc/systemd/network"
+    net.apply(ApplyNetwork("static", "10.0.0.5/24", "10.0.0.1", "10.0.0.53", vlan=42))
+    netdev = (directory / "10-offhook-eth0.42.netdev").read_text()
+    assert "[NetDev]\nName=eth0.42\nKind=vlan\n\n[VLAN]\nId=42\n" in netdev
+    parent = (directory / "10-offhook-eth0.network").read_text()
+    assert "Name=eth0\n" in parent and "VLAN=eth0.42\n" in parent
+    assert "Address=" not in parent and "DHCP=no" in parent
+    tagged = (directory / "10-offhook-eth0.42.network").read_text()
+    assert "Name=eth0.42\n" in tagged and "Address=10.0.0.5/24\n" in tagged
+    status = net.status()
+    assert (status.vlan, status.mode, status.address, status.gateway) == (
+        42,
+        "static",
+        "10.0.0.5/24",
+        "10.0.0.1",
+    )
+    net.apply(ApplyNetwork("dhcp", vlan=7))  # another VLAN: the old one's files go
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "10-offhook-eth0.7.netdev",
+        "10-offhook-eth0.7.network",
+        "10-offhook-eth0.network",
+    ]
+    assert (net.status().vlan, net.status().mode) == (7, "dhcp")
+    net.apply(ApplyNetwork("dhcp"))  # no VLAN: the .netdev is removed
+    assert [p.name for p in directory.iterdir()] == ["10-offhook-eth0.network"]
+    assert "DHCP=yes" in (directory / "10-offhook-eth0.network").read_text()
+    assert net.status().vlan == 0
+
+
+def test_ifupdown_vlan_stanza(tmp_path: Path) -> None:
+    root = root_with(tmp_path, "ifupdown")
+    net = NetworkSettings(root, reload=lambda _: None)
+    net.apply(ApplyNetwork("static", "10.0.0.5/24", "10.0.0.1", "", vlan=100))
+    text = (root / "etc/network/interfaces.d/offhook-eth0").read_text()
+    assert (
+        "auto eth0\niface eth0 inet manual\n\nauto eth0.100\niface eth0.100 inet static\n" in text
+    )
+    assert text.endswith("    vlan-raw-device eth0\n")
+    status = net.status()
+    assert (status.vlan, status.mode, status.address) == (100, "static", "10.0.0.5/24")
+
+
+@pytest.mark.parametrize("vlan", [-1, 4095, 5000])
+def test_a_vlan_out_of_range_is_refused_and_nothing_written(tmp_path: Path, vlan: int) -> None:
+    root = root_with(tmp_path, "networkd")
+    net = NetworkSettings(root, reload=lambda _: None)
+    with pytest.raises(NetworkSettingsError, match="VLAN ID must be 1-4094"):
+        net.apply(ApplyNetwork("dhcp", vlan=vlan))
+    assert not list((root / "etc/systemd/network").iterdir())
