@@ -257,6 +257,11 @@ class DirectorySettings(_Section):
     max_results: Annotated[int, Field(ge=1, le=200)] = 20
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 3.0
     lookup_incoming: bool = True  # name unknown callers from the directory
+    start_tls: bool = False  # ldap:// upgraded to TLS (StartTLS) before the bind
+    # The CA (PEM) the directory's certificate must lead to, for ldaps:// and StartTLS; empty:
+    # the system's CAs. The certificate must also name the url's host.
+    tls_ca_file: str = ""
+    tls_verify: bool = True  # off takes any certificate (a lab directory only)
 
     @field_validator("url")
     @classmethod
@@ -269,6 +274,10 @@ class DirectorySettings(_Section):
     def _base_with_url(self) -> DirectorySettings:
         if self.url and not self.base_dn:
             raise ValueError("directory.base_dn is required when directory.url is set")
+        if self.start_tls and self.url.startswith("ldaps://"):
+            raise ValueError(
+                "directory.start_tls is for ldap:// urls (ldaps:// is TLS from the start)"
+            )
         return self
 
 
@@ -427,6 +436,7 @@ PHONE_LOCAL_KEYS: tuple[tuple[str, str], ...] = (
     ("sip", "tls_ca_file"),
     ("sip", "tls_cert_file"),
     ("sip", "tls_key_file"),
+    ("directory", "tls_ca_file"),
     ("audio", "capture"),
     ("audio", "playback"),
     ("board", "profile"),

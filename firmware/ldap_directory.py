@@ -4,15 +4,24 @@
 typed on the keypad, and the name that belongs to an incoming call's number. ``DirectoryService``
 carries out the Phone's SearchDirectory and LookupCaller commands on a thread of its own and posts
 the answers back as events, so a slow or dead directory never holds up a key press or a call.
+
+TLS (``ldaps://``, or ``ldap://`` with ``directory.start_tls``) verifies the directory's
+certificate by default: its chain must lead to ``directory.tls_ca_file`` (the system's CAs when
+empty) and it must name the url's host. ldap3 turns Python's hostname check off and does its
+own after the handshake, so both are left to it with ``validate=CERT_REQUIRED``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import queue
+import re
+import ssl
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -21,6 +30,7 @@ from offhook.contract.config import DirectorySettings
 from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
 from offhook.firmware.features.events import (
+    CERTIFICATE_REFUSED,
     CallerNameFound,
     DirectoryEntry,
     DirectoryResults,
@@ -48,6 +58,50 @@ class DirectoryError(OffhookError, ConnectionError):
     """The directory could not be asked: unreachable, refused the bind, or timed out."""
 
 
+class DirectoryCertificateError(DirectoryError):
+    """The directory's TLS certificate was not accepted (unknown CA, wrong name, expired...).
+    The message starts with CERTIFICATE_REFUSED, which the phone's screen shows."""
+
+
+# How OpenSSL (through ssl) and ldap3's own name check word a refused certificate
+_CERTIFICATE_WORDS = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "doesn't match")
+_VERIFY_REASON = re.compile(r"certificate verify failed: ([^'\"()]+?)\s*(?:\(_ssl\.c:\d+\))?['\")]")
+
+
+def _tls(ldap: ModuleType, settings: DirectorySettings, host: str) -> ldap3.Tls | None:
+    if not (settings.url.startswith("ldaps://") or settings.start_tls):
+        return None
+    ca_file = settings.tls_ca_file
+    if ca_file and not Path(ca_file).is_file():
+        raise DirectoryError(f"directory.tls_ca_file {ca_file}: no such file")
+    try:
+        ipaddress.ip_address(host)
+        sni = None  # RFC 6066: no server name indication for an address
+    except ValueError:
+        sni = host
+    tls: ldap3.Tls = ldap.Tls(
+        validate=ssl.CERT_REQUIRED if settings.tls_verify else ssl.CERT_NONE,
+        ca_certs_file=ca_file or None,
+        sni=sni,
+    )
+    return tls
+
+
+def _failure(settings: DirectorySettings, exc: Exception) -> DirectoryError:
+    text = str(exc)
+    if any(word in text for word in _CERTIFICATE_WORDS):
+        where = settings.tls_ca_file or "the system's CAs"
+        # ldap3 nests the ssl error's repr in its own: "...failed: self-signed ... (_ssl.c:1006)',)"
+        found = _VERIFY_REASON.search(text)
+        reason = f"certificate verify failed: {found.group(1)}" if found else text
+        if "doesn't match" in text:
+            reason = f"it does not name {urlsplit(settings.url).hostname}"
+        return DirectoryCertificateError(
+            f"{CERTIFICATE_REFUSED}: {settings.url}: {reason} (checked against {where})"
+        )
+    return DirectoryError(f"{settings.url}: {type(exc).__name__}: {exc}")
+
+
 class LdapDirectory:
     def __init__(self, settings: DirectorySettings) -> None:
         if not settings.url:
@@ -55,10 +109,12 @@ class LdapDirectory:
         parts = urlsplit(settings.url)
         self.settings = settings
         self._ldap = ldap = _ldap3()
+        host = parts.hostname or ""
         self._server = ldap.Server(
-            parts.hostname or "",
+            host,
             port=parts.port,
             use_ssl=parts.scheme == "ldaps",
+            tls=_tls(ldap, settings, host),
             connect_timeout=settings.timeout_s,
             get_info=ldap.NONE,  # no schema read: one round trip less per query
         )
@@ -75,10 +131,24 @@ class LdapDirectory:
                 raise_exceptions=True,
                 read_only=True,
             )
+            if s.start_tls:
+                conn.open()
+                self._start_tls(conn)  # before the bind: the password never goes in clear
             conn.bind()
         except self._ldap.core.exceptions.LDAPException as exc:
-            raise DirectoryError(f"{s.url}: {type(exc).__name__}: {exc}") from exc
+            raise _failure(s, exc) from exc
         return conn
+
+    def _start_tls(self, conn: ldap3.Connection) -> None:
+        try:
+            conn.start_tls()
+        except self._ldap.core.exceptions.LDAPException as exc:
+            failure = _failure(self.settings, exc)
+            if isinstance(failure, DirectoryCertificateError):
+                raise failure from exc
+            # slapd without a certificate answers "unsupported extended operation"
+            message = f"{self.settings.url}: the directory refused StartTLS ({exc})"
+            raise DirectoryError(message) from exc
 
     def _search(self, ldap_filter: str, limit: int) -> list[DirectoryEntry]:
         s = self.settings

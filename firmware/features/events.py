@@ -25,6 +25,10 @@ class SearchDirectory:
     text: str
 
 
+# How a DirectoryResults error starts when the directory's TLS certificate was refused
+CERTIFICATE_REFUSED = "TLS certificate refused"
+
+
 @dataclass(frozen=True)
 class DirectoryResults:
     request: int

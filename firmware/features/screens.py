@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 
 from offhook.firmware.events import Screen
+from offhook.firmware.features.events import CERTIFICATE_REFUSED
 from offhook.firmware.features.settings import MAIN_ROWS, network_rows
 from offhook.firmware.features.state import NETWORK_FIELDS, SettingsPage
 from offhook.firmware.features.trust import FINGERPRINT_PAGE, pages
@@ -44,7 +45,12 @@ def directory_screen(view: PhoneState, status: dict[str, str]) -> Screen:
     if search.waiting:
         third = "Searching..."
     elif search.error:
-        third = "Directory unavailable" if search.error != "no answer" else "No answer"
+        if search.error == "no answer":
+            third = "No answer"
+        elif search.error.startswith(CERTIFICATE_REFUSED):
+            third = "Certificate refused"
+        else:
+            third = "Directory unavailable"
     elif search.searched and search.searched == typed and not search.entries:
         third = "No match"
     elif search.entries:

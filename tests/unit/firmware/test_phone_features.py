@@ -16,6 +16,7 @@ from offhook.firmware.events import (
     TimerFired,
 )
 from offhook.firmware.features.events import (
+    CERTIFICATE_REFUSED,
     ApplyNetwork,
     CallerNameFound,
     DirectoryEntry,
@@ -109,6 +110,15 @@ def test_directory_that_does_not_answer_says_so_and_cancel_deletes_then_leaves()
     assert d.lines[1] == "Name: _"
     press(d, "cancel")
     assert d.phone.screen.kind == "phonebook"
+
+
+def test_a_refused_directory_certificate_is_named_on_the_screen() -> None:
+    d = Driver(make_config(directory={**DIRECTORY, "url": "ldaps://ldap.example"}))
+    open_directory(d)
+    press(d, "2", "ok")
+    reason = f"{CERTIFICATE_REFUSED}: ldaps://ldap.example: certificate verify failed: ..."
+    d(DirectoryResults(1, (), reason))
+    assert d.lines[2] == "Certificate refused"
 
 
 def test_no_directory_configured_keeps_the_contacts_list() -> None:
