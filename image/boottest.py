@@ -564,10 +564,6 @@ class _Card:
         self.proc: subprocess.Popen | None = None
         self.grub = grub_card(disk)
         self.uboot = not self.grub and uboot_card(disk)
-        if self.uboot and self.arch != "arm64":
-            raise BootTestError(
-                f"{disk}: a U-Boot card boots under -M virt (machine arm64), not {self.arch}"
-            )
         self.reboot_in_guest = False
 
     def power_on(
@@ -593,10 +589,21 @@ class _Card:
             extra = f"{args} systemd.journald.forward_to_console=1 {extra_cmdline}".strip()
             set_uboot_extra_cmdline(self.disk, self.workdir, extra)
             cmdline = f"(U-Boot) {extra}"
+            firmware, dtb = uboot.QEMU_UBOOT, None
+            if self.machine.uboot_as_kernel:
+                # the card's own U-Boot (u-boot-rpi) and DTB, as the Pi firmware loads them
+                firmware = self.workdir / uboot.UBOOT_KERNEL_NAME
+                firmware.unlink(missing_ok=True)
+                copied = _mcopy(self.disk, boot_partition_offset(self.disk),
+                                uboot.UBOOT_KERNEL_NAME, firmware)  # fmt: skip
+                if copied.returncode != 0:
+                    raise BootTestError(f"{self.disk}: no {uboot.UBOOT_KERNEL_NAME} on the card")
+                if self.machine.dtb:
+                    dtb = extract_dtb(self.disk, self.workdir, self.machine.dtb)
             cmd = qemu_command(self.disk, None, None, "", self.host_port, self.memory_mb, pcap,
                                self.arch, monitor=self.monitor,
                                reboot_in_guest=self.reboot_in_guest,
-                               firmware=uboot.QEMU_UBOOT)  # fmt: skip
+                               firmware=firmware, dtb=dtb)  # fmt: skip
         else:
             kernel, initrd, cmdline = extract_boot_files(self.disk, self.workdir)
             dtb = (

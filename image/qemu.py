@@ -56,6 +56,10 @@ class Machine:
     extra: tuple[str, ...] = ("-device", "virtio-rng-pci")
     # Intel HDA works on any machine with PCI (pc, q35, arm virt): the guest's snd-hda-intel.
     sound: tuple[str, ...] = ("-device", "intel-hda", "-device", "hda-duplex,audiodev=snd0")
+    # A U-Boot card (the Pi's A/B): False, U-Boot is QEMU's firmware (-bios, u-boot-qemu's
+    # build for the machine); True, the card's own U-Boot is loaded as the kernel, with the DTB,
+    # as the Pi firmware loads it.
+    uboot_as_kernel: bool = False
     # How the boot call checks audio: "line" (the host reads the line out, writes the line in)
     # or "echo" (no sound card on the host side: the guest loops its playback into its capture).
     audio_check: str = "line"
@@ -111,6 +115,7 @@ MACHINES: dict[str, Machine] = {
         extra=(),
         sound=(),
         audio_check="echo",
+        uboot_as_kernel=True,
     ),
 }
 QEMU_ARCH = {arch: machine.qemu_arch for arch, machine in MACHINES.items()}
@@ -220,7 +225,10 @@ def qemu_command(
         if kernel is not None and initrd is not None
         else []
     )
-    bios = ["-bios", str(firmware)] if firmware is not None else []
+    bios: list[str] = []
+    if firmware is not None:
+        bios = (["-kernel", str(firmware), *device_tree] if machine.uboot_as_kernel
+                else ["-bios", str(firmware)])  # fmt: skip
     # A guest's reboot ends QEMU (a boot test sees it), unless the test wants it rebooted.
     no_reboot = [] if reboot_in_guest else ["-no-reboot"]
     return [

@@ -112,3 +112,16 @@ def test_real_qemu_accepts_the_raspi3b_devices(tmp_path: Path) -> None:
     finally:
         started.kill()
         started.wait()
+
+
+def test_a_uboot_card_boots_uboot_as_firmware_or_as_the_pis_kernel(tmp_path: Path) -> None:
+    """-M virt runs u-boot-qemu's U-Boot as its firmware; -M raspi3b loads the card's own U-Boot
+    with the DTB, as the Pi firmware does (config.txt kernel=u-boot.bin). Neither gets an
+    initrd or a command line from QEMU: U-Boot's script builds them."""
+    disk, fw, dtb = tmp_path / "card.img", tmp_path / "u-boot.bin", tmp_path / "pi3.dtb"
+    virt = qemu_command(disk, None, None, "", 1234, 1024, arch="arm64", firmware=fw)
+    assert virt[virt.index("-bios") + 1] == str(fw)
+    assert "-kernel" not in virt and "-append" not in virt and "-initrd" not in virt
+    pi = qemu_command(disk, None, None, "", 1234, 1024, arch="raspi3b", firmware=fw, dtb=dtb)
+    assert pi[pi.index("-kernel") + 1] == str(fw) and pi[pi.index("-dtb") + 1] == str(dtb)
+    assert "-bios" not in pi and "-append" not in pi
