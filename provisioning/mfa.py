@@ -6,7 +6,8 @@ purpose ``admin_mfa.secret``); recovery codes only as SHA-256 (they are random, 
 slow hash adds nothing) and are shown once. A code is accepted once: the newest accepted time
 step is kept and a code for it or an earlier step is refused, so a code seen over a shoulder
 cannot be replayed within its 90 s window. Which roles must have a second factor is a server
-setting (``OFFHOOK_MFA_REQUIRED_ROLES``); API tokens are not sign-ins and keep working.
+setting (``OFFHOOK_MFA_REQUIRED_ROLES``), met by TOTP or by a security key
+(``provisioning.webauthn_keys``); API tokens are not sign-ins and keep working.
 Every function flushes; the caller commits.
 """
 
@@ -24,7 +25,7 @@ import segno
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from offhook.provisioning import audit
+from offhook.provisioning import audit, webauthn_keys
 from offhook.provisioning.admin_auth import AdminError
 from offhook.provisioning.crypto import KeyRing
 from offhook.provisioning.models import AdminMfa, AdminRecoveryCode, AdminUser, utcnow
@@ -79,6 +80,11 @@ def mfa_enabled(db: Session, user: AdminUser) -> bool:
     return row is not None and row.confirmed_at is not None
 
 
+def has_second_factor(db: Session, user: AdminUser) -> bool:
+    """TOTP in force or at least one security key: what an enforced role needs."""
+    return mfa_enabled(db, user) or webauthn_keys.key_count(db, user) > 0
+
+
 def mfa_required(settings: ServerSettings, user: AdminUser) -> bool:
     """The user's role must have a second factor (the server setting)."""
     return user.role in settings.mfa_required_roles
@@ -87,7 +93,7 @@ def mfa_required(settings: ServerSettings, user: AdminUser) -> bool:
 def enrolment_required(db: Session, settings: ServerSettings, user: AdminUser) -> bool:
     """An admin of an enforced role without a confirmed second factor: enrol first. No query
     unless the role is enforced."""
-    return mfa_required(settings, user) and not mfa_enabled(db, user)
+    return mfa_required(settings, user) and not has_second_factor(db, user)
 
 
 def _hash_code(code: str) -> str:
@@ -125,6 +131,7 @@ def status(db: Session, settings: ServerSettings, user: AdminUser) -> dict[str, 
         "enrolment_pending": row is not None and confirmed is None,
         "required_for_role": mfa_required(settings, user),
         "recovery_codes_left": recovery_codes_left(db, user) if confirmed else 0,
+        "security_keys": webauthn_keys.key_count(db, user),
     }
 
 
@@ -249,14 +256,18 @@ def remove(
     admin's (``admin_user.manage``: a lost phone; they enrol again at their next sign-in when
     their role requires it). ``acting_user`` None: the CLI, the server's owner."""
     own = acting_user is not None and acting_user.id == user.id
-    if own and mfa_required(settings, user):
+    keys = webauthn_keys.key_count(db, user)
+    if own and mfa_required(settings, user) and keys == 0:
         raise MfaRefused(f"the {user.role} role requires a second factor: it cannot be turned off")
     row = get_mfa(db, user)
-    if row is None:
+    if row is None and (own or keys == 0):
         raise MfaError(f"{user.username} has no second factor")
-    was = row.confirmed_at is not None
-    db.delete(row)
+    was = row is not None and row.confirmed_at is not None
+    if row is not None:
+        db.delete(row)
     db.execute(delete(AdminRecoveryCode).where(AdminRecoveryCode.user_id == user.id))
+    # A reset (a lost phone or key) takes every factor; turning one's own TOTP off keeps keys.
+    removed_keys = 0 if own else webauthn_keys.remove_all(db, user)
     db.flush()
     audit.record(
         db,
@@ -264,7 +275,23 @@ def remove(
         "admin_user.mfa_disable" if own else "admin_user.mfa_reset",
         "admin_user",
         user.id,
-        {"username": user.username, "mfa": was},
-        {"username": user.username, "mfa": False},
+        {"username": user.username, "mfa": was, "security_keys": keys},
+        {"username": user.username, "mfa": False, "security_keys": keys - removed_keys},
         actor.ip,
     )
+
+
+def remove_security_key(
+    db: Session, settings: ServerSettings, actor: Actor, user: AdminUser, key_id: int
+) -> str:
+    """Remove one of one's own security keys, unless it is the last factor a role requires."""
+    if (
+        mfa_required(settings, user)
+        and not mfa_enabled(db, user)
+        and webauthn_keys.key_count(db, user) <= 1
+    ):
+        raise MfaRefused(
+            f"the {user.role} role requires a second factor: add another key or TOTP before "
+            "removing the last one"
+        )
+    return webauthn_keys.remove_key(db, actor, user, key_id)

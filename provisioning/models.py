@@ -442,6 +442,42 @@ class AdminRecoveryCode(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class AdminSecurityKey(Base):
+    """A WebAuthn credential (security key or passkey) an admin registered as a second factor.
+    ``sign_count`` is the authenticator's counter at the last sign-in: a response that does not
+    raise it (a cloned key; authenticators that keep no counter report 0 every time) is refused."""
+
+    __tablename__ = "admin_security_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("admin_users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)  # base64url
+    public_key: Mapped[str] = mapped_column(Text)  # COSE key, base64url
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    transports: Mapped[str] = mapped_column(String(128), default="")  # comma-separated
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AdminWebauthnChallenge(Base):
+    """An outstanding WebAuthn ceremony: the challenge given to one browser session (named by
+    the SHA-256 of its session id) for one purpose. Deleted when a response is checked, right
+    or wrong, so a challenge is good once; older than its time-out it is refused and purged."""
+
+    __tablename__ = "admin_webauthn_challenges"
+    __table_args__ = (UniqueConstraint("session_digest", "purpose"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("admin_users.id", ondelete="CASCADE"), index=True
+    )
+    session_digest: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(16))  # "register" | "sign-in"
+    challenge: Mapped[str] = mapped_column(String(128))  # base64url
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class AdminKnownNetwork(Base):
     """A network (IPv4 /24, IPv6 /64) an admin completed a sign-in from."""
 
@@ -481,7 +517,7 @@ class AdminSession(Base):
     sid_digest: Mapped[str] = mapped_column(String(32), unique=True)
     ip: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(255), default="")
-    second_factor: Mapped[str] = mapped_column(String(16), default="")  # "" | totp | recovery
+    second_factor: Mapped[str] = mapped_column(String(16), default="")  # ""|totp|recovery|key
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str] = mapped_column(String(32), default="")

@@ -6,10 +6,12 @@ processes: the CLI exports its options and every worker reads the same values.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from offhook.provisioning.sqlcipher import load_db_key
 
@@ -65,6 +67,10 @@ class ServerSettings:
     login_ip_max_failures: int = 20
     login_ip_window_minutes: int = 15
     password_history: int = 5
+    # The address admins open the web UI at (OFFHOOK_PUBLIC_URL, "https://prov.example.com"):
+    # security keys are bound to its host name (the WebAuthn relying party) and origin, so a
+    # key works only there. Empty: security keys are not offered.
+    public_url: str = ""
     # Firmware bundles (docs/updates.md): the PEM keyring every uploaded RAUC bundle must verify
     # against (empty = data_dir/firmware-keyring.pem), where verified bundles are kept (empty =
     # data_dir/firmware) and the largest bundle accepted.
@@ -158,6 +164,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
         login_ip_max_failures=_env_int(env, "OFFHOOK_LOGIN_IP_MAX_FAILURES", 20),
         login_ip_window_minutes=_env_int(env, "OFFHOOK_LOGIN_IP_WINDOW_MINUTES", 15),
         password_history=_env_int(env, "OFFHOOK_PASSWORD_HISTORY", 5),
+        public_url=_env_public_url(env, "OFFHOOK_PUBLIC_URL"),
         firmware_keyring=_env_path(env, "OFFHOOK_FIRMWARE_KEYRING"),
         firmware_dir=_env_path(env, "OFFHOOK_FIRMWARE_DIR"),
         firmware_max_bytes=_env_int(env, "OFFHOOK_FIRMWARE_MAX_BYTES", 2 * 1024**3),
@@ -187,6 +194,28 @@ def _env_choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str
     if raw not in choices:
         raise ValueError(f"{name}={raw!r}: use one of {', '.join(choices)}")
     return raw
+
+
+def _env_public_url(env: dict[str, str], name: str) -> str:
+    """``scheme://host[:port]`` with no path: the origin browsers report in WebAuthn."""
+    raw = env.get(name, "").strip().rstrip("/")
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{name}={raw!r}: use http(s)://host[:port], e.g. https://prov.example.com"
+        )
+    if parts.path or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{name}={raw!r}: give only scheme, host and port, no path")
+    try:
+        ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return raw
+    raise ValueError(
+        f"{name}={raw!r}: a host name is needed, not an IP address (browsers bind security "
+        "keys to a domain; use localhost for a local test)"
+    )
 
 
 def _env_path(env: dict[str, str], name: str) -> Path | None:

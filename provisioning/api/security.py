@@ -37,6 +37,7 @@ class MfaStatus(BaseModel):
     enrolment_pending: bool
     required_for_role: bool = Field(description="OFFHOOK_MFA_REQUIRED_ROLES names the role")
     recovery_codes_left: int
+    security_keys: int = Field(description="WebAuthn security keys registered (web UI)")
 
 
 class MfaEnrolment(BaseModel):

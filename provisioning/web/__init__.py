@@ -27,6 +27,7 @@ from offhook.provisioning.web.views import (
     privacy,
     records,
     security,
+    security_keys,
     static,
     templates,
     tokens,
@@ -49,6 +50,7 @@ for _module in (
     privacy,
     api_tokens,
     security,
+    security_keys,
     admins,
 ):
     router.include_router(_module.router)

@@ -58,7 +58,7 @@ class Pending:
 
 def code_needed(db: Session, request: Request, user: AdminUser) -> bool:
     """Does this sign-in need the second factor (the admin has one; the prompt setting)?"""
-    if not mfa.mfa_enabled(db, user):
+    if not mfa.has_second_factor(db, user):
         return False
     if server_settings(request).mfa_prompt == "always":
         return True

@@ -22,11 +22,13 @@ import pytest
 
 from tests.fixtures.provisioning_server import ProvisioningServer
 from tests.fixtures.rauc_bundles import SigningPair, make_bundle
+from tests.fixtures.soft_authenticator import SoftAuthenticator
 
 pytestmark = pytest.mark.integration
 
 ROLES = ("read-only", "operator", "admin")
 PASSWORD = "web-roles-password"
+PUBLIC_URL = "http://localhost"
 USERS = {"read-only": "wr-rita", "operator": "wr-olga", "admin": "wr-alice"}
 # Reached before any role is known: the sign-in itself, and the stylesheet and script.
 PUBLIC = {
@@ -34,6 +36,8 @@ PUBLIC = {
     ("POST", "/login"),
     ("GET", "/login/code"),
     ("POST", "/login/code"),
+    ("POST", "/login/key/options"),
+    ("POST", "/login/key"),
     ("POST", "/logout"),
     ("GET", "/static/{name}"),
 }
@@ -161,6 +165,27 @@ class Env:
         reply = self.browser.client.get("/api/v1/admin/me/sessions")
         reply.raise_for_status()
         return reply.json()[0]["id"]  # newest first
+
+    def security_key(self) -> dict[str, Any]:
+        """The form that registers a new security key of the caller (a software authenticator
+        answering this session's challenge)."""
+        options = self.browser.client.post(
+            "/security/keys/options", headers={"x-csrf-token": self.browser.csrf}
+        )
+        options.raise_for_status()
+        made = SoftAuthenticator(PUBLIC_URL).register(options.json())
+        return {"name": _name("key"), "credential": made}
+
+    def own_security_key(self) -> int:
+        """A security key of the caller, registered through the web form: its id."""
+        reply = self.browser.client.post(
+            "/security/keys", data={**self.security_key(), "csrf_token": self.browser.csrf}
+        )
+        assert reply.status_code == 303, reply.text[:300]
+        ids = re.findall(
+            r'action="/security/keys/(\d+)/remove"', self.browser.client.get("/security/mfa").text
+        )
+        return int(ids[-1])
 
 
 Request = tuple[str, dict[str, Any]]  # (path, form fields)
@@ -500,6 +525,20 @@ ROUTES: list[tuple[str, str, str, Make]] = [
         "read-only",
         lambda e: (f"/api-tokens/{e.own_api_token()}/revoke", {}),
     ),
+    # one's own security keys (after the session cases: a key makes a sign-in ask for it)
+    (
+        "POST",
+        "/security/keys/options",
+        "read-only",
+        lambda e: ("/security/keys/options", {}),
+    ),
+    ("POST", "/security/keys", "read-only", lambda e: ("/security/keys", e.security_key())),
+    (
+        "POST",
+        "/security/keys/{key_id}/remove",
+        "read-only",
+        lambda e: (f"/security/keys/{e.own_security_key()}/remove", {}),
+    ),
     # Last: a new password ends the caller's session (the landing page is the sign-in page).
     ("POST", "/security/password", "read-only", lambda e: ("/security/password", e.new_password())),
 ]
@@ -513,7 +552,8 @@ def _at_least(role: str, least: str) -> bool:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningServer]:
     work = tmp_path_factory.mktemp("web-roles")
     pair = SigningPair.make(work / "keys", "web-roles-signing")
-    running = ProvisioningServer(work / "server")
+    # Security keys are bound to the public address (the software authenticator's origin).
+    running = ProvisioningServer(work / "server", env={"OFFHOOK_PUBLIC_URL": PUBLIC_URL})
     # A keyring and one verified release, so the rollout routes have something to roll out.
     (running.data_dir / "firmware-keyring.pem").write_bytes(pair.cert.read_bytes())
     with running:

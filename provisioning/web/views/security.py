@@ -14,7 +14,7 @@ from fastapi import APIRouter, Form, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from offhook.provisioning import mfa, sign_in
+from offhook.provisioning import mfa, sign_in, webauthn_keys
 from offhook.provisioning.admin_auth import AdminError, client_ip, verify_password
 from offhook.provisioning.crypto import CryptoError
 from offhook.provisioning.db import DbSession
@@ -101,6 +101,10 @@ def mfa_page(request: Request, admin: AccountOwner, db: DbSession) -> Response:
             "enrolment": mfa.pending_enrolment(db, request.app.state.services.keys, admin),
             "codes": _sealed_codes(request, form),
             "error": form.get("error", ""),
+            "keys": webauthn_keys.list_keys(db, admin),
+            "keys_available": webauthn_keys.available(settings),
+            "key_error": form.get("key_error", ""),
+            "key_name": form.get("key_name", ""),
         },
     )
 
@@ -210,11 +214,20 @@ def code_form(request: Request, db: DbSession) -> Response:
     if waiting is None:
         return done(request, "/login", "Sign in again: the code step has expired.", "info")
     form = take_form(request, "/login/code")
-    context = {"title": "Second factor", "username": waiting.user.username, **form}
+    keys = webauthn_keys.available(server_settings(request)) and bool(
+        webauthn_keys.key_count(db, waiting.user)
+    )
+    context = {
+        "title": "Second factor",
+        "username": waiting.user.username,
+        "totp": mfa.mfa_enabled(db, waiting.user),
+        "keys": keys,
+        **form,
+    }
     return render(request, "login_code.html", context)
 
 
-def _code_refused(request: Request, db: Session, user: AdminUser) -> Response | None:
+def code_refused(request: Request, db: Session, user: AdminUser) -> Response | None:
     """Too many failures: of this account (its lockout threshold and window), or from this
     address across accounts (the sign-in throttle)."""
     settings = server_settings(request)
@@ -241,7 +254,7 @@ def code_check(request: Request, db: DbSession, code: Annotated[str, Form()] = "
     waiting = sign_in_flow.pending(request, db)
     if waiting is None:
         return done(request, "/login", "Sign in again: the code step has expired.", "info")
-    refused = _code_refused(request, db, waiting.user)
+    refused = code_refused(request, db, waiting.user)
     if refused is not None:
         return refused
     factor = mfa.verify(db, request.app.state.services.keys, waiting.user, code.strip())
