@@ -252,6 +252,7 @@ class _Core:
             self.pump_until(lambda: not self.calls)
         except pj.Error as exc:
             log.warning("hangup at teardown failed", extra=kv(error=exc.info()))
+        self.release_clock_thread_state()
         try:
             ep.audDevManager().setNoDev()
         except pj.Error as exc:
@@ -335,6 +336,12 @@ class _Core:
         self.published.port_active = False
         log.info("handset port off the bridge")
 
+    def release_clock_thread_state(self) -> None:
+        """The clock thread's Python state goes back while the clock still ticks (see
+        audio_port.ClockThreadState); a thread that ended holding one would leak it."""
+        if self.port is not None and self.clock_on and not self.port.thread_state.release():
+            log.warning("clock thread state not released")
+
     def ensure_clock(self) -> None:
         """Run the conference clock: no RTP or DTMF goes out without it.
 
@@ -348,6 +355,7 @@ class _Core:
 
     def stop_clock(self) -> None:
         assert self.ep is not None
+        self.release_clock_thread_state()
         self.ep.audDevManager().setNoDev()
         self.clock_on = False
         log.info("conference clock stopped")
