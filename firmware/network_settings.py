@@ -29,6 +29,7 @@ from offhook.contract.atomic import atomic_write_text
 from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
 from offhook.firmware.features.events import ApplyNetwork, NetworkStatus
+from offhook.firmware.features.settings import vlan_problem
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,12 @@ IFUPDOWN_DIR = "etc/network/interfaces.d"
 # Sorts before the image's 80-offhook.network: networkd uses the first file that matches a link.
 NETWORKD_FILE = "10-offhook-{interface}.network"
 NETDEV_FILE = "10-offhook-{interface}.netdev"  # the VLAN device, named <if>.<id>
-VLAN_MAX = 4094  # 0 and 4095 are reserved (IEEE 802.1Q)
 IFUPDOWN_FILE = "offhook-{interface}"
 MARK = "# written by the offhook settings menu"
 
 
 class NetworkSettingsError(OffhookError, ValueError):
     """A network setting that cannot be used or written; the message says which and why."""
-
-
-def vlan_problem(vlan: int) -> str:
-    """Why a VLAN ID cannot be used ("" when it can; 0 means none)."""
-    if vlan == 0 or 1 <= vlan <= VLAN_MAX:
-        return ""
-    return f"VLAN ID must be 1-{VLAN_MAX}"
 
 
 def _check(command: ApplyNetwork) -> None:

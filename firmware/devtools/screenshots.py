@@ -29,6 +29,7 @@ from offhook.firmware.events import (
     WatchedDialog,
 )
 from offhook.firmware.features.compose import T_TAP
+from offhook.firmware.features.events import NetworkStatus
 from offhook.firmware.features.t9 import KEY_LETTERS
 from offhook.firmware.phone import Phone
 from offhook.firmware.screens import render_image
@@ -46,6 +47,7 @@ def _phone() -> tuple[Phone, Callable[..., None]]:
         {
             "accounts": [{"user": "1001", "domain": "pbx", "display_name": "Alice"}],
             "blf": [{"extension": "1002", "label": "Bob"}],
+            "admin": {"pin": "2468"},
         }
     )
     ids = (f"id{i}" for i in itertools.count())
@@ -64,6 +66,11 @@ def _phone() -> tuple[Phone, Callable[..., None]]:
 
 def _text(feed: Callable[..., None], body: str, name: str = "Dana") -> None:
     feed(MessageReceived(0, "sip:1004@pbx", name, body))
+
+
+def _keys(feed: Callable[..., None], *keys: str) -> None:
+    for key in keys:
+        feed(KeyPressed(key), advance=0.1)
 
 
 def _multi_tap(feed: Callable[..., None], text: str) -> None:
@@ -117,6 +124,16 @@ def scenes() -> dict[str, Phone]:
     _multi_tap(feed, "call me")
     feed(KeyPressed("ok"), MessageStatus(1, 480, "Temporarily Unavailable"))
     out["message-failed"] = phone
+
+    phone, feed = _phone()
+    feed(NetworkStatus("eth0", "dhcp", "10.20.0.7/24", "10.20.0.1", "", True, "b8:27", 20))
+    _keys(feed, "menu", "up", "ok", *"2468", "ok", "ok", "up")
+    out["settings-network-vlan"] = phone
+
+    phone, feed = _phone()
+    feed(NetworkStatus("eth0", "dhcp", "192.0.2.10/24", "192.0.2.1", "", True, "b8:27"))
+    _keys(feed, "menu", "up", "ok", *"2468", "ok", "ok", "up", "ok", *"5000", "ok")
+    out["settings-vlan-refused"] = phone
 
     phone, feed = _phone()
     feed(CallIncoming(1, 0, "sip:2001@pbx", "Bob Smith"), HookChanged(True))

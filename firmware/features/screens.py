@@ -86,6 +86,10 @@ def settings_screen(view: PhoneState, status: dict[str, str]) -> Screen:
         return Screen("settings", ("Settings", *rows), status, ("Back", "", "Open"))
     if page is SettingsPage.NETWORK:
         return _network_screen(view, status)
+    if page is SettingsPage.VLAN_EDIT:
+        hint = menu.message or "empty = none"
+        lines = ("VLAN ID (1-4094)", menu.entry or "_", hint)
+        return Screen("settings", _lines(lines), status, ("Back", "", "OK"))
     if page is SettingsPage.NETWORK_EDIT:
         label = ("Address/prefix", "Gateway", "DNS server")[menu.index]
         hint = "*=. #=/ ok=next" if menu.index == 0 else "*=. ok=next"
@@ -124,7 +128,10 @@ def _network_screen(view: PhoneState, status: dict[str, str]) -> Screen:
     menu = view.settings
     net = view.setup.network
     mode = {"dhcp": "DHCP", "static": "Static"}.get(net.mode, "unknown")
-    head = _fit(f"{net.interface or 'net'} {mode} {net.address or 'no address'}")
+    name = net.interface or "net"
+    if net.vlan:  # the addressing is on the tagged interface
+        name = f"{name}.{net.vlan}"
+    head = _fit(f"{name} {mode} {net.address or 'no address'}")
     rows = network_rows(view)
     lines: tuple[str, ...]
     if not rows:
@@ -133,7 +140,8 @@ def _network_screen(view: PhoneState, status: dict[str, str]) -> Screen:
     choices = window(list(rows), menu.index, rows=2)
     lines = (head, *choices)
     if menu.message:
-        lines = (head, choices[0] if menu.index == 0 else choices[-1], _fit(menu.message))
+        selected = next((c for c in choices if c.startswith("> ")), choices[0])
+        lines = (head, selected, _fit(menu.message))
     return Screen("settings", lines, status, ("Back", "", "OK"))
 
 

@@ -5,9 +5,10 @@ config; without one the menu stays locked. Every wrong PIN is counted, and the p
 locked for 2^(n-1) seconds (1, 2, 4... up to LOCK_MAX_S): guessing a 4-digit PIN takes days.
 The count and the lock's end leave as SaveAdminLock and come back through ``Phone(admin_lock=)``,
 so a restart or a power cut keeps them.
-Pages: network (shown, and DHCP or a static address written through ApplyNetwork when the OS lets
-the phone), provisioning (server, state, pending approval with the MAC to give the admin),
-accounts (registration of each line), factory reset (FactoryReset, after a confirmation).
+Pages: network (shown, and DHCP, a static address or a VLAN ID written through ApplyNetwork
+when the OS lets the phone), provisioning (server, state, pending approval with the MAC to give
+the admin), accounts (registration of each line), factory reset (FactoryReset, after a
+confirmation).
 """
 
 from __future__ import annotations
@@ -40,9 +41,17 @@ if TYPE_CHECKING:
     from offhook.firmware.phone import Phone
 
 T_LOCK = "admin_lock"
+VLAN_MAX = 4094  # IEEE 802.1Q: 0 and 4095 are reserved
 LOCK_MAX_S = 300.0
 PIN_MAX = 12
 MAIN_ROWS = ("Network", "Provisioning", "Accounts", "Factory reset")
+
+
+def vlan_problem(vlan: int) -> str:
+    """Why a VLAN ID cannot be used ("" when it can; 0 means none)."""
+    if vlan == 0 or 1 <= vlan <= VLAN_MAX:
+        return ""
+    return f"VLAN must be 1-{VLAN_MAX}"  # fits the panel's line
 
 
 def lock_seconds(failures: int) -> float:
@@ -153,9 +162,10 @@ def _key_main(phone: Phone, key: str, out: list[Command]) -> None:
 
 
 def network_rows(state: PhoneState) -> tuple[str, ...]:
-    if not state.setup.network.writable:
+    net = state.setup.network
+    if not net.writable:
         return ()
-    return ("Use DHCP", "Set static address")
+    return ("Use DHCP", "Set static address", f"VLAN ID {net.vlan or 'none'}")
 
 
 def _key_network(phone: Phone, key: str, out: list[Command]) -> None:
@@ -165,9 +175,13 @@ def _key_network(phone: Phone, key: str, out: list[Command]) -> None:
     if key in ("up", "down") and rows:
         state.settings = replace(menu, index=_move(menu.index, key, len(rows)))
     elif key in ("ok", "right") and rows:
+        net = state.setup.network
         if menu.index == 0:
-            out.append(ApplyNetwork("dhcp"))
+            out.append(ApplyNetwork("dhcp", vlan=net.vlan))
             state.settings = replace(menu, message="Saving...")
+        elif menu.index == 2:
+            entry = str(net.vlan) if net.vlan else ""
+            state.settings = replace(menu, page=SettingsPage.VLAN_EDIT, entry=entry, message="")
         else:
             net = state.setup.network
             fields = (net.address, net.gateway, net.dns) if net.mode == "static" else ("", "", "")
@@ -225,7 +239,8 @@ def _key_network_edit(phone: Phone, key: str, out: list[Command]) -> None:
         if problem:
             state.settings = replace(menu, fields=tuple(fields), message=problem)
             return
-        out.append(ApplyNetwork("static", fields[0], fields[1], fields[2]))
+        vlan = state.setup.network.vlan  # a new address keeps the VLAN it is on
+        out.append(ApplyNetwork("static", fields[0], fields[1], fields[2], vlan))
         state.settings = replace(
             menu, page=SettingsPage.NETWORK, fields=tuple(fields), index=1, message="Saving..."
         )
@@ -237,6 +252,36 @@ def _key_network_edit(phone: Phone, key: str, out: list[Command]) -> None:
             state.settings = replace(menu, fields=tuple(fields), index=prev, entry=fields[prev])
         else:
             state.settings = replace(menu, page=SettingsPage.NETWORK, index=1, message="")
+    elif key == "menu":
+        leave(phone, out)
+
+
+def _key_vlan_edit(phone: Phone, key: str, out: list[Command]) -> None:
+    """Digits; ``ok`` saves (empty: no VLAN) with the interface's addressing as it is;
+    ``cancel`` deletes, then goes back to the network page."""
+    state = phone.state
+    menu = state.settings
+    if key.isdigit():
+        if len(menu.entry) < 4:
+            state.settings = replace(menu, entry=menu.entry + key, message="")
+    elif key == "ok":
+        vlan = int(menu.entry) if menu.entry else 0
+        problem = vlan_problem(vlan)
+        if problem:
+            state.settings = replace(menu, message=problem)
+            return
+        net = state.setup.network
+        if net.mode == "static":
+            command = ApplyNetwork("static", net.address, net.gateway, net.dns, vlan)
+        else:
+            command = ApplyNetwork("dhcp", vlan=vlan)
+        out.append(command)
+        state.settings = replace(menu, page=SettingsPage.NETWORK, index=2, message="Saving...")
+    elif key in ("cancel", "left"):
+        if menu.entry:
+            state.settings = replace(menu, entry=menu.entry[:-1], message="")
+        else:
+            state.settings = replace(menu, page=SettingsPage.NETWORK, index=2, message="")
     elif key == "menu":
         leave(phone, out)
 
@@ -273,6 +318,7 @@ _PAGE_KEYS = {
     SettingsPage.MAIN: _key_main,
     SettingsPage.NETWORK: _key_network,
     SettingsPage.NETWORK_EDIT: _key_network_edit,
+    SettingsPage.VLAN_EDIT: _key_vlan_edit,
     SettingsPage.PROVISIONING: _key_info,
     SettingsPage.ACCOUNTS: _key_info,
     SettingsPage.RESET_CONFIRM: _key_reset_confirm,

@@ -48,6 +48,7 @@ class SettingsPage(enum.Enum):
     MAIN = "main"  # the list of settings
     NETWORK = "network"
     NETWORK_EDIT = "network_edit"  # typing a static address
+    VLAN_EDIT = "vlan_edit"  # typing a VLAN ID
     PROVISIONING = "provisioning"
     ACCOUNTS = "accounts"
     RESET_CONFIRM = "reset_confirm"

@@ -349,3 +349,45 @@ def test_status_menu_shows_the_provisioning_state_and_mac_without_a_pin() -> Non
     press(d, "ok")
     text = " ".join(d.lines)
     assert text == "MAC b8:27:eb:00:00:01 pending https://prov.example"
+
+
+def test_network_page_vlan_id_typed_checked_and_shown() -> None:
+    d = Driver(make_config(admin={"pin": "2468"}))
+    static = NetworkStatus("eth0", "static", "10.0.0.5/24", "10.0.0.1", "10.0.0.53", True, "aa")
+    d(static)
+    unlock(d)
+    press(d, "ok", "up")  # the list wraps to its last row
+    assert d.lines == ("eth0 Static 10.0.0.5~", "  Set static address", "> VLAN ID none")
+    press(d, "ok")
+    assert d.lines == ("VLAN ID (1-4094)", "_", "empty = none")
+    out = press(d, *"4095", "ok")
+    assert not of(out, ApplyNetwork)
+    assert d.lines == ("VLAN ID (1-4094)", "4095", "VLAN must be 1-4094")
+    press(d, "1")  # four digits at most
+    assert d.lines[1] == "4095"
+    press(d, "cancel", "cancel")
+    out = press(d, "2", "ok")
+    assert of(out, ApplyNetwork) == [
+        ApplyNetwork("static", "10.0.0.5/24", "10.0.0.1", "10.0.0.53", vlan=402)
+    ]
+    assert d.lines[1:] == ("> VLAN ID none", "Saving...")
+    d(NetworkApplied(""))
+    d(NetworkStatus("eth0", "static", "10.0.0.5/24", "10.0.0.1", "10.0.0.53", True, "aa", 402))
+    assert d.lines == ("eth0.402 Static 10.0~", "> VLAN ID 402", "Saved")
+    out = press(d, "up", "up", "ok")  # DHCP keeps the VLAN
+    assert of(out, ApplyNetwork) == [ApplyNetwork("dhcp", vlan=402)]
+    press(d, "up", "ok")  # the VLAN row again (wrapping): emptied, it removes the VLAN
+    assert d.lines[1] == "402"
+    out = press(d, "cancel", "cancel", "cancel", "ok")
+    assert of(out, ApplyNetwork) == [
+        ApplyNetwork("static", "10.0.0.5/24", "10.0.0.1", "10.0.0.53", vlan=0)
+    ]
+
+
+def test_a_static_address_keeps_the_vlan_it_is_on() -> None:
+    d = Driver(make_config(admin={"pin": "2468"}))
+    d(NetworkStatus("eth0", "dhcp", "", "", "", True, "aa", 42))
+    unlock(d)
+    press(d, "ok", "down", "ok", *"10*0*0*5#24", "ok", *"10*0*0*1", "ok")
+    out = press(d, "ok")
+    assert of(out, ApplyNetwork) == [ApplyNetwork("static", "10.0.0.5/24", "10.0.0.1", "", 42)]
