@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offhook.contract.logs import kv, setup_logging
 from offhook.provisioning.api.admin import router as admin_router
+from offhook.provisioning.api.analytics import router as analytics_router
 from offhook.provisioning.api.config_path import ConfigFastPath
 from offhook.provisioning.api.device import router as device_router
 from offhook.provisioning.api.firmware import admin_router as firmware_admin_router
@@ -251,6 +252,7 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
     app.include_router(rollouts_router, prefix="/api/v1/admin")
     app.include_router(security_router, prefix="/api/v1/admin")
     app.include_router(privacy_router, prefix="/api/v1/admin")
+    app.include_router(analytics_router, prefix="/api/v1/admin")
     app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.web_ui:
         _mount_web(app)

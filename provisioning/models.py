@@ -241,6 +241,9 @@ class CallRecordRow(Base):
     end: Mapped[float] = mapped_column(Float)
     disposition: Mapped[str] = mapped_column(String(16))
     status_code: Mapped[int] = mapped_column(Integer, default=0)
+    # The SIP Call-ID the phone reported ("" from older firmware): two fleet phones calling each
+    # other report one record each with the same Call-ID (services/call_analytics.py joins them).
+    sip_call_id: Mapped[str] = mapped_column(String(128), default="", index=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
@@ -280,6 +283,8 @@ class AdminUser(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # IANA zone name (zoneinfo) every time is shown in and busy hours are bucketed by.
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
 
 
 class LoginAttempt(Base):

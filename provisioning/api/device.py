@@ -121,6 +121,8 @@ class CallRecordBody(_Body):
     end: float
     disposition: Literal["answered", "no_answer", "busy", "failed", "rejected", "missed"]
     status_code: Annotated[int, Field(ge=0, le=999)] = 0
+    # Firmware before the call analytics sends no Call-ID: its records are kept, never joined.
+    sip_call_id: Annotated[str, Field(max_length=128)] = ""
 
 
 class QualityBody(_Body):

@@ -201,6 +201,7 @@ class CallRecordOut(BaseModel):
     end: float
     disposition: str
     status_code: int
+    sip_call_id: str = Field("", description='the SIP Call-ID; "" from older firmware')
     received_at: IsoTime
 
 
@@ -411,3 +412,107 @@ class DeviceFirmwareOut(BaseModel):
     reason: str
     detail: str
     state_at: IsoTime | None
+
+
+# --- call analytics (provisioning/services/call_analytics.py) -----------------------------------
+
+
+class AnalyticsScopeOut(BaseModel):
+    from_: str = Field(alias="from", description="first day, in time_zone")
+    to: str = Field(description="last day (included), in time_zone")
+    time_zone: str
+    group: str = ""
+    device: str = ""
+    extension: str = ""
+
+    model_config = {"populate_by_name": True}
+
+
+class CallDayOut(BaseModel):
+    day: str
+    calls: int
+    answered: int
+    missed: int
+    mos: float | None = Field(description="mean MOS of the day's call legs with a measurement")
+    mos_samples: int = Field(description="how many call legs the MOS rests on")
+
+
+class CallBreakdownOut(BaseModel):
+    device_id: str
+    device: str
+    calls: int
+    answered: int
+    missed: int
+    average_duration_s: float | None
+
+
+class CallStatsOut(BaseModel):
+    scope: AnalyticsScopeOut
+    calls: int
+    answered: int
+    missed: int
+    rang_fleet: int = Field(description="calls that rang a fleet phone (the miss rate's base)")
+    answer_rate: float | None
+    miss_rate: float | None
+    average_duration_s: float | None = Field(description="answered calls, answer to end")
+    busy_hours: list[list[int]] = Field(
+        description="calls per weekday (Mon..Sun) and local hour (0..23)"
+    )
+    days: list[CallDayOut]
+    devices: list[CallBreakdownOut]
+
+
+class PartyOut(BaseModel):
+    uri: str
+    number: str
+    name: str
+    device_id: str = Field(description='the fleet phone of this side, "" outside the fleet')
+    device: str
+
+
+class JoinedCallOut(BaseModel):
+    call: str = Field(description="the SIP Call-ID, or the record id of a call of one leg")
+    start: IsoTime
+    start_local: str = Field(description="ISO 8601 in the admin's time zone")
+    answer: IsoTime | None
+    end: IsoTime
+    duration_s: float
+    direction: str = Field(description="internal | outgoing | incoming")
+    disposition: str
+    caller: PartyOut
+    callee: PartyOut
+    caller_mos: float | None
+    callee_mos: float | None
+    legs: list[str] = Field(description="the call records joined into this call")
+
+
+class QualityGroupOut(BaseModel):
+    key: str
+    label: str
+    samples: int = Field(description="how many call legs the figures rest on")
+    mos: float | None
+    worst_mos: float | None
+    poor: int
+    loss_pct: float | None
+    jitter_ms: float | None
+
+
+class QualityDayOut(BaseModel):
+    day: str
+    mos: float | None
+    samples: int
+
+
+class QualityTrendOut(BaseModel):
+    scope: AnalyticsScopeOut
+    threshold: float
+    poor_only: bool
+    samples: int
+    days: list[QualityDayOut]
+    devices: list[QualityGroupOut]
+    groups: list[QualityGroupOut]
+
+
+class TimeZoneOut(BaseModel):
+    username: str
+    time_zone: str

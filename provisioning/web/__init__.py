@@ -15,6 +15,7 @@ from offhook.provisioning.web.liveness import not_seen_after, poll_interval_from
 from offhook.provisioning.web.not_found import install_html_404
 from offhook.provisioning.web.views import (
     admins,
+    analytics,
     api_tokens,
     approvals,
     audit_log,
@@ -45,6 +46,7 @@ for _module in (
     templates,
     tokens,
     records,
+    analytics,
     audit_log,
     firmware,
     privacy,

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -26,6 +27,7 @@ from offhook.provisioning.admin_auth import client_ip
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import AdminUser
 from offhook.provisioning.permissions import allowed, required_role
+from offhook.provisioning.services.time_zones import admin_zone
 from offhook.provisioning.settings import ServerSettings
 from offhook.provisioning.web.queries import STALE_AFTER
 from offhook.provisioning.web.revocation import session_revoked
@@ -60,9 +62,11 @@ NAV: list[tuple[str, str, str, str]] = [
     ("/firmware", "Firmware", "firmware", "fleet.read"),
     ("/cdrs", "Calls", "cdrs", "fleet.read"),
     ("/quality", "Quality", "quality", "fleet.read"),
+    ("/analytics", "Analytics", "analytics", "fleet.read"),
     ("/audit", "Audit log", "audit", "fleet.read"),
     ("/api-tokens", "API tokens", "api-tokens", "api_token.own"),
     ("/security", "Security", "security", "account.security"),
+    ("/preferences", "Preferences", "preferences", "account.security"),
     ("/privacy", "Privacy", "privacy", "privacy.export"),
     ("/admins", "Admins", "admins", "admin_user.manage"),
 ]
@@ -101,14 +105,22 @@ class NotFound(Exception):
         super().__init__(message)
 
 
-def fmt_time(value: Any) -> str:
+def fmt_time(value: Any, zone: tzinfo = UTC) -> str:
+    """A time (datetime or epoch seconds) in ``zone``, with the zone's abbreviation (CEST)."""
     if value is None or value == "":
         return ""
     if isinstance(value, int | float):
         value = datetime.fromtimestamp(value, UTC)
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
     return str(value)
+
+
+@pass_context
+def _fmt_time_filter(context: Context, value: Any) -> str:
+    """``{{ t | fmt_time }}``: in the signed-in admin's zone (``admin_zone``, set by render)."""
+    zone = context.get("admin_zone")
+    return fmt_time(value, zone if isinstance(zone, tzinfo) else UTC)
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -127,7 +139,7 @@ def _build_env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["fmt_time"] = fmt_time
+    env.filters["fmt_time"] = _fmt_time_filter
     env.filters["fmt_duration"] = fmt_duration
     return env
 
@@ -164,6 +176,8 @@ def render(
         # shared settings editor; the page including it sets it from its own action.
         "can": can,
         "can_operate": can("device.write"),
+        # every time on the page in the admin's own zone (the fmt_time filter)
+        "admin_zone": admin_zone(admin),
     }
     values.update(context)
     body = TEMPLATES.get_template(template).render(**values)

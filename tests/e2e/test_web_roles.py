@@ -268,6 +268,10 @@ ROUTES: list[tuple[str, str, str, Make]] = [
     ("GET", "/tokens", "read-only", _page("/tokens")),
     ("GET", "/cdrs", "read-only", _page("/cdrs")),
     ("GET", "/quality", "read-only", _page("/quality")),
+    ("GET", "/analytics", "read-only", _page("/analytics")),
+    ("GET", "/analytics/calls", "read-only", _page("/analytics/calls")),
+    ("GET", "/analytics/export.csv", "read-only", _page("/analytics/export.csv")),
+    ("GET", "/preferences", "read-only", _page("/preferences")),
     ("GET", "/audit", "read-only", _page("/audit")),
     ("GET", "/api-tokens", "read-only", _page("/api-tokens")),
     ("GET", "/privacy", "admin", _page("/privacy")),
@@ -539,6 +543,7 @@ ROUTES: list[tuple[str, str, str, Make]] = [
         "read-only",
         lambda e: (f"/security/keys/{e.own_security_key()}/remove", {}),
     ),
+    ("POST", "/preferences", "read-only", lambda e: ("/preferences", {"time_zone": "UTC"})),
     # Last: a new password ends the caller's session (the landing page is the sign-in page).
     ("POST", "/security/password", "read-only", lambda e: ("/security/password", e.new_password())),
 ]

@@ -308,6 +308,17 @@ ROUTES: list[tuple[str, str, str, Make]] = [
     ("GET", "/cdrs", "read-only", lambda e: ("/cdrs", {})),
     ("GET", "/quality", "read-only", lambda e: ("/quality", {})),
     ("GET", "/events", "read-only", lambda e: ("/events", {})),
+    ("GET", "/analytics/calls", "read-only", lambda e: ("/analytics/calls", {})),
+    ("GET", "/analytics/quality", "read-only", lambda e: ("/analytics/quality", {})),
+    ("GET", "/calls", "read-only", lambda e: ("/calls", {})),
+    ("GET", "/calls/export", "read-only", lambda e: ("/calls/export", {})),
+    ("GET", "/me/time-zone", "read-only", lambda e: ("/me/time-zone", {})),
+    (
+        "PUT",
+        "/me/time-zone",
+        "read-only",
+        lambda e: ("/me/time-zone", {"json": {"time_zone": "Europe/Berlin"}}),
+    ),
     ("GET", "/audit", "read-only", lambda e: ("/audit", {})),
     ("POST", "/resync", "operator", lambda e: ("/resync", {"json": {"device_ids": [e.device()]}})),
     (

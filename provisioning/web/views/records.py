@@ -1,8 +1,10 @@
-"""Call detail records (filterable) and call quality (worst calls first)."""
+"""Call detail records (filterable, one row per phone's leg) and call quality (trends per day,
+device and group, and the samples worst first)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from sqlalchemy import func, select
@@ -12,10 +14,14 @@ from starlette.responses import Response
 from offhook.provisioning import privacy
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import CallRecordRow, Device, QualityRecord
+from offhook.provisioning.operations import OperationError
+from offhook.provisioning.services import call_analytics as ca
+from offhook.provisioning.web import svg_charts
 from offhook.provisioning.web.actions import actor_for
 from offhook.provisioning.web.core import Reader, WebRoute, render
 from offhook.provisioning.web.paging import fetch_page, page_url, parse_paging
 from offhook.provisioning.web.queries import device_labels
+from offhook.provisioning.web.views.analytics import group_choices, read_scope
 
 router = APIRouter(route_class=WebRoute)
 DIRECTIONS = ("incoming", "outgoing")
@@ -124,21 +130,56 @@ def quality_page(
     admin: Reader,
     db: DbSession,
     device: str = "",
+    since: str = "",
+    until: str = "",
+    group: str = "",
+    extension: str = "",
+    threshold: str = "",
+    poor_only: str = "",
     page: str = "",
     per: str = "",
 ) -> Response:
+    """The trend per day, per device and per group (each figure with its sample count), and the
+    samples themselves worst first; ``poor_only`` keeps the samples below the threshold."""
     paging = parse_paging(page, per)
-    # Worst first: lowest MOS, then the highest loss and jitter break ties (the id makes the
-    # order total, so pages neither overlap nor skip rows).
-    query = select(QualityRecord).order_by(
-        QualityRecord.mos.asc(),
-        QualityRecord.loss_pct.desc(),
-        QualityRecord.jitter_ms.desc(),
-        QualityRecord.id,
-    )
-    if device:
-        query = query.where(QualityRecord.device_id.in_(_device_ids(db, device)))
-    rows, paging = fetch_page(db, query, paging)
+    values = {"since": since, "until": until, "group": group, "device": device}
+    values = {k: v.strip() for k, v in {**values, "extension": extension}.items()}
+    scope, errors = read_scope(db, admin, values)
+    only = poor_only not in ("", "0")
+    try:
+        limit = ca.parse_threshold(threshold)
+    except OperationError as exc:
+        errors.append(str(exc))
+        limit = ca.POOR_MOS
+    trend = ca.quality_trend(db, scope, limit, only) if scope is not None and not errors else None
+    rows: list[QualityRecord] = []
+    if trend is not None and scope is not None:
+        # Worst first: lowest MOS, then the highest loss and jitter break ties (the id makes the
+        # order total, so pages neither overlap nor skip rows).
+        query = ca.quality_query(db, scope, limit, only).order_by(
+            QualityRecord.mos.asc(),
+            QualityRecord.loss_pct.desc(),
+            QualityRecord.jitter_ms.desc(),
+            QualityRecord.id,
+        )
+        rows, paging = fetch_page(db, query, paging)
+    chart = None
+    if trend is not None:
+        zone = trend.scope.zone.key
+        chart = svg_charts.line_chart(
+            "chart-quality",
+            "Mean MOS per day" + (" of poor calls" if only else ""),
+            f"{trend.samples} samples from {trend.scope.since} to {trend.scope.until} ({zone})"
+            + (f", only those below MOS {limit:g}" if only else "")
+            + "; days without a sample are gaps.",
+            [p.day.strftime("%m-%d") for p in trend.days],
+            [p.mos for p in trend.days],
+            x_label=f"Day ({zone})",
+            y_label="MOS (1-5)",
+            y_range=(1.0, 5.0),
+            notes=[f"{p.mos_samples} samples" if p.mos_samples else "" for p in trend.days],
+        )
+    extra = {"threshold": threshold, "poor_only": "1" if only else ""}
     return render(
         request,
         "quality.html",
@@ -147,9 +188,16 @@ def quality_page(
             "section": "quality",
             "quality_rows": rows,
             "device_labels": device_labels(db, {q.device_id for q in rows}),
-            "device": device,
+            "filters": values,
+            "poor": {"threshold": f"{limit:g}", "only": only},
+            "groups": group_choices(db),
+            "errors": errors,
+            "trend": trend,
+            "chart": chart,
+            "query": urlencode({k: v for k, v in {**values, **extra}.items() if v}),
             "paging": paging,
             "prev_url": page_url(request, paging.number - 1),
             "next_url": page_url(request, paging.number + 1),
         },
+        status_code=422 if errors else 200,
     )
