@@ -35,6 +35,7 @@ DEB_PACKAGES=(
   u-boot-tools u-boot-qemu libubootenv-tool
   slapd ldap-utils  # the remote phonebook's tests run a real OpenLDAP
   dnsmasq-base iproute2  # zero-touch tests: DHCP and DNS from dnsmasq, in network namespaces
+  systemd ifupdown  # the network page's VLAN files, read by systemd-networkd and ifup --no-act
 )
 if [ "$SET" = demo ]; then
   DEB_PACKAGES=("${DEMO_DEB_PACKAGES[@]}")

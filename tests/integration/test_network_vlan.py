@@ -88,3 +88,51 @@ def test_the_vlan_comes_up_with_its_address(tmp_path: Path) -> None:
     _, links, addrs = run_networkd(config)
     assert "eth0.42@eth0" in links and "vlan protocol 802.1Q id 42" in links
     assert "inet 10.0.0.5/24" in addrs.split("eth0.42@eth0", 1)[1]
+
+
+def ifupdown_plan(tmp_path: Path, command: ApplyNetwork, iface: str) -> str:
+    """What ifupdown would run to bring ``iface`` up from the written stanza (``ifup -n``)."""
+    root = tmp_path / "root"
+    (root / "etc/network/interfaces.d").mkdir(parents=True)
+    NetworkSettings(root, interface="eth0", reload=lambda _: None).apply(command)
+    stanza = root / "etc/network/interfaces.d/offhook-eth0"
+    done = subprocess.run(
+        ["ifup", "-n", "-v", "-i", str(stanza), f"--state-dir={tmp_path / 'state'}", iface],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not shutil.which("ifup"), reason="ifupdown is not installed")
+def test_ifupdown_makes_the_vlan_on_the_parent_and_addresses_it(tmp_path: Path) -> None:
+    plan = ifupdown_plan(
+        tmp_path, ApplyNetwork("static", "10.0.0.5/24", "10.0.0.1", "", vlan=100), "eth0.100"
+    )
+    assert "ip link add link eth0 name eth0.100 type vlan id 100" in plan
+    assert "ip addr add 10.0.0.5/255.255.255.0 broadcast 10.0.0.255" in plan
+    assert "dev eth0.100" in plan.split("ip addr add", 1)[1].splitlines()[0]
+    assert "ip route add default via 10.0.0.1  dev eth0.100" in plan
+    dhcp = ifupdown_plan(tmp_path / "dhcp", ApplyNetwork("dhcp", vlan=7), "eth0.7")
+    assert "ip link add link eth0 name eth0.7 type vlan id 7" in dhcp
+    dhclient = next(line for line in dhcp.splitlines() if "dhclient -4" in line)
+    assert dhclient.split()[-1] == "eth0.7"  # DHCP asked on the VLAN, not the parent
+
+
+@pytest.mark.skipif(not shutil.which("ifup"), reason="ifupdown is not installed")
+def test_the_commands_ifupdown_plans_bring_the_vlan_up(tmp_path: Path) -> None:
+    if not _kernel_has_vlan():
+        pytest.skip("this kernel has no 8021q: ip link add ... type vlan says Unknown device type")
+    plan = ifupdown_plan(
+        tmp_path, ApplyNetwork("static", "10.0.0.5/24", "10.0.0.1", "", vlan=100), "eth0.100"
+    )
+    commands = [line.strip() for line in plan.splitlines() if line.strip().startswith("ip ")]
+    commands = [c.replace("2>/dev/null || true", "") for c in commands if "route" not in c]
+    add = "ip link add link eth0 name eth0.100 type vlan id 100"
+    script = "ip link add eth0 type veth peer name peer0\n" + f"{add}\n" + "\n".join(commands)
+    script += "\nip -d addr show eth0.100"
+    done = subprocess.run(["unshare", "-n", "sh", "-ec", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "vlan protocol 802.1Q id 100" in done.stdout and "inet 10.0.0.5/24" in done.stdout
