@@ -23,7 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offhook.contract.logs import kv, setup_logging
+from offhook.provisioning.alert_tasks import AlertTasks
 from offhook.provisioning.api.admin import router as admin_router
+from offhook.provisioning.api.alerts import router as alerts_router
 from offhook.provisioning.api.analytics import router as analytics_router
 from offhook.provisioning.api.config_path import ConfigFastPath
 from offhook.provisioning.api.device import router as device_router
@@ -219,11 +221,14 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
         task = None
         if settings.purge_interval_s > 0:
             task = asyncio.create_task(_purge_periodically(services))
+        alert_tasks = AlertTasks(database, settings, services.alert_wakeup)
+        alert_tasks.start()
         try:
             yield
         finally:
             if task is not None:
                 task.cancel()
+            await alert_tasks.stop()  # before the database goes: its threads may be using it
             services.notifier.close()
             if services.credential_reader is not None:
                 services.credential_reader.close()
@@ -252,6 +257,7 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
     app.include_router(rollouts_router, prefix="/api/v1/admin")
     app.include_router(security_router, prefix="/api/v1/admin")
     app.include_router(privacy_router, prefix="/api/v1/admin")
+    app.include_router(alerts_router, prefix="/api/v1/admin")
     app.include_router(analytics_router, prefix="/api/v1/admin")
     app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.web_ui:

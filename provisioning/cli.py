@@ -429,6 +429,9 @@ def _build_fleet_parser() -> argparse.ArgumentParser:
     from offhook.provisioning.cli_security import add_commands as add_security_commands
 
     add_security_commands(cmd)
+    from offhook.provisioning.cli_alerts import add_commands as add_alert_commands
+
+    add_alert_commands(cmd)
     from offhook.provisioning.cli_calls import add_commands as add_calls_commands
 
     add_calls_commands(cmd)
@@ -612,6 +615,10 @@ def _run_fleet(ctx: FleetContext, args: argparse.Namespace) -> int:
 
         if command in cli_security.COMMANDS:
             return cli_security.run(ctx, db, args)
+        from offhook.provisioning import cli_alerts
+
+        if command in cli_alerts.COMMANDS:
+            return cli_alerts.run(ctx, db, args)
         from offhook.provisioning import cli_calls
 
         if command in cli_calls.COMMANDS:

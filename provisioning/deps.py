@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from offhook.provisioning.admin_auth import require_permission
+from offhook.provisioning.alert_tasks import AlertWakeup
 from offhook.provisioning.auth import SqliteCredentialReader
 from offhook.provisioning.crypto import KeyRing
 from offhook.provisioning.db import Database, DbSession
@@ -55,6 +56,8 @@ class Services:
     credential_reader: SqliteCredentialReader | None = None
     # PostgreSQL: the same lookup on the event loop (async connections of its own).
     pg_credential_reader: PgCredentialReader | None = None
+    # Wakes this process's alert notification sender after ingestion opened or resolved one.
+    alert_wakeup: AlertWakeup = field(default_factory=AlertWakeup)
 
 
 def get_services(request: Request) -> Services:

@@ -526,3 +526,59 @@ class AdminSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str] = mapped_column(String(32), default="")
+
+
+# --- alerts (provisioning/alert_engine.py, provisioning/services/alerts.py) ----------------------
+
+ALERT_OPEN = "open"
+ALERT_ACKNOWLEDGED = "acknowledged"
+ALERT_RESOLVED = "resolved"
+ALERT_STATES = (ALERT_OPEN, ALERT_ACKNOWLEDGED, ALERT_RESOLVED)
+
+
+class Alert(Base):
+    """Something wrong in the fleet, found by a rule from the phones' reports. ``active_key``
+    (``kind:subject_type:subject_id``) is set while the alert is open or acknowledged and
+    cleared when it resolves: its unique index keeps one active alert per (kind, subject), in
+    any number of server processes. A condition that comes back after resolving opens a new
+    alert."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    severity: Mapped[str] = mapped_column(String(16))  # critical | warning
+    subject_type: Mapped[str] = mapped_column(String(16))  # device | group | rollout | fleet
+    subject_id: Mapped[str] = mapped_column(String(64), default="")
+    subject_name: Mapped[str] = mapped_column(String(255), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16), default=ALERT_OPEN, index=True)
+    active_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str] = mapped_column(String(128), default="")
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AlertNotification(Base):
+    """One message about an alert (it opened, or it resolved) for one channel: written in the
+    alert's own transaction and delivered afterwards by the server's sender, so a mail server
+    or webhook that is down never loses the alert or holds up a phone's report. ``status``:
+    pending, sending (claimed by one process), sent, failed (after the last attempt; ``error``
+    says why)."""
+
+    __tablename__ = "alert_notifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(16))  # opened | resolved
+    channel: Mapped[str] = mapped_column(String(16))  # smtp | webhook
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When a process claimed it: a claim older than the sender's limit is taken over (the
+    # process died mid-send), so a crash delivers twice rather than never.
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    alert: Mapped[Alert] = relationship()

@@ -53,6 +53,8 @@ PERMISSIONS: Mapping[str, str] = MappingProxyType(
         "firmware.device": ROLE_OPERATOR,
         # A rollout to the whole fleet (like fleet defaults, it reaches every phone).
         "rollout.fleet": ROLE_ADMIN,
+        # Acknowledge alerts (someone is on it); reading them is fleet.read.
+        "alert.ack": ROLE_OPERATOR,
     }
 )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from offhook.provisioning.alert_settings import AlertSettings, alert_settings_from_env
 from offhook.provisioning.sqlcipher import load_db_key
 
 DEFAULT_DATA_DIR = "/var/lib/offhook-provisioning"
@@ -78,6 +79,8 @@ class ServerSettings:
     firmware_dir: Path | None = None
     firmware_max_bytes: int = 2 * 1024**3
     firmware_max_downloads: int = 256  # bundle downloads in flight per process
+    # Alerts (provisioning/alert_settings.py): rules, sweep interval, mail and webhook.
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def resolved_firmware_keyring(self) -> Path:
@@ -169,6 +172,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
         firmware_dir=_env_path(env, "OFFHOOK_FIRMWARE_DIR"),
         firmware_max_bytes=_env_int(env, "OFFHOOK_FIRMWARE_MAX_BYTES", 2 * 1024**3),
         firmware_max_downloads=_env_int(env, "OFFHOOK_FIRMWARE_MAX_DOWNLOADS", 256),
+        alerts=alert_settings_from_env(env),
     )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from offhook.contract.logs import kv
-from offhook.provisioning import audit
+from offhook.provisioning import alert_engine, audit
 from offhook.provisioning.api import replies
 from offhook.provisioning.api.bodies import Count32, RequestBody, error_responses
 from offhook.provisioning.api.config_path import config_reply
@@ -439,7 +439,9 @@ def post_status(
             device.poll_interval_s = body.poll_interval_s
         compatible = body.firmware.compatible if body.firmware is not None else ""
         admitted = record_status(db, device, body.firmware_version, compatible)
+        alerts = alert_engine.after_status(db, services.settings, device)
         commit_and_resync(db, services.keys, services.notifier, admitted)
+        services.alert_wakeup.after(alerts)
     return Accepted(accepted=accepted)
 
 
@@ -450,9 +452,15 @@ def post_cdrs(body: CdrBatch, device: CurrentDevice, db: DbSession) -> Accepted:
 
 
 @router.post("/quality", response_model=Accepted)
-def post_quality(body: QualityBatch, device: CurrentDevice, db: DbSession) -> Accepted:
+def post_quality(
+    body: QualityBatch, device: CurrentDevice, db: DbSession, services: ServicesDep
+) -> Accepted:
     rows = [{**r.model_dump(), "time": _utc(r.time)} for r in body.records]
-    return Accepted(accepted=_store_idempotent(db, device, QualityRecord, rows))
+    accepted = _store_idempotent(db, device, QualityRecord, rows)
+    alerts = alert_engine.after_quality(db, services.settings, device)
+    db.commit()  # before the sender is woken: it must find what this report queued
+    services.alert_wakeup.after(alerts)
+    return Accepted(accepted=accepted)
 
 
 FIRMWARE_FIELDS = ("firmware_version", "from_version", "rollout", "slot", "reason")
@@ -480,7 +488,9 @@ def post_events(
     for r in sorted(body.records, key=lambda r: _utc(r.time)):
         if r.type.startswith("firmware_") and r.id not in held and r.id in accepted:
             admitted += record_event(db, device, r.type, r.firmware_version, r.reason, r.detail)
+    alerts = alert_engine.after_events(db, services.settings, device)
     commit_and_resync(db, services.keys, services.notifier, admitted)
+    services.alert_wakeup.after(alerts)
     for r in body.records:
         if r.type in ("firmware_failed", "firmware_rolled_back"):
             log.warning(

@@ -516,3 +516,66 @@ class QualityTrendOut(BaseModel):
 class TimeZoneOut(BaseModel):
     username: str
     time_zone: str
+
+
+# --- alerts (provisioning/api/alerts.py) --------------------------------------------------------
+
+
+class AlertSubjectOut(BaseModel):
+    type: str = Field(description="device | group | fleet | rollout")
+    id: str
+    name: str
+    url: str = Field(description="where the web UI shows it (absolute with OFFHOOK_PUBLIC_URL)")
+
+
+class AlertNotificationOut(BaseModel):
+    event: str = Field(description="opened | resolved")
+    channel: str = Field(description="smtp | webhook")
+    status: str = Field(description="pending | sending | sent | failed")
+    attempts: int
+    error: str = Field(description="why the last attempt failed")
+    sent_at: IsoTime | None
+
+
+class AlertOut(BaseModel):
+    """Something wrong in the fleet, found from the phones' reports."""
+
+    id: int
+    kind: str = Field(
+        description="config_rejected | line_unregistered | not_seen | firmware_failed | "
+        "poor_quality | rollout_paused"
+    )
+    kind_text: str
+    severity: str = Field(description="critical | warning")
+    state: str = Field(description="open | acknowledged | resolved")
+    subject: AlertSubjectOut
+    message: str
+    first_seen: IsoTime
+    last_seen: IsoTime
+    resolved_at: IsoTime | None
+    acknowledged_by: str = Field(description="who acknowledged it (admin:<user>, cli:<login>)")
+    acknowledged_at: IsoTime | None
+    url: str
+    notifications: list[AlertNotificationOut]
+
+
+class AlertCountsOut(BaseModel):
+    open: int
+    acknowledged: int
+    by_severity: dict[str, int] = Field(description="active alerts per severity")
+    failed_notifications: int
+
+
+class AlertListOut(BaseModel):
+    alerts: list[AlertOut]
+    counts: AlertCountsOut
+
+
+class AlertSkipped(BaseModel):
+    id: int
+    reason: str
+
+
+class AlertAckOut(BaseModel):
+    acknowledged: list[int]
+    skipped: list[AlertSkipped] = Field(description="already acknowledged or resolved")

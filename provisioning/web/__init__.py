@@ -15,6 +15,7 @@ from offhook.provisioning.web.liveness import not_seen_after, poll_interval_from
 from offhook.provisioning.web.not_found import install_html_404
 from offhook.provisioning.web.views import (
     admins,
+    alerts,
     analytics,
     api_tokens,
     approvals,
@@ -39,6 +40,7 @@ for _module in (
     static,
     login,
     dashboard,
+    alerts,
     devices,
     approvals,
     fleet,

@@ -54,6 +54,7 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 # (href, label, section key, the action the page needs: provisioning.permissions)
 NAV: list[tuple[str, str, str, str]] = [
     ("/", "Dashboard", "dashboard", "fleet.read"),
+    ("/alerts", "Alerts", "alerts", "fleet.read"),
     ("/devices", "Devices", "devices", "fleet.read"),
     ("/approvals", "Approvals", "approvals", "fleet.read"),
     ("/groups", "Groups", "groups", "fleet.read"),

@@ -16,16 +16,27 @@ from datetime import timedelta
 
 from offhook.contract.config import ProvisioningSettings
 from offhook.provisioning import settings as server_settings
+from offhook.provisioning.liveness import (
+    MISSED_POLLS,
+    POLL_JITTER,
+    device_not_seen_after,
+    not_seen_after,
+)
 from offhook.provisioning.settings import (
     MAX_POLL_INTERVAL_S,
     MIN_POLL_INTERVAL_S,
     POLL_INTERVAL_ENV,
 )
 
-__all__ = ["MAX_POLL_INTERVAL_S", "MIN_POLL_INTERVAL_S", "POLL_INTERVAL_ENV"]
-
-POLL_JITTER = 0.2  # the provisioning client's spread around the interval
-MISSED_POLLS = 2
+__all__ = [
+    "MAX_POLL_INTERVAL_S",
+    "MIN_POLL_INTERVAL_S",
+    "MISSED_POLLS",
+    "POLL_INTERVAL_ENV",
+    "POLL_JITTER",
+    "device_not_seen_after",
+    "not_seen_after",
+]
 
 _FIELD = ProvisioningSettings.model_fields["poll_interval_s"]
 DEFAULT_POLL_INTERVAL_S: int = _FIELD.default
@@ -34,21 +45,6 @@ assert DEFAULT_POLL_INTERVAL_S == server_settings.DEFAULT_POLL_INTERVAL_S
 
 def poll_interval_from_env(env: Mapping[str, str] | None = None) -> int:
     return server_settings.poll_interval_from_env(dict(os.environ if env is None else env))
-
-
-def not_seen_after(poll_interval_s: int) -> timedelta:
-    return timedelta(seconds=MISSED_POLLS * poll_interval_s * (1 + POLL_JITTER))
-
-
-def device_not_seen_after(reported_poll_interval_s: int | None, fleet: timedelta) -> timedelta:
-    """The phone's own threshold from the interval it reported; ``fleet`` when it reported none
-    (or a value outside the schema's bounds, which a real phone cannot have)."""
-    if (
-        reported_poll_interval_s is None
-        or not MIN_POLL_INTERVAL_S <= reported_poll_interval_s <= MAX_POLL_INTERVAL_S
-    ):
-        return fleet
-    return not_seen_after(reported_poll_interval_s)
 
 
 def describe(delta: timedelta) -> str:

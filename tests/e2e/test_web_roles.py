@@ -14,6 +14,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -104,6 +105,20 @@ class Env:
         )
         reply.raise_for_status()
         return device["id"], reply.json()["id"]
+
+    def alert(self) -> int:
+        """An open alert: a phone whose status says its line is not registered."""
+        phone = self.server.enroll(_mac())
+        report = {
+            "id": secrets.token_hex(8),
+            "time": datetime.now(UTC).isoformat(),
+            "lines": [{"account": 0, "user": "2001", "registered": False, "status": 408}],
+        }
+        with phone.client() as client:
+            client.post("/api/v1/device/status", json=report).raise_for_status()
+        found = self.admin.get("/alerts", params={"kind": "line_unregistered"}).json()
+        (alert,) = [a for a in found["alerts"] if a["subject"]["id"] == phone.device_id]
+        return int(alert["id"])
 
     def release(self) -> str:
         return str(self.admin.get("/firmware").json()[0]["id"])
@@ -204,6 +219,13 @@ def _line_path(e: Env, suffix: str) -> str:
 ROUTES: list[tuple[str, str, str, Make]] = [
     # pages
     ("GET", "/", "read-only", _page("/")),
+    ("GET", "/alerts", "read-only", _page("/alerts?state=all")),
+    (
+        "POST",
+        "/alerts/ack",
+        "operator",
+        lambda e: ("/alerts/ack", {"alert": str(e.alert()), "confirm": "yes"}),
+    ),
     ("GET", "/devices", "read-only", _page("/devices")),
     ("GET", "/devices/rows", "read-only", _page("/devices/rows")),
     ("GET", "/devices.csv", "read-only", _page("/devices.csv?sort=-name")),

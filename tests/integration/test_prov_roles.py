@@ -12,6 +12,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -167,6 +168,20 @@ class Env:
         if paused:
             self.admin.post(f"/rollouts/{rollout}/pause").raise_for_status()
         return rollout
+
+    def alert(self) -> int:
+        """An open alert: a phone whose status says its line is not registered."""
+        phone = self.server.enroll(_mac())
+        report = {
+            "id": secrets.token_hex(8),
+            "time": datetime.now(UTC).isoformat(),
+            "lines": [{"account": 0, "user": "2001", "registered": False, "status": 408}],
+        }
+        with phone.client() as client:
+            client.post("/api/v1/device/status", json=report).raise_for_status()
+        found = self.admin.get("/alerts", params={"kind": "line_unregistered"}).json()
+        (alert,) = [a for a in found["alerts"] if a["subject"]["id"] == phone.device_id]
+        return int(alert["id"])
 
 
 Request = tuple[str, dict[str, Any]]  # (path below /api/v1/admin, httpx keyword arguments)
@@ -393,6 +408,10 @@ ROUTES: list[tuple[str, str, str, Make]] = [
         lambda e: (f"/rollouts/{e.rollout(paused=True)}/resume", {}),
     ),
     ("POST", "/rollouts/{ref}/abort", "operator", lambda e: (f"/rollouts/{e.rollout()}/abort", {})),
+    ("GET", "/alerts", "read-only", lambda e: ("/alerts", {})),
+    ("GET", "/alerts/{alert_id}", "read-only", lambda e: (f"/alerts/{e.alert()}", {})),
+    ("POST", "/alerts/{alert_id}/ack", "operator", lambda e: (f"/alerts/{e.alert()}/ack", {})),
+    ("POST", "/alerts/ack", "operator", lambda e: ("/alerts/ack", {"json": {"ids": [e.alert()]}})),
     (
         "GET",
         "/devices/{ref}/firmware",

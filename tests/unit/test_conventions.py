@@ -123,6 +123,7 @@ LAZY_MODULES = {
     "offhook.provisioning.cli",
     "offhook.provisioning.cli_firmware",  # the fleet command's firmware subcommands
     "offhook.provisioning.cli_security",  # its second-factor, session and privacy subcommands
+    "offhook.provisioning.cli_alerts",  # its alerts subcommand
     "offhook.image.cli",
     "offhook.firmware.phone_process",
 }
@@ -141,6 +142,8 @@ LATE_IMPORTS = {
     ("offhook.provisioning.sqlcipher", "sqlcipher3"),
     # ldap3 and pyasn1 hold ~4 MB of an idle phone: only a directory query loads them
     ("offhook.firmware.ldap_directory", "ldap3"),
+    # the provisioning package's client loads when named (a phone without a server never does)
+    ("offhook.firmware.provisioning", "offhook.firmware.provisioning.client"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Dashboard: fleet counts, registration health, latest changes."""
+"""Dashboard: open alerts, fleet counts, registration health, latest changes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.responses import Response
 from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import AuditEntry
 from offhook.provisioning.operations import fleet_summary
+from offhook.provisioning.services import alerts
 from offhook.provisioning.web.core import Reader, WebRoute, not_seen_threshold, render
 from offhook.provisioning.web.liveness import describe
 from offhook.provisioning.web.queries import registration_health
@@ -25,6 +26,7 @@ def dashboard(
 ) -> Response:
     threshold = not_seen_threshold(request)
     recent = list(db.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(8)))
+    active = alerts.list_alerts(db, alerts.AlertFilter("active"), limit=10)
     return render(
         request,
         "dashboard.html",
@@ -32,6 +34,8 @@ def dashboard(
             "title": "Dashboard",
             "section": "dashboard",
             "summary": fleet_summary(db),
+            "alert_counts": alerts.counts(db),
+            "active_alerts": active,
             "health": registration_health(db, threshold),
             "not_seen_text": describe(threshold),
             "recent": recent,
