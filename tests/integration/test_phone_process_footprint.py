@@ -37,6 +37,7 @@ NOT_WHILE_IDLE = (
     "serial",  # the bench serial console, only when configured
     "offhook.board.serial_console",
     "offhook.firmware.supervisor",  # the parent's code
+    "offhook.firmware.provisioning.client",  # without a provisioning server
 )
 
 
