@@ -77,6 +77,8 @@ class ClockThreadState:
 
     def enter(self) -> None:
         """At the start of every callback (the GIL is held)."""
+        if self._holder is not None and not self._release_wanted:
+            return  # held: the path of every frame but the first and the last
         ident = threading.get_ident()
         if self._holder is None:
             if not self._release_wanted:
