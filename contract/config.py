@@ -120,6 +120,9 @@ class AudioSettings(_Section):
     speaker_volume: Annotated[int, Field(ge=0, le=100)] = 80
     ring_volume: Annotated[int, Field(ge=0, le=100)] = 80
     mixer_control: str = ""
+    # Acoustic echo cancellation on the speakerphone (hands-free) path; the handset has none.
+    echo_cancellation: bool = True
+    echo_tail_ms: Annotated[int, Field(ge=20, le=500)] = 200  # longest echo path it learns
 
 
 class DialPlanSettings(_Section):

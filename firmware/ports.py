@@ -49,6 +49,16 @@ class AudioEndpoint(Protocol):
         ...
 
 
+@runtime_checkable
+class PlayoutGaps(Protocol):
+    """An AudioEndpoint that counts the gaps in what it played (underruns, overruns, drift
+    corrections): the call's MOS includes them (``firmware/sip/quality.py``)."""
+
+    def playout_gaps(self) -> tuple[int, int]:
+        """(gaps so far, network frames written so far)."""
+        ...
+
+
 class AudioPort(Protocol):
     """What the Runtime does with the handset audio: tones, mute, volumes, the tone plan."""
 
@@ -63,6 +73,10 @@ class AudioPort(Protocol):
     def set_ring_volume(self, ring: int) -> None: ...
 
     def set_tone_plan(self, plan: str) -> None: ...
+
+    def set_handsfree(self, on: bool) -> None:
+        """The speakerphone is the audio path (echo cancellation on) or no longer is."""
+        ...
 
 
 class SipPort(Protocol):

@@ -124,6 +124,7 @@ class Runtime:
         self._thread = threading.Thread(target=self._loop, name="runtime", daemon=True)
         self._running = False
         self._quality: dict[int, list[dict]] = {}  # engine call id -> samples not yet sent
+        self._handsfree = False  # what the audio was last told (_follow_audio_path)
         # provisioned applies waiting for the Phone's ConfigOutcome, by request number
         self._applies: dict[int, Future[str | None]] = {}
         self._apply_numbers = count(1)
@@ -211,6 +212,20 @@ class Runtime:
             log.exception("phone failed to handle event", extra=kv(event=event))
             return
         self._execute(commands)
+        if not isinstance(event, ev.ClockTick):  # a tick changes no audio path
+            self._follow_audio_path()
+
+    def _follow_audio_path(self) -> None:
+        """Hands-free or not is the Phone's state, not a command of its own: the audio follows
+        it after every event (the speakerphone's echo canceller runs only while it is in use)."""
+        handsfree = self.phone.snapshot(self.clock())["audio_path"] == "speaker"
+        if handsfree == self._handsfree or self.audio is None:
+            return
+        self._handsfree = handsfree
+        try:
+            self.audio.set_handsfree(handsfree)
+        except Exception:
+            log.exception("audio path change failed", extra=kv(handsfree=handsfree))
 
     def _execute(self, commands: list[ev.Command]) -> None:
         for command in commands:

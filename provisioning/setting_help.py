@@ -18,6 +18,8 @@ DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
         "action_urls.retries": "more attempts after a failure (connection error, timeout, 5xx); 0-5",
         "action_urls.timeout_s": "per attempt (0-30 s)",
         "admin.pin": "4-12 digits that open the phone's settings menu and approve a discovered server; empty: the settings menu stays locked (a secret: redacted in logs)",
+        "audio.echo_cancellation": "acoustic echo cancellation while the speakerphone (hands-free) is in use; the handset path never has it",
+        "audio.echo_tail_ms": "longest echo the canceller learns, 20-500 ms (loudspeaker to microphone plus the card's buffers and the room)",
         "audio.mixer_control": "ALSA mixer control for speaker volume (empty: software gain)",
         "audio.period_ms": "ALSA period, 5-40 ms (smaller: faster tones, more wake-ups)",
         "audio.ring_volume": "0-100; the user's volume keys override and persist",

@@ -4,7 +4,9 @@ Two threads per phone:
 
 - playback: every ALSA period, take call audio from the playback ring (written by the SIP engine),
   add the current tone, apply software gain, saturate, write to the playback PCM;
-- capture: read the capture PCM into the capture ring (read by the SIP engine).
+- capture: read the capture PCM into the capture ring (read by the SIP engine); on the
+  speakerphone, through the echo canceller first, with what the playback thread played as its
+  reference (``echo.py``).
 
 The SIP engine runs on its own clock (pjsua2's null device), ALSA on the card's; the rings absorb
 the drift. A tone change is picked up at the next period. If everything queued in the device is
@@ -24,6 +26,7 @@ from offhook.contract.config import AudioSettings
 from offhook.contract.logs import kv
 from offhook.firmware.audio import pcm
 from offhook.firmware.audio.alsa_device import PcmStream
+from offhook.firmware.audio.echo import EchoCanceller, EchoCancellerError, ReferenceQueue
 from offhook.firmware.audio.mixer import SpeakerVolume, check_volume, software_gain
 from offhook.firmware.audio.ringbuffer import RingBuffer
 from offhook.firmware.audio.tones import TONE_PLANS, ToneGenerator, TonePlanError, tone_spec
@@ -39,6 +42,8 @@ MAX_CUSHION_FRAMES = 3
 # With no tone, no call audio and nobody taking the mic for this long, both device threads park
 # (an idle phone would otherwise wake 200 times a second to move silence) until needed again.
 STANDBY_AFTER_S = 1.0
+# Played periods the echo canceller's reference may hold while the capture thread catches up.
+REFERENCE_PERIODS = 8
 
 
 class AlsaAudio:
@@ -101,6 +106,11 @@ class AlsaAudio:
         self._network_frames_out = 0
         self._loop_errors = 0
         self._xruns_of_closed_streams = 0
+        # Echo cancellation: only while hands-free (the Runtime follows the Phone's audio path).
+        self._handsfree = False
+        self._canceller: EchoCanceller | None = None
+        self._reference = ReferenceQueue(self.period_samples, REFERENCE_PERIODS)
+        self._echo_frames = 0
         # Diagnostics hook: called on the playback thread after each period is handed to ALSA.
         self.on_playback_write: Callable[[bytes], None] | None = None
 
@@ -159,6 +169,7 @@ class AlsaAudio:
         # Stale audio must not reach the network or the speaker after a restart.
         self.playback_ring.clear()
         self.capture_ring.clear()
+        self._reference.clear()
         log.info("audio stopped", extra=kv(stats=self.stats))
 
     def __enter__(self) -> AlsaAudio:
@@ -196,6 +207,26 @@ class AlsaAudio:
 
     def set_mute(self, muted: bool) -> None:
         self._muted = bool(muted)
+
+    def set_handsfree(self, on: bool) -> None:
+        """The speakerphone is (or is no longer) the audio path: echo cancellation on or off.
+
+        The canceller is created on the first hands-free use (libspeexdsp is loaded then); if it
+        cannot be, the speakerphone works without one and the error is logged."""
+        on = bool(on)
+        if on and self.settings.echo_cancellation and self._canceller is None:
+            try:
+                self._canceller = EchoCanceller(
+                    self.sample_rate, self.period_samples, self.settings.echo_tail_ms
+                )
+            except EchoCancellerError as exc:
+                log.error("echo cancellation unavailable", extra=kv(error=str(exc)))
+        self._handsfree = on
+        log.info("audio path", extra=kv(handsfree=on, echo_cancellation=self.echo_cancelling))
+
+    @property
+    def echo_cancelling(self) -> bool:
+        return self._handsfree and self._canceller is not None
 
     def set_volume(self, speaker: int) -> None:
         self._volume.set(check_volume(speaker))
@@ -313,6 +344,8 @@ class AlsaAudio:
                     generator = None
                 frame = self._next_playback_period(tone_frame)
                 stream.write(frame)
+                if self._handsfree:  # what the loudspeaker plays is what the mic will echo
+                    self._reference.put(frame)
                 queued_silent = frame.count(0) == len(frame)
                 self._frames_played += 1
                 hook = self.on_playback_write
@@ -359,18 +392,38 @@ class AlsaAudio:
     def _capture_loop(self) -> None:
         stream = self._capture
         assert stream is not None
+        cancelling = False
         while self._running.is_set():
             try:
                 if self._capture_idle():
                     self.capture_ring.clear()  # what the mic heard before is stale by now
                     self._standby(stream, self._capture_wanted, self._capture_idle)
                     continue
-                self.capture_ring.write(stream.read())
+                captured = stream.read()
+                canceller = self._canceller
+                if cancelling and not self.echo_cancelling and canceller is not None:
+                    canceller.reset()  # back on the handset: the next room is another one
+                    self._reference.clear()
+                cancelling = self.echo_cancelling
+                if cancelling and canceller is not None:
+                    captured = canceller.process(captured, self._reference.take())
+                    self._echo_frames += 1
+                self.capture_ring.write(captured)
                 self._frames_captured += 1
             except Exception:
                 self._loop_errors += 1
                 log.exception("audio capture loop error", extra=kv(count=self._loop_errors))
                 time.sleep(stream.period_s)
+
+    def playout_gaps(self) -> tuple[int, int]:
+        """(gaps, network frames written): each playback-ring underrun (silence), overrun or
+        drift correction (audio skipped) and each playback xrun is a gap the listener hears;
+        the call's MOS counts them (PlayoutGaps)."""
+        play = self.playback_ring.stats()
+        gaps = play["underruns"] + play["overruns"] + play["drift_corrections"]
+        stream = self._playback
+        xruns = stream.xruns_recovered if stream is not None else 0  # the device ran dry
+        return gaps + xruns, self._network_frames_in
 
     # --- stats -----------------------------------------------------------------------------------
 
@@ -400,4 +453,6 @@ class AlsaAudio:
             "network_frames_in": self._network_frames_in,
             "network_frames_out": self._network_frames_out,
             "loop_errors": self._loop_errors,
+            "echo_cancelled_periods": self._echo_frames,
+            "echo_reference_dropped": self._reference.dropped,
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 import threading
 import time
 from array import array
@@ -398,3 +399,50 @@ def test_idle_bridge_parks_both_device_threads_and_wakes_for_each_use(
     assert wait_for(lambda: audio.stats["frames_played"] > played + 5)
     assert audio.stats["xruns_recovered"] == 0  # a standby is not a stall
     assert audio.stats["loop_errors"] == 0
+
+
+def _capture_for(audio: AlsaAudio, seconds: float) -> list[int]:
+    """Mic frames as the SIP side takes them, one every 20 ms."""
+    samples: list[int] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples.extend(to_samples(audio.read_capture_frame()))
+        time.sleep(0.02)
+    return samples
+
+
+@pytest.mark.parametrize("handsfree", [True, False])
+def test_the_speakerphone_cancels_what_its_loudspeaker_plays(
+    alsa_files: AlsaFiles,  # noqa: F811
+    make_audio: Callable[..., AlsaAudio],
+    handsfree: bool,
+) -> None:
+    # The mic "hears" the dial tone's 440 Hz component played on the loudspeaker. Hands-free,
+    # the canceller (reference: what the playback thread played) learns it and takes it out;
+    # on the handset the mic passes untouched. A stalled thread on a loaded host shifts the
+    # reference against the mic and the canceller needs ~0.5 s to learn the new delay: the
+    # median over 100 ms windows is what must be down (measured: 30 dB and more).
+    alsa_files.write_mic_tone(440, 12.0, RATE, amplitude=4000)
+    audio = make_audio()
+    audio.set_handsfree(handsfree)
+    audio.play_tone(Tone.DIAL)
+    _capture_for(audio, 2.0)  # converge
+    late = _capture_for(audio, 3.0)
+    window = RATE // 10
+    powers = [rms(late[i : i + window]) ** 2 for i in range(0, len(late) - window + 1, window)]
+    heard = statistics.median(powers) / (4000**2 / 2)  # against the mic tone's power
+    assert audio.echo_cancelling is handsfree
+    if handsfree:
+        assert audio.stats["echo_cancelled_periods"] > 200
+        assert heard < 0.1  # the tone is more than 10 dB down
+    else:
+        assert audio.stats["echo_cancelled_periods"] == 0
+        assert heard > 0.5
+
+
+def test_echo_cancellation_off_in_the_config_leaves_the_speakerphone_without(
+    make_audio: Callable[..., AlsaAudio],
+) -> None:
+    audio = make_audio(echo_cancellation=False)
+    audio.set_handsfree(True)
+    assert not audio.echo_cancelling

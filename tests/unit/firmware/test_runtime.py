@@ -101,6 +101,32 @@ def test_tones_reach_real_alsa_audio(tmp_path: Path, alsa_files: AlsaFiles) -> N
         audio.stop()
 
 
+def test_the_speakerphone_turns_echo_cancellation_on_and_the_handset_off(
+    alsa_files: AlsaFiles,  # noqa: F811
+) -> None:
+    config = parse_config(
+        {"accounts": [ACCOUNT], "audio": {"playback": alsa_files.speaker, "capture": "null"}}
+    )
+    audio = AlsaAudio(config.audio)
+    audio.start()
+    rt = Runtime(Phone(config), audio=audio)
+    rt.start()
+    try:
+        rt.post(ev.KeyPressed("speaker"))  # on-hook: hands-free dialling
+        wait_for(lambda: audio.echo_cancelling)
+        rt.post(ev.HookChanged(True))  # lifting the handset takes the call off the speaker
+        wait_for(lambda: not audio.echo_cancelling and audio.tone is ev.Tone.DIAL)
+        rt.post(ev.KeyPressed("speaker"))  # back to the speaker, handset still up
+        wait_for(lambda: audio.echo_cancelling)
+        rt.post(ev.KeyPressed("speaker"))  # and off again: the handset carries on
+        wait_for(lambda: not audio.echo_cancelling)
+        rt.post(ev.HookChanged(False))
+        assert rt.snapshot()["audio_path"] == "none" and not audio.echo_cancelling
+    finally:
+        rt.stop()
+        audio.stop()
+
+
 def test_timer_wheel_replaces_and_cancels() -> None:
     fired: list[str] = []
     wheel = TimerWheel(fired.append)
