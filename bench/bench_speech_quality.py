@@ -10,6 +10,7 @@ scored with ITU-T P.862 (narrowband, 8 kHz) and P.862.2 (wideband, 16 kHz). The 
 own E-model MOS (what it reports to the fleet) is printed beside its PESQ.
 
 ``OFFHOOK_BENCH_CONDITIONS=clean,loss-3`` picks conditions, ``OFFHOOK_BENCH_CODECS=PCMU`` codecs,
+``OFFHOOK_BENCH_PAIRS=offhook`` the pairs (offhook, pjsua2, baresip),
 ``OFFHOOK_BENCH_SEED`` the relay's seed (default 12), ``OFFHOOK_BENCH_PORTS=first-last`` the
 relay's ports.
 """
@@ -73,6 +74,7 @@ def _cell(result: Result | None) -> str:
 def main() -> int:
     conditions = _selected("OFFHOOK_BENCH_CONDITIONS", list(CONDITIONS))
     codecs = _selected("OFFHOOK_BENCH_CODECS", CODECS)
+    pairs = _selected("OFFHOOK_BENCH_PAIRS", PAIRS)
     seed = os.environ.get("OFFHOOK_BENCH_SEED", "12")
     results: dict[tuple[str, str, str], Result | None] = {}
     with (
@@ -81,7 +83,7 @@ def main() -> int:
     ):
         for condition in conditions:
             for codec in codecs:
-                for pair in PAIRS:
+                for pair in pairs:
                     try:
                         outcome = rig.call(pair, codec, CONDITIONS[condition], seed)
                         scores = pesq_scores(rig.reference, outcome.recording, outcome.rate)
@@ -90,6 +92,7 @@ def main() -> int:
                         print(f"{condition} {codec} {pair}: FAILED: {exc!r}", flush=True)
                         results[(condition, codec, pair)] = None
     _print_table(conditions, codecs, results, seed)
+    _print_reported(conditions, codecs, results)
     return 1 if any(r is None for r in results.values()) else 0
 
 
@@ -150,6 +153,34 @@ def _print_table(
     if gaps:
         print(f"offhook E-model MOS vs measured PESQ (nb): mean |difference| "
               f"{statistics.fmean(gaps):.2f} (goal <= 0.3) over {len(gaps)} calls")  # fmt: skip
+
+
+def _print_reported(
+    conditions: list[str], codecs: list[str], results: dict[tuple[str, str, str], Result | None]
+) -> None:
+    """The offhook callee's reported MOS against PESQ, with what the MOS was made of."""
+    print("reported MOS (the callee's E-model) vs PESQ nb, offhook pair; inputs of the last "
+          "sample: network loss, concealed beyond it, bridge playout gaps, jitter buffer "
+          "delay")  # fmt: skip
+    print("condition  codec  reported  PESQ nb  difference  loss %  concealed %  gaps %  jb ms")
+    differences, signed = [], []
+    for condition in conditions:
+        for codec in codecs:
+            ours = results.get((condition, codec, "offhook"))
+            if ours is None or ours.outcome.reported_mos is None:
+                continue
+            q = ours.outcome.quality
+            reported, measured = ours.outcome.reported_mos, ours.scores.narrowband
+            differences.append(abs(reported - measured))
+            signed.append(reported - measured)
+            print(f"{condition:<10} {codec:<5}  {reported:8.2f}  {measured:7.2f}  "
+                  f"{reported - measured:+10.2f}  {q.get('loss_pct', 0):6.2f}  "
+                  f"{q.get('concealed_pct', 0):11.2f}  {q.get('playout_gaps_pct', 0):6.2f}  "
+                  f"{q.get('jitter_buffer_ms', 0):5.0f}")  # fmt: skip
+    if differences:
+        print(f"reported vs PESQ nb: mean |difference| {statistics.fmean(differences):.2f}, "
+              f"mean difference {statistics.fmean(signed):+.2f} over {len(differences)} "
+              "calls (goal: mean |difference| <= 0.3)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from offhook.firmware.events import (
     Answer,
     AttendedTransfer,
     CallIncoming,
+    CallQuality,
     Hangup,
     MakeCall,
     Ringing,
@@ -118,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_event(event: object) -> None:
         _print_event(event)
+        if isinstance(event, CallQuality) and engine is not None:
+            # what the MOS was made of (jitter buffer, concealment, the bridge's playout gaps)
+            calls = [c for c in engine.calls_info() if c.get("id") == event.call_id]
+            stats = (calls[0].get("stats") if calls else None) or {}
+            parts = " ".join(f"{key}={json.dumps(value)}" for key, value in stats.items())
+            with _print_lock:
+                print(f"event=QualityDetail call_id={event.call_id} {parts}", flush=True)
         if isinstance(event, CallIncoming) and engine is not None:
             engine.submit(Ringing(event.call_id))
 

@@ -9,6 +9,7 @@ import pjsua2 as pj
 
 from offhook.contract.logs import kv
 from offhook.firmware.events import CallState
+from offhook.firmware.ports import PlayoutGaps
 from offhook.firmware.sip.quality import QualitySample, estimate_mos
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class EngineCall(pj.Call):
         self.refer_491s = 0  # how often that REFER was answered 491 Request Pending
         self.setup_ms: float | None = None
         self.quality: QualitySample | None = None
+        # the audio bridge's (gaps, frames) when this call began: its own gaps are the rest
+        audio = core.audio
+        self.playout_base = audio.playout_gaps() if isinstance(audio, PlayoutGaps) else (0, 0)
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         self.core.on_call_state(self)
@@ -110,18 +114,45 @@ def stream_codec(call: EngineCall) -> str:
 
 
 def quality_sample(call: EngineCall) -> QualitySample | None:
-    """Jitter, loss and RTT of the active audio stream with its E-model MOS; None without media."""
+    """The active audio stream's figures and its E-model MOS; None without media.
+
+    Network: jitter, loss, RTCP round trip. The phone's own side: the jitter buffer's delay and
+    the frames it concealed or discarded beyond the network's loss, and the gaps in playout the
+    audio bridge counted since the call began."""
     if call.audio_index < 0:
         return None
     try:
-        rtcp = call.getStreamStat(call.audio_index).rtcp
+        stat = call.getStreamStat(call.audio_index)
     except pj.Error:
         return None
+    rtcp, jbuf = stat.rtcp, stat.jbuf
     rx = rtcp.rxStat
     received, lost = rx.pkt, rx.loss
-    loss_pct = 100.0 * lost / (received + lost) if received + lost else 0.0
+    expected = received + lost
+    loss_pct = 100.0 * lost / expected if expected else 0.0
     jitter_ms = rx.jitterUsec.mean / 1000.0 if rx.jitterUsec.n else 0.0
     rtt_ms = rtcp.rttUsec.mean / 1000.0 if rtcp.rttUsec.n else 0.0
+    # pjmedia's jitter buffer: frames asked for while it was empty (concealed) and frames that
+    # came too late or overflowed it (discarded); the network's losses it counts as lost.
+    concealed = max(0, jbuf.empty + jbuf.discard - lost)
+    concealed_pct = min(100.0, 100.0 * concealed / expected) if expected else 0.0
+    gaps_pct = _playout_gaps_pct(call)
     codec = call.codec or "PCMU"
-    mos = estimate_mos(codec, jitter_ms, loss_pct, rtt_ms)
-    return QualitySample(codec, round(jitter_ms, 2), round(loss_pct, 2), round(rtt_ms, 2), mos)
+    jb_ms = float(jbuf.avgDelayMsec)
+    mos = estimate_mos(codec, jitter_ms, loss_pct, rtt_ms, jb_ms, concealed_pct, gaps_pct)
+    return QualitySample(
+        codec, round(jitter_ms, 2), round(loss_pct, 2), round(rtt_ms, 2), mos,
+        jitter_buffer_ms=round(jb_ms, 1), concealed_pct=round(concealed_pct, 2),
+        playout_gaps_pct=round(gaps_pct, 2),
+    )  # fmt: skip
+
+
+def _playout_gaps_pct(call: EngineCall) -> float:
+    """Gaps the audio bridge played (per frame it was given) since this call began."""
+    audio = call.core.audio
+    if not isinstance(audio, PlayoutGaps):
+        return 0.0
+    gaps, frames = audio.playout_gaps()
+    base_gaps, base_frames = call.playout_base
+    played = frames - base_frames
+    return min(100.0, 100.0 * (gaps - base_gaps) / played) if played > 0 else 0.0

@@ -71,6 +71,28 @@ def test_mos_falls_with_loss_delay_and_codec() -> None:
         r_factor("PCMU", -1, 0, 0)
 
 
+def test_the_phones_own_side_lowers_the_mos() -> None:
+    network_only = estimate_mos("PCMU", 1, 0, 1)
+    # frames the jitter buffer concealed count as loss with the codec's concealment
+    assert estimate_mos("PCMU", 1, 0, 1, concealed_pct=3) == estimate_mos("PCMU", 1, 3, 1)
+    # a gap in playout (bridge underrun, overrun) has no concealment: far worse than a loss
+    gaps = estimate_mos("PCMU", 1, 0, 1, playout_gaps_pct=2)
+    assert gaps < estimate_mos("PCMU", 1, 2, 1) - 0.5
+    assert gaps < network_only - 1.0
+    # a measured jitter buffer delay replaces the two-jitters guess
+    assert estimate_mos("PCMU", 1, 0, 1, jitter_buffer_ms=400) < network_only - 0.5
+    with pytest.raises(ValueError, match="gaps=-1"):
+        r_factor("PCMU", 1, 0, 1, playout_gaps_pct=-1)
+
+
+def test_g722_is_rated_on_the_wideband_scale_and_reported_on_the_narrowband_one() -> None:
+    assert r_factor("G722", 1, 0, 1) > 100  # G.107.1: up to 129
+    clean = estimate_mos("G722", 1, 0, 1)
+    assert abs(clean - estimate_mos("PCMU", 1, 0, 1)) < 0.2  # comparable across codecs
+    assert estimate_mos("G722", 1, 10, 1) < clean - 1.0
+    assert estimate_mos("G722", 1, 100, 1) < 1.2
+
+
 def test_fast_vector_copy_matches_the_slow_one() -> None:
     data = bytes(range(256)) * 2 + b"\x01\x02"
     vector = pj.ByteVector(data)
