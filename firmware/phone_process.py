@@ -357,7 +357,14 @@ class PhoneProcess:
         return apply_and_wait_registered(self.runtime, config)
 
     def status_report(self) -> dict:
+        from offhook.firmware.network_status import network_status
+        from offhook.firmware.provisioning.client import local_address_towards
+
         report: dict[str, Any] = {"lines": self.runtime.snapshot()["registration"]}
+        # the link and the registrar's round trip (the provisioning client's thread: an
+        # unanswered OPTIONS holds it up to 2 s)
+        local_ip = local_address_towards(self.config.provisioning.url)
+        report["network"] = network_status(self.config, local_ip)
         if self.updates is not None:
             report["firmware"] = self.updates.status()
         return report
