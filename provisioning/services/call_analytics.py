@@ -358,9 +358,9 @@ class CallStats:
     @property
     def busiest(self) -> tuple[str, int, int] | None:
         """(weekday, hour, calls) of the busiest heat-map cell, None without calls."""
-        best = max(
-            ((n, d, h) for d, row in enumerate(self.heat) for h, n in enumerate(row)), default=None
-        )
+        cells = ((n, d, h) for d, row in enumerate(self.heat) for h, n in enumerate(row))
+        # the earliest of equally busy cells (Monday morning before Tuesday afternoon)
+        best = max(cells, key=lambda c: (c[0], -c[1], -c[2]), default=None)
         return (WEEKDAYS[best[1]], best[2], best[0]) if best and best[0] else None
 
 

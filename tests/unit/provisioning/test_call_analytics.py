@@ -133,6 +133,7 @@ def test_busy_hours_and_days_follow_the_zone_across_both_dst_changes() -> None:
     assert stats.heat[sunday][1] == 1 and stats.heat[sunday][3] == 1
     assert stats.heat[sunday][2] == 2 and stats.heat[sunday][23] == 1
     assert stats.heat[monday][0] == 1
+    assert stats.busiest == ("Sun", 2, 2)
     per_day = {p.day.isoformat(): p.calls for p in stats.days if p.calls}
     assert per_day == {"2026-03-29": 2, "2026-10-25": 3, "2026-10-26": 1}
     # the range's days are local midnights: the fall-back day is 25 hours long
