@@ -38,6 +38,8 @@ LOCAL_KEYS = PHONE_LOCAL_KEYS
 # Set through lines (passwords encrypted), never through settings.
 SERVER_MANAGED = ("accounts",)
 MAX_GROUP_DEPTH = 32
+# Stand-in lines a partial config's BLF keys may name (a phone has far fewer lines).
+BLF_LINES_CHECKED = 16
 
 
 class SettingsError(OffhookError, ValueError):
@@ -77,17 +79,30 @@ def validate_settings(partial: dict[str, Any], where: str = "settings") -> dict[
                 " (offhook fleet rollout / firmware pin)"
             )
     try:
-        parse_config(partial, where)
+        parse_config(_with_lines_for_blf(partial), where)
     except ConfigError as exc:
         raise SettingsError(str(exc)) from None
     return partial
+
+
+def _with_lines_for_blf(partial: dict[str, Any]) -> dict[str, Any]:
+    """A partial config's BLF keys name lines (``account``) that only the device has: stand-in
+    accounts let the partial pass, and the device's render checks them against its lines."""
+    keys = partial.get("blf")
+    if not isinstance(keys, list) or not keys:
+        return partial
+    numbers = [k.get("account", 0) for k in keys if isinstance(k, dict)]
+    wanted = max([n for n in numbers if isinstance(n, int)] + [0]) + 1
+    stand_in = {"user": "line", "domain": "line.invalid"}
+    return {**partial, "accounts": [stand_in] * min(wanted, BLF_LINES_CHECKED)}
 
 
 def set_dotted(settings: dict[str, Any], dotted: str, raw_value: Any) -> dict[str, Any]:
     """Return a copy of ``settings`` with ``dotted`` (e.g. ``audio.tone_plan``) set to the value
     as the schema parses it (``"80"`` becomes ``80`` for an int field)."""
     parts = dotted.split(".")
-    if len(parts) < 2 or not all(parts):
+    whole_list = len(parts) == 1 and isinstance(raw_value, list)  # phonebook, blf
+    if (len(parts) < 2 and not whole_list) or not all(parts):
         raise SettingsError(f"{dotted!r}: use section.key, e.g. audio.tone_plan")
     candidate = copy.deepcopy(settings)
     node = candidate
@@ -99,7 +114,7 @@ def set_dotted(settings: dict[str, Any], dotted: str, raw_value: Any) -> dict[st
     node[parts[-1]] = raw_value
     validate_settings(candidate)
     # Store the schema's parsed value (types coerced), not the raw text.
-    parsed: Any = parse_config(candidate).model_dump(mode="json")
+    parsed: Any = parse_config(_with_lines_for_blf(candidate)).model_dump(mode="json")
     for part in parts:
         parsed = parsed[part]
     node[parts[-1]] = parsed

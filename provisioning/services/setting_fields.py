@@ -5,16 +5,24 @@ its type, allowed values (enums), number range, default and what it means (setti
 ``section_changes`` turns one section's submitted form into the ``set``/``unset`` of
 operations.change_settings (the same change the REST API's PATCH .../settings makes), so a
 bad value is refused by the schema with the key named, as from any other front end.
+
+The schema's lists of tables (``phonebook``, ``blf``) are edited a row at a time
+(``list_sections``, ``list_value``): each row's fields come from the item's schema, a row is
+checked with the item's own model, and every problem is named by row and field
+(``blf[1].extension``). ``accounts`` is not among them: SIP accounts are a device's lines.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, get_args
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from offhook.contract.config import PhoneConfig
@@ -215,6 +223,165 @@ def section_changes(
     if problems:
         raise OperationError("; ".join(problems))
     return set_values, unset
+
+
+# --- lists of tables (phonebook, blf) -------------------------------------------------------
+
+ROW_ORIGIN = "__row"  # a row's index in the stored list ("" for a new row): its secrets stay
+MAX_ROWS = 200  # a form's rows, whatever the schema allows
+
+
+@dataclass(frozen=True)
+class ListSection:
+    """A top-level list of tables: the fields of one item, and at most how many items."""
+
+    name: str
+    description: str
+    fields: tuple[SettingField, ...]
+    max_items: int
+    item_model: type[BaseModel]
+
+    def row_field(self, index: int, field: SettingField) -> SettingField:
+        """The field as row ``index`` names it in messages: ``blf[1].extension``."""
+        return dataclasses.replace(field, key=f"{self.name}[{index}].{field.name}")
+
+
+class ListRefused(OperationError):
+    """Rows that cannot be stored: ``errors`` maps "row.field" (or "" for the list) to why."""
+
+    def __init__(self, name: str, errors: dict[str, str]) -> None:
+        self.errors = errors
+        named = []
+        for where, why in errors.items():
+            row, _, field = where.partition(".")
+            named.append(f"{name}[{row}].{field}: {why}" if where else why)
+        super().__init__("; ".join(named))
+
+
+def _item_model(name: str) -> type[BaseModel]:
+    (model,) = get_args(PhoneConfig.model_fields[name].annotation)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"PhoneConfig.{name}: not a list of tables")
+    return model
+
+
+@cache
+def list_sections() -> tuple[ListSection, ...]:
+    """The lists of tables the server may set, in the schema's order, each item's fields
+    generated like a section's."""
+    schema = PhoneConfig.model_json_schema()
+    settable = settable_defaults()
+    out = []
+    for name, node in schema["properties"].items():
+        items = node.get("items", {})
+        if node.get("type") != "array" or "$ref" not in items or name not in settable:
+            continue
+        item = _resolve(schema, items)
+        fields = tuple(
+            _field(name, prop, _resolve(schema, sub)) for prop, sub in item["properties"].items()
+        )
+        doc = (item.get("description") or "").strip().replace("\n", " ")
+        limit = int(node.get("maxItems", MAX_ROWS))
+        out.append(ListSection(name, doc, fields, min(limit, MAX_ROWS), _item_model(name)))
+    return tuple(out)
+
+
+def list_section(name: str) -> ListSection | None:
+    return next((found for found in list_sections() if found.name == name), None)
+
+
+def rows_as_text(wanted: ListSection, stored: Any) -> list[dict[str, str]]:
+    """Stored items as the form shows them; secrets blank (never sent back)."""
+    rows = []
+    for index, item in enumerate(stored if isinstance(stored, list) else []):
+        row = {ROW_ORIGIN: str(index)}
+        for field in wanted.fields:
+            value = item.get(field.name) if isinstance(item, dict) else None
+            row[field.name] = "" if field.secret else field.form_text(value)
+        rows.append(row)
+    return rows
+
+
+def rows_from_form(wanted: ListSection, form: Mapping[str, str]) -> list[dict[str, str]]:
+    """The rows as typed: ``{name}.{i}.{field}`` for i from 0 to ``{name}.count``."""
+    try:
+        count = min(int(form.get(f"{wanted.name}.count", "0")), MAX_ROWS)
+    except ValueError:
+        count = 0
+    rows = []
+    for index in range(count):
+        prefix = f"{wanted.name}.{index}."
+        row = {ROW_ORIGIN: form.get(prefix + ROW_ORIGIN, "")}
+        for field in wanted.fields:
+            row[field.name] = form.get(prefix + field.name, "")
+        rows.append(row)
+    return rows
+
+
+def edit_rows(
+    wanted: ListSection, rows: list[dict[str, str]], op: str, inherited: Any
+) -> list[dict[str, str]]:
+    """A row operation of the form (no JavaScript needed): add, remove:N, up:N, down:N, or
+    copy (the inherited rows, as a start for this level's own)."""
+    rows = [dict(r) for r in rows]
+    verb, _, arg = op.partition(":")
+    index = int(arg) if arg.isdigit() else -1
+    if verb == "add":
+        if len(rows) >= wanted.max_items:
+            raise OperationError(f"{wanted.name}: at most {wanted.max_items} rows")
+        rows.append({ROW_ORIGIN: "", **{f.name: "" for f in wanted.fields}})
+    elif verb == "copy":
+        rows = [{**r, ROW_ORIGIN: ""} for r in rows_as_text(wanted, inherited)]
+    elif 0 <= index < len(rows):
+        if verb == "remove":
+            del rows[index]
+        elif verb == "up" and index > 0:
+            rows[index - 1], rows[index] = rows[index], rows[index - 1]
+        elif verb == "down" and index + 1 < len(rows):
+            rows[index + 1], rows[index] = rows[index], rows[index + 1]
+    return rows
+
+
+_VALUE_ERROR = re.compile(r"^(Value error|Assertion failed), ")
+
+
+def list_value(
+    wanted: ListSection, rows: list[dict[str, str]], stored: Any
+) -> list[dict[str, Any]]:
+    """The rows as the list to store: each field parsed (types, choices, ranges), an empty
+    field left to the schema's default, an empty secret keeping the stored row's, each row
+    checked with the item's model. ListRefused names every bad field by row."""
+    if len(rows) > wanted.max_items:
+        raise ListRefused(wanted.name, {"": f"{wanted.name}: at most {wanted.max_items} rows"})
+    previous = stored if isinstance(stored, list) else []
+    errors: dict[str, str] = {}
+    items = []
+    for index, row in enumerate(rows):
+        origin = row.get(ROW_ORIGIN, "")
+        before = previous[int(origin)] if origin.isdigit() and int(origin) < len(previous) else {}
+        item: dict[str, Any] = {}
+        for field in wanted.fields:
+            text = row.get(field.name, "").strip()
+            if not text:
+                if field.secret and isinstance(before, dict) and before.get(field.name):
+                    item[field.name] = before[field.name]  # kept: never shown, so empty = same
+                continue
+            try:
+                item[field.name] = wanted.row_field(index, field).parse(text)
+            except OperationError as exc:
+                errors[f"{index}.{field.name}"] = str(exc).split(": ", 1)[-1]
+        try:
+            checked = wanted.item_model.model_validate(item)
+        except ValidationError as exc:
+            for problem in exc.errors():
+                where = str(problem["loc"][0]) if problem["loc"] else ""
+                message = _VALUE_ERROR.sub("", problem["msg"])
+                errors.setdefault(f"{index}.{where}" if where else "", message)
+            continue
+        items.append(checked.model_dump(mode="json", exclude_unset=True))
+    if errors:
+        raise ListRefused(wanted.name, errors)
+    return items
 
 
 # --- effective values and where they come from ----------------------------------------------

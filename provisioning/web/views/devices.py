@@ -58,9 +58,9 @@ from offhook.provisioning.web.queries import (
 from offhook.provisioning.web.sessions import add_flash, take_form
 from offhook.provisioning.web.settings_form import (
     device_effective,
-    editor,
     save_section,
     scoped_change,
+    settings_editor,
 )
 from offhook.provisioning.web.views import device_list
 from offhook.provisioning.web.views.changes import apply_change, apply_setting_form
@@ -227,7 +227,7 @@ def _detail(request: Request, db: Session, device_id: str) -> Response:
             "rendered": rendered,
             "render_error": render_error,
             "transports": TRANSPORTS,
-            "editor_sections": editor(device.settings or {}, device_effective(db, device)),
+            **settings_editor(device.settings or {}, device_effective(db, device), form),
             "form_action": f"/devices/{device.id}/settings/section",
             "section_error": form.get("section_error", ""),
             "section_name": form.get("section_name", ""),

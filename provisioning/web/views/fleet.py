@@ -17,11 +17,11 @@ from offhook.provisioning.web.core import Reader, WebRoute, permitted, render
 from offhook.provisioning.web.queries import flatten, settable_defaults
 from offhook.provisioning.web.sessions import take_form
 from offhook.provisioning.web.settings_form import (
-    editor,
     group_layers,
     layered,
     save_section,
     scoped_change,
+    settings_editor,
 )
 from offhook.provisioning.web.views.changes import apply_setting_form
 
@@ -46,8 +46,8 @@ def _page(request: Request, db: Session) -> Response:
             "form_error": form.get("error", ""),
             "form_key": form.get("key", ""),
             "form_value": form.get("value", ""),
-            "editor_sections": editor(
-                fleet_defaults(db).settings or {}, layered(group_layers(db, None))
+            **settings_editor(
+                fleet_defaults(db).settings or {}, layered(group_layers(db, None)), form
             ),
             "form_action": "/fleet/settings/section",
             "section_error": form.get("section_error", ""),

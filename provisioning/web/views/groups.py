@@ -29,11 +29,11 @@ from offhook.provisioning.web.core import NotFound, Reader, WebRoute, permitted,
 from offhook.provisioning.web.queries import flatten, settable_defaults
 from offhook.provisioning.web.sessions import take_form
 from offhook.provisioning.web.settings_form import (
-    editor,
     group_layers,
     layered,
     save_section,
     scoped_change,
+    settings_editor,
 )
 from offhook.provisioning.web.views.changes import apply_change, apply_setting_form
 
@@ -127,7 +127,7 @@ def _detail(request: Request, db: Session, group_id: int) -> Response:
             "form_error": form.get("error", ""),
             "form_key": form.get("key", ""),
             "form_value": form.get("value", ""),
-            "editor_sections": editor(group.settings or {}, layered(group_layers(db, group))),
+            **settings_editor(group.settings or {}, layered(group_layers(db, group)), form),
             "form_action": f"/groups/{group.id}/settings/section",
             "section_error": form.get("section_error", ""),
             "section_name": form.get("section_name", ""),

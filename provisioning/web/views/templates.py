@@ -25,7 +25,7 @@ from offhook.provisioning.web import confirm
 from offhook.provisioning.web.actions import actor_for, back_with_form, commit_and_resync, done
 from offhook.provisioning.web.core import NotFound, Reader, WebRoute, permitted, redirect, render
 from offhook.provisioning.web.sessions import take_form
-from offhook.provisioning.web.settings_form import editor, layered, save_section
+from offhook.provisioning.web.settings_form import layered, save_section, settings_editor
 
 router = APIRouter(route_class=WebRoute)
 TemplateWriter = Annotated[AdminUser, permitted("template.write")]
@@ -113,7 +113,7 @@ def _detail(request: Request, db: Session, template_id: int) -> Response:
             if isinstance(text, str)
             else json.dumps(template.settings or {}, indent=2, sort_keys=True),
             "error": form.get("error", ""),
-            "editor_sections": editor(template.settings or {}, layered([])),
+            **settings_editor(template.settings or {}, layered([]), form),
             "form_action": f"/templates/{template.id}/settings/section",
             "section_error": form.get("section_error", ""),
             "section_name": form.get("section_name", ""),
