@@ -123,6 +123,9 @@ class AudioSettings(_Section):
     # Acoustic echo cancellation on the speakerphone (hands-free) path; the handset has none.
     echo_cancellation: bool = True
     echo_tail_ms: Annotated[int, Field(ge=20, le=500)] = 200  # longest echo path it learns
+    # SCHED_FIFO priority of the bridge's two device threads (0: normal scheduling); needs
+    # CAP_SYS_NICE or an RLIMIT_RTPRIO (systemd LimitRTPRIO=), else they stay as they are.
+    realtime_priority: Annotated[int, Field(ge=0, le=99)] = 0
 
 
 class DialPlanSettings(_Section):

@@ -22,6 +22,7 @@ DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
         "audio.echo_tail_ms": "longest echo the canceller learns, 20-500 ms (loudspeaker to microphone plus the card's buffers and the room)",
         "audio.mixer_control": "ALSA mixer control for speaker volume (empty: software gain)",
         "audio.period_ms": "ALSA period, 5-40 ms (smaller: faster tones, more wake-ups)",
+        "audio.realtime_priority": "SCHED_FIFO priority (1-99) of the audio bridge's playback and capture threads; 0: normal scheduling; needs CAP_SYS_NICE or LimitRTPRIO= (else logged, and the threads stay normal)",
         "audio.ring_volume": "0-100; the user's volume keys override and persist",
         "audio.sample_rate": "8000, 16000 or 48000 Hz (the SIP engine's clock runs at the same rate)",
         "audio.speaker_volume": "0-100; the user's volume keys override and persist",

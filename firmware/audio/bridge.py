@@ -16,6 +16,7 @@ silence, a new tone also drops that queue so the first tone sample is not stuck 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from array import array
@@ -111,6 +112,7 @@ class AlsaAudio:
         self._canceller: EchoCanceller | None = None
         self._reference = ReferenceQueue(self.period_samples, REFERENCE_PERIODS)
         self._echo_frames = 0
+        self.realtime_threads = 0  # device threads running SCHED_FIFO (audio.realtime_priority)
         # Diagnostics hook: called on the playback thread after each period is handed to ALSA.
         self.on_playback_write: Callable[[bytes], None] | None = None
 
@@ -309,7 +311,22 @@ class AlsaAudio:
         if self._wake.wait(seconds):
             self._wake.clear()
 
+    def _raise_priority(self) -> None:
+        """Move the calling device thread to SCHED_FIFO: on a CPU-starved host an ALSA thread
+        that waits behind other work under- or overruns its ring (docs/quality.md)."""
+        priority = self.settings.realtime_priority
+        if priority <= 0:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # this thread
+        except OSError as exc:
+            log.warning("audio thread stays at normal priority", extra=kv(error=str(exc)))
+            return
+        with self._lock:
+            self.realtime_threads += 1
+
     def _playback_loop(self) -> None:
+        self._raise_priority()
         stream = self._playback
         assert stream is not None
         seen_version = -1
@@ -390,6 +407,7 @@ class AlsaAudio:
         return pcm.to_bytes(pcm.mix([pcm.to_samples(call), tone], gain))
 
     def _capture_loop(self) -> None:
+        self._raise_priority()
         stream = self._capture
         assert stream is not None
         cancelling = False
@@ -455,4 +473,5 @@ class AlsaAudio:
             "loop_errors": self._loop_errors,
             "echo_cancelled_periods": self._echo_frames,
             "echo_reference_dropped": self._reference.dropped,
+            "realtime_threads": self.realtime_threads,
         }

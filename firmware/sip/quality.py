@@ -100,7 +100,8 @@ def mos_from_r(r: float) -> float:
         return 1.0
     if r >= 100:
         return 4.5
-    return 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6
+    # G.107's curve dips just below 1 for R under about 6.5: 1 is the scale's floor
+    return max(1.0, 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6)
 
 
 def estimate_mos(

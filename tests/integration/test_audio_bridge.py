@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import statistics
 import threading
 import time
@@ -446,3 +447,23 @@ def test_echo_cancellation_off_in_the_config_leaves_the_speakerphone_without(
     audio = make_audio(echo_cancellation=False)
     audio.set_handsfree(True)
     assert not audio.echo_cancelling
+
+
+def test_realtime_priority_moves_both_device_threads_to_sched_fifo(
+    make_audio: Callable[..., AlsaAudio],
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("SCHED_FIFO needs CAP_SYS_NICE")
+    audio = make_audio(realtime_priority=10)
+    audio.play_tone(Tone.DIAL)
+    audio.read_capture_frame()
+    assert wait_for(lambda: audio.stats["realtime_threads"] == 2)
+    threads = {t.name: t.native_id for t in threading.enumerate() if t.name.startswith("audio-")}
+    for name in ("audio-playback", "audio-capture"):
+        native_id = threads[name]
+        assert native_id is not None
+        assert os.sched_getscheduler(native_id) == os.SCHED_FIFO
+        assert os.sched_getparam(native_id).sched_priority == 10
+    normal = make_audio()
+    assert wait_for(lambda: normal.stats["frames_played"] > 0 or normal.standbys > 0)
+    assert normal.stats["realtime_threads"] == 0

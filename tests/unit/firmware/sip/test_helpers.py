@@ -66,6 +66,7 @@ def test_mos_falls_with_loss_delay_and_codec() -> None:
     assert estimate_mos("PCMU", 1, 0, 600) < clean - 0.5
     assert estimate_mos("GSM", 1, 0, 1) < clean
     assert mos_from_r(0) == 1.0 and mos_from_r(120) == 4.5
+    assert all(mos_from_r(r / 10) >= 1.0 for r in range(100))  # the curve's dip is floored
     assert delay_impairment(300) > delay_impairment(150) * 2
     with pytest.raises(ValueError, match="impossible"):
         r_factor("PCMU", -1, 0, 0)
