@@ -16,17 +16,23 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.fixtures.postgres import postgres_cluster  # noqa: F401 (fixture)
 from tests.fixtures.provisioning_server import ProvisioningServer
 
 pytestmark = pytest.mark.integration
 
-PORT = 42310  # this module's loopback port
+PORT = 42310  # this module's loopback ports: 42310 (SQLite), 42311 (PostgreSQL)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningServer]:
-    running = ProvisioningServer(tmp_path_factory.mktemp("call-analytics"))
-    running.port = PORT
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProvisioningServer]:
+    db_url = ""
+    if request.param == "postgres":
+        db_url = request.getfixturevalue("postgres_cluster").create_database()
+    running = ProvisioningServer(tmp_path_factory.mktemp("call-analytics"), db_url)
+    running.port = PORT + (request.param == "postgres")
     running.start()
     try:
         yield running
@@ -224,6 +230,9 @@ def test_billing_export_streams_one_row_per_call_and_is_audited(
         ({"group": "no such site"}, 404, "not found"),
         ({"device": "b8:27:eb:ff:ff:ff"}, 404, "not found"),
         ({"extension": "10 01"}, 422, "extension '10 01'"),
+        ({"group": "site\x00"}, 422, "NUL"),
+        ({"device": "\x00"}, 422, "NUL"),
+        ({"tz": "UTC\x00"}, 422, "NUL"),
     ],
 )
 def test_bad_queries_are_clear_4xx(
