@@ -103,7 +103,7 @@ from offhook.firmware.features.events import (
     ProvisioningStatus,
     ServerDiscovered,
 )
-from offhook.firmware.features.messages import unread
+from offhook.firmware.features.messages import text_target, unread
 from offhook.firmware.features.state import AdminLock
 from offhook.firmware.phone_state import (
     NO_NOTICE,
@@ -522,7 +522,10 @@ class Phone:
             account, to, name = state.next_line, entry.number, entry.name
         else:
             record = state.history[index]
-            account, to, name = record.account, record.remote_uri, record.remote_name
+            accounts = state.config.accounts
+            domain = accounts[record.account].domain if record.account < len(accounts) else ""
+            account, name = record.account, record.remote_name
+            to = text_target(record.remote_uri, domain)
         compose.open_draft(self, account, to, name, Mode.BROWSE)
 
     def _key_menu(self, key: str, out: list[Command]) -> None:

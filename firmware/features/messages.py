@@ -55,6 +55,21 @@ class MessageCursor:
     opened: bool = False
 
 
+def _host(uri_or_domain: str) -> str:
+    host = uri_or_domain.split("@", 1)[-1].split(";", 1)[0].split(">", 1)[0].strip("<> ")
+    return host.removeprefix("sip:").rsplit(":", 1)[0].lower()
+
+
+def text_target(uri: str, domain: str) -> str:
+    """Where a text to ``uri`` (a sender, a caller) goes: someone on the line's own domain by
+    number, as "Call" dials them (a From URI carries no port or route; the line's proxy knows
+    the user), anyone else by the URI itself."""
+    number = number_from_uri(uri)
+    if number and _host(uri) == _host(domain):
+        return number
+    return uri
+
+
 def clean_body(body: str) -> str:
     text = _SPACES.sub(" ", _CONTROL.sub(" ", body)).strip()
     return text[:MAX_BODY_CHARS]

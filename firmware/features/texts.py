@@ -11,7 +11,7 @@ from offhook.contract.logs import kv
 from offhook.firmware.events import Command, MessageReceived
 from offhook.firmware.features import compose
 from offhook.firmware.features.compose import REPLY
-from offhook.firmware.features.messages import MessageCursor, mark_read, received
+from offhook.firmware.features.messages import MessageCursor, mark_read, received, text_target
 from offhook.firmware.phone_state import Mode
 
 if TYPE_CHECKING:
@@ -62,8 +62,10 @@ def key(phone: Phone, key: str, out: list[Command]) -> None:
     if key == REPLY:
         message = messages[index]
         mark_read(messages, index)
-        compose.open_draft(phone, message.account, message.from_uri, message.from_name,
-                           Mode.MESSAGES)  # fmt: skip
+        accounts = state.config.accounts
+        domain = accounts[message.account].domain if message.account < len(accounts) else ""
+        to = text_target(message.from_uri, domain)
+        compose.open_draft(phone, message.account, to, message.from_name, Mode.MESSAGES)
         return
     if cursor.opened:
         if key in ("cancel", "left", "ok"):

@@ -92,6 +92,12 @@ _RETRY_ATTEMPTS = 40  # two seconds
 QUALITY_INTERVAL_S = 5.0
 _DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 _TEARDOWN_WAIT_S = 2.0
+# pjsua2 looks a MESSAGE's account up when its transaction ends, and asserts (aborts the process)
+# if the account is gone, so an account is shut down only once its MESSAGEs have their answers,
+# waiting this long at most (within SipEngine.stop's 10 s). A MESSAGE nobody answers lasts until
+# Timer F (64 * T1 = 32 s); closing the transport does not end it sooner (pjsip shuts a UDP
+# transport down only once its transactions let go of it).
+_TEXT_WAIT_S = 6.0
 _REFER_491_RETRIES = 3  # REFERs answered 491 Request Pending are sent again this often
 _GLARE_RETRIES = 3  # so are hold/unhold re-INVITEs
 
@@ -239,8 +245,18 @@ class _Core:
         for call in [c for c in self.calls.values() if c.account_index == index]:
             self.hangup_quietly(call)
         self.pump_until(lambda: not any(c.account_index == index for c in self.calls.values()))
+        self.wait_for_texts(index)
         acc.shutdown()
         del acc
+
+    def wait_for_texts(self, index: int | None = None) -> None:
+        """Pump until the MESSAGEs of one account (or all) have their answers (bounded)."""
+        waiting = self.texts.waiting(index)
+        if waiting:
+            log.info("waiting for text message answers", extra=kv(count=waiting, account=index))
+            self.pump_until(lambda: not self.texts.waiting(index), _TEXT_WAIT_S)
+            if self.texts.waiting(index):  # pjsua2 may abort when their transactions end
+                log.error("text messages unanswered", extra=kv(count=self.texts.waiting(index)))
 
     def teardown(self) -> None:
         """Order that does not crash pjsua2: calls down, sound off, wrappers dropped, destroy."""
@@ -259,6 +275,7 @@ class _Core:
             log.warning("setNoDev failed", extra=kv(error=exc.info()))
         self.clock_on = False
         self.closing = True
+        self.wait_for_texts()
         self.retries.clear()
         self.port = None
         self.published.port_active = False

@@ -72,6 +72,10 @@ class TextSender:
         self.spent.append(match.buddy)
         return match
 
+    def waiting(self, index: int | None = None) -> int:
+        """Sends still without an answer (of one account, or all)."""
+        return sum(index is None or p.account == index for p in self.pending)
+
     def release_spent(self) -> None:
         self.spent.clear()
 

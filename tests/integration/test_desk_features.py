@@ -138,6 +138,21 @@ def test_a_text_typed_on_the_keypad_reaches_linphone_and_a_failure_shows(
         rig.wait_until(lambda s: "> To Linphone: lunch at 2" in s["screen"], what="kept as sent")
         rig.press("cancel")
 
+        # linphone writes; "Reply" in the list answers the URI the message came from
+        peer.command(f"chat sip:1001@{kam.domain} Where?")
+        rig.wait_until(lambda s: "1 new text" in s["screen"], what="a text from linphone")
+        rig.press("messages")
+        rig.wait_until(lambda s: s["screen"][1].startswith("> *1004: Where?"), what="the list")
+        mark = peer.mark()
+        rig.press("softkey3")  # Reply
+        rig.wait_until(lambda s: s["screen"][0].startswith("To 1004"), what="replying")
+        _type(rig, "377733")  # 3 = d, 777 = r, 33 = e
+        rig.wait_until(lambda s: s["screen"][1] in ("dr[e]", "dre_"), what="typed the reply")
+        rig.press("ok")
+        rig.wait_until(lambda s: s["screen"][1] == "Sent", what="the reply delivered")
+        assert peer.wait_line(r"dre$", timeout=15, start=mark)
+        rig.press("ok", "cancel")
+
         rig.press("phonebook", "down", "softkey2")  # a user Kamailio does not know
         rig.wait_until(lambda s: s["screen"][0].startswith("To Nobody"), what="compose again")
         _type(rig, "99")

@@ -55,7 +55,7 @@ def test_reply_types_by_multi_tap_counts_down_and_sends() -> None:
     press(d, "left", "left")  # the letter being chosen, then the space
     press(d, "0", "4", "4", "4")  # a space cannot follow: it is kept, then i
     out = press(d, "softkey3")
-    assert sends(out) == [SendMessage(1, 0, "sip:1004@pbx.example", "xi i")]
+    assert sends(out) == [SendMessage(1, 0, "1004", "xi i")]  # our domain: by number
     assert d.lines == ("To Alice", "Sending...", "xi i")
     d(MessageStatus(1, 200, "OK"))
     assert d.lines == ("To Alice", "Sent", "xi i")
@@ -77,7 +77,7 @@ def test_a_failed_send_says_why_and_can_be_sent_again() -> None:
     press(d, "softkey3")  # back to editing the same text
     assert d.lines[1] == "i_"
     out = press(d, "ok")
-    assert sends(out) == [SendMessage(2, 0, "sip:1004@pbx.example", "i")]
+    assert sends(out) == [SendMessage(2, 0, "1004", "i")]
     d(MessageStatus(2, 0, "account 0 is not configured or not enabled"))
     assert d.lines[1] == "Failed account 0 is ~"
     press(d, "cancel")
@@ -127,7 +127,7 @@ def test_text_from_a_contact_and_from_history() -> None:
     press(d, "history", "softkey2")
     assert d.lines[0].startswith("To Bob")
     out = press(d, "6", "ok")
-    assert sends(out) == [SendMessage(2, 0, "sip:1005@pbx.example", "m")]
+    assert sends(out) == [SendMessage(2, 0, "1005", "m")]
 
 
 def test_a_late_or_unknown_status_changes_only_its_own_message() -> None:
@@ -139,3 +139,10 @@ def test_a_late_or_unknown_status_changes_only_its_own_message() -> None:
     outgoing = [m for m in d.phone.state.messages if m.outgoing]
     assert [m.status for m in outgoing] == ["sent"]
     assert d.phone.screen.kind == "messages"
+
+
+def test_a_sender_on_another_domain_is_answered_at_its_uri() -> None:
+    d = Driver()
+    d(MessageReceived(0, "sip:carol@partner.example", "Carol", "hello"))
+    press(d, "messages", "softkey3", "2", "ok")
+    assert sends(d.out) == [SendMessage(1, 0, "sip:carol@partner.example", "a")]
