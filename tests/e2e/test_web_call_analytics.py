@@ -251,6 +251,8 @@ def test_time_zone_preference_moves_times_and_busy_hours(page: Page) -> None:
         page.goto(f"/analytics/calls?since={DAY1}&until={DAY2}")
         first = page.locator('tr[data-call="one@pbx"] td.when')
         expect(first).to_have_text(f"{DAY1} 18:00:00 JST")  # 09:00 UTC
+        page.goto(f"/cdrs?since={DAY1}&until={DAY1}")  # every page's times, not only the new ones
+        expect(page.locator('tr[data-call="a1"] td.when')).to_have_text(f"{DAY1} 18:00:00 JST")
         page.goto(f"/analytics?since={DAY1}&until={DAY2}")
         weekday1 = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[DAY1.weekday()]
         cell = page.locator(f'svg#chart-busy rect.cell[data-row="{weekday1}"][data-col="18"]')

@@ -3,7 +3,7 @@ device and group, and the samples worst first)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -16,6 +16,7 @@ from offhook.provisioning.db import DbSession
 from offhook.provisioning.models import CallRecordRow, Device, QualityRecord
 from offhook.provisioning.operations import OperationError
 from offhook.provisioning.services import call_analytics as ca
+from offhook.provisioning.services.time_zones import admin_zone
 from offhook.provisioning.web import svg_charts
 from offhook.provisioning.web.actions import actor_for
 from offhook.provisioning.web.core import Reader, WebRoute, render
@@ -28,11 +29,13 @@ DIRECTIONS = ("incoming", "outgoing")
 DISPOSITIONS = ("answered", "no_answer", "busy", "failed", "rejected", "missed")
 
 
-def _day(text: str, field: str, errors: list[str]) -> datetime | None:
+def _day(text: str, field: str, errors: list[str], zone: tzinfo) -> datetime | None:
+    """Local midnight of the day in the admin's zone (``+ timedelta(days=1)`` is the next one:
+    aware arithmetic on a ZoneInfo time is wall-clock, so a DST day keeps its 23 or 25 hours)."""
     if not text:
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=zone)
     except ValueError:
         errors.append(f"{field}: use a date like 2026-01-31")
         return None
@@ -83,8 +86,9 @@ def cdrs_page(
         if disposition not in DISPOSITIONS:
             errors.append(f"result: one of {', '.join(DISPOSITIONS)}")
         query = query.where(CallRecordRow.disposition == disposition)
-    start = _day(since, "from", errors)
-    end = _day(until, "to", errors)
+    zone = admin_zone(admin)
+    start = _day(since, "from", errors, zone)
+    end = _day(until, "to", errors, zone)
     if start is not None:
         query = query.where(CallRecordRow.start >= start.timestamp())
     if end is not None:
