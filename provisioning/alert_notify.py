@@ -269,7 +269,9 @@ def deliver_one(
                 ),
             )
         if attempts < settings.notify_attempts and stop.wait(delay):
-            break  # shutting down: what is left of the attempts is not made
+            # Shutting down between attempts: back to pending, the next start tries again.
+            _release(database, [notification_id])
+            return False
         delay *= 2
     _finish(database, notification_id, attempts, error)
     if error:

@@ -13,6 +13,7 @@ import itertools
 import json
 import re
 import secrets
+import sqlite3
 import ssl
 import threading
 import time
@@ -519,16 +520,35 @@ def test_bad_alert_settings_stop_the_start_naming_the_variable(tmp_path: Path) -
     assert "OFFHOOK_ALERT_WEBHOOK_URL" in server.log_text()
 
 
-def test_the_alert_tasks_stop_cleanly_with_the_server(tmp_path: Path) -> None:
-    server = ProvisioningServer(tmp_path, env={"OFFHOOK_ALERT_SWEEP_INTERVAL_S": "1"})
+def test_the_alert_tasks_stop_cleanly_and_an_unsent_notification_waits_for_the_next_start(
+    tmp_path: Path,
+) -> None:
+    certs = make_certificates(tmp_path / "tls")
+    hook, hook_server = _webhook_server(certs, next(_PORTS))
+    env = {
+        "OFFHOOK_ALERT_SWEEP_INTERVAL_S": "1",
+        "OFFHOOK_ALERT_RETRY_DELAY_S": "60",  # the sender is waiting to retry when it stops
+        "OFFHOOK_ALERT_WEBHOOK_URL": f"https://127.0.0.1:{hook.port}/hook",
+        "OFFHOOK_ALERT_WEBHOOK_CA_FILE": str(certs.ca_cert),
+    }
+    server = ProvisioningServer(tmp_path / "server", env=env)
     server.port = next(_PORTS)
     server.start()
     try:
         wait_until(lambda: "alert tasks started" in server.log_text(), "the alert tasks")
+        phone = server.enroll(_mac())
+        hook.failing[phone.device_id] = 10**6
+        status(phone, False)
+        wait_until(lambda: hook.documents(phone.device_id), "the first, refused attempt")
     finally:
         started = time.monotonic()
         server.stop()
-    assert time.monotonic() - started < 10
+        hook_server.shutdown()
+        hook_server.server_close()
+    assert time.monotonic() - started < 10  # not the 60 s retry delay
     log = server.log_text()
     assert "alert tasks stopped" in log and "Application shutdown complete" in log
-    assert "alert sweep failed" not in log
+    assert "alert sweep failed" not in log and "alert sender failed" not in log
+    with sqlite3.connect(server.data_dir / "provisioning.db") as db:
+        rows = db.execute("select status, claimed_at from alert_notifications").fetchall()
+    assert rows == [("pending", None)]  # neither lost nor marked failed

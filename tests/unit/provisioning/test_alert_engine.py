@@ -1,4 +1,5 @@
-"""Alert evaluation on a real (migrated SQLite) database: the engine turns the stored reports
+"""Alert evaluation on a real migrated database (SQLite, and PostgreSQL from
+tests/fixtures/postgres.py): the engine turns the stored reports
 into alerts, one active alert per (kind, subject), refreshed while the condition holds and
 resolved when it clears; notifications queued per channel; acknowledgements audited."""
 
@@ -31,15 +32,19 @@ from offhook.provisioning.models import (
 )
 from offhook.provisioning.services import alerts
 from offhook.provisioning.settings import ServerSettings
+from tests.fixtures.postgres import postgres_cluster  # noqa: F401
 
 ACTOR = ops.Actor("test:alerts")
 WEBHOOK = WebhookChannel("https://hooks.example/alerts")
 SETTINGS = ServerSettings(alerts=AlertSettings(webhook=WEBHOOK, not_seen_minutes=30))
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Session]:
-    database = Database(f"sqlite:///{tmp_path / 'p.db'}")
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_cluster").create_database()
+    database = Database(url)
     database.migrate()
     with database.session() as session:
         yield session
