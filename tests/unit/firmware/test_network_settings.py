@@ -200,6 +200,6 @@ def test_ifupdown_vlan_stanza(tmp_path: Path) -> None:
 def test_a_vlan_out_of_range_is_refused_and_nothing_written(tmp_path: Path, vlan: int) -> None:
     root = root_with(tmp_path, "networkd")
     net = NetworkSettings(root, reload=lambda _: None)
-    with pytest.raises(NetworkSettingsError, match="VLAN ID must be 1-4094"):
+    with pytest.raises(NetworkSettingsError, match="VLAN must be 1-4094"):
         net.apply(ApplyNetwork("dhcp", vlan=vlan))
     assert not list((root / "etc/systemd/network").iterdir())
