@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from offhook.provisioning import mfa, sign_in
+from offhook.provisioning import mfa, sign_in, webauthn_keys
 from offhook.provisioning.admin_auth import AdminError, client_ip, require_permission
 from offhook.provisioning.api.bodies import Id32, RequestBody, error_responses
 from offhook.provisioning.deps import DbSession, ServicesDep
@@ -38,6 +38,15 @@ class MfaStatus(BaseModel):
     required_for_role: bool = Field(description="OFFHOOK_MFA_REQUIRED_ROLES names the role")
     recovery_codes_left: int
     security_keys: int = Field(description="WebAuthn security keys registered (web UI)")
+
+
+class SecurityKeyOut(BaseModel):
+    id: int
+    name: str
+    transports: list[str] = Field(description="as the browser reported them: usb, internal...")
+    sign_count: int
+    created_at: str
+    last_used_at: str | None
 
 
 class MfaEnrolment(BaseModel):
@@ -152,6 +161,40 @@ def reset_mfa(
         raise _refused(exc) from None
     db.commit()
     return _status(db, services, target)
+
+
+def _keys_out(db: Session, user: AdminUser) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": key.id,
+            "name": key.name,
+            "transports": [t for t in key.transports.split(",") if t],
+            "sign_count": key.sign_count,
+            "created_at": key.created_at.isoformat(),
+            "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
+        }
+        for key in webauthn_keys.list_keys(db, user)
+    ]
+
+
+@router.get("/me/security-keys", response_model=list[SecurityKeyOut])
+def my_security_keys(db: DbSession, user: AccountOwner) -> list[dict[str, Any]]:
+    """One's WebAuthn security keys (registered in the web UI, where the browser holds them)."""
+    return _keys_out(db, user)
+
+
+@router.delete("/me/security-keys/{key_id}", response_model=list[SecurityKeyOut])
+def remove_my_security_key(
+    key_id: int, request: Request, db: DbSession, services: ServicesDep, user: AccountOwner
+) -> list[dict[str, Any]]:
+    """Refused (409) for the last factor a role requires; the keys left."""
+    actor = admin_actor(user, client_ip(request))
+    try:
+        mfa.remove_security_key(db, services.settings, actor, user, key_id)
+    except AdminError as exc:
+        raise _refused(exc) from None
+    db.commit()
+    return _keys_out(db, user)
 
 
 def _session_out(row: AdminSession) -> dict[str, Any]:

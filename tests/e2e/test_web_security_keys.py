@@ -210,6 +210,14 @@ def test_admin_registers_a_key_then_signs_in_with_it(
     page.get_by_role("button", name="Remove Desk key").click()
     expect(page.locator("#key-error")).to_contain_text("requires a second factor")
     expect(page.locator("#security-keys")).to_contain_text("Desk key")
+    # The REST API (here by the web session with its CSRF token) lists it and refuses the same.
+    (listed,) = page.request.get("/api/v1/admin/me/security-keys").json()
+    assert (listed["name"], listed["sign_count"]) == ("Desk key", count_after)
+    csrf = page.locator("input[name=csrf_token]").first.input_value()
+    refused = page.request.delete(
+        f"/api/v1/admin/me/security-keys/{listed['id']}", headers={"X-CSRF-Token": csrf}
+    )
+    assert refused.status == 409 and "requires a second factor" in refused.text()
 
 
 def test_a_used_or_foreign_challenge_is_refused(
@@ -265,6 +273,8 @@ def test_a_removed_key_and_a_cloned_key_are_refused(
     expect(page.get_by_role("status").first).to_contain_text("Security key 'Old key' removed")
     expect(page.locator("#security-keys")).not_to_contain_text("Old key")
     assert "admin_user.security_key_remove" in audit_actions(server, "uma")
+    listed = page.request.get("/api/v1/admin/me/security-keys").json()
+    assert [k["name"] for k in listed] == ["New key"]
     log_out(page)
 
     # The removed key signs the server's challenge properly, and is refused.
