@@ -637,7 +637,7 @@ def _boot_log(console_log: Path, number: int) -> Path:
     return console_log if number == 1 else console_log.with_suffix(f".boot{number}.log")
 
 
-KERNEL_CMDLINE = re.compile(r"Command line: ([^\r\n]*)")
+KERNEL_CMDLINE = re.compile(r"(?:Kernel command line|Command line): ([^\r\n]*)")  # arm64, x86
 
 
 def _first_boot_marks(record: BootRecord, console: OutputWatcher, wait) -> None:

@@ -393,9 +393,6 @@ def boot_files(
         for item in sorted(firmware.iterdir()):
             shutil.move(str(item), boot / item.name)
         check_pi_config(boot)
-        if target.bootloader == "uboot":
-            uboot_boot_files(tree, target, boot)
-            return
         # net.ifnames=0 keeps wlan0 the name wpa_supplicant@wlan0 is bound to.
         (boot / "cmdline.txt").write_text(
             f"{target.console} root={layout_root_partuuid} rootfstype=ext4 ro fsck.repair=yes "
@@ -405,6 +402,8 @@ def boot_files(
         # The upstream DTBs already enable I2C1 on GPIO 2/3; the dtparam covers downstream ones.
         config.write_text(config.read_text() + "\n[all]\n# offhook: I2C for the OLED, UART "
                           "console\ndtparam=i2c_arm=on\nenable_uart=1\n")  # fmt: skip
+        if target.bootloader == "uboot":
+            uboot_boot_files(tree, target, boot)
         return
     kernels = sorted((tree / "boot").glob("vmlinuz-*"))
     initrds = sorted((tree / "boot").glob("initrd.img-*"))

@@ -318,6 +318,10 @@ def test_rpi_image_boots_under_qemu_virt_to_a_call(rpi_image: tuple[Path, dict])
     image, _ = rpi_image
     result = boot_test(image, call=True, timeout=2400, memory_mb=1024)
     print("rpi boot under qemu-system-aarch64 -M virt:", result.summary())
+    # U-Boot (u-boot-qemu as firmware) ran the card's script, which booted slot A's own kernel
+    # with the command line it built (the kernel reports it)
+    assert "rauc.slot=A" in result.boots[0].cmdline
+    assert "root=PARTUUID=" in result.boots[0].cmdline
     assert result.hostname == "offhook-boottest"
     assert result.registered_contact
     assert {"firstboot", "service", "control_api", "registered"} <= set(result.milestones)
@@ -327,8 +331,9 @@ def test_rpi_image_boots_under_qemu_virt_to_a_call(rpi_image: tuple[Path, dict])
 
 def test_rpi_image_boots_under_qemu_raspi3b_to_a_call(rpi_image: tuple[Path, dict]) -> None:
     """The same card through QEMU's Raspberry Pi 3 B model (opt-in on top of the image test:
-    OFFHOOK_TEST_RPI_RASPI3B=1, or make image-test-rpi RASPI3B=1): the kernel and initramfs its
-    config.txt names with the Pi 3 B's upstream DTB, the root on the emulated SD card (sdhost),
+    OFFHOOK_TEST_RPI_RASPI3B=1, or make image-test-rpi RASPI3B=1): the card's own U-Boot (what
+    its config.txt names) with the Pi 3 B's upstream DTB, which runs the card's boot script and
+    boots slot A's kernel and initramfs, the root on the emulated SD card (sdhost),
     the console on the mini UART (ttyS1), the network through dwc2 and usb-net. The phone
     registers, calls baresip, and baresip's tone comes back to it through the phone's playback
     and capture on the guest's snd-aloop (the model has no sound device the host can back)."""
@@ -340,6 +345,7 @@ def test_rpi_image_boots_under_qemu_raspi3b_to_a_call(rpi_image: tuple[Path, dic
     result = boot_test(image, call=True, timeout=2400, machine="raspi3b")
     print("rpi boot under qemu-system-aarch64 -M raspi3b:", result.summary())
     assert result.hostname == "offhook-boottest" and result.registered_contact
+    assert "rauc.slot=A" in result.boots[0].cmdline  # the card's U-Boot chose the slot
     assert {"firstboot", "service", "control_api", "registered"} <= set(result.milestones)
     assert result.call is not None and result.call.echo_share >= 0.5
     assert {"call_connected", "audio", "hung_up"} <= set(result.milestones)
