@@ -5,10 +5,12 @@ firmware.devtools as subprocesses, three
 ``offhook sim --headless`` phones that enroll and get their SIP lines from it (Alice 1001,
 Bob 1002, Carol 1003; Carol has call waiting off so a second call finds her busy), shows their
 OLED screens side by side in the terminal and plays a scripted scenario, driving the phones only
-through their control APIs. Then it stays up as a playground until Ctrl-C (or ``q``): ``r``
-replays the scripted calls (SIGUSR1 too, without a terminal), the phones answer on their control
-APIs (printed), and ``offhook sim --config <demo dir>/you.toml`` (the command is printed) joins
-the demo's registrar as one more, interactive phone, extension 1009, that can call the others.
+through their control APIs. Kamailio runs its presence modules, and every phone has a BLF key
+for each of the others, so their lamps show the scripted calls ringing and talking. Then it
+stays up as a playground until Ctrl-C (or ``q``): ``r`` replays the scripted calls (SIGUSR1
+too, without a terminal), the phones answer on their control APIs (printed), and
+``offhook sim --config <demo dir>/you.toml`` (the command is printed) joins the demo's
+registrar as one more, interactive phone, extension 1009, that can call the others.
 Without a terminal it prints each step and the screens as plain text.
 """
 
@@ -37,7 +39,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
-from offhook.contract.config import save_config
+from offhook.contract.config import PhoneConfig, save_config
 from offhook.firmware.devtools.kamailio import KamailioServer
 from offhook.firmware.devtools.provisioning_server import ProvisioningServerProcess
 from offhook.firmware.provisioning.identity import sim_identity
@@ -86,11 +88,12 @@ class Demo:
     # --- set-up -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.kamailio = KamailioServer(self.root / "kamailio")  # the same code the tests use
+        # the same code the tests use; presence serves the BLF keys' dialog subscriptions
+        self.kamailio = KamailioServer(self.root / "kamailio", presence=True)
         for person in (*self.people, GUEST):
             self.kamailio.add_user(person.user, person.password)
         self.kamailio.start()
-        self.say(f"Kamailio registrar on {self.kamailio.domain} (UDP/TCP)")
+        self.say(f"Kamailio registrar on {self.kamailio.domain} (UDP/TCP, presence for BLF)")
         self.write_join_config()
         if self.use_server:
             self.start_server()
@@ -140,7 +143,16 @@ class Demo:
             display_name=person.name,
         )  # fmt: skip
         config.features.call_waiting = person.call_waiting
+        config = PhoneConfig.model_validate({**config.model_dump(), "blf": self.blf_keys(person)})
         return SimPhone(self.root / person.name.lower(), config)
+
+    def blf_keys(self, person: Person) -> list[dict[str, str]]:
+        """A BLF key (blf1, blf2...) for each of the other demo phones."""
+        return [
+            {"extension": other.user, "label": other.name}
+            for other in self.people
+            if other is not person
+        ]
 
     def provisioned_phone(self, person: Person) -> SimPhone:
         """A phone with no account: it enrolls and the server hands it its line."""
@@ -158,6 +170,7 @@ class Demo:
         # SIP address and port and the ALSA devices stay the simulator's own (phone-local)
         settings = {"dialplan": local["dialplan"]}
         settings["features"] = {"call_waiting": person.call_waiting}
+        settings["blf"] = self.blf_keys(person)
         mac = sim_identity(phone.config_path).mac
         server.add_device(mac, name=person.name, settings=settings)
         line = {
@@ -203,16 +216,21 @@ class Demo:
         self.pause(1.0)
         alice.client.keys("1002")
         self.wait(bob, lambda s: call_state(s) == "incoming", "Bob's phone rings")
+        # the third phone (Alice herself in a two-phone demo) watches Bob's line on a BLF key
+        watcher = self.phones.get("Carol", alice)
+        self.watch_lamp(watcher, "1002", "ringing")
         self.pause(1.5)
         self.set_step("Bob answers")
         bob.client.hook(True)
         self.wait(alice, lambda s: call_state(s) == "confirmed", "Alice talking")
         self.wait(bob, lambda s: call_state(s) == "confirmed", "Bob talking")
+        self.watch_lamp(watcher, "1002", "busy")
         self.set_step("Alice and Bob talk")
         self.pause(4.0)
         self.set_step("Alice hangs up")
         alice.client.hook(False)
         self.wait(bob, lambda s: not s["calls"], "call ended at Bob")
+        self.watch_lamp(watcher, "1002", "idle")
         self.pause(1.0)
         bob.client.hook(False)
         if "Carol" not in self.phones:
@@ -239,6 +257,17 @@ class Demo:
         self.wait(alice, lambda s: not s["calls"], "call ended at Alice")
         alice.client.hook(False)
         self.set_step("scenario done: phones stay up (r replays, q or Ctrl-C quits)")
+
+    def watch_lamp(self, phone: SimPhone, extension: str, lamp: str) -> None:
+        """Wait until ``phone``'s BLF key for ``extension`` shows ``lamp``, and say so with its
+        LED."""
+        state = self.wait(
+            phone, lambda s: blf_key(s, extension).get("lamp") == lamp,
+            f"BLF lamp for {extension} {lamp}",
+        )  # fmt: skip
+        key = blf_key(state, extension)
+        led = state.get("device", {}).get("leds", {}).get(key["key"], "?")
+        self.say(f"{phone.name}'s BLF key {key['key']} ({key['label']}): {lamp}, LED {led}")
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -277,7 +306,8 @@ class Demo:
             screen = screen_of(phone)
             lines = " | ".join(screen.get("lines", []))
             status = " ".join(f"{k}={v}" for k, v in screen.get("status", {}).items())
-            self.console.print(f"  [{name}] {status} :: {lines}")
+            lamps = " ".join(f"{k['label']}={k['lamp']}" for k in blf_keys_of(phone))
+            self.console.print(f"  [{name}] {status} :: {lines} || BLF {lamps}")
 
     def render(self) -> Group:
         # the real OLED pixels when the terminal is wide enough for all panels, else text
@@ -296,6 +326,36 @@ class Demo:
             footer.append(f"join as 1009 (another terminal): {self.join_command}\n")
         footer.append("keys: r replay the calls   q quit", style="bold")
         return Group(header, Columns(panels, padding=(0, 1)), footer)
+
+
+def blf_key(state: dict, extension: str) -> dict[str, str]:
+    """The control API's BLF entry (key, extension, label, lamp) for ``extension``, or {}."""
+    return next((k for k in state.get("blf") or [] if k.get("extension") == extension), {})
+
+
+LAMP_LOOKS = {  # how a BLF lamp is drawn under a phone's screen: mark and style
+    "idle": ("○", "green"),
+    "ringing": ("◉", "bold yellow blink"),
+    "busy": ("●", "bold red"),
+    "unknown": ("?", "dim"),
+}
+
+
+def blf_keys_of(phone: SimPhone) -> list[dict[str, str]]:
+    try:
+        state = phone.state()
+    except (OSError, RuntimeError, ValueError):
+        return []
+    return list((state or {}).get("blf") or [])
+
+
+def blf_text(phone: SimPhone) -> Text:
+    """The phone's BLF lamps as one line: a mark per key, coloured like its LED."""
+    text = Text()
+    for key in blf_keys_of(phone):
+        mark, style = LAMP_LOOKS.get(key["lamp"], ("?", "dim"))
+        text.append(f"{mark} {key['label']}  ", style=style)
+    return text
 
 
 def call_state(state: dict) -> str:
@@ -319,7 +379,7 @@ def phone_panel(name: str, phone: SimPhone) -> Panel:
     lines = list(screen.get("lines", []))[:4]
     body.append("\n".join(line[:21] for line in lines).ljust(21))
     body.append("\n" * (4 - len(lines)))
-    return Panel(body, title=name, width=25, border_style="cyan")
+    return Panel(Group(body, blf_text(phone)), title=name, width=25, border_style="cyan")
 
 
 def oled_text(png: bytes) -> Text:
@@ -343,7 +403,9 @@ def oled_panel(name: str, phone: SimPhone) -> Panel:
         body = oled_text(phone.client.screen_png())
     except (OSError, RuntimeError, ValueError):
         body = Text("(restarting)")
-    return Panel(body, title=name, width=OLED_WIDTH + 4, border_style="cyan")
+    return Panel(
+        Group(body, blf_text(phone)), title=name, width=OLED_WIDTH + 4, border_style="cyan"
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""``offhook demo --once`` without a terminal: the whole scripted scenario runs and exits 0."""
+"""``offhook demo --once`` without a terminal: the whole scripted scenario runs and exits 0, and
+the phones' BLF lamps (Kamailio's presence) follow the scripted calls."""
 
 from __future__ import annotations
 
@@ -43,6 +44,14 @@ def test_demo_runs_its_scenario_without_a_tty() -> None:
     assert "Incoming call" in out  # Bob's screen while ringing
     assert "486 Busy Here" in out  # Bob calling Carol, who has no call waiting
     assert "scenario done" in out
+    # Carol's second BLF key watches Bob: its LED blinks while he rings, is on while he talks
+    # with Alice and goes off when they hang up, in that order
+    seen = [
+        out.index(f"Carol's BLF key blf2 (Bob): {lamp}, LED {led}")
+        for lamp, led in (("ringing", "fast_blink"), ("busy", "on"), ("idle", "off"))
+    ]
+    assert seen == sorted(seen), out[-4000:]
+    assert "BLF Alice=" in out and "Bob=busy" in out  # the lamps printed with the screens
 
 
 def test_demo_stays_up_as_a_playground_replays_and_lets_a_sim_join(tmp_path: Path) -> None:
@@ -64,6 +73,8 @@ def test_demo_stays_up_as_a_playground_replays_and_lets_a_sim_join(tmp_path: Pat
 
     try:
         wait_until(lambda: seen("scenario done"), "the first scenario", timeout=180)
+        # two phones: Alice watches Bob, the one she calls
+        assert seen("Alice's BLF key blf1 (Bob): ringing, LED fast_blink")
         command = next(line for line in lines if "join the demo as 1009:" in line)
         config_path = Path(command.split("--config", 1)[1].strip())
         # the printed command's config joins the demo's registrar (headless here, no terminal)
