@@ -23,12 +23,13 @@ router = APIRouter(tags=["alerts"], responses=error_responses(401, 403, 404, 422
 
 Reader = Annotated[AdminUser, Depends(require_permission("fleet.read"))]
 Acker = Annotated[AdminUser, Depends(require_permission("alert.ack"))]
-AlertId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+AlertId = Annotated[int, Path(ge=1, le=alerts.MAX_ALERT_ID)]
 
 
 class AckBody(RequestBody):
     ids: Annotated[
-        list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=alerts.MAX_ACK)
+        list[Annotated[int, Field(ge=1, le=alerts.MAX_ALERT_ID)]],
+        Field(min_length=1, max_length=alerts.MAX_ACK),
     ]
 
 

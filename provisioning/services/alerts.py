@@ -35,6 +35,7 @@ STATE_FILTERS = ("active", *ALERT_STATES, "all")
 ACTIVE = (ALERT_OPEN, ALERT_ACKNOWLEDGED)
 SEVERITY_ORDER = {"critical": 0, "warning": 1}
 MAX_ACK = 1000  # alerts in one acknowledgement
+MAX_ALERT_ID = 2**31 - 1  # the INTEGER column's range: a larger id names no alert
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,8 @@ def acknowledge(db: Session, actor: Actor, alert_ids: Sequence[int]) -> AckResul
         raise OperationError("name at least one alert")
     if len(ids) > MAX_ACK:
         raise OperationError(f"at most {MAX_ACK} alerts at once")
+    if any(not 1 <= i <= MAX_ALERT_ID for i in ids):
+        raise OperationError(f"alert ids are 1-{MAX_ALERT_ID}")
     found = {a.id: a for a in db.scalars(select(Alert).where(Alert.id.in_(ids)))}
     missing = [i for i in ids if i not in found]
     if missing:

@@ -446,6 +446,8 @@ def test_acknowledge_needs_an_operator_is_audited_and_the_cli_agrees(rig: Rig) -
     audit = server.admin.get("/audit", params={"action": "alert.ack", "target_id": alert["id"]})
     assert [e["actor"] for e in audit.json()] == [f"admin:{tokens['operator'][0]}"]
     assert server.admin.post("/alerts/ack", json={"ids": [alert["id"], 10**6]}).status_code == 404
+    assert server.admin.post("/alerts/ack", json={"ids": [2**40]}).status_code == 422
+    assert server.admin.post(f"/alerts/{2**40}/ack").status_code == 422
 
     listed = server.fleet("alerts", "list", "--state", "acknowledged")
     assert listed.returncode == 0, listed.stderr

@@ -225,6 +225,8 @@ def test_acknowledge_audits_skips_and_the_alert_still_resolves(db: Session) -> N
     (alert,) = active(db, "line_unregistered")
     with pytest.raises(ops.NotFound):
         alerts.acknowledge(db, ACTOR, [alert.id, 999])
+    with pytest.raises(ops.OperationError, match="alert ids are 1-2147483647"):
+        alerts.acknowledge(db, ACTOR, [alert.id, 2**40])  # beyond the column: no database error
     assert alert.state == "open"
     result = alerts.acknowledge(db, ACTOR, [alert.id])
     assert result.acknowledged == [alert.id]
