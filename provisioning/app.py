@@ -46,6 +46,7 @@ from offhook.provisioning.pg_credentials import PgCredentialReader
 from offhook.provisioning.private_files import private_directory
 from offhook.provisioning.render import RenderCache
 from offhook.provisioning.retention import purge_expired
+from offhook.provisioning.rollouts import check_stage_timeouts
 from offhook.provisioning.settings import ServerSettings, settings_from_env
 
 # Re-exported: older callers name them from here; routers import provisioning.deps.
@@ -188,6 +189,24 @@ async def _purge_periodically(services: Services) -> None:
             log.exception("retention purge failed")
 
 
+def _rollout_stage_check(database: Database) -> list[int]:
+    with database.session() as db:
+        return check_stage_timeouts(db)
+
+
+async def _watch_rollouts(services: Services) -> None:
+    """Rollouts whose stage outlasts its time limit pause: no phone report would say so."""
+    interval = services.settings.rollout_check_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            paused = await asyncio.to_thread(_rollout_stage_check, services.database)
+            if paused:
+                log.warning("rollout stages timed out", extra=kv(rollouts=paused))
+        except Exception:  # the next round retries; a failed check must not kill the server
+            log.exception("rollout stage check failed")
+
+
 def _sqlite_reader(database: Database) -> SqliteCredentialReader | None:
     path = database.engine.url.database if database.is_sqlite else None
     if not path or path == ":memory:":
@@ -218,15 +237,17 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = None
+        tasks = []
         if settings.purge_interval_s > 0:
-            task = asyncio.create_task(_purge_periodically(services))
+            tasks.append(asyncio.create_task(_purge_periodically(services)))
+        if settings.rollout_check_interval_s > 0:
+            tasks.append(asyncio.create_task(_watch_rollouts(services)))
         alert_tasks = AlertTasks(database, settings, services.alert_wakeup)
         alert_tasks.start()
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
             await alert_tasks.stop()  # before the database goes: its threads may be using it
             services.notifier.close()
@@ -257,8 +278,8 @@ def create_app(settings: ServerSettings | None = None, database: Database | None
     app.include_router(rollouts_router, prefix="/api/v1/admin")
     app.include_router(security_router, prefix="/api/v1/admin")
     app.include_router(privacy_router, prefix="/api/v1/admin")
-    app.include_router(alerts_router, prefix="/api/v1/admin")
     app.include_router(analytics_router, prefix="/api/v1/admin")
+    app.include_router(alerts_router, prefix="/api/v1/admin")
     app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.web_ui:
         _mount_web(app)

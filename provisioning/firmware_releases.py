@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,9 +33,17 @@ from offhook.contract.config import VERSION_RE
 from offhook.contract.errors import OffhookError
 from offhook.contract.logs import kv
 from offhook.provisioning import audit
-from offhook.provisioning.models import FirmwareRelease
+from offhook.provisioning.models import (
+    ROLLOUT_PAUSED,
+    ROLLOUT_RUNNING,
+    DeviceFirmware,
+    FirmwareRelease,
+    Rollout,
+    utcnow,
+)
 from offhook.provisioning.operations import Actor
 from offhook.provisioning.private_files import private_directory
+from offhook.provisioning.render import bump_devices
 from offhook.provisioning.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -243,6 +251,9 @@ def release_snapshot(release: FirmwareRelease) -> dict[str, Any]:
         "signer": release.signer,
         "uploaded_by": release.uploaded_by,
         "created_at": release.created_at.isoformat() if release.created_at else None,
+        "withdrawn": release.withdrawn_at is not None,
+        "withdrawn_at": release.withdrawn_at.isoformat() if release.withdrawn_at else None,
+        "withdrawn_by": release.withdrawn_by,
     }
 
 
@@ -368,3 +379,75 @@ def get_release(db: Session, ref: int | str) -> FirmwareRelease:
     if release is None:
         raise FirmwareError(f"firmware release {text!r} not found", 404, "not_found")
     return release
+
+
+def check_offered(release: FirmwareRelease) -> None:
+    """A withdrawn release is never sent to another phone (a new rollout or pin)."""
+    if release.withdrawn_at is not None:
+        raise FirmwareError(
+            f"release {release.id} ({release.compatible} {release.version}) was withdrawn by"
+            f" {release.withdrawn_by}: it is no longer offered",
+            409,
+            "withdrawn",
+        )
+
+
+def withdraw_release(
+    db: Session, actor: Actor, ref: int | str
+) -> tuple[FirmwareRelease, list[str]]:
+    """No longer offered: refused while a running or paused rollout or a pin uses it. Phones
+    running it are left alone; phones it was offered to that do not run it (failed or rolled
+    back in a finished rollout) lose it as their target. Returns the devices whose config
+    changed (the caller commits, then resyncs them)."""
+    release = get_release(db, ref)
+    if release.withdrawn_at is not None:
+        raise FirmwareError(f"release {release.id} is withdrawn already", 409, "conflict")
+    active = db.scalar(
+        select(Rollout).where(
+            Rollout.release_id == release.id,
+            Rollout.status.in_((ROLLOUT_RUNNING, ROLLOUT_PAUSED)),
+        )
+    )
+    if active is not None:
+        raise FirmwareError(
+            f"release {release.id} ({release.version}) is used by rollout {active.id}"
+            f" ({active.status}): abort it first",
+            409,
+            "in_use",
+        )
+    pinned = db.scalar(
+        select(func.count())
+        .select_from(DeviceFirmware)
+        .where(DeviceFirmware.pinned_release_id == release.id)
+    )
+    if pinned:
+        raise FirmwareError(
+            f"release {release.id} ({release.version}) is pinned on {pinned} phone(s): unpin"
+            " them first",
+            409,
+            "in_use",
+        )
+    before = release_snapshot(release)
+    release.withdrawn_at = utcnow()
+    release.withdrawn_by = actor.name
+    changed = []
+    for row in db.scalars(select(DeviceFirmware).where(DeviceFirmware.release_id == release.id)):
+        if row.state != "running":  # the phones running it keep it as their target
+            row.release_id = None
+            changed.append(row.device_id)
+    db.flush()
+    audit.record(
+        db,
+        actor.name,
+        "firmware.withdraw",
+        "firmware_release",
+        release.id,
+        before,
+        release_snapshot(release) | {"targets_dropped": len(changed)},
+        actor.ip,
+    )
+    log.info(
+        "firmware release withdrawn",
+        extra=kv(release=release.id, version=release.version, targets_dropped=len(changed)),
+    )
+    return release, bump_devices(db, changed)

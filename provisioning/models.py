@@ -357,6 +357,9 @@ class FirmwareRelease(Base):
     signer: Mapped[str] = mapped_column(String(255), default="")
     uploaded_by: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Withdrawn: no longer offered to new rollouts or pins; phones running it are left alone.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    withdrawn_by: Mapped[str] = mapped_column(String(128), default="")
 
 
 class Rollout(Base):
@@ -379,6 +382,10 @@ class Rollout(Base):
     failure_threshold_pct: Mapped[float] = mapped_column(Float, default=10.0)
     maintenance_window: Mapped[str] = mapped_column(String(16), default="")
     pause_reason: Mapped[str] = mapped_column(Text, default="")
+    # A stage whose phones have not all finished this long after it began (or resumed) pauses
+    # the rollout (0: no limit).
+    stage_timeout_s: Mapped[int] = mapped_column(Integer, default=0)
+    stage_started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

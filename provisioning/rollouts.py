@@ -12,7 +12,9 @@ or the check-sync NOTIFY the caller sends after commit, brings it the target. It
 its state (``record_event``, ``record_status``), and each change re-evaluates its rollout:
 past ``failure_threshold_pct`` of failed + rolled-back phones among those admitted, the rollout
 pauses itself (audited as ``rollout.auto_pause`` with the reason); once every admitted phone
-has finished, the next stage is admitted, and after the last the rollout is completed.
+has finished, the next stage is admitted, and after the last the rollout is completed. A stage
+that has not finished ``stage_timeout_s`` after it began (or the rollout resumed) pauses it too
+(``check_stage_timeouts``, run by the server every ``OFFHOOK_ROLLOUT_CHECK_INTERVAL_S``).
 
 Every function takes the session and the acting principal, writes its audit entry and returns
 the ids of the devices whose config changed; the caller commits, then resyncs them.
@@ -25,7 +27,7 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select, update
@@ -34,7 +36,7 @@ from sqlalchemy.orm import Session
 from offhook.contract.config import WINDOW_RE
 from offhook.contract.logs import kv
 from offhook.provisioning import audit
-from offhook.provisioning.firmware_releases import FirmwareError, get_release
+from offhook.provisioning.firmware_releases import FirmwareError, check_offered, get_release
 from offhook.provisioning.models import (
     DEVICE_APPROVED,
     ROLLOUT_ABORTED,
@@ -73,6 +75,7 @@ EVENT_STATES = {
 }
 ACTIVE = (ROLLOUT_RUNNING, ROLLOUT_PAUSED)
 ADMIT_CHUNK = 5000  # ids per UPDATE (SQLite's bound-parameter limit is 32766)
+MAX_STAGE_TIMEOUT_S = 90 * 24 * 3600
 
 
 class RolloutError(FirmwareError):
@@ -218,6 +221,8 @@ def rollout_snapshot(db: Session, rollout: Rollout) -> dict[str, Any]:
         "failure_threshold_pct": rollout.failure_threshold_pct,
         "maintenance_window": rollout.maintenance_window,
         "pause_reason": rollout.pause_reason,
+        "stage_timeout_s": rollout.stage_timeout_s,
+        "stage_started_at": _iso(rollout.stage_started_at),
         "eligible": done.eligible,
         "admitted": done.admitted,
         "stage_quota": done.quota,
@@ -327,9 +332,14 @@ def start_rollout(
     stages: Iterable[int] = DEFAULT_STAGES,
     failure_threshold_pct: float = 10.0,
     maintenance_window: str = "",
+    stage_timeout_s: int = 0,
 ) -> tuple[Rollout, list[str]]:
-    """A running rollout with its first stage (the canary) admitted."""
+    """A running rollout with its first stage (the canary) admitted. ``stage_timeout_s``: a
+    stage not finished that long after it began pauses the rollout (0: no limit)."""
     release = get_release(db, release_ref)
+    check_offered(release)
+    if not 0 <= stage_timeout_s <= MAX_STAGE_TIMEOUT_S:
+        raise RolloutError(f"stage time limit: 0 (none) to {MAX_STAGE_TIMEOUT_S} seconds (90 days)")
     group_row: Group | None = get_group(db, group) if group is not None else None
     stage_list = _check_stages(stages)
     if not 0 <= failure_threshold_pct <= 100:
@@ -356,6 +366,8 @@ def start_rollout(
         failure_threshold_pct=float(failure_threshold_pct),
         maintenance_window=maintenance_window,
         pause_reason="",
+        stage_timeout_s=int(stage_timeout_s),
+        stage_started_at=utcnow(),
         created_by=actor.name,
     )
     db.add(rollout)
@@ -435,25 +447,13 @@ def evaluate(db: Session, rollout: Rollout) -> list[str]:
         worst = done.worst_stage()
         if worst is not None and 100.0 * worst[2] / worst[1] > rollout.failure_threshold_pct:
             stage, asked, failed = worst
-            before = {"status": rollout.status}
-            rollout.status = ROLLOUT_PAUSED
-            rollout.pause_reason = (
+            _auto_pause(
+                db,
+                rollout,
                 f"failure rate {100.0 * failed / asked:.1f}% ({failed} of {asked} phones of"
                 f" stage {stage + 1} ({rollout.stages[stage]}%) failed or rolled back) passed"
-                f" the threshold of {rollout.failure_threshold_pct:g}%"
-            )
-            audit.record(
-                db,
-                SYSTEM.name,
-                "rollout.auto_pause",
-                "rollout",
-                rollout.id,
-                before,
-                {"status": rollout.status, "reason": rollout.pause_reason},
-            )
-            log.warning(
-                "rollout paused",
-                extra=kv(rollout=rollout.id, reason=rollout.pause_reason),
+                f" the threshold of {rollout.failure_threshold_pct:g}%",
+                "failure_threshold",
             )
             return changed
         if done.admitted and done.finished < done.admitted:
@@ -481,6 +481,7 @@ def evaluate(db: Session, rollout: Rollout) -> list[str]:
             )
             return changed
         rollout.stage += 1
+        rollout.stage_started_at = utcnow()
         audit.record(
             db,
             SYSTEM.name,
@@ -491,6 +492,56 @@ def evaluate(db: Session, rollout: Rollout) -> list[str]:
             {"stage": rollout.stage, "pct": rollout.stages[rollout.stage]},
         )
         changed += _admit(db, rollout)
+
+
+def _auto_pause(db: Session, rollout: Rollout, reason: str, cause: str) -> None:
+    before = {"status": rollout.status}
+    rollout.status = ROLLOUT_PAUSED
+    rollout.pause_reason = reason
+    audit.record(
+        db,
+        SYSTEM.name,
+        "rollout.auto_pause",
+        "rollout",
+        rollout.id,
+        before,
+        {"status": rollout.status, "reason": reason, "cause": cause},
+    )
+    log.warning("rollout paused", extra=kv(rollout=rollout.id, cause=cause, reason=reason))
+
+
+def check_stage_timeouts(db: Session, now: datetime | None = None) -> list[int]:
+    """Pause every running rollout whose current stage has not finished within its time limit
+    (phones still downloading, installing or silent); returns their ids. The caller commits."""
+    now = now or utcnow()
+    paused = []
+    for rollout in db.scalars(
+        select(Rollout).where(Rollout.status == ROLLOUT_RUNNING, Rollout.stage_timeout_s > 0)
+    ):
+        if now < rollout.stage_started_at + timedelta(seconds=rollout.stage_timeout_s):
+            continue
+        done = progress(db, rollout, count_eligible=False)
+        if done.admitted and done.finished >= done.admitted:
+            continue  # finished: the next report or evaluation moves it on
+        waiting = done.admitted - done.finished
+        _auto_pause(
+            db,
+            rollout,
+            f"stage {rollout.stage + 1} ({rollout.stages[rollout.stage]}%) did not complete"
+            f" within its time limit of {_duration(rollout.stage_timeout_s)}: {waiting} of"
+            f" {done.admitted} phones asked had not finished",
+            "stage_timeout",
+        )
+        paused.append(rollout.id)
+    return paused
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def _steer(db: Session, actor: Actor, rollout: Rollout, action: str, status: str) -> None:
@@ -528,6 +579,7 @@ def resume_rollout(db: Session, actor: Actor, ref: int | str) -> tuple[Rollout, 
         raise RolloutError(f"rollout {rollout.id} is {rollout.status}, not paused", 409, "conflict")
     _steer(db, actor, rollout, "resume", ROLLOUT_RUNNING)
     rollout.pause_reason = ""
+    rollout.stage_started_at = utcnow()  # the stage's time limit counts again from now
     return rollout, evaluate(db, rollout)
 
 
@@ -594,6 +646,7 @@ def pin_device(
             row.state = ""
     else:
         release = get_release(db, release_ref)
+        check_offered(release)
         if row.compatible and row.compatible != release.compatible:
             raise RolloutError(
                 f"device {device.mac} is a {row.compatible}; release {release.id} is for"

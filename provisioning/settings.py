@@ -48,6 +48,8 @@ class ServerSettings:
     lockout_minutes: int = 15
     notify_enabled: bool = True
     purge_interval_s: int = 3600  # 0 disables the periodic purge task
+    # How often running rollouts are checked against their stage time limit (0: never).
+    rollout_check_interval_s: int = 60
     migrate_on_start: bool = True
     web_ui: bool = True  # mount provisioning.web (False: device + REST API only)
     # The fleet's poll interval: the "not seen" threshold for phones that do not report theirs.
@@ -156,6 +158,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> ServerSettings:
         lockout_minutes=_env_int(env, "OFFHOOK_LOCKOUT_MINUTES", 15),
         notify_enabled=env.get("OFFHOOK_NOTIFY", "1") not in ("0", "false", "no"),
         purge_interval_s=_env_int(env, "OFFHOOK_PURGE_INTERVAL_S", 3600),
+        rollout_check_interval_s=_env_int(env, "OFFHOOK_ROLLOUT_CHECK_INTERVAL_S", 60),
         migrate_on_start=env.get("OFFHOOK_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
         web_ui=env.get("OFFHOOK_WEB_UI", "1") not in ("0", "false", "no"),
         poll_interval_s=poll_interval_from_env(env),

@@ -34,11 +34,12 @@ from offhook.provisioning.firmware_releases import (
     list_releases,
     register_release,
     release_snapshot,
+    withdraw_release,
 )
 from offhook.provisioning.limits import parse_length
 from offhook.provisioning.models import AdminUser, DeviceFirmware, FirmwareRelease
 from offhook.provisioning.operations import Actor
-from offhook.provisioning.services.actors import admin_actor
+from offhook.provisioning.services.actors import admin_actor, commit_and_resync
 
 admin_router = APIRouter(tags=["firmware"], responses=error_responses(401, 403, 404, 409, 422))
 device_router = APIRouter(tags=["device"], responses=error_responses(401, 403, 404, 503))
@@ -121,6 +122,21 @@ def get_firmware_release(ref: str, _user: Reader, db: DbSession) -> dict[str, An
         return release_snapshot(get_release(db, ref))
     except FirmwareError as exc:
         raise firmware_error(exc) from None
+
+
+@admin_router.post("/firmware/{ref}/withdraw", response_model=replies.FirmwareReleaseOut)
+def post_withdraw_release(
+    ref: str, request: Request, user: Uploader, db: DbSession, services: ServicesDep
+) -> dict[str, Any]:
+    """Withdraw a release: no longer offered to new rollouts or pins; phones running it are
+    left alone. 409 ``in_use`` while a running or paused rollout, or a pin, uses it."""
+    try:
+        release, changed = withdraw_release(db, admin_actor(user, client_ip(request)), ref)
+    except FirmwareError as exc:
+        raise firmware_error(exc) from None
+    snapshot = release_snapshot(release)
+    commit_and_resync(db, services.keys, services.notifier, changed)
+    return snapshot
 
 
 # --- phones -------------------------------------------------------------------------------------

@@ -340,6 +340,9 @@ class FirmwareReleaseOut(BaseModel):
     signer: str = Field(description="subject of the certificate that signed it")
     uploaded_by: str
     created_at: IsoTime | None
+    withdrawn: bool = Field(description="no longer offered to new rollouts or pins")
+    withdrawn_at: IsoTime | None
+    withdrawn_by: str
 
 
 class RolloutRelease(BaseModel):
@@ -372,6 +375,8 @@ class RolloutOut(BaseModel):
     failure_threshold_pct: float
     maintenance_window: str
     pause_reason: str
+    stage_timeout_s: int = Field(description="time limit of each stage (0: none)")
+    stage_started_at: IsoTime | None = Field(description="when the current stage began")
     eligible: int
     admitted: int = Field(description="phones asked so far")
     stage_quota: int

@@ -24,6 +24,7 @@ from offhook.provisioning.models import AdminUser, Rollout
 from offhook.provisioning.operations import OperationError, get_device
 from offhook.provisioning.rollouts import (
     DEFAULT_STAGES,
+    MAX_STAGE_TIMEOUT_S,
     abort_rollout,
     device_firmware_snapshot,
     exclude_device,
@@ -54,6 +55,15 @@ class RolloutBody(RequestBody):
     ] = Field(default_factory=lambda: list(DEFAULT_STAGES))
     failure_threshold_pct: Annotated[float, Field(ge=0, le=100)] = 10.0
     maintenance_window: Annotated[str, Field(max_length=11)] = ""
+    stage_timeout_s: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_STAGE_TIMEOUT_S,
+            description="a stage not finished this long after it began pauses the rollout"
+            " (0: no limit)",
+        ),
+    ] = 0
 
 
 class RolloutPatch(RequestBody):
@@ -113,6 +123,7 @@ def post_rollout(
             stages=body.stages,
             failure_threshold_pct=body.failure_threshold_pct,
             maintenance_window=body.maintenance_window,
+            stage_timeout_s=body.stage_timeout_s,
         )
     except (FirmwareError, OperationError) as exc:
         raise _refusal(exc) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +14,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.postgres import free_tcp_port
 from tests.fixtures.provisioning_server import DeviceCredential, ProvisioningServer
 from tests.fixtures.rauc_bundles import SigningPair, make_bundle, tamper
 
 pytestmark = pytest.mark.integration
 
 COMPATIBLE = "offhook-qemu-amd64"
-# Loopback ports for these servers (the range this suite was given).
+# Loopback ports for these servers (the range this suite was given), or a free one of
+# $OFFHOOK_TEST_PORTS when the run has a range of its own.
 _PORTS = itertools.count(18400)
+
+
+def next_port() -> int:
+    return free_tcp_port() if os.environ.get("OFFHOOK_TEST_PORTS") else next(_PORTS)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +55,7 @@ def bundles(
 
 def start_server(tmp: Path, keyring: Path, env: dict[str, str] | None = None) -> ProvisioningServer:
     server = ProvisioningServer(tmp, env=env)
-    server.port = next(_PORTS)
+    server.port = next_port()
     (server.data_dir / "firmware-keyring.pem").write_bytes(keyring.read_bytes())
     server.start()
     return server
@@ -173,7 +180,7 @@ def test_bundle_above_the_size_limit_is_refused_while_streaming(
 
 def test_no_keyring_means_no_upload(tmp_path: Path, bundles: dict[str, Path]) -> None:
     server = ProvisioningServer(tmp_path)
-    server.port = next(_PORTS)
+    server.port = next_port()
     server.start()
     try:
         reply = upload(server, bundles["good"])
@@ -279,7 +286,7 @@ def test_download_over_https_with_the_pinned_ca(
 ) -> None:
     """As a phone does it: HTTPS trusting only the server's CA, the credential, a resume."""
     server = ProvisioningServer(tmp_path, tls=True)
-    server.port = next(_PORTS)
+    server.port = next_port()
     (server.data_dir / "firmware-keyring.pem").write_bytes(keys["good"].cert.read_bytes())
     server.start()
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -276,3 +277,114 @@ def test_cli_rollout_and_firmware_commands(server: ProvisioningServer) -> None:
     audit = server.admin.get("/audit", params={"action": "rollout.pause"}).json()
     assert audit and audit[0]["actor"].startswith("cli:")
     _ = _PORTS  # the servers of both modules share one port counter
+
+
+def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_stage_not_done_within_its_time_limit_pauses_with_a_reason_and_an_audit(
+    tmp_path: Path, bundle: tuple[SigningPair, Path]
+) -> None:
+    # the server's own periodic check (every second here), not a call from the test
+    server = start_server(tmp_path, bundle[0].cert, env={"OFFHOOK_ROLLOUT_CHECK_INTERVAL_S": "1"})
+    try:
+        upload(server, bundle[1]).raise_for_status()
+        slow = phones(server, 4, "slow-floor")
+        quick = phones(server, 2, "quick-floor")
+        bad = server.admin.post(
+            "/rollouts", json={"release": "0.2.0", "group": "slow-floor", "stage_timeout_s": -1}
+        )
+        assert bad.status_code == 422
+        limited = server.admin.post(
+            "/rollouts",
+            json={"release": "0.2.0", "group": "slow-floor", "stages": [50, 100],
+                  "stage_timeout_s": 4},
+        ).json()  # fmt: skip
+        unlimited = server.admin.post(
+            "/rollouts", json={"release": "0.2.0", "group": "quick-floor", "stages": [50, 100]}
+        ).json()
+        assert (limited["stage_timeout_s"], unlimited["stage_timeout_s"]) == (4, 0)
+        first, second = asked(slow)
+        report(first, "downloading", "installed", "rebooting", "running")
+        report(second, "downloading")  # and then nothing: stuck
+        report(asked(quick)[0], "downloading")  # stuck too, but that rollout has no limit
+        paused = wait_for(
+            lambda: (r := rollout_state(server, limited["id"]))["status"] == "paused" and r,
+            "the stage time limit to pause the rollout",
+        )
+        assert paused["pause_reason"] == (
+            "stage 1 (50%) did not complete within its time limit of 4 s: 1 of 2 phones asked"
+            " had not finished"
+        )
+        assert paused["admitted"] == 2  # the second stage was never asked
+        audit = server.admin.get("/audit", params={"action": "rollout.auto_pause"}).json()
+        assert [(a["actor"], a["target_id"]) for a in audit] == [
+            ("system:rollout", str(limited["id"]))
+        ]
+        assert audit[0]["after"]["cause"] == "stage_timeout"
+        assert rollout_state(server, unlimited["id"])["status"] == "running"
+
+        # resumed, the stage's clock starts again; once its phones finish the next stage comes
+        resumed = server.admin.post(f"/rollouts/{limited['id']}/resume").json()
+        assert resumed["status"] == "running"
+        assert resumed["stage_started_at"] > limited["stage_started_at"]
+        report(second, "installed", "rebooting", "running")
+        moved = rollout_state(server, limited["id"])
+        assert (moved["status"], moved["stage"], moved["admitted"]) == ("running", 1, 4)
+    finally:
+        server.stop()
+
+
+def test_withdrawn_release_is_no_longer_offered_and_phones_on_it_are_untouched(
+    server: ProvisioningServer, bundle: tuple[SigningPair, Path], tmp_path: Path
+) -> None:
+    fleet = phones(server, 2, "withdraw-floor")
+    started = server.admin.post(
+        "/rollouts", json={"release": "0.2.0", "group": "withdraw-floor", "stages": [100],
+                           "failure_threshold_pct": 60},
+    ).json()  # fmt: skip
+    first, second = fleet
+    report(first, "downloading", "installed", "rebooting", "running")
+    report(second, "downloading")
+    refused = server.admin.post("/firmware/0.2.0/withdraw")
+    assert refused.status_code == 409 and refused.json()["code"] == "in_use"
+    assert f"used by rollout {started['id']} (running)" in refused.json()["detail"]
+    report(second, "failed", reason="download_failed")  # the rollout completes, one failed
+    assert rollout_state(server, started["id"])["status"] == "completed"
+
+    withdrawn = server.admin.post("/firmware/0.2.0/withdraw")
+    assert withdrawn.status_code == 200, withdrawn.text
+    release = withdrawn.json()
+    assert release["withdrawn"] and release["withdrawn_by"].startswith("admin:")
+    assert server.admin.get("/firmware/0.2.0").json()["withdrawn"] is True
+    # the phone running it keeps it; the one it failed on is no longer offered it
+    assert target(first)["version"] == "0.2.0"
+    assert target(second)["version"] == ""
+    with second.client() as client:
+        assert client.get(f"/api/v1/device/firmware/{release['sha256']}.raucb").status_code == 404
+    # ...nor to anyone else: a new rollout or a pin is refused
+    again = server.admin.post("/rollouts", json={"release": "0.2.0", "group": "withdraw-floor"})
+    assert again.status_code == 409 and again.json()["code"] == "withdrawn"
+    pin = server.admin.put(f"/devices/{second.mac}/firmware", json={"pin": "0.2.0"})
+    assert pin.status_code == 409 and "withdrawn" in pin.json()["detail"]
+    twice = server.admin.post("/firmware/0.2.0/withdraw")
+    assert twice.status_code == 409
+    audit = server.admin.get("/audit", params={"action": "firmware.withdraw"}).json()
+    assert len(audit) == 1 and audit[0]["actor"] == release["withdrawn_by"]
+    assert audit[0]["after"]["targets_dropped"] == 1
+
+    # a pinned release is in use too
+    newer = make_bundle(tmp_path, bundle[0], COMPATIBLE, "0.3.0")
+    upload(server, newer).raise_for_status()
+    server.admin.put(f"/devices/{first.mac}/firmware", json={"pin": "0.3.0"}).raise_for_status()
+    pinned = server.admin.post("/firmware/0.3.0/withdraw")
+    assert pinned.status_code == 409 and "pinned on 1 phone(s)" in pinned.json()["detail"]
+    server.admin.put(f"/devices/{first.mac}/firmware", json={"pin": ""}).raise_for_status()
+    assert server.admin.post("/firmware/0.3.0/withdraw").status_code == 200
