@@ -1,16 +1,25 @@
-"""Faults the end-to-end tests inject through the control API (``--test-hooks``; never in
-production): they prove the supervisor's recovery on a real phone process."""
+"""Faults the end-to-end tests inject (never in production): through the control API
+(``--test-hooks``), they prove the supervisor's recovery on a real phone process; through the
+image (``offhook image build --test-registrar``), a firmware that cannot register, for the
+update rollback test."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
+from offhook.contract.fault_env import TEST_REGISTRAR_ENV
 from offhook.firmware import events as ev
 from offhook.firmware.ports import SipPort
 
 log = logging.getLogger("offhook.phone")
+
+
+def test_registrar(env: dict[str, str] | None = None) -> str:
+    """The test-only registrar override, "" on every real phone."""
+    return (os.environ if env is None else env).get(TEST_REGISTRAR_ENV, "")
 
 
 class EngineHangHook:

@@ -137,6 +137,11 @@ def _image_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--firmware-version", help="version of the firmware and its bundle (default: pyproject's)"
     )
+    b.add_argument(
+        "--test-registrar", default="", metavar="HOST:PORT",
+        help="TEST ONLY: a broken firmware whose accounts register here instead (the update "
+        "rollback test); never for a real card",
+    )  # fmt: skip
 
     t = sub.add_parser("boot-test", help="boot an image under QEMU and wait for ready")
     t.add_argument("image", type=Path)
@@ -195,6 +200,7 @@ def image_main(argv: list[str]) -> int:
                     signing_key=args.signing_key,
                     signing_cert=args.signing_cert,
                     firmware_version=args.firmware_version,
+                    test_registrar=args.test_registrar,
                 ),
                 console=console,
             )

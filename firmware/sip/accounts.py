@@ -9,6 +9,7 @@ import pjsua2 as pj
 
 from offhook.contract.config import Account, PhoneConfig
 from offhook.contract.logs import kv
+from offhook.firmware.fault_hooks import test_registrar
 from offhook.firmware.sip.mwi import parse_message_summary
 from offhook.firmware.sip.uri import transport_param
 
@@ -36,7 +37,10 @@ def account_config(config: PhoneConfig, account: Account, transport_id: int) -> 
     display = account.display_name.replace('"', "")
     uri = f"sip:{account.user}@{account.domain}"
     acfg.idUri = f'"{display}" <{uri}>' if display else uri
-    acfg.regConfig.registrarUri = f"sip:{account.domain}{tparam}"
+    broken = test_registrar()  # "" unless the image is the test-only broken build
+    if broken:
+        log.warning("TEST BUILD: registering at the test registrar", extra=kv(registrar=broken))
+    acfg.regConfig.registrarUri = f"sip:{broken or account.domain}{tparam}"
     acfg.regConfig.timeoutSec = account.register_expires_s
     acfg.regConfig.retryIntervalSec = 30
     acfg.regConfig.registerOnAdd = True

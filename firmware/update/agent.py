@@ -443,9 +443,10 @@ class UpdateAgent:
             self.marked_good = True
             report = self._report("running")
             target = record.target
+            # The record before the report: once the server hears "running" the record on /data
+            # says so too (a power cut in between boots B again, checks again and re-reports).
             return [
                 MarkGood(),
-                report,
                 *self._set(
                     phase="idle",
                     reason="",
@@ -454,6 +455,7 @@ class UpdateAgent:
                     failed_version="",
                     target=target,
                 ),
+                report,
                 DiscardBundle(),
             ]
         if record.phase == "marked_bad" or self.marked_good or not event.control_ok:
