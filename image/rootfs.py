@@ -32,6 +32,7 @@ BASE_PACKAGES = (
     "kmod", "iproute2", "ca-certificates", "python3", "python3-venv", "libasound2",
     "alsa-utils", "e2fsprogs", "fdisk", "dosfstools", "openssh-server", "initramfs-tools",
     "zstd", "less",
+    "libspeexdsp1",  # the speakerphone's echo canceller (firmware/audio, through ctypes)
 )  # fmt: skip
 BUILD_PACKAGES = ("gcc", "python3-dev", "libasound2-dev", "libc6-dev")  # purged after pip
 INITRAMFS_MODULES = {
