@@ -516,9 +516,7 @@ class KamailioServer:
 
     def _write_presence_tables(self) -> None:
         if not (_DBTEXT_TEMPLATES / "presentity").is_file():
-            raise RuntimeError(
-                f"{_DBTEXT_TEMPLATES}: db_text templates missing (install kamailio)"
-            )
+            raise RuntimeError(f"{_DBTEXT_TEMPLATES}: db_text templates missing (install kamailio)")
         if not os.path.isfile(os.path.join(_module_dir(), "presence_dialoginfo.so")):
             raise RuntimeError("Kamailio presence modules missing (kamailio-presence-modules)")
         db_dir = self.directory / "dbtext"

@@ -110,8 +110,10 @@ class HttpBundleFetcher:
             written = self._receive(response, dest, have, max_size, progress, cancel)
             length = response.getheader("Content-Length")
             # http.client returns a short body at EOF without an error: check the length
-            if length is not None and written - have < int(length) and not (
-                max_size and written > max_size
+            if (
+                length is not None
+                and written - have < int(length)
+                and not (max_size and written > max_size)
             ):
                 raise DownloadError(
                     f"GET {url}: connection closed after {written - have} of {length} bytes",

@@ -106,4 +106,3 @@ def test_the_reference_queue_is_bounded_and_gives_silence_when_empty() -> None:
         queue.put(bytes([value]) * 8)
     assert queue.dropped == 1
     assert queue.take() == bytes([2]) * 8  # the oldest went
-

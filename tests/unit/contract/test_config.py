@@ -136,5 +136,5 @@ def test_start_tls_is_only_for_ldap_urls() -> None:
     base = {"base_dn": "dc=example", "start_tls": True}
     config = PhoneConfig.model_validate({"directory": {**base, "url": "ldap://ldap.example"}})
     assert config.directory.start_tls and config.directory.tls_verify  # verified by default
-    with pytest.raises(ValueError, match="directory.start_tls is for ldap:// urls"):
+    with pytest.raises(ValueError, match=r"directory\.start_tls is for ldap:// urls"):
         PhoneConfig.model_validate({"directory": {**base, "url": "ldaps://ldap.example"}})
