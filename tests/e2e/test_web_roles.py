@@ -121,7 +121,21 @@ class Env:
         return int(alert["id"])
 
     def release(self) -> str:
-        return str(self.admin.get("/firmware").json()[0]["id"])
+        """The release the module's server started with (never withdrawn)."""
+        return str(self.admin.get("/firmware").json()[-1]["id"])
+
+    def fresh_release(self) -> str:
+        """A release uploaded for this case alone (one to withdraw)."""
+        reply = self.admin.post(
+            "/firmware", content=self.bundle(),
+            headers={"content-type": "application/octet-stream"},
+        )  # fmt: skip
+        reply.raise_for_status()
+        return str(reply.json()["id"])
+
+    def bundle(self) -> bytes:
+        work, pair = BUNDLE_MAKER["work"], BUNDLE_MAKER["pair"]
+        return make_bundle(work, pair, version=f"0.3.{secrets.randbelow(10**6)}").read_bytes()
 
     def group_rollout(self) -> int:
         """A rollout of the release to a new (empty) group: it waits for phones."""
@@ -205,6 +219,9 @@ class Env:
 
 Request = tuple[str, dict[str, Any]]  # (path, form fields)
 Make = Callable[[Env], Request]
+
+
+BUNDLE_MAKER: dict[str, Any] = {}  # the module server's signing pair, for more releases
 
 
 def _page(path: str) -> Make:
@@ -298,6 +315,13 @@ ROUTES: list[tuple[str, str, str, Make]] = [
     ("GET", "/api-tokens", "read-only", _page("/api-tokens")),
     ("GET", "/privacy", "admin", _page("/privacy")),
     ("GET", "/firmware", "read-only", _page("/firmware")),
+    ("POST", "/firmware/upload", "admin", lambda e: ("/firmware/upload", {"bundle": e.bundle()})),
+    (
+        "POST",
+        "/firmware/{ref}/withdraw",
+        "admin",
+        lambda e: (f"/firmware/{e.fresh_release()}/withdraw", {}),
+    ),
     # firmware rollouts: a group's needs an operator (rollout.group)
     (
         "POST",
@@ -579,6 +603,7 @@ def _at_least(role: str, least: str) -> bool:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisioningServer]:
     work = tmp_path_factory.mktemp("web-roles")
     pair = SigningPair.make(work / "keys", "web-roles-signing")
+    BUNDLE_MAKER.update(work=work, pair=pair)
     # Security keys are bound to the public address (the software authenticator's origin).
     running = ProvisioningServer(work / "server", env={"OFFHOOK_PUBLIC_URL": PUBLIC_URL})
     # A keyring and one verified release, so the rollout routes have something to roll out.
@@ -625,7 +650,10 @@ def test_web_route_allows_exactly_its_roles(
     if method == "GET":
         reply = browser.client.get(path)
     else:
-        reply = browser.client.post(path, data={**form, "csrf_token": browser.csrf})
+        files = {name: (name, value) for name, value in form.items() if isinstance(value, bytes)}
+        data = {name: value for name, value in form.items() if name not in files}
+        reply = browser.client.post(path, data={**data, "csrf_token": browser.csrf},
+                                    files=files or None)  # fmt: skip
     if not _at_least(role, least):
         assert reply.status_code == 403, (reply.status_code, reply.text[:300])
         assert f"This needs the {least} role; you are {role}." in reply.text
