@@ -418,12 +418,29 @@ def extract_boot_files(disk: Path, workdir: Path) -> tuple[Path, Path, str]:
 
 
 def read_data_file(disk: Path, path: str) -> str:
-    """A file from the card's data partition (the third), read with debugfs at its offset."""
+    """A file from the card's data partition (the third), as the phone last synced it.
+
+    debugfs reads the filesystem's blocks in place and does not replay ext4's journal: a file
+    the phone wrote atomically (new file, fsync, rename) lives in the journal until the next
+    checkpoint, and debugfs on the card itself finds the old one (seen with the update agent's
+    record while the guest ran). So a sparse copy of the partition has its journal replayed
+    (``e2fsck -E journal_only``) and debugfs reads that."""
     data = read_partition_table(disk)[2]
-    proc = subprocess.run(
-        ["debugfs", "-R", f"cat {path}", f"{disk}?offset={data.start}"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="offhook-data-") as scratch:
+        copy = Path(scratch) / "data.ext4"
+        subprocess.run(
+            ["dd", f"if={disk}", f"of={copy}", "bs=1M", "iflag=skip_bytes,count_bytes",
+             f"skip={data.start}", f"count={data.size}", "conv=sparse", "status=none"],
+            check=True,
+        )  # fmt: skip
+        replay = subprocess.run(["e2fsck", "-E", "journal_only", "-y", str(copy)],
+                                capture_output=True, text=True, check=False)  # fmt: skip
+        if replay.returncode > 1:  # 1: errors corrected (the journal replayed)
+            raise BootTestError(
+                f"{disk}: the data partition's journal does not replay: {replay.stdout.strip()}"
+            )
+        proc = subprocess.run(["debugfs", "-R", f"cat {path}", str(copy)],
+                              capture_output=True, text=True, check=False)  # fmt: skip
     if proc.returncode != 0 or "File not found" in proc.stderr:
         raise BootTestError(f"{disk}: cannot read {path} on the data partition: {proc.stderr}")
     return proc.stdout
